@@ -1,0 +1,128 @@
+import { Command, Option } from "commander";
+import { confirm, input, password, select } from "@inquirer/prompts";
+import { RECIPIENT_TYPES, isRecipientType, type RecipientType } from "../crypto/index.js";
+import {
+  DEFAULTS,
+  PraxmailError,
+  ensureWritableHome,
+  initPractice,
+  isInitialised,
+  loadConfig,
+  resolveHome,
+  type InitResult,
+} from "../core/index.js";
+import { common, note, printJson, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+
+interface InitFlags extends HomeOptions, JsonOptions {
+  practiceName?: string;
+  practiceEmail?: string;
+  portalUrl?: string;
+  upstream?: string;
+  recipientType?: string;
+  keyring: boolean;
+  protect?: boolean;
+  yes?: boolean;
+}
+
+const ctxOut = { output: process.stderr };
+
+async function askPassphrase(io: Io, flags: InitFlags): Promise<string | undefined> {
+  if (!flags.protect) return undefined;
+  const fromEnv = io.env.PRAXMAIL_IDENTITY_PASSPHRASE;
+  if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+  if (!io.interactive) {
+    throw new PraxmailError("usage", "--protect needs a passphrase, but stdin is not a terminal", "set PRAXMAIL_IDENTITY_PASSPHRASE");
+  }
+  for (;;) {
+    const a = await password({ message: "Passphrase for the practice identity file", mask: "*" }, ctxOut);
+    const b = await password({ message: "The same passphrase again", mask: "*" }, ctxOut);
+    if (a !== b) note(io, "the passphrases differ; try again");
+    else if (a.length < 12) note(io, "use at least 12 characters");
+    else return a;
+  }
+}
+
+/**
+ * Runs init: the wizard on a terminal unless --yes, flags otherwise.
+ *
+ * @param io - The streams.
+ * @param flags - Parsed options.
+ * @returns What init did.
+ */
+export async function runInit(io: Io, flags: InitFlags): Promise<InitResult & { home: string }> {
+  const home = resolveHome(flags.home);
+  await ensureWritableHome(home);
+  const old = isInitialised(home) ? loadConfig(home) : undefined;
+  const wizard = io.interactive && !flags.yes;
+  let name = flags.practiceName ?? old?.practiceName;
+  let email = flags.practiceEmail ?? old?.practiceEmail;
+  let portalUrl = flags.portalUrl ?? old?.portalUrl ?? DEFAULTS.portalUrl;
+  let upstream = flags.upstream ?? old?.upstream ?? "";
+  let type: string = flags.recipientType ?? old?.crypto.recipientType ?? DEFAULTS.recipientType;
+  if (wizard) {
+    name = await input({ message: "Practice name", default: name, required: true }, ctxOut);
+    email = await input({ message: "Practice e-mail address (sender of notifications)", default: email, required: true }, ctxOut);
+    portalUrl = await input({ message: "Public portal URL", default: portalUrl }, ctxOut);
+    upstream = await input({ message: "Upstream SMTP URL (empty: write mail to the outbox)", default: upstream }, ctxOut);
+    if (!old) {
+      type = await select<RecipientType>(
+        {
+          message: "Recipient type",
+          default: type,
+          choices: RECIPIENT_TYPES.map((t) => ({ value: t, name: t === "mlkem768x25519" ? `${t} (post-quantum hybrid, recommended)` : t })),
+        },
+        ctxOut,
+      );
+      flags.protect ??= await confirm({ message: "Protect the identity file with a passphrase (if no keyring answers)?", default: false }, ctxOut);
+    }
+  }
+  if (!isRecipientType(type)) {
+    throw new PraxmailError("usage", `unknown recipient type ${JSON.stringify(type)}`, `use ${RECIPIENT_TYPES.join(" or ")}`);
+  }
+  if (name === undefined || email === undefined) {
+    throw new PraxmailError("usage", "--practice-name and --practice-email are required", "run praxmail init on a terminal for the wizard, or pass both flags");
+  }
+  const passphrase = old ? undefined : await askPassphrase(io, flags);
+  const result = await initPractice(home, {
+    practiceName: name,
+    practiceEmail: email,
+    portalUrl,
+    upstream: upstream === "" ? null : upstream,
+    recipientType: type,
+    keyring: flags.keyring && !flags.protect,
+    ...(passphrase !== undefined ? { passphrase } : {}),
+  });
+  return { ...result, home };
+}
+
+/** @returns The `init` command. */
+export function initCommand(io: Io): Command {
+  return common(new Command("init"))
+    .description("set up a practice: configuration and practice identity (re-run to change settings)")
+    .option("--practice-name <name>", "the practice's name, shown to patients")
+    .option("--practice-email <address>", "the practice's address, sender of notifications")
+    .option("--portal-url <url>", `public URL of the patient portal (default ${DEFAULTS.portalUrl})`)
+    .option("--upstream <url>", "smtp:// or smtps:// URL for outgoing mail (default: the outbox folder)")
+    .addOption(new Option("--recipient-type <type>", "key type for new keys").choices(RECIPIENT_TYPES))
+    .option("--no-keyring", "store the practice identity in a file even if an OS keyring answers")
+    .option("--protect", "protect the identity file with a passphrase (PRAXMAIL_IDENTITY_PASSPHRASE in scripts)")
+    .option("-y, --yes", "no wizard: take flags and defaults")
+    .action(async (flags: InitFlags) => {
+      const r = await runInit(io, flags);
+      const where = r.identityStore.kind === "keyring" ? "the OS keyring" : `${r.home}/${r.identityStore.file}`;
+      if (flags.json) {
+        printJson(io, {
+          home: r.home,
+          created: r.created,
+          practiceRecipient: r.config.practiceRecipient,
+          recipientType: r.config.crypto.recipientType,
+          identity: r.identityStore.kind === "keyring" ? { store: "keyring" } : { store: "file", file: where, protected: r.identityStore.protected },
+        });
+        return;
+      }
+      note(io, r.created ? `praxmail: initialised ${r.home}` : `praxmail: updated the settings in ${r.home}; the practice identity is unchanged`);
+      note(io, `praxmail: practice identity in ${where}${r.identityStore.kind === "file" && !r.identityStore.protected ? " (mode 0600; keep a backup offline)" : ""}`);
+      note(io, "praxmail: practice recipient:");
+      io.out(`${r.config.practiceRecipient}\n`);
+    });
+}

@@ -1,0 +1,200 @@
+// What every command shares: the home option, opening the core context, printing,
+// confirmation, and the one place where errors become messages and exit codes.
+import { userInfo } from "node:os";
+import chalk from "chalk";
+import { Option, type Command } from "commander";
+import { confirm } from "@inquirer/prompts";
+import { Store } from "../store/index.js";
+import { PraxmailError, ensureWritableHome, loadConfig, resolveHome, type Context } from "../core/index.js";
+import { notifierFor } from "../mail/index.js";
+
+/** Options every command has. */
+export interface HomeOptions {
+  home?: string;
+}
+
+/** Options of commands that print data. */
+export interface JsonOptions {
+  json?: boolean;
+}
+
+/** Where commands write; injected so that run* functions stay testable. */
+export interface Io {
+  readonly out: (text: string) => void;
+  readonly err: (text: string) => void;
+  /** True when both stdin and stderr are terminals: prompts and progress are allowed. */
+  readonly interactive: boolean;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/** The process's real streams. */
+export const processIo: Io = {
+  out: (t) => process.stdout.write(t),
+  err: (t) => process.stderr.write(t),
+  interactive: process.stdin.isTTY && process.stderr.isTTY,
+  env: process.env,
+};
+
+if ((process.env.NO_COLOR ?? "") !== "" || !process.stderr.isTTY) chalk.level = 0;
+
+/**
+ * Adds `--home` (and `--json` when asked) to a command.
+ *
+ * @param cmd - The command.
+ * @param json - Whether the command prints data.
+ * @returns The same command.
+ */
+export function common(cmd: Command, json = true): Command {
+  cmd.addOption(new Option("--home <dir>", "praxmail home (config and data)").env("PRAXMAIL_HOME"));
+  if (json) cmd.option("--json", "print machine-readable JSON on stdout");
+  return cmd;
+}
+
+/**
+ * Opens the core context of an initialised home; close it with {@link closeContext}.
+ *
+ * @param opts - The command's options.
+ * @returns The context.
+ * @throws {@link PraxmailError} if home is not writable or not initialised.
+ */
+export async function openContext(opts: HomeOptions): Promise<Context> {
+  const home = resolveHome(opts.home);
+  await ensureWritableHome(home);
+  const config = loadConfig(home);
+  const store = Store.open(home);
+  return {
+    home,
+    config,
+    store,
+    notifier: notifierFor(home, config),
+    actor: `cli:${userInfo().username}`,
+    now: () => new Date(),
+  };
+}
+
+/**
+ * Runs work with an open context and closes it afterwards, also on failure.
+ *
+ * @param opts - The command's options.
+ * @param fn - The work.
+ * @returns What fn returns.
+ */
+export async function withContext<T>(opts: HomeOptions, fn: (ctx: Context) => T | Promise<T>): Promise<T> {
+  const ctx = await openContext(opts);
+  try {
+    return await fn(ctx);
+  } finally {
+    ctx.store.close();
+  }
+}
+
+/**
+ * Asks for confirmation on a terminal; refuses elsewhere unless `--yes` was given.
+ *
+ * @param io - The streams.
+ * @param question - The question.
+ * @param yes - The value of `--yes`.
+ * @returns Whether to go on.
+ * @throws {@link PraxmailError} `usage` when not interactive and not `--yes`.
+ */
+export async function confirmOrYes(io: Io, question: string, yes: boolean | undefined): Promise<boolean> {
+  if (yes) return true;
+  if (!io.interactive) {
+    throw new PraxmailError("usage", "confirmation needed, but stdin is not a terminal", "pass --yes to confirm in a script");
+  }
+  return confirm({ message: question, default: false }, { output: process.stderr });
+}
+
+/**
+ * Prints rows as an aligned table.
+ *
+ * @param io - The streams.
+ * @param headers - Column titles.
+ * @param rows - Cells.
+ */
+export function printTable(io: Io, headers: readonly string[], rows: readonly (readonly string[])[]): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]): string =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join("  ").trimEnd();
+  io.out(`${chalk.bold(line(headers))}\n`);
+  for (const r of rows) io.out(`${line(r)}\n`);
+}
+
+/**
+ * Prints a value as JSON on stdout.
+ *
+ * @param io - The streams.
+ * @param value - The data.
+ */
+export function printJson(io: Io, value: unknown): void {
+  io.out(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * Prints a note for people on stderr.
+ *
+ * @param io - The streams.
+ * @param text - The note.
+ */
+export function note(io: Io, text: string): void {
+  io.err(`${text}\n`);
+}
+
+/**
+ * Shows progress of long work on a terminal; prints nothing elsewhere.
+ *
+ * @param io - The streams.
+ * @returns update(text) and done().
+ */
+export function progress(io: Io): { update(text: string): void; done(): void } {
+  let last = 0;
+  let shown = false;
+  return {
+    update(text) {
+      if (!io.interactive) return;
+      const now = Date.now();
+      if (now - last < 100) return;
+      last = now;
+      shown = true;
+      io.err(`\r\x1b[2K${chalk.dim(text)}`);
+    },
+    done() {
+      if (shown) io.err("\r\x1b[2K");
+    },
+  };
+}
+
+/**
+ * Maps an error to the message the user sees and the exit code (DESIGN.md §5).
+ *
+ * @param io - The streams.
+ * @param e - What was thrown.
+ * @returns 2 for bad usage, 1 otherwise.
+ */
+export function reportError(io: Io, e: unknown): number {
+  const say = (label: string, text: string): void => { io.err(`praxmail: ${label}: ${text}\n`); };
+  if (e instanceof PraxmailError) {
+    say(chalk.red("error"), e.message);
+    if (e.hint) say("hint", e.hint);
+    return e.code === "usage" ? 2 : 1;
+  }
+  if (e instanceof Error && e.name === "ExitPromptError") {
+    say(chalk.red("error"), "cancelled");
+    return 1;
+  }
+  const err = e as NodeJS.ErrnoException;
+  say(chalk.red("error"), err.code ? `${err.code}: ${err.message}` : `internal error: ${err.message}`);
+  if (io.env.PRAXMAIL_DEBUG && err.stack) io.err(`${err.stack}\n`);
+  else say("hint", "set PRAXMAIL_DEBUG=1 for details, and report it if it persists");
+  return 1;
+}
+
+/**
+ * Formats an ISO time for tables (minutes, UTC).
+ *
+ * @param iso - An ISO time or null.
+ * @returns `2026-11-29 08:23` or `-`.
+ */
+export function shortTime(iso: string | null): string {
+  return iso ? iso.slice(0, 16).replace("T", " ") : "-";
+}

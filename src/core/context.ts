@@ -1,0 +1,45 @@
+import type { Store } from "../store/index.js";
+import type { Config } from "./config.js";
+
+/** A file as the patient will see it. */
+export interface FileSummary {
+  readonly name: string;
+  readonly size: number;
+}
+
+/** A mail the core asks to send; src/mail turns it into text and HTML (de + en). */
+export type Notification =
+  | {
+      readonly kind: "new-delivery";
+      readonly to: string;
+      readonly level: number;
+      readonly link: string;
+      /** True when the recipient still has to register and be approved. */
+      readonly firstTime: boolean;
+      readonly files: readonly FileSummary[];
+      readonly expiresAt: Date;
+      /** Levels 1–3 only; never set at level 4. */
+      readonly subject: string | null;
+      readonly message: string | null;
+    }
+  | { readonly kind: "released"; readonly to: string; readonly loginUrl: string; readonly deliveries: number };
+
+/** Sends notifications (src/mail implements it). */
+export interface Notifier {
+  /**
+   * @param n - What to send.
+   * @throws If the mail was not accepted by upstream or written to the outbox.
+   */
+  send(n: Notification): Promise<void>;
+}
+
+/** What every core operation works with. */
+export interface Context {
+  readonly home: string;
+  readonly config: Config;
+  readonly store: Store;
+  readonly notifier: Notifier;
+  /** Who acts, for the audit log: `cli:<user>`, `relay`, `portal`. */
+  readonly actor: string;
+  readonly now: () => Date;
+}

@@ -1,0 +1,20 @@
+// The public door of src/core: the domain operations the CLI, relay, milter and portal call.
+export { PraxmailError, type ErrorCode } from "./errors.js";
+export { CONFIG_FILE, DEFAULTS, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+export { ensureWritableHome, resolveHome } from "./home.js";
+export type { Context, FileSummary, Notification, Notifier } from "./context.js";
+export { normaliseEmail, checkLevel, cleanFileName } from "./validate.js";
+export {
+  createDelivery,
+  discardDelivery,
+  deliveryNotification,
+  type CreatedDelivery,
+  type DeliveryInput,
+  type FileInput,
+  type SealedMessage,
+} from "./deliveries.js";
+export { getPatient, listPatients, patientKdf, registerPatient, setSecuPassRecipient, type PatientView } from "./patients.js";
+export { approvePatients, type Approval } from "./approve.js";
+export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, type DeliveryView, type GcReport } from "./lifecycle.js";
+export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
+export { hashToken } from "./tokens.js";

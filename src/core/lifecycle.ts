@@ -1,0 +1,142 @@
+// The end of a delivery: revoke, expire, garbage collection. Ending a delivery deletes its
+// wraps, link tokens and blobs (crypto-shred); the rows stay as a record.
+import type { DeliveryRow, FileRow } from "../store/index.js";
+import type { Context } from "./context.js";
+import { PraxmailError } from "./errors.js";
+import { mustGetPatient } from "./patients.js";
+
+const ACTIVE = ["pending-approval", "ready", "downloaded"] as const;
+
+/** A delivery as `list deliveries` shows it (DESIGN.md §5). */
+export interface DeliveryView {
+  readonly id: string;
+  readonly recipient: string;
+  readonly level: number;
+  readonly status: DeliveryRow["status"];
+  readonly createdAt: string;
+  readonly expiresAt: string;
+  readonly downloadedAt: string | null;
+  readonly files: readonly { name: string; size: number; blob: string | null }[];
+}
+
+function view(d: DeliveryRow, files: readonly FileRow[]): DeliveryView {
+  return {
+    id: d.id,
+    recipient: d.recipient,
+    level: d.level,
+    status: d.status,
+    createdAt: d.createdAt,
+    expiresAt: d.expiresAt,
+    downloadedAt: d.downloadedAt,
+    files: files.filter((f) => f.kind === "attachment").map((f) => ({ name: f.name, size: f.size, blob: f.blob })),
+  };
+}
+
+/**
+ * @param ctx - The core context.
+ * @returns Every delivery, oldest first.
+ */
+export function listDeliveries(ctx: Context): DeliveryView[] {
+  return ctx.store.records.deliveries().map((d) => view(d, ctx.store.records.files(d.id)));
+}
+
+/**
+ * @param ctx - The core context.
+ * @param id - A delivery id.
+ * @returns The delivery.
+ * @throws {@link PraxmailError} `no-such-delivery`.
+ */
+export function getDelivery(ctx: Context, id: string): DeliveryView {
+  const d = ctx.store.records.delivery(id);
+  if (!d) throw new PraxmailError("no-such-delivery", `no such delivery ${JSON.stringify(id)}`, "run praxmail list deliveries");
+  return view(d, ctx.store.records.files(id));
+}
+
+async function end(ctx: Context, ids: readonly string[], status: "revoked" | "expired", action: string): Promise<void> {
+  const now = ctx.now();
+  const blobs = ctx.store.transaction(() =>
+    ids.flatMap((id) => {
+      const blobs = ctx.store.records.shred(id);
+      ctx.store.records.setDeliveryStatus(id, status, now.toISOString());
+      ctx.store.audit({ actor: ctx.actor, action, subject: id, details: { blobs: blobs.length } }, now);
+      return blobs;
+    }),
+  );
+  // Rows first, files second: the database never points at a deleted blob. If deleting a
+  // file fails now, gc removes it later as an orphan.
+  await ctx.store.blobs.remove(blobs);
+}
+
+/**
+ * Revokes one delivery: deletes its files, wraps and link.
+ *
+ * @param ctx - The core context.
+ * @param id - The delivery.
+ * @returns The delivery as it is now.
+ * @throws {@link PraxmailError} `no-such-delivery` or `wrong-state`.
+ */
+export async function revokeDelivery(ctx: Context, id: string): Promise<DeliveryView> {
+  const d = getDelivery(ctx, id);
+  if (d.status === "revoked" || d.status === "expired") {
+    throw new PraxmailError("wrong-state", `delivery ${id} is already ${d.status}`);
+  }
+  await end(ctx, [id], "revoked", "delivery.revoke");
+  return getDelivery(ctx, id);
+}
+
+/**
+ * Revokes a patient and every active delivery to them.
+ *
+ * @param ctx - The core context.
+ * @param email - The patient.
+ * @returns The ids of the revoked deliveries.
+ * @throws {@link PraxmailError} `no-such-patient` or `wrong-state`.
+ */
+export async function revokePatient(ctx: Context, email: string): Promise<string[]> {
+  const p = mustGetPatient(ctx, email);
+  if (p.status === "revoked") throw new PraxmailError("wrong-state", `patient ${p.email} is already revoked`);
+  const ids = ctx.store.records.deliveries({ recipient: p.email, statuses: ACTIVE }).map((d) => d.id);
+  await end(ctx, ids, "revoked", "delivery.revoke");
+  const now = ctx.now();
+  ctx.store.transaction(() => {
+    ctx.store.records.updatePatient({ ...p, status: "revoked", revokedAt: now.toISOString() });
+    ctx.store.audit({ actor: ctx.actor, action: "patient.revoke", subject: p.email, details: { deliveries: ids.length } }, now);
+  });
+  return ids;
+}
+
+/** What gc did. */
+export interface GcReport {
+  readonly expired: readonly string[];
+  readonly orphanBlobs: number;
+  readonly tempFiles: number;
+}
+
+/**
+ * Expires what is due and deletes blob files that no row references.
+ *
+ * @param ctx - The core context.
+ * @param graceMs - Leave unreferenced files younger than this alone: a running relay may
+ *   have written them for a delivery it has not committed yet.
+ * @returns What was removed.
+ */
+export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcReport> {
+  const now = ctx.now();
+  const expired = ctx.store.records.dueForExpiry(now.toISOString()).map((d) => d.id);
+  await end(ctx, expired, "expired", "delivery.expire");
+  const referenced = ctx.store.records.referencedBlobs();
+  let orphanBlobs = 0;
+  let tempFiles = 0;
+  for (const f of await ctx.store.blobs.scan()) {
+    if (referenced.has(f.rel) || now.getTime() - f.mtime.getTime() < graceMs) continue;
+    await ctx.store.blobs.removeScanned(f.rel);
+    if (f.temp) tempFiles++;
+    else orphanBlobs++;
+  }
+  if (expired.length + orphanBlobs + tempFiles > 0) {
+    ctx.store.transaction(() =>
+      ctx.store.audit({ actor: ctx.actor, action: "gc", details: { expired: expired.length, orphanBlobs, tempFiles } }, now),
+    );
+  }
+  return { expired, orphanBlobs, tempFiles };
+}

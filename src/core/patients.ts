@@ -1,0 +1,134 @@
+// Patient accounts: registration, the Secu-Pass recipient, listing. The portal calls these.
+import { hashPassword, newKdfParams, parseKdfParams, recipientType, safetyCode, type KdfParams } from "../crypto/index.js";
+import type { PatientRow, PatientStatus } from "../store/index.js";
+import type { Context } from "./context.js";
+import { PraxmailError } from "./errors.js";
+import { normaliseEmail } from "./validate.js";
+
+/** A patient as the CLI and the portal show it (DESIGN.md §5). */
+export interface PatientView {
+  readonly email: string;
+  readonly status: PatientStatus;
+  readonly registeredAt: string;
+  readonly approvedAt: string | null;
+  readonly safetyCode: string | null;
+}
+
+/**
+ * @param p - A stored patient.
+ * @returns The public view of it.
+ */
+export function patientView(p: PatientRow): PatientView {
+  return { email: p.email, status: p.status, registeredAt: p.registeredAt, approvedAt: p.approvedAt, safetyCode: p.safetyCode };
+}
+
+function mustGet(ctx: Context, email: string): PatientRow {
+  const p = ctx.store.records.patient(normaliseEmail(email));
+  if (!p) throw new PraxmailError("no-such-patient", `no such patient ${JSON.stringify(email)}`, "run praxmail list patients");
+  return p;
+}
+
+/**
+ * Creates a patient account with a password; the Secu-Pass-Key comes next.
+ *
+ * @param ctx - The core context.
+ * @param email - The address the link was sent to.
+ * @param password - The portal password (hashed with scrypt; never derives a key).
+ * @returns The new patient, status `pending-secupass`, with fresh KDF parameters.
+ * @throws {@link PraxmailError} `wrong-state` if the address already has an account.
+ */
+export async function registerPatient(ctx: Context, email: string, password: string): Promise<PatientView & { kdf: KdfParams }> {
+  const addr = normaliseEmail(email);
+  if (password.length < 8 || password.length > 1024) {
+    throw new PraxmailError("invalid-input", "password must have 8 to 1024 characters");
+  }
+  const passwordHash = await hashPassword(password);
+  const kdf = newKdfParams(ctx.config.crypto.recipientType);
+  const now = ctx.now();
+  const row: PatientRow = {
+    email: addr,
+    status: "pending-secupass",
+    passwordHash,
+    kdf: JSON.stringify(kdf),
+    recipient: null,
+    safetyCode: null,
+    registeredAt: now.toISOString(),
+    secupassAt: null,
+    approvedAt: null,
+    revokedAt: null,
+  };
+  ctx.store.transaction(() => {
+    if (ctx.store.records.patient(addr)) {
+      throw new PraxmailError("wrong-state", `an account for ${addr} exists already`, "log in instead");
+    }
+    ctx.store.records.insertPatient(row);
+    ctx.store.audit({ actor: ctx.actor, action: "patient.register", subject: addr }, now);
+  });
+  return { ...patientView(row), kdf };
+}
+
+/**
+ * @param ctx - The core context.
+ * @param email - The patient.
+ * @returns The KDF parameters the browser derives U with.
+ * @throws {@link PraxmailError} `no-such-patient`.
+ */
+export function patientKdf(ctx: Context, email: string): KdfParams {
+  const p = mustGet(ctx, email);
+  return parseKdfParams(JSON.parse(p.kdf ?? "null"));
+}
+
+/**
+ * Records the patient's Secu-Pass recipient U (derived in the browser). The patient then
+ * waits for the practice to approve, comparing the safety code.
+ *
+ * @param ctx - The core context.
+ * @param email - The patient.
+ * @param recipient - U's age recipient; its type must match the patient's KDF parameters.
+ * @returns The patient, status `pending-approval`, with the safety code.
+ * @throws {@link PraxmailError} `invalid-input` or `wrong-state`.
+ */
+export function setSecuPassRecipient(ctx: Context, email: string, recipient: string): PatientView {
+  const p = mustGet(ctx, email);
+  const kdf = parseKdfParams(JSON.parse(p.kdf ?? "null"));
+  if (recipientType(recipient) !== kdf.type) {
+    throw new PraxmailError("invalid-input", `recipient is not an ${kdf.type} age recipient`);
+  }
+  if (p.status !== "pending-secupass") {
+    throw new PraxmailError("wrong-state", `patient ${p.email} is ${p.status}, not waiting for a secu-pass-key`);
+  }
+  const now = ctx.now();
+  const next: PatientRow = {
+    ...p,
+    status: "pending-approval",
+    recipient,
+    safetyCode: safetyCode(recipient),
+    secupassAt: now.toISOString(),
+  };
+  ctx.store.transaction(() => {
+    ctx.store.records.updatePatient(next);
+    ctx.store.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode } }, now);
+  });
+  return patientView(next);
+}
+
+/**
+ * @param ctx - The core context.
+ * @param status - Only this status, or all.
+ * @returns Patients, oldest registration first.
+ */
+export function listPatients(ctx: Context, status?: PatientStatus): PatientView[] {
+  return ctx.store.records.patients(status).map(patientView);
+}
+
+/**
+ * @param ctx - The core context.
+ * @param email - The patient.
+ * @returns The patient's view.
+ * @throws {@link PraxmailError} `no-such-patient`.
+ */
+export function getPatient(ctx: Context, email: string): PatientView {
+  return patientView(mustGet(ctx, email));
+}
+
+export { mustGet as mustGetPatient };

@@ -1,0 +1,122 @@
+// The practice identity P: created once by init, loaded only by approve (and later receive).
+import { join } from "node:path";
+import {
+  PassphraseRequiredError,
+  generateIdentity,
+  loadFromKeyring,
+  readIdentityFile,
+  recipientOf,
+  saveToKeyring,
+  writeIdentityFile,
+  type RecipientType,
+} from "../crypto/index.js";
+import { DEFAULTS, checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+import { PraxmailError } from "./errors.js";
+import { normaliseEmail } from "./validate.js";
+
+/** What init needs. */
+export interface InitOptions {
+  readonly practiceName: string;
+  readonly practiceEmail: string;
+  readonly portalUrl?: string;
+  readonly upstream?: string | null;
+  readonly recipientType?: RecipientType;
+  /** Try the OS keyring first (default true). */
+  readonly keyring?: boolean;
+  /** Protect the identity file with this passphrase. */
+  readonly passphrase?: string;
+  readonly now?: Date;
+}
+
+/** What init did. */
+export interface InitResult {
+  readonly config: Config;
+  readonly created: boolean;
+  readonly identityStore: IdentityStore;
+}
+
+const IDENTITY_FILE = "practice-identity.txt";
+const PROTECTED_FILE = "practice-identity.age";
+
+/**
+ * Initialises a home, or updates the settings of an initialised one. An existing practice
+ * identity is never replaced: every stored wrap[P] depends on it.
+ *
+ * @param home - A writable home folder.
+ * @param opts - Settings.
+ * @returns The configuration and whether a new identity was created.
+ * @throws {@link PraxmailError} `invalid-input` for bad settings.
+ */
+export async function initPractice(home: string, opts: InitOptions): Promise<InitResult> {
+  const practiceName = opts.practiceName.trim();
+  if (practiceName === "" || practiceName.length > 200 || /[\r\n<>"]/.test(practiceName)) {
+    throw new PraxmailError("invalid-input", "practice name must be one line of 1–200 characters without < > \"");
+  }
+  const practiceEmail = normaliseEmail(opts.practiceEmail);
+  const portalUrl = checkUrl(opts.portalUrl ?? DEFAULTS.portalUrl, ["http:", "https:"]);
+  const upstream = opts.upstream ? checkUrl(opts.upstream, ["smtp:", "smtps:"]) : null;
+  const settings = { practiceName, practiceEmail, portalUrl, upstream };
+
+  if (isInitialised(home)) {
+    const old = loadConfig(home);
+    // A new recipient type is safe: stored deliveries keep their own key types.
+    const config: Config = { ...old, ...settings, crypto: { recipientType: opts.recipientType ?? old.crypto.recipientType } };
+    saveConfig(home, config);
+    return { config, created: false, identityStore: config.identity };
+  }
+
+  const type = opts.recipientType ?? DEFAULTS.recipientType;
+  const identity = generateIdentity(type);
+  const practiceRecipient = await recipientOf(identity);
+  let store: IdentityStore | undefined;
+  if (opts.keyring !== false && opts.passphrase === undefined) {
+    const account = `practice-identity ${practiceRecipient.slice(0, 40)}`;
+    if (await saveToKeyring(account, identity)) store = { kind: "keyring", account };
+  }
+  if (!store) {
+    const file = opts.passphrase === undefined ? IDENTITY_FILE : PROTECTED_FILE;
+    await writeIdentityFile(join(home, file), identity, opts.passphrase, opts.now ?? new Date());
+    store = { kind: "file", file, protected: opts.passphrase !== undefined };
+  }
+  const config: Config = {
+    ...settings,
+    practiceRecipient,
+    identity: store,
+    crypto: { recipientType: type },
+    deliveries: { expiryDays: DEFAULTS.expiryDays },
+    internalDomains: [practiceEmail.split("@")[1] ?? ""],
+  };
+  saveConfig(home, config);
+  return { config, created: true, identityStore: store };
+}
+
+/**
+ * Loads P's secret: from the file given (flag or PRAXMAIL_IDENTITY), else from where init
+ * stored it.
+ *
+ * @param home - The home.
+ * @param config - Its configuration.
+ * @param file - An identity file that overrides the configured store.
+ * @param getPassphrase - Asked if the file is passphrase-protected.
+ * @returns The identity; it is checked against `practiceRecipient` by its users.
+ * @throws {@link PraxmailError} `identity`.
+ */
+export async function loadPracticeIdentity(
+  home: string,
+  config: Config,
+  file: string | undefined,
+  getPassphrase: () => Promise<string | undefined>,
+): Promise<string> {
+  const path = file ?? (config.identity.kind === "file" ? join(home, config.identity.file) : undefined);
+  try {
+    if (path === undefined && config.identity.kind === "keyring") return await loadFromKeyring(config.identity.account);
+    return await readIdentityFile(path ?? "", getPassphrase);
+  } catch (e) {
+    if (e instanceof PassphraseRequiredError) {
+      throw new PraxmailError("identity", "the identity file is passphrase-protected", "run on a terminal, or set PRAXMAIL_IDENTITY_PASSPHRASE");
+    }
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code ? `${code} reading ${path ?? ""}` : (e as Error).message;
+    throw new PraxmailError("identity", `cannot load the practice identity: ${why}`, "pass --identity FILE or set PRAXMAIL_IDENTITY");
+  }
+}

@@ -1,0 +1,26 @@
+import { createHash, randomBytes } from "node:crypto";
+
+/**
+ * @param prefix - e.g. `d` for deliveries.
+ * @returns A short random id such as `d_k3m9x2q7hw4t`.
+ */
+export function newId(prefix: string): string {
+  // 32 symbols, so 5 bits each without bias; no 0/o or 1/l look-alikes.
+  const alphabet = "23456789abcdefghijkmnpqrstuvwxyz";
+  let s = "";
+  for (const b of randomBytes(12)) s += alphabet.charAt(b & 31);
+  return `${prefix}_${s}`;
+}
+
+/** @returns 32 random bytes, base64url: a link token. */
+export function newToken(): string {
+  return randomBytes(32).toString("base64url");
+}
+
+/**
+ * @param token - A link token.
+ * @returns Its SHA-256, hex: the only form stored.
+ */
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
+}

@@ -1,0 +1,37 @@
+// The public door of src/crypto. Other areas import from here only.
+export {
+  RECIPIENT_TYPES,
+  generateIdentity,
+  identityFromSeed,
+  identityType,
+  isRecipientType,
+  recipientOf,
+  recipientType,
+  type RecipientType,
+} from "./identity.js";
+export {
+  SECUPASS_COST,
+  deriveSecuPassIdentity,
+  newKdfParams,
+  parseKdfParams,
+  safetyCode,
+  type KdfParams,
+} from "./secupass.js";
+export {
+  dearmor,
+  decryptBytes,
+  decryptStream,
+  encryptBytes,
+  encryptStream,
+  unwrapIdentity,
+  wrapIdentity,
+} from "./stream.js";
+export { hashPassword, verifyPassword } from "./password.js";
+export {
+  PassphraseRequiredError,
+  loadFromKeyring,
+  readIdentityFile,
+  saveToKeyring,
+  writeIdentityFile,
+  writeSecretFile,
+} from "./keystore.js";

@@ -1,0 +1,139 @@
+// Notification texts. German first, English below, in every mail; subjects are neutral
+// (no medical content) unless the practice chose a subject for a level 1–3 delivery.
+import type { FileSummary, Notification } from "../core/index.js";
+
+/** A rendered mail. */
+export interface RenderedMail {
+  readonly subject: string;
+  readonly text: string;
+  readonly html: string;
+}
+
+/** Escapes text for HTML element content and attribute values. */
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/**
+ * Formats a byte count for people.
+ *
+ * @param bytes - The size.
+ * @param lang - de uses a decimal comma.
+ * @returns e.g. `1,4 MB` or `1.4 MB`.
+ */
+export function formatSize(bytes: number, lang: "de" | "en"): string {
+  const units = ["Bytes", "KB", "MB", "GB", "TB"];
+  let v = bytes;
+  let u = 0;
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000;
+    u++;
+  }
+  const n = new Intl.NumberFormat(lang === "de" ? "de-DE" : "en-GB", { maximumFractionDigits: u === 0 ? 0 : 1 }).format(v);
+  return `${n} ${units[u] ?? ""}`;
+}
+
+function formatDate(d: Date, lang: "de" | "en"): string {
+  return d.toLocaleDateString(lang === "de" ? "de-DE" : "en-GB", {
+    timeZone: "Europe/Berlin",
+    day: "numeric",
+    month: "long",
+    year: "numeric",
+  });
+}
+
+/** One language's paragraphs; a paragraph is plain text or a link button. */
+type Block = string | { readonly button: string; readonly href: string } | { readonly list: readonly string[] };
+
+function renderText(blocks: readonly Block[]): string {
+  return blocks
+    .map((b) => {
+      if (typeof b === "string") return b;
+      if ("button" in b) return `${b.button}: ${b.href}`;
+      return b.list.map((l) => `  - ${l}`).join("\n");
+    })
+    .join("\n\n");
+}
+
+function renderHtml(blocks: readonly Block[]): string {
+  return blocks
+    .map((b) => {
+      if (typeof b === "string") return `<p>${escapeHtml(b).replace(/\n/g, "<br>")}</p>`;
+      if ("button" in b) {
+        return `<p><a href="${escapeHtml(b.href)}" style="display:inline-block;padding:12px 20px;background:#0b5cad;color:#ffffff;text-decoration:none;border-radius:6px;font-weight:bold">${escapeHtml(b.button)}</a></p>`;
+      }
+      return `<ul>${b.list.map((l) => `<li>${escapeHtml(l)}</li>`).join("")}</ul>`;
+    })
+    .join("\n");
+}
+
+function compose(subject: string, de: readonly Block[], en: readonly Block[]): RenderedMail {
+  const text = `${renderText(de)}\n\n-- English --\n\n${renderText(en)}\n`;
+  const html = `<!doctype html><html lang="de"><head><meta charset="utf-8"><title>${escapeHtml(subject)}</title></head><body style="font-family:Arial,Helvetica,sans-serif;font-size:16px;line-height:1.5;color:#1a1a1a;max-width:40em">\n${renderHtml(de)}\n<hr>\n<div lang="en">\n${renderHtml(en)}\n</div>\n</body></html>\n`;
+  return { subject, text, html };
+}
+
+function fileLines(files: readonly FileSummary[], lang: "de" | "en"): string[] {
+  return files.map((f) => `${f.name} (${formatSize(f.size, lang)})`);
+}
+
+/**
+ * Renders a notification.
+ *
+ * @param n - What the core asked for.
+ * @param practiceName - Shown as the sender.
+ * @returns Subject, text and HTML.
+ */
+export function renderNotification(n: Notification, practiceName: string): RenderedMail {
+  const footerDe = "Diese E-Mail wurde automatisch erzeugt. Bitte antworten Sie nicht darauf.";
+  const footerEn = "This e-mail was generated automatically. Please do not reply to it.";
+  if (n.kind === "released") {
+    return compose(
+      `Zustellung freigegeben – ${practiceName}`,
+      [
+        "Guten Tag,",
+        `${practiceName} hat Ihren Zugang freigegeben. ${n.deliveries === 1 ? "Eine Nachricht liegt" : `${n.deliveries} Nachrichten liegen`} für Sie bereit.`,
+        "Melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Passwort an. Zum Öffnen der Dateien brauchen Sie Ihren Secu-Pass-Key.",
+        { button: "Anmelden", href: n.loginUrl },
+        footerDe,
+      ],
+      [
+        "Hello,",
+        `${practiceName} has approved your access. ${n.deliveries === 1 ? "One message is" : `${n.deliveries} messages are`} waiting for you.`,
+        "Log in with your e-mail address and password. You need your Secu-Pass-Key to open the files.",
+        { button: "Log in", href: n.loginUrl },
+        footerEn,
+      ],
+    );
+  }
+  const neutral = `Neue sichere Nachricht von ${practiceName}`;
+  const showContent = n.level < 4;
+  const de: Block[] = ["Guten Tag,", `${practiceName} hat Ihnen eine verschlüsselte Nachricht gesendet.`];
+  const en: Block[] = ["Hello,", `${practiceName} has sent you an encrypted message.`];
+  if (showContent && n.files.length > 0) {
+    de.push(n.files.length === 1 ? "Datei:" : "Dateien:", { list: fileLines(n.files, "de") });
+    en.push(n.files.length === 1 ? "File:" : "Files:", { list: fileLines(n.files, "en") });
+  }
+  if (showContent && n.message) {
+    de.push(n.message);
+    en.push("(The practice's message above is in the language the practice wrote it in.)");
+  }
+  de.push({ button: "Herunterladen", href: n.link }, `Der Link ist gültig bis ${formatDate(n.expiresAt, "de")}.`);
+  en.push({ button: "Download", href: n.link }, `The link is valid until ${formatDate(n.expiresAt, "en")}.`);
+  if (n.level >= 3 && n.firstTime) {
+    de.push("Beim ersten Abruf legen Sie ein Konto und Ihren persönlichen Secu-Pass-Key an. Danach gibt Ihre Praxis Ihren Zugang frei; Sie erhalten dann eine E-Mail.");
+    en.push("The first time, you create an account and your personal Secu-Pass-Key. Your practice then approves your access, and you get an e-mail.");
+  } else if (n.level >= 3) {
+    de.push("Zum Öffnen brauchen Sie Ihr Passwort und Ihren Secu-Pass-Key.");
+    en.push("You need your password and your Secu-Pass-Key to open it.");
+  } else if (n.level === 2 && n.firstTime) {
+    de.push("Beim ersten Abruf legen Sie ein Konto mit Passwort an.");
+    en.push("The first time, you create an account with a password.");
+  } else if (n.level === 2) {
+    de.push("Zum Öffnen melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Passwort an.");
+    en.push("To open it, log in with your e-mail address and password.");
+  }
+  de.push(footerDe);
+  en.push(footerEn);
+  return compose(showContent && n.subject ? n.subject : neutral, de, en);
+}

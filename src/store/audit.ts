@@ -1,0 +1,100 @@
+// The audit log: append-only (triggers refuse UPDATE and DELETE) and hash-chained, so that
+// editing a row, even after dropping the triggers, breaks the chain at that row.
+import { createHash } from "node:crypto";
+import type { Database } from "better-sqlite3";
+
+/** What a caller records. Never put key material, file names or message text in details. */
+export interface AuditEntry {
+  readonly actor: string;
+  readonly action: string;
+  readonly subject?: string | null;
+  readonly details?: Record<string, unknown>;
+}
+
+/** A stored audit row. */
+export interface AuditRow {
+  readonly seq: number;
+  readonly at: string;
+  readonly actor: string;
+  readonly action: string;
+  readonly subject: string | null;
+  readonly details: string;
+  readonly prevHash: string;
+  readonly hash: string;
+}
+
+/** The result of checking the chain. */
+export type AuditVerdict =
+  | { readonly ok: true; readonly rows: number }
+  | { readonly ok: false; readonly rows: number; readonly seq: number; readonly reason: string };
+
+const GENESIS = "0".repeat(64);
+
+function rowHash(r: Omit<AuditRow, "hash">): string {
+  return createHash("sha256")
+    .update(JSON.stringify([r.seq, r.at, r.actor, r.action, r.subject, r.details, r.prevHash]))
+    .digest("hex");
+}
+
+/**
+ * Appends one entry. Call it inside the transaction that makes the change it records.
+ *
+ * @param db - The open database.
+ * @param entry - What happened.
+ * @param at - When.
+ * @returns The new row.
+ */
+export function appendAudit(db: Database, entry: AuditEntry, at: Date): AuditRow {
+  const last = db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
+    | { seq: number; hash: string }
+    | undefined;
+  const base = {
+    seq: (last?.seq ?? 0) + 1,
+    at: at.toISOString(),
+    actor: entry.actor,
+    action: entry.action,
+    subject: entry.subject ?? null,
+    details: JSON.stringify(entry.details ?? {}),
+    prevHash: last?.hash ?? GENESIS,
+  };
+  const row = { ...base, hash: rowHash(base) };
+  db.prepare(
+    "INSERT INTO audit (seq, at, actor, action, subject, details, prev_hash, hash) VALUES (@seq, @at, @actor, @action, @subject, @details, @prevHash, @hash)",
+  ).run(row);
+  return row;
+}
+
+/**
+ * Reads audit rows in order.
+ *
+ * @param db - The open database.
+ * @returns An iterator over every row.
+ */
+export function auditRows(db: Database): IterableIterator<AuditRow> {
+  return db
+    .prepare(
+      "SELECT seq, at, actor, action, subject, details, prev_hash AS prevHash, hash FROM audit ORDER BY seq",
+    )
+    .iterate() as IterableIterator<AuditRow>;
+}
+
+/**
+ * Walks the chain from the first row and reports the first row that does not fit.
+ *
+ * @param db - The open database.
+ * @returns ok, or the sequence number of the first broken row and why.
+ */
+export function verifyAudit(db: Database): AuditVerdict {
+  let prev = GENESIS;
+  let expectSeq = 1;
+  let rows = 0;
+  for (const r of auditRows(db)) {
+    rows++;
+    if (r.seq !== expectSeq) return { ok: false, rows, seq: r.seq, reason: `row ${expectSeq} is missing` };
+    if (r.prevHash !== prev) return { ok: false, rows, seq: r.seq, reason: "previous-hash link does not match" };
+    if (rowHash(r) !== r.hash) return { ok: false, rows, seq: r.seq, reason: "row content does not match its hash" };
+    prev = r.hash;
+    expectSeq++;
+  }
+  return { ok: true, rows };
+}

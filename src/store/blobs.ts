@@ -1,0 +1,131 @@
+// Ciphertext files under <home>/blobs/. A blob is written to a temp name, fsynced, renamed
+// into place, and the folder fsynced, so a crash leaves either a whole blob or a temp file.
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { join, relative, sep } from "node:path";
+import { randomBytes } from "node:crypto";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+
+const TMP = "tmp";
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The blob store of one home. Paths it returns are relative to home, with `/` separators. */
+export class BlobStore {
+  /**
+   * @param home - The praxmail home folder.
+   */
+  constructor(readonly home: string) {}
+
+  /** The absolute path of the blobs folder. */
+  get root(): string {
+    return join(this.home, "blobs");
+  }
+
+  /**
+   * Streams data into a new blob.
+   *
+   * @param data - The bytes, usually age ciphertext.
+   * @returns The blob's path relative to home, e.g. `blobs/3f/3f9a….age`.
+   * @throws If writing fails; no temp file is left.
+   */
+  async write(data: ReadableStream<Uint8Array>): Promise<string> {
+    const name = randomBytes(16).toString("hex");
+    const dir = join(this.root, name.slice(0, 2));
+    const tmpDir = join(this.root, TMP);
+    await mkdir(dir, { recursive: true });
+    await mkdir(tmpDir, { recursive: true });
+    const tmp = join(tmpDir, `${name}.partial`);
+    const final = join(dir, `${name}.age`);
+    try {
+      const out = createWriteStream(tmp, { flags: "wx", mode: 0o600 });
+      await pipeline(Readable.fromWeb(data), out);
+      const fh = await open(tmp, "r+");
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, final);
+      await fsyncDir(dir);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
+    }
+    return relative(this.home, final).split(sep).join("/");
+  }
+
+  /**
+   * The absolute path of a blob.
+   *
+   * @param rel - A path returned by {@link write}.
+   * @returns The absolute path.
+   * @throws If the path leaves the blobs folder.
+   */
+  path(rel: string): string {
+    if (!/^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/.test(rel)) throw new Error("invalid blob path");
+    return join(this.home, ...rel.split("/"));
+  }
+
+  /**
+   * Opens a blob for reading.
+   *
+   * @param rel - A path returned by {@link write}.
+   * @returns A web stream of its bytes.
+   */
+  read(rel: string): ReadableStream<Uint8Array> {
+    return Readable.toWeb(createReadStream(this.path(rel))) as ReadableStream<Uint8Array>;
+  }
+
+  /**
+   * Deletes blobs; missing ones are ignored.
+   *
+   * @param rels - Paths returned by {@link write}.
+   */
+  async remove(rels: readonly string[]): Promise<void> {
+    for (const rel of rels) await rm(this.path(rel), { force: true });
+  }
+
+  /**
+   * Lists every blob and temp file with its modification time.
+   *
+   * @returns Relative paths and mtimes; temp files are flagged.
+   */
+  async scan(): Promise<{ rel: string; mtime: Date; temp: boolean }[]> {
+    const out: { rel: string; mtime: Date; temp: boolean }[] = [];
+    let subdirs: string[];
+    try {
+      subdirs = await readdir(this.root);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return out;
+      throw e;
+    }
+    for (const sub of subdirs) {
+      const dir = join(this.root, sub);
+      for (const name of await readdir(dir)) {
+        const full = join(dir, name);
+        const st = await stat(full);
+        out.push({ rel: relative(this.home, full).split(sep).join("/"), mtime: st.mtime, temp: sub === TMP });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Deletes any file under blobs/ by relative path (used by gc for orphans and temp files).
+   *
+   * @param rel - A path from {@link scan}.
+   */
+  async removeScanned(rel: string): Promise<void> {
+    if (!rel.startsWith("blobs/") || rel.includes("..")) throw new Error("invalid blob path");
+    await rm(join(this.home, ...rel.split("/")), { force: true });
+  }
+}

@@ -1,0 +1,80 @@
+// The public door of src/store.
+import type { Database } from "better-sqlite3";
+import { BlobStore } from "./blobs.js";
+import { openDatabase } from "./db.js";
+import { appendAudit, auditRows, verifyAudit, type AuditEntry, type AuditRow, type AuditVerdict } from "./audit.js";
+import { Records } from "./records.js";
+
+export { BlobStore } from "./blobs.js";
+export { DB_FILE } from "./db.js";
+export type { AuditEntry, AuditRow, AuditVerdict } from "./audit.js";
+export type {
+  DeliveryRow,
+  DeliveryStatus,
+  FileRow,
+  PatientRow,
+  PatientStatus,
+  TokenRow,
+  WrapHolder,
+  WrapRow,
+} from "./records.js";
+
+/** SQLite rows, blobs and the audit chain of one home. */
+export class Store {
+  readonly records: Records;
+  readonly blobs: BlobStore;
+
+  private constructor(
+    private readonly db: Database,
+    home: string,
+  ) {
+    this.records = new Records(db);
+    this.blobs = new BlobStore(home);
+  }
+
+  /**
+   * Opens the store of a home, creating and migrating the database as needed.
+   *
+   * @param home - An existing, writable folder.
+   * @returns The store.
+   */
+  static open(home: string): Store {
+    return new Store(openDatabase(home), home);
+  }
+
+  /**
+   * Runs fn in one IMMEDIATE transaction: all of its writes land, or none.
+   *
+   * @param fn - Synchronous work on {@link records} and {@link audit}.
+   * @returns What fn returns.
+   */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  /**
+   * Appends to the audit chain; call inside {@link transaction} with the change it records.
+   *
+   * @param entry - What happened.
+   * @param at - When.
+   * @returns The new row.
+   */
+  audit(entry: AuditEntry, at: Date): AuditRow {
+    return appendAudit(this.db, entry, at);
+  }
+
+  /** @returns An iterator over all audit rows. */
+  auditRows(): IterableIterator<AuditRow> {
+    return auditRows(this.db);
+  }
+
+  /** @returns Whether the audit chain is intact, and where it breaks. */
+  verifyAudit(): AuditVerdict {
+    return verifyAudit(this.db);
+  }
+
+  /** Closes the database. */
+  close(): void {
+    this.db.close();
+  }
+}

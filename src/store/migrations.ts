@@ -1,0 +1,88 @@
+// Numbered schema migrations. Append only: never edit a migration that has shipped.
+// PRAGMA user_version holds the number of the last one applied.
+
+/** One schema step. */
+export interface Migration {
+  readonly version: number;
+  readonly sql: string;
+}
+
+/** Every migration, in order. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    sql: `
+CREATE TABLE patients (
+  email          TEXT PRIMARY KEY,
+  status         TEXT NOT NULL CHECK (status IN ('pending-secupass','pending-approval','approved','revoked')),
+  password_hash  TEXT,
+  kdf            TEXT,
+  recipient      TEXT,
+  safety_code    TEXT,
+  registered_at  TEXT NOT NULL,
+  secupass_at    TEXT,
+  approved_at    TEXT,
+  revoked_at     TEXT
+) STRICT;
+
+CREATE TABLE deliveries (
+  id             TEXT PRIMARY KEY,
+  recipient      TEXT NOT NULL,
+  level          INTEGER NOT NULL CHECK (level BETWEEN 1 AND 4),
+  status         TEXT NOT NULL CHECK (status IN ('pending-approval','ready','downloaded','expired','revoked')),
+  subject        TEXT,
+  sender         TEXT,
+  created_at     TEXT NOT NULL,
+  expires_at     TEXT NOT NULL,
+  downloaded_at  TEXT,
+  ended_at       TEXT,
+  source_key     TEXT UNIQUE
+) STRICT;
+CREATE INDEX deliveries_recipient ON deliveries (recipient, status);
+CREATE INDEX deliveries_expiry ON deliveries (status, expires_at);
+
+CREATE TABLE files (
+  id           TEXT PRIMARY KEY,
+  delivery_id  TEXT NOT NULL REFERENCES deliveries (id),
+  position     INTEGER NOT NULL,
+  kind         TEXT NOT NULL CHECK (kind IN ('attachment','message')),
+  name         TEXT NOT NULL,
+  size         INTEGER NOT NULL,
+  blob         TEXT UNIQUE,
+  UNIQUE (delivery_id, position)
+) STRICT;
+
+CREATE TABLE wraps (
+  delivery_id  TEXT NOT NULL REFERENCES deliveries (id),
+  holder       TEXT NOT NULL CHECK (holder IN ('practice','patient')),
+  recipient    TEXT NOT NULL,
+  ciphertext   BLOB NOT NULL,
+  created_at   TEXT NOT NULL,
+  PRIMARY KEY (delivery_id, holder)
+) STRICT;
+
+CREATE TABLE link_tokens (
+  hash         TEXT PRIMARY KEY,
+  delivery_id  TEXT NOT NULL REFERENCES deliveries (id),
+  email        TEXT NOT NULL,
+  created_at   TEXT NOT NULL
+) STRICT;
+CREATE INDEX link_tokens_delivery ON link_tokens (delivery_id);
+
+CREATE TABLE audit (
+  seq        INTEGER PRIMARY KEY,
+  at         TEXT NOT NULL,
+  actor      TEXT NOT NULL,
+  action     TEXT NOT NULL,
+  subject    TEXT,
+  details    TEXT NOT NULL,
+  prev_hash  TEXT NOT NULL,
+  hash       TEXT NOT NULL
+) STRICT;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+  BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+`,
+  },
+];

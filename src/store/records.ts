@@ -1,0 +1,292 @@
+// Typed access to the rows. SQL lives here and nowhere else; the domain rules live in src/core.
+import type { Database } from "better-sqlite3";
+
+/** Patient account status (DESIGN.md §5). */
+export type PatientStatus = "pending-secupass" | "pending-approval" | "approved" | "revoked";
+/** Delivery status (DESIGN.md §5). */
+export type DeliveryStatus = "pending-approval" | "ready" | "downloaded" | "expired" | "revoked";
+/** Who holds a wrap of a delivery identity. */
+export type WrapHolder = "practice" | "patient";
+
+/** A patient row. */
+export interface PatientRow {
+  email: string;
+  status: PatientStatus;
+  passwordHash: string | null;
+  /** JSON of the KDF parameters. */
+  kdf: string | null;
+  recipient: string | null;
+  safetyCode: string | null;
+  registeredAt: string;
+  secupassAt: string | null;
+  approvedAt: string | null;
+  revokedAt: string | null;
+}
+
+/** A delivery row. */
+export interface DeliveryRow {
+  id: string;
+  recipient: string;
+  level: number;
+  status: DeliveryStatus;
+  subject: string | null;
+  sender: string | null;
+  createdAt: string;
+  expiresAt: string;
+  downloadedAt: string | null;
+  endedAt: string | null;
+  sourceKey: string | null;
+}
+
+/** A file row; blob is null once the delivery was revoked or expired. */
+export interface FileRow {
+  id: string;
+  deliveryId: string;
+  position: number;
+  kind: "attachment" | "message";
+  name: string;
+  size: number;
+  blob: string | null;
+}
+
+/** A wrap row: age(D) to the holder's recipient. */
+export interface WrapRow {
+  deliveryId: string;
+  holder: WrapHolder;
+  recipient: string;
+  ciphertext: Uint8Array;
+  createdAt: string;
+}
+
+/** A link token row; only the SHA-256 of the token is stored. */
+export interface TokenRow {
+  hash: string;
+  deliveryId: string;
+  email: string;
+  createdAt: string;
+}
+
+const PATIENT_COLS =
+  "email, status, password_hash AS passwordHash, kdf, recipient, safety_code AS safetyCode, registered_at AS registeredAt, secupass_at AS secupassAt, approved_at AS approvedAt, revoked_at AS revokedAt";
+const DELIVERY_COLS =
+  "id, recipient, level, status, subject, sender, created_at AS createdAt, expires_at AS expiresAt, downloaded_at AS downloadedAt, ended_at AS endedAt, source_key AS sourceKey";
+const FILE_COLS = "id, delivery_id AS deliveryId, position, kind, name, size, blob";
+
+/** Row access for one database connection. All methods are synchronous. */
+export class Records {
+  /**
+   * @param db - An open, migrated database.
+   */
+  constructor(readonly db: Database) {}
+
+  /**
+   * @param email - Lowercased address.
+   * @returns The patient, or undefined.
+   */
+  patient(email: string): PatientRow | undefined {
+    return this.db.prepare(`SELECT ${PATIENT_COLS} FROM patients WHERE email = ?`).get(email) as PatientRow | undefined;
+  }
+
+  /**
+   * @param status - Only patients with this status, or all.
+   * @returns Patients ordered by registration.
+   */
+  patients(status?: PatientStatus): PatientRow[] {
+    const where = status ? "WHERE status = ?" : "";
+    return this.db
+      .prepare(`SELECT ${PATIENT_COLS} FROM patients ${where} ORDER BY registered_at, email`)
+      .all(...(status ? [status] : [])) as PatientRow[];
+  }
+
+  /**
+   * @param p - The new patient.
+   */
+  insertPatient(p: PatientRow): void {
+    this.db
+      .prepare(
+        "INSERT INTO patients (email, status, password_hash, kdf, recipient, safety_code, registered_at, secupass_at, approved_at, revoked_at) VALUES (@email, @status, @passwordHash, @kdf, @recipient, @safetyCode, @registeredAt, @secupassAt, @approvedAt, @revokedAt)",
+      )
+      .run(p);
+  }
+
+  /**
+   * Writes every field of a patient back.
+   *
+   * @param p - The changed patient.
+   */
+  updatePatient(p: PatientRow): void {
+    this.db
+      .prepare(
+        "UPDATE patients SET status = @status, password_hash = @passwordHash, kdf = @kdf, recipient = @recipient, safety_code = @safetyCode, secupass_at = @secupassAt, approved_at = @approvedAt, revoked_at = @revokedAt WHERE email = @email",
+      )
+      .run(p);
+  }
+
+  /**
+   * @param id - A delivery id.
+   * @returns The delivery, or undefined.
+   */
+  delivery(id: string): DeliveryRow | undefined {
+    return this.db.prepare(`SELECT ${DELIVERY_COLS} FROM deliveries WHERE id = ?`).get(id) as DeliveryRow | undefined;
+  }
+
+  /**
+   * @param sourceKey - The idempotency key of a relayed message.
+   * @returns The delivery created from it, or undefined.
+   */
+  deliveryBySource(sourceKey: string): DeliveryRow | undefined {
+    return this.db.prepare(`SELECT ${DELIVERY_COLS} FROM deliveries WHERE source_key = ?`).get(sourceKey) as
+      | DeliveryRow
+      | undefined;
+  }
+
+  /**
+   * @param filter - Optional recipient and statuses.
+   * @returns Deliveries, oldest first.
+   */
+  deliveries(filter: { recipient?: string; statuses?: readonly DeliveryStatus[] } = {}): DeliveryRow[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.recipient !== undefined) {
+      where.push("recipient = ?");
+      args.push(filter.recipient);
+    }
+    if (filter.statuses) {
+      where.push(`status IN (${filter.statuses.map(() => "?").join(", ")})`);
+      args.push(...filter.statuses);
+    }
+    const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
+    return this.db
+      .prepare(`SELECT ${DELIVERY_COLS} FROM deliveries ${clause} ORDER BY created_at, id`)
+      .all(...args) as DeliveryRow[];
+  }
+
+  /**
+   * @param before - ISO time.
+   * @returns Active deliveries whose expiry is at or before that time.
+   */
+  dueForExpiry(before: string): DeliveryRow[] {
+    return this.db
+      .prepare(
+        `SELECT ${DELIVERY_COLS} FROM deliveries WHERE status IN ('pending-approval','ready','downloaded') AND expires_at <= ? ORDER BY expires_at`,
+      )
+      .all(before) as DeliveryRow[];
+  }
+
+  /**
+   * Inserts a delivery with its files, wraps and link token.
+   *
+   * @param d - The delivery.
+   * @param files - Its files.
+   * @param wraps - Its wraps.
+   * @param token - Its link token.
+   */
+  insertDelivery(d: DeliveryRow, files: readonly FileRow[], wraps: readonly WrapRow[], token: TokenRow): void {
+    this.db
+      .prepare(
+        "INSERT INTO deliveries (id, recipient, level, status, subject, sender, created_at, expires_at, downloaded_at, ended_at, source_key) VALUES (@id, @recipient, @level, @status, @subject, @sender, @createdAt, @expiresAt, @downloadedAt, @endedAt, @sourceKey)",
+      )
+      .run(d);
+    const insFile = this.db.prepare(
+      "INSERT INTO files (id, delivery_id, position, kind, name, size, blob) VALUES (@id, @deliveryId, @position, @kind, @name, @size, @blob)",
+    );
+    for (const f of files) insFile.run(f);
+    for (const w of wraps) this.putWrap(w);
+    this.db
+      .prepare("INSERT INTO link_tokens (hash, delivery_id, email, created_at) VALUES (@hash, @deliveryId, @email, @createdAt)")
+      .run(token);
+  }
+
+  /**
+   * Sets a delivery's status (and the time it ended, for revoked and expired).
+   *
+   * @param id - The delivery.
+   * @param status - The new status.
+   * @param at - ISO time, stored as ended_at for terminal states.
+   */
+  setDeliveryStatus(id: string, status: DeliveryStatus, at: string): void {
+    const ended = status === "revoked" || status === "expired" ? at : null;
+    this.db.prepare("UPDATE deliveries SET status = ?, ended_at = coalesce(?, ended_at) WHERE id = ?").run(status, ended, id);
+  }
+
+  /**
+   * @param deliveryId - The delivery.
+   * @returns Its files in order.
+   */
+  files(deliveryId: string): FileRow[] {
+    return this.db
+      .prepare(`SELECT ${FILE_COLS} FROM files WHERE delivery_id = ? ORDER BY position`)
+      .all(deliveryId) as FileRow[];
+  }
+
+  /**
+   * @returns Every blob path that a file row references.
+   */
+  referencedBlobs(): Set<string> {
+    const rows = this.db.prepare("SELECT blob FROM files WHERE blob IS NOT NULL").pluck().all() as string[];
+    return new Set(rows);
+  }
+
+  /**
+   * @param deliveryId - The delivery.
+   * @param holder - practice or patient.
+   * @returns The wrap, or undefined.
+   */
+  wrap(deliveryId: string, holder: WrapHolder): WrapRow | undefined {
+    const row = this.db
+      .prepare(
+        "SELECT delivery_id AS deliveryId, holder, recipient, ciphertext, created_at AS createdAt FROM wraps WHERE delivery_id = ? AND holder = ?",
+      )
+      .get(deliveryId, holder) as (Omit<WrapRow, "ciphertext"> & { ciphertext: Buffer }) | undefined;
+    return row && { ...row, ciphertext: new Uint8Array(row.ciphertext) };
+  }
+
+  /**
+   * Inserts or replaces a wrap.
+   *
+   * @param w - The wrap.
+   */
+  putWrap(w: WrapRow): void {
+    this.db
+      .prepare(
+        "INSERT OR REPLACE INTO wraps (delivery_id, holder, recipient, ciphertext, created_at) VALUES (@deliveryId, @holder, @recipient, @ciphertext, @createdAt)",
+      )
+      .run({ ...w, ciphertext: Buffer.from(w.ciphertext) });
+  }
+
+  /**
+   * Deletes a delivery's key material and links, and detaches its blobs (crypto-shred).
+   *
+   * @param deliveryId - The delivery.
+   * @returns The blob paths to delete from disk.
+   */
+  shred(deliveryId: string): string[] {
+    const blobs = this.files(deliveryId).flatMap((f) => (f.blob ? [f.blob] : []));
+    this.db.prepare("DELETE FROM wraps WHERE delivery_id = ?").run(deliveryId);
+    this.db.prepare("DELETE FROM link_tokens WHERE delivery_id = ?").run(deliveryId);
+    this.db.prepare("UPDATE files SET blob = NULL WHERE delivery_id = ?").run(deliveryId);
+    return blobs;
+  }
+
+  /**
+   * Removes every row of a delivery that never became visible (a failed send).
+   *
+   * @param deliveryId - The delivery.
+   */
+  deleteDelivery(deliveryId: string): void {
+    for (const t of ["wraps", "link_tokens", "files"]) {
+      this.db.prepare(`DELETE FROM ${t} WHERE delivery_id = ?`).run(deliveryId);
+    }
+    this.db.prepare("DELETE FROM deliveries WHERE id = ?").run(deliveryId);
+  }
+
+  /**
+   * @param hash - SHA-256 of a link token, hex.
+   * @returns The token row, or undefined.
+   */
+  token(hash: string): TokenRow | undefined {
+    return this.db
+      .prepare("SELECT hash, delivery_id AS deliveryId, email, created_at AS createdAt FROM link_tokens WHERE hash = ?")
+      .get(hash) as TokenRow | undefined;
+  }
+}

@@ -1,0 +1,32 @@
+// External tools the tests drive (age, swaks, chromium, postfix). With PRAXMAIL_REQUIRE_E2E=1
+// (CI) a missing tool fails the test run; otherwise its tests are skipped with a reason.
+import { execFileSync } from "node:child_process";
+
+/**
+ * @param name - A command on PATH.
+ * @returns Whether it can be run.
+ */
+export function hasTool(name: string): boolean {
+  try {
+    execFileSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Decides whether the tests that need a tool run.
+ *
+ * @param name - The command.
+ * @returns True to run; false to skip (and a note is printed).
+ * @throws If the tool is missing and PRAXMAIL_REQUIRE_E2E=1.
+ */
+export function needTool(name: string): boolean {
+  if (hasTool(name)) return true;
+  if (process.env.PRAXMAIL_REQUIRE_E2E === "1") {
+    throw new Error(`${name} is required (PRAXMAIL_REQUIRE_E2E=1) but not installed; .ci/run installs it`);
+  }
+  console.warn(`skipping tests that need ${name}: not installed (apt-get install ${name})`);
+  return false;
+}
