@@ -5,10 +5,9 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openContext } from "../src/commands/shared.js";
-import { registerPatient, setSecuPassRecipient } from "../src/core/index.js";
-import { decryptStream, deriveSecuPassIdentity, recipientOf, unwrapIdentity } from "../src/crypto/index.js";
+import { decryptStream, unwrapIdentity } from "../src/crypto/index.js";
 import { cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
+import { registerThroughCore } from "./helpers/patient.js";
 import { readAll } from "./helpers/streams.js";
 import { needTool } from "./helpers/tools.js";
 
@@ -30,19 +29,6 @@ async function listDeliveries(home: string): Promise<ListJson[]> {
   const r = await praxmail(["list", "deliveries", "--json", "--home", home]);
   expect(r.code).toBe(0);
   return JSON.parse(r.stdout) as ListJson[];
-}
-
-/** Registers the patient and sets the Secu-Pass recipient through src/core, as the portal will. */
-async function registerThroughCore(home: string): Promise<string> {
-  const ctx = await openContext({ home });
-  try {
-    const { kdf } = await registerPatient(ctx, PATIENT, PASSWORD);
-    const identity = await deriveSecuPassIdentity(SECU_PASS, kdf);
-    setSecuPassRecipient(ctx, PATIENT, await recipientOf(identity));
-    return identity;
-  } finally {
-    ctx.store.close();
-  }
 }
 
 function patientWrap(home: string, deliveryId: string): Uint8Array {
@@ -115,7 +101,7 @@ describe.each([
   });
 
   it("approve --yes releases the delivery after the patient set a Secu-Pass-Key", async () => {
-    patientIdentity = await registerThroughCore(home);
+    patientIdentity = (await registerThroughCore(home, PATIENT, SECU_PASS, PASSWORD))!;
     const pending = await praxmail(["list", "pending", "--json", "--home", home]);
     const [p] = JSON.parse(pending.stdout) as { email: string; status: string; safetyCode: string }[];
     expect(p).toMatchObject({ email: PATIENT, status: "pending-approval" });

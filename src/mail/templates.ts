@@ -22,7 +22,7 @@ export function escapeHtml(s: string): string {
  * @returns e.g. `1,4 MB` or `1.4 MB`.
  */
 export function formatSize(bytes: number, lang: "de" | "en"): string {
-  const units = ["Bytes", "KB", "MB", "GB", "TB"];
+  const units = [lang === "de" ? "Bytes" : "bytes", "KB", "MB", "GB", "TB"];
   let v = bytes;
   let u = 0;
   while (v >= 1000 && u < units.length - 1) {

@@ -1,0 +1,273 @@
+// src/core with a real store in a temp home and a recording notifier.
+import { randomBytes } from "node:crypto";
+import { readFile, writeFile, mkdir, utimes } from "node:fs/promises";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  PraxmailError,
+  approvePatients,
+  collectGarbage,
+  createDelivery,
+  initPractice,
+  listDeliveries,
+  loadConfig,
+  registerPatient,
+  revokeDelivery,
+  revokePatient,
+  setSecuPassRecipient,
+  type Context,
+  type Notification,
+  type SealedMessage,
+} from "../src/core/index.js";
+import {
+  decryptBytes,
+  decryptStream,
+  deriveSecuPassIdentity,
+  generateIdentity,
+  readIdentityFile,
+  recipientOf,
+  unwrapIdentity,
+  type KdfParams,
+} from "../src/crypto/index.js";
+import { renderNotification } from "../src/mail/index.js";
+import { Store } from "../src/store/index.js";
+import { cleanup, tempDir, walk } from "./helpers/cli.js";
+import { readAll, streamOf } from "./helpers/streams.js";
+
+let home: string;
+let ctx: Context;
+let sent: Notification[];
+let clock: Date;
+let practiceIdentity: string;
+
+const file = (name: string, data: Uint8Array) => ({ name, open: () => streamOf(data) });
+
+// Cheap KDF cost for unit tests; the production cost is tested in crypto.secupass.test.ts.
+async function patient(email: string, secuPass: string): Promise<string> {
+  const { kdf } = await registerPatient(ctx, email, "passwort-passwort");
+  const cheap: KdfParams = { ...kdf, logN: 15 };
+  ctx.store.transaction(() => {
+    const row = ctx.store.records.patient(email)!;
+    ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(cheap) });
+  });
+  const u = await deriveSecuPassIdentity(secuPass, cheap);
+  setSecuPassRecipient(ctx, email, await recipientOf(u));
+  return u;
+}
+
+async function blobBytes(rel: string): Promise<Buffer> {
+  return readFile(join(home, rel));
+}
+
+beforeEach(async () => {
+  home = await tempDir();
+  await initPractice(home, { practiceName: "Praxis Dr. Weber", practiceEmail: "praxis@praxis-weber.example", recipientType: "x25519", keyring: false });
+  const config = loadConfig(home);
+  practiceIdentity = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
+  sent = [];
+  clock = new Date("2026-11-29T09:00:00Z");
+  ctx = {
+    home,
+    config,
+    store: Store.open(home),
+    notifier: { send: (n) => Promise.resolve(void sent.push(n)) },
+    actor: "test",
+    now: () => clock,
+  };
+});
+afterEach(async () => {
+  ctx.store.close();
+  await cleanup(home);
+});
+
+describe("levels 1 and 2", () => {
+  it.each([1, 2])("level %i puts D in the link fragment, needs no approval, and D opens the file", async (level) => {
+    const data = randomBytes(70_000);
+    const d = await createDelivery(ctx, { recipient: "p@example.org", level, files: [file("a.pdf", data)] });
+    expect(d.status).toBe("ready");
+    const m = /^http:\/\/127\.0\.0\.1:8080\/d\/[A-Za-z0-9_-]{43}#k=(AGE-SECRET-KEY-1[0-9A-Z]+)$/.exec(d.link);
+    expect(m).not.toBeNull();
+    expect(ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
+    const [f] = ctx.store.records.files(d.id);
+    const plain = await readAll(await decryptStream(new Blob([await blobBytes(f!.blob!)]).stream(), [m![1]!]));
+    expect(plain.equals(data)).toBe(true);
+    // The practice can always open it too.
+    const viaP = await unwrapIdentity(ctx.store.records.wrap(d.id, "practice")!.ciphertext, practiceIdentity);
+    expect(viaP).toBe(m![1]);
+  });
+});
+
+describe("level 3 for an approved patient", () => {
+  it("is ready at once with a wrap for the patient; no second approval", async () => {
+    const u = await patient("p@example.org", "geheim");
+    await approvePatients(ctx, ["p@example.org"], practiceIdentity);
+    const data = Buffer.from("zweiter Befund");
+    const d = await createDelivery(ctx, { recipient: "P@Example.org", level: 3, files: [file("b.pdf", data)] });
+    expect(d).toMatchObject({ recipient: "p@example.org", status: "ready", firstTime: false });
+    expect(d.link).not.toContain("#");
+    const dk = await unwrapIdentity(ctx.store.records.wrap(d.id, "patient")!.ciphertext, u);
+    const [f] = ctx.store.records.files(d.id);
+    expect((await readAll(await decryptStream(new Blob([await blobBytes(f!.blob!)]).stream(), [dk]))).equals(data)).toBe(true);
+  });
+});
+
+describe("level 4", () => {
+  it("stores neither subject, text nor file names in clear; the sealed message holds them", async () => {
+    const u = await patient("p@example.org", "geheim");
+    await approvePatients(ctx, ["p@example.org"], practiceIdentity);
+    const d = await createDelivery(ctx, {
+      recipient: "p@example.org",
+      level: 4,
+      subject: "Befundbesprechung Biopsie",
+      message: "Der histologische Befund liegt vor.",
+      files: [file("Histologie Wolf.pdf", Buffer.from("pdf")), file("Aufnahme.PNG", Buffer.from("png"))],
+    });
+    expect(d.files.map((f) => f.name)).toEqual(["Histologie Wolf.pdf", "Aufnahme.PNG"]);
+    expect(d.subject).toBeNull();
+    expect(d.message).toBeNull();
+    const rows = ctx.store.records.files(d.id);
+    expect(rows.map((f) => [f.kind, f.name])).toEqual([
+      ["attachment", "Anhang-1.pdf"],
+      ["attachment", "Anhang-2.png"],
+      ["message", "Nachricht"],
+    ]);
+    expect(ctx.store.records.delivery(d.id)!.subject).toBeNull();
+    const dk = await unwrapIdentity(ctx.store.records.wrap(d.id, "patient")!.ciphertext, u);
+    const sealed = JSON.parse(new TextDecoder().decode(await decryptBytes(await blobBytes(rows[2]!.blob!), [dk]))) as SealedMessage;
+    expect(sealed).toEqual({ v: 1, subject: "Befundbesprechung Biopsie", text: "Der histologische Befund liegt vor.", files: ["Histologie Wolf.pdf", "Aufnahme.PNG"] });
+    for (const f of await walk(home)) {
+      const bytes = await readFile(f);
+      for (const secret of ["Biopsie", "histologische", "Histologie Wolf"]) expect(bytes.includes(secret), `${secret} in ${f}`).toBe(false);
+    }
+  });
+
+  it("its notification names no subject, text or file", () => {
+    const r = renderNotification(
+      {
+        kind: "new-delivery",
+        to: "p@example.org",
+        level: 4,
+        link: "https://portal.example/d/x",
+        firstTime: false,
+        files: [{ name: "Histologie.pdf", size: 3 }],
+        expiresAt: new Date("2026-12-29T00:00:00Z"),
+        subject: null,
+        message: null,
+      },
+      "Praxis Dr. Weber",
+    );
+    expect(r.subject).toBe("Neue sichere Nachricht von Praxis Dr. Weber");
+    expect(r.text + r.html).not.toContain("Histologie");
+  });
+});
+
+describe("approve", () => {
+  it("is all or nothing across the given patients", async () => {
+    await patient("a@example.org", "a");
+    await expect(approvePatients(ctx, ["a@example.org", "nobody@example.org"], practiceIdentity)).rejects.toMatchObject({ code: "no-such-patient" });
+    expect(ctx.store.records.patient("a@example.org")!.status).toBe("pending-approval");
+    expect(sent.filter((n) => n.kind === "released")).toEqual([]);
+  });
+
+  it("refuses an identity that is not the practice's", async () => {
+    await patient("a@example.org", "a");
+    const err = await approvePatients(ctx, ["a@example.org"], generateIdentity("x25519")).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PraxmailError);
+    expect(err).toMatchObject({ code: "identity" });
+  });
+
+  it("rewraps only deliveries that have not expired, and touches no payload", async () => {
+    const old = await createDelivery(ctx, { recipient: "a@example.org", level: 3, files: [file("alt.pdf", Buffer.from("alt"))] });
+    clock = new Date(clock.getTime() + 31 * 86_400_000);
+    const fresh = await createDelivery(ctx, { recipient: "a@example.org", level: 3, files: [file("neu.pdf", Buffer.from("neu"))] });
+    const blob = ctx.store.records.files(fresh.id)[0]!.blob!;
+    const before = await blobBytes(blob);
+    await patient("a@example.org", "a");
+    const [a] = await approvePatients(ctx, ["a@example.org"], practiceIdentity);
+    expect(a).toEqual({ email: "a@example.org", deliveries: 1 });
+    expect(ctx.store.records.wrap(old.id, "patient")).toBeUndefined();
+    expect(ctx.store.records.wrap(fresh.id, "patient")).toBeDefined();
+    expect((await blobBytes(blob)).equals(before)).toBe(true);
+    expect(sent.at(-1)).toEqual({ kind: "released", to: "a@example.org", loginUrl: "http://127.0.0.1:8080/login", deliveries: 1 });
+  });
+});
+
+describe("revoke, expiry and gc", () => {
+  it("revoking a delivery deletes its blobs, wraps and link; a second revoke is refused", async () => {
+    const d = await createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    const blob = ctx.store.records.files(d.id)[0]!.blob!;
+    const after = await revokeDelivery(ctx, d.id);
+    expect(after.status).toBe("revoked");
+    expect(after.files).toEqual([{ name: "a.pdf", size: 1, blob: null }]);
+    await expect(readFile(join(home, blob))).rejects.toMatchObject({ code: "ENOENT" });
+    expect(ctx.store.records.wrap(d.id, "practice")).toBeUndefined();
+    await expect(revokeDelivery(ctx, d.id)).rejects.toMatchObject({ code: "wrong-state", message: `delivery ${d.id} is already revoked` });
+  });
+
+  it("revoking a patient revokes every active delivery to them", async () => {
+    await patient("p@example.org", "x");
+    const d1 = await createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("1.pdf", Buffer.from("1"))] });
+    const d2 = await createDelivery(ctx, { recipient: "p@example.org", level: 1, files: [file("2.pdf", Buffer.from("2"))] });
+    const other = await createDelivery(ctx, { recipient: "q@example.org", level: 3, files: [file("3.pdf", Buffer.from("3"))] });
+    expect((await revokePatient(ctx, "p@example.org")).sort()).toEqual([d1.id, d2.id].sort());
+    const status = Object.fromEntries(listDeliveries(ctx).map((d) => [d.id, d.status]));
+    expect(status).toEqual({ [d1.id]: "revoked", [d2.id]: "revoked", [other.id]: "pending-approval" });
+    expect(ctx.store.records.patient("p@example.org")!.status).toBe("revoked");
+  });
+
+  it("gc expires what is due and removes orphaned blobs and temp files past the grace time", async () => {
+    const d = await createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    const keep = await createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("b.pdf", Buffer.from("b"))] });
+    const db = new Database(join(home, "praxmail.db"));
+    db.prepare("UPDATE deliveries SET expires_at = ? WHERE id = ?").run("2026-11-29T09:30:00.000Z", d.id);
+    db.close();
+    await mkdir(join(home, "blobs", "tmp"), { recursive: true });
+    const orphan = join(home, "blobs", "ab", "ab".repeat(16) + ".age");
+    const temp = join(home, "blobs", "tmp", "cd".repeat(16) + ".partial");
+    await mkdir(join(home, "blobs", "ab"), { recursive: true });
+    await writeFile(orphan, "x");
+    await writeFile(temp, "y");
+    const young = await collectGarbage(ctx, 60 * 60_000);
+    expect(young).toEqual({ expired: [], orphanBlobs: 0, tempFiles: 0 });
+    clock = new Date("2026-11-29T10:00:00Z");
+    await utimes(orphan, new Date("2026-11-29T08:00:00Z"), new Date("2026-11-29T08:00:00Z"));
+    await utimes(temp, new Date("2026-11-29T08:00:00Z"), new Date("2026-11-29T08:00:00Z"));
+    const r = await collectGarbage(ctx, 60 * 60_000);
+    expect(r).toEqual({ expired: [d.id], orphanBlobs: 1, tempFiles: 1 });
+    const status = Object.fromEntries(listDeliveries(ctx).map((x) => [x.id, x.status]));
+    expect(status).toEqual({ [d.id]: "expired", [keep.id]: "pending-approval" });
+    const left = (await walk(join(home, "blobs"))).map((f) => f.slice(home.length + 1));
+    expect(left).toEqual([ctx.store.records.files(keep.id)[0]!.blob]);
+  });
+});
+
+describe("bad input", () => {
+  it.each([
+    [{ level: 0 }, "usage"],
+    [{ level: 5 }, "usage"],
+    [{ recipient: "kein-name" }, "invalid-input"],
+    [{ subject: "a\r\nBcc: x@y.org" }, "invalid-input"],
+    [{ files: [] }, "invalid-input"],
+  ])("%j is refused with %s and leaves no blob", async (patch, code) => {
+    const input = { recipient: "p@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))], ...patch };
+    await expect(createDelivery(ctx, input)).rejects.toMatchObject({ code });
+    expect(await walk(join(home, "blobs")).catch(() => [])).toEqual([]);
+  });
+
+  it("a file stream that fails midway leaves no blob and no row", async () => {
+    let n = 0;
+    const failing = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (n++ < 3) c.enqueue(randomBytes(65_536));
+        else c.error(new Error("disk read error"));
+      },
+    });
+    await expect(
+      createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("ok.pdf", Buffer.from("ok")), { name: "bad.pdf", open: () => failing }] }),
+    ).rejects.toThrow("disk read error");
+    expect(listDeliveries(ctx)).toEqual([]);
+    expect((await walk(join(home, "blobs")).catch(() => [])).filter((f) => !f.includes("/tmp/"))).toEqual([]);
+    expect(await walk(join(home, "blobs", "tmp")).catch(() => [])).toEqual([]);
+  });
+});

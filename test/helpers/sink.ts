@@ -1,0 +1,60 @@
+// A real SMTP server on loopback that stores what it receives: the upstream in tests.
+import type { AddressInfo } from "node:net";
+import { SMTPServer } from "smtp-server";
+import { simpleParser, type ParsedMail } from "mailparser";
+
+/** One received message. */
+export interface Received {
+  from: string;
+  to: string[];
+  raw: Buffer;
+  mail: ParsedMail;
+}
+
+/** A running sink. */
+export interface Sink {
+  port: number;
+  url: string;
+  messages: Received[];
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a sink on 127.0.0.1 and a free port.
+ *
+ * @returns The sink.
+ */
+export async function startSink(): Promise<Sink> {
+  const messages: Received[] = [];
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ["STARTTLS"],
+    logger: false,
+    onData(stream, session, callback) {
+      const parts: Buffer[] = [];
+      stream.on("data", (c: Buffer) => parts.push(c));
+      stream.on("end", () => {
+        const raw = Buffer.concat(parts);
+        simpleParser(raw)
+          .then((mail) => {
+            messages.push({
+              from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
+              to: session.envelope.rcptTo.map((r) => r.address),
+              raw,
+              mail,
+            });
+            callback();
+          })
+          .catch(callback);
+      });
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `smtp://127.0.0.1:${port}`,
+    messages,
+    close: () => new Promise((resolve) => { server.close(() => { resolve(); }); }),
+  };
+}
