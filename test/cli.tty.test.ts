@@ -1,0 +1,113 @@
+// What only happens on a terminal: the init wizard, choosing patients to approve, the
+// confirmation prompt, and progress while encrypting.
+import { spawnSync } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { BIN, cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
+import { registerThroughCore } from "./helpers/patient.js";
+import { needTool } from "./helpers/tools.js";
+import { Terminal } from "./helpers/tty.js";
+
+let dir: string;
+let term: Terminal | undefined;
+beforeAll(async () => {
+  dir = await tempDir();
+});
+afterEach(() => {
+  term?.close();
+  term = undefined;
+});
+afterAll(async () => {
+  await cleanup(dir);
+});
+
+describe.runIf(needTool("tmux"))("on a terminal", () => {
+  it("init runs a wizard with defaults and writes what was answered", async () => {
+    const home = join(dir, "wizard");
+    term = new Terminal(`init --no-keyring --home '${home}'`);
+    await term.waitFor("Practice name");
+    term.keys("-l", "Praxis Dr. Weber");
+    term.keys("Enter");
+    await term.waitFor("Practice e-mail address");
+    term.keys("-l", "praxis@praxis-weber.example");
+    term.keys("Enter");
+    await term.waitFor("Public portal URL");
+    term.keys("C-u");
+    term.keys("-l", "https://portal.praxis-weber.example");
+    term.keys("Enter");
+    await term.waitFor("Upstream SMTP URL");
+    term.keys("Enter");
+    await term.waitFor("Recipient type");
+    term.keys("Enter");
+    await term.waitFor("Protect the identity file");
+    term.keys("Enter");
+    const { code, screen } = await term.exit();
+    expect(code).toBe(0);
+    expect(screen).toMatch(/age1pq1[0-9a-z]{20,}/);
+    const config = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as Record<string, unknown>;
+    expect(config).toMatchObject({
+      practiceName: "Praxis Dr. Weber",
+      practiceEmail: "praxis@praxis-weber.example",
+      portalUrl: "https://portal.praxis-weber.example",
+      upstream: null,
+      crypto: { recipientType: "mlkem768x25519" },
+      identity: { kind: "file", protected: false },
+    });
+  });
+
+  it("approve without arguments offers the waiting patients with their safety codes, then asks", async () => {
+    const home = join(dir, "choose");
+    await initHome(home, ["--recipient-type", "x25519"]);
+    await registerThroughCore(home, "anna@example.org", "Anna-Schlüssel");
+    await registerThroughCore(home, "jan@example.org", "Jan-Schlüssel");
+    const pending = JSON.parse((await praxmail(["list", "pending", "--json", "--home", home])).stdout) as { email: string; safetyCode: string }[];
+    term = new Terminal(`approve --home '${home}'`);
+    const list = await term.waitFor("jan@example.org");
+    for (const p of pending) expect(list).toContain(`${p.email}  safety code ${p.safetyCode}`);
+    term.keys("Down", "Space", "Enter");
+    await term.waitFor("Do these safety codes match");
+    term.keys("y", "Enter");
+    const { code, screen } = await term.exit();
+    expect(code).toBe(0);
+    expect(screen).toContain("approved jan@example.org: 0 deliveries released");
+    const after = JSON.parse((await praxmail(["list", "patients", "--json", "--home", home])).stdout) as { email: string; status: string }[];
+    expect(after.map((p) => [p.email, p.status])).toEqual([
+      ["anna@example.org", "pending-approval"],
+      ["jan@example.org", "approved"],
+    ]);
+  });
+
+  it("answering no to the confirmation approves nobody", async () => {
+    const home = join(dir, "decline");
+    await initHome(home, ["--recipient-type", "x25519"]);
+    await registerThroughCore(home, "anna@example.org", "Anna-Schlüssel");
+    term = new Terminal(`approve anna@example.org --home '${home}'`);
+    await term.waitFor("Do these safety codes match");
+    term.keys("n", "Enter");
+    const { code, screen } = await term.exit();
+    expect(code).toBe(0);
+    expect(screen).toContain("praxmail: nothing approved");
+    const after = JSON.parse((await praxmail(["list", "pending", "--json", "--home", home])).stdout) as unknown[];
+    expect(after).toHaveLength(1);
+  });
+});
+
+describe.runIf(needTool("script"))("progress", () => {
+  it("send shows encryption progress on a terminal, and none in a pipe", async () => {
+    const home = join(dir, "progress");
+    await initHome(home);
+    const big = join(dir, "ct-serie.bin");
+    await writeFile(big, Buffer.alloc(20 * 1024 * 1024, 7));
+    const onTty = spawnSync("script", ["-qec", `'${process.execPath}' '${BIN}' send --to p@example.org --home '${home}' '${big}'`, "/dev/null"], {
+      encoding: "utf8",
+      env: { PATH: process.env.PATH, NO_COLOR: "1" },
+      timeout: 120_000,
+    });
+    expect(onTty.status).toBe(0);
+    expect(onTty.stdout).toMatch(/encrypting ct-serie\.bin for p@example\.org: \d+% \([\d.]+ (KB|MB) of 21 MB\)/);
+    const piped = await praxmail(["send", "--to", "p@example.org", "--home", home, big]);
+    expect(piped.code).toBe(0);
+    expect(piped.stderr).not.toContain("encrypting");
+  });
+});
