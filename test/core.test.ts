@@ -7,9 +7,12 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   PraxmailError,
   approvePatients,
+  Intake,
   collectGarbage,
   createDelivery,
+  getDelivery,
   initPractice,
+  markSent,
   listDeliveries,
   loadConfig,
   registerPatient,
@@ -17,6 +20,7 @@ import {
   revokePatient,
   setSecuPassRecipient,
   type Context,
+  type DeliveryInput,
   type Notification,
   type SealedMessage,
 } from "../src/core/index.js";
@@ -31,6 +35,7 @@ import {
   type KdfParams,
 } from "../src/crypto/index.js";
 import { renderNotification } from "../src/mail/index.js";
+import { fanOut } from "../src/core/fanout.js";
 import { Store } from "../src/store/index.js";
 import { cleanup, tempDir, walk } from "./helpers/cli.js";
 import { readAll, streamOf } from "./helpers/streams.js";
@@ -42,6 +47,13 @@ let clock: Date;
 let practiceIdentity: string;
 
 const file = (name: string, data: Uint8Array) => ({ name, open: () => streamOf(data) });
+
+/** Creates a delivery and marks it sent, as the CLI does after mailing the link. */
+async function send(input: DeliveryInput) {
+  const d = await createDelivery(ctx, input);
+  markSent(ctx, [d.id]);
+  return d;
+}
 
 // Cheap KDF cost for unit tests; the production cost is tested in crypto.secupass.test.ts.
 async function patient(email: string, secuPass: string): Promise<string> {
@@ -84,7 +96,7 @@ afterEach(async () => {
 describe("levels 1 and 2", () => {
   it.each([1, 2])("level %i puts D in the link fragment, needs no approval, and D opens the file", async (level) => {
     const data = randomBytes(70_000);
-    const d = await createDelivery(ctx, { recipient: "p@example.org", level, files: [file("a.pdf", data)] });
+    const d = await send({ recipient: "p@example.org", level, files: [file("a.pdf", data)] });
     expect(d.status).toBe("ready");
     const m = /^http:\/\/127\.0\.0\.1:8080\/d\/[A-Za-z0-9_-]{43}#k=(AGE-SECRET-KEY-1[0-9A-Z]+)$/.exec(d.link);
     expect(m).not.toBeNull();
@@ -103,7 +115,7 @@ describe("level 3 for an approved patient", () => {
     const u = await patient("p@example.org", "geheim");
     await approvePatients(ctx, ["p@example.org"], practiceIdentity);
     const data = Buffer.from("zweiter Befund");
-    const d = await createDelivery(ctx, { recipient: "P@Example.org", level: 3, files: [file("b.pdf", data)] });
+    const d = await send({ recipient: "P@Example.org", level: 3, files: [file("b.pdf", data)] });
     expect(d).toMatchObject({ recipient: "p@example.org", status: "ready", firstTime: false });
     expect(d.link).not.toContain("#");
     const dk = await unwrapIdentity(ctx.store.records.wrap(d.id, "patient")!.ciphertext, u);
@@ -116,7 +128,7 @@ describe("level 4", () => {
   it("stores neither subject, text nor file names in clear; the sealed message holds them", async () => {
     const u = await patient("p@example.org", "geheim");
     await approvePatients(ctx, ["p@example.org"], practiceIdentity);
-    const d = await createDelivery(ctx, {
+    const d = await send({
       recipient: "p@example.org",
       level: 4,
       subject: "Befundbesprechung Biopsie",
@@ -178,9 +190,9 @@ describe("approve", () => {
   });
 
   it("rewraps only deliveries that have not expired, and touches no payload", async () => {
-    const old = await createDelivery(ctx, { recipient: "a@example.org", level: 3, files: [file("alt.pdf", Buffer.from("alt"))] });
+    const old = await send({ recipient: "a@example.org", level: 3, files: [file("alt.pdf", Buffer.from("alt"))] });
     clock = new Date(clock.getTime() + 31 * 86_400_000);
-    const fresh = await createDelivery(ctx, { recipient: "a@example.org", level: 3, files: [file("neu.pdf", Buffer.from("neu"))] });
+    const fresh = await send({ recipient: "a@example.org", level: 3, files: [file("neu.pdf", Buffer.from("neu"))] });
     const blob = ctx.store.records.files(fresh.id)[0]!.blob!;
     const before = await blobBytes(blob);
     await patient("a@example.org", "a");
@@ -195,7 +207,7 @@ describe("approve", () => {
 
 describe("revoke, expiry and gc", () => {
   it("revoking a delivery deletes its blobs, wraps and link; a second revoke is refused", async () => {
-    const d = await createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    const d = await send({ recipient: "p@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
     const blob = ctx.store.records.files(d.id)[0]!.blob!;
     const after = await revokeDelivery(ctx, d.id);
     expect(after.status).toBe("revoked");
@@ -207,9 +219,9 @@ describe("revoke, expiry and gc", () => {
 
   it("revoking a patient revokes every active delivery to them", async () => {
     await patient("p@example.org", "x");
-    const d1 = await createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("1.pdf", Buffer.from("1"))] });
-    const d2 = await createDelivery(ctx, { recipient: "p@example.org", level: 1, files: [file("2.pdf", Buffer.from("2"))] });
-    const other = await createDelivery(ctx, { recipient: "q@example.org", level: 3, files: [file("3.pdf", Buffer.from("3"))] });
+    const d1 = await send({ recipient: "p@example.org", level: 3, files: [file("1.pdf", Buffer.from("1"))] });
+    const d2 = await send({ recipient: "p@example.org", level: 1, files: [file("2.pdf", Buffer.from("2"))] });
+    const other = await send({ recipient: "q@example.org", level: 3, files: [file("3.pdf", Buffer.from("3"))] });
     expect((await revokePatient(ctx, "p@example.org")).sort()).toEqual([d1.id, d2.id].sort());
     const status = Object.fromEntries(listDeliveries(ctx).map((d) => [d.id, d.status]));
     expect(status).toEqual({ [d1.id]: "revoked", [d2.id]: "revoked", [other.id]: "pending-approval" });
@@ -217,8 +229,8 @@ describe("revoke, expiry and gc", () => {
   });
 
   it("gc expires what is due and removes orphaned blobs and temp files past the grace time", async () => {
-    const d = await createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
-    const keep = await createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("b.pdf", Buffer.from("b"))] });
+    const d = await send({ recipient: "p@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    const keep = await send({ recipient: "p@example.org", level: 3, files: [file("b.pdf", Buffer.from("b"))] });
     const db = new Database(join(home, "praxmail.db"));
     db.prepare("UPDATE deliveries SET expires_at = ? WHERE id = ?").run("2026-11-29T09:30:00.000Z", d.id);
     db.close();
@@ -229,12 +241,12 @@ describe("revoke, expiry and gc", () => {
     await writeFile(orphan, "x");
     await writeFile(temp, "y");
     const young = await collectGarbage(ctx, 60 * 60_000);
-    expect(young).toEqual({ expired: [], orphanBlobs: 0, tempFiles: 0 });
+    expect(young).toEqual({ expired: [], unsent: 0, orphanBlobs: 0, tempFiles: 0 });
     clock = new Date("2026-11-29T10:00:00Z");
     await utimes(orphan, new Date("2026-11-29T08:00:00Z"), new Date("2026-11-29T08:00:00Z"));
     await utimes(temp, new Date("2026-11-29T08:00:00Z"), new Date("2026-11-29T08:00:00Z"));
     const r = await collectGarbage(ctx, 60 * 60_000);
-    expect(r).toEqual({ expired: [d.id], orphanBlobs: 1, tempFiles: 1 });
+    expect(r).toEqual({ expired: [d.id], unsent: 0, orphanBlobs: 1, tempFiles: 1 });
     const status = Object.fromEntries(listDeliveries(ctx).map((x) => [x.id, x.status]));
     expect(status).toEqual({ [d.id]: "expired", [keep.id]: "pending-approval" });
     const left = (await walk(join(home, "blobs"))).map((f) => f.slice(home.length + 1));
@@ -264,10 +276,102 @@ describe("bad input", () => {
       },
     });
     await expect(
-      createDelivery(ctx, { recipient: "p@example.org", level: 3, files: [file("ok.pdf", Buffer.from("ok")), { name: "bad.pdf", open: () => failing }] }),
+      send({ recipient: "p@example.org", level: 3, files: [file("ok.pdf", Buffer.from("ok")), { name: "bad.pdf", open: () => failing }] }),
     ).rejects.toThrow("disk read error");
     expect(listDeliveries(ctx)).toEqual([]);
     expect((await walk(join(home, "blobs")).catch(() => [])).filter((f) => !f.includes("/tmp/"))).toEqual([]);
     expect(await walk(join(home, "blobs", "tmp")).catch(() => [])).toEqual([]);
+  });
+});
+
+describe("an intake for several recipients", () => {
+  it("reads each file once and gives every recipient their own D, blob and link", async () => {
+    const data = randomBytes(300_000);
+    let reads = 0;
+    const source = new ReadableStream<Uint8Array>({
+      start(c) {
+        for (let i = 0; i < data.length; i += 65_536) c.enqueue(data.subarray(i, i + 65_536));
+        c.close();
+      },
+    }).pipeThrough(
+      new TransformStream({
+        transform(chunk, c) {
+          reads++;
+          c.enqueue(chunk);
+        },
+      }),
+    );
+    const intake = await Intake.open(ctx, ["a@example.org", "B@example.org", "c@example.org"]);
+    expect(await intake.addFile("../../etc/Befund.pdf", source)).toEqual({ name: "Befund.pdf", size: data.length });
+    expect(reads).toBe(5);
+    const created = await intake.commit({ level: 1 });
+    expect(created.map((d) => d.recipient)).toEqual(["a@example.org", "b@example.org", "c@example.org"]);
+    expect(new Set(created.map((d) => d.link)).size).toBe(3);
+    const keys = created.map((d) => /#k=(.+)$/.exec(d.link)![1]!);
+    for (const [i, d] of created.entries()) {
+      const blob = await blobBytes(ctx.store.records.files(d.id)[0]!.blob!);
+      expect((await readAll(await decryptStream(new Blob([blob]).stream(), [keys[i]!]))).equals(data)).toBe(true);
+      await expect(decryptStream(new Blob([blob]).stream(), [keys[(i + 1) % 3]!])).rejects.toThrow(/no identity matched/);
+    }
+  });
+
+  it("stays invisible until marked sent, and gc discards an interrupted send", async () => {
+    const intake = await Intake.open(ctx, ["a@example.org"]);
+    await intake.addFile("a.pdf", streamOf(Buffer.from("a")));
+    const [d] = await intake.commit({ level: 3, sourceKeys: ["msg-1/a"] });
+    expect(listDeliveries(ctx)).toEqual([]);
+    expect(() => getDelivery(ctx, d!.id)).toThrow(/no such delivery/);
+    expect(ctx.store.records.deliveryBySource("msg-1/a")?.id).toBe(d!.id);
+    clock = new Date(clock.getTime() + 2 * 60 * 60_000);
+    const r = await collectGarbage(ctx, 60 * 60_000);
+    expect(r.unsent).toBe(1);
+    expect(ctx.store.records.delivery(d!.id)).toBeUndefined();
+    expect(await walk(join(home, "blobs")).catch(() => [])).toEqual([]);
+  });
+
+  it("abort removes the blobs of every recipient", async () => {
+    const intake = await Intake.open(ctx, ["a@example.org", "b@example.org"]);
+    await intake.addFile("a.pdf", streamOf(randomBytes(1000)));
+    expect((await walk(join(home, "blobs"))).filter((f) => f.endsWith(".age"))).toHaveLength(2);
+    await intake.abort();
+    expect((await walk(join(home, "blobs"))).filter((f) => f.endsWith(".age"))).toEqual([]);
+  });
+});
+
+describe("fanOut", () => {
+  it("reads the source only as fast as the slowest branch", async () => {
+    let pulled = 0;
+    const source = new ReadableStream<Uint8Array>(
+      {
+        pull(c) {
+          if (pulled++ < 100) c.enqueue(new Uint8Array(1024));
+          else c.close();
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    const [fast, slow] = fanOut(source, 2);
+    const fastReader = fast!.getReader();
+    const first = fastReader.read();
+    await new Promise((r) => setTimeout(r, 50));
+    // Only the fast branch asked: the source must not run ahead of the slow one.
+    expect(pulled).toBeLessThanOrEqual(1);
+    const drainFast = async (): Promise<number> => {
+      let n = (await first).value?.length ?? 0;
+      for (let r = await fastReader.read(); !r.done; r = await fastReader.read()) n += r.value.length;
+      return n;
+    };
+    const [a, b] = await Promise.all([drainFast(), readAll(slow!)]);
+    expect([a, b.length]).toEqual([100 * 1024, 100 * 1024]);
+  });
+
+  it("an error in the source reaches every branch", async () => {
+    const source = new ReadableStream<Uint8Array>({
+      pull(c) {
+        c.error(new Error("boom"));
+      },
+    });
+    const results = await Promise.allSettled(fanOut(source, 3).map((b) => readAll(b)));
+    expect(results.map((r) => (r.status === "rejected" ? (r.reason as Error).message : "ok"))).toEqual(["boom", "boom", "boom"]);
   });
 });

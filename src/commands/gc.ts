@@ -19,6 +19,10 @@ export function gcCommand(io: Io): Command {
     .action(async (flags: GcFlags) => {
       const r = await withContext(flags, (ctx) => collectGarbage(ctx, flags.grace * 60_000));
       if (flags.json) printJson(io, r);
-      else io.out(`expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`);
+      else {
+        io.out(
+          `expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, discarded ${r.unsent} unsent, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`,
+        );
+      }
     });
 }

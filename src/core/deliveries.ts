@@ -1,4 +1,7 @@
-// Creating a delivery: D, encrypted files, wrap[P], wrap[U] for approved patients, link token.
+// Creating deliveries: one fresh identity D per recipient, the files encrypted to D (one
+// pass over each file, fanned out to every recipient), wrap[P], wrap[U] for approved
+// patients, and a link token. Rows are committed invisible (sent_at null) and become
+// visible once the mail carrying the link was accepted.
 import {
   encryptBytes,
   encryptStream,
@@ -9,6 +12,7 @@ import {
 import type { DeliveryRow, DeliveryStatus, FileRow, WrapRow } from "../store/index.js";
 import type { Context, FileSummary, Notification } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { fanOut } from "./fanout.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { checkLevel, cleanFileName, normaliseEmail } from "./validate.js";
 
@@ -26,8 +30,6 @@ export interface DeliveryInput {
   readonly message?: string | null;
   readonly files: readonly FileInput[];
   readonly sender?: string | null;
-  /** Idempotency key of a relayed message: a second create with it returns the first. */
-  readonly sourceKey?: string | null;
   /** Plaintext bytes read so far of file number `index`. */
   readonly onProgress?: (index: number, bytes: number) => void;
 }
@@ -50,13 +52,23 @@ export interface CreatedDelivery {
   readonly message: string | null;
 }
 
-/** The encrypted message part of a level-4 delivery (or a message at any level). */
+/** The encrypted message part of a level-4 delivery. */
 export interface SealedMessage {
   readonly v: 1;
   readonly subject: string | null;
   readonly text: string | null;
-  /** Real file names by position, at level 4 where the stored names are neutral. */
+  /** Real file names by position; the stored names are neutral. */
   readonly files: readonly string[];
+}
+
+/** How the deliveries of an intake are finished. */
+export interface CommitOptions {
+  readonly level: number;
+  readonly subject?: string | null;
+  readonly message?: string | null;
+  readonly sender?: string | null;
+  /** Idempotency key per recipient (same order as the intake's recipients). */
+  readonly sourceKeys?: readonly (string | null)[];
 }
 
 const MAX_SUBJECT = 998;
@@ -78,9 +90,212 @@ function neutralName(position: number, name: string): string {
   return `Anhang-${position + 1}${ext.toLowerCase()}`;
 }
 
+function checkText(subject: string | null, message: string | null): void {
+  if (subject !== null && (subject.length > MAX_SUBJECT || /[\r\n]/.test(subject))) {
+    throw new PraxmailError("invalid-input", "subject must be one line of at most 998 characters");
+  }
+  if (message !== null && message.length > MAX_MESSAGE) {
+    throw new PraxmailError("invalid-input", "message text is larger than 1 MiB", "send long texts as a file");
+  }
+}
+
 /**
- * Creates one delivery and makes it durable: every blob fsynced, every row committed.
- * Nothing is mailed; see {@link sendDelivery}. On failure nothing stays behind.
+ * The deliveries of one message to one or more recipients while its files arrive. Each
+ * recipient gets its own identity D, blobs and link. Nothing is visible until
+ * {@link commit} and {@link markSent}; {@link abort} removes what was written.
+ */
+export class Intake {
+  private readonly files: { name: string; size: number; blobs: string[] }[] = [];
+  private readonly written: string[] = [];
+
+  private constructor(
+    private readonly ctx: Context,
+    readonly recipients: readonly string[],
+    private readonly identities: readonly string[],
+    private readonly deliveryRecipients: readonly string[],
+  ) {}
+
+  /**
+   * @param ctx - The core context.
+   * @param recipients - Addresses; each gets its own delivery.
+   * @returns A new intake.
+   * @throws {@link PraxmailError} `invalid-input` for a bad address.
+   */
+  static async open(ctx: Context, recipients: readonly string[]): Promise<Intake> {
+    const addrs = [...new Set(recipients.map((r) => normaliseEmail(r)))];
+    if (addrs.length === 0) throw new PraxmailError("invalid-input", "no recipient");
+    const identities = addrs.map(() => generateIdentity(ctx.config.crypto.recipientType));
+    return new Intake(ctx, addrs, identities, await Promise.all(identities.map((i) => recipientOf(i))));
+  }
+
+  /** @returns The files added so far, with their plaintext sizes. */
+  get fileSummaries(): FileSummary[] {
+    return this.files.map((f) => ({ name: f.name, size: f.size }));
+  }
+
+  /**
+   * Encrypts one file for every recipient in one pass and stores the blobs durably.
+   *
+   * @param name - The file name as given (cleaned here).
+   * @param input - The plaintext.
+   * @param onBytes - Progress: plaintext bytes read so far.
+   * @returns The file's cleaned name and size.
+   * @throws What reading, encrypting or writing throws; blobs of this file are removed.
+   */
+  async addFile(name: string, input: ReadableStream<Uint8Array>, onBytes?: (n: number) => void): Promise<FileSummary> {
+    let size = 0;
+    const plain = input.pipeThrough(
+      counting((n) => {
+        size = n;
+        onBytes?.(n);
+      }),
+    );
+    const branches = fanOut(plain, this.recipients.length);
+    const results = await Promise.allSettled(
+      branches.map(async (b, i) => this.ctx.store.blobs.write(await encryptStream(b, [this.deliveryRecipients[i] ?? ""]))),
+    );
+    const blobs = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) {
+      await this.ctx.store.blobs.remove(blobs);
+      throw failed.reason;
+    }
+    this.written.push(...blobs);
+    const file = { name: cleanFileName(name), size, blobs };
+    this.files.push(file);
+    return { name: file.name, size };
+  }
+
+  /**
+   * Writes the rows: one delivery per recipient, with files, wraps and a link token.
+   * They stay invisible until {@link markSent}.
+   *
+   * @param opts - Level, texts, sender, idempotency keys.
+   * @returns One delivery per recipient, in the order of {@link recipients}.
+   * @throws {@link PraxmailError} for bad input; the intake is aborted.
+   */
+  async commit(opts: CommitOptions): Promise<CreatedDelivery[]> {
+    try {
+      const level = checkLevel(opts.level);
+      const subject = opts.subject?.trim() || null;
+      const message = opts.message ?? null;
+      checkText(subject, message);
+      if (this.files.length === 0 && !(level === 4 && (message !== null || subject !== null))) {
+        throw new PraxmailError("invalid-input", "nothing to send", "give at least one file, or a level 4 message");
+      }
+      const now = this.ctx.now();
+      const at = now.toISOString();
+      const expiresAt = new Date(now.getTime() + this.ctx.config.deliveries.expiryDays * 86_400_000);
+      const realNames = this.files.map((f) => f.name);
+      const prepared: {
+        row: DeliveryRow;
+        files: FileRow[];
+        wraps: WrapRow[];
+        token: { hash: string; deliveryId: string; email: string; createdAt: string };
+        created: CreatedDelivery;
+      }[] = [];
+      for (const [i, recipient] of this.recipients.entries()) {
+        const identity = this.identities[i] ?? "";
+        const id = newId("d");
+        const files: FileRow[] = this.files.map((f, position) => ({
+          id: newId("f"),
+          deliveryId: id,
+          position,
+          kind: "attachment",
+          name: level === 4 ? neutralName(position, f.name) : f.name,
+          size: f.size,
+          blob: f.blobs[i] ?? null,
+        }));
+        if (level === 4) {
+          const sealed: SealedMessage = { v: 1, subject, text: message, files: realNames };
+          const bytes = new TextEncoder().encode(JSON.stringify(sealed));
+          const ct = await encryptBytes(bytes, [this.deliveryRecipients[i] ?? ""]);
+          const blob = await this.ctx.store.blobs.write(new Blob([ct]).stream());
+          this.written.push(blob);
+          files.push({ id: newId("f"), deliveryId: id, position: files.length, kind: "message", name: "Nachricht", size: bytes.byteLength, blob });
+        }
+        const wraps: WrapRow[] = [
+          {
+            deliveryId: id,
+            holder: "practice",
+            recipient: this.ctx.config.practiceRecipient,
+            ciphertext: await wrapIdentity(identity, this.ctx.config.practiceRecipient),
+            createdAt: at,
+          },
+        ];
+        const patient = this.ctx.store.records.patient(recipient);
+        const approvedRecipient = patient?.status === "approved" ? patient.recipient : null;
+        if (level >= 3 && approvedRecipient !== null) {
+          wraps.push({ deliveryId: id, holder: "patient", recipient: approvedRecipient, ciphertext: await wrapIdentity(identity, approvedRecipient), createdAt: at });
+        }
+        const token = newToken();
+        const row: DeliveryRow = {
+          id,
+          recipient,
+          level,
+          status: level >= 3 && approvedRecipient === null ? "pending-approval" : "ready",
+          subject: level === 4 ? null : subject,
+          sender: opts.sender ?? null,
+          createdAt: at,
+          expiresAt: expiresAt.toISOString(),
+          downloadedAt: null,
+          endedAt: null,
+          sourceKey: opts.sourceKeys?.[i] ?? null,
+          sentAt: null,
+        };
+        const created: CreatedDelivery = {
+          id,
+          recipient,
+          level,
+          status: row.status,
+          link: `${this.ctx.config.portalUrl}/d/${token}${level <= 2 ? `#k=${identity}` : ""}`,
+          expiresAt,
+          files: this.fileSummaries,
+          firstTime: level >= 2 && (patient === undefined || patient.status === "revoked"),
+          subject: level === 4 ? null : subject,
+          message: level === 4 ? null : message,
+        };
+        prepared.push({ row, files, wraps, token: { hash: hashToken(token), deliveryId: id, email: recipient, createdAt: at }, created });
+      }
+      this.ctx.store.transaction(() => {
+        for (const p of prepared) {
+          this.ctx.store.records.insertDelivery(p.row, p.files, p.wraps, p.token);
+          this.ctx.store.audit(
+            { actor: this.ctx.actor, action: "delivery.create", subject: p.row.id, details: { recipient: p.row.recipient, level, status: p.row.status, files: this.files.length } },
+            now,
+          );
+        }
+      });
+      this.written.length = 0;
+      return prepared.map((p) => p.created);
+    } catch (e) {
+      await this.abort();
+      throw e;
+    }
+  }
+
+  /** Removes every blob this intake wrote; call when the message is refused. */
+  async abort(): Promise<void> {
+    await this.ctx.store.blobs.remove(this.written.splice(0));
+  }
+}
+
+/**
+ * Makes deliveries visible once their mail was accepted.
+ *
+ * @param ctx - The core context.
+ * @param ids - The deliveries.
+ */
+export function markSent(ctx: Context, ids: readonly string[]): void {
+  const now = ctx.now();
+  ctx.store.transaction(() => {
+    ctx.store.records.markSent(ids, now.toISOString());
+  });
+}
+
+/**
+ * Creates one delivery and makes it durable (blobs fsynced, rows committed, still
+ * invisible). On failure nothing stays behind.
  *
  * @param ctx - The core context.
  * @param input - Recipient, level, files, optional subject and message.
@@ -88,136 +303,18 @@ function neutralName(position: number, name: string): string {
  * @throws {@link PraxmailError} for bad input; I/O errors pass through.
  */
 export async function createDelivery(ctx: Context, input: DeliveryInput): Promise<CreatedDelivery> {
-  const recipient = normaliseEmail(input.recipient);
-  const level = checkLevel(input.level);
-  const subject = input.subject?.trim() || null;
-  const message = input.message ?? null;
-  if (subject !== null && (subject.length > MAX_SUBJECT || /[\r\n]/.test(subject))) {
-    throw new PraxmailError("invalid-input", "subject must be one line of at most 998 characters");
-  }
-  if (message !== null && message.length > MAX_MESSAGE) {
-    throw new PraxmailError("invalid-input", "message text is larger than 1 MiB", "send long texts as a file");
-  }
-  if (input.files.length === 0 && !(level === 4 && (message !== null || subject !== null))) {
-    throw new PraxmailError("invalid-input", "nothing to send", "give at least one file, or a level 4 message");
-  }
-  if (input.sourceKey) {
-    const existing = ctx.store.records.deliveryBySource(input.sourceKey);
-    if (existing) {
-      throw new PraxmailError("wrong-state", `message was already delivered as ${existing.id}`);
-    }
-  }
-
-  const now = ctx.now();
-  const id = newId("d");
-  const identity = generateIdentity(ctx.config.crypto.recipientType);
-  const deliveryRecipient = await recipientOf(identity);
-  const written: string[] = [];
+  checkLevel(input.level);
+  checkText(input.subject?.trim() || null, input.message ?? null);
+  const intake = await Intake.open(ctx, [input.recipient]);
   try {
-    const files: FileRow[] = [];
-    const realNames: string[] = [];
-    for (const [position, file] of input.files.entries()) {
-      const name = cleanFileName(file.name);
-      let size = 0;
-      const plain = file.open().pipeThrough(
-        counting((n) => {
-          size = n;
-          input.onProgress?.(position, n);
-        }),
-      );
-      const blob = await ctx.store.blobs.write(await encryptStream(plain, [deliveryRecipient]));
-      written.push(blob);
-      realNames.push(name);
-      files.push({
-        id: newId("f"),
-        deliveryId: id,
-        position,
-        kind: "attachment",
-        name: level === 4 ? neutralName(position, name) : name,
-        size,
-        blob,
-      });
-    }
-    if (level === 4) {
-      const sealed: SealedMessage = { v: 1, subject, text: message, files: realNames };
-      const bytes = new TextEncoder().encode(JSON.stringify(sealed));
-      const ct = await encryptBytes(bytes, [deliveryRecipient]);
-      const blob = await ctx.store.blobs.write(new Blob([ct]).stream());
-      written.push(blob);
-      files.push({ id: newId("f"), deliveryId: id, position: files.length, kind: "message", name: "Nachricht", size: bytes.byteLength, blob });
-    }
-
-    const at = now.toISOString();
-    const wraps: WrapRow[] = [
-      {
-        deliveryId: id,
-        holder: "practice",
-        recipient: ctx.config.practiceRecipient,
-        ciphertext: await wrapIdentity(identity, ctx.config.practiceRecipient),
-        createdAt: at,
-      },
-    ];
-    const patient = ctx.store.records.patient(recipient);
-    const approved = patient?.status === "approved" && patient.recipient !== null;
-    if (level >= 3 && approved && patient.recipient !== null) {
-      wraps.push({
-        deliveryId: id,
-        holder: "patient",
-        recipient: patient.recipient,
-        ciphertext: await wrapIdentity(identity, patient.recipient),
-        createdAt: at,
-      });
-    }
-    const status: DeliveryStatus = level >= 3 && !approved ? "pending-approval" : "ready";
-    const expiresAt = new Date(now.getTime() + ctx.config.deliveries.expiryDays * 86_400_000);
-    const token = newToken();
-    const delivery: DeliveryRow = {
-      id,
-      recipient,
-      level,
-      status,
-      subject: level === 4 ? null : subject,
-      sender: input.sender ?? null,
-      createdAt: at,
-      expiresAt: expiresAt.toISOString(),
-      downloadedAt: null,
-      endedAt: null,
-      sourceKey: input.sourceKey ?? null,
-    };
-    ctx.store.transaction(() => {
-      ctx.store.records.insertDelivery(delivery, files, wraps, {
-        hash: hashToken(token),
-        deliveryId: id,
-        email: recipient,
-        createdAt: at,
-      });
-      ctx.store.audit(
-        {
-          actor: ctx.actor,
-          action: "delivery.create",
-          subject: id,
-          details: { recipient, level, status, files: input.files.length },
-        },
-        now,
-      );
-    });
-    const fragment = level <= 2 ? `#k=${identity}` : "";
-    return {
-      id,
-      recipient,
-      level,
-      status,
-      link: `${ctx.config.portalUrl}/d/${token}${fragment}`,
-      expiresAt,
-      files: files.filter((f) => f.kind === "attachment").map((f) => ({ name: realNames[f.position] ?? f.name, size: f.size })),
-      firstTime: level >= 2 && (patient === undefined || patient.status === "revoked"),
-      subject: level === 4 ? null : subject,
-      message: level === 4 ? null : message,
-    };
+    for (const [i, f] of input.files.entries()) await intake.addFile(f.name, f.open(), (n) => input.onProgress?.(i, n));
   } catch (e) {
-    await ctx.store.blobs.remove(written);
+    await intake.abort();
     throw e;
   }
+  const [d] = await intake.commit({ level: input.level, subject: input.subject ?? null, message: input.message ?? null, sender: input.sender ?? null });
+  if (!d) throw new Error("intake returned no delivery");
+  return d;
 }
 
 /**

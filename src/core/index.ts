@@ -5,9 +5,12 @@ export { ensureWritableHome, resolveHome } from "./home.js";
 export type { Context, FileSummary, Notification, Notifier } from "./context.js";
 export { normaliseEmail, checkLevel, cleanFileName } from "./validate.js";
 export {
+  Intake,
   createDelivery,
   discardDelivery,
+  markSent,
   deliveryNotification,
+  type CommitOptions,
   type CreatedDelivery,
   type DeliveryInput,
   type FileInput,

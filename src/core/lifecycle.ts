@@ -3,6 +3,7 @@
 import type { DeliveryRow, FileRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { discardDelivery } from "./deliveries.js";
 import { mustGetPatient } from "./patients.js";
 
 const ACTIVE = ["pending-approval", "ready", "downloaded"] as const;
@@ -48,7 +49,7 @@ export function listDeliveries(ctx: Context): DeliveryView[] {
  */
 export function getDelivery(ctx: Context, id: string): DeliveryView {
   const d = ctx.store.records.delivery(id);
-  if (!d) throw new PraxmailError("no-such-delivery", `no such delivery ${JSON.stringify(id)}`, "run praxmail list deliveries");
+  if (d?.sentAt == null) throw new PraxmailError("no-such-delivery", `no such delivery ${JSON.stringify(id)}`, "run praxmail list deliveries");
   return view(d, ctx.store.records.files(id));
 }
 
@@ -108,6 +109,8 @@ export async function revokePatient(ctx: Context, email: string): Promise<string
 /** What gc did. */
 export interface GcReport {
   readonly expired: readonly string[];
+  /** Deliveries whose send was interrupted (their mail was never accepted). */
+  readonly unsent: number;
   readonly orphanBlobs: number;
   readonly tempFiles: number;
 }
@@ -124,6 +127,8 @@ export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcR
   const now = ctx.now();
   const expired = ctx.store.records.dueForExpiry(now.toISOString()).map((d) => d.id);
   await end(ctx, expired, "expired", "delivery.expire");
+  const unsent = ctx.store.records.unsentBefore(new Date(now.getTime() - graceMs).toISOString());
+  for (const id of unsent) await discardDelivery(ctx, id, "send interrupted");
   const referenced = ctx.store.records.referencedBlobs();
   let orphanBlobs = 0;
   let tempFiles = 0;
@@ -133,10 +138,10 @@ export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcR
     if (f.temp) tempFiles++;
     else orphanBlobs++;
   }
-  if (expired.length + orphanBlobs + tempFiles > 0) {
+  if (expired.length + unsent.length + orphanBlobs + tempFiles > 0) {
     ctx.store.transaction(() =>
-      ctx.store.audit({ actor: ctx.actor, action: "gc", details: { expired: expired.length, orphanBlobs, tempFiles } }, now),
+      ctx.store.audit({ actor: ctx.actor, action: "gc", details: { expired: expired.length, unsent: unsent.length, orphanBlobs, tempFiles } }, now),
     );
   }
-  return { expired, orphanBlobs, tempFiles };
+  return { expired, unsent: unsent.length, orphanBlobs, tempFiles };
 }

@@ -85,4 +85,14 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 `,
   },
+  {
+    // A delivery is visible (list, portal, approve) only once its mail was accepted by
+    // upstream or written to the outbox. Rows of an interrupted send stay invisible until a
+    // retry or gc removes them.
+    version: 2,
+    sql: `
+ALTER TABLE deliveries ADD COLUMN sent_at TEXT;
+UPDATE deliveries SET sent_at = created_at;
+`,
+  },
 ];

@@ -36,6 +36,8 @@ export interface DeliveryRow {
   downloadedAt: string | null;
   endedAt: string | null;
   sourceKey: string | null;
+  /** When its mail was accepted; null while a send is in progress (then it is invisible). */
+  sentAt: string | null;
 }
 
 /** A file row; blob is null once the delivery was revoked or expired. */
@@ -69,7 +71,7 @@ export interface TokenRow {
 const PATIENT_COLS =
   "email, status, password_hash AS passwordHash, kdf, recipient, safety_code AS safetyCode, registered_at AS registeredAt, secupass_at AS secupassAt, approved_at AS approvedAt, revoked_at AS revokedAt";
 const DELIVERY_COLS =
-  "id, recipient, level, status, subject, sender, created_at AS createdAt, expires_at AS expiresAt, downloaded_at AS downloadedAt, ended_at AS endedAt, source_key AS sourceKey";
+  "id, recipient, level, status, subject, sender, created_at AS createdAt, expires_at AS expiresAt, downloaded_at AS downloadedAt, ended_at AS endedAt, source_key AS sourceKey, sent_at AS sentAt";
 const FILE_COLS = "id, delivery_id AS deliveryId, position, kind, name, size, blob";
 
 /** Row access for one database connection. All methods are synchronous. */
@@ -142,10 +144,10 @@ export class Records {
 
   /**
    * @param filter - Optional recipient and statuses.
-   * @returns Deliveries, oldest first.
+   * @returns Sent (visible) deliveries, oldest first.
    */
   deliveries(filter: { recipient?: string; statuses?: readonly DeliveryStatus[] } = {}): DeliveryRow[] {
-    const where: string[] = [];
+    const where: string[] = ["sent_at IS NOT NULL"];
     const args: unknown[] = [];
     if (filter.recipient !== undefined) {
       where.push("recipient = ?");
@@ -155,10 +157,28 @@ export class Records {
       where.push(`status IN (${filter.statuses.map(() => "?").join(", ")})`);
       args.push(...filter.statuses);
     }
-    const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
     return this.db
-      .prepare(`SELECT ${DELIVERY_COLS} FROM deliveries ${clause} ORDER BY created_at, id`)
+      .prepare(`SELECT ${DELIVERY_COLS} FROM deliveries WHERE ${where.join(" AND ")} ORDER BY created_at, id`)
       .all(...args) as DeliveryRow[];
+  }
+
+  /**
+   * @param before - ISO time.
+   * @returns Ids of deliveries whose send never completed, created before that time.
+   */
+  unsentBefore(before: string): string[] {
+    return this.db.prepare("SELECT id FROM deliveries WHERE sent_at IS NULL AND created_at < ?").pluck().all(before) as string[];
+  }
+
+  /**
+   * Makes deliveries visible: their mail was accepted.
+   *
+   * @param ids - The deliveries.
+   * @param at - ISO time.
+   */
+  markSent(ids: readonly string[], at: string): void {
+    const stmt = this.db.prepare("UPDATE deliveries SET sent_at = ? WHERE id = ? AND sent_at IS NULL");
+    for (const id of ids) stmt.run(at, id);
   }
 
   /**
@@ -168,7 +188,7 @@ export class Records {
   dueForExpiry(before: string): DeliveryRow[] {
     return this.db
       .prepare(
-        `SELECT ${DELIVERY_COLS} FROM deliveries WHERE status IN ('pending-approval','ready','downloaded') AND expires_at <= ? ORDER BY expires_at`,
+        `SELECT ${DELIVERY_COLS} FROM deliveries WHERE status IN ('pending-approval','ready','downloaded') AND sent_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at`,
       )
       .all(before) as DeliveryRow[];
   }
@@ -184,7 +204,7 @@ export class Records {
   insertDelivery(d: DeliveryRow, files: readonly FileRow[], wraps: readonly WrapRow[], token: TokenRow): void {
     this.db
       .prepare(
-        "INSERT INTO deliveries (id, recipient, level, status, subject, sender, created_at, expires_at, downloaded_at, ended_at, source_key) VALUES (@id, @recipient, @level, @status, @subject, @sender, @createdAt, @expiresAt, @downloadedAt, @endedAt, @sourceKey)",
+        "INSERT INTO deliveries (id, recipient, level, status, subject, sender, created_at, expires_at, downloaded_at, ended_at, source_key, sent_at) VALUES (@id, @recipient, @level, @status, @subject, @sender, @createdAt, @expiresAt, @downloadedAt, @endedAt, @sourceKey, @sentAt)",
       )
       .run(d);
     const insFile = this.db.prepare(
