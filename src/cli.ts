@@ -9,6 +9,7 @@ import { initCommand } from "./commands/init.js";
 import { listCommand } from "./commands/list.js";
 import { revokeCommand } from "./commands/revoke.js";
 import { sendCommand } from "./commands/send.js";
+import { serveCommand } from "./commands/serve.js";
 import { processIo, reportError, type Io } from "./commands/shared.js";
 
 const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -24,7 +25,7 @@ export function program(io: Io): Command {
     .description("end-to-end encrypted delivery of practice mail to patients")
     .version(VERSION, "-V, --version")
     .showSuggestionAfterError(true);
-  for (const make of [initCommand, sendCommand, approveCommand, listCommand, revokeCommand, auditCommand, gcCommand]) {
+  for (const make of [initCommand, serveCommand, sendCommand, approveCommand, listCommand, revokeCommand, auditCommand, gcCommand]) {
     p.addCommand(make(io));
   }
   const all = [p, ...p.commands];

@@ -54,10 +54,11 @@ export function common(cmd: Command, json = true): Command {
  * Opens the core context of an initialised home; close it with {@link closeContext}.
  *
  * @param opts - The command's options.
+ * @param actor - Who acts, for the audit log.
  * @returns The context.
  * @throws {@link PraxmailError} if home is not writable or not initialised.
  */
-export async function openContext(opts: HomeOptions): Promise<Context> {
+export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().username}`): Promise<Context> {
   const home = resolveHome(opts.home);
   await ensureWritableHome(home);
   const config = loadConfig(home);
@@ -67,7 +68,7 @@ export async function openContext(opts: HomeOptions): Promise<Context> {
     config,
     store,
     notifier: notifierFor(home, config),
-    actor: `cli:${userInfo().username}`,
+    actor,
     now: () => new Date(),
   };
 }

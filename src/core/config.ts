@@ -10,6 +10,34 @@ export type IdentityStore =
   | { readonly kind: "keyring"; readonly account: string }
   | { readonly kind: "file"; readonly file: string; readonly protected: boolean };
 
+/** A user who may send through the relay (AUTH PLAIN/LOGIN over TLS). */
+export interface RelayUser {
+  readonly user: string;
+  /** scrypt hash, as `praxmail` writes it (see hashPassword). */
+  readonly password: string;
+}
+
+/** The SMTP relay's settings. */
+export interface RelayConfig {
+  /** Client addresses or CIDR ranges allowed to connect; others get 554. */
+  readonly allow: readonly string[];
+  /** Largest message in bytes (advertised with SIZE, enforced while streaming). */
+  readonly maxSize: number;
+  readonly maxRecipients: number;
+  /** Idle time before a client is dropped. */
+  readonly timeoutSeconds: number;
+  /** With users, every client must authenticate (only over TLS). */
+  readonly users: readonly RelayUser[];
+  /** PEM files for STARTTLS. */
+  readonly tls: { readonly cert: string; readonly key: string } | null;
+}
+
+/** Minimum levels for mail to external recipients (DESIGN.md §2). */
+export interface PolicyConfig {
+  readonly minLevel: number;
+  readonly minLevelWithAttachments: number;
+}
+
 /** The whole configuration. */
 export interface Config {
   readonly practiceName: string;
@@ -22,6 +50,8 @@ export interface Config {
   readonly crypto: { readonly recipientType: RecipientType };
   readonly deliveries: { readonly expiryDays: number };
   readonly internalDomains: readonly string[];
+  readonly relay: RelayConfig;
+  readonly policy: PolicyConfig;
 }
 
 /** The file name of the configuration under home. */
@@ -32,7 +62,54 @@ export const DEFAULTS = {
   portalUrl: "http://127.0.0.1:8080",
   recipientType: "mlkem768x25519" as RecipientType,
   expiryDays: 30,
+  relay: {
+    allow: ["127.0.0.0/8", "::1/128"],
+    maxSize: 50 * 1024 * 1024,
+    maxRecipients: 100,
+    timeoutSeconds: 120,
+    users: [],
+    tls: null,
+  } satisfies RelayConfig,
+  policy: { minLevel: 0, minLevelWithAttachments: 0 } satisfies PolicyConfig,
 };
+
+function whole(v: unknown, lo: number, hi: number): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= lo && v <= hi;
+}
+
+function relayConfig(raw: unknown): RelayConfig {
+  const r = (raw ?? {}) as Record<string, unknown>;
+  const d = DEFAULTS.relay;
+  const allow = r.allow ?? d.allow;
+  if (!Array.isArray(allow) || !allow.every((a) => typeof a === "string" && /^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(a))) {
+    throw bad("relay.allow", "must be a list of IP addresses or CIDR ranges");
+  }
+  const maxSize = r.maxSize ?? d.maxSize;
+  if (!whole(maxSize, 1024, 2 ** 40)) throw bad("relay.maxSize", "must be a number of bytes from 1024");
+  const maxRecipients = r.maxRecipients ?? d.maxRecipients;
+  if (!whole(maxRecipients, 1, 10_000)) throw bad("relay.maxRecipients", "must be from 1 to 10000");
+  const timeoutSeconds = r.timeoutSeconds ?? d.timeoutSeconds;
+  if (!whole(timeoutSeconds, 5, 3600)) throw bad("relay.timeoutSeconds", "must be from 5 to 3600");
+  const users = r.users ?? [];
+  if (!Array.isArray(users) || !users.every((u: unknown) => typeof (u as RelayUser).user === "string" && typeof (u as RelayUser).password === "string")) {
+    throw bad("relay.users", "must be a list of {user, password} with scrypt password hashes");
+  }
+  const tls = r.tls ?? null;
+  if (tls !== null && (typeof (tls as Record<string, unknown>).cert !== "string" || typeof (tls as Record<string, unknown>).key !== "string")) {
+    throw bad("relay.tls", "must be {cert, key} with paths to PEM files, or null");
+  }
+  if (users.length > 0 && tls === null) throw bad("relay.users", "need relay.tls: passwords are only accepted over TLS");
+  return { allow: allow as string[], maxSize, maxRecipients, timeoutSeconds, users: users as RelayUser[], tls: tls as RelayConfig["tls"] };
+}
+
+function policyConfig(raw: unknown): PolicyConfig {
+  const p = (raw ?? {}) as Record<string, unknown>;
+  const minLevel = p.minLevel ?? 0;
+  const minLevelWithAttachments = p.minLevelWithAttachments ?? 0;
+  if (!whole(minLevel, 0, 4)) throw bad("policy.minLevel", "must be a level from 0 to 4");
+  if (!whole(minLevelWithAttachments, 0, 4)) throw bad("policy.minLevelWithAttachments", "must be a level from 0 to 4");
+  return { minLevel, minLevelWithAttachments };
+}
 
 function conf(home: string): Conf {
   return new Conf<Record<string, unknown>>({
@@ -133,7 +210,9 @@ export function loadConfig(home: string): Config {
       identity: store,
       crypto: { recipientType: type },
       deliveries: { expiryDays },
-      internalDomains: (internal).map((d) => d.toLowerCase()),
+      internalDomains: internal.map((d) => d.toLowerCase()),
+      relay: relayConfig(raw.relay),
+      policy: policyConfig(raw.policy),
     };
   } catch (e) {
     if (e instanceof PraxmailError && e.code === "invalid-input") throw bad("", e.message);

@@ -72,7 +72,7 @@ export interface CommitOptions {
 }
 
 const MAX_SUBJECT = 998;
-const MAX_MESSAGE = 1024 * 1024;
+const MAX_MESSAGE = 8 * 1024 * 1024;
 
 function counting(onBytes: (total: number) => void): TransformStream<Uint8Array, Uint8Array> {
   let total = 0;
@@ -95,7 +95,7 @@ function checkText(subject: string | null, message: string | null): void {
     throw new PraxmailError("invalid-input", "subject must be one line of at most 998 characters");
   }
   if (message !== null && message.length > MAX_MESSAGE) {
-    throw new PraxmailError("invalid-input", "message text is larger than 1 MiB", "send long texts as a file");
+    throw new PraxmailError("invalid-input", "message text is larger than 8 MiB", "send long texts as a file");
   }
 }
 
@@ -107,6 +107,7 @@ function checkText(subject: string | null, message: string | null): void {
 export class Intake {
   private readonly files: { name: string; size: number; blobs: string[] }[] = [];
   private readonly written: string[] = [];
+  private readonly dropped = new Set<number>();
 
   private constructor(
     private readonly ctx: Context,
@@ -195,6 +196,7 @@ export class Intake {
         created: CreatedDelivery;
       }[] = [];
       for (const [i, recipient] of this.recipients.entries()) {
+        if (this.dropped.has(i)) continue;
         const identity = this.identities[i] ?? "";
         const id = newId("d");
         const files: FileRow[] = this.files.map((f, position) => ({
@@ -271,6 +273,22 @@ export class Intake {
     } catch (e) {
       await this.abort();
       throw e;
+    }
+  }
+
+  /**
+   * Leaves recipients out: their blobs are removed and commit creates nothing for them
+   * (they already got this message in an earlier attempt).
+   *
+   * @param recipients - Addresses from {@link recipients}.
+   */
+  async drop(recipients: readonly string[]): Promise<void> {
+    for (const r of recipients) {
+      const i = this.recipients.indexOf(r);
+      if (i === -1 || this.dropped.has(i)) continue;
+      this.dropped.add(i);
+      const blobs = this.files.flatMap((f) => (f.blobs[i] ? [f.blobs[i]] : []));
+      await this.ctx.store.blobs.remove(blobs);
     }
   }
 

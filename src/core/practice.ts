@@ -85,6 +85,8 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     crypto: { recipientType: type },
     deliveries: { expiryDays: DEFAULTS.expiryDays },
     internalDomains: [practiceEmail.split("@")[1] ?? ""],
+    relay: DEFAULTS.relay,
+    policy: DEFAULTS.policy,
   };
   saveConfig(home, config);
   return { config, created: true, identityStore: store };

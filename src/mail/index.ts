@@ -4,7 +4,7 @@ import { renderNotification } from "./templates.js";
 import { createTransport, type Transport } from "./transport.js";
 
 export { escapeHtml, formatSize, renderNotification, type RenderedMail } from "./templates.js";
-export { createTransport, type OutgoingMail, type SentMail, type Transport } from "./transport.js";
+export { createTransport, type Envelope, type OutgoingMail, type RawSink, type SentMail, type Transport } from "./transport.js";
 
 /**
  * Creates the notifier the core sends its mails through.
@@ -30,3 +30,7 @@ export function createNotifier(config: Config, transport: Transport): Notifier {
 export function notifierFor(home: string, config: Config): Notifier {
   return createNotifier(config, createTransport(home, config.upstream));
 }
+export { MailRejection } from "./errors.js";
+export { applyPolicy, classify, isInternal, type Classification, type Level, type Policy } from "./classify.js";
+export { deliverPrepared, prepareMessage, type Copy, type Prepared, type ProcessOptions } from "./process.js";
+export { SPLIT_LIMITS, type SplitLimits } from "./split.js";

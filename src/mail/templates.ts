@@ -137,3 +137,55 @@ export function renderNotification(n: Notification, practiceName: string): Rende
   en.push(footerEn);
   return compose(showContent && n.subject ? n.subject : neutral, de, en);
 }
+
+/** What the block in a rewritten mail tells the recipient. */
+export interface BlockInput {
+  readonly practiceName: string;
+  readonly level: number;
+  readonly link: string;
+  readonly files: readonly FileSummary[];
+  readonly expiresAt: Date;
+  readonly firstTime: boolean;
+}
+
+function access(level: number, firstTime: boolean): [string | null, string | null] {
+  if (level >= 3 && firstTime) {
+    return [
+      "Beim ersten Abruf legen Sie ein Konto und Ihren persönlichen Secu-Pass-Key an. Danach gibt Ihre Praxis Ihren Zugang frei; Sie erhalten dann eine E-Mail.",
+      "The first time, you create an account and your personal Secu-Pass-Key. Your practice then approves your access, and you get an e-mail.",
+    ];
+  }
+  if (level >= 3) return ["Zum Öffnen brauchen Sie Ihr Passwort und Ihren Secu-Pass-Key.", "You need your password and your Secu-Pass-Key to open them."];
+  if (level === 2 && firstTime) return ["Beim ersten Abruf legen Sie ein Konto mit Passwort an.", "The first time, you create an account with a password."];
+  if (level === 2) return ["Zum Öffnen melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Passwort an.", "To open them, log in with your e-mail address and password."];
+  return [null, null];
+}
+
+/**
+ * The block that replaces the attachments in a rewritten mail (levels 1–3): German first,
+ * English below, with the files, their sizes, the expiry date and the download link.
+ *
+ * @param b - What to say.
+ * @returns Plain text and an HTML fragment.
+ */
+export function renderBlock(b: BlockInput): { text: string; html: string } {
+  const n = b.files.length;
+  const [hintDe, hintEn] = access(b.level, b.firstTime);
+  const de: Block[] = [
+    `${b.practiceName} hat ${n === 1 ? "die Datei" : `${n} Dateien`} dieser Nachricht verschlüsselt bereitgestellt:`,
+    { list: fileLines(b.files, "de") },
+    { button: "Herunterladen", href: b.link },
+    `Der Link ist gültig bis ${formatDate(b.expiresAt, "de")}.${hintDe ? ` ${hintDe}` : ""}`,
+  ];
+  const en: Block[] = [
+    `${b.practiceName} has made ${n === 1 ? "the file" : `${n} files`} of this message available in encrypted form:`,
+    { list: fileLines(b.files, "en") },
+    { button: "Download", href: b.link },
+    `The link is valid until ${formatDate(b.expiresAt, "en")}.${hintEn ? ` ${hintEn}` : ""}`,
+  ];
+  const rule = "-".repeat(60);
+  const text = `${rule}\n${renderText(de)}\n\n(English)\n${renderText(en)}\n${rule}\n`;
+  const html = `<div style="border:2px solid #0b5cad;border-radius:8px;padding:12px 16px;margin:0 0 16px 0;font-family:Arial,Helvetica,sans-serif;font-size:15px;line-height:1.45;color:#1a1a1a">\n${renderHtml(de)}\n<hr>\n<div lang="en">\n${renderHtml(en)}\n</div>\n</div>\n`;
+  return { text, html };
+}
+

@@ -1,11 +1,13 @@
 // Outbound mail: to the configured upstream over SMTP, or, without one, as .eml files in
 // <home>/outbox/ (written to a temp name, fsynced, renamed).
+import { createWriteStream } from "node:fs";
+import { mkdir, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { mkdir } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
-import nodemailer from "nodemailer";
+import { PassThrough, Readable, type Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import nodemailer, { type Transporter } from "nodemailer";
 import MailComposer from "nodemailer/lib/mail-composer";
-import { writeSecretFile } from "../crypto/index.js";
 
 /** A message ready to leave. */
 export interface OutgoingMail {
@@ -17,31 +19,70 @@ export interface OutgoingMail {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
+/** SMTP envelope. */
+export interface Envelope {
+  readonly from: string;
+  readonly to: readonly string[];
+}
+
 /** Where a sent mail went. */
 export interface SentMail {
-  readonly messageId: string;
   /** The outbox file, when there is no upstream. */
   readonly file?: string;
+  /** Upstream's reply, when there is one. */
+  readonly response?: string;
+}
+
+/**
+ * A message being streamed out whose acceptance waits for {@link RawSink.end}: until then
+ * upstream has not seen the end of DATA (or the outbox file has not been renamed into place),
+ * so {@link RawSink.abort} leaves nothing delivered.
+ */
+export interface RawSink {
+  /** Writes the next chunk, waiting while the receiver is behind. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Finishes the message and waits until it was accepted. */
+  end(): Promise<SentMail>;
+  /** Drops the message. */
+  abort(reason: Error): void;
 }
 
 /** Sends finished messages. */
 export interface Transport {
   /**
-   * @param mail - The message.
+   * @param mail - A message to compose and send.
    * @returns Where it went.
    * @throws If upstream did not accept it or the outbox file could not be written.
    */
   send(mail: OutgoingMail): Promise<SentMail>;
+  /**
+   * @param envelope - Sender and recipients.
+   * @param raw - The whole message.
+   * @returns Where it went.
+   */
+  sendRaw(envelope: Envelope, raw: Uint8Array): Promise<SentMail>;
+  /**
+   * @param envelope - Sender and recipients.
+   * @returns A sink to stream the message into.
+   */
+  openRaw(envelope: Envelope): RawSink;
 }
 
-async function build(mail: OutgoingMail, messageId: string): Promise<Buffer> {
+/**
+ * Builds a message (multipart text + HTML) with nodemailer's composer.
+ *
+ * @param mail - The message.
+ * @returns Its bytes.
+ */
+export async function compose(mail: OutgoingMail): Promise<Buffer> {
+  const domain = mail.from.address.split("@")[1] ?? "praxmail.invalid";
   const composer = new MailComposer({
     from: mail.from,
     to: mail.to,
     subject: mail.subject,
     text: mail.text,
     html: mail.html,
-    messageId,
+    messageId: `<${randomBytes(12).toString("hex")}@${domain}>`,
     date: new Date(),
     headers: { "Auto-Submitted": "auto-generated", ...mail.headers },
   });
@@ -50,6 +91,71 @@ async function build(mail: OutgoingMail, messageId: string): Promise<Buffer> {
 
 function stamp(d: Date): string {
   return d.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+}
+
+function writeChunk(w: Writable, chunk: Uint8Array, failed: Promise<never>): Promise<void> {
+  if (w.write(chunk)) return Promise.resolve();
+  return Promise.race([new Promise<void>((resolve) => w.once("drain", resolve)), failed]);
+}
+
+function outboxSink(home: string): RawSink {
+  const dir = join(home, "outbox");
+  const name = `${stamp(new Date())}-${randomBytes(4).toString("hex")}.eml`;
+  const tmp = join(dir, `.${name}.tmp`);
+  const ready = mkdir(dir, { recursive: true, mode: 0o700 });
+  const body = new PassThrough();
+  const written = ready.then(() => pipeline(body, createWriteStream(tmp, { flags: "wx", mode: 0o600 })));
+  const failed = written.then(() => new Promise<never>(() => undefined));
+  failed.catch(() => undefined);
+  return {
+    async write(chunk) {
+      await writeChunk(body, chunk, failed);
+    },
+    async end() {
+      body.end();
+      await written;
+      const fh = await open(tmp, "r+");
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, join(dir, name));
+      const d = await open(dir, "r");
+      try {
+        await d.sync();
+      } finally {
+        await d.close();
+      }
+      return { file: join(dir, name) };
+    },
+    abort(reason) {
+      body.destroy(reason);
+      void written.catch(() => rm(tmp, { force: true }));
+    },
+  };
+}
+
+function smtpSink(smtp: Transporter, envelope: Envelope): RawSink {
+  const body = new PassThrough();
+  const sent = smtp.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: body });
+  const failed = sent.then(() => new Promise<never>(() => undefined));
+  failed.catch(() => undefined);
+  return {
+    async write(chunk) {
+      await writeChunk(body, chunk, failed);
+    },
+    async end() {
+      body.end();
+      const info = await sent;
+      return { response: info.response };
+    },
+    abort(reason) {
+      // Destroying the stream makes nodemailer drop the connection before the final dot.
+      body.destroy(reason);
+      sent.catch(() => undefined);
+    },
+  };
 }
 
 /**
@@ -61,20 +167,32 @@ function stamp(d: Date): string {
  */
 export function createTransport(home: string, upstream: string | null): Transport {
   const smtp = upstream === null ? null : nodemailer.createTransport(upstream);
+  const openRaw = (envelope: Envelope): RawSink => (smtp ? smtpSink(smtp, envelope) : outboxSink(home));
+  const sendRaw = async (envelope: Envelope, raw: Uint8Array): Promise<SentMail> => {
+    const sink = openRaw(envelope);
+    try {
+      await sink.write(raw);
+    } catch (e) {
+      sink.abort(e as Error);
+      throw e;
+    }
+    return sink.end();
+  };
   return {
+    openRaw,
+    sendRaw,
     async send(mail) {
-      const domain = mail.from.address.split("@")[1] ?? "praxmail.invalid";
-      const messageId = `<${randomBytes(12).toString("hex")}@${domain}>`;
-      const raw = await build(mail, messageId);
-      if (smtp) {
-        await smtp.sendMail({ envelope: { from: mail.from.address, to: [mail.to] }, raw });
-        return { messageId };
-      }
-      const dir = join(home, "outbox");
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      const file = join(dir, `${stamp(new Date())}-${randomBytes(4).toString("hex")}.eml`);
-      await writeSecretFile(file, raw);
-      return { messageId, file };
+      return sendRaw({ from: mail.from.address, to: [mail.to] }, await compose(mail));
     },
   };
+}
+
+/**
+ * Streams a readable into a sink.
+ *
+ * @param input - Bytes.
+ * @param sink - Where they go.
+ */
+export async function pump(input: Readable, sink: RawSink): Promise<void> {
+  for await (const chunk of input as AsyncIterable<Uint8Array>) await sink.write(chunk);
 }

@@ -16,6 +16,8 @@ export interface Sink {
   port: number;
   url: string;
   messages: Received[];
+  /** Recipients refused with 550 at RCPT TO. */
+  refuse: Set<string>;
   close(): Promise<void>;
 }
 
@@ -26,10 +28,15 @@ export interface Sink {
  */
 export async function startSink(): Promise<Sink> {
   const messages: Received[] = [];
+  const refuse = new Set<string>();
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ["STARTTLS"],
     logger: false,
+    onRcptTo(address, _session, cb) {
+      if (refuse.has(address.address)) cb(Object.assign(new Error("5.1.1 no such user"), { responseCode: 550 }));
+      else cb();
+    },
     onData(stream, session, callback) {
       const parts: Buffer[] = [];
       stream.on("data", (c: Buffer) => parts.push(c));
@@ -55,6 +62,7 @@ export async function startSink(): Promise<Sink> {
     port,
     url: `smtp://127.0.0.1:${port}`,
     messages,
+    refuse,
     close: () => new Promise((resolve) => { server.close(() => { resolve(); }); }),
   };
 }

@@ -1,0 +1,56 @@
+import { Command, InvalidArgumentError, Option } from "commander";
+import { pino } from "pino";
+import { initPractice, isInitialised, resolveHome, ensureWritableHome } from "../core/index.js";
+import { createTransport } from "../mail/index.js";
+import { startRelay, type Listen } from "../milter/relay.js";
+import { common, note, openContext, type HomeOptions, type Io } from "./shared.js";
+
+interface ServeFlags extends HomeOptions {
+  smtp: Listen;
+}
+
+/**
+ * Parses `host:port`, `[v6]:port` or `:port`.
+ *
+ * @param v - The flag value.
+ * @returns Host and port.
+ * @throws InvalidArgumentError for anything else.
+ */
+export function parseListen(v: string): Listen {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new InvalidArgumentError("use HOST:PORT, e.g. 127.0.0.1:2525");
+  return { host: m[1] ?? (m[2] || "127.0.0.1"), port };
+}
+
+/** @returns The `serve` command. */
+export function serveCommand(io: Io): Command {
+  return common(new Command("serve"), false)
+    .description("run the SMTP relay (and, later, the portal); first run sets up home on defaults")
+    .addOption(new Option("--smtp <host:port>", "SMTP relay listen address").env("PRAXMAIL_SMTP").argParser(parseListen).default(parseListen("127.0.0.1:2525"), "127.0.0.1:2525"))
+    .action(async (flags: ServeFlags) => {
+      const log = pino({ base: { app: "praxmail" } });
+      const home = resolveHome(flags.home);
+      if (!isInitialised(home)) {
+        await ensureWritableHome(home);
+        const r = await initPractice(home, { practiceName: "Praxis", practiceEmail: "praxis@praxis.localhost" });
+        log.warn({ home, identity: r.identityStore.kind }, "home was not set up: created it on defaults; run praxmail init to set the practice's name, address and portal URL");
+      }
+      const ctx = await openContext({ home }, "relay");
+      const transport = createTransport(home, ctx.config.upstream);
+      const relay = await startRelay(ctx, transport, flags.smtp, log);
+      note(io, `praxmail: relay listening on ${relay.address.host}:${relay.address.port}; mail goes to ${ctx.config.upstream ?? `${home}/outbox/`}`);
+      log.info({ smtp: relay.address, upstream: ctx.config.upstream !== null, home }, "started");
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string): void => {
+          log.info({ signal }, "stopping");
+          void relay.close().then(() => {
+            ctx.store.close();
+            resolve();
+          });
+        };
+        process.once("SIGINT", stop);
+        process.once("SIGTERM", stop);
+      });
+    });
+}

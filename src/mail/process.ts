@@ -1,0 +1,265 @@
+// One message through praxmail: classify by its headers, stream the original to the
+// recipients who get it unchanged, split the rest, encrypt attachments into deliveries,
+// and render each external recipient's copy. The relay and the milter both use this; they
+// differ only in how the copies leave.
+import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
+import { Headers } from "@zone-eu/mailsplit";
+import { convert as htmlToText } from "html-to-text";
+import libmime from "libmime";
+import { Intake, PraxmailError, discardDelivery, markSent, type Context, type CreatedDelivery } from "../core/index.js";
+import { applyPolicy, classify, isInternal, type Level, type Policy } from "./classify.js";
+import { MailRejection } from "./errors.js";
+import { renderCopy, textOf } from "./render.js";
+import { SPLIT_LIMITS, splitMessage, type MimeNode, type Skeleton, type SplitLimits } from "./split.js";
+import { renderBlock, renderNotification } from "./templates.js";
+import { compose, type Envelope, type RawSink, type Transport } from "./transport.js";
+
+/** How a message is processed. */
+export interface ProcessOptions {
+  readonly policy: Policy;
+  readonly limits?: SplitLimits;
+  /** A trace header line (without line end) put on top of everything that leaves. */
+  readonly trace?: string;
+  /**
+   * Opens where the original goes, for recipients who get it unchanged (internal ones,
+   * or everyone when the message is untagged). It must not deliver before end().
+   */
+  readonly openOriginal: (recipients: readonly string[]) => RawSink;
+}
+
+/** A rewritten message for some recipients, and the deliveries it announces. */
+export interface Copy {
+  readonly recipients: readonly string[];
+  readonly bytes: Buffer;
+  readonly deliveries: readonly string[];
+}
+
+/** A processed message, ready to leave. */
+export interface Prepared {
+  /** The effective level for external recipients (0: untagged). */
+  readonly level: Level;
+  readonly attachments: number;
+  /** Recipients who get the original, and its sink (not ended yet). */
+  readonly original: { readonly recipients: readonly string[]; readonly sink: RawSink } | null;
+  readonly copies: readonly Copy[];
+  /** Every delivery created for this message (invisible until marked sent). */
+  readonly deliveries: readonly string[];
+  /** External recipients who already got this message in an earlier attempt. */
+  readonly alreadyDelivered: readonly string[];
+  /** Things the admin should know, e.g. a level-3 mail without attachments. */
+  readonly warnings: readonly string[];
+}
+
+const MAX_HEAD = 256 * 1024;
+
+/** Reads the header block (through the blank line) and gives back a stream of the whole message. */
+async function readHead(input: Readable): Promise<{ head: Buffer; all: Readable }> {
+  const it = input[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const seen: Buffer[] = [];
+  let size = 0;
+  let head: Buffer | null = null;
+  while (head === null) {
+    const r = await it.next();
+    if (r.done) {
+      head = Buffer.concat(seen);
+      break;
+    }
+    seen.push(r.value);
+    size += r.value.length;
+    const buf = Buffer.concat(seen);
+    const m = /\r?\n\r?\n/.exec(buf.toString("latin1"));
+    if (m) head = buf.subarray(0, m.index + m[0].length);
+    else if (size > MAX_HEAD) throw new MailRejection(554, "message headers are too large", "5.6.0");
+  }
+  const first = Buffer.concat(seen);
+  async function* all(): AsyncGenerator<Buffer> {
+    if (first.length) yield first;
+    for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+  }
+  return { head, all: Readable.from(all(), { objectMode: false }) };
+}
+
+/** Text for the sealed message of a level-4 delivery: the plain bodies, else the HTML as text. */
+function sealedText(sk: Skeleton): string | null {
+  const plain = sk.texts.filter((t) => t.kind === "plain").map(textOf);
+  if (plain.length) return plain.join("\n\n");
+  const html = sk.texts.filter((t) => t.kind === "html").map((t) => htmlToText(textOf(t), { wordwrap: false }));
+  return html.length ? html.join("\n\n") : null;
+}
+
+function decodedHeader(root: MimeNode, key: string): string | undefined {
+  if (!root.headers || !root.headers.hasHeader(key)) return undefined;
+  const v = root.headers.getFirst(key);
+  try {
+    return libmime.decodeWords(v);
+  } catch {
+    return v;
+  }
+}
+
+/** The neutral notice a level-4 recipient gets instead of the message. */
+async function notice(ctx: Context, sk: Skeleton, d: CreatedDelivery, trace: string | undefined): Promise<Buffer> {
+  const r = renderNotification(
+    { kind: "new-delivery", to: d.recipient, level: 4, link: d.link, firstTime: d.firstTime, files: d.files, expiresAt: d.expiresAt, subject: null, message: null },
+    ctx.config.practiceName,
+  );
+  const raw = await compose({
+    from: { name: ctx.config.practiceName, address: ctx.config.practiceEmail },
+    to: decodedHeader(sk.root, "to") ?? d.recipient,
+    subject: r.subject,
+    text: r.text,
+    html: r.html,
+    headers: { "X-Praxmail-Delivery": d.id },
+  });
+  return withTrace(raw, trace);
+}
+
+function withTrace(bytes: Buffer, trace: string | undefined): Buffer {
+  return trace ? Buffer.concat([Buffer.from(`${trace}\r\n`), bytes]) : bytes;
+}
+
+/**
+ * Processes one message up to the point where its copies can leave. Nothing is visible
+ * yet: the original's sink has not ended and the deliveries are not marked sent. On
+ * failure everything written is removed again.
+ *
+ * @param ctx - The core context.
+ * @param envelope - SMTP sender and recipients.
+ * @param input - The raw message.
+ * @param opts - Policy, limits, trace header and the original's sink.
+ * @returns What to send.
+ * @throws {@link MailRejection} for messages that must be refused; other errors mean
+ *   "try again later".
+ */
+export async function prepareMessage(ctx: Context, envelope: Envelope, input: Readable, opts: ProcessOptions): Promise<Prepared> {
+  const { head, all } = await readHead(input);
+  const headers = new Headers(head);
+  const levels = headers.getDecoded("x-praxmail-level").map((h) => h.value);
+  const cls = classify(headers.hasHeader("subject") ? headers.getFirst("subject") : undefined, levels);
+  const messageId = headers.hasHeader("message-id") ? headers.getFirst("message-id") : "";
+  const externals = envelope.to.filter((r) => !isInternal(r, ctx.config.internalDomains));
+  const tagged = cls.level > 0 || (opts.policy.minLevel ?? 0) > 0;
+  const conditional = !tagged && (opts.policy.minLevelWithAttachments ?? 0) > 0;
+  const rewrite = externals.length > 0 && (tagged || conditional);
+  const originalTo = rewrite ? envelope.to.filter((r) => !externals.includes(r)) : [...envelope.to];
+
+  const digest = createHash("sha256");
+  const sink = originalTo.length > 0 ? opts.openOriginal(originalTo) : null;
+  // Opened at the first attachment (or at the end, for a level-4 message without any).
+  const state: { intake: Intake | null } = { intake: null };
+  const created: string[] = [];
+  try {
+    if (sink && opts.trace) await sink.write(Buffer.from(`${opts.trace}\r\n`));
+    // Every byte is hashed (for retries) and, where needed, streamed to the original's sink.
+    const tapped = Readable.from(
+      (async function* () {
+        for await (const chunk of all as AsyncIterable<Buffer>) {
+          digest.update(chunk);
+          if (sink) await sink.write(chunk);
+          yield chunk;
+        }
+      })(),
+      { objectMode: false },
+    );
+    if (!rewrite) {
+      // Untagged: the original goes to everyone; just drive the bytes through the tap.
+      await new Promise<void>((resolve, reject) => {
+        tapped.on("error", reject).on("end", resolve).resume();
+      });
+      return { level: 0, attachments: 0, original: sink && { recipients: originalTo, sink }, copies: [], deliveries: [], alreadyDelivered: [], warnings: [] };
+    }
+    const sk = await splitMessage(
+      tapped,
+      {
+        head: () => undefined,
+        async attachment(meta, body) {
+          state.intake ??= await Intake.open(ctx, externals);
+          await state.intake.addFile(meta.name, body);
+        },
+      },
+      opts.limits ?? SPLIT_LIMITS,
+    );
+    const level = applyPolicy(cls.level, opts.policy, sk.attachments > 0);
+    const base = { level, attachments: sk.attachments, original: sink && { recipients: originalTo, sink } };
+    if (level === 0 || (level < 4 && sk.attachments === 0)) {
+      // Nothing to protect: the message leaves as it came, without the tag.
+      const bytes = withTrace(renderCopy(sk, { subject: level === 0 ? null : cls.subject, block: null }), opts.trace);
+      const warnings = level > 0 ? [`level ${level} message without attachments was sent without a delivery`] : [];
+      return { ...base, copies: [{ recipients: externals, bytes, deliveries: [] }], deliveries: [], alreadyDelivered: [], warnings };
+    }
+
+    const content = digest.digest("hex");
+    const keys = externals.map((r) => createHash("sha256").update(`${messageId}\n${envelope.from}\n${r.toLowerCase()}\n${content}`).digest("hex"));
+    const take = (state.intake ??= await Intake.open(ctx, externals));
+    const skip = new Set<string>();
+    for (const [i, r] of take.recipients.entries()) {
+      const existing = ctx.store.records.deliveryBySource(keys[i] ?? "");
+      if (existing?.sentAt != null) skip.add(r);
+      else if (existing) await discardDelivery(ctx, existing.id, "retried");
+    }
+    await take.drop([...skip]);
+    const deliveries =
+      take.recipients.length === skip.size
+        ? []
+        : await take.commit({
+            level,
+            subject: level === 4 ? cls.subject : null,
+            message: level === 4 ? sealedText(sk) : null,
+            sender: envelope.from || null,
+            sourceKeys: take.recipients.map((_, i) => keys[i] ?? null),
+          });
+    created.push(...deliveries.map((d) => d.id));
+    const copies: Copy[] = [];
+    for (const d of deliveries) {
+      const bytes =
+        level === 4
+          ? await notice(ctx, sk, d, opts.trace)
+          : withTrace(
+              renderCopy(sk, {
+                subject: cls.subject,
+                block: renderBlock({ practiceName: ctx.config.practiceName, level, link: d.link, files: d.files, expiresAt: d.expiresAt, firstTime: d.firstTime }),
+                headers: { "X-Praxmail-Delivery": d.id },
+              }),
+              opts.trace,
+            );
+      copies.push({ recipients: [d.recipient], bytes, deliveries: [d.id] });
+    }
+    return { ...base, copies, deliveries: created, alreadyDelivered: [...skip], warnings: [] };
+  } catch (e) {
+    sink?.abort(e instanceof Error ? e : new Error(String(e)));
+    await state.intake?.abort();
+    for (const id of created) await discardDelivery(ctx, id, "message refused");
+    if (e instanceof PraxmailError && e.code === "invalid-input") throw new MailRejection(554, e.message, "5.6.0");
+    throw e;
+  }
+}
+
+/**
+ * Sends a prepared message: every copy to upstream (or the outbox), then the original.
+ * A delivery becomes visible as soon as its copy was accepted. If anything fails, what was
+ * not accepted is discarded and the message is refused with 451, so the sender retries;
+ * the retry skips the recipients whose copy was accepted.
+ *
+ * @param ctx - The core context.
+ * @param transport - Where mail goes.
+ * @param envelope - The SMTP envelope of the message.
+ * @param p - From {@link prepareMessage}.
+ * @throws {@link MailRejection} 451 when a copy or the original was not accepted.
+ */
+export async function deliverPrepared(ctx: Context, transport: Transport, envelope: Envelope, p: Prepared): Promise<void> {
+  const sent = new Set<string>();
+  try {
+    for (const c of p.copies) {
+      await transport.sendRaw({ from: envelope.from, to: c.recipients }, c.bytes);
+      markSent(ctx, c.deliveries);
+      for (const id of c.deliveries) sent.add(id);
+    }
+    await p.original?.sink.end();
+  } catch (e) {
+    p.original?.sink.abort(e instanceof Error ? e : new Error(String(e)));
+    for (const id of p.deliveries) if (!sent.has(id)) await discardDelivery(ctx, id, "upstream refused");
+    const why = (e as NodeJS.ErrnoException).code ?? (e as { responseCode?: number }).responseCode ?? "error";
+    throw new MailRejection(451, `upstream did not accept the message (${String(why)}); try again later`, "4.4.1");
+  }
+}

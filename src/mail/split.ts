@@ -1,0 +1,237 @@
+// The streaming half of the rewrite: mailsplit's Splitter turns the message into MIME
+// objects. Attachments are decoded and handed to a callback as streams (they are never
+// held whole); the rest of the message (headers, multipart structure, text bodies) is kept
+// as a skeleton from which each recipient's copy is rendered.
+import { once } from "node:events";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { Splitter, type MessageChunk, type SplitterChunk } from "@zone-eu/mailsplit";
+import { detectExtension } from "nodemailer/lib/mime-funcs";
+import { MailRejection } from "./errors.js";
+
+/** A parsed MIME node (mailsplit's node interface). */
+export type MimeNode = Exclude<SplitterChunk, MessageChunk>;
+
+/** Bounds on what one message may hold; beyond them the message is refused. */
+export interface SplitLimits {
+  /** MIME parts in the whole message. */
+  readonly maxParts: number;
+  /** Nesting depth of multiparts. */
+  readonly maxDepth: number;
+  /** Encoded bytes of all text bodies together (they are kept in memory). */
+  readonly maxTextBytes: number;
+}
+
+/** Defaults for {@link SplitLimits}. */
+export const SPLIT_LIMITS: SplitLimits = { maxParts: 1000, maxDepth: 40, maxTextBytes: 8 * 1024 * 1024 };
+
+/** An attachment as it is found. */
+export interface AttachmentMeta {
+  /** From Content-Disposition or Content-Type, or made up from the type. */
+  readonly name: string;
+  readonly contentType: string;
+}
+
+/** A text body kept for rendering. */
+export interface TextPart {
+  readonly node: MimeNode;
+  readonly kind: "plain" | "html";
+  /** The decoded (transfer encoding removed) bytes in the part's charset. */
+  readonly bytes: Buffer;
+  /** The body as it came, for copies that leave it unchanged. */
+  readonly encoded: Buffer;
+  readonly charset: string;
+}
+
+/** One piece of the skeleton, in message order. */
+export type Item =
+  | { readonly kind: "node"; readonly node: MimeNode }
+  | { readonly kind: "data"; value: Buffer }
+  | { readonly kind: "text"; readonly part: TextPart };
+
+/** The message without its attachments. */
+export interface Skeleton {
+  readonly root: MimeNode;
+  readonly items: Item[];
+  readonly texts: TextPart[];
+  readonly attachments: number;
+  /** The whole message was one attachment (a single-part body that is not text). */
+  readonly rootIsAttachment: boolean;
+}
+
+/** Callbacks while splitting. */
+export interface SplitHooks {
+  /** The root headers are parsed; throw to refuse the message. */
+  head(root: MimeNode): void;
+  /**
+   * An attachment begins. The stream must be read to its end (or cancelled with an error).
+   *
+   * @param meta - Name and type.
+   * @param body - The decoded content.
+   */
+  attachment(meta: AttachmentMeta, body: ReadableStream<Uint8Array>): Promise<void>;
+}
+
+function depthOf(node: MimeNode): number {
+  let d = 0;
+  for (let n: MimeNode | false = node; n && !n.root; n = n.parentNode) d++;
+  return d;
+}
+
+/**
+ * Which kind of body a leaf is: a text body that stays in the mail, or an attachment.
+ *
+ * @param node - A leaf node.
+ * @returns plain, html, or null for an attachment.
+ */
+function textKind(node: MimeNode): "plain" | "html" | null {
+  if (node.filename !== false || node.disposition === "attachment") return null;
+  const type = node.contentType || "text/plain";
+  if (type === "text/plain") return "plain";
+  if (type === "text/html") return "html";
+  return null;
+}
+
+function attachmentName(node: MimeNode, n: number): string {
+  if (node.filename) return node.filename;
+  const type = node.contentType || "application/octet-stream";
+  if (type === "message/rfc822") return `Weitergeleitete-Nachricht-${n}.eml`;
+  const ext = detectExtension(type);
+  return `Anhang-${n}.${ext === "bin" ? "dat" : ext}`;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** Removes the delimiter line that opened a part we are dropping. */
+function dropDelimiter(items: Item[], node: MimeNode): void {
+  const last = items.at(-1);
+  const boundary = node._parentBoundary;
+  if (last?.kind !== "data" || !boundary) return;
+  const re = new RegExp(`(?:\\r?\\n)?--${escapeRegExp(boundary.toString("latin1"))}[ \\t]*\\r?\\n$`);
+  const text = last.value.toString("latin1");
+  const m = re.exec(text);
+  if (m) last.value = last.value.subarray(0, m.index);
+}
+
+function decode(node: MimeNode, encoded: Buffer[]): Promise<Buffer> {
+  const decoder = node.getDecoder();
+  const out: Buffer[] = [];
+  decoder.on("data", (c: Buffer) => out.push(c));
+  const done = once(decoder, "end");
+  for (const c of encoded) decoder.write(c);
+  decoder.end();
+  return done.then(() => Buffer.concat(out));
+}
+
+/**
+ * Splits a message, streaming every attachment to `hooks.attachment` and keeping the rest.
+ *
+ * @param input - The raw message.
+ * @param hooks - Called for the root headers and each attachment.
+ * @param limits - Bounds on parts, depth and text.
+ * @returns The skeleton.
+ * @throws {@link MailRejection} for a message beyond the limits or with broken headers;
+ *   whatever the hooks throw.
+ */
+export async function splitMessage(input: Readable, hooks: SplitHooks, limits: SplitLimits = SPLIT_LIMITS): Promise<Skeleton> {
+  const items: Item[] = [];
+  const texts: TextPart[] = [];
+  let root: MimeNode | undefined;
+  let parts = 0;
+  let textBytes = 0;
+  let attachments = 0;
+  let rootIsAttachment = false;
+  // The leaf whose body chunks are arriving now.
+  let current:
+    | { kind: "text"; node: MimeNode; textKind: "plain" | "html"; chunks: Buffer[] }
+    | { kind: "attachment"; decoder: NodeJS.ReadWriteStream & { destroy(e?: Error): void }; done: Promise<void> }
+    | null = null;
+
+  const finish = async (): Promise<void> => {
+    const c = current;
+    current = null;
+    if (c?.kind === "text") {
+      const bytes = await decode(c.node, c.chunks);
+      const part: TextPart = { node: c.node, kind: c.textKind, bytes, encoded: Buffer.concat(c.chunks), charset: c.node.charset || "utf-8" };
+      texts.push(part);
+      items.push({ kind: "text", part });
+    } else if (c?.kind === "attachment") {
+      c.decoder.end();
+      await c.done;
+    }
+  };
+
+  const splitter = new Splitter({ ignoreEmbedded: true, maxHeadSize: 256 * 1024 });
+  try {
+    await pipeline(input, splitter, async (objects: AsyncIterable<SplitterChunk>) => {
+      for await (const obj of objects) {
+        if (obj.type === "body") {
+          const value = obj.value;
+          if (current?.kind === "text") {
+            textBytes += value.length;
+            if (textBytes > limits.maxTextBytes) {
+              throw new MailRejection(552, `message text is larger than ${limits.maxTextBytes >> 20} MiB; send long texts as an attachment`, "5.3.4");
+            }
+            current.chunks.push(value);
+          } else if (current?.kind === "attachment") {
+            if (!current.decoder.write(value)) {
+              await Promise.race([once(current.decoder, "drain"), current.done]);
+            }
+          }
+          continue;
+        }
+        await finish();
+        if (obj.type === "data") {
+          const last = items.at(-1);
+          const value = obj.value;
+          if (last?.kind === "data") last.value = Buffer.concat([last.value, value]);
+          else items.push({ kind: "data", value });
+          continue;
+        }
+        const node = obj as MimeNode;
+        if (++parts > limits.maxParts) throw new MailRejection(554, `message has more than ${limits.maxParts} MIME parts`, "5.6.0");
+        if (depthOf(node) > limits.maxDepth) throw new MailRejection(554, `message nests MIME parts deeper than ${limits.maxDepth}`, "5.6.0");
+        if (node.root) {
+          root = node;
+          hooks.head(node);
+        }
+        if (node.multipart) {
+          items.push({ kind: "node", node });
+          continue;
+        }
+        const kind = textKind(node);
+        if (kind !== null) {
+          items.push({ kind: "node", node });
+          current = { kind: "text", node, textKind: kind, chunks: [] };
+          continue;
+        }
+        attachments++;
+        if (node.root) {
+          rootIsAttachment = true;
+          items.push({ kind: "node", node });
+        } else {
+          dropDelimiter(items, node);
+        }
+        const decoder = node.getDecoder() as unknown as NodeJS.ReadWriteStream & { destroy(e?: Error): void };
+        const meta = { name: attachmentName(node, attachments), contentType: node.contentType || "application/octet-stream" };
+        const done = hooks.attachment(meta, Readable.toWeb(decoder as unknown as Readable) as ReadableStream<Uint8Array>);
+        // Keep a rejection from going unhandled while body chunks are still being written.
+        done.catch(() => undefined);
+        current = { kind: "attachment", decoder, done };
+      }
+      await finish();
+    });
+  } catch (e) {
+    const open = current as { kind: string; decoder?: { destroy(e?: Error): void }; done?: Promise<void> } | null;
+    if (open?.decoder && open.done) {
+      open.decoder.destroy(e instanceof Error ? e : new Error(String(e)));
+      await open.done.catch(() => undefined);
+    }
+    if ((e as { code?: string }).code === "EMAXLEN") throw new MailRejection(554, "message headers are too large", "5.6.0");
+    throw e;
+  }
+  if (!root) throw new MailRejection(554, "message has no headers", "5.6.0");
+  return { root, items, texts, attachments, rootIsAttachment };
+}

@@ -1,0 +1,95 @@
+// A real relay (smtp-server) in this process, on a free port, over a temp home.
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import nodemailer from "nodemailer";
+import { pino } from "pino";
+import { openContext } from "../../src/commands/shared.js";
+import type { Context } from "../../src/core/index.js";
+import { createTransport } from "../../src/mail/index.js";
+import { startRelay, type Relay } from "../../src/milter/relay.js";
+import { initHome } from "./cli.js";
+
+/** A relay under test. */
+export interface TestRelay {
+  ctx: Context;
+  relay: Relay;
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Merges settings into a home's config.json.
+ *
+ * @param home - An initialised home.
+ * @param patch - Top-level keys to replace.
+ */
+export async function patchConfig(home: string, patch: Record<string, unknown>): Promise<void> {
+  const path = join(home, "config.json");
+  const config = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
+  await writeFile(path, JSON.stringify({ ...config, ...patch }, null, 2));
+}
+
+/**
+ * Initialises home (if needed) and starts a relay on it.
+ *
+ * @param home - The home folder.
+ * @param patch - Config keys to set first (e.g. upstream, relay).
+ * @param wrap - Changes the context before the relay starts (fault injection).
+ * @returns The relay.
+ */
+export async function startTestRelay(home: string, patch: Record<string, unknown> = {}, wrap?: (ctx: Context) => Context): Promise<TestRelay> {
+  try {
+    await readFile(join(home, "config.json"));
+  } catch {
+    await initHome(home, ["--recipient-type", "x25519"]);
+  }
+  await patchConfig(home, patch);
+  const base = await openContext({ home }, "relay");
+  const ctx = wrap ? wrap(base) : base;
+  const relay = await startRelay(ctx, createTransport(home, ctx.config.upstream), { host: "127.0.0.1", port: 0 }, pino({ level: "silent" }));
+  return {
+    ctx,
+    relay,
+    port: relay.address.port,
+    async close() {
+      await relay.close();
+      base.store.close();
+    },
+  };
+}
+
+/** The reply of a submission: 250 text, or the error's code and text. */
+export interface Reply {
+  code: number;
+  text: string;
+  /** Recipients refused at RCPT TO. */
+  rejected: string[];
+}
+
+/**
+ * Submits a raw message over SMTP with nodemailer.
+ *
+ * @param port - The relay's port.
+ * @param from - Envelope sender.
+ * @param to - Envelope recipients.
+ * @param raw - The message.
+ * @returns The server's final reply.
+ */
+export async function submit(
+  port: number,
+  from: string,
+  to: string[],
+  raw: Buffer | string,
+  options: Record<string, unknown> = { ignoreTLS: true },
+): Promise<Reply> {
+  const t = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ...options });
+  try {
+    const info = await t.sendMail({ envelope: { from, to }, raw });
+    return { code: Number(info.response.slice(0, 3)), text: info.response, rejected: info.rejected.map(String) };
+  } catch (e) {
+    const err = e as { responseCode?: number; response?: string; message: string };
+    return { code: err.responseCode ?? -1, text: err.response ?? err.message, rejected: [] };
+  } finally {
+    t.close();
+  }
+}

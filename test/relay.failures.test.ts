@@ -1,0 +1,210 @@
+// The relay fails closed, retries do not duplicate, and it is not an open relay.
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Context } from "../src/core/index.js";
+import { hashPassword } from "../src/crypto/index.js";
+import { cleanup, tempDir, walk } from "./helpers/cli.js";
+import { startTestRelay, submit, type TestRelay } from "./helpers/relay.js";
+import { startSink, type Sink } from "./helpers/sink.js";
+
+const FROM = "praxis@praxis-weber.example";
+
+function message(id: string, attachment: Buffer, subject = "[S3] Befund"): Buffer {
+  const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
+  return Buffer.from(
+    [
+      `From: Praxis <${FROM}>`,
+      "To: patient@patient.example",
+      `Subject: ${subject}`,
+      `Message-ID: <${id}@praxis-weber.example>`,
+      "MIME-Version: 1.0",
+      'Content-Type: multipart/mixed; boundary="b1"',
+      "",
+      "--b1",
+      "Content-Type: text/plain; charset=utf-8",
+      "",
+      "Anbei der Befund.",
+      "--b1",
+      "Content-Type: application/pdf",
+      "Content-Transfer-Encoding: base64",
+      'Content-Disposition: attachment; filename="befund.pdf"',
+      "",
+      b64,
+      "--b1--",
+      "",
+    ].join("\r\n"),
+  );
+}
+
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => {
+    s.close(() => {
+      r();
+    });
+  });
+  return port;
+}
+
+let dir: string;
+let sink: Sink;
+let relay: TestRelay | undefined;
+let n = 0;
+
+beforeAll(async () => {
+  dir = await tempDir();
+  sink = await startSink();
+});
+afterEach(async () => {
+  await relay?.close();
+  relay = undefined;
+  sink.messages.length = 0;
+  sink.refuse.clear();
+});
+afterAll(async () => {
+  await sink.close();
+  await cleanup(dir);
+});
+
+const home = (): string => join(dir, `home-${++n}`);
+
+function visible(ctx: Context): string[] {
+  return ctx.store.records.deliveries().map((d) => d.recipient);
+}
+
+async function blobs(ctx: Context): Promise<string[]> {
+  return walk(join(ctx.home, "blobs")).catch(() => []);
+}
+
+describe("fail closed", () => {
+  it("upstream down: 451, the sink stays empty, and no delivery or blob is left", async () => {
+    relay = await startTestRelay(home(), { upstream: `smtp://127.0.0.1:${await closedPort()}` });
+    const r = await submit(relay.port, FROM, ["patient@patient.example"], message("down", randomBytes(5000)));
+    expect(r.code).toBe(451);
+    expect(r.text).toMatch(/^451 4\.4\.1 upstream did not accept the message \((?:ESOCKET|ECONNREFUSED)\); try again later/);
+    expect(sink.messages).toEqual([]);
+    expect(visible(relay.ctx)).toEqual([]);
+    expect(await blobs(relay.ctx)).toEqual([]);
+  });
+
+  it("the store failing mid-message: 451, nothing sent, nothing left", async () => {
+    let fail = true;
+    relay = await startTestRelay(home(), { upstream: sink.url }, (ctx) => {
+      const write = ctx.store.blobs.write.bind(ctx.store.blobs);
+      ctx.store.blobs.write = async (data) => {
+        if (!fail) return write(data);
+        const reader = data.getReader();
+        await reader.read();
+        await reader.cancel();
+        throw Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
+      };
+      return ctx;
+    });
+    const raw = message("store", randomBytes(300_000));
+    const r = await submit(relay.port, FROM, ["patient@patient.example"], raw);
+    expect(r.code).toBe(451);
+    expect(r.text).toMatch(/^451 4\.3\.0 /);
+    expect(sink.messages).toEqual([]);
+    expect(visible(relay.ctx)).toEqual([]);
+    expect(await blobs(relay.ctx)).toEqual([]);
+    fail = false;
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], raw)).code).toBe(250);
+    expect(visible(relay.ctx)).toEqual(["patient@patient.example"]);
+  });
+
+  it("a client outside the allowlist gets 554 and cannot send", async () => {
+    relay = await startTestRelay(home(), { upstream: sink.url, relay: { allow: ["10.20.30.0/24"] } });
+    const r = await submit(relay.port, FROM, ["patient@patient.example"], message("ip", randomBytes(100)));
+    expect(r.code).toBe(554);
+    expect(r.text).toContain("5.7.1 client not allowed");
+    expect(sink.messages).toEqual([]);
+  });
+
+  it("an oversized message gets 552, is not kept, and the relay goes on working", async () => {
+    relay = await startTestRelay(home(), { upstream: sink.url, relay: { maxSize: 1024 * 1024 } });
+    const big = await submit(relay.port, FROM, ["patient@patient.example"], message("big", randomBytes(4 * 1024 * 1024)));
+    expect(big.code).toBe(552);
+    expect(big.text).toMatch(/^552 5\.3\.4 /);
+    expect(sink.messages).toEqual([]);
+    expect(visible(relay.ctx)).toEqual([]);
+    expect(await blobs(relay.ctx)).toEqual([]);
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], message("small", randomBytes(1000)))).code).toBe(250);
+  });
+
+  it("an unknown level is refused for good with the reason", async () => {
+    relay = await startTestRelay(home(), { upstream: sink.url });
+    const r = await submit(relay.port, FROM, ["patient@patient.example"], message("lvl", randomBytes(100), "[S7] Befund"));
+    expect(r.code).toBe(554);
+    expect(r.text).toContain("5.6.0 unknown security level in the subject tag [S7]; use 0 to 4");
+    expect(sink.messages).toEqual([]);
+  });
+
+  it("limits the recipients per message", async () => {
+    relay = await startTestRelay(home(), { upstream: sink.url, relay: { maxRecipients: 2 } });
+    const r = await submit(relay.port, FROM, ["a@patient.example", "b@patient.example", "c@patient.example"], message("rcpt", randomBytes(100)));
+    expect(r.code).toBe(250);
+    expect(r.rejected).toEqual(["c@patient.example"]);
+    expect(sink.messages.map((m) => m.to[0]).sort()).toEqual(["a@patient.example", "b@patient.example"]);
+  });
+});
+
+describe("retries", () => {
+  it("the same message after a 451 yields exactly one delivery; a third send adds nothing", async () => {
+    const h = home();
+    relay = await startTestRelay(h, { upstream: `smtp://127.0.0.1:${await closedPort()}` });
+    const raw = message("retry", randomBytes(20_000));
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], raw)).code).toBe(451);
+    await relay.close();
+    relay = await startTestRelay(h, { upstream: sink.url });
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], raw)).code).toBe(250);
+    expect(visible(relay.ctx)).toEqual(["patient@patient.example"]);
+    expect(sink.messages).toHaveLength(1);
+    // The client did not see our 250 and sends again: nothing new is created or sent.
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], raw)).code).toBe(250);
+    expect(visible(relay.ctx)).toEqual(["patient@patient.example"]);
+    expect(sink.messages).toHaveLength(1);
+    // Same Message-ID but other content is another message.
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], message("retry", randomBytes(20_000)))).code).toBe(250);
+    expect(visible(relay.ctx)).toHaveLength(2);
+  });
+
+  it("when upstream refuses one patient's copy: 451; the accepted copy stays, and the retry sends only the other", async () => {
+    relay = await startTestRelay(home(), { upstream: sink.url });
+    sink.refuse.add("b@patient.example");
+    const raw = message("partial", randomBytes(10_000));
+    const first = await submit(relay.port, FROM, ["a@patient.example", "b@patient.example"], raw);
+    expect(first.code).toBe(451);
+    expect(sink.messages.map((m) => m.to)).toEqual([["a@patient.example"]]);
+    expect(visible(relay.ctx)).toEqual(["a@patient.example"]);
+    sink.refuse.clear();
+    expect((await submit(relay.port, FROM, ["a@patient.example", "b@patient.example"], raw)).code).toBe(250);
+    expect(sink.messages.map((m) => m.to)).toEqual([["a@patient.example"], ["b@patient.example"]]);
+    expect(visible(relay.ctx).sort()).toEqual(["a@patient.example", "b@patient.example"]);
+  });
+});
+
+describe("authentication over TLS", () => {
+  it("asks for AUTH after STARTTLS only, refuses wrong passwords, and relays for a user", async () => {
+    const key = join(dir, "relay.key");
+    const cert = join(dir, "relay.crt");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost"], { stdio: "ignore" });
+    relay = await startTestRelay(home(), {
+      upstream: sink.url,
+      relay: { tls: { cert, key }, users: [{ user: "mfa", password: await hashPassword("richtig-und-lang") }] },
+    });
+    const raw = message("auth", randomBytes(1000));
+    const plain = await submit(relay.port, FROM, ["patient@patient.example"], raw);
+    expect(plain.code).toBe(530);
+    const tls = { requireTLS: true, tls: { rejectUnauthorized: false } };
+    const wrong = await submit(relay.port, FROM, ["patient@patient.example"], raw, { ...tls, auth: { user: "mfa", pass: "falsch" } });
+    expect(wrong.code).toBe(535);
+    const ok = await submit(relay.port, FROM, ["patient@patient.example"], raw, { ...tls, auth: { user: "mfa", pass: "richtig-und-lang" } });
+    expect(ok.code).toBe(250);
+    expect(sink.messages).toHaveLength(1);
+  });
+});
