@@ -3,7 +3,7 @@ import eslint from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/", "node_modules/", "coverage/", "test-results/", "bin/", "eslint.config.js"] },
+  { ignores: ["dist/", ".bench-dist/", "node_modules/", "coverage/", "test-results/", "bin/", "eslint.config.js"] },
   eslint.configs.recommended,
   tseslint.configs.strictTypeChecked,
   {
@@ -16,7 +16,7 @@ export default tseslint.config(
   },
   {
     // Tests index into results they have just asserted on.
-    files: ["test/**/*.ts"],
+    files: ["test/**/*.ts", "bench/**/*.ts"],
     rules: { "@typescript-eslint/no-non-null-assertion": "off" },
   },
 );

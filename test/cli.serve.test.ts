@@ -38,7 +38,7 @@ it("starts on defaults in a fresh home, relays a level-3 mail into the outbox, l
     });
     const config = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as { practiceName: string; upstream: unknown };
     expect(config).toMatchObject({ practiceName: "Praxis", upstream: null });
-    const raw = await readFile(resolve(import.meta.dirname, "../../shared/testdata/mail/01-level3-subject-tag.eml"));
+    const raw = await readFile(resolve(import.meta.dirname, "fixtures/mail/01-level3-subject-tag.eml"));
     const r = await submit(port, "praxis@praxis-weber.example", ["anna.schaefer@patient.example"], raw);
     expect(r.code).toBe(250);
     const mails = await outbox(home);

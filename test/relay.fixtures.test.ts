@@ -15,7 +15,7 @@ import { readAll } from "./helpers/streams.js";
 import { needTool } from "./helpers/tools.js";
 
 const execFileAsync = promisify(execFile);
-const FIXTURES = resolve(import.meta.dirname, "../../shared/testdata/mail");
+const FIXTURES = resolve(import.meta.dirname, "fixtures/mail");
 const PRACTICE = "praxis@praxis-weber.example";
 
 let dir: string;

@@ -158,6 +158,14 @@ function smtpSink(smtp: Transporter, envelope: Envelope): RawSink {
   };
 }
 
+/** Bounded waits on upstream, so a hung server turns into a 451 instead of a stuck client. */
+function withTimeouts(upstream: string): string {
+  const u = new URL(upstream);
+  const defaults = { connectionTimeout: "30000", greetingTimeout: "30000", socketTimeout: "120000" };
+  for (const [k, v] of Object.entries(defaults)) if (!u.searchParams.has(k)) u.searchParams.set(k, v);
+  return u.toString();
+}
+
 /**
  * Creates the transport for a home's configuration.
  *
@@ -166,7 +174,7 @@ function smtpSink(smtp: Transporter, envelope: Envelope): RawSink {
  * @returns The transport.
  */
 export function createTransport(home: string, upstream: string | null): Transport {
-  const smtp = upstream === null ? null : nodemailer.createTransport(upstream);
+  const smtp = upstream === null ? null : nodemailer.createTransport(withTimeouts(upstream));
   const openRaw = (envelope: Envelope): RawSink => (smtp ? smtpSink(smtp, envelope) : outboxSink(home));
   const sendRaw = async (envelope: Envelope, raw: Uint8Array): Promise<SentMail> => {
     const sink = openRaw(envelope);

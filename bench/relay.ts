@@ -1,0 +1,204 @@
+// Relay benchmark: level-3 mails with a 1 MiB PDF against untagged passthrough through the
+// same relay process (the real `praxmail serve`), and the relay's peak RSS for a 10 MiB
+// and a 100 MiB attachment. Upstream is an smtp-server sink in this process.
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import nodemailer from "nodemailer";
+import { SMTPServer } from "smtp-server";
+import { percentile, peakRss, round, type Figure } from "./stats.js";
+
+const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
+const MiB = 1024 * 1024;
+
+function mail(subject: string, attachment: Buffer, id: string): Buffer {
+  const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
+  return Buffer.from(
+    [
+      "From: Praxis <praxis@praxis.example>",
+      "To: patient@patient.example",
+      `Subject: ${subject}`,
+      `Message-ID: <${id}@praxis.example>`,
+      "MIME-Version: 1.0",
+      'Content-Type: multipart/mixed; boundary="b"',
+      "",
+      "--b",
+      "Content-Type: text/plain; charset=utf-8",
+      "",
+      "Anbei der Befund.",
+      "--b",
+      "Content-Type: application/pdf",
+      "Content-Transfer-Encoding: base64",
+      'Content-Disposition: attachment; filename="befund.pdf"',
+      "",
+      b64,
+      "--b--",
+      "",
+    ].join("\r\n"),
+  );
+}
+
+async function startSink(): Promise<{ url: string; close(): Promise<void> }> {
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ["STARTTLS"],
+    logger: false,
+    size: 0,
+    onData(stream, _s, cb) {
+      stream.on("data", () => undefined);
+      stream.on("end", () => {
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.server.address() as { port: number }).port;
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    close: () =>
+      new Promise((r) => {
+        server.close(() => {
+          r();
+        });
+      }),
+  };
+}
+
+interface RelayProc {
+  child: ChildProcess;
+  port: number;
+  stop(): Promise<void>;
+}
+
+async function startRelay(home: string): Promise<RelayProc> {
+  const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr.setEncoding("utf8").on("data", (d: string) => {
+    err += d;
+  });
+  const port = await new Promise<number>((res, rej) => {
+    const t = setInterval(() => {
+      const m = /relay listening on 127\.0\.0\.1:(\d+)/.exec(err);
+      if (m) {
+        clearInterval(t);
+        res(Number(m[1]));
+      }
+    }, 20);
+    child.once("exit", () => {
+      clearInterval(t);
+      rej(new Error(`relay exited: ${err}`));
+    });
+  });
+  return {
+    child,
+    port,
+    stop: () =>
+      new Promise((r) => {
+        child.once("exit", () => {
+          r();
+        });
+        child.kill("SIGTERM");
+      }),
+  };
+}
+
+async function initHome(home: string, upstream: string): Promise<void> {
+  await new Promise<void>((res, rej) => {
+    const c = spawn(process.execPath, [BIN, "init", "--yes", "--no-keyring", "--home", home, "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example", "--upstream", upstream], { stdio: "ignore" });
+    c.on("exit", (code) => {
+      if (code === 0) res();
+      else rej(new Error(`init failed: ${String(code)}`));
+    });
+  });
+  // Benchmarks send large mails.
+  const path = join(home, "config.json");
+  const config = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
+  await writeFile(path, JSON.stringify({ ...config, relay: { maxSize: 200 * MiB } }));
+}
+
+/** Sends `count` messages with `concurrency` clients; returns per-message latencies (ms) and wall time. */
+async function load(port: number, make: (i: number) => Buffer, count: number, concurrency: number): Promise<{ latencies: number[]; seconds: number }> {
+  const latencies: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      const t = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true, pool: true, maxConnections: 1, maxMessages: Infinity });
+      while (next < count) {
+        const raw = make(next++);
+        const t0 = performance.now();
+        const info = await t.sendMail({ envelope: { from: "praxis@praxis.example", to: ["patient@patient.example"] }, raw });
+        if (!info.response.startsWith("250")) throw new Error(`not accepted: ${info.response}`);
+        latencies.push(performance.now() - t0);
+      }
+      t.close();
+    }),
+  );
+  return { latencies, seconds: (performance.now() - started) / 1000 };
+}
+
+/** The relay figures. */
+export async function relayBench(runs: number, log: (s: string) => void): Promise<Figure[]> {
+  const dir = await mkdtemp(join(tmpdir(), "praxmail-bench-"));
+  const sink = await startSink();
+  try {
+    const home = join(dir, "throughput");
+    await initHome(home, sink.url);
+    const relay = await startRelay(home);
+    const pdf = randomBytes(MiB);
+    const count = 40;
+    const concurrency = 4;
+    const pass: number[] = [];
+    const l3: number[] = [];
+    const passLat: number[] = [];
+    const l3Lat: number[] = [];
+    let id = 0;
+    // Warm up both paths once.
+    await load(relay.port, () => mail("Befund", pdf, `w${id++}`), 5, concurrency);
+    await load(relay.port, () => mail("[S3] Befund", pdf, `w${id++}`), 5, concurrency);
+    for (let r = 0; r < runs; r++) {
+      const a = await load(relay.port, () => mail("Befund", pdf, `p${id++}`), count, concurrency);
+      pass.push(count / a.seconds);
+      passLat.push(...a.latencies);
+      const b = await load(relay.port, () => mail("[S3] Befund", pdf, `l${id++}`), count, concurrency);
+      l3.push(count / b.seconds);
+      l3Lat.push(...b.latencies);
+      log(`  relay run ${r + 1}/${runs}: passthrough ${(count / a.seconds).toFixed(1)}/s, level 3 ${(count / b.seconds).toFixed(1)}/s`);
+    }
+    await relay.stop();
+    const ratio = l3.map((v, i) => v / (pass[i] ?? 1));
+    const figures: Figure[] = [
+      { name: "relay: untagged 1 MiB mail, passthrough (baseline)", unit: "msg/s", runs: pass },
+      { name: "relay: level 3, 1 MiB PDF encrypted", unit: "msg/s", runs: l3 },
+      { name: "relay: level-3 throughput / passthrough (target ≥ 0.5)", unit: "×", runs: ratio },
+      { name: "relay: passthrough latency, 4 clients", unit: "ms", runs: passLat, text: `p50 ${round(percentile(passLat, 50))} ms, p99 ${round(percentile(passLat, 99))} ms` },
+      { name: "relay: level-3 latency, 4 clients", unit: "ms", runs: l3Lat, text: `p50 ${round(percentile(l3Lat, 50))} ms, p99 ${round(percentile(l3Lat, 99))} ms` },
+    ];
+
+    // Peak RSS: a fresh relay process per size, three messages each.
+    const rss: Record<number, number[]> = { 10: [], 100: [] };
+    for (let r = 0; r < Math.min(runs, 3); r++) {
+      for (const size of [10, 100]) {
+        const h = join(dir, `rss-${size}-${r}`);
+        await initHome(h, sink.url);
+        const p = await startRelay(h);
+        const att = randomBytes(size * MiB);
+        await load(p.port, (i) => mail("[S3] CT-Serie", att, `rss${size}-${r}-${i}`), 3, 1);
+        rss[size]!.push((await peakRss(p.child.pid ?? 0)) / MiB);
+        await p.stop();
+      }
+      log(`  relay RSS run ${r + 1}: 10 MiB → ${rss[10]!.at(-1)!.toFixed(0)} MiB, 100 MiB → ${rss[100]!.at(-1)!.toFixed(0)} MiB`);
+    }
+    figures.push(
+      { name: "relay: peak RSS, level 3 with a 10 MiB attachment (baseline)", unit: "MiB", runs: rss[10]! },
+      { name: "relay: peak RSS, level 3 with a 100 MiB attachment", unit: "MiB", runs: rss[100]! },
+      { name: "relay: peak RSS 100 MiB / 10 MiB (target ≤ 1.5)", unit: "×", runs: rss[100]!.map((v, i) => v / (rss[10]![i] ?? 1)) },
+    );
+    return figures;
+  } finally {
+    await sink.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,34 @@
+// npm run bench: runs every benchmark, prints a table, and writes BENCHMARKS.md.
+import { writeFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { relayBench } from "./relay.js";
+import { sendBench } from "./send.js";
+import { machine, show, type Figure } from "./stats.js";
+
+const runs = Number(process.env.BENCH_RUNS ?? 5);
+const log = (s: string): void => {
+  process.stderr.write(`${s}\n`);
+};
+
+log(`praxmail benchmarks, ${runs} runs each: ${machine()}`);
+const sections: { title: string; figures: Figure[] }[] = [];
+sections.push({ title: "CLI send (streaming encryption)", figures: await sendBench(runs, log) });
+sections.push({ title: "SMTP relay", figures: await relayBench(runs, log) });
+
+const lines: string[] = [];
+for (const s of sections) {
+  lines.push(`\n## ${s.title}\n`, "| figure | median (min–max) |", "|---|---|");
+  for (const f of s.figures) lines.push(`| ${f.name} | ${show(f)} |`);
+}
+const table = lines.join("\n");
+process.stdout.write(`${table}\n`);
+const doc = `# Benchmarks
+
+Written by \`npm run bench\` (${runs} runs per figure; ratios are taken within the same run,
+because these machines are shared and noisy). Latency rows give p50 and p99 over every
+message of every run.
+
+Machine: ${machine()}
+${table}
+`;
+await writeFile(resolve(import.meta.dirname, "../../BENCHMARKS.md"), doc);
