@@ -5,12 +5,12 @@ import { promisify } from "node:util";
 import { readFile, readdir, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { simpleParser, type Attachment } from "mailparser";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { hashToken, type Context, type SealedMessage } from "../src/core/index.js";
 import { decryptStream, readIdentityFile, unwrapIdentity } from "../src/crypto/index.js";
-import { cleanup, tempDir, walk } from "./helpers/cli.js";
-import { startTestRelay, submit, type TestRelay } from "./helpers/relay.js";
-import { startSink, type Received, type Sink } from "./helpers/sink.js";
+import { walk } from "./helpers/cli.js";
+import { submit, useRelayWithSink } from "./helpers/relay.js";
+import type { Received } from "./helpers/sink.js";
 import { readAll } from "./helpers/streams.js";
 import { needTool } from "./helpers/tools.js";
 
@@ -18,23 +18,8 @@ const execFileAsync = promisify(execFile);
 const FIXTURES = resolve(import.meta.dirname, "fixtures/mail");
 const PRACTICE = "praxis@praxis-weber.example";
 
-let dir: string;
-let sink: Sink;
-let relay: TestRelay;
 
-beforeAll(async () => {
-  dir = await tempDir();
-  sink = await startSink();
-  relay = await startTestRelay(join(dir, "home"), { upstream: sink.url });
-});
-afterAll(async () => {
-  await relay.close();
-  await sink.close();
-  await cleanup(dir);
-});
-beforeEach(() => {
-  sink.messages.length = 0;
-});
+const env = useRelayWithSink();
 
 async function fixture(name: string): Promise<{ raw: Buffer; head: Buffer; attachments: Attachment[]; to: string[]; cc: string[] }> {
   const raw = await readFile(join(FIXTURES, name));
@@ -87,10 +72,10 @@ describe.each(["01-level3-subject-tag.eml", "02-level3-header-html-umlaut-filena
   (name) => {
     it("leaves without attachment bytes, with a working link, and the blob decrypts to the attachment", async () => {
       const f = await fixture(name);
-      const reply = await submit(relay.port, PRACTICE, f.to, f.raw);
+      const reply = await submit(env.relay.port, PRACTICE, f.to, f.raw);
       expect(reply.code).toBe(250);
-      expect(sink.messages).toHaveLength(1);
-      const m = sink.messages[0]!;
+      expect(env.sink.messages).toHaveLength(1);
+      const m = env.sink.messages[0]!;
       expect(m.to).toEqual(f.to);
       expect(m.mail.attachments).toEqual([]);
       expectNoClearBytes(m, f.attachments, f.head);
@@ -98,8 +83,8 @@ describe.each(["01-level3-subject-tag.eml", "02-level3-header-html-umlaut-filena
       expect(m.raw.toString()).not.toMatch(/X-Praxmail-Level/i);
       expect(m.mail.text).toContain("Herunterladen");
       expect(tokens(m)).toHaveLength(1);
-      const id = deliveryOf(relay.ctx, m);
-      const { files } = await openDelivery(relay.ctx, id);
+      const id = deliveryOf(env.relay.ctx, m);
+      const { files } = await openDelivery(env.relay.ctx, id);
       expect(files).toHaveLength(f.attachments.length);
       for (const [i, a] of f.attachments.entries()) {
         expect(files[i]!.data.equals(a.content), `decrypted ${files[i]!.name}`).toBe(true);
@@ -115,8 +100,8 @@ describe("02: HTML alternative and an umlaut file name", () => {
     const f = await fixture("02-level3-header-html-umlaut-filename.eml");
     // Another Message-ID: the same message again would count as a retry of the first.
     const raw = Buffer.from(f.raw.toString("latin1").replace("<letter-3@", "<letter-3-html@"), "latin1");
-    expect((await submit(relay.port, PRACTICE, f.to, raw)).code).toBe(250);
-    const m = sink.messages[0]!;
+    expect((await submit(env.relay.port, PRACTICE, f.to, raw)).code).toBe(250);
+    const m = env.sink.messages[0]!;
     expect(m.mail.html).toContain("Arztbrief_Müller_Überweisung.pdf");
     expect(m.mail.html).toContain(">Herunterladen</a>");
     expect(m.mail.html).toContain("anbei der <b>Arztbrief</b>");
@@ -127,16 +112,16 @@ describe("02: HTML alternative and an umlaut file name", () => {
 describe("03: level 4", () => {
   it("sends a neutral notice: neither subject nor text nor file names leave; all are in the delivery", async () => {
     const f = await fixture("03-level4-two-attachments.eml");
-    expect((await submit(relay.port, PRACTICE, f.to, f.raw)).code).toBe(250);
-    expect(sink.messages).toHaveLength(1);
-    const m = sink.messages[0]!;
+    expect((await submit(env.relay.port, PRACTICE, f.to, f.raw)).code).toBe(250);
+    expect(env.sink.messages).toHaveLength(1);
+    const m = env.sink.messages[0]!;
     expect(m.mail.subject).toBe("Neue sichere Nachricht von Praxis Dr. Weber");
     const raw = m.raw.toString();
     for (const secret of ["Biopsie", "histologische", "Histologie", "Aufnahme", "Termin"]) expect(raw).not.toContain(secret);
     expectNoClearBytes(m, f.attachments, f.head);
     expect(m.mail.attachments).toEqual([]);
-    const id = deliveryOf(relay.ctx, m);
-    const { files } = await openDelivery(relay.ctx, id);
+    const id = deliveryOf(env.relay.ctx, m);
+    const { files } = await openDelivery(env.relay.ctx, id);
     expect(files.map((x) => [x.kind, x.name])).toEqual([
       ["attachment", "Anhang-1.pdf"],
       ["attachment", "Anhang-2.png"],
@@ -156,9 +141,9 @@ describe("04: two patients and an internal Cc", () => {
     const f = await fixture("04-level3-several-recipients.eml");
     const rcpts = [...f.to, ...f.cc];
     expect(rcpts).toEqual(["anna.schaefer@patient.example", "jan.mueller@patient.example", "empfang@praxis-weber.example"]);
-    expect((await submit(relay.port, PRACTICE, rcpts, f.raw)).code).toBe(250);
-    expect(sink.messages).toHaveLength(3);
-    const byRcpt = new Map(sink.messages.map((m) => [m.to.join(","), m]));
+    expect((await submit(env.relay.port, PRACTICE, rcpts, f.raw)).code).toBe(250);
+    expect(env.sink.messages).toHaveLength(3);
+    const byRcpt = new Map(env.sink.messages.map((m) => [m.to.join(","), m]));
     const anna = byRcpt.get("anna.schaefer@patient.example")!;
     const jan = byRcpt.get("jan.mueller@patient.example")!;
     const internal = byRcpt.get("empfang@praxis-weber.example")!;
@@ -167,7 +152,7 @@ describe("04: two patients and an internal Cc", () => {
     expect(tokens(anna)[0]).not.toBe(tokens(jan)[0]);
     for (const m of [anna, jan]) {
       expectNoClearBytes(m, f.attachments, f.head);
-      const { files } = await openDelivery(relay.ctx, deliveryOf(relay.ctx, m));
+      const { files } = await openDelivery(env.relay.ctx, deliveryOf(env.relay.ctx, m));
       expect(files[0]!.data.equals(f.attachments[0]!.content)).toBe(true);
     }
     // The original, byte for byte after our trace header.
@@ -179,46 +164,46 @@ describe("04: two patients and an internal Cc", () => {
 describe("05: untagged", () => {
   it("passes through unchanged apart from the trace header", async () => {
     const f = await fixture("05-untagged-passthrough.eml");
-    const before = relay.ctx.store.records.deliveries().length;
-    expect((await submit(relay.port, PRACTICE, f.to, f.raw)).code).toBe(250);
-    expect(sink.messages).toHaveLength(1);
-    const raw = sink.messages[0]!.raw;
+    const before = env.relay.ctx.store.records.deliveries().length;
+    expect((await submit(env.relay.port, PRACTICE, f.to, f.raw)).code).toBe(250);
+    expect(env.sink.messages).toHaveLength(1);
+    const raw = env.sink.messages[0]!.raw;
     const firstLine = raw.subarray(0, raw.indexOf("\r\n")).toString();
     expect(firstLine).toMatch(/^Received: from \S+ \(\[127\.0\.0\.1\]\) by \S+ \(praxmail\) with E?SMTP id \w+; /);
     expect(raw.subarray(raw.indexOf("\r\n") + 2).equals(f.raw)).toBe(true);
-    expect(relay.ctx.store.records.deliveries()).toHaveLength(before);
+    expect(env.relay.ctx.store.records.deliveries()).toHaveLength(before);
   });
 });
 
 describe("06: level 3 without attachments", () => {
   it("leaves as it came with the tag removed, and creates no delivery", async () => {
     const f = await fixture("06-level3-no-attachment.eml");
-    const before = relay.ctx.store.records.deliveries().length;
-    expect((await submit(relay.port, PRACTICE, f.to, f.raw)).code).toBe(250);
-    const m = sink.messages[0]!;
+    const before = env.relay.ctx.store.records.deliveries().length;
+    expect((await submit(env.relay.port, PRACTICE, f.to, f.raw)).code).toBe(250);
+    const m = env.sink.messages[0]!;
     expect(m.mail.subject).toBe("Rückruf");
     expect(m.mail.text).toBe("Bitte rufen Sie uns zurück.\n");
     expect(tokens(m)).toEqual([]);
-    expect(relay.ctx.store.records.deliveries()).toHaveLength(before);
+    expect(env.relay.ctx.store.records.deliveries()).toHaveLength(before);
   });
 });
 
 describe("08: malformed and truncated", () => {
   it("is either refused with a reason or delivered encrypted; never an attachment byte in clear", async () => {
     const f = await fixture("08-malformed-truncated.eml");
-    const reply = await submit(relay.port, PRACTICE, ["anna.schaefer@patient.example"], f.raw);
+    const reply = await submit(env.relay.port, PRACTICE, ["anna.schaefer@patient.example"], f.raw);
     const head = "JVBERi0xLjQKMSAwIG9iago8PCAvVHlwZSAvQ2F0YWxvZyAvUGFnZXMg";
     if (reply.code === 250) {
-      expect(sink.messages).toHaveLength(1);
-      const m = sink.messages[0]!;
+      expect(env.sink.messages).toHaveLength(1);
+      const m = env.sink.messages[0]!;
       expect(m.raw.toString()).not.toContain(head.slice(0, 24));
       expect(m.raw.includes(Buffer.from("%PDF-1.4"))).toBe(false);
-      const { files } = await openDelivery(relay.ctx, deliveryOf(relay.ctx, m));
+      const { files } = await openDelivery(env.relay.ctx, deliveryOf(env.relay.ctx, m));
       expect(files[0]!.data.subarray(0, 8).toString()).toBe("%PDF-1.4");
     } else {
       expect(reply.code).toBeGreaterThanOrEqual(500);
       expect(reply.text).toMatch(/^5\d\d 5\.\d\.\d .{10,}/);
-      expect(sink.messages).toEqual([]);
+      expect(env.sink.messages).toEqual([]);
     }
   });
 });
@@ -227,12 +212,12 @@ if (needTool("swaks")) {
   describe("with swaks as the client", () => {
     it("relays 01 and answers 250 with the number of encrypted deliveries", async () => {
       const f = await fixture("01-level3-subject-tag.eml");
-      const file = join(dir, "01-for-swaks.eml");
+      const file = join(env.dir, "01-for-swaks.eml");
       await writeFile(file, f.raw.toString("latin1").replace("<lab-3@", "<lab-3-swaks@"), "latin1");
-      const { stdout: out } = await execFileAsync("swaks", ["--server", `127.0.0.1:${relay.port}`, "--from", PRACTICE, "--to", "anna.schaefer@patient.example", "--data", file, "--suppress-data"], { encoding: "utf8", timeout: 60_000 });
+      const { stdout: out } = await execFileAsync("swaks", ["--server", `127.0.0.1:${env.relay.port}`, "--from", PRACTICE, "--to", "anna.schaefer@patient.example", "--data", file, "--suppress-data"], { encoding: "utf8", timeout: 60_000 });
       expect(out).toMatch(/<- {2}250 2\.0\.0 accepted, 1 encrypted/);
-      expect(sink.messages).toHaveLength(1);
-      expect(sink.messages[0]!.mail.attachments).toEqual([]);
+      expect(env.sink.messages).toHaveLength(1);
+      expect(env.sink.messages[0]!.mail.attachments).toEqual([]);
     });
   });
 }
@@ -242,7 +227,7 @@ describe("what stays under home", () => {
     const names = (await readdir(FIXTURES)).filter((n) => /^0[1-47]/.test(n));
     const needles: Buffer[] = [];
     for (const n of names) for (const a of (await fixture(n)).attachments) needles.push(a.content.subarray(0, 64));
-    for (const file of await walk(relay.ctx.home)) {
+    for (const file of await walk(env.relay.ctx.home)) {
       const bytes = await readFile(file);
       for (const needle of needles) expect(bytes.includes(needle), file).toBe(false);
     }

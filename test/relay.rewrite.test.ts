@@ -1,32 +1,14 @@
 // Shapes of mail beyond the sample set: HTML only, inline images, a message that is one
 // attachment, only attachments, and the practice's minimum-level policy.
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { cleanup, tempDir } from "./helpers/cli.js";
-import { patchConfig, startTestRelay, submit, type TestRelay } from "./helpers/relay.js";
-import { startSink, type Sink } from "./helpers/sink.js";
+import { describe, expect, it } from "vitest";
+import { patchConfig, startTestRelay, submit, useRelayWithSink } from "./helpers/relay.js";
 
 const FROM = "praxis@praxis-weber.example";
 const TO = "patient@patient.example";
-let dir: string;
-let sink: Sink;
-let relay: TestRelay;
 let seq = 0;
 
-beforeAll(async () => {
-  dir = await tempDir();
-  sink = await startSink();
-  relay = await startTestRelay(join(dir, "home"), { upstream: sink.url });
-});
-afterAll(async () => {
-  await relay.close();
-  await sink.close();
-  await cleanup(dir);
-});
-beforeEach(() => {
-  sink.messages.length = 0;
-});
+const env = useRelayWithSink();
 
 function mail(subject: string, contentType: string, body: string[]): Buffer {
   return Buffer.from(
@@ -54,8 +36,8 @@ describe("rewrite", () => {
       b64(pdf),
       "--x--",
     ]);
-    expect((await submit(relay.port, FROM, [TO], raw)).code).toBe(250);
-    const m = sink.messages[0]!;
+    expect((await submit(env.relay.port, FROM, [TO], raw)).code).toBe(250);
+    const m = env.sink.messages[0]!;
     expect(m.mail.html).toContain(">Herunterladen</a>");
     expect(m.mail.html).toContain("<p>Grüße</p>");
     expect(m.mail.html).toContain('<meta charset="utf-8">');
@@ -79,8 +61,8 @@ describe("rewrite", () => {
       b64(png),
       "--r--",
     ]);
-    expect((await submit(relay.port, FROM, [TO], raw)).code).toBe(250);
-    const m = sink.messages[0]!;
+    expect((await submit(env.relay.port, FROM, [TO], raw)).code).toBe(250);
+    const m = env.sink.messages[0]!;
     expect(m.mail.html).toContain("roentgen.png");
     expect(m.mail.attachments).toEqual([]);
     expect(m.raw.includes(Buffer.from(png.toString("base64").slice(0, 40)))).toBe(false);
@@ -89,8 +71,8 @@ describe("rewrite", () => {
   it("a message that is one attachment becomes a text mail with the block", async () => {
     const pdf = randomBytes(1000);
     const raw = mail("[S3] Scan", "application/pdf", ["Content-Transfer-Encoding: base64", 'Content-Disposition: attachment; filename="scan.pdf"', "", b64(pdf)]);
-    expect((await submit(relay.port, FROM, [TO], raw)).code).toBe(250);
-    const m = sink.messages[0]!;
+    expect((await submit(env.relay.port, FROM, [TO], raw)).code).toBe(250);
+    const m = env.sink.messages[0]!;
     expect(m.mail.text).toContain("scan.pdf (1 KB)");
     expect(m.mail.attachments).toEqual([]);
     expect(m.raw.toString()).not.toMatch(/Content-Disposition/i);
@@ -111,8 +93,8 @@ describe("rewrite", () => {
       "%PDF-1.4 zwei",
       "--y--",
     ]);
-    expect((await submit(relay.port, FROM, [TO], raw)).code).toBe(250);
-    const m = sink.messages[0]!;
+    expect((await submit(env.relay.port, FROM, [TO], raw)).code).toBe(250);
+    const m = env.sink.messages[0]!;
     expect(m.mail.text).toContain("eins.pdf");
     expect(m.mail.text).toContain("zwei.pdf");
     expect(m.raw.toString()).not.toContain("%PDF");
@@ -121,14 +103,14 @@ describe("rewrite", () => {
 
 describe("policy", () => {
   it("minLevelWithAttachments encrypts untagged external mail with attachments and leaves the rest alone", async () => {
-    await relay.close();
-    await patchConfig(relay.ctx.home, { policy: { minLevelWithAttachments: 3 } });
-    relay = await startTestRelay(relay.ctx.home, { upstream: sink.url });
+    await env.relay.close();
+    await patchConfig(env.relay.ctx.home, { policy: { minLevelWithAttachments: 3 } });
+    env.relay = await startTestRelay(env.relay.ctx.home, { upstream: env.sink.url });
     const withFile = mail("Befund", 'multipart/mixed; boundary="z"', ["", "--z", "Content-Type: text/plain", "", "Anbei.", "--z", "Content-Type: application/pdf", 'Content-Disposition: attachment; filename="b.pdf"', "", "%PDF-1.4 geheim", "--z--"]);
     const without = mail("Termin", "text/plain; charset=utf-8", ["", "Ihr Termin ist am Montag."]);
-    expect((await submit(relay.port, FROM, [TO], withFile)).code).toBe(250);
-    expect((await submit(relay.port, FROM, [TO], without)).code).toBe(250);
-    const [a, b] = sink.messages;
+    expect((await submit(env.relay.port, FROM, [TO], withFile)).code).toBe(250);
+    expect((await submit(env.relay.port, FROM, [TO], without)).code).toBe(250);
+    const [a, b] = env.sink.messages;
     expect(a!.raw.toString()).not.toContain("%PDF-1.4 geheim");
     expect(a!.mail.text).toContain("Herunterladen");
     expect(b!.raw.subarray(b!.raw.indexOf("\r\n") + 2).equals(without)).toBe(true);

@@ -172,7 +172,6 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
     const sk = await splitMessage(
       tapped,
       {
-        head: () => undefined,
         async attachment(meta, body) {
           state.intake ??= await Intake.open(ctx, externals);
           await state.intake.addFile(meta.name, body);

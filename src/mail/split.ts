@@ -61,8 +61,6 @@ export interface Skeleton {
 
 /** Callbacks while splitting. */
 export interface SplitHooks {
-  /** The root headers are parsed; throw to refuse the message. */
-  head(root: MimeNode): void;
   /**
    * An attachment begins. The stream must be read to its end (or cancelled with an error).
    *
@@ -129,7 +127,7 @@ function decode(node: MimeNode, encoded: Buffer[]): Promise<Buffer> {
  * Splits a message, streaming every attachment to `hooks.attachment` and keeping the rest.
  *
  * @param input - The raw message.
- * @param hooks - Called for the root headers and each attachment.
+ * @param hooks - Called for each attachment.
  * @param limits - Bounds on parts, depth and text.
  * @returns The skeleton.
  * @throws {@link MailRejection} for a message beyond the limits or with broken headers;
@@ -193,10 +191,7 @@ export async function splitMessage(input: Readable, hooks: SplitHooks, limits: S
         const node = obj as MimeNode;
         if (++parts > limits.maxParts) throw new MailRejection(554, `message has more than ${limits.maxParts} MIME parts`, "5.6.0");
         if (depthOf(node) > limits.maxDepth) throw new MailRejection(554, `message nests MIME parts deeper than ${limits.maxDepth}`, "5.6.0");
-        if (node.root) {
-          root = node;
-          hooks.head(node);
-        }
+        if (node.root) root = node;
         if (node.multipart) {
           items.push({ kind: "node", node });
           continue;

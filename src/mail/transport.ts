@@ -1,13 +1,14 @@
 // Outbound mail: to the configured upstream over SMTP, or, without one, as .eml files in
 // <home>/outbox/ (written to a temp name, fsynced, renamed).
 import { createWriteStream } from "node:fs";
-import { mkdir, open, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, rm } from "node:fs/promises";
+import { basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { PassThrough, Readable, type Writable } from "node:stream";
+import { PassThrough } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import nodemailer, { type Transporter } from "nodemailer";
 import MailComposer from "nodemailer/lib/mail-composer";
+import { renameDurably } from "../store/index.js";
 
 /** A message ready to leave. */
 export interface OutgoingMail {
@@ -93,69 +94,45 @@ function stamp(d: Date): string {
   return d.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
 }
 
-function writeChunk(w: Writable, chunk: Uint8Array, failed: Promise<never>): Promise<void> {
-  if (w.write(chunk)) return Promise.resolve();
-  return Promise.race([new Promise<void>((resolve) => w.once("drain", resolve)), failed]);
+/**
+ * A sink over a stream whose acceptance is `done`: it settles only after the stream ended
+ * (or failed), so destroying the stream before end() delivers nothing.
+ */
+function streamSink(body: PassThrough, done: Promise<SentMail>, cleanup: () => Promise<unknown> = () => Promise.resolve()): RawSink {
+  const failed = done.then(() => new Promise<never>(() => undefined));
+  failed.catch(() => undefined);
+  return {
+    async write(chunk) {
+      if (!body.write(chunk)) await Promise.race([new Promise<void>((resolve) => body.once("drain", resolve)), failed]);
+    },
+    end() {
+      body.end();
+      return done;
+    },
+    abort(reason) {
+      body.destroy(reason);
+      void done.catch(cleanup);
+    },
+  };
 }
 
 function outboxSink(home: string): RawSink {
   const dir = join(home, "outbox");
-  const name = `${stamp(new Date())}-${randomBytes(4).toString("hex")}.eml`;
-  const tmp = join(dir, `.${name}.tmp`);
-  const ready = mkdir(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, `${stamp(new Date())}-${randomBytes(4).toString("hex")}.eml`);
+  const tmp = join(dir, `.${basename(file)}.tmp`);
   const body = new PassThrough();
-  const written = ready.then(() => pipeline(body, createWriteStream(tmp, { flags: "wx", mode: 0o600 })));
-  const failed = written.then(() => new Promise<never>(() => undefined));
-  failed.catch(() => undefined);
-  return {
-    async write(chunk) {
-      await writeChunk(body, chunk, failed);
-    },
-    async end() {
-      body.end();
-      await written;
-      const fh = await open(tmp, "r+");
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, join(dir, name));
-      const d = await open(dir, "r");
-      try {
-        await d.sync();
-      } finally {
-        await d.close();
-      }
-      return { file: join(dir, name) };
-    },
-    abort(reason) {
-      body.destroy(reason);
-      void written.catch(() => rm(tmp, { force: true }));
-    },
-  };
+  const done = mkdir(dir, { recursive: true, mode: 0o700 })
+    .then(() => pipeline(body, createWriteStream(tmp, { flags: "wx", mode: 0o600 })))
+    .then(() => renameDurably(tmp, file))
+    .then(() => ({ file }));
+  return streamSink(body, done, () => rm(tmp, { force: true }));
 }
 
 function smtpSink(smtp: Transporter, envelope: Envelope): RawSink {
   const body = new PassThrough();
-  const sent = smtp.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: body });
-  const failed = sent.then(() => new Promise<never>(() => undefined));
-  failed.catch(() => undefined);
-  return {
-    async write(chunk) {
-      await writeChunk(body, chunk, failed);
-    },
-    async end() {
-      body.end();
-      const info = await sent;
-      return { response: info.response };
-    },
-    abort(reason) {
-      // Destroying the stream makes nodemailer drop the connection before the final dot.
-      body.destroy(reason);
-      sent.catch(() => undefined);
-    },
-  };
+  // Destroying the stream makes nodemailer drop the connection before the final dot.
+  const done = smtp.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: body }).then((info) => ({ response: info.response }));
+  return streamSink(body, done);
 }
 
 /** Bounded waits on upstream, so a hung server turns into a 451 instead of a stuck client. */
@@ -193,14 +170,4 @@ export function createTransport(home: string, upstream: string | null): Transpor
       return sendRaw({ from: mail.from.address, to: [mail.to] }, await compose(mail));
     },
   };
-}
-
-/**
- * Streams a readable into a sink.
- *
- * @param input - Bytes.
- * @param sink - Where they go.
- */
-export async function pump(input: Readable, sink: RawSink): Promise<void> {
-  for await (const chunk of input as AsyncIterable<Uint8Array>) await sink.write(chunk);
 }

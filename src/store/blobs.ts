@@ -2,20 +2,33 @@
 // into place, and the folder fsynced, so a crash leaves either a whole blob or a temp file.
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
-import { join, relative, sep } from "node:path";
+import { dirname, join, relative, sep } from "node:path";
 import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 const TMP = "tmp";
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
+async function fsync(path: string): Promise<void> {
+  const fh = await open(path, "r");
   try {
     await fh.sync();
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Moves a finished temp file into place so that a crash leaves either the whole file or
+ * none: fsync of the file, rename, fsync of the folder.
+ *
+ * @param tmp - The written temp file (same file system as final).
+ * @param final - Its final path.
+ */
+export async function renameDurably(tmp: string, final: string): Promise<void> {
+  await fsync(tmp);
+  await rename(tmp, final);
+  await fsync(dirname(final));
 }
 
 /** The blob store of one home. Paths it returns are relative to home, with `/` separators. */
@@ -48,14 +61,7 @@ export class BlobStore {
     try {
       const out = createWriteStream(tmp, { flags: "wx", mode: 0o600 });
       await pipeline(Readable.fromWeb(data), out);
-      const fh = await open(tmp, "r+");
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, final);
-      await fsyncDir(dir);
+      await renameDurably(tmp, final);
     } catch (e) {
       await rm(tmp, { force: true });
       throw e;

@@ -5,7 +5,7 @@ import { openDatabase } from "./db.js";
 import { appendAudit, auditRows, verifyAudit, type AuditEntry, type AuditRow, type AuditVerdict } from "./audit.js";
 import { Records } from "./records.js";
 
-export { BlobStore } from "./blobs.js";
+export { BlobStore, renameDurably } from "./blobs.js";
 export { DB_FILE } from "./db.js";
 export type { AuditEntry, AuditRow, AuditVerdict } from "./audit.js";
 export type {

@@ -7,7 +7,9 @@ import { openContext } from "../../src/commands/shared.js";
 import type { Context } from "../../src/core/index.js";
 import { createTransport } from "../../src/mail/index.js";
 import { startRelay, type Relay } from "../../src/milter/relay.js";
-import { initHome } from "./cli.js";
+import { afterAll, beforeAll, beforeEach } from "vitest";
+import { cleanup, initHome, tempDir } from "./cli.js";
+import { startSink, type Sink } from "./sink.js";
 
 /** A relay under test. */
 export interface TestRelay {
@@ -92,4 +94,35 @@ export async function submit(
   } finally {
     t.close();
   }
+}
+
+/** A relay over a temp home with a sink as its upstream, for one test file. */
+export interface RelayEnv {
+  dir: string;
+  sink: Sink;
+  relay: TestRelay;
+}
+
+/**
+ * Registers hooks that start a sink and a relay before the file's tests, empty the sink
+ * before each test, and stop both afterwards.
+ *
+ * @returns The environment; its fields are set once the tests run.
+ */
+export function useRelayWithSink(): RelayEnv {
+  const env = {} as RelayEnv;
+  beforeAll(async () => {
+    env.dir = await tempDir();
+    env.sink = await startSink();
+    env.relay = await startTestRelay(join(env.dir, "home"), { upstream: env.sink.url });
+  });
+  afterAll(async () => {
+    await env.relay.close();
+    await env.sink.close();
+    await cleanup(env.dir);
+  });
+  beforeEach(() => {
+    env.sink.messages.length = 0;
+  });
+  return env;
 }
