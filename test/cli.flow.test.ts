@@ -115,9 +115,14 @@ describe.each([
     const [d] = await listDeliveries(home);
     expect(d!.status).toBe("ready");
     const mails = await outbox(home);
-    expect(mails).toHaveLength(2);
-    expect(mails[1]!.subject).toBe("Zustellung freigegeben – Praxis Dr. Weber");
-    expect(mails[1]!.to).toMatchObject({ value: [{ address: PATIENT }] });
+    expect(mails.map((m) => [m.subject, m.to && !Array.isArray(m.to) ? m.to.value[0]?.address : null])).toEqual([
+      ["Neue sichere Nachricht von Praxis Dr. Weber", PATIENT],
+      ["Konto angelegt – Praxis Dr. Weber", PATIENT],
+      ["Secu-Pass aktiviert – Praxis Dr. Weber", PATIENT],
+      [`Freigabe erforderlich: ${PATIENT}`, "praxis@praxis-weber.example"],
+      ["Zustellung freigegeben – Praxis Dr. Weber", PATIENT],
+    ]);
+    expect(mails[3]!.text).toContain(p!.safetyCode);
   });
 
   it("the file decrypts byte for byte with the identity derived from the Secu-Pass-Key", async () => {

@@ -64,7 +64,7 @@ async function patient(email: string, secuPass: string): Promise<string> {
     ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(cheap) });
   });
   const u = await deriveSecuPassIdentity(secuPass, cheap);
-  setSecuPassRecipient(ctx, email, await recipientOf(u));
+  await setSecuPassRecipient(ctx, email, await recipientOf(u));
   return u;
 }
 

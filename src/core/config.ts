@@ -52,6 +52,15 @@ export interface Config {
   readonly internalDomains: readonly string[];
   readonly relay: RelayConfig;
   readonly policy: PolicyConfig;
+  /** Mail the practice when a patient first downloads a delivery. */
+  readonly notifyOnDownload: boolean;
+  readonly portal: PortalConfig;
+}
+
+/** The patient portal's settings. */
+export interface PortalConfig {
+  /** Sessions end after this much inactivity. */
+  readonly idleMinutes: number;
 }
 
 /** The file name of the configuration under home. */
@@ -71,6 +80,7 @@ export const DEFAULTS = {
     tls: null,
   } satisfies RelayConfig,
   policy: { minLevel: 0, minLevelWithAttachments: 0 } satisfies PolicyConfig,
+  portal: { idleMinutes: 15 } satisfies PortalConfig,
 };
 
 function whole(v: unknown, lo: number, hi: number): v is number {
@@ -100,6 +110,13 @@ function relayConfig(raw: unknown): RelayConfig {
   }
   if (users.length > 0 && tls === null) throw bad("relay.users", "need relay.tls: passwords are only accepted over TLS");
   return { allow: allow as string[], maxSize, maxRecipients, timeoutSeconds, users: users as RelayUser[], tls: tls as RelayConfig["tls"] };
+}
+
+function portalConfig(raw: unknown): PortalConfig {
+  const p = (raw ?? {}) as Record<string, unknown>;
+  const idleMinutes = p.idleMinutes ?? DEFAULTS.portal.idleMinutes;
+  if (!whole(idleMinutes, 1, 24 * 60)) throw bad("portal.idleMinutes", "must be from 1 to 1440");
+  return { idleMinutes };
 }
 
 function policyConfig(raw: unknown): PolicyConfig {
@@ -213,6 +230,8 @@ export function loadConfig(home: string): Config {
       internalDomains: internal.map((d) => d.toLowerCase()),
       relay: relayConfig(raw.relay),
       policy: policyConfig(raw.policy),
+      notifyOnDownload: raw.notifyOnDownload === true,
+      portal: portalConfig(raw.portal),
     };
   } catch (e) {
     if (e instanceof PraxmailError && e.code === "invalid-input") throw bad("", e.message);

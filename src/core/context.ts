@@ -22,7 +22,15 @@ export type Notification =
       readonly subject: string | null;
       readonly message: string | null;
     }
-  | { readonly kind: "released"; readonly to: string; readonly loginUrl: string; readonly deliveries: number };
+  | { readonly kind: "released"; readonly to: string; readonly loginUrl: string; readonly deliveries: number }
+  /** To the patient, after registering. */
+  | { readonly kind: "account-created"; readonly to: string; readonly loginUrl: string }
+  /** To the patient, after setting the Secu-Pass-Key. */
+  | { readonly kind: "secupass-activated"; readonly to: string; readonly safetyCode: string }
+  /** To the practice: a patient waits for approval. */
+  | { readonly kind: "approval-needed"; readonly to: string; readonly patient: string; readonly safetyCode: string }
+  /** To the practice, when `notifyOnDownload` is set. */
+  | { readonly kind: "downloaded"; readonly to: string; readonly patient: string; readonly deliveryId: string; readonly at: Date };
 
 /** Sends notifications (src/mail implements it). */
 export interface Notifier {

@@ -16,8 +16,25 @@ export {
   type FileInput,
   type SealedMessage,
 } from "./deliveries.js";
-export { getPatient, listPatients, patientKdf, registerPatient, setSecuPassRecipient, type PatientView } from "./patients.js";
+export {
+  authenticatePatient,
+  getPatient,
+  listPatients,
+  patientKdf,
+  registerPatient,
+  setSecuPassRecipient,
+  type PatientView,
+} from "./patients.js";
 export { approvePatients, type Approval } from "./approve.js";
 export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
 export { hashToken } from "./tokens.js";
+export {
+  deliveriesForPatient,
+  deliveryForPatient,
+  fileForDownload,
+  patientWrap,
+  resolveLink,
+  type LinkAccess,
+  type PatientDelivery,
+} from "./access.js";

@@ -1,5 +1,5 @@
 // Patient accounts: registration, the Secu-Pass recipient, listing. The portal calls these.
-import { hashPassword, newKdfParams, parseKdfParams, recipientType, safetyCode, type KdfParams } from "../crypto/index.js";
+import { hashPassword, newKdfParams, parseKdfParams, recipientType, safetyCode, verifyPassword, type KdfParams } from "../crypto/index.js";
 import type { PatientRow, PatientStatus } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
@@ -64,7 +64,34 @@ export async function registerPatient(ctx: Context, email: string, password: str
     ctx.store.records.insertPatient(row);
     ctx.store.audit({ actor: ctx.actor, action: "patient.register", subject: addr }, now);
   });
+  await ctx.notifier.send({ kind: "account-created", to: addr, loginUrl: `${ctx.config.portalUrl}/login` });
   return { ...patientView(row), kdf };
+}
+
+// A real hash to check against when the address is unknown, so both paths cost one scrypt.
+let dummyHash: Promise<string> | undefined;
+
+/**
+ * Checks a patient's address and password. Unknown addresses cost the same scrypt as
+ * known ones, and both failures look the same to the caller.
+ *
+ * @param ctx - The core context.
+ * @param email - The address as typed.
+ * @param password - The password as typed.
+ * @returns The patient, or null for a wrong address or password (or a revoked account).
+ */
+export async function authenticatePatient(ctx: Context, email: string, password: string): Promise<PatientView | null> {
+  let addr: string | null;
+  try {
+    addr = normaliseEmail(email);
+  } catch {
+    addr = null;
+  }
+  const p = addr === null ? undefined : ctx.store.records.patient(addr);
+  const hash = p?.passwordHash ?? (await (dummyHash ??= hashPassword("praxmail-no-such-account")));
+  const ok = await verifyPassword(password, hash);
+  if (!ok || !p || p.status === "revoked") return null;
+  return patientView(p);
 }
 
 /**
@@ -88,7 +115,7 @@ export function patientKdf(ctx: Context, email: string): KdfParams {
  * @returns The patient, status `pending-approval`, with the safety code.
  * @throws {@link PraxmailError} `invalid-input` or `wrong-state`.
  */
-export function setSecuPassRecipient(ctx: Context, email: string, recipient: string): PatientView {
+export async function setSecuPassRecipient(ctx: Context, email: string, recipient: string): Promise<PatientView> {
   const p = mustGet(ctx, email);
   const kdf = parseKdfParams(JSON.parse(p.kdf ?? "null"));
   if (recipientType(recipient) !== kdf.type) {
@@ -109,6 +136,9 @@ export function setSecuPassRecipient(ctx: Context, email: string, recipient: str
     ctx.store.records.updatePatient(next);
     ctx.store.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode } }, now);
   });
+  const code = next.safetyCode ?? "";
+  await ctx.notifier.send({ kind: "secupass-activated", to: p.email, safetyCode: code });
+  await ctx.notifier.send({ kind: "approval-needed", to: ctx.config.practiceEmail, patient: p.email, safetyCode: code });
   return patientView(next);
 }
 

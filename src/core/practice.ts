@@ -87,6 +87,8 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     internalDomains: [practiceEmail.split("@")[1] ?? ""],
     relay: DEFAULTS.relay,
     policy: DEFAULTS.policy,
+    notifyOnDownload: false,
+    portal: DEFAULTS.portal,
   };
   saveConfig(home, config);
   return { config, created: true, identityStore: store };

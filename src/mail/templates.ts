@@ -77,35 +77,12 @@ function fileLines(files: readonly FileSummary[], lang: "de" | "en"): string[] {
   return files.map((f) => `${f.name} (${formatSize(f.size, lang)})`);
 }
 
-/**
- * Renders a notification.
- *
- * @param n - What the core asked for.
- * @param practiceName - Shown as the sender.
- * @returns Subject, text and HTML.
- */
-export function renderNotification(n: Notification, practiceName: string): RenderedMail {
-  const footerDe = "Diese E-Mail wurde automatisch erzeugt. Bitte antworten Sie nicht darauf.";
-  const footerEn = "This e-mail was generated automatically. Please do not reply to it.";
-  if (n.kind === "released") {
-    return compose(
-      `Zustellung freigegeben – ${practiceName}`,
-      [
-        "Guten Tag,",
-        `${practiceName} hat Ihren Zugang freigegeben. ${n.deliveries === 1 ? "Eine Nachricht liegt" : `${n.deliveries} Nachrichten liegen`} für Sie bereit.`,
-        "Melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Passwort an. Zum Öffnen der Dateien brauchen Sie Ihren Secu-Pass-Key.",
-        { button: "Anmelden", href: n.loginUrl },
-        footerDe,
-      ],
-      [
-        "Hello,",
-        `${practiceName} has approved your access. ${n.deliveries === 1 ? "One message is" : `${n.deliveries} messages are`} waiting for you.`,
-        "Log in with your e-mail address and password. You need your Secu-Pass-Key to open the files.",
-        { button: "Log in", href: n.loginUrl },
-        footerEn,
-      ],
-    );
-  }
+const FOOTER_DE = "Diese E-Mail wurde automatisch erzeugt. Bitte antworten Sie nicht darauf.";
+const FOOTER_EN = "This e-mail was generated automatically. Please do not reply to it.";
+
+type NewDelivery = Extract<Notification, { kind: "new-delivery" }>;
+
+function newDelivery(n: NewDelivery, practiceName: string): RenderedMail {
   const neutral = `Neue sichere Nachricht von ${practiceName}`;
   const showContent = n.level < 4;
   const de: Block[] = ["Guten Tag,", `${practiceName} hat Ihnen eine verschlüsselte Nachricht gesendet.`];
@@ -118,24 +95,101 @@ export function renderNotification(n: Notification, practiceName: string): Rende
     de.push(n.message);
     en.push("(The practice's message above is in the language the practice wrote it in.)");
   }
+  const [hintDe, hintEn] = access(n.level, n.firstTime);
   de.push({ button: "Herunterladen", href: n.link }, `Der Link ist gültig bis ${formatDate(n.expiresAt, "de")}.`);
   en.push({ button: "Download", href: n.link }, `The link is valid until ${formatDate(n.expiresAt, "en")}.`);
-  if (n.level >= 3 && n.firstTime) {
-    de.push("Beim ersten Abruf legen Sie ein Konto und Ihren persönlichen Secu-Pass-Key an. Danach gibt Ihre Praxis Ihren Zugang frei; Sie erhalten dann eine E-Mail.");
-    en.push("The first time, you create an account and your personal Secu-Pass-Key. Your practice then approves your access, and you get an e-mail.");
-  } else if (n.level >= 3) {
-    de.push("Zum Öffnen brauchen Sie Ihr Passwort und Ihren Secu-Pass-Key.");
-    en.push("You need your password and your Secu-Pass-Key to open it.");
-  } else if (n.level === 2 && n.firstTime) {
-    de.push("Beim ersten Abruf legen Sie ein Konto mit Passwort an.");
-    en.push("The first time, you create an account with a password.");
-  } else if (n.level === 2) {
-    de.push("Zum Öffnen melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Passwort an.");
-    en.push("To open it, log in with your e-mail address and password.");
+  if (hintDe && hintEn) {
+    de.push(hintDe);
+    en.push(hintEn);
   }
-  de.push(footerDe);
-  en.push(footerEn);
+  de.push(FOOTER_DE);
+  en.push(FOOTER_EN);
   return compose(showContent && n.subject ? n.subject : neutral, de, en);
+}
+
+/**
+ * Renders a notification.
+ *
+ * @param n - What the core asked for.
+ * @param practiceName - Shown as the sender.
+ * @returns Subject, text and HTML.
+ */
+export function renderNotification(n: Notification, practiceName: string): RenderedMail {
+  switch (n.kind) {
+    case "new-delivery":
+      return newDelivery(n, practiceName);
+    case "released":
+      return compose(
+        `Zustellung freigegeben – ${practiceName}`,
+        [
+          "Guten Tag,",
+          `${practiceName} hat Ihren Zugang freigegeben. ${n.deliveries === 1 ? "Eine Nachricht liegt" : `${n.deliveries} Nachrichten liegen`} für Sie bereit.`,
+          "Melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Passwort an. Zum Öffnen der Dateien brauchen Sie Ihren Secu-Pass-Key.",
+          { button: "Anmelden", href: n.loginUrl },
+          FOOTER_DE,
+        ],
+        [
+          "Hello,",
+          `${practiceName} has approved your access. ${n.deliveries === 1 ? "One message is" : `${n.deliveries} messages are`} waiting for you.`,
+          "Log in with your e-mail address and password. You need your Secu-Pass-Key to open the files.",
+          { button: "Log in", href: n.loginUrl },
+          FOOTER_EN,
+        ],
+      );
+    case "account-created":
+      return compose(
+        `Konto angelegt – ${practiceName}`,
+        [
+          "Guten Tag,",
+          `Ihr Konto für sichere Nachrichten von ${practiceName} ist angelegt. Sie melden sich künftig mit dieser E-Mail-Adresse und Ihrem Passwort an.`,
+          "Falls Sie kein Konto angelegt haben, sagen Sie bitte Ihrer Praxis Bescheid.",
+          { button: "Anmelden", href: n.loginUrl },
+          FOOTER_DE,
+        ],
+        [
+          "Hello,",
+          `Your account for secure messages from ${practiceName} has been created. From now on you log in with this e-mail address and your password.`,
+          "If you did not create an account, please tell your practice.",
+          { button: "Log in", href: n.loginUrl },
+          FOOTER_EN,
+        ],
+      );
+    case "secupass-activated":
+      return compose(
+        `Secu-Pass aktiviert – ${practiceName}`,
+        [
+          "Guten Tag,",
+          "Ihr Secu-Pass-Key ist aktiviert. Ihre Praxis gibt Ihren Zugang nun frei; Sie erhalten dann eine E-Mail.",
+          `Ihr Sicherheitscode lautet ${n.safetyCode}. Die Praxis sieht denselben Code und kann ihn mit Ihnen vergleichen.`,
+          "Bewahren Sie Ihren Secu-Pass-Key sicher auf. Die Praxis kann ihn nicht wiederherstellen.",
+          FOOTER_DE,
+        ],
+        [
+          "Hello,",
+          "Your Secu-Pass-Key is active. Your practice will now approve your access; you will get an e-mail.",
+          `Your safety code is ${n.safetyCode}. The practice sees the same code and can compare it with you.`,
+          "Keep your Secu-Pass-Key safe. The practice cannot recover it.",
+          FOOTER_EN,
+        ],
+      );
+    case "approval-needed":
+      return compose(
+        `Freigabe erforderlich: ${n.patient}`,
+        [
+          `${n.patient} hat einen Secu-Pass-Key angelegt und wartet auf die Freigabe.`,
+          `Sicherheitscode: ${n.safetyCode}`,
+          "Vergleichen Sie den Code mit dem, den die Patientin oder der Patient sieht (persönlich oder am Telefon), und geben Sie den Zugang dann frei:",
+          `praxmail approve ${n.patient}`,
+        ],
+        [`${n.patient} has set a Secu-Pass-Key and waits for approval.`, `Safety code: ${n.safetyCode}`, "Compare the code with the one the patient sees, then run the command above."],
+      );
+    case "downloaded":
+      return compose(
+        `Abgerufen: ${n.deliveryId}`,
+        [`${n.patient} hat die Zustellung ${n.deliveryId} am ${formatDate(n.at, "de")} zum ersten Mal abgerufen.`],
+        [`${n.patient} first downloaded delivery ${n.deliveryId} on ${formatDate(n.at, "en")}.`],
+      );
+  }
 }
 
 /** What the block in a rewritten mail tells the recipient. */

@@ -14,6 +14,7 @@ export type {
   FileRow,
   PatientRow,
   PatientStatus,
+  SessionRow,
   TokenRow,
   WrapHolder,
   WrapRow,

@@ -95,4 +95,18 @@ ALTER TABLE deliveries ADD COLUMN sent_at TEXT;
 UPDATE deliveries SET sent_at = created_at;
 `,
   },
+  {
+    // Portal sessions. Only the SHA-256 of the cookie value is stored.
+    version: 3,
+    sql: `
+CREATE TABLE sessions (
+  id_hash    TEXT PRIMARY KEY,
+  email      TEXT,
+  csrf       TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  last_seen  TEXT NOT NULL
+) STRICT;
+CREATE INDEX sessions_email ON sessions (email);
+`,
+  },
 ];

@@ -60,6 +60,15 @@ export interface WrapRow {
   createdAt: string;
 }
 
+/** A portal session; only the SHA-256 of its cookie value is stored. */
+export interface SessionRow {
+  idHash: string;
+  email: string | null;
+  csrf: string;
+  createdAt: string;
+  lastSeen: string;
+}
+
 /** A link token row; only the SHA-256 of the token is stored. */
 export interface TokenRow {
   hash: string;
@@ -275,7 +284,8 @@ export class Records {
   }
 
   /**
-   * Deletes a delivery's key material and links, and detaches its blobs (crypto-shred).
+   * Deletes a delivery's key material and detaches its blobs (crypto-shred). The link
+   * token's hash stays, so that the link can say the delivery is gone (410).
    *
    * @param deliveryId - The delivery.
    * @returns The blob paths to delete from disk.
@@ -283,7 +293,6 @@ export class Records {
   shred(deliveryId: string): string[] {
     const blobs = this.files(deliveryId).flatMap((f) => (f.blob ? [f.blob] : []));
     this.db.prepare("DELETE FROM wraps WHERE delivery_id = ?").run(deliveryId);
-    this.db.prepare("DELETE FROM link_tokens WHERE delivery_id = ?").run(deliveryId);
     this.db.prepare("UPDATE files SET blob = NULL WHERE delivery_id = ?").run(deliveryId);
     return blobs;
   }
@@ -308,5 +317,64 @@ export class Records {
     return this.db
       .prepare("SELECT hash, delivery_id AS deliveryId, email, created_at AS createdAt FROM link_tokens WHERE hash = ?")
       .get(hash) as TokenRow | undefined;
+  }
+
+  /**
+   * @param idHash - SHA-256 of the session cookie, hex.
+   * @returns The session, or undefined.
+   */
+  session(idHash: string): SessionRow | undefined {
+    return this.db
+      .prepare("SELECT id_hash AS idHash, email, csrf, created_at AS createdAt, last_seen AS lastSeen FROM sessions WHERE id_hash = ?")
+      .get(idHash) as SessionRow | undefined;
+  }
+
+  /**
+   * @param s - A new session.
+   */
+  insertSession(s: SessionRow): void {
+    this.db
+      .prepare("INSERT INTO sessions (id_hash, email, csrf, created_at, last_seen) VALUES (@idHash, @email, @csrf, @createdAt, @lastSeen)")
+      .run(s);
+  }
+
+  /**
+   * @param idHash - The session.
+   * @param lastSeen - ISO time of this request.
+   */
+  touchSession(idHash: string, lastSeen: string): void {
+    this.db.prepare("UPDATE sessions SET last_seen = ? WHERE id_hash = ?").run(lastSeen, idHash);
+  }
+
+  /**
+   * @param idHash - The session to end.
+   */
+  deleteSession(idHash: string): void {
+    this.db.prepare("DELETE FROM sessions WHERE id_hash = ?").run(idHash);
+  }
+
+  /**
+   * Ends sessions idle since before the given time.
+   *
+   * @param before - ISO time.
+   * @returns How many were removed.
+   */
+  deleteIdleSessions(before: string): number {
+    return this.db.prepare("DELETE FROM sessions WHERE last_seen < ?").run(before).changes;
+  }
+
+  /**
+   * Records the first download of a delivery.
+   *
+   * @param id - The delivery.
+   * @param at - ISO time.
+   * @returns True if this was the first.
+   */
+  markDownloaded(id: string, at: string): boolean {
+    return (
+      this.db
+        .prepare("UPDATE deliveries SET downloaded_at = ?, status = 'downloaded' WHERE id = ? AND downloaded_at IS NULL AND status = 'ready'")
+        .run(at, id).changes === 1
+    );
   }
 }

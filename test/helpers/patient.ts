@@ -21,7 +21,7 @@ export async function registerThroughCore(
     const { kdf } = await registerPatient(ctx, email, password);
     if (secuPass === undefined) return null;
     const identity = await deriveSecuPassIdentity(secuPass, kdf);
-    setSecuPassRecipient(ctx, email, await recipientOf(identity));
+    await setSecuPassRecipient(ctx, email, await recipientOf(identity));
     return identity;
   } finally {
     ctx.store.close();

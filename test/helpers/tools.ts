@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
  */
 export function hasTool(name: string): boolean {
   try {
-    execFileSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore" });
+    execFileSync("sh", ["-c", `command -v '${name}'`], { stdio: "ignore" });
     return true;
   } catch {
     return false;

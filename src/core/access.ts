@@ -1,0 +1,158 @@
+// Who may see what: the rules behind the portal. A link token names one delivery for one
+// address; files and wraps are given only to that address's session (level 1: to the
+// token itself, since its key rides in the link).
+import { parseKdfParams, type KdfParams } from "../crypto/index.js";
+import type { DeliveryRow, FileRow, PatientRow } from "../store/index.js";
+import type { Context } from "./context.js";
+import { PraxmailError } from "./errors.js";
+import { hashToken } from "./tokens.js";
+
+/** A delivery as its patient sees it. */
+export interface PatientDelivery {
+  readonly id: string;
+  readonly level: number;
+  readonly status: DeliveryRow["status"];
+  readonly recipient: string;
+  readonly sender: string;
+  readonly createdAt: string;
+  readonly expiresAt: string;
+  readonly downloadedAt: string | null;
+  readonly files: readonly { readonly id: string; readonly name: string; readonly size: number; readonly kind: FileRow["kind"] }[];
+  /** For levels 3–4: how the browser derives the patient's identity. */
+  readonly kdf: KdfParams | null;
+}
+
+/** What a link leads to for the person holding it. */
+export type LinkAccess =
+  | { readonly kind: "gone"; readonly status: "revoked" | "expired" }
+  /** Level 1: the link alone opens it. */
+  | { readonly kind: "open"; readonly delivery: PatientDelivery }
+  | { readonly kind: "register"; readonly email: string }
+  | { readonly kind: "login"; readonly email: string }
+  | { readonly kind: "secupass"; readonly email: string }
+  | { readonly kind: "wait"; readonly email: string; readonly safetyCode: string }
+  | { readonly kind: "other-account" }
+  | { readonly kind: "deliver"; readonly delivery: PatientDelivery };
+
+const ACTIVE = new Set(["pending-approval", "ready", "downloaded"]);
+
+function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined): PatientDelivery {
+  return {
+    id: d.id,
+    level: d.level,
+    status: d.status,
+    recipient: d.recipient,
+    sender: ctx.config.practiceName,
+    createdAt: d.createdAt,
+    expiresAt: d.expiresAt,
+    downloadedAt: d.downloadedAt,
+    files: ctx.store.records.files(d.id).map((f) => ({ id: f.id, name: f.name, size: f.size, kind: f.kind })),
+    kdf: d.level >= 3 && patient?.kdf ? parseKdfParams(JSON.parse(patient.kdf)) : null,
+  };
+}
+
+function ended(ctx: Context, d: DeliveryRow): "revoked" | "expired" | null {
+  if (d.status === "revoked" || d.status === "expired") return d.status;
+  return d.expiresAt <= ctx.now().toISOString() ? "expired" : null;
+}
+
+/**
+ * Decides what a link shows to whom.
+ *
+ * @param ctx - The core context.
+ * @param token - The token from `/d/<token>`.
+ * @param sessionEmail - The logged-in patient, or null.
+ * @returns What to show.
+ * @throws {@link PraxmailError} `no-such-delivery` for an unknown token.
+ */
+export function resolveLink(ctx: Context, token: string, sessionEmail: string | null): LinkAccess {
+  const row = /^[A-Za-z0-9_-]{43}$/.test(token) ? ctx.store.records.token(hashToken(token)) : undefined;
+  const d = row && ctx.store.records.delivery(row.deliveryId);
+  if (!row || d?.sentAt == null) throw new PraxmailError("no-such-delivery", "no such link");
+  const gone = ended(ctx, d);
+  if (gone) return { kind: "gone", status: gone };
+  const patient = ctx.store.records.patient(row.email);
+  if (d.level === 1) return { kind: "open", delivery: view(ctx, d, patient) };
+  if (patient?.status === "revoked") return { kind: "gone", status: "revoked" };
+  if (!patient) return sessionEmail === null ? { kind: "register", email: row.email } : { kind: "other-account" };
+  if (sessionEmail === null) return { kind: "login", email: row.email };
+  if (sessionEmail !== row.email) return { kind: "other-account" };
+  if (d.level >= 3 && patient.status === "pending-secupass") return { kind: "secupass", email: row.email };
+  if (d.level >= 3 && patient.status === "pending-approval") return { kind: "wait", email: row.email, safetyCode: patient.safetyCode ?? "" };
+  return { kind: "deliver", delivery: view(ctx, d, patient) };
+}
+
+/**
+ * A delivery for its own patient.
+ *
+ * @param ctx - The core context.
+ * @param id - The delivery.
+ * @param email - The logged-in patient.
+ * @returns The delivery.
+ * @throws {@link PraxmailError} `no-such-delivery` if it is not theirs or not visible,
+ *   `wrong-state` (with the status as message) if it was revoked or expired.
+ */
+export function deliveryForPatient(ctx: Context, id: string, email: string): PatientDelivery {
+  const d = ctx.store.records.delivery(id);
+  if (d?.sentAt == null || d.recipient !== email) throw new PraxmailError("no-such-delivery", "no such delivery");
+  const gone = ended(ctx, d);
+  if (gone) throw new PraxmailError("wrong-state", gone);
+  return view(ctx, d, ctx.store.records.patient(email));
+}
+
+/**
+ * The active deliveries of a patient, newest first.
+ *
+ * @param ctx - The core context.
+ * @param email - The logged-in patient.
+ * @returns Their deliveries.
+ */
+export function deliveriesForPatient(ctx: Context, email: string): PatientDelivery[] {
+  const patient = ctx.store.records.patient(email);
+  const now = ctx.now().toISOString();
+  return ctx.store.records
+    .deliveries({ recipient: email })
+    .filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && d.level >= 2)
+    .reverse()
+    .map((d) => view(ctx, d, patient));
+}
+
+/**
+ * The blob of one file, for download, recording the delivery's first download.
+ *
+ * @param ctx - The core context.
+ * @param d - A delivery the caller may see (from resolveLink or deliveryForPatient).
+ * @param fileId - One of its files.
+ * @returns The blob path (relative to home) and its ciphertext size is read by the caller.
+ * @throws {@link PraxmailError} `no-such-delivery` for a file of another delivery.
+ */
+export async function fileForDownload(ctx: Context, d: PatientDelivery, fileId: string): Promise<string> {
+  const f = ctx.store.records.files(d.id).find((x) => x.id === fileId);
+  if (!f?.blob) throw new PraxmailError("no-such-delivery", "no such file");
+  if (f.kind === "attachment") {
+    const now = ctx.now();
+    const first = ctx.store.transaction(() => {
+      const changed = ctx.store.records.markDownloaded(d.id, now.toISOString());
+      if (changed) ctx.store.audit({ actor: ctx.actor, action: "delivery.download", subject: d.id }, now);
+      return changed;
+    });
+    if (first && ctx.config.notifyOnDownload) {
+      await ctx.notifier.send({ kind: "downloaded", to: ctx.config.practiceEmail, patient: d.recipient, deliveryId: d.id, at: now });
+    }
+  }
+  return f.blob;
+}
+
+/**
+ * The patient's wrap of a delivery identity (levels 3–4), which only their Secu-Pass-Key opens.
+ *
+ * @param ctx - The core context.
+ * @param d - A delivery of the logged-in patient.
+ * @returns The wrap (an age file).
+ * @throws {@link PraxmailError} `wrong-state` if the patient is not approved yet.
+ */
+export function patientWrap(ctx: Context, d: PatientDelivery): Uint8Array {
+  const w = ctx.store.records.wrap(d.id, "patient");
+  if (d.level < 3 || !w) throw new PraxmailError("wrong-state", "no wrap for the patient yet");
+  return w.ciphertext;
+}

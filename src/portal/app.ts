@@ -1,0 +1,157 @@
+// The patient portal: a fastify app over the core. It renders pages (eta, auto-escaping),
+// serves ciphertext and wraps to the right session, and never sees a key that opens a file.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import fastifyCookie from "@fastify/cookie";
+import fastifyFormbody from "@fastify/formbody";
+import fastifyStatic from "@fastify/static";
+import fastifyView from "@fastify/view";
+import { Eta } from "eta";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { Logger } from "pino";
+import type { Context } from "../core/index.js";
+import { TEXTS, pickLang, type Texts } from "./i18n.js";
+import { Limiter } from "./limits.js";
+import { accountRoutes } from "./routes/account.js";
+import { deliveryRoutes } from "./routes/deliveries.js";
+import { Sessions, cookiePolicy, type Session } from "./session.js";
+
+/** What every route needs. */
+export interface Portal {
+  readonly ctx: Context;
+  readonly sessions: Sessions;
+  readonly limits: { readonly loginIp: Limiter; readonly loginAccount: Limiter; readonly registerIp: Limiter };
+  /** Renders a page inside the layout. */
+  page(req: FastifyRequest, reply: FastifyReply, view: string, data: Record<string, unknown>, status?: number): Promise<FastifyReply>;
+  /** Renders a short page with a title and a text (errors, notices). */
+  notice(req: FastifyRequest, reply: FastifyReply, status: number, title: keyof Texts, text: keyof Texts): Promise<FastifyReply>;
+  texts(req: FastifyRequest): Texts;
+}
+
+declare module "fastify" {
+  interface FastifyRequest {
+    session: Session;
+  }
+}
+
+/** Where the views and the built browser assets are. */
+export interface Assets {
+  readonly views: string;
+  readonly static: string;
+}
+
+/**
+ * The default asset folders next to this file (dist/portal/ after `npm run build`).
+ *
+ * @returns The folders.
+ */
+export function defaultAssets(): Assets {
+  const here = import.meta.dirname;
+  const built = join(here, "..", "..", "dist", "portal");
+  // From src/ (tests), the bundle only exists in dist/.
+  const root = existsSync(join(here, "static", "app.js")) ? here : built;
+  return { views: join(here, "views"), static: join(root, "static") };
+}
+
+const CSP = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data: blob:",
+  "connect-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+/** Form fields and their longest allowed value. */
+export const FIELD_MAX = { email: 254, password: 1024, token: 43, next: 200, recipient: 2100 } as const;
+
+/**
+ * Builds the portal app.
+ *
+ * @param ctx - The core context.
+ * @param log - Request logging goes here (method, route, status; never bodies).
+ * @param assets - Views and static files.
+ * @returns The fastify instance, not yet listening.
+ */
+export async function buildPortal(ctx: Context, log: Logger, assets: Assets = defaultAssets()): Promise<FastifyInstance> {
+  // Fastify's own request lines would carry URLs, and URLs carry link tokens: we log the
+  // route pattern instead.
+  const app = Fastify({ logger: false, bodyLimit: 64 * 1024, trustProxy: false });
+  const plog = log.child({ part: "portal" });
+  const secure = ctx.config.portalUrl.startsWith("https:");
+  const sessions = new Sessions(ctx, cookiePolicy(ctx.config.portalUrl));
+  await app.register(fastifyCookie);
+  await app.register(fastifyFormbody);
+  await app.register(fastifyView, { engine: { eta: new Eta() }, root: assets.views, layout: "layout.eta", viewExt: "eta" });
+  await app.register(fastifyStatic, { root: assets.static, prefix: "/static/", cacheControl: false });
+
+  app.decorateRequest("session", null as unknown as Session);
+  app.addHook("onRequest", async (req, reply) => {
+    if (!req.url.startsWith("/static/")) req.session = sessions.get(req, reply);
+  });
+  app.addHook("onResponse", async (req, reply) => {
+    plog.info({ method: req.method, route: req.routeOptions.url ?? "(none)", status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, "request");
+  });
+  app.addHook("onSend", async (req, reply) => {
+    reply.header("Content-Security-Policy", CSP);
+    reply.header("X-Content-Type-Options", "nosniff");
+    reply.header("Referrer-Policy", "no-referrer");
+    reply.header("X-Frame-Options", "DENY");
+    reply.header("Cross-Origin-Opener-Policy", "same-origin");
+    reply.header("Cross-Origin-Resource-Policy", "same-origin");
+    reply.header("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()");
+    reply.header("Cache-Control", req.url.startsWith("/static/") ? "public, max-age=300" : "no-store");
+    if (secure) reply.header("Strict-Transport-Security", "max-age=31536000; includeSubDomains");
+  });
+
+  const clock = (): number => ctx.now().getTime();
+  const texts = (req: FastifyRequest): Texts => TEXTS[pickLang(req.cookies.lang, req.headers["accept-language"])];
+  const portal: Portal = {
+    ctx,
+    sessions,
+    limits: {
+      loginIp: new Limiter(30, 15 * 60_000, clock),
+      loginAccount: new Limiter(5, 15 * 60_000, clock),
+      registerIp: new Limiter(10, 60 * 60_000, clock),
+    },
+    texts,
+    async page(req, reply, view, data, status = 200) {
+      const t = texts(req);
+      const html = await reply.viewAsync(view, {
+        t,
+        practice: ctx.config.practiceName,
+        csrf: req.session.csrf,
+        user: req.session.email,
+        here: req.url,
+        ...data,
+      });
+      return reply.code(status).type("text/html; charset=utf-8").send(html);
+    },
+    async notice(req, reply, status, title, text) {
+      return portal.page(req, reply, "notice.eta", { title: texts(req)[title], text: texts(req)[text] }, status);
+    },
+  };
+
+  app.get("/lang/:code", async (req, reply) => {
+    const { code } = req.params as { code: string };
+    const back = (req.query as { back?: string }).back;
+    if (code === "de" || code === "en") reply.setCookie("lang", code, { path: "/", sameSite: "strict", httpOnly: true, secure });
+    return reply.redirect(typeof back === "string" && /^\/(?!\/)[\w\-./?=&%]*$/.test(back) ? back : "/", 303);
+  });
+  accountRoutes(app, portal);
+  deliveryRoutes(app, portal);
+
+  app.setNotFoundHandler(async (req, reply) => portal.notice(req, reply, 404, "notFoundTitle", "notFound"));
+  app.setErrorHandler(async (err, req, reply) => {
+    const status = (err as { statusCode?: number }).statusCode ?? 500;
+    if (status >= 500) plog.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "request failed");
+    // An error before onRequest ran leaves the request without a session.
+    if (!(req.session as Session | null)) req.session = sessions.get(req, reply);
+    if (status === 413 || status === 415 || status === 400) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    return portal.notice(req, reply, 500, "errorTitle", "error");
+  });
+  return app;
+}

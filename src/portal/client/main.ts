@@ -1,0 +1,243 @@
+// The portal's browser code: password strength, deriving the patient identity from the
+// Secu-Pass-Key (only its public recipient leaves the browser), and opening deliveries:
+// unwrap D with the patient identity (or take it from the #fragment at levels 1–2), then
+// decrypt each file as a stream. Keys live in this page's memory only.
+import { Decrypter, identityToRecipient } from "age-encryption";
+import { deriveSecuPassIdentity, parseKdfParams } from "../../crypto/secupass.js";
+
+// The element types are known from our own templates.
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters
+const byId = <T extends HTMLElement>(id: string): T | null => document.getElementById(id) as T | null;
+
+/** 0 (too short) to 4 (very good). */
+function strength(pw: string): number {
+  const length = Array.from(pw).length;
+  if (length < 10) return 0;
+  const classes = [/[a-zäöüß]/, /[A-ZÄÖÜ]/, /\d/, /[^\w\s]/, /\s/].filter((r) => r.test(pw)).length;
+  const words = pw.trim().split(/\s+/).length;
+  return Math.min(4, 1 + (classes >= 3 ? 1 : 0) + (length >= 14 ? 1 : 0) + (words >= 3 || length >= 20 ? 1 : 0));
+}
+
+function registerPage(): void {
+  const pw = byId<HTMLInputElement>("password");
+  const out = byId("password-strength");
+  if (!pw || !out) return;
+  const levels = (out.dataset.levels ?? "").split("|");
+  pw.addEventListener("input", () => {
+    out.textContent = pw.value ? `${out.dataset.label ?? ""}: ${levels[strength(pw.value)] ?? ""}` : "";
+  });
+}
+
+function secupassPage(form: HTMLFormElement): void {
+  const err = byId("secupass-error");
+  const box = byId("secupass-progress");
+  const bar = byId<HTMLProgressElement>("derive-progress");
+  const show = (msg: string): void => {
+    if (!err) return;
+    err.textContent = msg;
+    err.hidden = false;
+  };
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const key = byId<HTMLInputElement>("secupass")?.value ?? "";
+    const again = byId<HTMLInputElement>("secupass2")?.value ?? "";
+    if (key !== again) {
+      show(form.dataset.differ ?? "");
+      return;
+    }
+    if (Array.from(key).length < 10) {
+      show(form.dataset.short ?? "");
+      return;
+    }
+    if (err) err.hidden = true;
+    if (box) box.hidden = false;
+    const button = form.querySelector("button");
+    if (button) button.disabled = true;
+    void (async () => {
+      try {
+        const identity = await deriveSecuPassIdentity(key, parseKdfParams(JSON.parse(form.dataset.kdf ?? "null")), (f) => {
+          if (bar) bar.value = Math.round(f * 100);
+        });
+        const recipient = await identityToRecipient(identity);
+        const res = await fetch("/secupass", {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "content-type": "application/json", "x-csrf-token": form.dataset.csrf ?? "" },
+          body: JSON.stringify({ recipient }),
+        });
+        if (!res.ok) throw new Error(`status ${res.status}`);
+        const { next } = (await res.json()) as { next: string };
+        location.assign(next);
+      } catch {
+        if (button) button.disabled = false;
+        if (box) box.hidden = true;
+        show(form.dataset.failed ?? "");
+      }
+    })();
+  });
+}
+
+interface FileInfo {
+  id: string;
+  name: string;
+  size: number;
+  kind: "attachment" | "message";
+  url: string;
+}
+interface DeliveryData {
+  id: string;
+  level: number;
+  files: FileInfo[];
+  wrapUrl: string | null;
+  kdf: unknown;
+}
+type Texts = Record<"wrongKey" | "decrypting" | "downloading" | "done" | "failed" | "missingKey" | "deriving", string>;
+
+const TYPES: Record<string, string> = { pdf: "application/pdf", png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", gif: "image/gif", txt: "text/plain", eml: "message/rfc822" };
+
+async function fetchBytes(url: string): Promise<Uint8Array> {
+  const res = await fetch(url, { credentials: "same-origin" });
+  if (!res.ok) throw new Error(`status ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+function deliveryPage(data: DeliveryData, t: Texts): void {
+  const status = byId("status");
+  const bar = byId<HTMLProgressElement>("progress");
+  const say = (msg: string, error = false): void => {
+    if (!status) return;
+    status.textContent = msg;
+    status.classList.toggle("error", error);
+  };
+  const progress = (fraction: number | null): void => {
+    if (!bar) return;
+    bar.hidden = fraction === null;
+    bar.value = Math.round((fraction ?? 0) * 100);
+  };
+  const attachments = data.files.filter((f) => f.kind === "attachment");
+  const names = new Map(attachments.map((f) => [f.id, f.name]));
+  let key: string | null = null;
+  if (data.level <= 2) key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1] ?? null;
+
+  const showMessage = async (): Promise<void> => {
+    const m = data.files.find((f) => f.kind === "message");
+    if (!m || !key) return;
+    const d = new Decrypter();
+    d.addIdentity(key);
+    const sealed = JSON.parse(await d.decrypt(await fetchBytes(m.url), "text")) as { subject: string | null; text: string | null; files: string[] };
+    const box = byId("message");
+    const subject = byId("message-subject");
+    const text = byId("message-text");
+    // Shown as text, never as HTML.
+    if (subject) subject.textContent = sealed.subject ?? "";
+    if (text) text.textContent = sealed.text ?? "";
+    if (box) box.hidden = false;
+    attachments.forEach((f, i) => {
+      const real = sealed.files[i];
+      if (!real) return;
+      names.set(f.id, real);
+      const el = document.querySelector(`li[data-file="${f.id}"] .name`);
+      if (el) el.textContent = real;
+    });
+  };
+
+  const unlock = byId<HTMLFormElement>("unlock-form");
+  unlock?.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const input = byId<HTMLInputElement>("unlock-key");
+    const secret = input?.value ?? "";
+    void (async () => {
+      try {
+        say(t.deriving);
+        progress(0);
+        const identity = await deriveSecuPassIdentity(secret, parseKdfParams(data.kdf), (f) => {
+          progress(f);
+        });
+        const d = new Decrypter();
+        d.addIdentity(identity);
+        let opened: string;
+        try {
+          opened = (await d.decrypt(await fetchBytes(data.wrapUrl ?? ""), "text")).trim();
+        } catch {
+          progress(null);
+          say(t.wrongKey, true);
+          input?.focus();
+          return;
+        }
+        if (!/^AGE-SECRET-KEY-/.test(opened)) throw new Error("bad wrap");
+        key = opened;
+        if (input) input.value = "";
+        unlock.hidden = true;
+        progress(null);
+        say(t.done);
+        await showMessage();
+      } catch {
+        progress(null);
+        say(t.failed, true);
+      }
+    })();
+  });
+  if (key) {
+    showMessage().catch(() => {
+      say(t.failed, true);
+    });
+  }
+
+  document.querySelectorAll<HTMLButtonElement>("button[data-action]").forEach((button) => {
+    button.addEventListener("click", () => {
+      const file = attachments.find((f) => f.id === button.dataset.file);
+      if (!file) return;
+      if (!key) {
+        if (unlock) byId<HTMLInputElement>("unlock-key")?.focus();
+        else say(t.missingKey, true);
+        return;
+      }
+      const identity = key;
+      void (async () => {
+        try {
+          say(t.downloading);
+          progress(0);
+          const res = await fetch(file.url, { credentials: "same-origin" });
+          if (!res.ok || !res.body) throw new Error(`status ${res.status}`);
+          const d = new Decrypter();
+          d.addIdentity(identity);
+          const plain = await d.decrypt(res.body);
+          say(t.decrypting);
+          const parts: Uint8Array[] = [];
+          let done = 0;
+          for await (const chunk of plain) {
+            parts.push(chunk);
+            done += chunk.byteLength;
+            progress(file.size > 0 ? done / file.size : 1);
+          }
+          const name = names.get(file.id) ?? file.name;
+          const ext = /\.([a-z0-9]+)$/i.exec(name)?.[1]?.toLowerCase() ?? "";
+          const url = URL.createObjectURL(new Blob(parts as BlobPart[], { type: TYPES[ext] ?? "application/octet-stream" }));
+          const a = document.createElement("a");
+          a.href = url;
+          if (button.dataset.action === "save") a.download = name;
+          else a.target = "_blank";
+          a.rel = "noopener";
+          document.body.append(a);
+          a.click();
+          a.remove();
+          setTimeout(() => {
+            URL.revokeObjectURL(url);
+          }, 60_000);
+          progress(null);
+          say(t.done);
+        } catch {
+          progress(null);
+          say(t.failed, true);
+        }
+      })();
+    });
+  });
+}
+
+if (byId("register-form")) registerPage();
+const sp = byId<HTMLFormElement>("secupass-form");
+if (sp) secupassPage(sp);
+const dataEl = byId("delivery-data");
+const textsEl = byId("texts");
+if (dataEl && textsEl) deliveryPage(JSON.parse(dataEl.textContent || "{}") as DeliveryData, JSON.parse(textsEl.textContent || "{}") as Texts);

@@ -1,0 +1,165 @@
+// The account pages: start, login, logout, registration through a link, the Secu-Pass-Key
+// and the wait for approval.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import {
+  PraxmailError,
+  authenticatePatient,
+  getPatient,
+  patientKdf,
+  registerPatient,
+  resolveLink,
+  setSecuPassRecipient,
+} from "../../core/index.js";
+import { FIELD_MAX, type Portal } from "../app.js";
+import { csrfOk } from "../session.js";
+
+type Form = Record<string, unknown>;
+
+/** A local path to go to after login; anything else becomes the message list. */
+export function safeNext(next: unknown): string {
+  return typeof next === "string" && next.length <= FIELD_MAX.next && /^\/(?!\/)[\w\-./]*$/.test(next) ? next : "/deliveries";
+}
+
+/**
+ * Reads form fields, each a string within its length limit.
+ *
+ * @param body - The parsed form.
+ * @param fields - The fields expected.
+ * @returns The values, or null when one is missing or too long.
+ */
+export function fields<K extends keyof typeof FIELD_MAX>(body: unknown, ...fields: K[]): Record<K, string> | null {
+  const b = (body ?? {}) as Form;
+  const out = {} as Record<K, string>;
+  for (const f of fields) {
+    const v = b[f];
+    if (typeof v !== "string" || v.length > FIELD_MAX[f]) return null;
+    out[f] = v;
+  }
+  return out;
+}
+
+/**
+ * Sends a logged-out visitor to the login page, coming back here afterwards.
+ *
+ * @param req - The request.
+ * @param reply - The reply.
+ * @returns The redirect, or null when the visitor is logged in.
+ */
+export function needLogin(req: FastifyRequest, reply: FastifyReply): FastifyReply | null {
+  if (req.session.email !== null) return null;
+  const m = req.session.expired ? "&m=expired" : "";
+  return reply.redirect(`/login?next=${encodeURIComponent(req.url)}${m}`, 303);
+}
+
+/**
+ * Registers the account routes.
+ *
+ * @param app - The fastify app.
+ * @param portal - Shared portal state.
+ */
+export function accountRoutes(app: FastifyInstance, portal: Portal): void {
+  const { ctx, sessions, limits } = portal;
+
+  app.get("/", async (req, reply) => {
+    if (req.session.email !== null) return reply.redirect("/deliveries", 303);
+    return portal.page(req, reply, "landing.eta", {});
+  });
+
+  app.get("/login", async (req, reply) => {
+    const q = req.query as { next?: string; m?: string; email?: string };
+    const t = portal.texts(req);
+    const info = q.m === "expired" || req.session.expired ? t.sessionExpired : q.m === "out" ? t.loggedOut : null;
+    return portal.page(req, reply, "login.eta", { next: safeNext(q.next), info, error: null, email: typeof q.email === "string" ? q.email.slice(0, FIELD_MAX.email) : "" });
+  });
+
+  app.post("/login", async (req, reply) => {
+    if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
+    const f = fields(req.body, "email", "password");
+    const next = safeNext((req.body as Form | undefined)?.next);
+    if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    const t = portal.texts(req);
+    const account = `account:${f.email.trim().toLowerCase()}`;
+    const ip = `ip:${req.ip}`;
+    if (limits.loginIp.blocked(ip) || limits.loginAccount.blocked(account)) {
+      return portal.page(req, reply, "login.eta", { next, info: null, error: t.tooMany, email: f.email }, 429);
+    }
+    const patient = await authenticatePatient(ctx, f.email, f.password);
+    if (!patient) {
+      limits.loginIp.hit(ip);
+      limits.loginAccount.hit(account);
+      return portal.page(req, reply, "login.eta", { next, info: null, error: t.loginFailed, email: f.email }, 401);
+    }
+    limits.loginAccount.reset(account);
+    sessions.login(req, reply, patient.email);
+    return reply.redirect(next, 303);
+  });
+
+  app.post("/logout", async (req, reply) => {
+    if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
+    sessions.end(req, reply);
+    return reply.redirect("/login?m=out", 303);
+  });
+
+  app.post("/register", async (req, reply) => {
+    if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
+    const f = fields(req.body, "token", "password");
+    const again = (req.body as Form | undefined)?.password2;
+    if (!f || typeof again !== "string" || again.length > FIELD_MAX.password) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    const t = portal.texts(req);
+    const ip = `ip:${req.ip}`;
+    let access;
+    try {
+      access = resolveLink(ctx, f.token, null);
+    } catch {
+      return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+    }
+    // The address comes from the link, never from the form.
+    if (access.kind !== "register") return reply.redirect(`/d/${f.token}`, 303);
+    const again_ = { email: access.email, token: f.token };
+    if (limits.registerIp.blocked(ip)) return portal.page(req, reply, "register.eta", { ...again_, error: t.tooMany }, 429);
+    limits.registerIp.hit(ip);
+    if (f.password !== again) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordsDiffer }, 400);
+    if (Array.from(f.password).length < 10) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordTooShort }, 400);
+    try {
+      await registerPatient(ctx, access.email, f.password);
+    } catch (e) {
+      if (e instanceof PraxmailError && e.code === "wrong-state") return portal.page(req, reply, "register.eta", { ...again_, error: t.accountExists }, 409);
+      throw e;
+    }
+    sessions.login(req, reply, access.email);
+    return reply.redirect(`/d/${f.token}`, 303);
+  });
+
+  app.get("/secupass", async (req, reply) => {
+    const redirect = needLogin(req, reply);
+    if (redirect) return redirect;
+    const email = req.session.email ?? "";
+    const p = getPatient(ctx, email);
+    if (p.status !== "pending-secupass") return reply.redirect("/waiting", 303);
+    const next = safeNext((req.query as { next?: string }).next);
+    return portal.page(req, reply, "secupass.eta", { kdf: JSON.stringify(patientKdf(ctx, email)), next });
+  });
+
+  app.post("/secupass", async (req, reply) => {
+    if (req.session.email === null) return reply.code(401).send({ error: "login required" });
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    const f = fields(req.body, "recipient");
+    if (!f) return reply.code(400).send({ error: "recipient missing" });
+    try {
+      await setSecuPassRecipient(ctx, req.session.email, f.recipient);
+    } catch (e) {
+      if (e instanceof PraxmailError) return reply.code(400).send({ error: e.code });
+      throw e;
+    }
+    return reply.send({ next: "/waiting" });
+  });
+
+  app.get("/waiting", async (req, reply) => {
+    const redirect = needLogin(req, reply);
+    if (redirect) return redirect;
+    const p = getPatient(ctx, req.session.email ?? "");
+    if (p.status === "pending-secupass") return reply.redirect("/secupass", 303);
+    if (p.status !== "pending-approval") return reply.redirect("/deliveries", 303);
+    return portal.page(req, reply, "waiting.eta", { safetyCode: p.safetyCode });
+  });
+}

@@ -1,0 +1,69 @@
+// The real `praxmail serve` as a child process.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import { BIN } from "./cli.js";
+
+/** A running `praxmail serve`. */
+export interface Served {
+  child: ChildProcess;
+  smtpPort: number;
+  httpPort: number;
+  /** Everything it printed on stdout (JSON log lines). */
+  stdout(): string;
+  stop(): Promise<number | null>;
+}
+
+/** @returns A port that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => {
+    s.close(() => {
+      r();
+    });
+  });
+  return port;
+}
+
+/**
+ * Starts `praxmail serve` and waits until relay and portal listen.
+ *
+ * @param home - The home.
+ * @param httpPort - The portal port (0 for any).
+ * @returns The running process.
+ */
+export async function startServe(home: string, httpPort = 0): Promise<Served> {
+  const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", `127.0.0.1:${httpPort}`], {
+    env: { PATH: process.env.PATH, NO_COLOR: "1" },
+  });
+  let out = "";
+  let err = "";
+  child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
+  const exited = new Promise<number | null>((r) => child.on("exit", r));
+  const ports = await new Promise<[number, number]>((resolve, reject) => {
+    const t = setInterval(() => {
+      const s = /relay listening on 127\.0\.0\.1:(\d+)/.exec(err);
+      const h = /portal listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
+      if (s && h) {
+        clearInterval(t);
+        resolve([Number(s[1]), Number(h[1])]);
+      }
+    }, 50);
+    void exited.then(() => {
+      clearInterval(t);
+      reject(new Error(`serve exited: ${err}`));
+    });
+  });
+  return {
+    child,
+    smtpPort: ports[0],
+    httpPort: ports[1],
+    stdout: () => out,
+    stop: () => {
+      child.kill("SIGTERM");
+      return exited;
+    },
+  };
+}

@@ -1,0 +1,319 @@
+// The portal's security properties, each asserted on status, headers or page text, against
+// the real app (fastify's inject) over a real home and store.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { FastifyInstance } from "fastify";
+import { pino } from "pino";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { openContext } from "../src/commands/shared.js";
+import { createDelivery, markSent, revokeDelivery, type Context, type CreatedDelivery } from "../src/core/index.js";
+import { buildPortal } from "../src/portal/index.js";
+import { cleanup, initHome, outbox, tempDir } from "./helpers/cli.js";
+import { registerThroughCore } from "./helpers/patient.js";
+import { patchConfig } from "./helpers/relay.js";
+import { streamOf } from "./helpers/streams.js";
+
+const A = "anna@patient.example";
+const B = "ben@patient.example";
+const PASSWORD = "ein langes Passwort";
+
+let dir: string;
+let home: string;
+let ctx: Context;
+let app: FastifyInstance;
+let clock: Date;
+
+/** A browser-like client: keeps cookies, reads the CSRF token from the last page. */
+class Client {
+  cookies = new Map<string, string>();
+  csrf = "";
+  constructor(
+    private readonly app: FastifyInstance,
+    private readonly lang = "de-DE,de;q=0.9",
+  ) {}
+
+  private cookieHeader(): string {
+    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
+  }
+
+  private keep(res: { headers: Record<string, unknown>; body: string }): void {
+    const set = res.headers["set-cookie"];
+    for (const c of (Array.isArray(set) ? set : set ? [set] : []) as string[]) {
+      const [pair = ""] = c.split(";");
+      const [k = "", v = ""] = pair.split("=");
+      if (/Max-Age=0|Expires=Thu, 01 Jan 1970/i.test(c)) this.cookies.delete(k);
+      else this.cookies.set(k, v);
+    }
+    const m = /name="_csrf" value="([^"]+)"/.exec(res.body);
+    if (m) this.csrf = m[1]!;
+  }
+
+  async get(url: string) {
+    const res = await this.app.inject({ method: "GET", url, headers: { cookie: this.cookieHeader(), "accept-language": this.lang } });
+    this.keep(res);
+    return res;
+  }
+
+  async post(url: string, form: Record<string, string>, headers: Record<string, string> = {}) {
+    const res = await this.app.inject({
+      method: "POST",
+      url,
+      headers: { cookie: this.cookieHeader(), "content-type": "application/x-www-form-urlencoded", "accept-language": this.lang, ...headers },
+      payload: new URLSearchParams(form).toString(),
+    });
+    this.keep(res);
+    return res;
+  }
+
+  async login(email: string, password = PASSWORD) {
+    await this.get("/login");
+    return this.post("/login", { email, password, _csrf: this.csrf, next: "/deliveries" });
+  }
+}
+
+async function deliver(to: string, level: number, name = "befund.pdf", data = "%PDF-1.4 Befund"): Promise<CreatedDelivery> {
+  const d = await createDelivery(ctx, { recipient: to, level, files: [{ name, open: () => streamOf(Buffer.from(data)) }] });
+  markSent(ctx, [d.id]);
+  return d;
+}
+const tokenOf = (d: CreatedDelivery): string => /\/d\/([\w-]{43})/.exec(d.link)![1]!;
+
+beforeAll(async () => {
+  dir = await tempDir();
+  home = join(dir, "home");
+  await initHome(home, ["--recipient-type", "x25519"]);
+  await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
+  await registerThroughCore(home, B, "Bens Secu-Pass-Key", PASSWORD);
+  const base = await openContext({ home }, "portal");
+  clock = new Date();
+  ctx = { ...base, now: () => clock };
+  app = await buildPortal(ctx, pino({ level: "silent" }));
+});
+afterAll(async () => {
+  await app.close();
+  ctx.store.close();
+  await cleanup(dir);
+});
+beforeEach(() => {
+  clock = new Date();
+});
+
+describe("headers", () => {
+  it("sends CSP without unsafe-inline, nosniff, no-referrer, no framing, no-store; pages have no inline script", async () => {
+    for (const url of ["/", "/login", "/d/" + tokenOf(await deliver(A, 3))]) {
+      const res = await new Client(app).get(url);
+      const csp = String(res.headers["content-security-policy"]);
+      expect(csp).toContain("default-src 'self'");
+      expect(csp).toContain("frame-ancestors 'none'");
+      expect(csp).not.toContain("unsafe-inline");
+      expect(csp).not.toContain("unsafe-eval");
+      expect(res.headers["x-content-type-options"]).toBe("nosniff");
+      expect(res.headers["referrer-policy"]).toBe("no-referrer");
+      expect(res.headers["cache-control"]).toBe("no-store");
+      expect(res.headers["strict-transport-security"]).toBeUndefined();
+      for (const tag of res.body.match(/<script[^>]*>/g) ?? []) expect(tag).toMatch(/ src="\/static\/app\.js"| type="application\/json"/);
+    }
+  });
+
+  it("session cookies are HttpOnly and SameSite=Strict, and Secure with __Host- and HSTS when the portal is https", async () => {
+    const res = await new Client(app).get("/login");
+    const cookie = String(res.headers["set-cookie"]);
+    expect(cookie).toMatch(/^praxmail=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
+
+    const httpsHome = join(dir, "https");
+    await initHome(httpsHome, ["--recipient-type", "x25519", "--portal-url", "https://portal.praxis.example"]);
+    const c2 = await openContext({ home: httpsHome }, "portal");
+    const app2 = await buildPortal(c2, pino({ level: "silent" }));
+    try {
+      const r2 = await app2.inject({ method: "GET", url: "/login" });
+      expect(String(r2.headers["set-cookie"])).toMatch(/^__Host-praxmail=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/);
+      expect(r2.headers["strict-transport-security"]).toBe("max-age=31536000; includeSubDomains");
+    } finally {
+      await app2.close();
+      c2.store.close();
+    }
+  });
+});
+
+describe("CSRF", () => {
+  it("refuses every form posted without its token", async () => {
+    const c = new Client(app);
+    await c.get("/login");
+    for (const [url, form] of [
+      ["/login", { email: A, password: PASSWORD }],
+      ["/login", { email: A, password: PASSWORD, _csrf: "x".repeat(32) }],
+      ["/register", { token: tokenOf(await deliver("neu@patient.example", 3)), password: PASSWORD, password2: PASSWORD }],
+      ["/logout", {}],
+    ] as const) {
+      const res = await c.post(url, form);
+      expect(res.statusCode, url).toBe(403);
+      expect(res.body).toContain("<h1>Formular abgelaufen</h1>");
+    }
+    await c.login(A);
+    const secupass = await c.post("/secupass", { recipient: "age1x" });
+    expect(secupass.statusCode).toBe(403);
+  });
+});
+
+describe("login", () => {
+  it("gives the same answer for a wrong address and a wrong password, and a new session id on success", async () => {
+    const c = new Client(app);
+    const wrongPassword = await c.login(A, "falsches Passwort!");
+    const wrongAddress = await new Client(app).login("niemand@patient.example", PASSWORD);
+    expect(wrongPassword.statusCode).toBe(401);
+    expect(wrongAddress.statusCode).toBe(401);
+    const error = (b: string): string | undefined => /<p class="error"[^>]*>([^<]+)</.exec(b)?.[1];
+    expect(error(wrongPassword.body)).toBe("E-Mail-Adresse oder Passwort ist falsch.");
+    expect(error(wrongAddress.body)).toBe(error(wrongPassword.body));
+
+    const before = c.cookies.get("praxmail");
+    const ok = await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" });
+    expect(ok.statusCode).toBe(303);
+    expect(ok.headers.location).toBe("/deliveries");
+    expect(c.cookies.get("praxmail")).not.toBe(before);
+    // The id from before the login is worth nothing now.
+    const planted = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before ?? ""}` } });
+    expect(planted.statusCode).toBe(303);
+    expect(planted.headers.location).toMatch(/^\/login\?next=/);
+  });
+
+  it("locks an account after 5 failed logins for 15 minutes, with a German message", async () => {
+    const c = new Client(app);
+    for (let i = 0; i < 5; i++) expect((await c.login(B, `falsch ${i} xxxxxx`)).statusCode).toBe(401);
+    const blocked = await c.login(B, PASSWORD);
+    expect(blocked.statusCode).toBe(429);
+    expect(blocked.body).toContain("Zu viele Versuche. Bitte warten Sie 15 Minuten und versuchen Sie es dann erneut.");
+  });
+
+  it("limits attempts per IP across accounts", async () => {
+    // Its own app: the IP limit would otherwise hold for the other tests too.
+    const own = await buildPortal(ctx, pino({ level: "silent" }));
+    try {
+      const c = new Client(own);
+      const codes: number[] = [];
+      for (let i = 0; i < 31; i++) codes.push((await c.login(`user${i}@patient.example`, "falsch falsch")).statusCode);
+      expect(codes.slice(0, 30).every((s) => s === 401)).toBe(true);
+      expect(codes[30]).toBe(429);
+      clock = new Date(clock.getTime() + 16 * 60_000);
+      expect((await c.login(A)).statusCode).toBe(303);
+    } finally {
+      await own.close();
+    }
+  });
+
+  it("refuses over-long fields with 400 before doing any work", async () => {
+    const c = new Client(app);
+    await c.get("/login");
+    const res = await c.post("/login", { email: `${"a".repeat(300)}@x.example`, password: PASSWORD, _csrf: c.csrf });
+    expect(res.statusCode).toBe(400);
+    expect(res.body).toContain("Bitte prüfen Sie Ihre Eingaben.");
+  });
+});
+
+describe("sessions", () => {
+  it("end after 15 idle minutes with a German explanation, and on logout on the server", async () => {
+    const c = new Client(app, "de");
+    expect((await c.login(A)).statusCode).toBe(303);
+    expect((await c.get("/deliveries")).statusCode).toBe(200);
+    clock = new Date(clock.getTime() + 16 * 60_000);
+    const idle = await c.get("/deliveries");
+    expect(idle.statusCode).toBe(303);
+    const page = await c.get(String(idle.headers.location));
+    expect(page.body).toContain("Sie wurden nach längerer Inaktivität abgemeldet.");
+
+    clock = new Date();
+    await c.login(A);
+    const cookie = c.cookies.get("praxmail");
+    await c.get("/deliveries");
+    expect((await c.post("/logout", { _csrf: c.csrf })).headers.location).toBe("/login?m=out");
+    const replay = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${cookie ?? ""}` } });
+    expect(replay.statusCode).toBe(303);
+  });
+});
+
+describe("deliveries", () => {
+  it("a revoked delivery answers 410 with a German explanation, and so does an expired one", async () => {
+    const revoked = await deliver(A, 3);
+    await revokeDelivery(ctx, revoked.id);
+    const r = await new Client(app).get(`/d/${tokenOf(revoked)}`);
+    expect(r.statusCode).toBe(410);
+    expect(r.body).toContain("Ihre Praxis hat diese Nachricht zurückgezogen.");
+
+    const old = await deliver(A, 3);
+    clock = new Date(clock.getTime() + 31 * 86_400_000);
+    const e = await new Client(app).get(`/d/${tokenOf(old)}`);
+    expect(e.statusCode).toBe(410);
+    expect(e.body).toContain("Die Abrufzeit für diese Nachricht ist abgelaufen");
+  });
+
+  it("serves a file or wrap only to its own patient's session", async () => {
+    const own = await deliver(A, 3, "anna.pdf", "%PDF Anna");
+    const other = await deliver(B, 3, "ben.pdf", "%PDF Ben");
+    const ownFile = ctx.store.records.files(own.id)[0]!;
+    const otherFile = ctx.store.records.files(other.id)[0]!;
+    const c = new Client(app);
+    // Not logged in: to the login page.
+    expect((await c.get(`/deliveries/${own.id}/files/${ownFile.id}`)).statusCode).toBe(303);
+    await c.login(A);
+    const mine = await c.get(`/deliveries/${own.id}/files/${ownFile.id}`);
+    expect(mine.statusCode).toBe(200);
+    expect(mine.headers["content-type"]).toBe("application/octet-stream");
+    const blob = await readFile(join(home, ownFile.blob!));
+    expect(Number(mine.headers["content-length"])).toBe(blob.length);
+    expect(mine.rawPayload.equals(blob)).toBe(true);
+    for (const url of [`/deliveries/${other.id}`, `/deliveries/${other.id}/files/${otherFile.id}`, `/deliveries/${other.id}/wrap`, `/deliveries/${own.id}/files/${otherFile.id}`]) {
+      const res = await c.get(url);
+      expect(res.statusCode, url).toBe(404);
+      expect(res.body).toContain("<h1>Seite nicht gefunden</h1>");
+    }
+    // The level-1 token route does not open a level-3 delivery.
+    expect((await new Client(app).get(`/d/${tokenOf(other)}/files/${otherFile.id}`)).statusCode).toBe(404);
+    // Another patient's link while logged in as A.
+    const wrongAccount = await c.get(`/d/${tokenOf(other)}`);
+    expect(wrongAccount.statusCode).toBe(403);
+    expect(wrongAccount.body).toContain("Dieser Link gehört zu einem anderen Konto");
+  });
+
+  it("escapes file names in the page and in the data for the script", async () => {
+    const d = await deliver(A, 1, `<img src=x onerror=alert(1)>&"'.pdf`);
+    const res = await new Client(app).get(`/d/${tokenOf(d)}`);
+    expect(res.statusCode).toBe(200);
+    expect(res.body).not.toContain("<img src=x");
+    expect(res.body).toContain("&lt;img src=x onerror=alert(1)&gt;&amp;&quot;&#39;.pdf");
+    const data = /<script type="application\/json" id="delivery-data">([^<]*)<\/script>/.exec(res.body)?.[1];
+    expect((JSON.parse(data ?? "null") as { files: { name: string }[] }).files[0]!.name).toContain("<img src=x");
+  });
+
+  it("opens level 1 with the link alone, sends level 2 to the login, and records the first download", async () => {
+    await patchConfig(home, { notifyOnDownload: true });
+    const notifyCtx: Context = { ...ctx, config: { ...ctx.config, notifyOnDownload: true } };
+    const app2 = await buildPortal(notifyCtx, pino({ level: "silent" }));
+    try {
+      const one = await deliver("kein-konto@patient.example", 1);
+      const file = ctx.store.records.files(one.id)[0]!;
+      const page = await app2.inject({ method: "GET", url: `/d/${tokenOf(one)}` });
+      expect(page.statusCode).toBe(200);
+      expect(page.body).toContain("<h1>Nachricht von Praxis Dr. Weber</h1>");
+      expect((await app2.inject({ method: "GET", url: `/d/${tokenOf(one)}/files/${file.id}` })).statusCode).toBe(200);
+      expect(ctx.store.records.delivery(one.id)).toMatchObject({ status: "downloaded" });
+      const mails = await outbox(home);
+      expect(mails.some((m) => m.subject === `Abgerufen: ${one.id}`)).toBe(true);
+
+      const two = await deliver(A, 2);
+      const r = await app2.inject({ method: "GET", url: `/d/${tokenOf(two)}` });
+      expect(r.statusCode).toBe(303);
+      expect(r.headers.location).toBe(`/login?next=${encodeURIComponent(`/d/${tokenOf(two)}`)}&email=${encodeURIComponent(A)}`);
+    } finally {
+      await app2.close();
+    }
+  });
+
+  it("answers in English by Accept-Language and by the switch", async () => {
+    const en = new Client(app, "en-GB,en;q=0.8");
+    expect((await en.get("/")).body).toContain("<h1>Secure messages</h1>");
+    const c = new Client(app, "de-DE");
+    expect((await c.get("/")).body).toContain("<h1>Sichere Nachrichten</h1>");
+    expect((await c.get("/lang/en?back=/login")).headers.location).toBe("/login");
+    expect((await c.get("/login")).body).toContain("<h1>Log in</h1>");
+  });
+});
