@@ -90,8 +90,12 @@ export async function compose(mail: OutgoingMail): Promise<Buffer> {
   return composer.compile().build();
 }
 
-function stamp(d: Date): string {
-  return d.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+let sequence = 0;
+
+/** Outbox names sort in the order the mails were written (time, then a counter). */
+function outboxName(d: Date): string {
+  const time = d.toISOString().replace(/[-:]/g, "").replace(".", "");
+  return `${time}-${String(++sequence % 1_000_000).padStart(6, "0")}-${randomBytes(4).toString("hex")}.eml`;
 }
 
 /**
@@ -118,7 +122,7 @@ function streamSink(body: PassThrough, done: Promise<SentMail>, cleanup: () => P
 
 function outboxSink(home: string): RawSink {
   const dir = join(home, "outbox");
-  const file = join(dir, `${stamp(new Date())}-${randomBytes(4).toString("hex")}.eml`);
+  const file = join(dir, outboxName(new Date()));
   const tmp = join(dir, `.${basename(file)}.tmp`);
   const body = new PassThrough();
   const done = mkdir(dir, { recursive: true, mode: 0o700 })

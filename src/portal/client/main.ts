@@ -18,6 +18,20 @@ function strength(pw: string): number {
   return Math.min(4, 1 + (classes >= 3 ? 1 : 0) + (length >= 14 ? 1 : 0) + (words >= 3 || length >= 20 ? 1 : 0));
 }
 
+const CARRY = "praxmail-link-key";
+
+/**
+ * A level-2 link's key is in its #fragment, which a form post loses. The login page keeps
+ * it in this tab's sessionStorage for the page after the login; it is never sent.
+ */
+function loginPage(form: HTMLFormElement): void {
+  const key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1];
+  if (!key) return;
+  form.addEventListener("submit", () => {
+    sessionStorage.setItem(CARRY, key);
+  });
+}
+
 function registerPage(): void {
   const pw = byId<HTMLInputElement>("password");
   const out = byId("password-strength");
@@ -117,7 +131,13 @@ function deliveryPage(data: DeliveryData, t: Texts): void {
   const attachments = data.files.filter((f) => f.kind === "attachment");
   const names = new Map(attachments.map((f) => [f.id, f.name]));
   let key: string | null = null;
-  if (data.level <= 2) key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1] ?? null;
+  if (data.level <= 2) {
+    key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1] ?? null;
+    // Carried over the login form in this tab only (see loginPage), then dropped.
+    const carried = sessionStorage.getItem(CARRY);
+    sessionStorage.removeItem(CARRY);
+    key ??= carried && /^AGE-SECRET-KEY-[0-9A-Z-]+$/.test(carried) ? carried : null;
+  }
 
   const showMessage = async (): Promise<void> => {
     const m = data.files.find((f) => f.kind === "message");
@@ -236,6 +256,8 @@ function deliveryPage(data: DeliveryData, t: Texts): void {
 }
 
 if (byId("register-form")) registerPage();
+const loginForm = byId<HTMLFormElement>("login-form");
+if (loginForm) loginPage(loginForm);
 const sp = byId<HTMLFormElement>("secupass-form");
 if (sp) secupassPage(sp);
 const dataEl = byId("delivery-data");
