@@ -1,6 +1,7 @@
 // npm run bench: runs every benchmark, prints a table, and writes BENCHMARKS.md.
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
+import { milterBench } from "./milter.js";
 import { relayBench } from "./relay.js";
 import { sendBench } from "./send.js";
 import { machine, show, type Figure } from "./stats.js";
@@ -14,6 +15,9 @@ log(`praxmail benchmarks, ${runs} runs each: ${machine()}`);
 const sections: { title: string; figures: Figure[] }[] = [];
 sections.push({ title: "CLI send (streaming encryption)", figures: await sendBench(runs, log) });
 sections.push({ title: "SMTP relay", figures: await relayBench(runs, log) });
+const milter = await milterBench(runs, log);
+if (typeof milter === "string") log(`milter benchmark ${milter}`);
+else sections.push({ title: "Postfix milter", figures: milter });
 
 const lines: string[] = [];
 for (const s of sections) {

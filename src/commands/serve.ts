@@ -3,12 +3,22 @@ import { pino } from "pino";
 import { initPractice, isInitialised, resolveHome, ensureWritableHome } from "../core/index.js";
 import { createTransport } from "../mail/index.js";
 import { startRelay, type Listen } from "../milter/relay.js";
+import { parseMilterListen, startMilter, type MilterListen } from "../milter/server.js";
 import { startPortal } from "../portal/index.js";
 import { common, note, openContext, type HomeOptions, type Io } from "./shared.js";
 
 interface ServeFlags extends HomeOptions {
   smtp: Listen;
   http: Listen;
+  milter?: MilterListen;
+}
+
+function milterArg(v: string): MilterListen {
+  try {
+    return parseMilterListen(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
 }
 
 /**
@@ -28,9 +38,10 @@ export function parseListen(v: string): Listen {
 /** @returns The `serve` command. */
 export function serveCommand(io: Io): Command {
   return common(new Command("serve"), false)
-    .description("run the SMTP relay and the patient portal; first run sets up home on defaults")
+    .description("run the SMTP relay, the patient portal and (with --milter) the Postfix milter; first run sets up home on defaults")
     .addOption(new Option("--smtp <host:port>", "SMTP relay listen address").env("PRAXMAIL_SMTP").argParser(parseListen).default(parseListen("127.0.0.1:2525"), "127.0.0.1:2525"))
     .addOption(new Option("--http <host:port>", "portal listen address").env("PRAXMAIL_HTTP").argParser(parseListen).default(parseListen("127.0.0.1:8080"), "127.0.0.1:8080"))
+    .addOption(new Option("--milter <address>", "also run the Postfix milter on host:port or unix:/path (e.g. 127.0.0.1:8891)").env("PRAXMAIL_MILTER").argParser(milterArg))
     .action(async (flags: ServeFlags) => {
       const log = pino({ base: { app: "praxmail" } });
       const home = resolveHome(flags.home);
@@ -43,13 +54,15 @@ export function serveCommand(io: Io): Command {
       const transport = createTransport(home, ctx.config.upstream);
       const relay = await startRelay(ctx, transport, flags.smtp, log);
       const portal = await startPortal({ ...ctx, actor: "portal" }, flags.http, log);
+      const milter = flags.milter ? await startMilter({ ctx: { ...ctx, actor: "milter" }, transport, log }, flags.milter) : null;
       note(io, `praxmail: relay listening on ${relay.address.host}:${relay.address.port}; mail goes to ${ctx.config.upstream ?? `${home}/outbox/`}`);
       note(io, `praxmail: portal listening on http://${portal.address.host}:${portal.address.port} (public URL ${ctx.config.portalUrl})`);
+      if (milter) note(io, `praxmail: milter listening on ${milter.address}`);
       log.info({ smtp: relay.address, http: portal.address, upstream: ctx.config.upstream !== null, home }, "started");
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           log.info({ signal }, "stopping");
-          void Promise.all([relay.close(), portal.close()]).then(() => {
+          void Promise.all([relay.close(), portal.close(), milter?.close()]).then(() => {
             ctx.store.close();
             resolve();
           });

@@ -8,6 +8,8 @@ export interface Served {
   child: ChildProcess;
   smtpPort: number;
   httpPort: number;
+  /** The milter's port, when started with `--milter`. */
+  milterPort: number | null;
   /** Everything it printed on stdout (JSON log lines). */
   stdout(): string;
   stop(): Promise<number | null>;
@@ -33,8 +35,8 @@ export async function freePort(): Promise<number> {
  * @param httpPort - The portal port (0 for any).
  * @returns The running process.
  */
-export async function startServe(home: string, httpPort = 0): Promise<Served> {
-  const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", `127.0.0.1:${httpPort}`], {
+export async function startServe(home: string, httpPort = 0, extra: readonly string[] = []): Promise<Served> {
+  const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", `127.0.0.1:${httpPort}`, ...extra], {
     env: { PATH: process.env.PATH, NO_COLOR: "1" },
   });
   let out = "";
@@ -42,13 +44,15 @@ export async function startServe(home: string, httpPort = 0): Promise<Served> {
   child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
   child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
   const exited = new Promise<number | null>((r) => child.on("exit", r));
-  const ports = await new Promise<[number, number]>((resolve, reject) => {
+  const wantMilter = extra.includes("--milter");
+  const ports = await new Promise<[number, number, number | null]>((resolve, reject) => {
     const t = setInterval(() => {
       const s = /relay listening on 127\.0\.0\.1:(\d+)/.exec(err);
       const h = /portal listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(err);
-      if (s && h) {
+      const m = /milter listening on inet:127\.0\.0\.1:(\d+)/.exec(err);
+      if (s && h && (m || !wantMilter)) {
         clearInterval(t);
-        resolve([Number(s[1]), Number(h[1])]);
+        resolve([Number(s[1]), Number(h[1]), m ? Number(m[1]) : null]);
       }
     }, 50);
     void exited.then(() => {
@@ -60,6 +64,7 @@ export async function startServe(home: string, httpPort = 0): Promise<Served> {
     child,
     smtpPort: ports[0],
     httpPort: ports[1],
+    milterPort: ports[2],
     stdout: () => out,
     stop: () => {
       child.kill("SIGTERM");

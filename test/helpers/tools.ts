@@ -30,3 +30,17 @@ export function needTool(name: string): boolean {
   console.warn(`skipping tests that need ${name}: not installed (apt-get install ${name})`);
   return false;
 }
+
+/**
+ * Decides whether tests that need root run (a Postfix instance, for one).
+ *
+ * @param why - What needs it, for the message.
+ * @returns True when running as root.
+ * @throws When not root and PRAXMAIL_REQUIRE_E2E=1.
+ */
+export function needRoot(why: string): boolean {
+  if (process.getuid?.() === 0) return true;
+  if (process.env.PRAXMAIL_REQUIRE_E2E === "1") throw new Error(`${why} needs root (PRAXMAIL_REQUIRE_E2E=1)`);
+  console.warn(`skipping ${why}: not running as root`);
+  return false;
+}

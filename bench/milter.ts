@@ -1,0 +1,161 @@
+// Milter benchmark: level-3 mails with a 1 MiB PDF through Postfix + praxmail milter against
+// the same mails through Postfix alone, in the same run. Needs root and Debian's postfix.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import nodemailer from "nodemailer";
+import { SMTPServer } from "smtp-server";
+import { startPostfix } from "../test/helpers/postfix.js";
+import { freePort } from "../test/helpers/serve.js";
+import type { Figure } from "./stats.js";
+
+const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
+
+function mail(id: string, pdf: Buffer): Buffer {
+  const b64 = pdf.toString("base64").replace(/.{76}/g, "$&\r\n");
+  return Buffer.from(
+    [
+      "From: Praxis <praxis@praxis.example>",
+      "To: patient@patient.example",
+      "Subject: [S3] Befund",
+      `Message-ID: <${id}@praxis.example>`,
+      "MIME-Version: 1.0",
+      'Content-Type: multipart/mixed; boundary="b"',
+      "",
+      "--b",
+      "Content-Type: text/plain; charset=utf-8",
+      "",
+      "Anbei der Befund.",
+      "--b",
+      "Content-Type: application/pdf",
+      "Content-Transfer-Encoding: base64",
+      'Content-Disposition: attachment; filename="befund.pdf"',
+      "",
+      b64,
+      "--b--",
+      "",
+    ].join("\r\n"),
+  );
+}
+
+/** A sink that counts deliveries and resolves when it has seen n. */
+async function countingSink(): Promise<{ port: number; count: () => number; close(): Promise<void> }> {
+  let n = 0;
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ["STARTTLS"],
+    logger: false,
+    size: 0,
+    onData(stream, _s, cb) {
+      stream.on("data", () => undefined);
+      stream.on("end", () => {
+        n++;
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.server.address() as { port: number }).port,
+    count: () => n,
+    close: () =>
+      new Promise((r) => {
+        server.close(() => {
+          r();
+        });
+      }),
+  };
+}
+
+/** Submits count mails with 4 clients and waits until the sink has them all; messages per second. */
+async function throughput(smtpPort: number, sinkCount: () => number, pdf: Buffer, tag: string, count: number): Promise<number> {
+  const start = sinkCount();
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      const t = nodemailer.createTransport({ host: "127.0.0.1", port: smtpPort, secure: false, ignoreTLS: true, pool: true, maxConnections: 1, maxMessages: Infinity });
+      while (next < count) {
+        const i = next++;
+        await t.sendMail({ envelope: { from: "praxis@praxis.example", to: ["patient@patient.example"] }, raw: mail(`${tag}-${i}`, pdf) });
+      }
+      t.close();
+    }),
+  );
+  while (sinkCount() - start < count) await new Promise((r) => setTimeout(r, 20));
+  return count / ((performance.now() - t0) / 1000);
+}
+
+/** The milter figures, or a note why they are missing. */
+export async function milterBench(runs: number, log: (s: string) => void): Promise<Figure[] | string> {
+  if (process.getuid?.() !== 0) return "skipped: the Postfix test instance needs root";
+  const dir = await mkdtemp(join(tmpdir(), "praxmail-bench-milter-"));
+  const sink = await countingSink();
+  const stops: (() => Promise<unknown>)[] = [];
+  try {
+    const home = join(dir, "home");
+    const reinject = await freePort();
+    const milterPort = await freePort();
+    await new Promise<void>((res, rej) => {
+      const c = spawn(process.execPath, [BIN, "init", "--yes", "--no-keyring", "--home", home, "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example", "--upstream", `smtp://127.0.0.1:${reinject}`], { stdio: "ignore" });
+      c.on("exit", (code) => {
+        if (code === 0) res();
+        else rej(new Error("init failed"));
+      });
+    });
+    const cfgPath = join(home, "config.json");
+    const cfg = JSON.parse(await readFile(cfgPath, "utf8")) as Record<string, unknown>;
+    await writeFile(cfgPath, JSON.stringify({ ...cfg, relay: { maxSize: 200 * 1024 * 1024 } }));
+    const serve = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--milter", `127.0.0.1:${milterPort}`], { stdio: ["ignore", "ignore", "pipe"] });
+    stops.push(
+      () =>
+        new Promise((r) => {
+          serve.once("exit", r);
+          serve.kill("SIGTERM");
+        }),
+    );
+    await new Promise<void>((res) => {
+      let err = "";
+      serve.stderr.setEncoding("utf8").on("data", (d: string) => {
+        err += d;
+        if (err.includes("milter listening")) res();
+      });
+    });
+    const withMilter = await startPostfix(join(dir, "pf-milter"), { smtp: await freePort(), reinject, milter: milterPort, sink: sink.port });
+    stops.push(() => withMilter.stop());
+    // Postfix alone: the same instance setup, its milter pointing nowhere and skipped.
+    const alone = await startPostfix(join(dir, "pf-alone"), { smtp: await freePort(), reinject: await freePort(), milter: await freePort(), sink: sink.port });
+    stops.push(() => alone.stop());
+    const aloneConf = join(dir, "pf-alone", "conf", "main.cf");
+    await writeFile(aloneConf, (await readFile(aloneConf, "utf8")).replace(/^smtpd_milters = .*$/m, "smtpd_milters =").replace(/^non_smtpd_milters = .*$/m, "non_smtpd_milters ="));
+    await new Promise<void>((res) => {
+      spawn("postfix", ["-c", join(dir, "pf-alone", "conf"), "reload"], { stdio: "ignore" }).on("exit", () => {
+        res();
+      });
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+
+    const pdf = randomBytes(1024 * 1024);
+    const count = 30;
+    await throughput(alone.smtpPort, sink.count, pdf, "warm-a", 4);
+    await throughput(withMilter.smtpPort, sink.count, pdf, "warm-m", 4);
+    const base: number[] = [];
+    const milter: number[] = [];
+    for (let r = 0; r < runs; r++) {
+      base.push(await throughput(alone.smtpPort, sink.count, pdf, `a${r}`, count));
+      milter.push(await throughput(withMilter.smtpPort, sink.count, pdf, `m${r}`, count));
+      log(`  milter run ${r + 1}/${runs}: Postfix alone ${base.at(-1)!.toFixed(1)}/s, Postfix + milter (level 3) ${milter.at(-1)!.toFixed(1)}/s`);
+    }
+    return [
+      { name: "Postfix alone: 1 MiB mails end to end (baseline)", unit: "msg/s", runs: base },
+      { name: "Postfix + praxmail milter: level 3, 1 MiB PDF encrypted", unit: "msg/s", runs: milter },
+      { name: "milter throughput / Postfix alone", unit: "×", runs: milter.map((v, i) => v / (base[i] ?? 1)) },
+    ];
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    await sink.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

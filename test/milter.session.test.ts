@@ -1,0 +1,194 @@
+// One milter connection through its lifecycle, and a fuzz test: random, truncated and
+// oversized packets only ever close that connection; the server goes on serving.
+import { randomBytes } from "node:crypto";
+import { connect, type Socket } from "node:net";
+import { join } from "node:path";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openContext } from "../src/commands/shared.js";
+import type { Context } from "../src/core/index.js";
+import { createTransport } from "../src/mail/index.js";
+import { Cmd, Step, decode, encode, type Packet } from "../src/milter/protocol.js";
+import { startMilter, type Milter } from "../src/milter/server.js";
+import { cleanup, initHome, tempDir } from "./helpers/cli.js";
+
+let dir: string;
+let ctx: Context;
+let milter: Milter;
+
+beforeAll(async () => {
+  dir = await tempDir();
+  const home = join(dir, "home");
+  await initHome(home, ["--recipient-type", "x25519"]);
+  ctx = await openContext({ home }, "milter");
+  milter = await startMilter({ ctx, transport: createTransport(home, null), log: pino({ level: "silent" }), progressMs: 50 }, { host: "127.0.0.1", port: 0 });
+});
+afterAll(async () => {
+  await milter.close();
+  ctx.store.close();
+  await cleanup(dir);
+});
+
+/** A minimal MTA side of the protocol. */
+class Mta {
+  private buf: Buffer = Buffer.alloc(0);
+  private waiting: ((p: Packet) => void)[] = [];
+  private got: Packet[] = [];
+  readonly closed: Promise<void>;
+  constructor(readonly socket: Socket) {
+    socket.on("data", (d: Buffer) => {
+      const r = decode(Buffer.concat([this.buf, d]), 1 << 20);
+      this.buf = r.rest;
+      for (const p of r.packets) {
+        const w = this.waiting.shift();
+        if (w) w(p);
+        else this.got.push(p);
+      }
+    });
+    this.closed = new Promise((resolve) => {
+      socket.on("close", () => {
+        resolve();
+      });
+    });
+  }
+  static async open(): Promise<Mta> {
+    const s = connect(milter.port ?? 0, "127.0.0.1");
+    await new Promise((r) => s.once("connect", r));
+    return new Mta(s);
+  }
+  send(cmd: string, data: Buffer | string = Buffer.alloc(0)): void {
+    this.socket.write(encode(cmd, typeof data === "string" ? Buffer.from(data) : data));
+  }
+  next(): Promise<Packet> {
+    const p = this.got.shift();
+    if (p) return Promise.resolve(p);
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+  /** Replies until the final one of end of message. */
+  async untilFinal(): Promise<Packet[]> {
+    const out: Packet[] = [];
+    for (;;) {
+      const p = await this.next();
+      out.push(p);
+      if ("acdrty".includes(p.cmd)) return out;
+    }
+  }
+  async negotiate(): Promise<{ actions: number; protocol: number }> {
+    const d = Buffer.alloc(12);
+    d.writeUInt32BE(6, 0);
+    d.writeUInt32BE(0x1ff, 4);
+    d.writeUInt32BE(0x1fffff, 8);
+    this.send(Cmd.OPTNEG, d);
+    const r = await this.next();
+    expect(r.cmd).toBe("O");
+    return { actions: r.data.readUInt32BE(4), protocol: r.data.readUInt32BE(8) };
+  }
+  /** MAIL, RCPT, headers, EOH (no replies: we negotiated NR for those), body, EOB. */
+  async message(to: string[], headers: [string, string][], body: string): Promise<Packet[]> {
+    this.send(Cmd.MAIL, "<praxis@praxis-weber.example>\0");
+    for (const r of to) this.send(Cmd.RCPT, `<${r}>\0`);
+    for (const [k, v] of headers) this.send(Cmd.HEADER, `${k}\0${v}\0`);
+    this.send(Cmd.EOH);
+    this.send(Cmd.BODY, body);
+    expect((await this.next()).cmd).toBe("c");
+    this.send(Cmd.BODYEOB);
+    return this.untilFinal();
+  }
+}
+
+describe("a milter connection", () => {
+  it("negotiates only what it uses, skips the rest, and serves several messages on one connection", async () => {
+    const mta = await Mta.open();
+    const { actions, protocol } = await mta.negotiate();
+    expect(actions).toBe(0x1f);
+    expect(protocol & (Step.NOCONNECT | Step.NOHELO | Step.NOUNKNOWN | Step.NODATA)).toBe(0x303);
+    expect(protocol & (Step.NR_MAIL | Step.NR_RCPT | Step.NR_HDR | Step.NR_EOH)).toBe(Step.NR_MAIL | Step.NR_RCPT | Step.NR_HDR | Step.NR_EOH);
+    expect(protocol & (Step.NOBODY | Step.NOHDRS)).toBe(0);
+
+    const untagged = await mta.message(["a@patient.example"], [["Subject", "Termin"], ["Message-ID", "<t1@x>"]], "Ihr Termin.\r\n");
+    expect(untagged.map((p) => p.cmd)).toEqual(["c"]);
+
+    // An aborted message leaves nothing, and the connection carries on.
+    mta.send(Cmd.MAIL, "<praxis@praxis-weber.example>\0");
+    mta.send(Cmd.RCPT, "<b@patient.example>\0");
+    mta.send(Cmd.HEADER, "Subject\0[S3] x\0");
+    mta.send(Cmd.EOH);
+    mta.send(Cmd.BODY, "Content-Type: text/plain\r\n\r\nhalb");
+    expect((await mta.next()).cmd).toBe("c");
+    mta.send(Cmd.ABORT);
+
+    const tagged = await mta.message(
+      ["c@patient.example"],
+      [["Subject", "[S3] Befund"], ["Message-ID", "<t2@x>"], ["MIME-Version", "1.0"], ["Content-Type", 'multipart/mixed; boundary="b"']],
+      "--b\r\nContent-Type: text/plain\r\n\r\nAnbei.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF-geheim\r\n--b--\r\n",
+    );
+    const kinds = tagged.map((p) => p.cmd);
+    expect(kinds.at(-1)).toBe("c");
+    expect(kinds).toContain("m");
+    expect(kinds).toContain("b");
+    // Header edits come before the first body chunk.
+    expect(kinds.lastIndexOf("m")).toBeLessThan(kinds.indexOf("b"));
+    const body = Buffer.concat(tagged.filter((p) => p.cmd === "b").map((p) => p.data)).toString();
+    expect(body).not.toContain("%PDF-geheim");
+    expect(body).toContain("a.pdf");
+    expect(ctx.store.records.deliveries().map((d) => d.recipient)).toEqual(["c@patient.example"]);
+
+    mta.send(Cmd.QUIT);
+    await mta.closed;
+  });
+
+  it("answers a refused message with its reply code", async () => {
+    const mta = await Mta.open();
+    await mta.negotiate();
+    const r = await mta.message(["d@patient.example"], [["Subject", "[S9] x"]], "x\r\n");
+    expect(r.map((p) => p.cmd)).toEqual(["y"]);
+    expect(r[0]!.data.toString()).toBe("554 5.6.0 unknown security level in the subject tag [S9]; use 0 to 4\0");
+    mta.socket.destroy();
+  });
+});
+
+describe("fuzzing", () => {
+  it("random, truncated and oversized packets close only that connection, never the server", async () => {
+    let seed = 0x5eed;
+    const rand = (): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    const rssBefore = process.memoryUsage().rss;
+    for (let round = 0; round < 200; round++) {
+      const mta = await Mta.open();
+      const kind = round % 4;
+      let bytes: Buffer;
+      if (kind === 0) bytes = randomBytes(1 + Math.floor(rand() * 300));
+      else if (kind === 1) {
+        // A valid start, then a packet cut short, then garbage.
+        bytes = Buffer.concat([encode("O", Buffer.alloc(12)), encode("M", Buffer.from("<a@b>\0")).subarray(0, 4), randomBytes(50)]);
+      } else if (kind === 2) {
+        // A length far beyond the limit: closed at once, without waiting for the bytes.
+        bytes = Buffer.from([0x7f, 0xff, 0xff, 0xff, 0x42]);
+      } else {
+        // Well-formed packets in a wrong order or with broken fields.
+        const cmds = "ABCDEHKLMNORTUQZ";
+        bytes = Buffer.concat(Array.from({ length: 5 }, () => encode(cmds[Math.floor(rand() * cmds.length)]!, randomBytes(Math.floor(rand() * 20)))));
+      }
+      mta.socket.write(bytes);
+      if (kind === 2) {
+        const timeout = new Promise<boolean>((r) => {
+          setTimeout(() => {
+            r(false);
+          }, 2000);
+        });
+        const closed = await Promise.race([mta.closed.then(() => true), timeout]);
+        expect(closed).toBe(true);
+      } else {
+        mta.socket.end();
+        await mta.closed;
+      }
+    }
+    // The server still serves a well-behaved connection.
+    const ok = await Mta.open();
+    expect((await ok.negotiate()).actions).toBe(0x1f);
+    ok.socket.destroy();
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(200 * 1024 * 1024);
+  });
+});
