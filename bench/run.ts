@@ -45,6 +45,11 @@ ${table}
   capacity. The targets hold against this baseline, measured in the same run.
 - Peak RSS is VmHWM from /proc. \`send\` reads a sparse file, so the 1 GiB figure measures
   encryption and disk writes, not reading from disk.
+- The milter figures run two Postfix test instances built from the README's lines, one
+  with \`smtpd_milters\` empty; throughput counts until the sink has every message, so it
+  includes Postfix's queue and delivery. The milter holds Postfix's smtpd for the whole
+  message while it encrypts (Postfix waits for each body reply), which is why it costs
+  more than the relay.
 - Payload encryption is still age-encryption's pure-JavaScript ChaCha20-Poly1305
   (decryption already runs on node:crypto); issue 7 moves encryption to node:crypto too.
 `;

@@ -124,7 +124,10 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
     const head = m.headers.map((h) => `${h.name}: ${h.value.replace(/^[ \t]+/, "").replace(/\r?\n/g, "\r\n")}\r\n`).join("") + "\r\n";
     input.write(head);
     m.prepared = prepareMessage(ctx, { from: m.from, to: m.to }, input, { policy: ctx.config.policy, openOriginal: () => nullSink });
-    m.prepared.catch(() => undefined);
+    // Refused early (a bad tag, say): stop taking the body, so it is not buffered.
+    m.prepared.catch(() => {
+      input.destroy();
+    });
     return input;
   };
 
@@ -136,7 +139,8 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
 
   /** Applies a prepared message: in place for a single recipient, by reinjection otherwise. */
   const finish = async (m: Message, p: Prepared): Promise<Buffer[]> => {
-    if (p.copies.length === 0 && p.alreadyDelivered.length === 0) return [reply.continue()];
+    // Untagged (also when a policy looked): the original is what leaves.
+    if (p.level === 0 || (p.copies.length === 0 && p.alreadyDelivered.length === 0)) return [reply.continue()];
     const [only] = p.copies;
     const all = new Set(m.to.map((r) => r.toLowerCase()));
     if (p.copies.length === 1 && only && p.alreadyDelivered.length === 0 && only.recipients.length === all.size && only.recipients.every((r) => all.has(r.toLowerCase()))) {
