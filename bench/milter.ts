@@ -4,70 +4,12 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { SMTPServer } from "smtp-server";
 import { startPostfix } from "../test/helpers/postfix.js";
 import { freePort } from "../test/helpers/serve.js";
+import { BIN, benchMail, countingSink, initBenchHome } from "./parts.js";
 import type { Figure } from "./stats.js";
-
-const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
-
-function mail(id: string, pdf: Buffer): Buffer {
-  const b64 = pdf.toString("base64").replace(/.{76}/g, "$&\r\n");
-  return Buffer.from(
-    [
-      "From: Praxis <praxis@praxis.example>",
-      "To: patient@patient.example",
-      "Subject: [S3] Befund",
-      `Message-ID: <${id}@praxis.example>`,
-      "MIME-Version: 1.0",
-      'Content-Type: multipart/mixed; boundary="b"',
-      "",
-      "--b",
-      "Content-Type: text/plain; charset=utf-8",
-      "",
-      "Anbei der Befund.",
-      "--b",
-      "Content-Type: application/pdf",
-      "Content-Transfer-Encoding: base64",
-      'Content-Disposition: attachment; filename="befund.pdf"',
-      "",
-      b64,
-      "--b--",
-      "",
-    ].join("\r\n"),
-  );
-}
-
-/** A sink that counts deliveries and resolves when it has seen n. */
-async function countingSink(): Promise<{ port: number; count: () => number; close(): Promise<void> }> {
-  let n = 0;
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ["STARTTLS"],
-    logger: false,
-    size: 0,
-    onData(stream, _s, cb) {
-      stream.on("data", () => undefined);
-      stream.on("end", () => {
-        n++;
-        cb();
-      });
-    },
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
-    port: (server.server.address() as { port: number }).port,
-    count: () => n,
-    close: () =>
-      new Promise((r) => {
-        server.close(() => {
-          r();
-        });
-      }),
-  };
-}
 
 /** Submits count mails with 4 clients and waits until the sink has them all; messages per second. */
 async function throughput(smtpPort: number, sinkCount: () => number, pdf: Buffer, tag: string, count: number): Promise<number> {
@@ -79,7 +21,7 @@ async function throughput(smtpPort: number, sinkCount: () => number, pdf: Buffer
       const t = nodemailer.createTransport({ host: "127.0.0.1", port: smtpPort, secure: false, ignoreTLS: true, pool: true, maxConnections: 1, maxMessages: Infinity });
       while (next < count) {
         const i = next++;
-        await t.sendMail({ envelope: { from: "praxis@praxis.example", to: ["patient@patient.example"] }, raw: mail(`${tag}-${i}`, pdf) });
+        await t.sendMail({ envelope: { from: "praxis@praxis.example", to: ["patient@patient.example"] }, raw: benchMail("[S3] Befund", pdf, `${tag}-${i}`) });
       }
       t.close();
     }),
@@ -98,16 +40,7 @@ export async function milterBench(runs: number, log: (s: string) => void): Promi
     const home = join(dir, "home");
     const reinject = await freePort();
     const milterPort = await freePort();
-    await new Promise<void>((res, rej) => {
-      const c = spawn(process.execPath, [BIN, "init", "--yes", "--no-keyring", "--home", home, "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example", "--upstream", `smtp://127.0.0.1:${reinject}`], { stdio: "ignore" });
-      c.on("exit", (code) => {
-        if (code === 0) res();
-        else rej(new Error("init failed"));
-      });
-    });
-    const cfgPath = join(home, "config.json");
-    const cfg = JSON.parse(await readFile(cfgPath, "utf8")) as Record<string, unknown>;
-    await writeFile(cfgPath, JSON.stringify({ ...cfg, relay: { maxSize: 200 * 1024 * 1024 } }));
+    await initBenchHome(home, `smtp://127.0.0.1:${reinject}`);
     const serve = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--milter", `127.0.0.1:${milterPort}`], { stdio: ["ignore", "ignore", "pipe"] });
     stops.push(
       () =>

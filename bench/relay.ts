@@ -3,68 +3,14 @@
 // and a 100 MiB attachment. Upstream is an smtp-server sink in this process.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { SMTPServer } from "smtp-server";
+import { BIN, benchMail, countingSink, initBenchHome } from "./parts.js";
 import { percentile, peakRss, round, type Figure } from "./stats.js";
 
-const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
 const MiB = 1024 * 1024;
-
-function mail(subject: string, attachment: Buffer, id: string): Buffer {
-  const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
-  return Buffer.from(
-    [
-      "From: Praxis <praxis@praxis.example>",
-      "To: patient@patient.example",
-      `Subject: ${subject}`,
-      `Message-ID: <${id}@praxis.example>`,
-      "MIME-Version: 1.0",
-      'Content-Type: multipart/mixed; boundary="b"',
-      "",
-      "--b",
-      "Content-Type: text/plain; charset=utf-8",
-      "",
-      "Anbei der Befund.",
-      "--b",
-      "Content-Type: application/pdf",
-      "Content-Transfer-Encoding: base64",
-      'Content-Disposition: attachment; filename="befund.pdf"',
-      "",
-      b64,
-      "--b--",
-      "",
-    ].join("\r\n"),
-  );
-}
-
-async function startSink(): Promise<{ url: string; close(): Promise<void> }> {
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ["STARTTLS"],
-    logger: false,
-    size: 0,
-    onData(stream, _s, cb) {
-      stream.on("data", () => undefined);
-      stream.on("end", () => {
-        cb();
-      });
-    },
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.server.address() as { port: number }).port;
-  return {
-    url: `smtp://127.0.0.1:${port}`,
-    close: () =>
-      new Promise((r) => {
-        server.close(() => {
-          r();
-        });
-      }),
-  };
-}
 
 interface RelayProc {
   child: ChildProcess;
@@ -104,20 +50,6 @@ async function startRelay(home: string): Promise<RelayProc> {
   };
 }
 
-async function initHome(home: string, upstream: string): Promise<void> {
-  await new Promise<void>((res, rej) => {
-    const c = spawn(process.execPath, [BIN, "init", "--yes", "--no-keyring", "--home", home, "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example", "--upstream", upstream], { stdio: "ignore" });
-    c.on("exit", (code) => {
-      if (code === 0) res();
-      else rej(new Error(`init failed: ${String(code)}`));
-    });
-  });
-  // Benchmarks send large mails.
-  const path = join(home, "config.json");
-  const config = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
-  await writeFile(path, JSON.stringify({ ...config, relay: { maxSize: 200 * MiB } }));
-}
-
 /** Sends `count` messages with `concurrency` clients; returns per-message latencies (ms) and wall time. */
 async function load(port: number, make: (i: number) => Buffer, count: number, concurrency: number): Promise<{ latencies: number[]; seconds: number }> {
   const latencies: number[] = [];
@@ -142,10 +74,10 @@ async function load(port: number, make: (i: number) => Buffer, count: number, co
 /** The relay figures. */
 export async function relayBench(runs: number, log: (s: string) => void): Promise<Figure[]> {
   const dir = await mkdtemp(join(tmpdir(), "praxmail-bench-"));
-  const sink = await startSink();
+  const sink = await countingSink();
   try {
     const home = join(dir, "throughput");
-    await initHome(home, sink.url);
+    await initBenchHome(home, sink.url);
     const relay = await startRelay(home);
     const pdf = randomBytes(MiB);
     const count = 40;
@@ -156,13 +88,13 @@ export async function relayBench(runs: number, log: (s: string) => void): Promis
     const l3Lat: number[] = [];
     let id = 0;
     // Warm up both paths once.
-    await load(relay.port, () => mail("Befund", pdf, `w${id++}`), 5, concurrency);
-    await load(relay.port, () => mail("[S3] Befund", pdf, `w${id++}`), 5, concurrency);
+    await load(relay.port, () => benchMail("Befund", pdf, `w${id++}`), 5, concurrency);
+    await load(relay.port, () => benchMail("[S3] Befund", pdf, `w${id++}`), 5, concurrency);
     for (let r = 0; r < runs; r++) {
-      const a = await load(relay.port, () => mail("Befund", pdf, `p${id++}`), count, concurrency);
+      const a = await load(relay.port, () => benchMail("Befund", pdf, `p${id++}`), count, concurrency);
       pass.push(count / a.seconds);
       passLat.push(...a.latencies);
-      const b = await load(relay.port, () => mail("[S3] Befund", pdf, `l${id++}`), count, concurrency);
+      const b = await load(relay.port, () => benchMail("[S3] Befund", pdf, `l${id++}`), count, concurrency);
       l3.push(count / b.seconds);
       l3Lat.push(...b.latencies);
       log(`  relay run ${r + 1}/${runs}: passthrough ${(count / a.seconds).toFixed(1)}/s, level 3 ${(count / b.seconds).toFixed(1)}/s`);
@@ -182,10 +114,10 @@ export async function relayBench(runs: number, log: (s: string) => void): Promis
     for (let r = 0; r < Math.min(runs, 3); r++) {
       for (const size of [10, 100]) {
         const h = join(dir, `rss-${size}-${r}`);
-        await initHome(h, sink.url);
+        await initBenchHome(h, sink.url);
         const p = await startRelay(h);
         const att = randomBytes(size * MiB);
-        await load(p.port, (i) => mail("[S3] CT-Serie", att, `rss${size}-${r}-${i}`), 3, 1);
+        await load(p.port, (i) => benchMail("[S3] CT-Serie", att, `rss${size}-${r}-${i}`), 3, 1);
         rss[size]!.push((await peakRss(p.child.pid ?? 0)) / MiB);
         await p.stop();
       }

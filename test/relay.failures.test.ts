@@ -1,13 +1,13 @@
 // The relay fails closed, retries do not duplicate, and it is not an open relay.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Context } from "../src/core/index.js";
 import { hashPassword } from "../src/crypto/index.js";
 import { cleanup, tempDir, walk } from "./helpers/cli.js";
 import { startTestRelay, submit, type TestRelay } from "./helpers/relay.js";
+import { freePort } from "./helpers/serve.js";
 import { startSink, type Sink } from "./helpers/sink.js";
 
 const FROM = "praxis@praxis-weber.example";
@@ -37,18 +37,6 @@ function message(id: string, attachment: Buffer, subject = "[S3] Befund"): Buffe
       "",
     ].join("\r\n"),
   );
-}
-
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => {
-    s.close(() => {
-      r();
-    });
-  });
-  return port;
 }
 
 let dir: string;
@@ -83,7 +71,7 @@ async function blobs(ctx: Context): Promise<string[]> {
 
 describe("fail closed", () => {
   it("upstream down: 451, the sink stays empty, and no delivery or blob is left", async () => {
-    relay = await startTestRelay(home(), { upstream: `smtp://127.0.0.1:${await closedPort()}` });
+    relay = await startTestRelay(home(), { upstream: `smtp://127.0.0.1:${await freePort()}` });
     const r = await submit(relay.port, FROM, ["patient@patient.example"], message("down", randomBytes(5000)));
     expect(r.code).toBe(451);
     expect(r.text).toMatch(/^451 4\.4\.1 upstream did not accept the message \((?:ESOCKET|ECONNREFUSED)\); try again later/);
@@ -156,7 +144,7 @@ describe("fail closed", () => {
 describe("retries", () => {
   it("the same message after a 451 yields exactly one delivery; a third send adds nothing", async () => {
     const h = home();
-    relay = await startTestRelay(h, { upstream: `smtp://127.0.0.1:${await closedPort()}` });
+    relay = await startTestRelay(h, { upstream: `smtp://127.0.0.1:${await freePort()}` });
     const raw = message("retry", randomBytes(20_000));
     expect((await submit(relay.port, FROM, ["patient@patient.example"], raw)).code).toBe(451);
     await relay.close();

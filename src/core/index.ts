@@ -1,9 +1,9 @@
 // The public door of src/core: the domain operations the CLI, relay, milter and portal call.
 export { PraxmailError, type ErrorCode } from "./errors.js";
-export { CONFIG_FILE, DEFAULTS, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+export { DEFAULTS, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
 export { ensureWritableHome, resolveHome } from "./home.js";
 export type { Context, FileSummary, Notification, Notifier } from "./context.js";
-export { normaliseEmail, checkLevel, cleanFileName } from "./validate.js";
+export { normaliseEmail } from "./validate.js";
 export {
   Intake,
   createDelivery,

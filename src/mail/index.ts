@@ -33,4 +33,3 @@ export function notifierFor(home: string, config: Config): Notifier {
 export { MailRejection } from "./errors.js";
 export { applyPolicy, classify, isInternal, type Classification, type Level, type Policy } from "./classify.js";
 export { deliverPrepared, prepareMessage, type Copy, type Prepared, type ProcessOptions } from "./process.js";
-export { SPLIT_LIMITS, type SplitLimits } from "./split.js";

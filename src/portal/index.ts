@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { Context } from "../core/index.js";
 import { buildPortal, defaultAssets, type Assets } from "./app.js";
 
-export { buildPortal, defaultAssets, type Assets } from "./app.js";
+export { buildPortal, type Assets } from "./app.js";
 
 /** A running portal. */
 export interface RunningPortal {

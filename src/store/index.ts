@@ -6,7 +6,6 @@ import { appendAudit, auditRows, verifyAudit, type AuditEntry, type AuditRow, ty
 import { Records } from "./records.js";
 
 export { BlobStore, renameDurably } from "./blobs.js";
-export { DB_FILE } from "./db.js";
 export type { AuditEntry, AuditRow, AuditVerdict } from "./audit.js";
 export type {
   DeliveryRow,

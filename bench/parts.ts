@@ -1,0 +1,102 @@
+// What the benchmarks share: a mail with one attachment, a counting SMTP sink, and
+// `praxmail init` for a fresh home.
+import { spawn } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { SMTPServer } from "smtp-server";
+
+/** The binary under test. */
+export const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
+
+/**
+ * A practice mail with one PDF attachment.
+ *
+ * @param subject - e.g. "[S3] Befund" or "Befund".
+ * @param attachment - The PDF bytes.
+ * @param id - Unique per message (retries would be recognised otherwise).
+ * @returns The raw message.
+ */
+export function benchMail(subject: string, attachment: Buffer, id: string): Buffer {
+  const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
+  return Buffer.from(
+    [
+      "From: Praxis <praxis@praxis.example>",
+      "To: patient@patient.example",
+      `Subject: ${subject}`,
+      `Message-ID: <${id}@praxis.example>`,
+      "MIME-Version: 1.0",
+      'Content-Type: multipart/mixed; boundary="b"',
+      "",
+      "--b",
+      "Content-Type: text/plain; charset=utf-8",
+      "",
+      "Anbei der Befund.",
+      "--b",
+      "Content-Type: application/pdf",
+      "Content-Transfer-Encoding: base64",
+      'Content-Disposition: attachment; filename="befund.pdf"',
+      "",
+      b64,
+      "--b--",
+      "",
+    ].join("\r\n"),
+  );
+}
+
+/** An SMTP server that reads and counts what it gets. */
+export interface CountingSink {
+  readonly port: number;
+  readonly url: string;
+  readonly count: () => number;
+  close(): Promise<void>;
+}
+
+/** @returns A running sink on a free loopback port. */
+export async function countingSink(): Promise<CountingSink> {
+  let n = 0;
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ["STARTTLS"],
+    logger: false,
+    size: 0,
+    onData(stream, _s, cb) {
+      stream.on("data", () => undefined);
+      stream.on("end", () => {
+        n++;
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.server.address() as { port: number }).port;
+  return {
+    port,
+    url: `smtp://127.0.0.1:${port}`,
+    count: () => n,
+    close: () =>
+      new Promise((r) => {
+        server.close(() => {
+          r();
+        });
+      }),
+  };
+}
+
+/**
+ * Runs `praxmail init` on a fresh home with the given upstream, allowing large mails.
+ *
+ * @param home - The folder.
+ * @param upstream - smtp:// URL.
+ */
+export async function initBenchHome(home: string, upstream: string): Promise<void> {
+  await new Promise<void>((res, rej) => {
+    const c = spawn(process.execPath, [BIN, "init", "--yes", "--no-keyring", "--home", home, "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example", "--upstream", upstream], { stdio: "ignore" });
+    c.on("exit", (code) => {
+      if (code === 0) res();
+      else rej(new Error(`init failed: ${String(code)}`));
+    });
+  });
+  const path = join(home, "config.json");
+  const config = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
+  await writeFile(path, JSON.stringify({ ...config, relay: { maxSize: 200 * 1024 * 1024 } }));
+}
