@@ -5,6 +5,9 @@ import { Command, CommanderError } from "commander";
 import { approveCommand } from "./commands/approve.js";
 import { auditCommand } from "./commands/audit.js";
 import { gcCommand } from "./commands/gc.js";
+import { inboxCommand } from "./commands/inbox.js";
+import { inviteCommand } from "./commands/invite.js";
+import { receiveCommand } from "./commands/receive.js";
 import { initCommand } from "./commands/init.js";
 import { listCommand } from "./commands/list.js";
 import { revokeCommand } from "./commands/revoke.js";
@@ -25,7 +28,7 @@ export function program(io: Io): Command {
     .description("end-to-end encrypted delivery of practice mail to patients")
     .version(VERSION, "-V, --version")
     .showSuggestionAfterError(true);
-  for (const make of [initCommand, serveCommand, sendCommand, approveCommand, listCommand, revokeCommand, auditCommand, gcCommand]) {
+  for (const make of [initCommand, serveCommand, sendCommand, approveCommand, inviteCommand, listCommand, revokeCommand, inboxCommand, receiveCommand, auditCommand, gcCommand]) {
     p.addCommand(make(io));
   }
   const all = [p, ...p.commands];

@@ -241,12 +241,12 @@ describe("revoke, expiry and gc", () => {
     await writeFile(orphan, "x");
     await writeFile(temp, "y");
     const young = await collectGarbage(ctx, 60 * 60_000);
-    expect(young).toEqual({ expired: [], unsent: 0, orphanBlobs: 0, tempFiles: 0 });
+    expect(young).toEqual({ expired: [], reminded: 0, unsent: 0, unfinishedReplies: 0, orphanBlobs: 0, tempFiles: 0 });
     clock = new Date("2026-11-29T10:00:00Z");
     await utimes(orphan, new Date("2026-11-29T08:00:00Z"), new Date("2026-11-29T08:00:00Z"));
     await utimes(temp, new Date("2026-11-29T08:00:00Z"), new Date("2026-11-29T08:00:00Z"));
     const r = await collectGarbage(ctx, 60 * 60_000);
-    expect(r).toEqual({ expired: [d.id], unsent: 0, orphanBlobs: 1, tempFiles: 1 });
+    expect(r).toEqual({ expired: [d.id], reminded: 0, unsent: 0, unfinishedReplies: 0, orphanBlobs: 1, tempFiles: 1 });
     const status = Object.fromEntries(listDeliveries(ctx).map((x) => [x.id, x.status]));
     expect(status).toEqual({ [d.id]: "expired", [keep.id]: "pending-approval" });
     const left = (await walk(join(home, "blobs"))).map((f) => f.slice(home.length + 1));
@@ -373,5 +373,21 @@ describe("fanOut", () => {
     });
     const results = await Promise.allSettled(fanOut(source, 3).map((b) => readAll(b)));
     expect(results.map((r) => (r.status === "rejected" ? (r.reason as Error).message : "ok"))).toEqual(["boom", "boom", "boom"]);
+  });
+});
+
+describe("expiry reminders", () => {
+  it("remind once of a delivery never collected, a few days before it expires; off by default", async () => {
+    const d = await send({ recipient: "p@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    clock = new Date(clock.getTime() + 28 * 86_400_000);
+    expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
+    ctx = { ...ctx, config: { ...ctx.config, deliveries: { expiryDays: 30, remindBeforeDays: 3 } } };
+    // Not yet collected, but pending approval: nothing the patient could open.
+    expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
+    await patient("p@example.org", "key");
+    await approvePatients(ctx, ["p@example.org"], practiceIdentity);
+    expect((await collectGarbage(ctx, 0)).reminded).toBe(1);
+    expect(sent.at(-1)).toEqual({ kind: "reminder", to: "p@example.org", loginUrl: "http://127.0.0.1:8080/login", expiresAt: new Date(ctx.store.records.delivery(d.id)!.expiresAt) });
+    expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
   });
 });

@@ -8,6 +8,24 @@ interface ApproveFlags extends HomeOptions, JsonOptions {
   identity?: string;
 }
 
+/**
+ * Loads the practice identity for a command: --identity, PRAXMAIL_IDENTITY, or where init
+ * stored it; a passphrase from PRAXMAIL_IDENTITY_PASSPHRASE or the terminal.
+ *
+ * @param ctx - The core context.
+ * @param io - The streams.
+ * @param flag - The value of --identity.
+ * @returns P's secret.
+ */
+export async function loadIdentityForCli(ctx: Context, io: Io, flag: string | undefined): Promise<string> {
+  return loadPracticeIdentity(ctx.home, ctx.config, flag ?? (io.env.PRAXMAIL_IDENTITY || undefined), async () => {
+    const env = io.env.PRAXMAIL_IDENTITY_PASSPHRASE;
+    if (env !== undefined && env !== "") return env;
+    if (!io.interactive) return undefined;
+    return password({ message: "Passphrase of the practice identity", mask: "*" }, { output: process.stderr });
+  });
+}
+
 async function choose(ctx: Context, io: Io, emails: readonly string[]): Promise<string[]> {
   if (emails.length > 0) return emails.map((e) => getPatient(ctx, e).email);
   const pending = listPatients(ctx, "pending-approval");
@@ -45,13 +63,7 @@ export async function runApprove(ctx: Context, io: Io, flags: ApproveFlags, emai
     note(io, `${p.email}  safety code ${p.safetyCode ?? "-"}`);
   }
   if (!(await confirmOrYes(io, "Do these safety codes match what the patients see?", flags.yes))) return null;
-  const file = flags.identity ?? (io.env.PRAXMAIL_IDENTITY || undefined);
-  const identity = await loadPracticeIdentity(ctx.home, ctx.config, file, async () => {
-    const env = io.env.PRAXMAIL_IDENTITY_PASSPHRASE;
-    if (env !== undefined && env !== "") return env;
-    if (!io.interactive) return undefined;
-    return password({ message: "Passphrase of the practice identity", mask: "*" }, { output: process.stderr });
-  });
+  const identity = await loadIdentityForCli(ctx, io, flags.identity);
   const bar = progress(io);
   try {
     return await approvePatients(ctx, chosen, identity, (email, done, total) => { bar.update(`rewrapping for ${email}: ${done}/${total}`); });

@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
-import { initPractice, isInitialised, resolveHome, ensureWritableHome } from "../core/index.js";
+import { ensureWritableHome, initPractice, isInitialised, resolveHome, sendReminders } from "../core/index.js";
 import { createTransport } from "../mail/index.js";
 import { startRelay, type Listen } from "../milter/relay.js";
 import { parseMilterListen, startMilter, type MilterListen } from "../milter/server.js";
@@ -59,9 +59,16 @@ export function serveCommand(io: Io): Command {
       note(io, `praxmail: portal listening on http://${portal.address.host}:${portal.address.port} (public URL ${ctx.config.portalUrl})`);
       if (milter) note(io, `praxmail: milter listening on ${milter.address}`);
       log.info({ smtp: relay.address, http: portal.address, upstream: ctx.config.upstream !== null, home }, "started");
+      // Expiry reminders (deliveries.remindBeforeDays) go out hourly; gc sends them too.
+      const reminders = setInterval(() => {
+        sendReminders({ ...ctx, actor: "serve" }).catch((e: unknown) => {
+          log.error({ err: { message: (e as Error).message } }, "reminders failed");
+        });
+      }, 60 * 60_000);
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           log.info({ signal }, "stopping");
+          clearInterval(reminders);
           void Promise.all([relay.close(), portal.close(), milter?.close()]).then(() => {
             ctx.store.close();
             resolve();

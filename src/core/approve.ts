@@ -36,7 +36,9 @@ export async function approvePatients(
   const patients: PatientRow[] = [];
   for (const email of emails) {
     const p = mustGetPatient(ctx, email);
-    if (p.status !== "pending-approval" || p.recipient === null) {
+    const waiting = ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] }).some((d) => d.level >= 3);
+    // An approved patient (e.g. invited) may still have deliveries from before the key.
+    if (!(p.status === "pending-approval" || (p.status === "approved" && waiting)) || p.recipient === null) {
       const hint = p.status === "pending-secupass" ? "the patient has not set a Secu-Pass-Key yet" : "run praxmail list pending";
       throw new PraxmailError("wrong-state", `patient ${p.email} is ${p.status}, not pending approval`, hint);
     }
@@ -61,7 +63,7 @@ export async function approvePatients(
     }
     ctx.store.transaction(() => {
       const current = ctx.store.records.patient(p.email);
-      if (current?.status !== "pending-approval" || current.recipient !== recipient) {
+      if ((current?.status !== "pending-approval" && current?.status !== "approved") || current.recipient !== recipient) {
         throw new PraxmailError("wrong-state", `patient ${p.email} changed while approving`, "run praxmail approve again");
       }
       for (const w of wraps) {
@@ -69,7 +71,7 @@ export async function approvePatients(
         const d = due.find((x) => x.id === w.deliveryId);
         if (d?.status === "pending-approval") ctx.store.records.setDeliveryStatus(d.id, "ready", at);
       }
-      ctx.store.records.updatePatient({ ...current, status: "approved", approvedAt: at });
+      ctx.store.records.updatePatient({ ...current, status: "approved", approvedAt: current.approvedAt ?? at });
       ctx.store.audit(
         { actor: ctx.actor, action: "patient.approve", subject: p.email, details: { safetyCode: p.safetyCode, deliveries: wraps.length } },
         now,

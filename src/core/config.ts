@@ -48,7 +48,8 @@ export interface Config {
   readonly practiceRecipient: string;
   readonly identity: IdentityStore;
   readonly crypto: { readonly recipientType: RecipientType };
-  readonly deliveries: { readonly expiryDays: number };
+  /** remindBeforeDays: mail a patient who has not collected a delivery this many days before it expires (0: never). */
+  readonly deliveries: { readonly expiryDays: number; readonly remindBeforeDays: number };
   readonly internalDomains: readonly string[];
   readonly relay: RelayConfig;
   readonly policy: PolicyConfig;
@@ -61,6 +62,8 @@ export interface Config {
 export interface PortalConfig {
   /** Sessions end after this much inactivity. */
   readonly idleMinutes: number;
+  /** The largest file a patient may upload with a reply. */
+  readonly maxUploadBytes: number;
 }
 
 /** The file name of the configuration under home. */
@@ -80,7 +83,7 @@ export const DEFAULTS = {
     tls: null,
   } satisfies RelayConfig,
   policy: { minLevel: 0, minLevelWithAttachments: 0 } satisfies PolicyConfig,
-  portal: { idleMinutes: 15 } satisfies PortalConfig,
+  portal: { idleMinutes: 15, maxUploadBytes: 100 * 1024 * 1024 } satisfies PortalConfig,
 };
 
 function whole(v: unknown, lo: number, hi: number): v is number {
@@ -116,7 +119,9 @@ function portalConfig(raw: unknown): PortalConfig {
   const p = (raw ?? {}) as Record<string, unknown>;
   const idleMinutes = p.idleMinutes ?? DEFAULTS.portal.idleMinutes;
   if (!whole(idleMinutes, 1, 24 * 60)) throw bad("portal.idleMinutes", "must be from 1 to 1440");
-  return { idleMinutes };
+  const maxUploadBytes = p.maxUploadBytes ?? DEFAULTS.portal.maxUploadBytes;
+  if (!whole(maxUploadBytes, 1024, 2 ** 34)) throw bad("portal.maxUploadBytes", "must be a number of bytes from 1024");
+  return { idleMinutes, maxUploadBytes };
 }
 
 function policyConfig(raw: unknown): PolicyConfig {
@@ -201,6 +206,8 @@ export function loadConfig(home: string): Config {
   if (typeof expiryDays !== "number" || !Number.isInteger(expiryDays) || expiryDays < 1 || expiryDays > 3650) {
     throw bad("deliveries.expiryDays", "must be a whole number of days from 1 to 3650");
   }
+  const remindBeforeDays = deliveries.remindBeforeDays ?? 0;
+  if (!whole(remindBeforeDays, 0, expiryDays - 1 || 0)) throw bad("deliveries.remindBeforeDays", "must be from 0 to expiryDays - 1");
   let store: IdentityStore;
   if (identity?.kind === "keyring" && typeof identity.account === "string") {
     store = { kind: "keyring", account: identity.account };
@@ -226,7 +233,7 @@ export function loadConfig(home: string): Config {
       practiceRecipient,
       identity: store,
       crypto: { recipientType: type },
-      deliveries: { expiryDays },
+      deliveries: { expiryDays, remindBeforeDays },
       internalDomains: internal.map((d) => d.toLowerCase()),
       relay: relayConfig(raw.relay),
       policy: policyConfig(raw.policy),

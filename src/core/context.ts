@@ -26,7 +26,15 @@ export type Notification =
   /** To the patient, after registering. */
   | { readonly kind: "account-created"; readonly to: string; readonly loginUrl: string }
   /** To the patient, after setting the Secu-Pass-Key. */
-  | { readonly kind: "secupass-activated"; readonly to: string; readonly safetyCode: string }
+  | { readonly kind: "secupass-activated"; readonly to: string; readonly safetyCode: string; readonly approved: boolean }
+  /** To the patient: a one-time link to set a new password. */
+  | { readonly kind: "password-reset"; readonly to: string; readonly link: string; readonly expiresAt: Date }
+  /** To the patient, after the password was changed. */
+  | { readonly kind: "password-changed"; readonly to: string }
+  /** To the practice: a patient sent a secure reply. */
+  | { readonly kind: "reply"; readonly to: string; readonly replyId: string }
+  /** To the patient: a delivery expires soon and was never collected. */
+  | { readonly kind: "reminder"; readonly to: string; readonly loginUrl: string; readonly expiresAt: Date }
   /** To the practice: a patient waits for approval. */
   | { readonly kind: "approval-needed"; readonly to: string; readonly patient: string; readonly safetyCode: string }
   /** To the practice, when `notifyOnDownload` is set. */

@@ -244,6 +244,7 @@ export class Intake {
           endedAt: null,
           sourceKey: opts.sourceKeys?.[i] ?? null,
           sentAt: null,
+          remindedAt: null,
         };
         const created: CreatedDelivery = {
           id,

@@ -10,6 +10,7 @@ export type ErrorCode =
   | "wrong-state"
   | "identity"
   | "file"
+  | "too-large"
   | "mail";
 
 /** An error with a message and hint meant for the person at the keyboard. */

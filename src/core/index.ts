@@ -26,7 +26,7 @@ export {
   type PatientView,
 } from "./patients.js";
 export { approvePatients, type Approval } from "./approve.js";
-export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, type DeliveryView, type GcReport } from "./lifecycle.js";
+export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
 export { hashToken } from "./tokens.js";
 export {
@@ -38,3 +38,18 @@ export {
   type LinkAccess,
   type PatientDelivery,
 } from "./access.js";
+export {
+  beginSecuPassReset,
+  checkPasswordReset,
+  completePasswordReset,
+  createInvite,
+  finishSecuPassReset,
+  inviteOpen,
+  listInvites,
+  redeemInvite,
+  requestPasswordReset,
+  revokeInvite,
+  type CreatedInvite,
+  type InviteView,
+} from "./accounts.js";
+export { REPLY_LIMITS, addReplyPart, finishReply, listReplies, receiveReply, startReply, type ReplyMessage, type ReplyView } from "./replies.js";

@@ -4,6 +4,7 @@ import type { DeliveryRow, FileRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { discardDelivery } from "./deliveries.js";
+import { dropUnfinishedReplies } from "./replies.js";
 import { mustGetPatient } from "./patients.js";
 
 const ACTIVE = ["pending-approval", "ready", "downloaded"] as const;
@@ -106,9 +107,34 @@ export async function revokePatient(ctx: Context, email: string): Promise<string
   return ids;
 }
 
+/**
+ * Reminds patients of deliveries they have not collected and that expire within
+ * `deliveries.remindBeforeDays` (once per delivery; off at 0).
+ *
+ * @param ctx - The core context.
+ * @returns How many reminders were sent.
+ */
+export async function sendReminders(ctx: Context): Promise<number> {
+  const days = ctx.config.deliveries.remindBeforeDays;
+  if (days === 0) return 0;
+  const now = ctx.now();
+  const due = ctx.store.records.dueForReminder(new Date(now.getTime() + days * 86_400_000).toISOString(), now.toISOString());
+  for (const d of due) {
+    await ctx.notifier.send({ kind: "reminder", to: d.recipient, loginUrl: `${ctx.config.portalUrl}/login`, expiresAt: new Date(d.expiresAt) });
+    ctx.store.transaction(() => {
+      ctx.store.records.markReminded(d.id, now.toISOString());
+      ctx.store.audit({ actor: ctx.actor, action: "delivery.remind", subject: d.id }, now);
+    });
+  }
+  return due.length;
+}
+
 /** What gc did. */
 export interface GcReport {
   readonly expired: readonly string[];
+  readonly reminded: number;
+  /** Replies whose upload never finished. */
+  readonly unfinishedReplies: number;
   /** Deliveries whose send was interrupted (their mail was never accepted). */
   readonly unsent: number;
   readonly orphanBlobs: number;
@@ -129,6 +155,8 @@ export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcR
   await end(ctx, expired, "expired", "delivery.expire");
   const unsent = ctx.store.records.unsentBefore(new Date(now.getTime() - graceMs).toISOString());
   for (const id of unsent) await discardDelivery(ctx, id, "send interrupted");
+  const unfinishedReplies = await dropUnfinishedReplies(ctx, new Date(now.getTime() - Math.max(graceMs, 60 * 60_000)));
+  const reminded = await sendReminders(ctx);
   const referenced = ctx.store.records.referencedBlobs();
   let orphanBlobs = 0;
   let tempFiles = 0;
@@ -143,5 +171,5 @@ export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcR
       ctx.store.audit({ actor: ctx.actor, action: "gc", details: { expired: expired.length, unsent: unsent.length, orphanBlobs, tempFiles } }, now),
     );
   }
-  return { expired, unsent: unsent.length, orphanBlobs, tempFiles };
+  return { expired, reminded, unsent: unsent.length, unfinishedReplies, orphanBlobs, tempFiles };
 }

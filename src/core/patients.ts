@@ -22,6 +22,16 @@ export function patientView(p: PatientRow): PatientView {
   return { email: p.email, status: p.status, registeredAt: p.registeredAt, approvedAt: p.approvedAt, safetyCode: p.safetyCode };
 }
 
+/**
+ * @param password - A new portal password.
+ * @throws {@link PraxmailError} `invalid-input` unless it has 8 to 1024 characters.
+ */
+export function checkPassword(password: string): void {
+  if (password.length < 8 || password.length > 1024) {
+    throw new PraxmailError("invalid-input", "password must have 8 to 1024 characters");
+  }
+}
+
 function mustGet(ctx: Context, email: string): PatientRow {
   const p = ctx.store.records.patient(normaliseEmail(email));
   if (!p) throw new PraxmailError("no-such-patient", `no such patient ${JSON.stringify(email)}`, "run praxmail list patients");
@@ -37,11 +47,14 @@ function mustGet(ctx: Context, email: string): PatientRow {
  * @returns The new patient, status `pending-secupass`, with fresh KDF parameters.
  * @throws {@link PraxmailError} `wrong-state` if the address already has an account.
  */
-export async function registerPatient(ctx: Context, email: string, password: string): Promise<PatientView & { kdf: KdfParams }> {
+export async function registerPatient(
+  ctx: Context,
+  email: string,
+  password: string,
+  opts: { invited?: boolean } = {},
+): Promise<PatientView & { kdf: KdfParams }> {
   const addr = normaliseEmail(email);
-  if (password.length < 8 || password.length > 1024) {
-    throw new PraxmailError("invalid-input", "password must have 8 to 1024 characters");
-  }
+  checkPassword(password);
   const passwordHash = await hashPassword(password);
   const kdf = newKdfParams(ctx.config.crypto.recipientType);
   const now = ctx.now();
@@ -56,6 +69,8 @@ export async function registerPatient(ctx: Context, email: string, password: str
     secupassAt: null,
     approvedAt: null,
     revokedAt: null,
+    pendingKdf: null,
+    invitedAt: opts.invited ? now.toISOString() : null,
   };
   ctx.store.transaction(() => {
     if (ctx.store.records.patient(addr)) {
@@ -125,20 +140,23 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
     throw new PraxmailError("wrong-state", `patient ${p.email} is ${p.status}, not waiting for a secu-pass-key`);
   }
   const now = ctx.now();
+  // Reception checked an invited patient in person: no second approval.
+  const invited = p.invitedAt !== null;
   const next: PatientRow = {
     ...p,
-    status: "pending-approval",
+    status: invited ? "approved" : "pending-approval",
     recipient,
     safetyCode: safetyCode(recipient),
     secupassAt: now.toISOString(),
+    approvedAt: invited ? now.toISOString() : null,
   };
   ctx.store.transaction(() => {
     ctx.store.records.updatePatient(next);
-    ctx.store.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode } }, now);
+    ctx.store.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode, invited } }, now);
   });
   const code = next.safetyCode ?? "";
-  await ctx.notifier.send({ kind: "secupass-activated", to: p.email, safetyCode: code });
-  await ctx.notifier.send({ kind: "approval-needed", to: ctx.config.practiceEmail, patient: p.email, safetyCode: code });
+  await ctx.notifier.send({ kind: "secupass-activated", to: p.email, safetyCode: code, approved: invited });
+  if (!invited) await ctx.notifier.send({ kind: "approval-needed", to: ctx.config.practiceEmail, patient: p.email, safetyCode: code });
   return patientView(next);
 }
 

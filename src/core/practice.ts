@@ -83,7 +83,7 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     practiceRecipient,
     identity: store,
     crypto: { recipientType: type },
-    deliveries: { expiryDays: DEFAULTS.expiryDays },
+    deliveries: { expiryDays: DEFAULTS.expiryDays, remindBeforeDays: 0 },
     internalDomains: [practiceEmail.split("@")[1] ?? ""],
     relay: DEFAULTS.relay,
     policy: DEFAULTS.policy,

@@ -159,14 +159,18 @@ export function renderNotification(n: Notification, practiceName: string): Rende
         `Secu-Pass aktiviert – ${practiceName}`,
         [
           "Guten Tag,",
-          "Ihr Secu-Pass-Key ist aktiviert. Ihre Praxis gibt Ihren Zugang nun frei; Sie erhalten dann eine E-Mail.",
+          n.approved
+            ? "Ihr Secu-Pass-Key ist aktiviert, und Ihr Zugang ist freigegeben. Sie können Ihre Nachrichten jetzt öffnen."
+            : "Ihr Secu-Pass-Key ist aktiviert. Ihre Praxis gibt Ihren Zugang nun frei; Sie erhalten dann eine E-Mail.",
           `Ihr Sicherheitscode lautet ${n.safetyCode}. Die Praxis sieht denselben Code und kann ihn mit Ihnen vergleichen.`,
           "Bewahren Sie Ihren Secu-Pass-Key sicher auf. Die Praxis kann ihn nicht wiederherstellen.",
           FOOTER_DE,
         ],
         [
           "Hello,",
-          "Your Secu-Pass-Key is active. Your practice will now approve your access; you will get an e-mail.",
+          n.approved
+            ? "Your Secu-Pass-Key is active and your access is approved. You can open your messages now."
+            : "Your Secu-Pass-Key is active. Your practice will now approve your access; you will get an e-mail.",
           `Your safety code is ${n.safetyCode}. The practice sees the same code and can compare it with you.`,
           "Keep your Secu-Pass-Key safe. The practice cannot recover it.",
           FOOTER_EN,
@@ -182,6 +186,52 @@ export function renderNotification(n: Notification, practiceName: string): Rende
           `praxmail approve ${n.patient}`,
         ],
         [`${n.patient} has set a Secu-Pass-Key and waits for approval.`, `Safety code: ${n.safetyCode}`, "Compare the code with the one the patient sees, then run the command above."],
+      );
+    case "password-reset":
+      return compose(
+        `Passwort zurücksetzen – ${practiceName}`,
+        [
+          "Guten Tag,",
+          "Sie haben ein neues Passwort für Ihr Konto angefordert. Der Link gilt 30 Minuten und nur einmal.",
+          { button: "Neues Passwort festlegen", href: n.link },
+          "Ihr Secu-Pass-Key bleibt dabei unverändert. Falls Sie nichts angefordert haben, können Sie diese E-Mail ignorieren.",
+          FOOTER_DE,
+        ],
+        [
+          "Hello,",
+          "You asked for a new password for your account. The link is valid for 30 minutes and once only.",
+          { button: "Set a new password", href: n.link },
+          "Your Secu-Pass-Key stays as it is. If you did not ask for this, you can ignore this e-mail.",
+          FOOTER_EN,
+        ],
+      );
+    case "password-changed":
+      return compose(
+        `Passwort geändert – ${practiceName}`,
+        ["Guten Tag,", "Das Passwort Ihres Kontos wurde geändert, und alle Anmeldungen wurden beendet. Falls Sie das nicht waren, sagen Sie bitte sofort Ihrer Praxis Bescheid.", FOOTER_DE],
+        ["Hello,", "The password of your account was changed and every session was ended. If this was not you, please tell your practice at once.", FOOTER_EN],
+      );
+    case "reply":
+      return compose(
+        "Neue sichere Antwort eines Patienten",
+        ["Eine Patientin oder ein Patient hat eine verschlüsselte Antwort gesendet. Öffnen mit:", `praxmail receive ${n.replyId} --out ORDNER`],
+        ["A patient sent an encrypted reply. Open it with the command above (praxmail inbox lists all replies)."],
+      );
+    case "reminder":
+      return compose(
+        `Erinnerung: Nachricht von ${practiceName}`,
+        [
+          "Guten Tag,",
+          `eine verschlüsselte Nachricht von ${practiceName} wartet noch auf Sie. Sie ist abrufbar bis ${formatDate(n.expiresAt, "de")}; danach wird sie gelöscht.`,
+          { button: "Anmelden", href: n.loginUrl },
+          FOOTER_DE,
+        ],
+        [
+          "Hello,",
+          `an encrypted message from ${practiceName} is still waiting for you. It can be collected until ${formatDate(n.expiresAt, "en")}; after that it is deleted.`,
+          { button: "Log in", href: n.loginUrl },
+          FOOTER_EN,
+        ],
       );
     case "downloaded":
       return compose(

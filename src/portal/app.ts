@@ -14,6 +14,8 @@ import { TEXTS, pickLang, type Texts } from "./i18n.js";
 import { Limiter } from "./limits.js";
 import { accountRoutes } from "./routes/account.js";
 import { deliveryRoutes } from "./routes/deliveries.js";
+import { lifecycleRoutes } from "./routes/lifecycle.js";
+import { replyRoutes } from "./routes/replies.js";
 import { Sessions, cookiePolicy, type Session } from "./session.js";
 
 /** What every route needs. */
@@ -143,6 +145,8 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   });
   accountRoutes(app, portal);
   deliveryRoutes(app, portal);
+  lifecycleRoutes(app, portal);
+  replyRoutes(app, portal);
 
   app.setNotFoundHandler(async (req, reply) => portal.notice(req, reply, 404, "notFoundTitle", "notFound"));
   app.setErrorHandler(async (err, req, reply) => {

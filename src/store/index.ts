@@ -3,10 +3,12 @@ import type { Database } from "better-sqlite3";
 import { BlobStore } from "./blobs.js";
 import { openDatabase } from "./db.js";
 import { appendAudit, auditRows, verifyAudit, type AuditEntry, type AuditRow, type AuditVerdict } from "./audit.js";
+import { AccountRecords } from "./accounts.js";
 import { Records } from "./records.js";
 
 export { BlobStore, renameDurably } from "./blobs.js";
 export type { AuditEntry, AuditRow, AuditVerdict } from "./audit.js";
+export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 export type {
   DeliveryRow,
   DeliveryStatus,
@@ -22,6 +24,7 @@ export type {
 /** SQLite rows, blobs and the audit chain of one home. */
 export class Store {
   readonly records: Records;
+  readonly accounts: AccountRecords;
   readonly blobs: BlobStore;
 
   private constructor(
@@ -29,6 +32,7 @@ export class Store {
     home: string,
   ) {
     this.records = new Records(db);
+    this.accounts = new AccountRecords(db);
     this.blobs = new BlobStore(home);
   }
 

@@ -109,4 +109,50 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_email ON sessions (email);
 `,
   },
+  {
+    // Account lifecycle and replies: password reset links, invite codes (hashes only),
+    // a Secu-Pass reset in progress, secure replies from patients, expiry reminders.
+    version: 4,
+    sql: `
+CREATE TABLE reset_tokens (
+  hash        TEXT PRIMARY KEY,
+  email       TEXT NOT NULL,
+  created_at  TEXT NOT NULL,
+  expires_at  TEXT NOT NULL,
+  used_at     TEXT
+) STRICT;
+
+CREATE TABLE invites (
+  id          TEXT PRIMARY KEY,
+  email       TEXT NOT NULL,
+  code_hash   TEXT NOT NULL,
+  created_at  TEXT NOT NULL,
+  expires_at  TEXT NOT NULL,
+  used_at     TEXT,
+  revoked_at  TEXT
+) STRICT;
+
+CREATE TABLE replies (
+  id           TEXT PRIMARY KEY,
+  email        TEXT NOT NULL,
+  delivery_id  TEXT,
+  status       TEXT NOT NULL CHECK (status IN ('uploading','new','received')),
+  created_at   TEXT NOT NULL,
+  received_at  TEXT
+) STRICT;
+
+CREATE TABLE reply_parts (
+  reply_id  TEXT NOT NULL REFERENCES replies (id),
+  position  INTEGER NOT NULL,
+  kind      TEXT NOT NULL CHECK (kind IN ('message','file')),
+  size      INTEGER NOT NULL,
+  blob      TEXT NOT NULL UNIQUE,
+  PRIMARY KEY (reply_id, position)
+) STRICT;
+
+ALTER TABLE patients ADD COLUMN pending_kdf TEXT;
+ALTER TABLE patients ADD COLUMN invited_at TEXT;
+ALTER TABLE deliveries ADD COLUMN reminded_at TEXT;
+`,
+  },
 ];

@@ -21,6 +21,10 @@ export interface PatientRow {
   secupassAt: string | null;
   approvedAt: string | null;
   revokedAt: string | null;
+  /** KDF parameters issued for a Secu-Pass reset that is not finished yet. */
+  pendingKdf: string | null;
+  /** Registered with an invite code from reception: approved as soon as the key is set. */
+  invitedAt: string | null;
 }
 
 /** A delivery row. */
@@ -38,6 +42,8 @@ export interface DeliveryRow {
   sourceKey: string | null;
   /** When its mail was accepted; null while a send is in progress (then it is invisible). */
   sentAt: string | null;
+  /** When the patient was reminded that it expires soon. */
+  remindedAt: string | null;
 }
 
 /** A file row; blob is null once the delivery was revoked or expired. */
@@ -78,9 +84,9 @@ export interface TokenRow {
 }
 
 const PATIENT_COLS =
-  "email, status, password_hash AS passwordHash, kdf, recipient, safety_code AS safetyCode, registered_at AS registeredAt, secupass_at AS secupassAt, approved_at AS approvedAt, revoked_at AS revokedAt";
+  "email, status, password_hash AS passwordHash, kdf, recipient, safety_code AS safetyCode, registered_at AS registeredAt, secupass_at AS secupassAt, approved_at AS approvedAt, revoked_at AS revokedAt, pending_kdf AS pendingKdf, invited_at AS invitedAt";
 const DELIVERY_COLS =
-  "id, recipient, level, status, subject, sender, created_at AS createdAt, expires_at AS expiresAt, downloaded_at AS downloadedAt, ended_at AS endedAt, source_key AS sourceKey, sent_at AS sentAt";
+  "id, recipient, level, status, subject, sender, created_at AS createdAt, expires_at AS expiresAt, downloaded_at AS downloadedAt, ended_at AS endedAt, source_key AS sourceKey, sent_at AS sentAt, reminded_at AS remindedAt";
 const FILE_COLS = "id, delivery_id AS deliveryId, position, kind, name, size, blob";
 
 /** Row access for one database connection. All methods are synchronous. */
@@ -115,7 +121,7 @@ export class Records {
   insertPatient(p: PatientRow): void {
     this.db
       .prepare(
-        "INSERT INTO patients (email, status, password_hash, kdf, recipient, safety_code, registered_at, secupass_at, approved_at, revoked_at) VALUES (@email, @status, @passwordHash, @kdf, @recipient, @safetyCode, @registeredAt, @secupassAt, @approvedAt, @revokedAt)",
+        "INSERT INTO patients (email, status, password_hash, kdf, recipient, safety_code, registered_at, secupass_at, approved_at, revoked_at, pending_kdf, invited_at) VALUES (@email, @status, @passwordHash, @kdf, @recipient, @safetyCode, @registeredAt, @secupassAt, @approvedAt, @revokedAt, @pendingKdf, @invitedAt)",
       )
       .run(p);
   }
@@ -128,7 +134,7 @@ export class Records {
   updatePatient(p: PatientRow): void {
     this.db
       .prepare(
-        "UPDATE patients SET status = @status, password_hash = @passwordHash, kdf = @kdf, recipient = @recipient, safety_code = @safetyCode, secupass_at = @secupassAt, approved_at = @approvedAt, revoked_at = @revokedAt WHERE email = @email",
+        "UPDATE patients SET status = @status, password_hash = @passwordHash, kdf = @kdf, recipient = @recipient, safety_code = @safetyCode, secupass_at = @secupassAt, approved_at = @approvedAt, revoked_at = @revokedAt, pending_kdf = @pendingKdf, invited_at = @invitedAt WHERE email = @email",
       )
       .run(p);
   }
@@ -213,7 +219,7 @@ export class Records {
   insertDelivery(d: DeliveryRow, files: readonly FileRow[], wraps: readonly WrapRow[], token: TokenRow): void {
     this.db
       .prepare(
-        "INSERT INTO deliveries (id, recipient, level, status, subject, sender, created_at, expires_at, downloaded_at, ended_at, source_key, sent_at) VALUES (@id, @recipient, @level, @status, @subject, @sender, @createdAt, @expiresAt, @downloadedAt, @endedAt, @sourceKey, @sentAt)",
+        "INSERT INTO deliveries (id, recipient, level, status, subject, sender, created_at, expires_at, downloaded_at, ended_at, source_key, sent_at, reminded_at) VALUES (@id, @recipient, @level, @status, @subject, @sender, @createdAt, @expiresAt, @downloadedAt, @endedAt, @sourceKey, @sentAt, @remindedAt)",
       )
       .run(d);
     const insFile = this.db.prepare(
@@ -252,8 +258,54 @@ export class Records {
    * @returns Every blob path that a file row references.
    */
   referencedBlobs(): Set<string> {
-    const rows = this.db.prepare("SELECT blob FROM files WHERE blob IS NOT NULL").pluck().all() as string[];
+    const rows = this.db.prepare("SELECT blob FROM files WHERE blob IS NOT NULL UNION SELECT blob FROM reply_parts").pluck().all() as string[];
     return new Set(rows);
+  }
+
+  /**
+   * @param email - The patient.
+   * @returns Wraps removed and deliveries put back to pending-approval (Secu-Pass reset).
+   */
+  unwrapPatient(email: string): number {
+    const ids = this.db
+      .prepare("SELECT id FROM deliveries WHERE recipient = ? AND level >= 3 AND status IN ('ready','downloaded','pending-approval')")
+      .pluck()
+      .all(email) as string[];
+    for (const id of ids) {
+      this.db.prepare("DELETE FROM wraps WHERE delivery_id = ? AND holder = 'patient'").run(id);
+      this.db.prepare("UPDATE deliveries SET status = 'pending-approval' WHERE id = ?").run(id);
+    }
+    return ids.length;
+  }
+
+  /**
+   * @param before - ISO time: remind of deliveries expiring before it.
+   * @param now - ISO time: and not yet expired.
+   * @returns Ready deliveries never downloaded nor reminded of.
+   */
+  dueForReminder(before: string, now: string): DeliveryRow[] {
+    return this.db
+      .prepare(
+        `SELECT ${DELIVERY_COLS} FROM deliveries WHERE status = 'ready' AND downloaded_at IS NULL AND reminded_at IS NULL AND sent_at IS NOT NULL AND level >= 2 AND expires_at <= ? AND expires_at > ?`,
+      )
+      .all(before, now) as DeliveryRow[];
+  }
+
+  /**
+   * @param id - The delivery.
+   * @param at - ISO time.
+   */
+  markReminded(id: string, at: string): void {
+    this.db.prepare("UPDATE deliveries SET reminded_at = ? WHERE id = ?").run(at, id);
+  }
+
+  /**
+   * Ends every session of a patient (after a new password).
+   *
+   * @param email - The patient.
+   */
+  deleteSessionsOf(email: string): void {
+    this.db.prepare("DELETE FROM sessions WHERE email = ?").run(email);
   }
 
   /**

@@ -2,7 +2,7 @@
 // Secu-Pass-Key (only its public recipient leaves the browser), and opening deliveries:
 // unwrap D with the patient identity (or take it from the #fragment at levels 1–2), then
 // decrypt each file as a stream. Keys live in this page's memory only.
-import { Decrypter, identityToRecipient } from "age-encryption";
+import { Decrypter, Encrypter, identityToRecipient } from "age-encryption";
 import { deriveSecuPassIdentity, parseKdfParams } from "../../crypto/secupass.js";
 
 // The element types are known from our own templates.
@@ -73,7 +73,7 @@ function secupassPage(form: HTMLFormElement): void {
           if (bar) bar.value = Math.round(f * 100);
         });
         const recipient = await identityToRecipient(identity);
-        const res = await fetch("/secupass", {
+        const res = await fetch(form.dataset.url ?? "/secupass", {
           method: "POST",
           credentials: "same-origin",
           headers: { "content-type": "application/json", "x-csrf-token": form.dataset.csrf ?? "" },
@@ -255,7 +255,71 @@ function deliveryPage(data: DeliveryData, t: Texts): void {
   });
 }
 
+/**
+ * A reply: the message (with the file names) and every file are encrypted here to the
+ * practice recipient, then uploaded one by one. The server only ever sees ciphertext.
+ */
+function replyPage(form: HTMLFormElement): void {
+  const status = byId("reply-status");
+  const bar = byId<HTMLProgressElement>("reply-progress");
+  const d = form.dataset;
+  const say = (msg: string, error = false): void => {
+    if (!status) return;
+    status.textContent = msg;
+    status.classList.toggle("error", error);
+  };
+  const post = async (url: string, body: BodyInit, type: string): Promise<Response> => {
+    const res = await fetch(url, { method: "POST", credentials: "same-origin", headers: { "content-type": type, "x-csrf-token": d.csrf ?? "" }, body });
+    if (res.status === 403) throw new Error("forbidden");
+    if (!res.ok) throw new Error(`status ${res.status}`);
+    return res;
+  };
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = byId<HTMLTextAreaElement>("reply-text")?.value ?? "";
+    const files = Array.from(byId<HTMLInputElement>("reply-files")?.files ?? []);
+    const max = Number(d.max ?? 0);
+    const tooBig = files.find((f) => f.size > max);
+    if (tooBig) {
+      say(`${d.tooLarge ?? ""} ${Math.floor(max / 1_000_000)} MB: ${tooBig.name}`, true);
+      return;
+    }
+    const button = form.querySelector("button");
+    if (button) button.disabled = true;
+    say(d.sending ?? "");
+    if (bar) bar.hidden = false;
+    void (async () => {
+      try {
+        const encrypt = async (data: Uint8Array | ReadableStream<Uint8Array>): Promise<Blob> => {
+          const e = new Encrypter();
+          e.addRecipient(d.recipient ?? "");
+          if (data instanceof Uint8Array) return new Blob([await e.encrypt(data) as BlobPart]);
+          return new Response(await e.encrypt(data)).blob();
+        };
+        const message = new TextEncoder().encode(JSON.stringify({ v: 1, text, files: files.map((f) => f.name) }));
+        const { id } = (await (await post("/reply", JSON.stringify({ deliveryId: d.delivery ?? "" }), "application/json")).json()) as { id: string };
+        await post(`/reply/${id}/parts?kind=message`, await encrypt(message), "application/octet-stream");
+        for (const [i, f] of files.entries()) {
+          await post(`/reply/${id}/parts?kind=file`, await encrypt(f.stream()), "application/octet-stream");
+          if (bar) bar.value = Math.round(((i + 1) / files.length) * 100);
+        }
+        await post(`/reply/${id}/finish`, "{}", "application/json");
+        if (bar) bar.hidden = true;
+        form.reset();
+        say(d.sent ?? "");
+      } catch (e) {
+        if (bar) bar.hidden = true;
+        say((e as Error).message === "forbidden" ? (d.notAllowed ?? "") : (d.failed ?? ""), true);
+      } finally {
+        if (button) button.disabled = false;
+      }
+    })();
+  });
+}
+
 if (byId("register-form")) registerPage();
+const replyForm = byId<HTMLFormElement>("reply-form");
+if (replyForm) replyPage(replyForm);
 const loginForm = byId<HTMLFormElement>("login-form");
 if (loginForm) loginPage(loginForm);
 const sp = byId<HTMLFormElement>("secupass-form");

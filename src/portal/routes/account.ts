@@ -68,7 +68,7 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/login", async (req, reply) => {
     const q = req.query as { next?: string; m?: string; email?: string };
     const t = portal.texts(req);
-    const info = q.m === "expired" || req.session.expired ? t.sessionExpired : q.m === "out" ? t.loggedOut : null;
+    const info = q.m === "expired" || req.session.expired ? t.sessionExpired : q.m === "out" ? t.loggedOut : q.m === "reset" ? t.resetDone : null;
     return portal.page(req, reply, "login.eta", { next: safeNext(q.next), info, error: null, email: typeof q.email === "string" ? q.email.slice(0, FIELD_MAX.email) : "" });
   });
 

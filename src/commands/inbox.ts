@@ -1,0 +1,21 @@
+import { Command } from "commander";
+import { listReplies } from "../core/index.js";
+import { formatSize } from "../mail/index.js";
+import { common, printJson, printTable, shortTime, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+
+/** @returns The `inbox` command. */
+export function inboxCommand(io: Io): Command {
+  return common(new Command("inbox"))
+    .description("list secure replies from patients")
+    .action(async (flags: HomeOptions & JsonOptions) => {
+      await withContext(flags, (ctx) => {
+        const rows = listReplies(ctx);
+        if (flags.json) { printJson(io, rows); return; }
+        printTable(
+          io,
+          ["ID", "FROM", "STATUS", "RECEIVED", "FILES", "SIZE"],
+          rows.map((r) => [r.id, r.from, r.status, shortTime(r.createdAt), String(r.files), formatSize(r.bytes, "en")]),
+        );
+      });
+    });
+}

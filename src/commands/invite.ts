@@ -1,0 +1,44 @@
+import { Command } from "commander";
+import QRCode from "qrcode";
+import { PraxmailError, createInvite, listInvites, revokeInvite } from "../core/index.js";
+import { common, note, printJson, printTable, shortTime, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+
+interface InviteFlags extends HomeOptions, JsonOptions {
+  list?: boolean;
+  revoke?: string;
+}
+
+/** @returns The `invite` command. */
+export function inviteCommand(io: Io): Command {
+  return common(new Command("invite"))
+    .description("invite a patient at the counter: a link, a one-time code and a QR code; approved once the Secu-Pass-Key is set")
+    .argument("[email]", "the patient's address (reception has checked who they are)")
+    .option("--list", "list invites and their status")
+    .option("--revoke <id>", "revoke an open invite")
+    .action(async (email: string | undefined, flags: InviteFlags) => {
+      const modes = [email !== undefined, flags.list === true, flags.revoke !== undefined].filter(Boolean).length;
+      if (modes !== 1) throw new PraxmailError("usage", "give an address, --list, or --revoke ID", "praxmail invite patient@example.org");
+      await withContext(flags, async (ctx) => {
+        if (flags.list) {
+          const rows = listInvites(ctx);
+          if (flags.json) { printJson(io, rows); return; }
+          printTable(io, ["ID", "EMAIL", "STATUS", "CREATED", "EXPIRES"], rows.map((i) => [i.id, i.email, i.status, shortTime(i.createdAt), shortTime(i.expiresAt)]));
+          return;
+        }
+        if (flags.revoke !== undefined) {
+          const i = revokeInvite(ctx, flags.revoke);
+          if (flags.json) { printJson(io, i); return; }
+          io.out(`revoked ${i.id} (${i.email})\n`);
+          return;
+        }
+        const inv = createInvite(ctx, email ?? "");
+        if (flags.json) {
+          printJson(io, { id: inv.id, email: inv.email, link: inv.link, code: inv.code, expiresAt: inv.expiresAt.toISOString() });
+          return;
+        }
+        io.out(`link:    ${inv.link}\ncode:    ${inv.code}\nvalid:   until ${shortTime(inv.expiresAt.toISOString())} (once)\n`);
+        if (io.interactive || io.env.PRAXMAIL_QR === "1") io.out(await QRCode.toString(inv.link, { type: "terminal", small: true }));
+        note(io, "praxmail: hand the code to the patient in person; only its hash is stored");
+      });
+    });
+}

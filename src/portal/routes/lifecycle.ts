@@ -1,0 +1,144 @@
+// The way back: password reset, a new Secu-Pass-Key, registration with an invite, help.
+import type { FastifyInstance } from "fastify";
+import {
+  PraxmailError,
+  beginSecuPassReset,
+  checkPasswordReset,
+  completePasswordReset,
+  finishSecuPassReset,
+  inviteOpen,
+  redeemInvite,
+  requestPasswordReset,
+} from "../../core/index.js";
+import { Limiter } from "../limits.js";
+import { FIELD_MAX, type Portal } from "../app.js";
+import { csrfOk } from "../session.js";
+import { fields, needLogin } from "./account.js";
+
+type Form = Record<string, unknown>;
+
+/**
+ * Registers the lifecycle routes.
+ *
+ * @param app - The fastify app.
+ * @param portal - Shared portal state.
+ */
+export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
+  const { ctx, sessions } = portal;
+  const clock = (): number => ctx.now().getTime();
+  const resetIp = new Limiter(10, 60 * 60_000, clock);
+  const resetAddress = new Limiter(3, 60 * 60_000, clock);
+  const inviteIp = new Limiter(10, 15 * 60_000, clock);
+  const csrf = (body: unknown): unknown => (body as Form | undefined)?._csrf;
+
+  app.get("/help", async (req, reply) => portal.page(req, reply, "help.eta", {}));
+
+  app.get("/reset", async (req, reply) => portal.page(req, reply, "reset.eta", { sent: false, error: null }));
+
+  app.post("/reset", async (req, reply) => {
+    if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
+    const f = fields(req.body, "email");
+    if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    const t = portal.texts(req);
+    const ip = `ip:${req.ip}`;
+    const address = `address:${f.email.trim().toLowerCase()}`;
+    if (resetIp.blocked(ip)) return portal.page(req, reply, "reset.eta", { sent: false, error: t.tooMany }, 429);
+    resetIp.hit(ip);
+    // The same answer whether or not the address has an account; a flood of mails to one
+    // address stops quietly.
+    if (!resetAddress.blocked(address)) {
+      resetAddress.hit(address);
+      await requestPasswordReset(ctx, f.email);
+    }
+    return portal.page(req, reply, "reset.eta", { sent: true, error: null });
+  });
+
+  app.get("/reset/:token", async (req, reply) => {
+    try {
+      checkPasswordReset(ctx, (req.params as { token: string }).token);
+    } catch {
+      return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
+    }
+    return portal.page(req, reply, "reset-password.eta", { error: null });
+  });
+
+  app.post("/reset/:token", async (req, reply) => {
+    const { token } = req.params as { token: string };
+    if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
+    const f = fields(req.body, "password");
+    const again = (req.body as Form | undefined)?.password2;
+    if (!f || typeof again !== "string" || again.length > FIELD_MAX.password) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    const t = portal.texts(req);
+    if (f.password !== again) return portal.page(req, reply, "reset-password.eta", { error: t.passwordsDiffer }, 400);
+    if (Array.from(f.password).length < 10) return portal.page(req, reply, "reset-password.eta", { error: t.passwordTooShort }, 400);
+    try {
+      await completePasswordReset(ctx, token, f.password);
+    } catch (e) {
+      if (e instanceof PraxmailError && e.code === "wrong-state") return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
+      throw e;
+    }
+    sessions.end(req, reply);
+    return reply.redirect("/login?m=reset", 303);
+  });
+
+  app.get("/secupass/reset", async (req, reply) => {
+    const redirect = needLogin(req, reply);
+    if (redirect) return redirect;
+    let kdf;
+    try {
+      kdf = beginSecuPassReset(ctx, req.session.email ?? "");
+    } catch (e) {
+      if (e instanceof PraxmailError) return reply.redirect("/secupass", 303);
+      throw e;
+    }
+    return portal.page(req, reply, "secupass-reset.eta", { kdf: JSON.stringify(kdf) });
+  });
+
+  app.post("/secupass/reset", async (req, reply) => {
+    if (req.session.email === null) return reply.code(401).send({ error: "login required" });
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    const f = fields(req.body, "recipient");
+    if (!f) return reply.code(400).send({ error: "recipient missing" });
+    try {
+      await finishSecuPassReset(ctx, req.session.email, f.recipient);
+    } catch (e) {
+      if (e instanceof PraxmailError) return reply.code(400).send({ error: e.code });
+      throw e;
+    }
+    return reply.send({ next: "/waiting" });
+  });
+
+  app.get("/invite/:id", async (req, reply) => {
+    if (!inviteOpen(ctx, (req.params as { id: string }).id)) return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
+    return portal.page(req, reply, "invite.eta", { error: null, email: "" });
+  });
+
+  app.post("/invite/:id", async (req, reply) => {
+    const { id } = req.params as { id: string };
+    if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
+    const f = fields(req.body, "email", "password");
+    const b = (req.body ?? {}) as Form;
+    if (!f || typeof b.code !== "string" || b.code.length > 40 || typeof b.password2 !== "string" || b.password2.length > FIELD_MAX.password) {
+      return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    }
+    const t = portal.texts(req);
+    const again = { email: f.email };
+    const ip = `ip:${req.ip}`;
+    if (inviteIp.blocked(ip)) return portal.page(req, reply, "invite.eta", { ...again, error: t.tooMany }, 429);
+    if (f.password !== b.password2) return portal.page(req, reply, "invite.eta", { ...again, error: t.passwordsDiffer }, 400);
+    if (Array.from(f.password).length < 10) return portal.page(req, reply, "invite.eta", { ...again, error: t.passwordTooShort }, 400);
+    let patient;
+    try {
+      patient = await redeemInvite(ctx, id, f.email, b.code, f.password);
+    } catch (e) {
+      if (e instanceof PraxmailError && e.code === "wrong-state") return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
+      if (e instanceof PraxmailError && e.code === "invalid-input") {
+        inviteIp.hit(ip);
+        return portal.page(req, reply, "invite.eta", { ...again, error: t.inviteMismatch }, 400);
+      }
+      throw e;
+    }
+    sessions.login(req, reply, patient.email);
+    return reply.redirect("/secupass", 303);
+  });
+}

@@ -1,0 +1,88 @@
+// Secure replies: the browser encrypts to the practice recipient; we store ciphertext.
+import { PassThrough, type Readable } from "node:stream";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { PraxmailError, addReplyPart, finishReply, startReply } from "../../core/index.js";
+import type { Portal } from "../app.js";
+import { csrfOk } from "../session.js";
+import { needLogin } from "./account.js";
+
+/**
+ * Registers the reply routes.
+ *
+ * @param app - The fastify app.
+ * @param portal - Shared portal state.
+ */
+export function replyRoutes(app: FastifyInstance, portal: Portal): void {
+  const { ctx } = portal;
+  const max = ctx.config.portal.maxUploadBytes;
+  // Uploads stream straight into the blob store, counted and cut off at the limit.
+  app.addContentTypeParser("application/octet-stream", (_req, payload, done) => {
+    done(null, payload);
+  });
+
+  app.get("/reply", async (req, reply) => {
+    const redirect = needLogin(req, reply);
+    if (redirect) return redirect;
+    const d = (req.query as { d?: string }).d;
+    return portal.page(req, reply, "reply.eta", {
+      recipient: ctx.config.practiceRecipient,
+      delivery: typeof d === "string" && /^d_[a-z0-9]{12}$/.test(d) ? d : "",
+      max,
+    });
+  });
+
+  const api = async (req: FastifyRequest, reply: FastifyReply, work: (email: string) => Promise<unknown>): Promise<FastifyReply> => {
+    if (req.session.email === null) return reply.code(401).send({ error: "login required" });
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    let result: unknown;
+    try {
+      result = await work(req.session.email);
+    } catch (e) {
+      if (!(e instanceof PraxmailError)) throw e;
+      const status = e.code === "too-large" ? 413 : e.code === "wrong-state" ? 403 : e.code === "no-such-delivery" ? 404 : 400;
+      return reply.code(status).send({ error: e.code, message: e.message });
+    }
+    return reply.send(result);
+  };
+
+  app.post("/reply", async (req, reply) =>
+    api(req, reply, (email) => {
+      const d = (req.body as { deliveryId?: unknown } | undefined)?.deliveryId;
+      return Promise.resolve({ id: startReply(ctx, email, typeof d === "string" && d !== "" ? d : null) });
+    }),
+  );
+
+  app.post("/reply/:id/parts", async (req, reply) => {
+    const declared = Number(req.headers["content-length"] ?? 0);
+    const body = req.body as Readable | undefined;
+    if (declared > max) {
+      body?.resume();
+      return reply.code(413).send({ error: "too-large", message: `upload is larger than ${max} bytes` });
+    }
+    if (!body || typeof body.pipe !== "function") return reply.code(415).send({ error: "send application/octet-stream" });
+    const kind = (req.query as { kind?: string }).kind === "message" ? "message" : "file";
+    // A refused upload must not reset the connection before the client reads our answer:
+    // the store reads through a pipe, and what it leaves unread is drained (up to a bound).
+    const pass = new PassThrough();
+    body.pipe(pass);
+    reply.header("Connection", "close");
+    const res = await api(req, reply, async (email) => ({ size: await addReplyPart(ctx, email, (req.params as { id: string }).id, kind, pass, max) }));
+    if (!body.readableEnded) {
+      body.unpipe(pass);
+      let drained = 0;
+      body.on("data", (c: Buffer) => {
+        drained += c.length;
+        if (drained > 16 * 1024 * 1024) body.destroy();
+      });
+      body.resume();
+    }
+    return res;
+  });
+
+  app.post("/reply/:id/finish", async (req, reply) =>
+    api(req, reply, async (email) => {
+      await finishReply(ctx, email, (req.params as { id: string }).id);
+      return { ok: true };
+    }),
+  );
+}

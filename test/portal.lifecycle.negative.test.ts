@@ -1,0 +1,238 @@
+// What the way back refuses, each with its exact answer: expired or reused reset links and
+// invites, an invite for another address, a reply from a revoked patient, an oversized or
+// plaintext upload, and a file name that would escape the folder in `praxmail receive`.
+import { request } from "node:http";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { FastifyInstance } from "fastify";
+import { pino } from "pino";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { openContext } from "../src/commands/shared.js";
+import {
+  addReplyPart,
+  createInvite,
+  finishReply,
+  revokePatient,
+  startReply,
+  type Context,
+} from "../src/core/index.js";
+import { encryptBytes } from "../src/crypto/index.js";
+import { buildPortal } from "../src/portal/index.js";
+import { cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
+import { registerThroughCore } from "./helpers/patient.js";
+import { patchConfig } from "./helpers/relay.js";
+import { Readable } from "node:stream";
+
+const A = "anna@patient.example";
+const PASSWORD = "ein langes Passwort";
+
+let dir: string;
+let home: string;
+let ctx: Context;
+let app: FastifyInstance;
+let port: number;
+let clock: Date;
+
+async function session(email: string): Promise<{ cookie: string; csrf: string }> {
+  const page = await app.inject({ method: "GET", url: "/login" });
+  const cookie = String(page.headers["set-cookie"]).split(";")[0]!;
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(page.body)![1]!;
+  const res = await app.inject({
+    method: "POST",
+    url: "/login",
+    headers: { cookie, "content-type": "application/x-www-form-urlencoded" },
+    payload: new URLSearchParams({ email, password: PASSWORD, _csrf: csrf, next: "/deliveries" }).toString(),
+  });
+  const logged = String(res.headers["set-cookie"]).split(";")[0]!;
+  const list = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: logged } });
+  return { cookie: logged, csrf: /name="_csrf" value="([^"]+)"/.exec(list.body)![1]! };
+}
+
+/** Posts a form with a valid session and CSRF token (taken from the login page). */
+async function form(url: string, fields: Record<string, string>) {
+  const page = await app.inject({ method: "GET", url: "/login" });
+  const c = String(page.headers["set-cookie"]).split(";")[0]!;
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(page.body)![1]!;
+  return app.inject({
+    method: "POST",
+    url,
+    headers: { cookie: c, "content-type": "application/x-www-form-urlencoded" },
+    payload: new URLSearchParams({ ...fields, _csrf: csrf }).toString(),
+  });
+}
+
+beforeAll(async () => {
+  dir = await tempDir();
+  home = join(dir, "home");
+  await initHome(home, ["--recipient-type", "x25519"]);
+  await patchConfig(home, { portal: { maxUploadBytes: 1024 * 1024 } });
+  await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
+  const base = await openContext({ home }, "portal");
+  clock = new Date();
+  ctx = { ...base, now: () => clock };
+  app = await buildPortal(ctx, pino({ level: "silent" }));
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  port = (app.server.address() as { port: number }).port;
+});
+afterAll(async () => {
+  await app.close();
+  ctx.store.close();
+  await cleanup(dir);
+});
+beforeEach(() => {
+  clock = new Date();
+});
+
+const resetLink = async (): Promise<string> => {
+  const res = await form("/reset", { email: A });
+  expect(res.body).toContain("Wenn es für diese Adresse ein Konto gibt");
+  const mail = (await outbox(home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen")).at(-1);
+  return /\/reset\/[\w-]{43}/.exec(mail?.text ?? "")![0];
+};
+
+describe("password reset links", () => {
+  it("answer the same for an unknown address, and send nothing", async () => {
+    const before = (await outbox(home)).length;
+    const res = await form("/reset", { email: "niemand@patient.example" });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toContain("Wenn es für diese Adresse ein Konto gibt, haben wir eine E-Mail mit einem Link geschickt.");
+    expect((await outbox(home)).length).toBe(before);
+  });
+
+  it("expire after 30 minutes with 410", async () => {
+    const link = await resetLink();
+    clock = new Date(clock.getTime() + 31 * 60_000);
+    const get = await app.inject({ method: "GET", url: link });
+    expect(get.statusCode).toBe(410);
+    expect(get.body).toContain("Dieser Link ist abgelaufen oder wurde schon benutzt.");
+    const post = await form(link, { password: "noch ein Passwort", password2: "noch ein Passwort" });
+    expect(post.statusCode).toBe(410);
+  });
+
+  it("work once: a reused link answers 410", async () => {
+    const link = await resetLink();
+    const first = await form(link, { password: "zweites Passwort!", password2: "zweites Passwort!" });
+    expect(first.statusCode).toBe(303);
+    expect(first.headers.location).toBe("/login?m=reset");
+    const again = await form(link, { password: "drittes Passwort!", password2: "drittes Passwort!" });
+    expect(again.statusCode).toBe(410);
+    expect(again.body).toContain("<h1>Link abgelaufen</h1>");
+    // Set it back for the tests below.
+    const back = await form(await resetLink(), { password: PASSWORD, password2: PASSWORD });
+    expect(back.statusCode).toBe(303);
+  });
+});
+
+describe("invites", () => {
+  it("refuse another address and a wrong code with one answer, and count both", async () => {
+    const inv = createInvite(ctx, "neu@patient.example");
+    const url = `/invite/${inv.id}`;
+    const other = await form(url, { email: "jemand@patient.example", code: inv.code, password: PASSWORD, password2: PASSWORD });
+    expect(other.statusCode).toBe(400);
+    expect(other.body).toContain("E-Mail-Adresse oder Einladungscode stimmt nicht.");
+    const wrong = await form(url, { email: "neu@patient.example", code: "AAAA-BBBB-CCCC", password: PASSWORD, password2: PASSWORD });
+    expect(wrong.statusCode).toBe(400);
+    expect(wrong.body).toContain("E-Mail-Adresse oder Einladungscode stimmt nicht.");
+    expect(ctx.store.records.patient("neu@patient.example")).toBeUndefined();
+  });
+
+  it("work once: a reused invite answers 410", async () => {
+    const inv = createInvite(ctx, "einmal@patient.example");
+    const url = `/invite/${inv.id}`;
+    const first = await form(url, { email: "einmal@patient.example", code: inv.code, password: PASSWORD, password2: PASSWORD });
+    expect(first.statusCode).toBe(303);
+    expect(first.headers.location).toBe("/secupass");
+    const again = await form(url, { email: "einmal@patient.example", code: inv.code, password: PASSWORD, password2: PASSWORD });
+    expect(again.statusCode).toBe(410);
+    expect(again.body).toContain("Diese Einladung ist abgelaufen, wurde schon benutzt oder zurückgezogen.");
+  });
+
+  it("expire after 14 days, and can be revoked", async () => {
+    const inv = createInvite(ctx, "spaet@patient.example");
+    clock = new Date(clock.getTime() + 15 * 86_400_000);
+    expect((await app.inject({ method: "GET", url: `/invite/${inv.id}` })).statusCode).toBe(410);
+    clock = new Date();
+    const r = await praxmail(["invite", "--revoke", inv.id, "--home", home]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`revoked ${inv.id} (spaet@patient.example)\n`);
+    expect((await app.inject({ method: "GET", url: `/invite/${inv.id}` })).statusCode).toBe(410);
+    const again = await praxmail(["invite", "--revoke", inv.id, "--home", home]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain(`praxmail: error: invite ${inv.id} is revoked\n`);
+    const list = JSON.parse((await praxmail(["invite", "--list", "--json", "--home", home])).stdout) as { id: string; status: string }[];
+    expect(list.find((i) => i.id === inv.id)?.status).toBe("revoked");
+  });
+
+  it("are refused for an address that has an account", async () => {
+    const r = await praxmail(["invite", A, "--home", home]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`praxmail: error: ${A} has an account already\npraxmail: hint: for a waiting patient, compare the safety code and run praxmail approve\n`);
+  });
+});
+
+/** Posts an upload over real HTTP, chunked (no Content-Length), so the limit bites while streaming. */
+function upload(path: string, cookie: string, csrf: string, chunks: Buffer[]): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path, method: "POST", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/octet-stream", "transfer-encoding": "chunked" } }, (res) => {
+      let body = "";
+      res.setEncoding("utf8").on("data", (d: string) => (body += d));
+      res.on("end", () => {
+        resolve({ status: res.statusCode ?? 0, body });
+      });
+    });
+    req.on("error", reject);
+    Readable.from(chunks).pipe(req);
+  });
+}
+
+describe("replies", () => {
+  it("refuse an upload over the limit while it streams, and one that is not an age file", async () => {
+    const { cookie, csrf } = await session(A);
+    const start = await app.inject({ method: "POST", url: "/reply", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, payload: "{}" });
+    const { id } = JSON.parse(start.body) as { id: string };
+    const blobsBefore = (await walk(join(home, "blobs")).catch(() => [])).length;
+    const big = await upload(`/reply/${id}/parts?kind=message`, cookie, csrf, [Buffer.from("age-encryption.org/v1\n"), ...Array.from({ length: 40 }, () => Buffer.alloc(64 * 1024))]);
+    expect(big.status).toBe(413);
+    expect(JSON.parse(big.body)).toEqual({ error: "too-large", message: "upload is larger than 1048576 bytes" });
+    const declared = await app.inject({ method: "POST", url: `/reply/${id}/parts?kind=message`, headers: { cookie, "x-csrf-token": csrf, "content-type": "application/octet-stream", "content-length": String(5 * 1024 * 1024) }, payload: Buffer.alloc(10) });
+    expect(declared.statusCode).toBe(413);
+    const plain = await upload(`/reply/${id}/parts?kind=message`, cookie, csrf, [Buffer.from("Mein Befund im Klartext, nicht verschlüsselt")]);
+    expect(plain.status).toBe(400);
+    expect(JSON.parse(plain.body)).toEqual({ error: "invalid-input", message: "upload is not an age file" });
+    expect((await walk(join(home, "blobs")).catch(() => [])).filter((f) => f.endsWith(".age")).length).toBe(blobsBefore);
+  });
+
+  it("from a revoked patient are refused with 403", async () => {
+    const { cookie, csrf } = await session(A);
+    await revokePatient(ctx, "einmal@patient.example").catch(() => undefined);
+    await registerThroughCore(home, "gesperrt@patient.example", "Secu-Pass gesperrt", PASSWORD);
+    const s = await session("gesperrt@patient.example");
+    await revokePatient(ctx, "gesperrt@patient.example");
+    const res = await app.inject({ method: "POST", url: "/reply", headers: { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/json" }, payload: "{}" });
+    expect(res.statusCode).toBe(403);
+    expect(JSON.parse(res.body)).toEqual({ error: "wrong-state", message: "this account may not send replies" });
+    // Another patient still can.
+    const ok = await app.inject({ method: "POST", url: "/reply", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, payload: "{}" });
+    expect(ok.statusCode).toBe(200);
+  });
+
+  it("`praxmail receive` refuses a file name with ../ and writes nothing", async () => {
+    const id = startReply(ctx, A, null);
+    const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: ["../entkommen.txt"] }), [ctx.config.practiceRecipient]);
+    await addReplyPart(ctx, A, id, "message", Readable.from([Buffer.from(message)]));
+    await addReplyPart(ctx, A, id, "file", Readable.from([Buffer.from(await encryptBytes("Inhalt", [ctx.config.practiceRecipient]))]));
+    await finishReply(ctx, A, id);
+    const out = join(dir, "out");
+    const r = await praxmail(["receive", id, "--out", out, "--home", home]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('praxmail: error: refusing the file name "../entkommen.txt": it would leave the folder or is not a plain name\n');
+    expect(await readdir(out).catch(() => [])).toEqual([]);
+    expect(await readdir(dir)).not.toContain("entkommen.txt");
+  });
+
+  it("`praxmail receive` of an unknown reply: exit 1 with a hint", async () => {
+    const r = await praxmail(["receive", "r_unbekannt", "--out", join(dir, "x"), "--home", home]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('praxmail: error: no such reply "r_unbekannt"\npraxmail: hint: run praxmail inbox\n');
+  });
+});
