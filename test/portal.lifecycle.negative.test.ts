@@ -109,11 +109,16 @@ describe("password reset links", () => {
     expect(post.statusCode).toBe(410);
   });
 
-  it("work once: a reused link answers 410", async () => {
+  it("work once: a reused link answers 410; the new password ends every session", async () => {
+    const before = await session(A);
+    expect((await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: before.cookie } })).statusCode).toBe(200);
     const link = await resetLink();
     const first = await form(link, { password: "zweites Passwort!", password2: "zweites Passwort!" });
     expect(first.statusCode).toBe(303);
     expect(first.headers.location).toBe("/login?m=reset");
+    const ended = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: before.cookie } });
+    expect(ended.statusCode).toBe(303);
+    expect(ended.headers.location).toMatch(/^\/login\?next=/);
     const again = await form(link, { password: "drittes Passwort!", password2: "drittes Passwort!" });
     expect(again.statusCode).toBe(410);
     expect(again.body).toContain("<h1>Link abgelaufen</h1>");
