@@ -45,7 +45,7 @@ async function run(v: Vector, piece: number): Promise<Outcome> {
   let ct = v.body;
   if (v.armored) {
     try {
-      ct = dearmor(Buffer.from(v.body).toString("latin1"));
+      ct = await dearmor(Buffer.from(v.body).toString("latin1"));
     } catch (e) {
       return { kind: "armor", error: e as Error };
     }

@@ -1,6 +1,4 @@
-import { createReadStream } from "node:fs";
 import { open, readFile, type FileHandle } from "node:fs/promises";
-import { Readable } from "node:stream";
 import { basename } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import {
@@ -14,6 +12,7 @@ import {
   type CreatedDelivery,
 } from "../core/index.js";
 import { formatSize } from "../mail/index.js";
+import { fileStream } from "../store/index.js";
 import { common, note, printJson, printTable, progress, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
 
 interface SendFlags extends HomeOptions, JsonOptions {
@@ -108,7 +107,7 @@ export async function runSend(ctx: Context, io: Io, flags: SendFlags, paths: rea
           // Positioned reads from the handles opened above: every recipient gets the same bytes.
           files: files.map((f) => ({
             name: basename(f.path),
-            open: () => Readable.toWeb(createReadStream("", { fd: f.handle, start: 0, autoClose: false })) as ReadableStream<Uint8Array>,
+            open: () => fileStream(f.handle),
           })),
           onProgress: (i, bytes) => {
             const f = files[i];

@@ -5,9 +5,8 @@ import { constants } from "node:fs";
 import { mkdir, open, readFile, realpath, rm } from "node:fs/promises";
 import { join, sep } from "node:path";
 import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { decryptBytes, decryptStream } from "../crypto/index.js";
-import type { ReplyRow } from "../store/index.js";
+import { writeStream, type ReplyRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { newId } from "./tokens.js";
@@ -216,8 +215,12 @@ export async function receiveReply(ctx: Context, id: string, practiceIdentity: s
     await text.close();
     for (const [i, part] of fileParts.entries()) {
       const fh = await create(names[i] ?? "");
-      const plain = await decryptStream(Readable.toWeb((await open(ctx.store.blobs.path(part.blob))).createReadStream()) as ReadableStream<Uint8Array>, [practiceIdentity]);
-      await pipeline(Readable.fromWeb(plain), fh.createWriteStream());
+      const plain = await decryptStream(ctx.store.blobs.read(part.blob), [practiceIdentity]);
+      try {
+        await writeStream(plain, fh);
+      } finally {
+        await fh.close();
+      }
     }
   } catch (e) {
     for (const p of written) await rm(p, { force: true });

@@ -1,5 +1,5 @@
 import { bech32 } from "@scure/base";
-import { identityToRecipient } from "age-encryption";
+import { x25519Identity } from "./header.js";
 
 /** The age recipient types praxmail can use: classic X25519 or the ML-KEM-768 + X25519 hybrid. */
 export type RecipientType = "x25519" | "mlkem768x25519";
@@ -56,6 +56,9 @@ export function generateIdentity(type: RecipientType): string {
  * @throws If the identity is malformed.
  */
 export async function recipientOf(identity: string): Promise<string> {
+  const x25519 = x25519Identity(identity);
+  if (x25519) return bech32.encode("age", bech32.toWords(x25519.recipient));
+  const { identityToRecipient } = await import("age-encryption");
   return identityToRecipient(identity);
 }
 

@@ -5,7 +5,6 @@ import { open, readFile, rename, rm } from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { AsyncEntry } from "@napi-rs/keyring";
-import { armor, Encrypter } from "age-encryption";
 import { dearmor, decryptBytes } from "./stream.js";
 import { identityType, recipientOf } from "./identity.js";
 
@@ -68,6 +67,7 @@ export async function writeSecretFile(path: string, data: string | Uint8Array): 
 export async function writeIdentityFile(path: string, identity: string, passphrase: string | undefined, created: Date): Promise<void> {
   const text = await formatIdentityFile(identity, created);
   if (passphrase === undefined) return writeSecretFile(path, text);
+  const { armor, Encrypter } = await import("age-encryption");
   const e = new Encrypter();
   e.setPassphrase(passphrase);
   return writeSecretFile(path, armor.encode(await e.encrypt(text)));
@@ -102,7 +102,7 @@ export async function readIdentityFile(
     const passphrase = await getPassphrase();
     if (passphrase === undefined) throw new PassphraseRequiredError();
     const text = new TextDecoder().decode(data).trimStart();
-    const binary = text.startsWith("-----BEGIN") ? dearmor(text) : data;
+    const binary = text.startsWith("-----BEGIN") ? await dearmor(text) : data;
     try {
       data = await decryptBytes(binary, [], [passphrase]);
     } catch (e) {

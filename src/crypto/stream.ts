@@ -1,10 +1,10 @@
-import { Decrypter, Encrypter, armor } from "age-encryption";
-import { decryptPayload } from "./payload.js";
+import { openHeader, x25519Identity } from "./header.js";
+import { decryptPayload, encryptPayload, type HeaderOpener } from "./payload.js";
 import { identityType } from "./identity.js";
 
 /**
  * Encrypts a stream to one or more age recipients. Memory stays flat: the payload is
- * processed in 64 KiB STREAM chunks with backpressure.
+ * sealed in 64 KiB STREAM chunks on node:crypto, with backpressure.
  *
  * @param input - The plaintext.
  * @param recipients - `age1…` recipients.
@@ -14,16 +14,25 @@ export async function encryptStream(
   input: ReadableStream<Uint8Array>,
   recipients: readonly string[],
 ): Promise<ReadableStream<Uint8Array>> {
-  const e = new Encrypter();
-  for (const r of recipients) e.addRecipient(r);
-  return e.encrypt(input);
+  return encryptPayload(input, recipients);
 }
 
-function decrypter(identities: readonly string[], passphrases: readonly string[]): Decrypter {
-  const d = new Decrypter();
-  for (const i of identities) d.addIdentity(i);
-  for (const p of passphrases) d.addPassphrase(p);
-  return d;
+/**
+ * How to open a header with these secrets: on node:crypto when they are all X25519
+ * identities, otherwise through age-encryption (hybrid identities, passphrases).
+ */
+function headerOpener(identities: readonly string[], passphrases: readonly string[]): HeaderOpener {
+  const native = identities.map(x25519Identity);
+  if (passphrases.length === 0 && native.every((i) => i !== null)) {
+    return (header) => openHeader(header, native);
+  }
+  return async (header) => {
+    const { Decrypter } = await import("age-encryption");
+    const d = new Decrypter();
+    for (const i of identities) d.addIdentity(i);
+    for (const p of passphrases) d.addPassphrase(p);
+    return d.decryptHeader(header);
+  };
 }
 
 /**
@@ -40,7 +49,7 @@ export async function decryptStream(
   identities: readonly string[],
   passphrases: readonly string[] = [],
 ): Promise<ReadableStream<Uint8Array>> {
-  return decryptPayload(input, decrypter(identities, passphrases));
+  return decryptPayload(input, headerOpener(identities, passphrases));
 }
 
 /**
@@ -50,7 +59,8 @@ export async function decryptStream(
  * @returns The binary age file.
  * @throws If the armor is malformed.
  */
-export function dearmor(text: string): Uint8Array {
+export async function dearmor(text: string): Promise<Uint8Array> {
+  const { armor } = await import("age-encryption");
   return armor.decode(text);
 }
 
@@ -62,9 +72,9 @@ export function dearmor(text: string): Uint8Array {
  * @returns The age file.
  */
 export async function encryptBytes(data: Uint8Array | string, recipients: readonly string[]): Promise<Uint8Array> {
-  const e = new Encrypter();
-  for (const r of recipients) e.addRecipient(r);
-  return e.encrypt(data);
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const cipher = await encryptPayload(new Blob([bytes]).stream(), recipients);
+  return new Uint8Array(await new Response(cipher).arrayBuffer());
 }
 
 /**

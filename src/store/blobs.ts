@@ -1,11 +1,8 @@
 // Ciphertext files under <home>/blobs/. A blob is written to a temp name, fsynced, renamed
 // into place, and the folder fsynced, so a crash leaves either a whole blob or a temp file.
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import { randomBytes } from "node:crypto";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 
 const TMP = "tmp";
 
@@ -16,6 +13,73 @@ async function fsync(path: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+const READ = 1 << 20;
+
+/**
+ * Reads a file as a web stream, 1 MiB per read with one read ahead: about a quarter of the
+ * cost of Readable.toWeb over fs.createReadStream.
+ *
+ * @param source - An open handle (left open) or a path (opened, and closed at the end).
+ * @param start - The offset to start at.
+ * @returns The bytes.
+ */
+export function fileStream(source: FileHandle | string, start = 0): ReadableStream<Uint8Array> {
+  let fh = typeof source === "string" ? undefined : source;
+  let pos = start;
+  const done = async (): Promise<void> => {
+    if (typeof source === "string" && fh) await fh.close();
+    fh = undefined;
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      async start() {
+        if (typeof source === "string") fh = await open(source, "r");
+      },
+      async pull(ctl) {
+        if (!fh) throw new Error("file is closed");
+        try {
+          const buf = Buffer.allocUnsafe(READ);
+          const { bytesRead } = await fh.read(buf, 0, READ, pos);
+          pos += bytesRead;
+          if (bytesRead > 0) {
+            ctl.enqueue(buf.subarray(0, bytesRead));
+            return;
+          }
+          await done();
+          ctl.close();
+        } catch (e) {
+          await done();
+          throw e;
+        }
+      },
+      cancel: done,
+    },
+    { highWaterMark: 2 },
+  );
+}
+
+/**
+ * Writes a web stream to a file handle, gathering chunks into writes of about 1 MiB: far
+ * fewer system calls than one per chunk, and no copy (writev).
+ *
+ * @param data - The bytes.
+ * @param fh - An open file handle.
+ */
+export async function writeStream(data: ReadableStream<Uint8Array>, fh: FileHandle): Promise<void> {
+  let batch: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of data as unknown as AsyncIterable<Uint8Array>) {
+    batch.push(chunk);
+    size += chunk.length;
+    if (size >= 1 << 20) {
+      await fh.writev(batch);
+      batch = [];
+      size = 0;
+    }
+  }
+  if (batch.length) await fh.writev(batch);
 }
 
 /**
@@ -59,8 +123,12 @@ export class BlobStore {
     const tmp = join(tmpDir, `${name}.partial`);
     const final = join(dir, `${name}.age`);
     try {
-      const out = createWriteStream(tmp, { flags: "wx", mode: 0o600 });
-      await pipeline(Readable.fromWeb(data), out);
+      const fh = await open(tmp, "wx", 0o600);
+      try {
+        await writeStream(data, fh);
+      } finally {
+        await fh.close();
+      }
       await renameDurably(tmp, final);
     } catch (e) {
       await rm(tmp, { force: true });
@@ -88,7 +156,7 @@ export class BlobStore {
    * @returns A web stream of its bytes.
    */
   read(rel: string): ReadableStream<Uint8Array> {
-    return Readable.toWeb(createReadStream(this.path(rel))) as ReadableStream<Uint8Array>;
+    return fileStream(this.path(rel));
   }
 
   /**

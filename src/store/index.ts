@@ -6,7 +6,7 @@ import { appendAudit, auditRows, verifyAudit, type AuditEntry, type AuditRow, ty
 import { AccountRecords } from "./accounts.js";
 import { Records } from "./records.js";
 
-export { BlobStore, renameDurably } from "./blobs.js";
+export { BlobStore, fileStream, renameDurably, writeStream } from "./blobs.js";
 export type { AuditEntry, AuditRow, AuditVerdict } from "./audit.js";
 export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 export type {
