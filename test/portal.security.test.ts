@@ -1,5 +1,6 @@
 // The portal's security properties, each asserted on status, headers or page text, against
 // the real app (fastify's inject) over a real home and store.
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
@@ -228,6 +229,22 @@ describe("sessions", () => {
     expect((await c.post("/logout", { _csrf: c.csrf })).headers.location).toBe("/login?m=out");
     const replay = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${cookie ?? ""}` } });
     expect(replay.statusCode).toBe(303);
+  });
+
+  it("stay alive with activity, writing last_seen at most once a minute", async () => {
+    const c = new Client(app);
+    await c.login(A);
+    const lastSeen = (): string | undefined => ctx.store.records.session(createHash("sha256").update(c.cookies.get("praxmail") ?? "").digest("hex"))?.lastSeen;
+    const start = lastSeen();
+    clock = new Date(clock.getTime() + 30_000);
+    expect((await c.get("/deliveries")).statusCode).toBe(200);
+    expect(lastSeen()).toBe(start);
+    // Every 10 minutes for an hour: each request is recorded, so the session never idles out.
+    for (let i = 0; i < 6; i++) {
+      clock = new Date(clock.getTime() + 10 * 60_000);
+      expect((await c.get("/deliveries")).statusCode).toBe(200);
+      expect(lastSeen()).toBe(clock.toISOString());
+    }
   });
 });
 

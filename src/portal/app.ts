@@ -87,7 +87,8 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   const sessions = new Sessions(ctx, cookiePolicy(ctx.config.portalUrl));
   await app.register(fastifyCookie);
   await app.register(fastifyFormbody);
-  await app.register(fastifyView, { engine: { eta: new Eta() }, root: assets.views, layout: "layout.eta", viewExt: "eta" });
+  // production: templates are compiled once, not re-read on every request.
+  await app.register(fastifyView, { engine: { eta: new Eta() }, root: assets.views, layout: "layout.eta", viewExt: "eta", production: true });
   await app.register(fastifyStatic, { root: assets.static, prefix: "/static/", cacheControl: false });
 
   app.decorateRequest("session", null as unknown as Session);

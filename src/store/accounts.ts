@@ -1,5 +1,6 @@
 // Rows of the account lifecycle: password reset links, invite codes and patient replies.
 import type { Database } from "better-sqlite3";
+import { StatementCache } from "./records.js";
 
 /** A password reset link; only the SHA-256 of its token is stored. */
 export interface ResetRow {
@@ -46,16 +47,20 @@ const REPLY = "id, email, delivery_id AS deliveryId, status, created_at AS creat
 
 /** Row access for the account lifecycle. */
 export class AccountRecords {
-  constructor(private readonly db: Database) {}
+  private readonly sql: StatementCache;
+
+  constructor(db: Database) {
+    this.sql = new StatementCache(db);
+  }
 
   /** @param r - A new reset link. */
   insertReset(r: ResetRow): void {
-    this.db.prepare("INSERT INTO reset_tokens (hash, email, created_at, expires_at, used_at) VALUES (@hash, @email, @createdAt, @expiresAt, @usedAt)").run(r);
+    this.sql.get("INSERT INTO reset_tokens (hash, email, created_at, expires_at, used_at) VALUES (@hash, @email, @createdAt, @expiresAt, @usedAt)").run(r);
   }
 
   /** @returns The reset link with this token hash, or undefined. */
   reset(hash: string): ResetRow | undefined {
-    return this.db.prepare(`SELECT ${RESET} FROM reset_tokens WHERE hash = ?`).get(hash) as ResetRow | undefined;
+    return this.sql.get(`SELECT ${RESET} FROM reset_tokens WHERE hash = ?`).get(hash) as ResetRow | undefined;
   }
 
   /**
@@ -64,24 +69,24 @@ export class AccountRecords {
    * @returns True if it was unused until now.
    */
   useReset(hash: string, at: string): boolean {
-    return this.db.prepare("UPDATE reset_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL").run(at, hash).changes === 1;
+    return this.sql.get("UPDATE reset_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL").run(at, hash).changes === 1;
   }
 
   /** @param i - A new invite. */
   insertInvite(i: InviteRow): void {
-    this.db
-      .prepare("INSERT INTO invites (id, email, code_hash, created_at, expires_at, used_at, revoked_at) VALUES (@id, @email, @codeHash, @createdAt, @expiresAt, @usedAt, @revokedAt)")
+    this.sql
+      .get("INSERT INTO invites (id, email, code_hash, created_at, expires_at, used_at, revoked_at) VALUES (@id, @email, @codeHash, @createdAt, @expiresAt, @usedAt, @revokedAt)")
       .run(i);
   }
 
   /** @returns The invite, or undefined. */
   invite(id: string): InviteRow | undefined {
-    return this.db.prepare(`SELECT ${INVITE} FROM invites WHERE id = ?`).get(id) as InviteRow | undefined;
+    return this.sql.get(`SELECT ${INVITE} FROM invites WHERE id = ?`).get(id) as InviteRow | undefined;
   }
 
   /** @returns Every invite, newest first. */
   invites(): InviteRow[] {
-    return this.db.prepare(`SELECT ${INVITE} FROM invites ORDER BY created_at DESC, id`).all() as InviteRow[];
+    return this.sql.get(`SELECT ${INVITE} FROM invites ORDER BY created_at DESC, id`).all() as InviteRow[];
   }
 
   /**
@@ -90,7 +95,7 @@ export class AccountRecords {
    * @returns True if it was open until now.
    */
   useInvite(id: string, at: string): boolean {
-    return this.db.prepare("UPDATE invites SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL").run(at, id).changes === 1;
+    return this.sql.get("UPDATE invites SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL").run(at, id).changes === 1;
   }
 
   /**
@@ -99,45 +104,45 @@ export class AccountRecords {
    * @returns True if it was open until now.
    */
   revokeInvite(id: string, at: string): boolean {
-    return this.db.prepare("UPDATE invites SET revoked_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL").run(at, id).changes === 1;
+    return this.sql.get("UPDATE invites SET revoked_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL").run(at, id).changes === 1;
   }
 
   /** @param r - A new reply. */
   insertReply(r: ReplyRow): void {
-    this.db
-      .prepare("INSERT INTO replies (id, email, delivery_id, status, created_at, received_at) VALUES (@id, @email, @deliveryId, @status, @createdAt, @receivedAt)")
+    this.sql
+      .get("INSERT INTO replies (id, email, delivery_id, status, created_at, received_at) VALUES (@id, @email, @deliveryId, @status, @createdAt, @receivedAt)")
       .run(r);
   }
 
   /** @returns The reply, or undefined. */
   reply(id: string): ReplyRow | undefined {
-    return this.db.prepare(`SELECT ${REPLY} FROM replies WHERE id = ?`).get(id) as ReplyRow | undefined;
+    return this.sql.get(`SELECT ${REPLY} FROM replies WHERE id = ?`).get(id) as ReplyRow | undefined;
   }
 
   /** @returns Finished replies (new and received), oldest first. */
   replies(): ReplyRow[] {
-    return this.db.prepare(`SELECT ${REPLY} FROM replies WHERE status <> 'uploading' ORDER BY created_at, id`).all() as ReplyRow[];
+    return this.sql.get(`SELECT ${REPLY} FROM replies WHERE status <> 'uploading' ORDER BY created_at, id`).all() as ReplyRow[];
   }
 
   /** @returns Replies whose upload never finished, started before the time. */
   unfinishedReplies(before: string): ReplyRow[] {
-    return this.db.prepare(`SELECT ${REPLY} FROM replies WHERE status = 'uploading' AND created_at < ?`).all(before) as ReplyRow[];
+    return this.sql.get(`SELECT ${REPLY} FROM replies WHERE status = 'uploading' AND created_at < ?`).all(before) as ReplyRow[];
   }
 
   /** Sets a reply's status. */
   setReplyStatus(id: string, status: ReplyRow["status"], at: string | null): void {
-    this.db.prepare("UPDATE replies SET status = ?, received_at = coalesce(?, received_at) WHERE id = ?").run(status, at, id);
+    this.sql.get("UPDATE replies SET status = ?, received_at = coalesce(?, received_at) WHERE id = ?").run(status, at, id);
   }
 
   /** @param p - A new part. */
   insertReplyPart(p: ReplyPartRow): void {
-    this.db.prepare("INSERT INTO reply_parts (reply_id, position, kind, size, blob) VALUES (@replyId, @position, @kind, @size, @blob)").run(p);
+    this.sql.get("INSERT INTO reply_parts (reply_id, position, kind, size, blob) VALUES (@replyId, @position, @kind, @size, @blob)").run(p);
   }
 
   /** @returns The parts of a reply in order. */
   replyParts(replyId: string): ReplyPartRow[] {
-    return this.db
-      .prepare("SELECT reply_id AS replyId, position, kind, size, blob FROM reply_parts WHERE reply_id = ? ORDER BY position")
+    return this.sql
+      .get("SELECT reply_id AS replyId, position, kind, size, blob FROM reply_parts WHERE reply_id = ? ORDER BY position")
       .all(replyId) as ReplyPartRow[];
   }
 
@@ -148,8 +153,8 @@ export class AccountRecords {
    */
   deleteReply(id: string): string[] {
     const blobs = this.replyParts(id).map((p) => p.blob);
-    this.db.prepare("DELETE FROM reply_parts WHERE reply_id = ?").run(id);
-    this.db.prepare("DELETE FROM replies WHERE id = ?").run(id);
+    this.sql.get("DELETE FROM reply_parts WHERE reply_id = ?").run(id);
+    this.sql.get("DELETE FROM replies WHERE id = ?").run(id);
     return blobs;
   }
 }

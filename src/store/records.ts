@@ -1,5 +1,25 @@
 // Typed access to the rows. SQL lives here and nowhere else; the domain rules live in src/core.
-import type { Database } from "better-sqlite3";
+import type { Database, Statement } from "better-sqlite3";
+
+/**
+ * Prepared statements, each prepared once per SQL text (the texts are constants or built
+ * from a fixed set of filters, so the cache stays small).
+ */
+export class StatementCache {
+  private readonly statements = new Map<string, Statement>();
+
+  constructor(private readonly db: Database) {}
+
+  /** @returns The statement for this SQL. */
+  get(sql: string): Statement {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
+}
 
 /** Patient account status (DESIGN.md §5). */
 export type PatientStatus = "pending-secupass" | "pending-approval" | "approved" | "revoked";
@@ -94,14 +114,18 @@ export class Records {
   /**
    * @param db - An open, migrated database.
    */
-  constructor(readonly db: Database) {}
+  private readonly sql: StatementCache;
+
+  constructor(readonly db: Database) {
+    this.sql = new StatementCache(db);
+  }
 
   /**
    * @param email - Lowercased address.
    * @returns The patient, or undefined.
    */
   patient(email: string): PatientRow | undefined {
-    return this.db.prepare(`SELECT ${PATIENT_COLS} FROM patients WHERE email = ?`).get(email) as PatientRow | undefined;
+    return this.sql.get(`SELECT ${PATIENT_COLS} FROM patients WHERE email = ?`).get(email) as PatientRow | undefined;
   }
 
   /**
@@ -110,8 +134,8 @@ export class Records {
    */
   patients(status?: PatientStatus): PatientRow[] {
     const where = status ? "WHERE status = ?" : "";
-    return this.db
-      .prepare(`SELECT ${PATIENT_COLS} FROM patients ${where} ORDER BY registered_at, email`)
+    return this.sql
+      .get(`SELECT ${PATIENT_COLS} FROM patients ${where} ORDER BY registered_at, email`)
       .all(...(status ? [status] : [])) as PatientRow[];
   }
 
@@ -119,8 +143,8 @@ export class Records {
    * @param p - The new patient.
    */
   insertPatient(p: PatientRow): void {
-    this.db
-      .prepare(
+    this.sql
+      .get(
         "INSERT INTO patients (email, status, password_hash, kdf, recipient, safety_code, registered_at, secupass_at, approved_at, revoked_at, pending_kdf, invited_at) VALUES (@email, @status, @passwordHash, @kdf, @recipient, @safetyCode, @registeredAt, @secupassAt, @approvedAt, @revokedAt, @pendingKdf, @invitedAt)",
       )
       .run(p);
@@ -132,8 +156,8 @@ export class Records {
    * @param p - The changed patient.
    */
   updatePatient(p: PatientRow): void {
-    this.db
-      .prepare(
+    this.sql
+      .get(
         "UPDATE patients SET status = @status, password_hash = @passwordHash, kdf = @kdf, recipient = @recipient, safety_code = @safetyCode, secupass_at = @secupassAt, approved_at = @approvedAt, revoked_at = @revokedAt, pending_kdf = @pendingKdf, invited_at = @invitedAt WHERE email = @email",
       )
       .run(p);
@@ -144,7 +168,7 @@ export class Records {
    * @returns The delivery, or undefined.
    */
   delivery(id: string): DeliveryRow | undefined {
-    return this.db.prepare(`SELECT ${DELIVERY_COLS} FROM deliveries WHERE id = ?`).get(id) as DeliveryRow | undefined;
+    return this.sql.get(`SELECT ${DELIVERY_COLS} FROM deliveries WHERE id = ?`).get(id) as DeliveryRow | undefined;
   }
 
   /**
@@ -152,7 +176,7 @@ export class Records {
    * @returns The delivery created from it, or undefined.
    */
   deliveryBySource(sourceKey: string): DeliveryRow | undefined {
-    return this.db.prepare(`SELECT ${DELIVERY_COLS} FROM deliveries WHERE source_key = ?`).get(sourceKey) as
+    return this.sql.get(`SELECT ${DELIVERY_COLS} FROM deliveries WHERE source_key = ?`).get(sourceKey) as
       | DeliveryRow
       | undefined;
   }
@@ -172,8 +196,8 @@ export class Records {
       where.push(`status IN (${filter.statuses.map(() => "?").join(", ")})`);
       args.push(...filter.statuses);
     }
-    return this.db
-      .prepare(`SELECT ${DELIVERY_COLS} FROM deliveries WHERE ${where.join(" AND ")} ORDER BY created_at, id`)
+    return this.sql
+      .get(`SELECT ${DELIVERY_COLS} FROM deliveries WHERE ${where.join(" AND ")} ORDER BY created_at, id`)
       .all(...args) as DeliveryRow[];
   }
 
@@ -182,7 +206,7 @@ export class Records {
    * @returns Ids of deliveries whose send never completed, created before that time.
    */
   unsentBefore(before: string): string[] {
-    return this.db.prepare("SELECT id FROM deliveries WHERE sent_at IS NULL AND created_at < ?").pluck().all(before) as string[];
+    return this.sql.get("SELECT id FROM deliveries WHERE sent_at IS NULL AND created_at < ?").pluck().all(before) as string[];
   }
 
   /**
@@ -192,7 +216,7 @@ export class Records {
    * @param at - ISO time.
    */
   markSent(ids: readonly string[], at: string): void {
-    const stmt = this.db.prepare("UPDATE deliveries SET sent_at = ? WHERE id = ? AND sent_at IS NULL");
+    const stmt = this.sql.get("UPDATE deliveries SET sent_at = ? WHERE id = ? AND sent_at IS NULL");
     for (const id of ids) stmt.run(at, id);
   }
 
@@ -201,8 +225,8 @@ export class Records {
    * @returns Active deliveries whose expiry is at or before that time.
    */
   dueForExpiry(before: string): DeliveryRow[] {
-    return this.db
-      .prepare(
+    return this.sql
+      .get(
         `SELECT ${DELIVERY_COLS} FROM deliveries WHERE status IN ('pending-approval','ready','downloaded') AND sent_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at`,
       )
       .all(before) as DeliveryRow[];
@@ -217,18 +241,18 @@ export class Records {
    * @param token - Its link token.
    */
   insertDelivery(d: DeliveryRow, files: readonly FileRow[], wraps: readonly WrapRow[], token: TokenRow): void {
-    this.db
-      .prepare(
+    this.sql
+      .get(
         "INSERT INTO deliveries (id, recipient, level, status, subject, sender, created_at, expires_at, downloaded_at, ended_at, source_key, sent_at, reminded_at) VALUES (@id, @recipient, @level, @status, @subject, @sender, @createdAt, @expiresAt, @downloadedAt, @endedAt, @sourceKey, @sentAt, @remindedAt)",
       )
       .run(d);
-    const insFile = this.db.prepare(
+    const insFile = this.sql.get(
       "INSERT INTO files (id, delivery_id, position, kind, name, size, blob) VALUES (@id, @deliveryId, @position, @kind, @name, @size, @blob)",
     );
     for (const f of files) insFile.run(f);
     for (const w of wraps) this.putWrap(w);
-    this.db
-      .prepare("INSERT INTO link_tokens (hash, delivery_id, email, created_at) VALUES (@hash, @deliveryId, @email, @createdAt)")
+    this.sql
+      .get("INSERT INTO link_tokens (hash, delivery_id, email, created_at) VALUES (@hash, @deliveryId, @email, @createdAt)")
       .run(token);
   }
 
@@ -241,7 +265,7 @@ export class Records {
    */
   setDeliveryStatus(id: string, status: DeliveryStatus, at: string): void {
     const ended = status === "revoked" || status === "expired" ? at : null;
-    this.db.prepare("UPDATE deliveries SET status = ?, ended_at = coalesce(?, ended_at) WHERE id = ?").run(status, ended, id);
+    this.sql.get("UPDATE deliveries SET status = ?, ended_at = coalesce(?, ended_at) WHERE id = ?").run(status, ended, id);
   }
 
   /**
@@ -249,8 +273,8 @@ export class Records {
    * @returns Its files in order.
    */
   files(deliveryId: string): FileRow[] {
-    return this.db
-      .prepare(`SELECT ${FILE_COLS} FROM files WHERE delivery_id = ? ORDER BY position`)
+    return this.sql
+      .get(`SELECT ${FILE_COLS} FROM files WHERE delivery_id = ? ORDER BY position`)
       .all(deliveryId) as FileRow[];
   }
 
@@ -258,7 +282,7 @@ export class Records {
    * @returns Every blob path that a file row references.
    */
   referencedBlobs(): Set<string> {
-    const rows = this.db.prepare("SELECT blob FROM files WHERE blob IS NOT NULL UNION SELECT blob FROM reply_parts").pluck().all() as string[];
+    const rows = this.sql.get("SELECT blob FROM files WHERE blob IS NOT NULL UNION SELECT blob FROM reply_parts").pluck().all() as string[];
     return new Set(rows);
   }
 
@@ -267,13 +291,13 @@ export class Records {
    * @returns Wraps removed and deliveries put back to pending-approval (Secu-Pass reset).
    */
   unwrapPatient(email: string): number {
-    const ids = this.db
-      .prepare("SELECT id FROM deliveries WHERE recipient = ? AND level >= 3 AND status IN ('ready','downloaded','pending-approval')")
+    const ids = this.sql
+      .get("SELECT id FROM deliveries WHERE recipient = ? AND level >= 3 AND status IN ('ready','downloaded','pending-approval')")
       .pluck()
       .all(email) as string[];
     for (const id of ids) {
-      this.db.prepare("DELETE FROM wraps WHERE delivery_id = ? AND holder = 'patient'").run(id);
-      this.db.prepare("UPDATE deliveries SET status = 'pending-approval' WHERE id = ?").run(id);
+      this.sql.get("DELETE FROM wraps WHERE delivery_id = ? AND holder = 'patient'").run(id);
+      this.sql.get("UPDATE deliveries SET status = 'pending-approval' WHERE id = ?").run(id);
     }
     return ids.length;
   }
@@ -284,8 +308,8 @@ export class Records {
    * @returns Ready deliveries never downloaded nor reminded of.
    */
   dueForReminder(before: string, now: string): DeliveryRow[] {
-    return this.db
-      .prepare(
+    return this.sql
+      .get(
         `SELECT ${DELIVERY_COLS} FROM deliveries WHERE status = 'ready' AND downloaded_at IS NULL AND reminded_at IS NULL AND sent_at IS NOT NULL AND level >= 2 AND expires_at <= ? AND expires_at > ?`,
       )
       .all(before, now) as DeliveryRow[];
@@ -296,7 +320,7 @@ export class Records {
    * @param at - ISO time.
    */
   markReminded(id: string, at: string): void {
-    this.db.prepare("UPDATE deliveries SET reminded_at = ? WHERE id = ?").run(at, id);
+    this.sql.get("UPDATE deliveries SET reminded_at = ? WHERE id = ?").run(at, id);
   }
 
   /**
@@ -305,7 +329,7 @@ export class Records {
    * @param email - The patient.
    */
   deleteSessionsOf(email: string): void {
-    this.db.prepare("DELETE FROM sessions WHERE email = ?").run(email);
+    this.sql.get("DELETE FROM sessions WHERE email = ?").run(email);
   }
 
   /**
@@ -314,8 +338,8 @@ export class Records {
    * @returns The wrap, or undefined.
    */
   wrap(deliveryId: string, holder: WrapHolder): WrapRow | undefined {
-    const row = this.db
-      .prepare(
+    const row = this.sql
+      .get(
         "SELECT delivery_id AS deliveryId, holder, recipient, ciphertext, created_at AS createdAt FROM wraps WHERE delivery_id = ? AND holder = ?",
       )
       .get(deliveryId, holder) as (Omit<WrapRow, "ciphertext"> & { ciphertext: Buffer }) | undefined;
@@ -328,8 +352,8 @@ export class Records {
    * @param w - The wrap.
    */
   putWrap(w: WrapRow): void {
-    this.db
-      .prepare(
+    this.sql
+      .get(
         "INSERT OR REPLACE INTO wraps (delivery_id, holder, recipient, ciphertext, created_at) VALUES (@deliveryId, @holder, @recipient, @ciphertext, @createdAt)",
       )
       .run({ ...w, ciphertext: Buffer.from(w.ciphertext) });
@@ -344,8 +368,8 @@ export class Records {
    */
   shred(deliveryId: string): string[] {
     const blobs = this.files(deliveryId).flatMap((f) => (f.blob ? [f.blob] : []));
-    this.db.prepare("DELETE FROM wraps WHERE delivery_id = ?").run(deliveryId);
-    this.db.prepare("UPDATE files SET blob = NULL WHERE delivery_id = ?").run(deliveryId);
+    this.sql.get("DELETE FROM wraps WHERE delivery_id = ?").run(deliveryId);
+    this.sql.get("UPDATE files SET blob = NULL WHERE delivery_id = ?").run(deliveryId);
     return blobs;
   }
 
@@ -356,9 +380,9 @@ export class Records {
    */
   deleteDelivery(deliveryId: string): void {
     for (const t of ["wraps", "link_tokens", "files"]) {
-      this.db.prepare(`DELETE FROM ${t} WHERE delivery_id = ?`).run(deliveryId);
+      this.sql.get(`DELETE FROM ${t} WHERE delivery_id = ?`).run(deliveryId);
     }
-    this.db.prepare("DELETE FROM deliveries WHERE id = ?").run(deliveryId);
+    this.sql.get("DELETE FROM deliveries WHERE id = ?").run(deliveryId);
   }
 
   /**
@@ -366,8 +390,8 @@ export class Records {
    * @returns The token row, or undefined.
    */
   token(hash: string): TokenRow | undefined {
-    return this.db
-      .prepare("SELECT hash, delivery_id AS deliveryId, email, created_at AS createdAt FROM link_tokens WHERE hash = ?")
+    return this.sql
+      .get("SELECT hash, delivery_id AS deliveryId, email, created_at AS createdAt FROM link_tokens WHERE hash = ?")
       .get(hash) as TokenRow | undefined;
   }
 
@@ -376,8 +400,8 @@ export class Records {
    * @returns The session, or undefined.
    */
   session(idHash: string): SessionRow | undefined {
-    return this.db
-      .prepare("SELECT id_hash AS idHash, email, csrf, created_at AS createdAt, last_seen AS lastSeen FROM sessions WHERE id_hash = ?")
+    return this.sql
+      .get("SELECT id_hash AS idHash, email, csrf, created_at AS createdAt, last_seen AS lastSeen FROM sessions WHERE id_hash = ?")
       .get(idHash) as SessionRow | undefined;
   }
 
@@ -385,8 +409,8 @@ export class Records {
    * @param s - A new session.
    */
   insertSession(s: SessionRow): void {
-    this.db
-      .prepare("INSERT INTO sessions (id_hash, email, csrf, created_at, last_seen) VALUES (@idHash, @email, @csrf, @createdAt, @lastSeen)")
+    this.sql
+      .get("INSERT INTO sessions (id_hash, email, csrf, created_at, last_seen) VALUES (@idHash, @email, @csrf, @createdAt, @lastSeen)")
       .run(s);
   }
 
@@ -395,14 +419,14 @@ export class Records {
    * @param lastSeen - ISO time of this request.
    */
   touchSession(idHash: string, lastSeen: string): void {
-    this.db.prepare("UPDATE sessions SET last_seen = ? WHERE id_hash = ?").run(lastSeen, idHash);
+    this.sql.get("UPDATE sessions SET last_seen = ? WHERE id_hash = ?").run(lastSeen, idHash);
   }
 
   /**
    * @param idHash - The session to end.
    */
   deleteSession(idHash: string): void {
-    this.db.prepare("DELETE FROM sessions WHERE id_hash = ?").run(idHash);
+    this.sql.get("DELETE FROM sessions WHERE id_hash = ?").run(idHash);
   }
 
   /**
@@ -412,7 +436,7 @@ export class Records {
    * @returns How many were removed.
    */
   deleteIdleSessions(before: string): number {
-    return this.db.prepare("DELETE FROM sessions WHERE last_seen < ?").run(before).changes;
+    return this.sql.get("DELETE FROM sessions WHERE last_seen < ?").run(before).changes;
   }
 
   /**
@@ -424,8 +448,8 @@ export class Records {
    */
   markDownloaded(id: string, at: string): boolean {
     return (
-      this.db
-        .prepare("UPDATE deliveries SET downloaded_at = ?, status = 'downloaded' WHERE id = ? AND downloaded_at IS NULL AND status = 'ready'")
+      this.sql
+        .get("UPDATE deliveries SET downloaded_at = ?, status = 'downloaded' WHERE id = ? AND downloaded_at IS NULL AND status = 'ready'")
         .run(at, id).changes === 1
     );
   }
