@@ -5,6 +5,50 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { SMTPServer } from "smtp-server";
 
+/** How a child process went: exit code, wall time, and (when tracked) peak RSS. */
+export interface Measured {
+  readonly code: number | null;
+  readonly seconds: number;
+  /** Bytes; 0 unless tracked. */
+  readonly peak: number;
+  /** The end of what it wrote to stderr. */
+  readonly stderr: string;
+}
+
+/**
+ * Runs a program to its end and times it, from spawn to exit.
+ *
+ * @param cmd - The program.
+ * @param args - Its arguments.
+ * @param trackPeak - Poll its VmHWM every 10 ms (the last reading before exit is the peak).
+ * @returns How it went.
+ */
+export function measure(cmd: string, args: readonly string[], trackPeak = false): Promise<Measured> {
+  return new Promise((resolvePromise, reject) => {
+    const started = performance.now();
+    const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr = (stderr + d).slice(-4096);
+    });
+    let peak = 0;
+    const timer = trackPeak
+      ? setInterval(() => {
+          readFile(`/proc/${String(child.pid)}/status`, "utf8")
+            .then((s) => {
+              peak = Math.max(peak, Number(/VmHWM:\s+(\d+) kB/.exec(s)?.[1] ?? 0) * 1024);
+            })
+            .catch(() => undefined);
+        }, 10)
+      : undefined;
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      clearInterval(timer);
+      resolvePromise({ code, peak, stderr, seconds: (performance.now() - started) / 1000 });
+    });
+  });
+}
+
 /** The binary under test. */
 export const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
 

@@ -111,7 +111,7 @@ export async function relayBench(runs: number, log: (s: string) => void): Promis
 
     // Peak RSS: a fresh relay process per size, three messages each.
     const rss: Record<number, number[]> = { 10: [], 100: [] };
-    for (let r = 0; r < Math.min(runs, 3); r++) {
+    for (let r = 0; r < runs; r++) {
       for (const size of [10, 100]) {
         const h = join(dir, `rss-${size}-${r}`);
         await initBenchHome(h, sink.url);

@@ -1,33 +1,15 @@
 // Peak RSS of `praxmail send` for a 10 MiB and a 1 GiB file: streaming encryption must not
 // grow with the file size.
-import { spawn } from "node:child_process";
-import { mkdtemp, open, readFile, rm } from "node:fs/promises";
+import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { BIN, measure, type Measured } from "./parts.js";
 import type { Figure } from "./stats.js";
 
-const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
 const MiB = 1024 * 1024;
 
-function run(args: string[]): Promise<{ code: number | null; peak: number; seconds: number }> {
-  return new Promise((resolvePromise) => {
-    const started = performance.now();
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: "ignore" });
-    let peak = 0;
-    // VmHWM only grows, so the last reading before exit is the peak (within one interval).
-    const timer = setInterval(() => {
-      readFile(`/proc/${String(child.pid)}/status`, "utf8")
-        .then((s) => {
-          const kb = Number(/VmHWM:\s+(\d+) kB/.exec(s)?.[1] ?? 0);
-          peak = Math.max(peak, kb * 1024);
-        })
-        .catch(() => undefined);
-    }, 10);
-    child.on("exit", (code) => {
-      clearInterval(timer);
-      resolvePromise({ code, peak, seconds: (performance.now() - started) / 1000 });
-    });
-  });
+function run(args: string[]): Promise<Measured> {
+  return measure(process.execPath, [BIN, ...args], true);
 }
 
 async function sparseFile(path: string, size: number): Promise<void> {
@@ -49,7 +31,7 @@ export async function sendBench(runs: number, log: (s: string) => void): Promise
     await sparseFile(big, 1024 * MiB);
     const rss: Record<string, number[]> = { small: [], big: [] };
     const speed: number[] = [];
-    for (let r = 0; r < Math.min(runs, 3); r++) {
+    for (let r = 0; r < runs; r++) {
       const a = await run(["send", "--home", home, "--to", "p@example.org", small]);
       const b = await run(["send", "--home", home, "--to", "p@example.org", big]);
       if (a.code !== 0 || b.code !== 0) throw new Error("send failed");

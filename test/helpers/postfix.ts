@@ -38,9 +38,10 @@ export async function readmeLines(marker: string): Promise<string> {
  *
  * @param dir - An empty folder for the instance.
  * @param ports - Its smtpd and reinjection ports, the milter's and the sink's.
+ * @param extraMainCf - More main.cf lines (e.g. a higher message_size_limit).
  * @returns The instance.
  */
-export async function startPostfix(dir: string, ports: { smtp: number; reinject: number; milter: number; sink: number }): Promise<TestPostfix> {
+export async function startPostfix(dir: string, ports: { smtp: number; reinject: number; milter: number; sink: number }, extraMainCf = ""): Promise<TestPostfix> {
   const conf = join(dir, "conf");
   for (const d of ["conf", "queue", "data"]) await mkdir(join(dir, d), { recursive: true });
   // Postfix's daemons run as the postfix user and must reach data/ and queue/.
@@ -75,7 +76,8 @@ maillog_file_prefixes = /tmp
 smtp_tls_security_level = none
 alias_maps =
 alias_database =
-${milter}`,
+${milter}
+${extraMainCf}`,
   );
   execFileSync("postfix", ["-c", conf, "set-permissions"], { stdio: "ignore" });
   execFileSync("chown", ["-R", "postfix", join(dir, "data")]);
