@@ -1,6 +1,7 @@
 // Builds the portal's browser bundle with esbuild and copies views and styles to dist/.
-// The bundle is self-contained (age-encryption, the Secu-Pass derivation, our code): no CDN.
-import { cp, mkdir } from "node:fs/promises";
+// The bundle is self-contained (age-encryption, libsodium, the Secu-Pass derivation, our
+// code): no CDN.
+import { appendFile, cp, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { build } from "esbuild";
 
@@ -8,16 +9,24 @@ const root = join(import.meta.dirname, "..");
 const out = join(root, "dist", "portal");
 await mkdir(join(out, "static"), { recursive: true });
 await build({
-  entryPoints: [join(root, "src/portal/client/main.ts")],
+  entryPoints: { app: join(root, "src/portal/client/main.ts") },
   bundle: true,
   format: "esm",
+  // libsodium (stream.ts imports it dynamically) becomes its own file, fetched only on
+  // pages that decrypt files.
+  splitting: true,
   target: "es2022",
   platform: "browser",
   minify: true,
   sourcemap: true,
   legalComments: "linked",
-  outfile: join(out, "static", "app.js"),
+  outdir: join(out, "static"),
+  entryNames: "[name]",
+  chunkNames: "[name]-[hash]",
   logLevel: "warning",
 });
+// libsodium's ISC notice carries no /*! comment for esbuild to collect; it must travel too.
+const sodium = await readFile(join(root, "node_modules/libsodium/LICENSE"), "utf8");
+await appendFile(join(out, "static", "app.js.LEGAL.txt"), `\nlibsodium and libsodium-wrappers (sodium-*.js):\n${sodium}`);
 await cp(join(root, "src/portal/views"), join(out, "views"), { recursive: true });
 await cp(join(root, "src/portal/static"), join(out, "static"), { recursive: true });

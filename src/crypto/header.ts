@@ -1,7 +1,8 @@
 // The age v1 header for X25519 recipients on node:crypto: X25519 stanzas, the header MAC,
-// and a strict parser. With it, a file to or from X25519 keys needs no age-encryption at
-// all (whose import alone costs about 70 ms); other recipient types still go through
-// age-encryption, loaded on first use.
+// a strict parser, and recipientOf. With it, a file to or from X25519 keys needs no
+// age-encryption at all (whose import alone costs about 70 ms); other recipient types still
+// go through age-encryption, loaded on first use. Node only: the browser bundle must not
+// import this file (identity.ts and secupass.ts are the isomorphic ones).
 import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { bech32 } from "@scure/base";
 
@@ -222,4 +223,18 @@ export function openHeader(header: Uint8Array, identities: readonly X25519Identi
 /** @returns A fresh 16-byte file key. */
 export function newFileKey(): Uint8Array {
   return randomBytes(16);
+}
+
+/**
+ * Computes the public recipient of an identity.
+ *
+ * @param identity - An `AGE-SECRET-KEY-1…` or `AGE-SECRET-KEY-PQ-1…` string.
+ * @returns The `age1…` or `age1pq1…` recipient.
+ * @throws If the identity is malformed.
+ */
+export async function recipientOf(identity: string): Promise<string> {
+  const x25519 = x25519Identity(identity);
+  if (x25519) return bech32.encode("age", bech32.toWords(x25519.recipient));
+  const { identityToRecipient } = await import("age-encryption");
+  return identityToRecipient(identity);
 }

@@ -1,5 +1,4 @@
 import { bech32 } from "@scure/base";
-import { x25519Identity } from "./header.js";
 
 /** The age recipient types praxmail can use: classic X25519 or the ML-KEM-768 + X25519 hybrid. */
 export type RecipientType = "x25519" | "mlkem768x25519";
@@ -46,20 +45,6 @@ export function identityFromSeed(seed: Uint8Array, type: RecipientType): string 
  */
 export function generateIdentity(type: RecipientType): string {
   return identityFromSeed(crypto.getRandomValues(new Uint8Array(32)), type);
-}
-
-/**
- * Computes the public recipient of an identity.
- *
- * @param identity - An `AGE-SECRET-KEY-1…` or `AGE-SECRET-KEY-PQ-1…` string.
- * @returns The `age1…` or `age1pq1…` recipient.
- * @throws If the identity is malformed.
- */
-export async function recipientOf(identity: string): Promise<string> {
-  const x25519 = x25519Identity(identity);
-  if (x25519) return bech32.encode("age", bech32.toWords(x25519.recipient));
-  const { identityToRecipient } = await import("age-encryption");
-  return identityToRecipient(identity);
 }
 
 /**

@@ -5,7 +5,6 @@ export {
   identityFromSeed,
   identityType,
   isRecipientType,
-  recipientOf,
   recipientType,
   type RecipientType,
 } from "./identity.js";
@@ -17,6 +16,7 @@ export {
   safetyCode,
   type KdfParams,
 } from "./secupass.js";
+export { recipientOf } from "./header.js";
 export {
   dearmor,
   decryptBytes,

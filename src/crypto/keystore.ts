@@ -6,7 +6,8 @@ import { dirname, basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { AsyncEntry } from "@napi-rs/keyring";
 import { dearmor, decryptBytes } from "./stream.js";
-import { identityType, recipientOf } from "./identity.js";
+import { recipientOf } from "./header.js";
+import { identityType } from "./identity.js";
 
 const KEYRING_SERVICE = "praxmail";
 

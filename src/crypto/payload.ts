@@ -1,111 +1,16 @@
 // The age v1 payload (the STREAM construction) on node:crypto, both ways: HKDF-SHA-256
 // payload key, ChaCha20-Poly1305 over 64 KiB chunks, the last-chunk flag. The header comes
 // from header.ts for X25519 recipients, and from age-encryption for every other kind.
-// Decryption releases each authenticated chunk as soon as it is verified, as the Go
-// implementation does, and fails at the first bad chunk, a missing final chunk, or
-// trailing data.
+// Decryption is stream-open.ts (shared with the browser) with node:crypto's AEAD.
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { encodeHeader, newFileKey, wrapX25519, x25519Recipient } from "./header.js";
+import { CHUNK, chunkNonce, openPayload, type Aead, type PayloadOpener } from "./stream-open.js";
 
-const CHUNK = 64 * 1024;
 const TAG = 16;
-const ENC_CHUNK = CHUNK + TAG;
-const MAX_HEADER = 1024 * 1024;
-
-/** Buffered reads of exact sizes from a web stream. */
-class ByteReader {
-  private buf: Uint8Array = new Uint8Array(0);
-  private eof = false;
-
-  constructor(private readonly src: ReadableStreamDefaultReader<Uint8Array>) {}
-
-  /** Appends input until `min` bytes are buffered or the input ends (header only: it copies). */
-  private async fill(min: number): Promise<void> {
-    const parts: Uint8Array[] = [this.buf];
-    let have = this.buf.length;
-    while (have < min && !this.eof) {
-      const { done, value } = await this.src.read();
-      if (done) this.eof = true;
-      else if (value.length > 0) {
-        parts.push(value);
-        have += value.length;
-      }
-    }
-    if (parts.length > 1) this.buf = Buffer.concat(parts);
-  }
-
-  /**
-   * Up to n bytes; fewer only at the end of the stream. A read within one input piece is a
-   * view; only a read across pieces copies, and then only the n bytes it returns.
-   */
-  async read(n: number): Promise<Uint8Array> {
-    if (this.buf.length >= n) {
-      const out = this.buf.subarray(0, n);
-      this.buf = this.buf.subarray(n);
-      return out;
-    }
-    const parts = [this.buf];
-    let have = this.buf.length;
-    while (have < n && !this.eof) {
-      const { done, value } = await this.src.read();
-      if (done) this.eof = true;
-      else if (value.length > 0) {
-        parts.push(value);
-        have += value.length;
-      }
-    }
-    const out = Buffer.allocUnsafe(Math.min(n, have));
-    let at = 0;
-    for (const p of parts) {
-      const take = p.subarray(0, out.length - at);
-      out.set(take, at);
-      at += take.length;
-      this.buf = p.subarray(take.length);
-    }
-    return out;
-  }
-
-  /** The header: every byte up to and including the end of the first line starting with "---". */
-  async readHeader(): Promise<Uint8Array> {
-    let from = 0;
-    for (;;) {
-      const text = this.buf;
-      let i = from;
-      for (; i + 3 < text.length; i++) {
-        if (text[i] === 0x0a && text[i + 1] === 0x2d && text[i + 2] === 0x2d && text[i + 3] === 0x2d) break;
-      }
-      const end = i + 3 < text.length ? text.indexOf(0x0a, i + 1) : -1;
-      if (end !== -1) {
-        const macLine = Buffer.from(text.subarray(i + 1, end)).toString("latin1");
-        // typage would call a malformed MAC line an HMAC failure; it is a header failure.
-        if (!/^--- [A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]$/.test(macLine)) throw new Error("malformed header: bad MAC line");
-        this.buf = text.subarray(end + 1);
-        return text.subarray(0, end + 1);
-      }
-      from = i;
-      if (this.eof || text.length > MAX_HEADER) throw new Error("malformed header: no MAC line");
-      await this.fill(text.length + 1);
-      if (this.buf.length === text.length) throw new Error("malformed header: no MAC line");
-    }
-  }
-
-  cancel(reason?: unknown): Promise<void> {
-    return this.src.cancel(reason);
-  }
-}
-
-function chunkNonce(counter: number, last: boolean, into: Buffer = Buffer.alloc(12)): Buffer {
-  // 11-byte big-endian counter (we never exceed 2^40 chunks), then the last-chunk flag.
-  into.fill(0, 0, 6);
-  into[6] = Math.floor(counter / 2 ** 32) & 0xff;
-  into.writeUInt32BE(counter % 2 ** 32, 7);
-  into[11] = last ? 1 : 0;
-  return into;
-}
 
 /** Seals one chunk; returns ciphertext and tag as two buffers (written with writev, not copied). */
 function seal(key: Uint8Array, nonce: Buffer, counter: number, last: boolean, plain: Uint8Array): [Buffer, Buffer] {
-  const c = createCipheriv("chacha20-poly1305", key, chunkNonce(counter, last, nonce), { authTagLength: TAG });
+  const c = createCipheriv("chacha20-poly1305", key, chunkNonce(nonce, counter, last), { authTagLength: TAG });
   const body = c.update(plain);
   c.final();
   return [body, c.getAuthTag()];
@@ -218,25 +123,25 @@ export async function encryptPayload(input: ReadableStream<Uint8Array>, recipien
   );
 }
 
-const decryptNonce = Buffer.alloc(12);
-
-function open(key: Uint8Array, counter: number, last: boolean, chunk: Uint8Array): Uint8Array | null {
-  const d = createDecipheriv("chacha20-poly1305", key, chunkNonce(counter, last, decryptNonce), { authTagLength: TAG });
-  d.setAuthTag(chunk.subarray(chunk.length - TAG));
-  const out = d.update(chunk.subarray(0, chunk.length - TAG));
-  try {
-    d.final();
-  } catch {
-    return null;
-  }
-  return out;
-}
+const nodeAead: Aead = {
+  open(key, nonce, sealed) {
+    const d = createDecipheriv("chacha20-poly1305", key, nonce, { authTagLength: TAG });
+    d.setAuthTag(sealed.subarray(sealed.length - TAG));
+    const out = d.update(sealed.subarray(0, sealed.length - TAG));
+    try {
+      d.final();
+    } catch {
+      return null;
+    }
+    return out;
+  },
+};
 
 /** Opens a header: returns the file key, or throws. */
-export type HeaderOpener = (header: Uint8Array) => Promise<Uint8Array> | Uint8Array;
+export type HeaderOpener = PayloadOpener["openHeader"];
 
 /**
- * Decrypts an age file.
+ * Decrypts an age file on node:crypto.
  *
  * @param input - The binary age file.
  * @param openHeader - Turns the header into the file key (identities or passphrases).
@@ -244,67 +149,10 @@ export type HeaderOpener = (header: Uint8Array) => Promise<Uint8Array> | Uint8Ar
  * @throws If the header does not parse, no identity matches, the MAC is wrong, or the
  *   nonce is missing.
  */
-export async function decryptPayload(input: ReadableStream<Uint8Array>, openHeader: HeaderOpener): Promise<ReadableStream<Uint8Array>> {
-  const src = new ByteReader(input.getReader());
-  let key: Uint8Array;
-  try {
-    const header = await src.readHeader();
-    const fileKey = await openHeader(header);
-    const nonce = await src.read(16);
-    if (nonce.length !== 16) throw new Error("malformed header: payload nonce is truncated");
-    key = new Uint8Array(hkdfSync("sha256", fileKey, nonce, "payload", 32));
-  } catch (e) {
-    await src.cancel(e).catch(() => undefined);
-    throw e;
-  }
-  let counter = 0;
-  let lastSeen = false;
-  // Pull-based, one chunk per pull: a chunk released before an error reaches the reader
-  // before the error does (a TransformStream would drop it from its queue).
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(ctl) {
-        const chunk = await src.read(ENC_CHUNK);
-        if (lastSeen) {
-          if (chunk.length > 0) ctl.error(new Error("trailing data after the final chunk"));
-          else ctl.close();
-          return;
-        }
-        if (chunk.length === 0) {
-          ctl.error(new Error("payload is truncated: no final chunk"));
-          return;
-        }
-        if (chunk.length < TAG) {
-          ctl.error(new Error("payload is truncated: short chunk"));
-          return;
-        }
-        let plain: Uint8Array | null;
-        if (chunk.length === ENC_CHUNK) {
-          plain = open(key, counter, false, chunk);
-          if (plain === null) {
-            plain = open(key, counter, true, chunk);
-            lastSeen = plain !== null;
-          }
-        } else {
-          plain = open(key, counter, true, chunk);
-          lastSeen = true;
-        }
-        if (plain === null) {
-          ctl.error(new Error(`payload chunk ${counter} failed to authenticate`));
-          return;
-        }
-        if (lastSeen && plain.length === 0 && counter > 0) {
-          ctl.error(new Error("final chunk is empty"));
-          return;
-        }
-        counter++;
-        ctl.enqueue(plain);
-        if (lastSeen && chunk.length < ENC_CHUNK) ctl.close();
-      },
-      cancel(reason) {
-        return src.cancel(reason);
-      },
-    },
-    { highWaterMark: 0 },
-  );
+export function decryptPayload(input: ReadableStream<Uint8Array>, openHeader: HeaderOpener): Promise<ReadableStream<Uint8Array>> {
+  return openPayload(input, {
+    openHeader,
+    payloadKey: (fileKey, nonce) => new Uint8Array(hkdfSync("sha256", fileKey, nonce, "payload", 32)),
+    aead: nodeAead,
+  });
 }

@@ -57,7 +57,7 @@ export function defaultAssets(): Assets {
 
 const CSP = [
   "default-src 'self'",
-  "script-src 'self'",
+  "script-src 'self' 'wasm-unsafe-eval'", // libsodium's WASM (client/sodium.ts); never 'unsafe-eval'
   "style-src 'self'",
   "img-src 'self' data: blob:",
   "connect-src 'self'",

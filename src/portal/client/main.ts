@@ -4,6 +4,7 @@
 // decrypt each file as a stream. Keys live in this page's memory only.
 import { Decrypter, Encrypter, identityToRecipient } from "age-encryption";
 import { deriveSecuPassIdentity, parseKdfParams } from "../../crypto/secupass.js";
+import { decryptFile, loadAead } from "./stream.js";
 
 // The element types are known from our own templates.
 // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters
@@ -129,6 +130,8 @@ function deliveryPage(data: DeliveryData, t: Texts): void {
     bar.value = Math.round((fraction ?? 0) * 100);
   };
   const attachments = data.files.filter((f) => f.kind === "attachment");
+  // Loaded while the patient reads the page, so the first download does not wait for it.
+  const aead = attachments.length > 0 ? loadAead() : Promise.resolve(null);
   const names = new Map(attachments.map((f) => [f.id, f.name]));
   let key: string | null = null;
   if (data.level <= 2) {
@@ -219,9 +222,7 @@ function deliveryPage(data: DeliveryData, t: Texts): void {
           progress(0);
           const res = await fetch(file.url, { credentials: "same-origin" });
           if (!res.ok || !res.body) throw new Error(`status ${res.status}`);
-          const d = new Decrypter();
-          d.addIdentity(identity);
-          const plain = await d.decrypt(res.body);
+          const plain = await decryptFile(res.body, identity, aead);
           say(t.decrypting);
           const parts: Uint8Array[] = [];
           let done = 0;
