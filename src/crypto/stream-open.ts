@@ -10,6 +10,8 @@ export const CHUNK = 64 * 1024;
 const TAG = 16;
 const ENC_CHUNK = CHUNK + TAG;
 const MAX_HEADER = 1024 * 1024;
+// Chunks opened per pull of the plaintext stream.
+const BATCH = 16;
 
 /** ChaCha20-Poly1305 (IETF, 12-byte nonce) opening. */
 export interface Aead {
@@ -154,47 +156,64 @@ export async function openPayload(input: ReadableStream<Uint8Array>, opener: Pay
   const nonce = new Uint8Array(12);
   let counter = 0;
   let lastSeen = false;
-  // Pull-based, one chunk per pull: a chunk released before an error reaches the reader
-  // before the error does (a TransformStream would drop it from its queue).
+  let done = false;
+  /** The next plaintext chunk, or null at a clean end; throws on damage. */
+  const next = async (): Promise<Uint8Array | null> => {
+    const chunk = await src.read(ENC_CHUNK);
+    if (lastSeen) {
+      if (chunk.length > 0) throw new Error("trailing data after the final chunk");
+      return null;
+    }
+    if (chunk.length === 0) throw new Error("payload is truncated: no final chunk");
+    if (chunk.length < TAG) throw new Error("payload is truncated: short chunk");
+    let plain: Uint8Array | null;
+    if (chunk.length === ENC_CHUNK) {
+      plain = aead.open(key, chunkNonce(nonce, counter, false), chunk);
+      if (plain === null) {
+        plain = aead.open(key, chunkNonce(nonce, counter, true), chunk);
+        lastSeen = plain !== null;
+      }
+    } else {
+      plain = aead.open(key, chunkNonce(nonce, counter, true), chunk);
+      lastSeen = true;
+    }
+    if (plain === null) throw new Error(`payload chunk ${counter} failed to authenticate`);
+    if (lastSeen && plain.length === 0 && counter > 0) throw new Error("final chunk is empty");
+    counter++;
+    // A short final chunk ends the input (reads are short only at the end): nothing trails.
+    done = lastSeen && chunk.length < ENC_CHUNK;
+    return plain;
+  };
+  let failure: unknown = null;
+  // Up to BATCH chunks per pull, each released as soon as it is verified. An error after
+  // some chunks of a pull waits for the next pull: erroring now would drop them from the
+  // queue, and the reader must get every good chunk before the error.
   return new ReadableStream<Uint8Array>(
     {
       async pull(ctl) {
-        const chunk = await src.read(ENC_CHUNK);
-        if (lastSeen) {
-          if (chunk.length > 0) ctl.error(new Error("trailing data after the final chunk"));
-          else ctl.close();
+        if (failure !== null) {
+          ctl.error(failure);
           return;
         }
-        if (chunk.length === 0) {
-          ctl.error(new Error("payload is truncated: no final chunk"));
-          return;
-        }
-        if (chunk.length < TAG) {
-          ctl.error(new Error("payload is truncated: short chunk"));
-          return;
-        }
-        let plain: Uint8Array | null;
-        if (chunk.length === ENC_CHUNK) {
-          plain = aead.open(key, chunkNonce(nonce, counter, false), chunk);
-          if (plain === null) {
-            plain = aead.open(key, chunkNonce(nonce, counter, true), chunk);
-            lastSeen = plain !== null;
+        for (let n = 0; n < BATCH; n++) {
+          let plain: Uint8Array | null;
+          try {
+            plain = await next();
+          } catch (e) {
+            if (n === 0) ctl.error(e);
+            else failure = e;
+            return;
           }
-        } else {
-          plain = aead.open(key, chunkNonce(nonce, counter, true), chunk);
-          lastSeen = true;
+          if (plain === null) {
+            ctl.close();
+            return;
+          }
+          ctl.enqueue(plain);
+          if (done) {
+            ctl.close();
+            return;
+          }
         }
-        if (plain === null) {
-          ctl.error(new Error(`payload chunk ${counter} failed to authenticate`));
-          return;
-        }
-        if (lastSeen && plain.length === 0 && counter > 0) {
-          ctl.error(new Error("final chunk is empty"));
-          return;
-        }
-        counter++;
-        ctl.enqueue(plain);
-        if (lastSeen && chunk.length < ENC_CHUNK) ctl.close();
       },
       cancel(reason) {
         return src.cancel(reason);
