@@ -48,10 +48,12 @@ describe.runIf(needChromium()).each([
   };
 
   /** The link in the newest mail to the patient whose subject matches. */
+  const links = new Set<string>();
   const linkFrom = async (subject: RegExp): Promise<string> => {
     const mail = (await outbox(home)).filter((m) => subject.test(m.subject ?? "")).at(-1);
     const link = /(http:\/\/127\.0\.0\.1:\d+\/(?:d\/[\w-]{43}|login))/.exec(mail?.text ?? "")?.[1];
     if (!link) throw new Error(`no link in a mail matching ${String(subject)}`);
+    links.add(link);
     return link;
   };
 
@@ -168,7 +170,7 @@ describe.runIf(needChromium()).each([
     expect(sha(await download())).toBe(sha(attachment));
   });
 
-  it("never sent the Secu-Pass-Key or a secret key in any request, and stored neither under home", async () => {
+  it("never sent the Secu-Pass-Key or a secret key in any request, stored neither under home, and logged no secret, token or session", async () => {
     const db = new Database(join(home, "praxmail.db"), { readonly: true });
     const kdf = (db.prepare("SELECT kdf FROM patients WHERE email = ?").get(PATIENT) as { kdf: string }).kdf;
     db.close();
@@ -181,6 +183,18 @@ describe.runIf(needChromium()).each([
         expect(r.headers.includes(n), `${n.slice(0, 12)}… in headers of ${r.url}`).toBe(false);
         expect(r.body.includes(n), `${n.slice(0, 12)}… in the body to ${r.url}`).toBe(false);
       }
+    }
+    // The server's logs of the whole journey: JSON lines, and no secret in any of them.
+    const logs = served.stdout() + served.stderr();
+    const lines = served.stdout().split("\n").filter(Boolean);
+    expect(lines.length).toBeGreaterThan(10);
+    for (const line of lines) expect(() => JSON.parse(line) as unknown, line.slice(0, 80)).not.toThrow();
+    const tokens = [...links].flatMap((l) => /\/d\/([\w-]{43})$/.exec(l)?.[1] ?? []);
+    expect(tokens.length).toBeGreaterThan(0);
+    const cookies = (await context.cookies()).map((c) => c.value).filter((v) => v.length >= 16);
+    expect(cookies.length).toBeGreaterThan(0);
+    for (const n of [SECU_PASS, PASSWORD, identity, "AGE-SECRET-KEY", ...tokens, ...cookies]) {
+      expect(logs.includes(n), `${n.slice(0, 12)}… in the server's logs`).toBe(false);
     }
     for (const f of await walk(home)) {
       const bytes = await readFile(f);

@@ -12,6 +12,8 @@ export interface Served {
   milterPort: number | null;
   /** Everything it printed on stdout (JSON log lines). */
   stdout(): string;
+  /** Everything it printed on stderr (startup lines, warnings). */
+  stderr(): string;
   stop(): Promise<number | null>;
 }
 
@@ -66,6 +68,7 @@ export async function startServe(home: string, httpPort = 0, extra: readonly str
     httpPort: ports[1],
     milterPort: ports[2],
     stdout: () => out,
+    stderr: () => err,
     stop: () => {
       child.kill("SIGTERM");
       return exited;
