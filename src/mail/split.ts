@@ -113,6 +113,43 @@ function dropDelimiter(items: Item[], node: MimeNode): void {
   if (m) last.value = last.value.subarray(0, m.index);
 }
 
+// Fail closed on structure praxmail cannot be sure it reads as the recipient's client will
+// (found by test/relay.fuzz.test.ts). Whatever is not an attachment leaves in clear, so a
+// message whose parts are in doubt is refused rather than guessed at.
+
+/** A header line: a field name of printable ASCII without a colon, then the colon (RFC 5322 2.2). */
+const FIELD = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/;
+/** A CR that is not part of a CRLF: some clients take it for a line end, praxmail does not. */
+const BARE_CR = /\r(?!\n)/;
+/** The headers that decide what a part is; each may appear once (RFC 2045). */
+const SINGLE = ["content-type", "content-transfer-encoding", "content-disposition"];
+/**
+ * A part's headers at the start of a line of a text body or of the text between parts: a
+ * delimiter was damaged, and what follows it (perhaps an attachment) would leave as text.
+ */
+const PART_HEADER = /(?:^|[\r\n])content-(?:type|transfer-encoding|disposition)[ \t]*:/i;
+
+function damaged(what: string): MailRejection {
+  return new MailRejection(554, `MIME structure is damaged (${what}); the message was not sent, so that no attachment leaves unencrypted`, "5.6.0");
+}
+
+/**
+ * Refuses a node whose headers cannot be read with certainty: a line that is no header field
+ * (it may be a damaged Content-Type), a bare CR, or a Content-* header given twice.
+ */
+function checkHeaders(node: MimeNode): void {
+  if (!node.headers) return;
+  for (const { line } of node.headers.getList()) {
+    if (!FIELD.test(line)) throw damaged("a header line without a field name");
+    if (BARE_CR.test(line)) throw damaged("a bare CR in a header");
+  }
+  for (const key of SINGLE) if (node.headers.get(key).length > 1) throw damaged(`more than one ${key} header in a part`);
+}
+
+function checkText(bytes: Buffer, where: string): void {
+  if (PART_HEADER.test(bytes.toString("latin1"))) throw damaged(`part headers inside ${where}; is a boundary broken?`);
+}
+
 function decode(node: MimeNode, encoded: Buffer[]): Promise<Buffer> {
   const decoder = node.getDecoder();
   const out: Buffer[] = [];
@@ -151,8 +188,10 @@ export async function splitMessage(input: Readable, hooks: SplitHooks, limits: S
     const c = current;
     current = null;
     if (c?.kind === "text") {
+      const encoded = Buffer.concat(c.chunks);
+      checkText(encoded, "a text body");
       const bytes = await decode(c.node, c.chunks);
-      const part: TextPart = { node: c.node, kind: c.textKind, bytes, encoded: Buffer.concat(c.chunks), charset: c.node.charset || "utf-8" };
+      const part: TextPart = { node: c.node, kind: c.textKind, bytes, encoded, charset: c.node.charset || "utf-8" };
       texts.push(part);
       items.push({ kind: "text", part });
     } else if (c?.kind === "attachment") {
@@ -162,8 +201,21 @@ export async function splitMessage(input: Readable, hooks: SplitHooks, limits: S
   };
 
   const splitter = new Splitter({ ignoreEmbedded: true, maxHeadSize: 256 * 1024 });
+  // What the loop below threw. pipeline() may reject instead with the AbortError that the
+  // loop's iterator gives the splitter on the way out, which turned refusals into 451s.
+  let thrown: unknown = null;
+  const remember =
+    (f: (objects: AsyncIterable<SplitterChunk>) => Promise<void>) =>
+    async (objects: AsyncIterable<SplitterChunk>): Promise<void> => {
+      try {
+        await f(objects);
+      } catch (e) {
+        thrown ??= e;
+        throw e;
+      }
+    };
   try {
-    await pipeline(input, splitter, async (objects: AsyncIterable<SplitterChunk>) => {
+    await pipeline(input, splitter, remember(async (objects: AsyncIterable<SplitterChunk>) => {
       for await (const obj of objects) {
         if (obj.type === "body") {
           const value = obj.value;
@@ -184,6 +236,9 @@ export async function splitMessage(input: Readable, hooks: SplitHooks, limits: S
         if (obj.type === "data") {
           const last = items.at(-1);
           const value = obj.value;
+          // Text between parts is kept in memory and leaves in clear, as text bodies do.
+          textBytes += value.length;
+          if (textBytes > limits.maxTextBytes) throw damaged(`more than ${limits.maxTextBytes >> 20} MiB outside any part`);
           if (last?.kind === "data") last.value = Buffer.concat([last.value, value]);
           else items.push({ kind: "data", value });
           continue;
@@ -191,6 +246,7 @@ export async function splitMessage(input: Readable, hooks: SplitHooks, limits: S
         const node = obj as MimeNode;
         if (++parts > limits.maxParts) throw new MailRejection(554, `message has more than ${limits.maxParts} MIME parts`, "5.6.0");
         if (depthOf(node) > limits.maxDepth) throw new MailRejection(554, `message nests MIME parts deeper than ${limits.maxDepth}`, "5.6.0");
+        checkHeaders(node);
         if (node.root) root = node;
         if (node.multipart) {
           items.push({ kind: "node", node });
@@ -217,8 +273,9 @@ export async function splitMessage(input: Readable, hooks: SplitHooks, limits: S
         current = { kind: "attachment", decoder, done };
       }
       await finish();
-    });
-  } catch (e) {
+    }));
+  } catch (caught) {
+    const e = thrown ?? caught;
     const open = current as { kind: string; decoder?: { destroy(e?: Error): void }; done?: Promise<void> } | null;
     if (open?.decoder && open.done) {
       open.decoder.destroy(e instanceof Error ? e : new Error(String(e)));
@@ -228,5 +285,6 @@ export async function splitMessage(input: Readable, hooks: SplitHooks, limits: S
     throw e;
   }
   if (!root) throw new MailRejection(554, "message has no headers", "5.6.0");
+  for (const item of items) if (item.kind === "data") checkText(item.value, "the text between parts");
   return { root, items, texts, attachments, rootIsAttachment };
 }

@@ -8,7 +8,10 @@ export interface Received {
   from: string;
   to: string[];
   raw: Buffer;
+  /** The parsed message; an empty one when mailparser could not parse it (see parseError). */
   mail: ParsedMail;
+  /** Why mailparser refused the message; a real upstream would still accept it. */
+  parseError?: string;
 }
 
 /** A running sink. */
@@ -42,14 +45,14 @@ export async function startSink(): Promise<Sink> {
       stream.on("data", (c: Buffer) => parts.push(c));
       stream.on("end", () => {
         const raw = Buffer.concat(parts);
+        const envelope = { from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "", to: session.envelope.rcptTo.map((r) => r.address), raw };
         simpleParser(raw)
-          .then((mail) => {
-            messages.push({
-              from: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
-              to: session.envelope.rcptTo.map((r) => r.address),
-              raw,
-              mail,
-            });
+          .then(
+            (mail) => messages.push({ ...envelope, mail }),
+            // Damaged mail (the fuzz test sends it) is still stored, as a real upstream would.
+            async (e: unknown) => messages.push({ ...envelope, mail: await simpleParser(Buffer.alloc(0)), parseError: (e as Error).message }),
+          )
+          .then(() => {
             callback();
           })
           .catch(callback);
