@@ -293,6 +293,46 @@ export class Intake {
     }
   }
 
+  /**
+   * Announces again a delivery that an earlier attempt of the same message created but never
+   * saw accepted. A crash (or a lost reply) after upstream took that attempt's mail leaves
+   * the delivery unsent although its mail may be with the patient: discarding it would break
+   * the link in that mail, and a new delivery would be a second one for one message. So the
+   * recipient is dropped from this intake, and the existing delivery gets one more link token
+   * (the earlier ones stay valid). Its files are this intake's: the same content, since the
+   * idempotency key covers it. Levels 1–2 cannot be announced again: their link carries D,
+   * which only the attempt that created the delivery held.
+   *
+   * @param existing - The unsent delivery of an earlier attempt, for one of {@link recipients}.
+   * @returns The delivery with a fresh link, to be sent and then marked sent.
+   * @throws If the delivery is not an unsent level 3–4 delivery to one of the recipients.
+   */
+  async announceAgain(existing: DeliveryRow): Promise<CreatedDelivery> {
+    if (existing.level < 3 || existing.sentAt !== null || !this.recipients.includes(existing.recipient)) {
+      throw new Error("delivery cannot be announced again");
+    }
+    await this.drop([existing.recipient]);
+    const now = this.ctx.now();
+    const token = newToken();
+    this.ctx.store.transaction(() => {
+      this.ctx.store.records.insertToken({ hash: hashToken(token), deliveryId: existing.id, email: existing.recipient, createdAt: now.toISOString() });
+      this.ctx.store.audit({ actor: this.ctx.actor, action: "delivery.announce-again", subject: existing.id, details: { level: existing.level } }, now);
+    });
+    const patient = this.ctx.store.records.patient(existing.recipient);
+    return {
+      id: existing.id,
+      recipient: existing.recipient,
+      level: existing.level,
+      status: existing.status,
+      link: `${this.ctx.config.portalUrl}/d/${token}`,
+      expiresAt: new Date(existing.expiresAt),
+      files: this.fileSummaries,
+      firstTime: patient === undefined || patient.status === "revoked",
+      subject: existing.subject,
+      message: null,
+    };
+  }
+
   /** Removes every blob this intake wrote; call when the message is refused. */
   async abort(): Promise<void> {
     await this.ctx.store.blobs.remove(this.written.splice(0));

@@ -45,6 +45,11 @@ export interface Prepared {
   readonly copies: readonly Copy[];
   /** Every delivery created for this message (invisible until marked sent). */
   readonly deliveries: readonly string[];
+  /**
+   * Deliveries of an earlier attempt announced again (their mail may have left already).
+   * They are marked sent with their copy, but never discarded when this attempt fails.
+   */
+  readonly announcedAgain: readonly string[];
   /** External recipients who already got this message in an earlier attempt. */
   readonly alreadyDelivered: readonly string[];
   /** Things the admin should know, e.g. a level-3 mail without attachments. */
@@ -167,7 +172,7 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
       await new Promise<void>((resolve, reject) => {
         tapped.on("error", reject).on("end", resolve).resume();
       });
-      return { level: 0, attachments: 0, original: sink && { recipients: originalTo, sink }, copies: [], deliveries: [], alreadyDelivered: [], warnings: [] };
+      return { level: 0, attachments: 0, original: sink && { recipients: originalTo, sink }, copies: [], deliveries: [], announcedAgain: [], alreadyDelivered: [], warnings: [] };
     }
     const sk = await splitMessage(
       tapped,
@@ -185,21 +190,25 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
       // Nothing to protect: the message leaves as it came, without the tag.
       const bytes = withTrace(renderCopy(sk, { subject: level === 0 ? null : cls.subject, block: null }), opts.trace);
       const warnings = level > 0 ? [`level ${level} message without attachments was sent without a delivery`] : [];
-      return { ...base, copies: [{ recipients: externals, bytes, deliveries: [] }], deliveries: [], alreadyDelivered: [], warnings };
+      return { ...base, copies: [{ recipients: externals, bytes, deliveries: [] }], deliveries: [], announcedAgain: [], alreadyDelivered: [], warnings };
     }
 
     const content = digest.digest("hex");
     const keys = externals.map((r) => createHash("sha256").update(`${messageId}\n${envelope.from}\n${r.toLowerCase()}\n${content}`).digest("hex"));
     const take = (state.intake ??= await Intake.open(ctx, externals));
     const skip = new Set<string>();
+    const again: CreatedDelivery[] = [];
     for (const [i, r] of take.recipients.entries()) {
       const existing = ctx.store.records.deliveryBySource(keys[i] ?? "");
       if (existing?.sentAt != null) skip.add(r);
+      // An earlier attempt created it and then died or lost upstream's reply: its mail may
+      // have left, so the same delivery is announced again rather than replaced.
+      else if (existing && existing.level >= 3 && existing.level === level) again.push(await take.announceAgain(existing));
       else if (existing) await discardDelivery(ctx, existing.id, "retried");
     }
     await take.drop([...skip]);
-    const deliveries =
-      take.recipients.length === skip.size
+    const fresh =
+      take.recipients.length === skip.size + again.length
         ? []
         : await take.commit({
             level,
@@ -208,7 +217,8 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
             sender: envelope.from || null,
             sourceKeys: take.recipients.map((_, i) => keys[i] ?? null),
           });
-    created.push(...deliveries.map((d) => d.id));
+    created.push(...fresh.map((d) => d.id));
+    const deliveries = [...again, ...fresh];
     const copies: Copy[] = [];
     for (const d of deliveries) {
       const bytes =
@@ -224,7 +234,7 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
             );
       copies.push({ recipients: [d.recipient], bytes, deliveries: [d.id] });
     }
-    return { ...base, copies, deliveries: created, alreadyDelivered: [...skip], warnings: [] };
+    return { ...base, copies, deliveries: created, announcedAgain: again.map((d) => d.id), alreadyDelivered: [...skip], warnings: [] };
   } catch (e) {
     sink?.abort(e instanceof Error ? e : new Error(String(e)));
     await state.intake?.abort();
@@ -236,9 +246,11 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
 
 /**
  * Sends a prepared message: every copy to upstream (or the outbox), then the original.
- * A delivery becomes visible as soon as its copy was accepted. If anything fails, what was
- * not accepted is discarded and the message is refused with 451, so the sender retries;
- * the retry skips the recipients whose copy was accepted.
+ * A delivery becomes visible as soon as its copy was accepted. If anything fails, what this
+ * attempt created and was not accepted is discarded and the message is refused with 451, so
+ * the sender retries; the retry skips the recipients whose copy was accepted. Deliveries
+ * announced again stay (unsent): a mail of theirs may be out, and the retry announces them
+ * once more.
  *
  * @param ctx - The core context.
  * @param transport - Where mail goes.

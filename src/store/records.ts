@@ -251,6 +251,16 @@ export class Records {
     );
     for (const f of files) insFile.run(f);
     for (const w of wraps) this.putWrap(w);
+    this.insertToken(token);
+  }
+
+  /**
+   * Adds a link token to an existing delivery (a delivery announced again keeps its
+   * earlier tokens, so every mail that announced it opens it).
+   *
+   * @param token - The token row.
+   */
+  insertToken(token: TokenRow): void {
     this.sql
       .get("INSERT INTO link_tokens (hash, delivery_id, email, created_at) VALUES (@hash, @deliveryId, @email, @createdAt)")
       .run(token);
