@@ -1,5 +1,5 @@
 // Patient accounts: registration, the Secu-Pass recipient, listing. The portal calls these.
-import { hashPassword, newKdfParams, parseKdfParams, recipientType, safetyCode, verifyPassword, type KdfParams } from "../crypto/index.js";
+import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, recipientType, safetyCode, verifyPassword, type KdfParams } from "../crypto/index.js";
 import type { PatientRow, PatientStatus } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
@@ -83,8 +83,9 @@ export async function registerPatient(
   return { ...patientView(row), kdf };
 }
 
-// A real hash to check against when the address is unknown, so both paths cost one scrypt.
-let dummyHash: Promise<string> | undefined;
+// Checked against when the address is unknown, so both paths cost one scrypt, the first
+// time too (a lazily computed real hash cost the first unknown address a second scrypt).
+const DECOY_HASH = decoyPasswordHash();
 
 /**
  * Checks a patient's address and password. Unknown addresses cost the same scrypt as
@@ -103,7 +104,7 @@ export async function authenticatePatient(ctx: Context, email: string, password:
     addr = null;
   }
   const p = addr === null ? undefined : ctx.store.records.patient(addr);
-  const hash = p?.passwordHash ?? (await (dummyHash ??= hashPassword("praxmail-no-such-account")));
+  const hash = p?.passwordHash ?? DECOY_HASH;
   const ok = await verifyPassword(password, hash);
   if (!ok || !p || p.status === "revoked") return null;
   return patientView(p);

@@ -26,7 +26,7 @@ export {
   unwrapIdentity,
   wrapIdentity,
 } from "./stream.js";
-export { hashPassword, verifyPassword } from "./password.js";
+export { decoyPasswordHash, hashPassword, verifyPassword } from "./password.js";
 export {
   PassphraseRequiredError,
   loadFromKeyring,

@@ -67,8 +67,33 @@ const CSP = [
   "frame-ancestors 'none'",
 ].join("; ");
 
-/** Form fields and their longest allowed value. */
-export const FIELD_MAX = { email: 254, password: 1024, token: 43, next: 200, recipient: 2100 } as const;
+/** Every field a form or JSON body may carry, and its longest allowed value. */
+export const FIELD_MAX = {
+  _csrf: 64,
+  email: 254,
+  password: 1024,
+  password2: 1024,
+  token: 43,
+  next: 200,
+  code: 40,
+  recipient: 2100,
+  deliveryId: 32,
+} as const;
+
+/**
+ * A route schema for a form or JSON body: each named field, when present, is one string
+ * within its {@link FIELD_MAX} limit. Fastify checks it before the handler runs, so an
+ * over-long value costs no work (no scrypt, no query) and answers 400.
+ *
+ * @param names - The fields the route reads.
+ * @returns The schema option of the route.
+ */
+export function bodySchema(...names: (keyof typeof FIELD_MAX)[]): { body: Record<string, unknown> } {
+  return { body: { type: "object", properties: Object.fromEntries(names.map((n) => [n, { type: "string", maxLength: FIELD_MAX[n] }])) } };
+}
+
+/** Route config of the JSON routes: their errors are JSON too. */
+export const API = { api: true } as const;
 
 /**
  * Builds the portal app.
@@ -106,7 +131,10 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
     reply.header("Cross-Origin-Opener-Policy", "same-origin");
     reply.header("Cross-Origin-Resource-Policy", "same-origin");
     reply.header("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()");
-    reply.header("Cache-Control", req.url.startsWith("/static/") ? "public, max-age=300" : "no-store");
+    // Only a static asset itself may be cached; never a page, an error page or a response
+    // that sets a cookie (a shared cache would hand it to the next visitor).
+    const asset = req.routeOptions.url === "/static/*" && (reply.statusCode === 200 || reply.statusCode === 304) && !reply.hasHeader("set-cookie");
+    reply.header("Cache-Control", asset ? "public, max-age=300" : "no-store");
     if (secure) reply.header("Strict-Transport-Security", "max-age=31536000; includeSubDomains");
   });
 
@@ -149,13 +177,25 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   lifecycleRoutes(app, portal);
   replyRoutes(app, portal);
 
-  app.setNotFoundHandler(async (req, reply) => portal.notice(req, reply, 404, "notFoundTitle", "notFound"));
+  // /static/ requests carry no session (onRequest); their 404 page needs one for the layout.
+  const withSession = (req: FastifyRequest, reply: FastifyReply): void => {
+    if (!(req.session as Session | null)) req.session = sessions.get(req, reply);
+  };
+  app.setNotFoundHandler(async (req, reply) => {
+    withSession(req, reply);
+    return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+  });
   app.setErrorHandler(async (err, req, reply) => {
     const status = (err as { statusCode?: number }).statusCode ?? 500;
     if (status >= 500) plog.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "request failed");
-    // An error before onRequest ran leaves the request without a session.
-    if (!(req.session as Session | null)) req.session = sessions.get(req, reply);
-    if (status === 413 || status === 415 || status === 400) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    const badInput = status === 413 || status === 415 || status === 400;
+    if ((req.routeOptions.config as { api?: boolean }).api) {
+      if (!badInput) return reply.code(500).send({ error: "internal" });
+      const validation = (err as { validation?: unknown }).validation !== undefined;
+      return reply.code(status === 413 ? 413 : 400).send({ error: status === 413 ? "too-large" : "bad-request", ...(validation ? { message: (err as Error).message } : {}) });
+    }
+    withSession(req, reply);
+    if (badInput) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     return portal.notice(req, reply, 500, "errorTitle", "error");
   });
   return app;

@@ -10,7 +10,7 @@ import {
   resolveLink,
   setSecuPassRecipient,
 } from "../../core/index.js";
-import { FIELD_MAX, type Portal } from "../app.js";
+import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
 import { csrfOk } from "../session.js";
 
 type Form = Record<string, unknown>;
@@ -72,7 +72,7 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     return portal.page(req, reply, "login.eta", { next: safeNext(q.next), info, error: null, email: typeof q.email === "string" ? q.email.slice(0, FIELD_MAX.email) : "" });
   });
 
-  app.post("/login", async (req, reply) => {
+  app.post("/login", { schema: bodySchema("_csrf", "email", "password", "next") }, async (req, reply) => {
     if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "email", "password");
     const next = safeNext((req.body as Form | undefined)?.next);
@@ -94,17 +94,18 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     return reply.redirect(next, 303);
   });
 
-  app.post("/logout", async (req, reply) => {
+  app.post("/logout", { schema: bodySchema("_csrf") }, async (req, reply) => {
     if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     sessions.end(req, reply);
     return reply.redirect("/login?m=out", 303);
   });
 
-  app.post("/register", async (req, reply) => {
+  // The address shown on the form is read-only and ignored; it is still bounded.
+  app.post("/register", { schema: bodySchema("_csrf", "token", "email", "password", "password2") }, async (req, reply) => {
     if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "token", "password");
     const again = (req.body as Form | undefined)?.password2;
-    if (!f || typeof again !== "string" || again.length > FIELD_MAX.password) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    if (!f || typeof again !== "string" || again.length > FIELD_MAX.password2) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
     const ip = `ip:${req.ip}`;
     let access;
@@ -140,7 +141,7 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     return portal.page(req, reply, "secupass.eta", { kdf: JSON.stringify(patientKdf(ctx, email)), next });
   });
 
-  app.post("/secupass", async (req, reply) => {
+  app.post("/secupass", { schema: bodySchema("recipient"), config: API }, async (req, reply) => {
     if (req.session.email === null) return reply.code(401).send({ error: "login required" });
     if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
     const f = fields(req.body, "recipient");

@@ -11,7 +11,7 @@ import {
   requestPasswordReset,
 } from "../../core/index.js";
 import { Limiter } from "../limits.js";
-import { FIELD_MAX, type Portal } from "../app.js";
+import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
 import { csrfOk } from "../session.js";
 import { fields, needLogin } from "./account.js";
 
@@ -35,7 +35,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
 
   app.get("/reset", async (req, reply) => portal.page(req, reply, "reset.eta", { sent: false, error: null }));
 
-  app.post("/reset", async (req, reply) => {
+  app.post("/reset", { schema: bodySchema("_csrf", "email") }, async (req, reply) => {
     if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "email");
     if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
@@ -62,12 +62,12 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     return portal.page(req, reply, "reset-password.eta", { error: null });
   });
 
-  app.post("/reset/:token", async (req, reply) => {
+  app.post("/reset/:token", { schema: bodySchema("_csrf", "password", "password2") }, async (req, reply) => {
     const { token } = req.params as { token: string };
     if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "password");
     const again = (req.body as Form | undefined)?.password2;
-    if (!f || typeof again !== "string" || again.length > FIELD_MAX.password) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    if (!f || typeof again !== "string" || again.length > FIELD_MAX.password2) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
     if (f.password !== again) return portal.page(req, reply, "reset-password.eta", { error: t.passwordsDiffer }, 400);
     if (Array.from(f.password).length < 10) return portal.page(req, reply, "reset-password.eta", { error: t.passwordTooShort }, 400);
@@ -94,7 +94,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     return portal.page(req, reply, "secupass-reset.eta", { kdf: JSON.stringify(kdf) });
   });
 
-  app.post("/secupass/reset", async (req, reply) => {
+  app.post("/secupass/reset", { schema: bodySchema("recipient"), config: API }, async (req, reply) => {
     if (req.session.email === null) return reply.code(401).send({ error: "login required" });
     if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
     const f = fields(req.body, "recipient");
@@ -113,12 +113,12 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     return portal.page(req, reply, "invite.eta", { error: null, email: "" });
   });
 
-  app.post("/invite/:id", async (req, reply) => {
+  app.post("/invite/:id", { schema: bodySchema("_csrf", "email", "code", "password", "password2") }, async (req, reply) => {
     const { id } = req.params as { id: string };
     if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "email", "password");
     const b = (req.body ?? {}) as Form;
-    if (!f || typeof b.code !== "string" || b.code.length > 40 || typeof b.password2 !== "string" || b.password2.length > FIELD_MAX.password) {
+    if (!f || typeof b.code !== "string" || b.code.length > FIELD_MAX.code || typeof b.password2 !== "string" || b.password2.length > FIELD_MAX.password2) {
       return portal.notice(req, reply, 400, "errorTitle", "badInput");
     }
     const t = portal.texts(req);

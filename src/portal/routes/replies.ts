@@ -2,7 +2,7 @@
 import { PassThrough, type Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { PraxmailError, addReplyPart, finishReply, startReply } from "../../core/index.js";
-import type { Portal } from "../app.js";
+import { API, bodySchema, type Portal } from "../app.js";
 import { csrfOk } from "../session.js";
 import { needLogin } from "./account.js";
 
@@ -45,14 +45,14 @@ export function replyRoutes(app: FastifyInstance, portal: Portal): void {
     return reply.send(result);
   };
 
-  app.post("/reply", async (req, reply) =>
+  app.post("/reply", { schema: bodySchema("deliveryId"), config: API }, async (req, reply) =>
     api(req, reply, (email) => {
       const d = (req.body as { deliveryId?: unknown } | undefined)?.deliveryId;
       return Promise.resolve({ id: startReply(ctx, email, typeof d === "string" && d !== "" ? d : null) });
     }),
   );
 
-  app.post("/reply/:id/parts", async (req, reply) => {
+  app.post("/reply/:id/parts", { config: API }, async (req, reply) => {
     const declared = Number(req.headers["content-length"] ?? 0);
     const body = req.body as Readable | undefined;
     if (declared > max) {
@@ -79,7 +79,7 @@ export function replyRoutes(app: FastifyInstance, portal: Portal): void {
     return res;
   });
 
-  app.post("/reply/:id/finish", async (req, reply) =>
+  app.post("/reply/:id/finish", { config: API }, async (req, reply) =>
     api(req, reply, async (email) => {
       await finishReply(ctx, email, (req.params as { id: string }).id);
       return { ok: true };

@@ -1,0 +1,736 @@
+// Web hardening of the portal (issue 8, item 4, in the spirit of OWASP ASVS L2): the
+// security headers on every route, session ids that change at login, login answers and
+// timing that do not tell whether an address has an account, the attempt limits, and a
+// server-side limit on every field of every form. Against the real app (fastify inject) over
+// a real home and store; the route and form tables are checked against the app itself, so
+// a new route or field without an entry here fails.
+import { createHash } from "node:crypto";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { FastifyInstance, LightMyRequestResponse } from "fastify";
+import { pino } from "pino";
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { openContext } from "../src/commands/shared.js";
+import {
+  approvePatients,
+  createDelivery,
+  createInvite,
+  markSent,
+  requestPasswordReset,
+  revokePatient,
+  startReply,
+  type Context,
+  type CreatedDelivery,
+} from "../src/core/index.js";
+import { readIdentityFile } from "../src/crypto/index.js";
+import { buildPortal, type Assets } from "../src/portal/index.js";
+import { FIELD_MAX } from "../src/portal/app.js";
+import { cleanup, initHome, outbox, tempDir } from "./helpers/cli.js";
+import { registerThroughCore } from "./helpers/patient.js";
+import { streamOf } from "./helpers/streams.js";
+
+// Every scrypt run (node:crypto) with its cost, so a test can count them per request.
+const scrypts = vi.hoisted(() => [] as { N: number; r: number; p: number; keylen: number; salt: number }[]);
+vi.mock("node:crypto", async (importOriginal) => {
+  const real = await importOriginal<typeof import("node:crypto")>();
+  const scrypt = (...args: unknown[]): void => {
+    const [, salt, keylen, opts] = args as [unknown, Buffer, number, { N?: number; r?: number; p?: number } | undefined];
+    scrypts.push({ N: opts?.N ?? 0, r: opts?.r ?? 0, p: opts?.p ?? 0, keylen, salt: salt.length });
+    (real.scrypt as (...a: unknown[]) => void)(...args);
+  };
+  return { ...real, scrypt, default: { ...real, scrypt } };
+});
+
+const A = "anna@patient.example"; // approved, with deliveries: the logged-in visitor
+const L = "lena@patient.example"; // the account lockout
+const T = "tim@patient.example"; // the timing measurement
+const R = "rolf@patient.example"; // revoked
+const P = "paula@patient.example"; // password reset
+const NOBODY = "niemand@patient.example";
+const PASSWORD = "ein langes Passwort";
+const MAX_UPLOAD = 4096;
+const GERMAN = {
+  badInput: "Bitte prüfen Sie Ihre Eingaben.",
+  loginFailed: "E-Mail-Adresse oder Passwort ist falsch.",
+  tooMany: "Zu viele Versuche. Bitte warten Sie 15 Minuten und versuchen Sie es dann erneut.",
+};
+const silent = pino({ level: "silent" });
+const assets: Assets = { views: join(import.meta.dirname, "../src/portal/views"), static: join(import.meta.dirname, "../src/portal/static") };
+
+let dir: string;
+let home: string;
+let ctx: Context;
+let app: FastifyInstance;
+let httpsApp: FastifyInstance;
+let clock: Date;
+let nextIp = 1;
+
+/** A browser-like client: keeps cookies (any name), reads the CSRF token from the last page, has its own IP. */
+class Client {
+  cookies = new Map<string, string>();
+  csrf = "";
+  constructor(
+    private readonly app: FastifyInstance,
+    readonly ip = `10.0.${Math.floor(nextIp / 250)}.${(nextIp++ % 250) + 1}`,
+  ) {}
+
+  cookieHeader(): string {
+    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
+  }
+
+  /** The session cookie's value, whatever its name (`praxmail` or `__Host-praxmail`). */
+  get sid(): string | undefined {
+    return this.cookies.get("praxmail") ?? this.cookies.get("__Host-praxmail");
+  }
+
+  private keep(res: LightMyRequestResponse): LightMyRequestResponse {
+    const set = res.headers["set-cookie"];
+    for (const c of Array.isArray(set) ? set : set ? [set] : []) {
+      const [pair = ""] = c.split(";");
+      const [k = "", v = ""] = pair.split("=");
+      if (/Max-Age=0|Expires=Thu, 01 Jan 1970/i.test(c)) this.cookies.delete(k);
+      else this.cookies.set(k, v);
+    }
+    const m = /name="_csrf" value="([^"]+)"|data-csrf="([^"]+)"/.exec(res.body);
+    if (m) this.csrf = (m[1] ?? m[2])!;
+    return res;
+  }
+
+  async request(method: string, url: string, opts: { payload?: string | Buffer; headers?: Record<string, string> } = {}): Promise<LightMyRequestResponse> {
+    const res = await this.app.inject({
+      method: method as "GET",
+      url,
+      remoteAddress: this.ip,
+      headers: { cookie: this.cookieHeader(), "accept-language": "de-DE,de;q=0.9", ...opts.headers },
+      ...(opts.payload === undefined ? {} : { payload: opts.payload }),
+    });
+    return this.keep(res);
+  }
+
+  get(url: string): Promise<LightMyRequestResponse> {
+    return this.request("GET", url);
+  }
+
+  post(url: string, form: Record<string, string>): Promise<LightMyRequestResponse> {
+    return this.request("POST", url, { payload: new URLSearchParams(form).toString(), headers: { "content-type": "application/x-www-form-urlencoded" } });
+  }
+
+  json(url: string, body: unknown): Promise<LightMyRequestResponse> {
+    return this.request("POST", url, { payload: JSON.stringify(body), headers: { "content-type": "application/json", "x-csrf-token": this.csrf } });
+  }
+
+  upload(url: string, data: Buffer, length = data.length): Promise<LightMyRequestResponse> {
+    return this.request("POST", url, { payload: data, headers: { "content-type": "application/octet-stream", "content-length": String(length), "x-csrf-token": this.csrf } });
+  }
+
+  async login(email: string, password = PASSWORD): Promise<LightMyRequestResponse> {
+    await this.get("/login");
+    return this.post("/login", { email, password, _csrf: this.csrf, next: "/deliveries" });
+  }
+}
+
+async function loggedIn(on: FastifyInstance, email = A): Promise<Client> {
+  const c = new Client(on);
+  const res = await c.login(email);
+  expect(res.statusCode).toBe(303);
+  // The new session has a new CSRF token: read it from a page.
+  expect((await c.get("/deliveries")).statusCode).toBe(200);
+  return c;
+}
+
+async function deliver(to: string, level: number): Promise<CreatedDelivery> {
+  const d = await createDelivery(ctx, { recipient: to, level, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 Befund")) }] });
+  markSent(ctx, [d.id]);
+  return d;
+}
+const tokenOf = (d: CreatedDelivery): string => /\/d\/([\w-]{43})/.exec(d.link)![1]!;
+const fileOf = (d: CreatedDelivery): string => ctx.store.records.files(d.id).find((f) => f.kind === "attachment")!.id;
+const sessionHash = (id: string): string => createHash("sha256").update(id).digest("hex");
+const errorText = (body: string): string | undefined => /<p class="error"[^>]*>([^<]*)</.exec(body)?.[1];
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+async function resetToken(email: string): Promise<string> {
+  const before = (await outbox(home)).length;
+  await requestPasswordReset(ctx, email);
+  const mails = await outbox(home);
+  expect(mails.length).toBe(before + 1);
+  return /\/reset\/([\w-]{43})/.exec(mails.at(-1)?.text ?? "")![1]!;
+}
+
+/** Everything a request could have changed: scrypt runs, audit rows, mails, blobs, sessions aside. */
+async function workDone(): Promise<{ scrypt: number; audit: number; mails: number; blobs: number }> {
+  const count = async (p: string): Promise<number> => (await readdir(p, { recursive: true }).catch(() => [])).length;
+  return { scrypt: scrypts.length, audit: [...ctx.store.auditRows()].length, mails: (await outbox(home)).length, blobs: await count(join(home, "blobs")) };
+}
+
+/** The routes fastify has, as "METHOD /path", read from printRoutes (HEAD included). */
+function routesOf(on: FastifyInstance): string[] {
+  const out: string[] = [];
+  const stack: string[] = [];
+  for (const line of on.printRoutes({ commonPrefix: false }).split("\n")) {
+    const m = /^([ │]*)[├└]── (.+?)(?: \(([A-Z, ]+)\))?$/.exec(line);
+    if (!m) continue;
+    const depth = m[1]!.length / 4;
+    const path = (depth === 0 ? "" : stack[depth - 1]!) + m[2]!;
+    stack[depth] = path;
+    stack.length = depth + 1;
+    for (const method of m[3]?.split(", ") ?? []) out.push(`${method} ${path}`);
+  }
+  return out.sort();
+}
+
+beforeAll(async () => {
+  dir = await tempDir();
+  home = join(dir, "home");
+  await initHome(home, ["--recipient-type", "x25519"]);
+  await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
+  for (const e of [L, T, R, P]) await registerThroughCore(home, e, undefined, PASSWORD);
+  const base = await openContext({ home }, "portal");
+  clock = new Date();
+  ctx = { ...base, now: () => clock, config: { ...base.config, portal: { ...base.config.portal, maxUploadBytes: MAX_UPLOAD } } };
+  const practice = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
+  await approvePatients(ctx, [A], practice);
+  await revokePatient(ctx, R);
+  app = await buildPortal(ctx, silent, assets);
+  httpsApp = await buildPortal({ ...ctx, config: { ...ctx.config, portalUrl: "https://portal.praxis.example" } }, silent, assets);
+});
+afterAll(async () => {
+  await app.close();
+  await httpsApp.close();
+  ctx.store.close();
+  await cleanup(dir);
+});
+beforeEach(() => {
+  clock = new Date();
+});
+
+describe("headers on every route", () => {
+  /** One request per route; `auth` sends it from a logged-in session as well as anonymously. */
+  interface Row {
+    readonly route: string;
+    readonly send: (c: Client, f: Fixture, user: boolean) => Promise<LightMyRequestResponse>;
+  }
+  interface Fixture {
+    readonly level1: CreatedDelivery;
+    readonly level3: CreatedDelivery;
+    readonly register: CreatedDelivery;
+    readonly reset: string;
+    readonly invite: string;
+    readonly reply: string;
+  }
+  const AGE = Buffer.from("age-encryption.org/v1\n-> X25519 x\n");
+  // Ordered so that the logout comes last: the logged-in client stays logged in until then.
+  const ROWS: Row[] = [
+    { route: "GET /", send: (c) => c.get("/") },
+    { route: "GET /static/*", send: (c) => c.get("/static/style.css") },
+    { route: "GET /lang/:code", send: (c) => c.get("/lang/de?back=/login") },
+    { route: "GET /help", send: (c) => c.get("/help") },
+    { route: "GET /login", send: (c) => c.get("/login?next=/deliveries") },
+    {
+      route: "POST /login",
+      send: async (c, _f, user) => {
+        const res = await c.post("/login", { email: user ? A : NOBODY, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" });
+        if (user) await c.get("/deliveries"); // the new session's CSRF token
+        return res;
+      },
+    },
+    { route: "POST /register", send: (c, f) => c.post("/register", { token: tokenOf(f.register), password: PASSWORD, password2: "ein anderes Passwort", _csrf: c.csrf }) },
+    { route: "GET /secupass", send: (c) => c.get("/secupass") },
+    { route: "POST /secupass", send: (c) => c.json("/secupass", { recipient: "age1kein-empfaenger" }) },
+    { route: "GET /secupass/reset", send: (c) => c.get("/secupass/reset") },
+    { route: "POST /secupass/reset", send: (c) => c.json("/secupass/reset", { recipient: "age1kein-empfaenger" }) },
+    { route: "GET /waiting", send: (c) => c.get("/waiting") },
+    { route: "GET /reset", send: (c) => c.get("/reset") },
+    { route: "POST /reset", send: (c) => c.post("/reset", { email: NOBODY, _csrf: c.csrf }) },
+    { route: "GET /reset/:token", send: (c, f) => c.get(`/reset/${f.reset}`) },
+    { route: "POST /reset/:token", send: (c, f) => c.post(`/reset/${f.reset}`, { password: PASSWORD, password2: "ein anderes Passwort", _csrf: c.csrf }) },
+    { route: "GET /invite/:id", send: (c, f) => c.get(`/invite/${f.invite}`) },
+    { route: "POST /invite/:id", send: (c, f) => c.post(`/invite/${f.invite}`, { email: "neu@patient.example", code: "AAAA", password: PASSWORD, password2: "anders", _csrf: c.csrf }) },
+    { route: "GET /d/:token", send: (c, f) => c.get(`/d/${tokenOf(f.level1)}`) },
+    { route: "GET /d/:token", send: (c, f) => c.get(`/d/${tokenOf(f.level3)}`) },
+    { route: "GET /d/:token/files/:fileId", send: (c, f) => c.get(`/d/${tokenOf(f.level1)}/files/${fileOf(f.level1)}`) },
+    { route: "GET /deliveries", send: (c) => c.get("/deliveries") },
+    { route: "GET /deliveries/:id", send: (c, f) => c.get(`/deliveries/${f.level3.id}`) },
+    { route: "GET /deliveries/:id/files/:fileId", send: (c, f) => c.get(`/deliveries/${f.level3.id}/files/${fileOf(f.level3)}`) },
+    { route: "GET /deliveries/:id/wrap", send: (c, f) => c.get(`/deliveries/${f.level3.id}/wrap`) },
+    { route: "GET /reply", send: (c) => c.get("/reply") },
+    { route: "POST /reply", send: (c) => c.json("/reply", { deliveryId: "" }) },
+    { route: "POST /reply/:id/parts", send: (c, f) => c.upload(`/reply/${f.reply}/parts?kind=message`, AGE) },
+    { route: "POST /reply/:id/finish", send: (c, f) => c.json(`/reply/${f.reply}/finish`, {}) },
+    { route: "POST /logout", send: (c) => c.post("/logout", { _csrf: c.csrf }) },
+  ];
+  // Error pages and answers no route gives: unknown page, missing asset, bad bodies.
+  const EXTRA: Row[] = [
+    { route: "(404)", send: (c) => c.get("/gibt-es-nicht") },
+    { route: "(404 static)", send: (c) => c.get("/static/gibt-es-nicht.js") },
+    { route: "(bad JSON)", send: (c) => c.request("POST", "/secupass", { payload: "{kaputt", headers: { "content-type": "application/json", "x-csrf-token": c.csrf } }) },
+    { route: "(CSRF)", send: (c) => c.post("/login", { email: NOBODY, password: PASSWORD }) },
+    { route: "(gone)", send: (c) => c.get("/invite/i_000000000000") },
+    { route: "(415)", send: (c) => c.request("POST", "/login", { payload: "<x/>", headers: { "content-type": "application/xml" } }) },
+    { route: "(too large)", send: (c) => c.post("/login", { email: "x".repeat(70 * 1024), _csrf: c.csrf }) },
+  ];
+
+  it("the table lists every route the app has, and every GET answers HEAD too", () => {
+    // printRoutes shows the static route as "/*"; it is @fastify/static's "/static/*".
+    expect(app.hasRoute({ method: "GET", url: "/static/*" })).toBe(true);
+    expect(app.hasRoute({ method: "GET", url: "/*" })).toBe(false);
+    const have = routesOf(app).map((r) => r.replace(/^(GET|HEAD) \/\*$/, "$1 /static/*"));
+    const listed = [...new Set(ROWS.map((r) => r.route))];
+    expect(have.filter((r) => !r.startsWith("HEAD ")).sort()).toEqual(listed.sort());
+    const gets = have.filter((r) => r.startsWith("GET ")).map((r) => r.slice(4));
+    expect(have.filter((r) => r.startsWith("HEAD ")).map((r) => r.slice(5)).sort()).toEqual(gets.sort());
+  });
+
+  for (const https of [false, true]) {
+    it(`every answer, logged in or not, has no-referrer, nosniff, frame-ancestors 'none', no-store, and HSTS ${https ? "(https)" : "never (http)"}`, async () => {
+      const on = https ? httpsApp : app;
+      const seen = { status: new Set<number>(), type: new Set<string>() };
+      const check = (res: LightMyRequestResponse, what: string): void => {
+        seen.status.add(res.statusCode);
+        seen.type.add(String(res.headers["content-type"]).split(";")[0]!);
+        expect(res.headers["referrer-policy"], what).toBe("no-referrer");
+        expect(res.headers["x-content-type-options"], what).toBe("nosniff");
+        expect(String(res.headers["content-security-policy"]), what).toMatch(/(^|; )frame-ancestors 'none'(;|$)/);
+        expect(res.headers["x-frame-options"], what).toBe("DENY");
+        // Only an asset itself may be cached: not behind a login, no cookie, no page.
+        const asset = what.includes("GET /static/*") && res.statusCode === 200;
+        expect(res.headers["cache-control"], what).toBe(asset ? "public, max-age=300" : "no-store");
+        if (asset) expect(res.headers["set-cookie"], what).toBeUndefined();
+        expect(res.headers["strict-transport-security"], what).toBe(https ? "max-age=31536000; includeSubDomains" : undefined);
+      };
+      const fixture = async (): Promise<Fixture> => {
+        const invite = createInvite(ctx, `eingeladen-${String(nextIp)}@patient.example`);
+        return {
+          level1: await deliver(NOBODY, 1),
+          level3: await deliver(A, 3),
+          register: await deliver(`neu-${String(nextIp)}@patient.example`, 3),
+          reset: await resetToken(P),
+          invite: invite.id,
+          reply: startReply(ctx, A, null),
+        };
+      };
+      const user = await loggedIn(on);
+      const anon = new Client(on);
+      await anon.get("/login");
+      for (const [who, c] of [
+        ["anonymous", anon],
+        ["logged in", user],
+      ] as const) {
+        const f = await fixture();
+        for (const row of [...ROWS, ...EXTRA]) {
+          const res = await row.send(c, f, c === user);
+          check(res, `${who} ${row.route} → ${String(res.statusCode)}`);
+          if (row.route.startsWith("GET ")) {
+            // HEAD of the same URL, without changing the client's state.
+            const last = res.raw.req.url ?? "";
+            const head = await on.inject({ method: "HEAD", url: last, remoteAddress: c.ip, headers: { cookie: c.cookieHeader() } });
+            check(head, `${who} HEAD ${row.route} → ${String(head.statusCode)}`);
+          }
+        }
+      }
+      // The table reached pages, redirects, files, wraps, JSON and error pages.
+      expect([...seen.status].sort()).toEqual(expect.arrayContaining([200, 303, 400, 401, 403, 404, 410]));
+      expect([...seen.type]).toEqual(expect.arrayContaining(["text/html", "application/json", "application/octet-stream", "text/css"]));
+    });
+  }
+});
+
+describe("session ids", () => {
+  /** Each way into an account: the page the visitor opens first, and the form that logs in. */
+  const WAYS: {
+    name: string;
+    open: () => Promise<{ url: string; code?: string }>;
+    submit: (c: Client, url: string, code: string) => Promise<LightMyRequestResponse>;
+    then: RegExp;
+  }[] = [
+    {
+      name: "login",
+      open: () => Promise.resolve({ url: "/login" }),
+      submit: (c) => c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" }),
+      then: /^\/deliveries$/,
+    },
+    {
+      name: "registration through a link",
+      open: async () => ({ url: `/d/${tokenOf(await deliver("neu-fixierung@patient.example", 3))}` }),
+      submit: (c, url) => c.post("/register", { token: url.slice(3), password: PASSWORD, password2: PASSWORD, _csrf: c.csrf }),
+      then: /^\/d\/[\w-]{43}$/,
+    },
+    {
+      name: "registration with an invite",
+      open: () => {
+        const inv = createInvite(ctx, "eingeladen-fixierung@patient.example");
+        return Promise.resolve({ url: `/invite/${inv.id}`, code: inv.code });
+      },
+      submit: (c, url, code) => c.post(url, { email: "eingeladen-fixierung@patient.example", code, password: PASSWORD, password2: PASSWORD, _csrf: c.csrf }),
+      then: /^\/secupass$/,
+    },
+  ];
+
+  for (const way of WAYS) {
+    it(`${way.name}: a new id is issued, and the id from before is worthless afterwards`, async () => {
+      const { url, code = "" } = await way.open();
+      const c = new Client(app);
+      expect((await c.get(url)).statusCode).toBe(200);
+      const before = c.sid!;
+      expect(ctx.store.records.session(sessionHash(before))?.email).toBeNull();
+      const res = await way.submit(c, url, code);
+      expect(res.statusCode, errorText(res.body)).toBe(303);
+      expect(res.headers.location).toMatch(way.then);
+      const after = c.sid!;
+      expect(after).toMatch(/^[\w-]{43}$/);
+      expect(after).not.toBe(before);
+      // The old id is gone on the server, not merely replaced in this browser.
+      expect(ctx.store.records.session(sessionHash(before))).toBeUndefined();
+      const planted = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before}` } });
+      expect(planted.statusCode).toBe(303);
+      expect(planted.headers.location).toBe("/login?next=%2Fdeliveries");
+      expect((await c.get("/deliveries")).statusCode).toBe(200);
+    });
+  }
+
+  it("an id the server did not issue is never adopted: it gets a fresh one, and logging in leaves the planted one logged out", async () => {
+    const chosen = "A".repeat(43);
+    const c = new Client(app);
+    c.cookies.set("praxmail", chosen);
+    await c.get("/login");
+    expect(c.sid).toMatch(/^[\w-]{43}$/);
+    expect(c.sid).not.toBe(chosen);
+    expect(ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
+    expect((await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" })).statusCode).toBe(303);
+    expect(ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
+    const planted = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${chosen}` } });
+    expect(planted.statusCode).toBe(303);
+  });
+
+  it("a password reset logs nobody in: it ends the browser's session and clears the cookie", async () => {
+    const c = await loggedIn(app, P);
+    const token = await resetToken(P);
+    expect((await c.get(`/reset/${token}`)).statusCode).toBe(200);
+    const before = c.sid!;
+    const res = await c.post(`/reset/${token}`, { password: PASSWORD, password2: PASSWORD, _csrf: c.csrf });
+    expect(res.statusCode).toBe(303);
+    expect(res.headers.location).toBe("/login?m=reset");
+    expect(String(res.headers["set-cookie"])).toMatch(/^praxmail=; Max-Age=0; Path=\/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Strict$/);
+    expect(ctx.store.records.session(sessionHash(before))).toBeUndefined();
+    const replay = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before}` } });
+    expect(replay.statusCode).toBe(303);
+  });
+});
+
+describe("login does not tell whether an address has an account", () => {
+  it("authenticatePatient runs scrypt exactly once, at one cost, on every path, the first unknown address too", async () => {
+    // A fresh copy of the module: nothing cached from earlier logins in this file.
+    vi.resetModules();
+    const { authenticatePatient } = await import("../src/core/patients.js");
+    const runs: (typeof scrypts)[] = [];
+    for (const [email, password, ok] of [
+      [NOBODY, PASSWORD, false],
+      [T, "falsches Passwort", false],
+      [T, PASSWORD, true],
+      ["kein Adressformat", PASSWORD, false],
+      [R, PASSWORD, false],
+      ["NIEMAND@Patient.Example", PASSWORD, false],
+    ] as const) {
+      const from = scrypts.length;
+      expect((await authenticatePatient(ctx, email, password)) !== null, email).toBe(ok);
+      runs.push(scrypts.slice(from));
+    }
+    for (const r of runs) expect(r).toEqual([{ N: 2 ** 15, r: 8, p: 1, keylen: 32, salt: 16 }]);
+  });
+
+  it("the portal answers the same, with one scrypt, for a wrong password, an unknown, a malformed and a revoked address", async () => {
+    const answers = [];
+    for (const [email, password] of [
+      [T, "falsches Passwort"],
+      [NOBODY, PASSWORD],
+      ["kein Adressformat", PASSWORD],
+      [R, PASSWORD],
+    ] as const) {
+      const c = new Client(app);
+      await c.get("/login");
+      const from = scrypts.length;
+      const res = await c.post("/login", { email, password, _csrf: c.csrf, next: "/deliveries" });
+      expect(scrypts.length - from, email).toBe(1);
+      answers.push({ status: res.statusCode, error: errorText(res.body), cookie: res.headers["set-cookie"], location: res.headers.location });
+    }
+    expect(answers[0]).toEqual({ status: 401, error: GERMAN.loginFailed, cookie: undefined, location: undefined });
+    for (const a of answers) expect(a).toEqual(answers[0]);
+  });
+
+  it("takes as long for an unknown address as for a wrong password (medians of 15 each, interleaved, within a factor of 2)", async () => {
+    // Its own app: fresh limits. The clock moves 16 minutes before each attempt so that
+    // neither limit ever answers instead of scrypt.
+    const own = await buildPortal(ctx, silent, assets);
+    try {
+      const times = { known: [] as number[], unknown: [] as number[], refused: [] as number[] };
+      const attempt = async (kind: keyof typeof times): Promise<void> => {
+        clock = new Date(clock.getTime() + 16 * 60_000);
+        const c = new Client(own);
+        await c.get("/login");
+        const form =
+          kind === "known"
+            ? { email: T, password: "falsches Passwort" }
+            : kind === "unknown"
+              ? { email: NOBODY, password: "falsches Passwort" }
+              : { email: T, password: "x".repeat(FIELD_MAX.password + 1) };
+        const start = process.hrtime.bigint();
+        const res = await c.post("/login", { ...form, _csrf: c.csrf, next: "/deliveries" });
+        const ms = Number(process.hrtime.bigint() - start) / 1e6;
+        expect(res.statusCode).toBe(kind === "refused" ? 400 : 401);
+        times[kind].push(ms);
+      };
+      for (let i = 0; i < 2; i++) for (const k of ["known", "unknown"] as const) await attempt(k); // warm-up
+      times.known.length = 0;
+      times.unknown.length = 0;
+      for (let i = 0; i < 15; i++) {
+        // Alternate the order, so that neither kind always runs first.
+        for (const k of i % 2 ? (["known", "unknown", "refused"] as const) : (["unknown", "known", "refused"] as const)) await attempt(k);
+      }
+      const known = median(times.known);
+      const unknown = median(times.unknown);
+      const refused = median(times.refused);
+      // The measurement can tell a path without scrypt from one with it...
+      expect(refused, `refused ${refused.toFixed(1)} ms vs known ${known.toFixed(1)} ms`).toBeLessThan(known * 0.5);
+      // ...and sees none between the two failures. The margin is generous because the machine
+      // is shared; a missing scrypt shows as a factor of 10 or more, as the line above proves.
+      expect(unknown / known, `unknown ${unknown.toFixed(1)} ms vs known ${known.toFixed(1)} ms`).toBeGreaterThan(0.5);
+      expect(unknown / known, `unknown ${unknown.toFixed(1)} ms vs known ${known.toFixed(1)} ms`).toBeLessThan(2);
+    } finally {
+      await own.close();
+    }
+  });
+});
+
+describe("attempt limits", () => {
+  it("lock an account after 5 failed logins for 15 minutes, in German, the same for an unknown address, and open again after the window", async () => {
+    const own = await buildPortal(ctx, silent, assets);
+    try {
+      const fail = async (email: string): Promise<LightMyRequestResponse> => new Client(own).login(email, "falsches Passwort");
+      // Address variants count for one account.
+      for (const email of [L, L.toUpperCase(), ` ${L} `, L, L]) expect((await fail(email)).statusCode).toBe(401);
+      for (let i = 0; i < 5; i++) expect((await fail(NOBODY)).statusCode).toBe(401);
+      for (const email of [L, NOBODY]) {
+        const from = scrypts.length;
+        // The right password changes nothing while locked; no scrypt runs either way.
+        const blocked = await new Client(own).login(email, PASSWORD);
+        expect(blocked.statusCode, email).toBe(429);
+        expect(errorText(blocked.body)).toBe(GERMAN.tooMany);
+        expect(scrypts.length).toBe(from);
+      }
+      clock = new Date(clock.getTime() + 15 * 60_000 - 1);
+      expect((await new Client(own).login(L)).statusCode).toBe(429);
+      clock = new Date(clock.getTime() + 1);
+      expect((await new Client(own).login(L)).statusCode).toBe(303);
+      expect((await new Client(own).login(NOBODY)).statusCode).toBe(401);
+    } finally {
+      await own.close();
+    }
+  });
+
+  it("limit 30 failed logins per IP across accounts for 15 minutes, in German; other IPs are not affected", async () => {
+    const own = await buildPortal(ctx, silent, assets);
+    try {
+      const ip = "10.9.9.9";
+      const codes: number[] = [];
+      for (let i = 0; i < 30; i++) codes.push((await new Client(own, ip).login(`user${String(i)}@patient.example`, "falsch falsch")).statusCode);
+      expect(codes).toEqual(Array<number>(30).fill(401));
+      const blocked = await new Client(own, ip).login(L);
+      expect(blocked.statusCode).toBe(429);
+      expect(errorText(blocked.body)).toBe(GERMAN.tooMany);
+      expect((await new Client(own, "10.9.9.10").login(L)).statusCode).toBe(303);
+      clock = new Date(clock.getTime() + 15 * 60_000);
+      expect((await new Client(own, ip).login(L)).statusCode).toBe(303);
+    } finally {
+      await own.close();
+    }
+  });
+});
+
+describe("every form field has a server-side limit", () => {
+  interface Target {
+    readonly route: string;
+    readonly kind: "form" | "json" | "upload";
+    readonly url: () => Promise<string>;
+    /** A complete body that does no harm (a wrong password, a mismatch, an unknown address). */
+    readonly base: () => Promise<Record<string, string>>;
+    /** Every field the route reads, with its limit in characters. */
+    readonly fields: Readonly<Record<string, number>>;
+    /** JSON routes: the answer to a value at the limit (the route's own check, past the length check). */
+    readonly taken?: { status: number; error: string };
+  }
+  let inviteFor: { id: string; email: string; code: string } | undefined;
+  const invite = (): { id: string; email: string; code: string } => {
+    if (!inviteFor) {
+      const i = createInvite(ctx, "grenzen@patient.example");
+      inviteFor = { id: i.id, email: i.email, code: i.code };
+    }
+    return inviteFor;
+  };
+  let resetFor: string | undefined;
+  const reset = async (): Promise<string> => (resetFor ??= await resetToken(P));
+  let registerFor: string | undefined;
+  const register = async (): Promise<string> => (registerFor ??= tokenOf(await deliver("grenzen-link@patient.example", 3)));
+  const OTHER = "ein ganz anderes Passwort";
+  const TARGETS: Target[] = [
+    {
+      route: "POST /login",
+      kind: "form",
+      url: () => Promise.resolve("/login"),
+      base: () => Promise.resolve({ email: NOBODY, password: OTHER, next: "/deliveries" }),
+      fields: { _csrf: 64, email: 254, password: 1024, next: 200 },
+    },
+    { route: "POST /logout", kind: "form", url: () => Promise.resolve("/logout"), base: () => Promise.resolve({}), fields: { _csrf: 64 } },
+    {
+      route: "POST /register",
+      kind: "form",
+      url: () => Promise.resolve("/register"),
+      base: async () => ({ token: await register(), email: "grenzen-link@patient.example", password: PASSWORD, password2: OTHER }),
+      fields: { _csrf: 64, token: 43, email: 254, password: 1024, password2: 1024 },
+    },
+    { route: "POST /reset", kind: "form", url: () => Promise.resolve("/reset"), base: () => Promise.resolve({ email: NOBODY }), fields: { _csrf: 64, email: 254 } },
+    {
+      route: "POST /reset/:token",
+      kind: "form",
+      url: async () => `/reset/${await reset()}`,
+      base: () => Promise.resolve({ password: PASSWORD, password2: OTHER }),
+      fields: { _csrf: 64, password: 1024, password2: 1024 },
+    },
+    {
+      route: "POST /invite/:id",
+      kind: "form",
+      url: () => Promise.resolve(`/invite/${invite().id}`),
+      base: () => Promise.resolve({ email: invite().email, code: invite().code, password: PASSWORD, password2: OTHER }),
+      fields: { _csrf: 64, email: 254, code: 40, password: 1024, password2: 1024 },
+    },
+    // Sent by client/main.ts as JSON, by a logged-in patient.
+    { route: "POST /secupass", kind: "json", url: () => Promise.resolve("/secupass"), base: () => Promise.resolve({ recipient: "age1x" }), fields: { recipient: 2100 }, taken: { status: 400, error: "invalid-input" } },
+    { route: "POST /secupass/reset", kind: "json", url: () => Promise.resolve("/secupass/reset"), base: () => Promise.resolve({ recipient: "age1x" }), fields: { recipient: 2100 }, taken: { status: 400, error: "invalid-input" } },
+    { route: "POST /reply", kind: "json", url: () => Promise.resolve("/reply"), base: () => Promise.resolve({ deliveryId: "" }), fields: { deliveryId: 32 }, taken: { status: 404, error: "no-such-delivery" } },
+    { route: "POST /reply/:id/finish", kind: "json", url: () => Promise.resolve(`/reply/${startReply(ctx, A, null)}/finish`), base: () => Promise.resolve({}), fields: {} },
+    // The body is the field: an age file up to portal.maxUploadBytes.
+    { route: "POST /reply/:id/parts", kind: "upload", url: () => Promise.resolve(`/reply/${startReply(ctx, A, null)}/parts?kind=message`), base: () => Promise.resolve({}), fields: { body: MAX_UPLOAD } },
+  ];
+  let user: Client | undefined;
+  const clientFor = async (t: Target): Promise<Client> => {
+    if (t.kind === "form") {
+      const c = new Client(app);
+      await c.get("/login");
+      return c;
+    }
+    user ??= await loggedIn(app);
+    return user;
+  };
+  const send = async (t: Target, c: Client, url: string, body: Record<string, string>, pad?: string): Promise<LightMyRequestResponse> => {
+    if (t.kind === "upload") {
+      const data = Buffer.concat([Buffer.from("age-encryption.org/v1\n"), Buffer.alloc(Number(pad) - 22, 0x61)]);
+      return c.upload(url, data);
+    }
+    if (t.kind === "json") return c.json(url, body);
+    return c.post(url, { _csrf: c.csrf, ...body });
+  };
+  const refusedAsBadInput = (t: Target, res: LightMyRequestResponse, field: string, max: number): void => {
+    if (t.kind === "form") {
+      expect(res.statusCode).toBe(400);
+      expect(res.body).toContain("<h1>Es ist ein Fehler aufgetreten</h1>");
+      expect(res.body).toContain(`<p>${GERMAN.badInput}</p>`);
+    } else if (t.kind === "json") {
+      expect(res.statusCode).toBe(400);
+      expect(res.json()).toEqual({ error: "bad-request", message: `body/${field} must NOT have more than ${String(max)} characters` });
+    } else {
+      expect(res.statusCode).toBe(413);
+      expect(res.json()).toEqual({ error: "too-large", message: `upload is larger than ${String(max)} bytes` });
+    }
+  };
+
+  it("the table covers every POST route, and every form the portal renders with exactly its fields", async () => {
+    const posts = routesOf(app).filter((r) => r.startsWith("POST "));
+    expect(TARGETS.map((t) => t.route).sort()).toEqual(posts);
+
+    const anon = new Client(app);
+    const user = await loggedIn(app);
+    const pages: [Client, string][] = [
+      [anon, "/"],
+      [anon, "/login"],
+      [anon, "/help"],
+      [anon, "/reset"],
+      [anon, `/reset/${await reset()}`],
+      [anon, `/invite/${invite().id}`],
+      [anon, `/d/${await register()}`],
+      [user, "/deliveries"],
+      [user, `/deliveries/${(await deliver(A, 3)).id}`],
+      [user, "/reply"],
+      [user, "/secupass/reset"],
+    ];
+    const posted = new Set<string>();
+    for (const [c, url] of pages) {
+      const res = await c.get(url);
+      expect(res.statusCode, url).toBe(200);
+      for (const [, attrs = "", inner = ""] of res.body.matchAll(/<form\b([^>]*)>([\s\S]*?)<\/form>/g)) {
+        const fields = [...inner.matchAll(/<(?:input|textarea|select|button)\b[^>]*\bname="([^"]+)"[^>]*>/g)].map((m) => m[1]!);
+        if (!/\bmethod="post"/.test(attrs)) {
+          // A script form: its inputs have no names, so nothing leaves the page but the JSON the script sends.
+          expect(fields, `${url}: <form${attrs}>`).toEqual([]);
+          continue;
+        }
+        const action = /\baction="([^"]+)"/.exec(attrs)?.[1] ?? "";
+        const route = `POST ${action.replace(/^\/reset\/[\w-]{43}$/, "/reset/:token").replace(/^\/invite\/i_[a-z0-9]{12}$/, "/invite/:id")}`;
+        const target = TARGETS.find((t) => t.route === route);
+        expect(target, `${url}: form to ${route}`).toBeDefined();
+        expect(fields.sort(), `${url}: form to ${route}`).toEqual(Object.keys(target!.fields).sort());
+        // The browser never lets a patient type more than the server takes.
+        for (const [, name = "", max = ""] of inner.matchAll(/\bname="([^"]+)"[^>]*\bmaxlength="(\d+)"/g)) expect(Number(max), `${route} ${name}`).toBeLessThanOrEqual(target!.fields[name]!);
+        posted.add(route);
+      }
+    }
+    expect([...posted].sort()).toEqual(TARGETS.filter((t) => t.kind === "form").map((t) => t.route).sort());
+  });
+
+  for (const t of TARGETS) {
+    for (const [field, max] of Object.entries(t.fields)) {
+      it(`${t.route} ${field}: ${String(max + 1)} → ${t.kind === "upload" ? "413" : "400"} before any work; ${String(max)} is taken`, async () => {
+        const c = await clientFor(t);
+        const [url, base] = [await t.url(), await t.base()];
+        const before = await workDone();
+        const over = await send(t, c, url, { ...base, [field]: "x".repeat(max + 1) }, String(max + 1));
+        refusedAsBadInput(t, over, field, max);
+        expect(await workDone()).toEqual(before);
+
+        const at = await send(t, c, url, { ...base, [field]: "x".repeat(max) }, String(max));
+        if (t.kind === "form") expect(at.statusCode === 400 && at.body.includes(GERMAN.badInput), `${String(at.statusCode)} ${errorText(at.body) ?? ""}`).toBe(false);
+        else if (t.kind === "json") expect({ status: at.statusCode, error: at.json<{ error?: string }>().error }).toEqual(t.taken);
+        else expect(at.json()).toEqual({ size: max });
+      });
+    }
+  }
+
+  it("a body over 64 KiB, a field sent twice, or a value that is not a string is refused the same way", async () => {
+    for (const t of TARGETS.filter((x) => x.kind !== "upload")) {
+      const c = await clientFor(t);
+      const [url, base] = [await t.url(), await t.base()];
+      const before = await workDone();
+      const big = await send(t, c, url, { ...base, polster: "x".repeat(65 * 1024) });
+      if (t.kind === "form") refusedAsBadInput(t, big, "", 0);
+      else {
+        expect(big.statusCode, t.route).toBe(413);
+        expect(big.json()).toEqual({ error: "too-large" });
+      }
+      const [first] = Object.keys(t.fields);
+      if (first === undefined) continue;
+      if (t.kind === "form") {
+        const twice = await c.request("POST", url, {
+          payload: `${new URLSearchParams({ _csrf: c.csrf, ...base }).toString()}&${first}=zweimal`,
+          headers: { "content-type": "application/x-www-form-urlencoded" },
+        });
+        refusedAsBadInput(t, twice, first, 0);
+      } else {
+        const notString = await c.json(url, { ...base, [first]: { length: 1 } });
+        expect(notString.statusCode, t.route).toBe(400);
+        expect(notString.json()).toEqual({ error: "bad-request", message: `body/${first} must be string` });
+      }
+      expect(await workDone(), t.route).toEqual(before);
+    }
+  });
+});
