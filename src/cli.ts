@@ -4,12 +4,15 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { approveCommand } from "./commands/approve.js";
 import { auditCommand } from "./commands/audit.js";
+import { backupCommand } from "./commands/backup.js";
+import { doctorCommand } from "./commands/doctor.js";
 import { gcCommand } from "./commands/gc.js";
 import { inboxCommand } from "./commands/inbox.js";
 import { inviteCommand } from "./commands/invite.js";
 import { receiveCommand } from "./commands/receive.js";
 import { initCommand } from "./commands/init.js";
 import { listCommand } from "./commands/list.js";
+import { restoreCommand } from "./commands/restore.js";
 import { revokeCommand } from "./commands/revoke.js";
 import { sendCommand } from "./commands/send.js";
 import { serveCommand } from "./commands/serve.js";
@@ -28,7 +31,7 @@ export function program(io: Io): Command {
     .description("end-to-end encrypted delivery of practice mail to patients")
     .version(VERSION, "-V, --version")
     .showSuggestionAfterError(true);
-  for (const make of [initCommand, serveCommand, sendCommand, approveCommand, inviteCommand, listCommand, revokeCommand, inboxCommand, receiveCommand, auditCommand, gcCommand]) {
+  for (const make of [initCommand, serveCommand, sendCommand, approveCommand, inviteCommand, listCommand, revokeCommand, inboxCommand, receiveCommand, auditCommand, gcCommand, doctorCommand, backupCommand, restoreCommand]) {
     p.addCommand(make(io));
   }
   const all = [p, ...p.commands];

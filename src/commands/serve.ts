@@ -43,7 +43,7 @@ export function serveCommand(io: Io): Command {
     .addOption(new Option("--http <host:port>", "portal listen address").env("PRAXMAIL_HTTP").argParser(parseListen).default(parseListen("127.0.0.1:8080"), "127.0.0.1:8080"))
     .addOption(new Option("--milter <address>", "also run the Postfix milter on host:port or unix:/path (e.g. 127.0.0.1:8891)").env("PRAXMAIL_MILTER").argParser(milterArg))
     .action(async (flags: ServeFlags) => {
-      const log = pino({ base: { app: "praxmail" } });
+      const log = pino({ base: { app: "praxmail", pid: process.pid } });
       const home = resolveHome(flags.home);
       if (!isInitialised(home)) {
         await ensureWritableHome(home);

@@ -7,6 +7,17 @@ import { AccountRecords } from "./accounts.js";
 import { Records } from "./records.js";
 
 export { BlobStore, fileStream, renameDurably, writeStream } from "./blobs.js";
+export {
+  BackupError,
+  MANIFEST_FILE,
+  backupHome,
+  readManifest,
+  restoreHome,
+  type BackupCounts,
+  type BackupManifest,
+  type BackupProgress,
+  type ManifestEntry,
+} from "./backup.js";
 export type { AuditEntry, AuditRow, AuditVerdict } from "./audit.js";
 export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 export type {

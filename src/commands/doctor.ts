@@ -1,0 +1,281 @@
+import { stat, statfs } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import chalk from "chalk";
+import { Command, InvalidArgumentError, Option } from "commander";
+import nodemailer from "nodemailer";
+import { PassphraseRequiredError, loadFromKeyring, readIdentityFile, recipientOf } from "../crypto/index.js";
+import { PraxmailError, isInitialised, loadConfig, resolveHome, type Config } from "../core/index.js";
+import type { Listen } from "../milter/relay.js";
+import { parseMilterListen, type MilterListen } from "../milter/server.js";
+import { bytes } from "./backup.js";
+import { tcpPortState, unixSocketState, type PortState } from "./doctor-ports.js";
+import { parseListen } from "./serve.js";
+import { common, note, printJson, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+
+interface DoctorFlags extends HomeOptions, JsonOptions {
+  smtp: Listen;
+  http: Listen;
+  milter?: MilterListen;
+  identity?: string;
+  minFree: number;
+  timeout: number;
+}
+
+/** One check's verdict. */
+export interface Check {
+  readonly name: string;
+  readonly status: "ok" | "warn" | "fail" | "skip";
+  readonly reason: string;
+  readonly hint?: string;
+}
+
+const ok = (name: string, reason: string): Check => ({ name, status: "ok", reason });
+const warn = (name: string, reason: string, hint: string): Check => ({ name, status: "warn", reason, hint });
+const fail = (name: string, reason: string, hint: string): Check => ({ name, status: "fail", reason, hint });
+
+const mode = (m: number): string => `0${(m & 0o777).toString(8)}`;
+const errCode = (e: unknown): string => (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+
+function checkConfig(home: string): { check: Check; config: Config | null } {
+  if (!isInitialised(home)) return { check: fail("config", `no config.json in ${home}`, "run praxmail init, or pass --home"), config: null };
+  try {
+    return { check: ok("config", `${join(home, "config.json")} is valid`), config: loadConfig(home) };
+  } catch (e) {
+    if (e instanceof PraxmailError) return { check: fail("config", e.message, e.hint ?? "run praxmail init again"), config: null };
+    throw e;
+  }
+}
+
+async function checkConfigMode(home: string, check: Check): Promise<Check> {
+  const st = await stat(join(home, "config.json"));
+  if ((st.mode & 0o077) === 0) return check;
+  return warn("config", `config.json has mode ${mode(st.mode)}; it may hold the upstream password`, `chmod 600 ${join(home, "config.json")}`);
+}
+
+async function checkIdentity(home: string, config: Config, io: Io, flag: string | undefined): Promise<Check> {
+  const name = "identity";
+  const explicit = flag ?? (io.env.PRAXMAIL_IDENTITY || undefined);
+  const matches = async (identity: string, where: string): Promise<Check> =>
+    (await recipientOf(identity)) === config.practiceRecipient
+      ? ok(name, `${where} holds the practice identity`)
+      : fail(name, `${where} holds an identity that does not belong to the practice recipient in config.json`, "approve would fail: put the right identity file in place");
+  if (explicit === undefined && config.identity.kind === "keyring") {
+    try {
+      return await matches(await loadFromKeyring(config.identity.account), "the OS keyring");
+    } catch (e) {
+      return warn(name, `cannot read the practice identity from the OS keyring: ${(e as Error).message}`, "approve and receive need it: run them where the keyring is unlocked, or pass --identity FILE");
+    }
+  }
+  const path = explicit !== undefined ? resolve(explicit) : join(home, config.identity.kind === "file" ? config.identity.file : "");
+  let st;
+  try {
+    st = await stat(path);
+  } catch (e) {
+    const why = `no identity file at ${path} (${errCode(e)})`;
+    const hint = `approve and receive need it: put the offline copy back at ${path} (chmod 600), or pass --identity FILE to them`;
+    // Keeping P off the server between approvals is allowed; a file named by flag or env must exist.
+    return explicit !== undefined ? fail(name, why, hint) : warn(name, why, hint);
+  }
+  if (!st.isFile()) return fail(name, `${path} is not a file`, "point --identity or PRAXMAIL_IDENTITY at the identity file");
+  if ((st.mode & 0o077) !== 0) return fail(name, `${path} has mode ${mode(st.mode)}: others may read the practice identity`, `chmod 600 ${path}`);
+  const dir = await stat(dirname(path));
+  if ((dir.mode & 0o022) !== 0) {
+    return fail(name, `${dirname(path)} has mode ${mode(dir.mode)}: others may replace the identity file`, `chmod 700 ${dirname(path)}`);
+  }
+  let identity: string;
+  try {
+    identity = await readIdentityFile(path, () => Promise.resolve(io.env.PRAXMAIL_IDENTITY_PASSPHRASE || undefined));
+  } catch (e) {
+    if (e instanceof PassphraseRequiredError) return ok(name, `${path} (mode ${mode(st.mode)}) is passphrase-protected; set PRAXMAIL_IDENTITY_PASSPHRASE to check its key too`);
+    return fail(name, `cannot read ${path}: ${errCode(e)}`, "check the file and its passphrase");
+  }
+  const verdict = await matches(identity, `${path} (mode ${mode(st.mode)})`);
+  if (verdict.status === "ok" && (dir.mode & 0o077) !== 0) {
+    return warn(name, `${verdict.reason}, but ${dirname(path)} has mode ${mode(dir.mode)}: others can list it`, `chmod 700 ${dirname(path)}`);
+  }
+  return verdict;
+}
+
+/** The upstream URL with its password replaced, for printing. */
+function shown(url: string): string {
+  const u = new URL(url);
+  if (u.password !== "") u.password = "***";
+  u.search = "";
+  return u.toString().replace(/\/$/, "");
+}
+
+async function checkUpstream(home: string, config: Config, timeoutMs: number): Promise<Check> {
+  const name = "upstream";
+  if (config.upstream === null) {
+    return warn(name, `not configured: mail is written to ${join(home, "outbox")}/`, "to send real mail: praxmail init --upstream smtp://user:password@host:587");
+  }
+  const u = new URL(config.upstream);
+  for (const k of ["connectionTimeout", "greetingTimeout", "socketTimeout"]) u.searchParams.set(k, String(timeoutMs));
+  const smtp = nodemailer.createTransport(u.toString());
+  const started = Date.now();
+  try {
+    // Connect, EHLO, STARTTLS when offered, and AUTH when the URL has a user.
+    await smtp.verify();
+    return ok(name, `${shown(config.upstream)} answers (EHLO${u.username ? " and login" : ""} in ${Date.now() - started} ms)`);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    const why = `${err.code ? `${err.code}: ` : ""}${(err.message.split("\n")[0] ?? "").slice(0, 200)}`;
+    return fail(name, `${shown(config.upstream)}: ${why}`, "check the host, port, TLS and credentials of upstream (praxmail init --upstream URL)");
+  } finally {
+    smtp.close();
+  }
+}
+
+function portCheck(name: string, shownAddr: string, envName: string, flag: string, s: PortState): Check {
+  const hint = `stop that program, or give serve another address with ${flag} or ${envName}`;
+  switch (s.kind) {
+    case "free":
+      return ok(name, `${shownAddr} is free`);
+    case "praxmail":
+      return ok(name, `${shownAddr} is held by a running praxmail serve (pid ${s.pid})`);
+    case "other":
+      return fail(name, `${shownAddr} is in use by pid ${s.pid} (${s.command})`, hint);
+    case "unknown":
+      return fail(name, `${shownAddr} is in use by a process this user cannot inspect${s.uid !== null ? ` (uid ${s.uid})` : ""}`, "run praxmail doctor as root or as the user that runs praxmail serve");
+    case "error": {
+      const why: Record<string, string> = {
+        EACCES: "no permission to listen there (ports below 1024 need CAP_NET_BIND_SERVICE)",
+        EADDRNOTAVAIL: "that address is not on this machine",
+        ENOTSOCK: "it exists and is not a socket; serve would delete it",
+        ENOENT: "its folder does not exist",
+      };
+      return fail(name, `${shownAddr}: ${why[s.code] ?? s.code}`, `give serve another address with ${flag} or ${envName}`);
+    }
+  }
+}
+
+async function checkListen(name: string, l: Listen, envName: string, flag: string): Promise<Check> {
+  const addr = `${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}`;
+  if (l.port === 0) return { name, status: "skip", reason: `${addr}: port 0 picks a free port` };
+  return portCheck(name, addr, envName, flag, await tcpPortState(l.host, l.port));
+}
+
+async function checkMilter(m: MilterListen): Promise<Check> {
+  if ("path" in m) return portCheck("milter-port", `unix:${m.path}`, "PRAXMAIL_MILTER", "--milter", await unixSocketState(m.path));
+  return checkListen("milter-port", m, "PRAXMAIL_MILTER", "--milter");
+}
+
+async function checkDisk(home: string, minFree: number): Promise<Check> {
+  const name = "disk";
+  let at = home;
+  for (;;) {
+    try {
+      const fs = await statfs(at);
+      const free = fs.bavail * fs.bsize;
+      const where = `${bytes(free)} free of ${bytes(fs.blocks * fs.bsize)} on the file system of ${home}`;
+      const hint = "free space or move home: below --min-free, new mail is refused with 451 sooner or later";
+      if (free < minFree) return fail(name, `${where}, less than ${bytes(minFree)}`, hint);
+      if (fs.files > 0 && fs.ffree < 10_000) return fail(name, `only ${fs.ffree} inodes free on the file system of ${home}`, hint);
+      if (free < 2 * minFree) return warn(name, `${where}, less than twice ${bytes(minFree)}`, hint);
+      return ok(name, where);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT" || dirname(at) === at) throw e;
+      at = dirname(at);
+    }
+  }
+}
+
+async function checkPortalUrl(config: Config, timeoutMs: number): Promise<Check> {
+  const name = "portal-url";
+  // A static file: the check creates no session row, and its answer carries our headers.
+  const url = `${config.portalUrl}/static/style.css`;
+  const hint = "is praxmail serve running, and does the reverse proxy forward the portal URL to its --http address?";
+  const started = Date.now();
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { "user-agent": "praxmail-doctor" } });
+  } catch (e) {
+    const err = e as Error & { cause?: { code?: string; message?: string } };
+    if (err.name === "TimeoutError") return fail(name, `${config.portalUrl}: no answer within ${timeoutMs / 1000} s`, hint);
+    return fail(name, `${config.portalUrl}: ${err.cause?.code ?? err.cause?.message ?? err.message}`, hint);
+  }
+  await res.body?.cancel();
+  if (!res.ok) return fail(name, `${config.portalUrl} answered HTTP ${res.status} for /static/style.css`, hint);
+  const reason = `${config.portalUrl} answers (HTTP ${res.status} in ${Date.now() - started} ms)`;
+  if (!res.headers.get("content-security-policy")?.includes("frame-ancestors 'none'")) {
+    return warn(name, `${reason}, but without praxmail's Content-Security-Policy`, "check that the URL reaches praxmail and that the proxy passes its headers");
+  }
+  const host = new URL(config.portalUrl).hostname;
+  if (config.portalUrl.startsWith("http:") && !["127.0.0.1", "localhost", "[::1]"].includes(host)) {
+    return warn(name, `${reason}, but over plain http`, "put a TLS-terminating reverse proxy in front and use an https:// portal URL");
+  }
+  return ok(name, reason);
+}
+
+/**
+ * Runs every check. Checks that need the configuration are skipped when it does not load.
+ *
+ * @param io - The streams.
+ * @param flags - Parsed options.
+ * @returns The verdicts, in a fixed order.
+ */
+export async function runDoctor(io: Io, flags: DoctorFlags): Promise<{ home: string; checks: Check[] }> {
+  const home = resolveHome(flags.home);
+  const timeoutMs = flags.timeout * 1000;
+  const { check, config } = checkConfig(home);
+  const skip = (name: string): Promise<Check> => Promise.resolve({ name, status: "skip", reason: "needs a valid config.json" });
+  const checks = await Promise.all([
+    config ? checkConfigMode(home, check) : Promise.resolve(check),
+    config ? checkIdentity(home, config, io, flags.identity) : skip("identity"),
+    config ? checkUpstream(home, config, timeoutMs) : skip("upstream"),
+    checkListen("relay-port", flags.smtp, "PRAXMAIL_SMTP", "--smtp"),
+    checkListen("portal-port", flags.http, "PRAXMAIL_HTTP", "--http"),
+    ...(flags.milter ? [checkMilter(flags.milter)] : []),
+    checkDisk(home, flags.minFree * 1024 * 1024),
+    config ? checkPortalUrl(config, timeoutMs) : skip("portal-url"),
+  ]);
+  return { home, checks };
+}
+
+function whole(lo: number, hi: number): (v: string) => number {
+  return (v) => {
+    if (!/^\d{1,9}$/.test(v) || Number(v) < lo || Number(v) > hi) throw new InvalidArgumentError(`give a whole number from ${lo} to ${hi}`);
+    return Number(v);
+  };
+}
+
+const LABEL = { ok: chalk.green("ok  "), warn: chalk.yellow("warn"), fail: chalk.red("fail"), skip: chalk.dim("skip") };
+
+/** @returns The `doctor` command. */
+export function doctorCommand(io: Io): Command {
+  return common(new Command("doctor"))
+    .description("check config, practice identity, upstream, listen addresses, disk space and the portal URL")
+    .addOption(new Option("--smtp <host:port>", "relay address serve uses").env("PRAXMAIL_SMTP").argParser(parseListen).default(parseListen("127.0.0.1:2525"), "127.0.0.1:2525"))
+    .addOption(new Option("--http <host:port>", "portal address serve uses").env("PRAXMAIL_HTTP").argParser(parseListen).default(parseListen("127.0.0.1:8080"), "127.0.0.1:8080"))
+    .addOption(
+      new Option("--milter <address>", "milter address serve uses (checked only when given)")
+        .env("PRAXMAIL_MILTER")
+        .argParser((v) => {
+          try {
+            return parseMilterListen(v);
+          } catch (e) {
+            throw new InvalidArgumentError((e as Error).message);
+          }
+        }),
+    )
+    .option("--identity <file>", "check this practice identity file (default: PRAXMAIL_IDENTITY, then where init stored it)")
+    .option("--min-free <MiB>", "fail when less disk space is free under home", whole(1, 10_000_000), 1024)
+    .option("--timeout <seconds>", "how long to wait for upstream and the portal URL", whole(1, 120), 5)
+    .action(async (flags: DoctorFlags) => {
+      const { home, checks } = await runDoctor(io, flags);
+      const failed = checks.filter((c) => c.status === "fail").length;
+      const warned = checks.filter((c) => c.status === "warn").length;
+      if (flags.json) printJson(io, { ok: failed === 0, home, checks });
+      else {
+        const width = Math.max(...checks.map((c) => c.name.length));
+        for (const c of checks) {
+          io.out(`${LABEL[c.status]}  ${c.name.padEnd(width)}  ${c.reason}\n`);
+          if (c.hint && c.status !== "ok") io.out(`${" ".repeat(width + 8)}hint: ${c.hint}\n`);
+        }
+      }
+      if (failed > 0) {
+        throw new PraxmailError("wrong-state", `${failed} of ${checks.length} checks failed`, "fix what the lines marked fail say, then run praxmail doctor again");
+      }
+      if (warned > 0) note(io, `praxmail: ${warned} ${warned === 1 ? "warning" : "warnings"}, no failures`);
+    });
+}

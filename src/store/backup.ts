@@ -1,0 +1,426 @@
+// Backups of a home's durable state: an online snapshot of the database (SQLite's backup
+// API) and a copy of every blob that snapshot references, described by a manifest of sizes
+// and SHA-256 sums. Blobs are written before the rows that name them and deleted after the
+// rows that named them are gone, so a snapshot can only miss a blob that was deleted after
+// it was taken; then a fresh snapshot, which no longer names it, is taken.
+import { createHash } from "node:crypto";
+import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm, rmdir, type FileHandle } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import Database from "better-sqlite3";
+import { verifyAudit } from "./audit.js";
+import { fileStream, writeStream } from "./blobs.js";
+import { DB_FILE, openDatabase } from "./db.js";
+import { MIGRATIONS } from "./migrations.js";
+import { Records } from "./records.js";
+
+/** The manifest's file name in a backup folder; it is written last. */
+export const MANIFEST_FILE = "manifest.json";
+const FORMAT = "praxmail-backup";
+const VERSION = 1;
+/** Where restore assembles a home before moving it into place. */
+const STAGING = ".restore-partial";
+const BLOB_PATH = /^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/;
+const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+/** Snapshots to take before giving up on a home where blobs keep disappearing. */
+const ATTEMPTS = 10;
+
+/** A file in a backup, relative to the backup folder. */
+export interface ManifestEntry {
+  readonly path: string;
+  readonly size: number;
+  readonly sha256: string;
+}
+
+/** What a backup holds, in numbers. */
+export interface BackupCounts {
+  readonly deliveries: number;
+  readonly patients: number;
+  readonly replies: number;
+  readonly auditRows: number;
+  readonly blobs: number;
+  readonly blobBytes: number;
+}
+
+/** The manifest of a backup folder. */
+export interface BackupManifest {
+  readonly format: typeof FORMAT;
+  readonly version: typeof VERSION;
+  readonly createdAt: string;
+  /** The database's schema version (PRAGMA user_version). */
+  readonly schema: number;
+  readonly database: ManifestEntry;
+  readonly counts: BackupCounts;
+  /** Whether the audit chain of the snapshot was intact. */
+  readonly auditIntact: boolean;
+  readonly blobs: readonly ManifestEntry[];
+  /** Further files from home (e.g. config.json), in the order restore puts them back. */
+  readonly files: readonly ManifestEntry[];
+  /** What the caller adds (program version, whether the identity is included, …). */
+  readonly meta: Readonly<Record<string, unknown>>;
+}
+
+/** Progress of a backup or restore. */
+export type BackupProgress =
+  | { readonly phase: "database"; readonly attempt: number }
+  | { readonly phase: "blobs"; readonly done: number; readonly total: number; readonly bytes: number };
+
+/** Why a backup or restore failed; callers branch on `code`. */
+export class BackupError extends Error {
+  /**
+   * @param code - `not-empty`: the target folder holds files; `missing-blob`: home's database
+   *   names a blob that is not on disk; `corrupt`: the database fails its integrity check;
+   *   `manifest`: no readable manifest; `mismatch`: a file differs from the manifest or is
+   *   missing; `audit`: the audit chain is broken; `schema`: written by a newer praxmail.
+   * @param message - Lowercase, no trailing period.
+   */
+  constructor(
+    readonly code: "not-empty" | "missing-blob" | "corrupt" | "manifest" | "mismatch" | "audit" | "schema",
+    message: string,
+  ) {
+    super(message);
+    this.name = "BackupError";
+  }
+}
+
+/** What to back up besides the database and blobs. */
+export interface BackupOptions {
+  /** Files under home to copy verbatim, by name (e.g. `config.json`), in restore order. */
+  readonly files?: readonly string[];
+  readonly meta?: Readonly<Record<string, unknown>>;
+  /** Called after each snapshot and blob; awaited, so a caller can pace the work. */
+  readonly progress?: (p: BackupProgress) => void | Promise<void>;
+  readonly now?: () => Date;
+}
+
+async function syncPath(path: string): Promise<void> {
+  const fh = await open(path, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Copies an open file to a new file (mode 0600), hashing it on the way, and fsyncs it.
+ *
+ * @returns Size and SHA-256 of what was written.
+ */
+async function copyHashed(input: FileHandle, dest: string): Promise<{ size: number; sha256: string }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  const tap = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, ctl) {
+      hash.update(chunk);
+      size += chunk.length;
+      ctl.enqueue(chunk);
+    },
+  });
+  await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
+  const out = await open(dest, "wx", 0o600);
+  try {
+    await writeStream(fileStream(input).pipeThrough(tap), out);
+    await out.sync();
+  } finally {
+    await out.close();
+  }
+  return { size, sha256: hash.digest("hex") };
+}
+
+/**
+ * Copies a file if it exists; the open handle keeps a file that is deleted meanwhile whole.
+ *
+ * @returns The entry, or null if the source does not exist.
+ */
+async function copyIfPresent(source: string, dest: string, rel: string): Promise<ManifestEntry | null> {
+  let input: FileHandle;
+  try {
+    input = await open(source, "r");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+  try {
+    return { path: rel, ...(await copyHashed(input, dest)) };
+  } finally {
+    await input.close();
+  }
+}
+
+async function isEmptyDir(dir: string, ignore: readonly string[] = []): Promise<boolean> {
+  try {
+    return (await readdir(dir)).every((n) => ignore.includes(n));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return true;
+    throw e;
+  }
+}
+
+interface Snapshot {
+  readonly refs: Set<string>;
+  readonly schema: number;
+  readonly counts: Omit<BackupCounts, "blobs" | "blobBytes">;
+  readonly auditIntact: boolean;
+}
+
+/** Takes an online snapshot of home's database into file and reads what it references. */
+async function snapshot(home: string, file: string): Promise<Snapshot> {
+  await rm(file, { force: true });
+  const live = new Database(join(home, DB_FILE), { fileMustExist: true });
+  try {
+    live.pragma("busy_timeout = 5000");
+    // All remaining pages in one step: a busy relay cannot keep restarting the copy.
+    await live.backup(file, { progress: () => 0x7fffffff });
+  } finally {
+    live.close();
+  }
+  const db = new Database(file);
+  try {
+    // A single self-contained file: no -wal beside it, and its SHA-256 stays put.
+    db.pragma("journal_mode = DELETE");
+    const check = db.pragma("integrity_check", { simple: true });
+    if (check !== "ok") throw new BackupError("corrupt", `the database fails its integrity check: ${String(check)}`);
+    const count = (table: string): number => db.prepare(`SELECT COUNT(*) FROM ${table}`).pluck().get() as number;
+    const audit = verifyAudit(db);
+    return {
+      refs: new Records(db).referencedBlobs(),
+      schema: db.pragma("user_version", { simple: true }) as number,
+      counts: { deliveries: count("deliveries"), patients: count("patients"), replies: count("replies"), auditRows: audit.rows },
+      auditIntact: audit.ok,
+    };
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * Backs up a home into a new or empty folder: database snapshot, the blobs it references,
+ * the named files, and last `manifest.json`. Everything is mode 0600 in folders of mode
+ * 0700. On failure the folder is left as empty as it was found.
+ *
+ * @param home - The praxmail home; its database must exist.
+ * @param dest - The backup folder.
+ * @param opts - Extra files, metadata, progress.
+ * @returns The manifest written.
+ * @throws {@link BackupError} `not-empty`, `missing-blob` or `corrupt`; system errors as they come.
+ */
+export async function backupHome(home: string, dest: string, opts: BackupOptions = {}): Promise<BackupManifest> {
+  if (!(await isEmptyDir(dest))) throw new BackupError("not-empty", `${dest} is not empty`);
+  let created = false;
+  try {
+    await lstat(dest);
+  } catch {
+    created = true;
+  }
+  await mkdir(dest, { recursive: true, mode: 0o700 });
+  try {
+    const manifest = await writeBackup(home, dest, opts);
+    await syncPath(dest);
+    return manifest;
+  } catch (e) {
+    if (created) await rm(dest, { recursive: true, force: true });
+    else for (const n of await readdir(dest)) await rm(join(dest, n), { recursive: true, force: true });
+    throw e;
+  }
+}
+
+async function writeBackup(home: string, dest: string, opts: BackupOptions): Promise<BackupManifest> {
+  // An existing empty folder may have been made with the umask's mode.
+  await chmod(dest, 0o700);
+  const tmpDb = join(dest, `${DB_FILE}.partial`);
+  const copied = new Map<string, ManifestEntry>();
+  let missingBefore = new Set<string>();
+  let snap: Snapshot | undefined;
+  for (let attempt = 1; ; attempt++) {
+    snap = await snapshot(home, tmpDb);
+    await opts.progress?.({ phase: "database", attempt });
+    const todo = [...snap.refs].filter((r) => !copied.has(r)).sort();
+    const missing = new Set<string>();
+    let bytes = 0;
+    for (const [i, rel] of todo.entries()) {
+      if (!BLOB_PATH.test(rel)) throw new BackupError("corrupt", `the database names an invalid blob path ${JSON.stringify(rel)}`);
+      // Named by two snapshots in a row and still not on disk: lost, not deleted meanwhile.
+      if (missingBefore.has(rel)) throw new BackupError("missing-blob", `the database names ${rel}, but it is missing from ${home}`);
+      const entry = await copyIfPresent(join(home, rel), join(dest, rel), rel);
+      if (entry) {
+        copied.set(rel, entry);
+        bytes += entry.size;
+      } else missing.add(rel);
+      await opts.progress?.({ phase: "blobs", done: i + 1, total: todo.length, bytes });
+    }
+    if (missing.size === 0) break;
+    if (attempt === ATTEMPTS) throw new BackupError("missing-blob", `blobs kept disappearing during ${ATTEMPTS} snapshots`);
+    missingBefore = missing;
+  }
+  // Blobs deleted after an earlier snapshot (revoked, expired) stay deleted in the backup too.
+  for (const rel of [...copied.keys()]) {
+    if (snap.refs.has(rel)) continue;
+    await rm(join(dest, rel), { force: true });
+    copied.delete(rel);
+  }
+  const blobDirs = new Set([...copied.keys()].map((r) => dirname(r)));
+  for (const d of blobDirs) await syncPath(join(dest, d));
+  if (blobDirs.size > 0) await syncPath(join(dest, "blobs"));
+
+  const dbIn = await open(tmpDb, "r");
+  let database: ManifestEntry;
+  try {
+    database = { path: DB_FILE, ...(await copyHashed(dbIn, join(dest, DB_FILE))) };
+  } finally {
+    await dbIn.close();
+  }
+  await rm(tmpDb);
+  const files: ManifestEntry[] = [];
+  for (const name of opts.files ?? []) {
+    if (!FILE_NAME.test(name) || name === DB_FILE || name === MANIFEST_FILE) throw new Error(`cannot back up a file named ${JSON.stringify(name)}`);
+    const entry = await copyIfPresent(join(home, name), join(dest, name), name);
+    if (!entry) throw Object.assign(new Error(`${join(home, name)} does not exist`), { code: "ENOENT" });
+    files.push(entry);
+  }
+  const blobs = [...copied.values()].sort((a, b) => a.path.localeCompare(b.path));
+  const manifest: BackupManifest = {
+    format: FORMAT,
+    version: VERSION,
+    createdAt: (opts.now?.() ?? new Date()).toISOString(),
+    schema: snap.schema,
+    database,
+    counts: { ...snap.counts, blobs: blobs.length, blobBytes: blobs.reduce((n, b) => n + b.size, 0) },
+    auditIntact: snap.auditIntact,
+    blobs,
+    files,
+    meta: opts.meta ?? {},
+  };
+  const tmp = join(dest, `.${MANIFEST_FILE}.tmp`);
+  const fh = await open(tmp, "wx", 0o600);
+  try {
+    await fh.writeFile(`${JSON.stringify(manifest, null, 2)}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, join(dest, MANIFEST_FILE));
+  return manifest;
+}
+
+function entryOk(v: unknown, path: RegExp): v is ManifestEntry {
+  const e = v as Partial<ManifestEntry> | null;
+  return (
+    typeof e === "object" && e !== null &&
+    typeof e.path === "string" && path.test(e.path) &&
+    typeof e.size === "number" && Number.isSafeInteger(e.size) && e.size >= 0 &&
+    typeof e.sha256 === "string" && SHA256.test(e.sha256)
+  );
+}
+
+/**
+ * Reads and checks the manifest of a backup folder (its shape, not yet the files).
+ *
+ * @param dir - The backup folder.
+ * @returns The manifest.
+ * @throws {@link BackupError} `manifest` if it is missing, unreadable or of another format.
+ */
+export async function readManifest(dir: string): Promise<BackupManifest> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(join(dir, MANIFEST_FILE), "utf8"));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new BackupError("manifest", code ? `cannot read ${join(dir, MANIFEST_FILE)} (${code})` : `${join(dir, MANIFEST_FILE)} is not JSON`);
+  }
+  const m = raw as Partial<BackupManifest> | null;
+  const bad = (why: string): BackupError => new BackupError("manifest", `${join(dir, MANIFEST_FILE)}: ${why}`);
+  if (typeof m !== "object" || m === null || m.format !== FORMAT) throw bad("not a praxmail backup manifest");
+  if (m.version !== VERSION) throw bad(`backup format version ${String(m.version)} is not supported (this praxmail reads ${VERSION})`);
+  if (!entryOk(m.database, new RegExp(`^${DB_FILE.replace(".", "\\.")}$`))) throw bad("database entry is invalid");
+  if (!Array.isArray(m.blobs) || !m.blobs.every((b) => entryOk(b, BLOB_PATH))) throw bad("blob entries are invalid");
+  const files: unknown = m.files;
+  if (!Array.isArray(files) || !files.every((f) => entryOk(f, FILE_NAME) && f.path !== DB_FILE && f.path !== MANIFEST_FILE && f.path !== STAGING)) {
+    throw bad("file entries are invalid");
+  }
+  const paths = [...m.blobs.map((b) => b.path), ...(files as ManifestEntry[]).map((f) => f.path)];
+  if (new Set(paths).size !== paths.length) throw bad("lists a file twice");
+  if (typeof m.createdAt !== "string" || typeof m.schema !== "number" || typeof m.counts !== "object") throw bad("is incomplete");
+  return { ...(m as BackupManifest), meta: typeof m.meta === "object" ? m.meta : {} };
+}
+
+/** What restore did. */
+export interface RestoreResult {
+  readonly manifest: BackupManifest;
+  /** Audit rows in the restored database; its chain was verified. */
+  readonly auditRows: number;
+}
+
+/** What restore needs besides the folders. */
+export interface RestoreOptions {
+  readonly progress?: (p: BackupProgress) => void | Promise<void>;
+}
+
+/**
+ * Restores a backup into an empty (or missing) home. Every file is copied into a staging
+ * folder under home and checked against the manifest, the database is opened (and migrated
+ * if older), its audit chain verified and every blob it names found; only then are the
+ * files moved into place, the manifest's `files` last and in order. On failure home is left
+ * empty.
+ *
+ * @param dir - The backup folder.
+ * @param home - The home to fill.
+ * @param opts - Progress.
+ * @returns The manifest and the audit row count.
+ * @throws {@link BackupError} `not-empty`, `manifest`, `mismatch`, `audit` or `schema`.
+ */
+export async function restoreHome(dir: string, home: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
+  const manifest = await readManifest(dir);
+  if (!(await isEmptyDir(home, [STAGING]))) throw new BackupError("not-empty", `${home} is not empty`);
+  await mkdir(home, { recursive: true, mode: 0o700 });
+  const staging = join(home, STAGING);
+  await rm(staging, { recursive: true, force: true });
+  await mkdir(staging, { mode: 0o700 });
+  const moved: string[] = [];
+  try {
+    const take = async (e: ManifestEntry): Promise<void> => {
+      const got = await copyIfPresent(join(dir, ...e.path.split("/")), join(staging, ...e.path.split("/")), e.path);
+      if (!got) throw new BackupError("mismatch", `${e.path} is missing from the backup`);
+      if (got.size !== e.size || got.sha256 !== e.sha256) throw new BackupError("mismatch", `${e.path} does not match the manifest (size or SHA-256)`);
+    };
+    await take(manifest.database);
+    let bytes = 0;
+    for (const [i, b] of manifest.blobs.entries()) {
+      await take(b);
+      bytes += b.size;
+      await opts.progress?.({ phase: "blobs", done: i + 1, total: manifest.blobs.length, bytes });
+    }
+    for (const f of manifest.files) await take(f);
+
+    const raw = new Database(join(staging, DB_FILE), { readonly: true, fileMustExist: true });
+    const schema = raw.pragma("user_version", { simple: true }) as number;
+    raw.close();
+    const latest = MIGRATIONS.at(-1)?.version ?? 0;
+    if (schema > latest) throw new BackupError("schema", `the backup's database schema ${schema} is newer than this praxmail (${latest})`);
+    let auditRows: number;
+    const db = openDatabase(staging);
+    try {
+      const audit = verifyAudit(db);
+      if (!audit.ok) throw new BackupError("audit", `the audit chain of the backup is broken at row ${audit.seq}: ${audit.reason}`);
+      auditRows = audit.rows;
+      const listed = new Set(manifest.blobs.map((b) => b.path));
+      for (const rel of new Records(db).referencedBlobs()) {
+        if (!listed.has(rel)) throw new BackupError("mismatch", `the database names ${rel}, which the backup does not hold`);
+      }
+    } finally {
+      db.close();
+    }
+
+    for (const name of [DB_FILE, ...(manifest.blobs.length > 0 ? ["blobs"] : []), ...manifest.files.map((f) => f.path)]) {
+      await rename(join(staging, name), join(home, name));
+      moved.push(name);
+    }
+    await rmdir(staging);
+    await syncPath(home);
+    return { manifest, auditRows };
+  } catch (e) {
+    for (const name of moved) await rm(join(home, name), { recursive: true, force: true });
+    await rm(staging, { recursive: true, force: true });
+    throw e;
+  }
+}

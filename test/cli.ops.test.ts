@@ -1,0 +1,603 @@
+// Operations (issue 8): praxmail doctor against real parts (an SMTP sink, a closed port, a
+// running praxmail serve, a port held by another program), backup and restore of a home with
+// a patient who then downloads from `praxmail serve` on the restored home, and the systemd unit.
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { chmod, copyFile, cp, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
+import { join, resolve } from "node:path";
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openContext } from "../src/commands/shared.js";
+import { createDelivery, markSent, revokeDelivery } from "../src/core/index.js";
+import { decryptStream, generateIdentity, unwrapIdentity, writeIdentityFile } from "../src/crypto/index.js";
+import { backupHome, readManifest, type BackupManifest } from "../src/store/index.js";
+import { cleanup, initHome, outbox, praxmail, tempDir, walk, type Run } from "./helpers/cli.js";
+import { openByToken } from "./helpers/deliveries.js";
+import { registerThroughCore } from "./helpers/patient.js";
+import { patchConfig } from "./helpers/relay.js";
+import { freePort, startServe, type Served } from "./helpers/serve.js";
+import { startSink, type Sink } from "./helpers/sink.js";
+import { readAll, streamOf } from "./helpers/streams.js";
+import { needTool } from "./helpers/tools.js";
+
+const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
+const modeOf = async (p: string): Promise<number> => (await stat(p)).mode & 0o777;
+
+interface DoctorJson {
+  ok: boolean;
+  home: string;
+  checks: { name: string; status: string; reason: string; hint?: string }[];
+}
+
+function doctorJson(r: Run): DoctorJson & { by: (name: string) => DoctorJson["checks"][number] } {
+  const parsed = JSON.parse(r.stdout) as DoctorJson;
+  return {
+    ...parsed,
+    by: (name) => {
+      const c = parsed.checks.find((x) => x.name === name);
+      if (!c) throw new Error(`no check ${name} in ${r.stdout}`);
+      return c;
+    },
+  };
+}
+
+async function holdPort(): Promise<{ server: Server; port: number }> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { server, port: (server.address() as { port: number }).port };
+}
+
+describe("praxmail doctor", () => {
+  let dir: string;
+  let home: string;
+  let sink: Sink;
+  let served: Served;
+  let portalUrl: string;
+  const args = (): string[] => ["doctor", "--home", home, "--smtp", `127.0.0.1:${served.smtpPort}`, "--http", `127.0.0.1:${served.httpPort}`, "--timeout", "3"];
+
+  beforeAll(async () => {
+    dir = await tempDir();
+    home = join(dir, "home");
+    sink = await startSink();
+    const httpPort = await freePort();
+    portalUrl = `http://127.0.0.1:${httpPort}`;
+    await initHome(home, ["--recipient-type", "x25519", "--portal-url", portalUrl, "--upstream", sink.url]);
+    served = await startServe(home, httpPort);
+  });
+  afterAll(async () => {
+    await served.stop();
+    await sink.close();
+    await cleanup(dir);
+  });
+
+  it("passes every check with a real upstream and a running praxmail serve holding the ports", async () => {
+    const r = await praxmail([...args(), "--json"]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const d = doctorJson(r);
+    expect(d.ok).toBe(true);
+    expect(d.checks.map((c) => [c.name, c.status])).toEqual([
+      ["config", "ok"],
+      ["identity", "ok"],
+      ["upstream", "ok"],
+      ["relay-port", "ok"],
+      ["portal-port", "ok"],
+      ["disk", "ok"],
+      ["portal-url", "ok"],
+    ]);
+    expect(d.by("identity").reason).toBe(`${join(home, "practice-identity.txt")} (mode 0600) holds the practice identity`);
+    expect(d.by("upstream").reason).toMatch(new RegExp(`^smtp://127\\.0\\.0\\.1:${sink.port} answers \\(EHLO in \\d+ ms\\)$`));
+    expect(d.by("relay-port").reason).toBe(`127.0.0.1:${served.smtpPort} is held by a running praxmail serve (pid ${served.child.pid})`);
+    expect(d.by("portal-port").reason).toBe(`127.0.0.1:${served.httpPort} is held by a running praxmail serve (pid ${served.child.pid})`);
+    expect(d.by("portal-url").reason).toMatch(new RegExp(`^${portalUrl.replace(/\./g, "\\.")} answers \\(HTTP 200 in \\d+ ms\\)$`));
+
+    const human = await praxmail(args());
+    expect(human.code).toBe(0);
+    expect(human.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 4))).toEqual(["ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  "]);
+  });
+
+  it("fails on an identity file others may read (0644) and names the fix", async () => {
+    const file = join(home, "practice-identity.txt");
+    await chmod(file, 0o644);
+    try {
+      const r = await praxmail([...args(), "--json"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe("praxmail: error: 1 of 7 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
+      const d = doctorJson(r);
+      expect(d.ok).toBe(false);
+      expect(d.by("identity")).toEqual({
+        name: "identity",
+        status: "fail",
+        reason: `${file} has mode 0644: others may read the practice identity`,
+        hint: `chmod 600 ${file}`,
+      });
+      const human = await praxmail(args());
+      expect(human.code).toBe(1);
+      expect(human.stdout).toContain(`fail  identity     ${file} has mode 0644: others may read the practice identity\n`);
+      expect(human.stdout).toContain(`hint: chmod 600 ${file}\n`);
+    } finally {
+      await chmod(file, 0o600);
+    }
+  });
+
+  it("fails on an identity file with another key, and on a home others may write", async () => {
+    const other = join(dir, "other-identity.txt");
+    await writeIdentityFile(other, generateIdentity("x25519"), undefined, new Date());
+    const wrongKey = doctorJson(await praxmail([...args(), "--json", "--identity", other]));
+    expect(wrongKey.by("identity")).toMatchObject({ status: "fail", reason: `${other} (mode 0600) holds an identity that does not belong to the practice recipient in config.json` });
+    await chmod(home, 0o777);
+    try {
+      const r = await praxmail([...args(), "--json"]);
+      expect(r.code).toBe(1);
+      expect(doctorJson(r).by("identity")).toMatchObject({ status: "fail", reason: `${home} has mode 0777: others may replace the identity file` });
+    } finally {
+      await chmod(home, 0o700);
+    }
+  });
+
+  it("only warns when the identity is not on this machine, and fails when a named one is missing", async () => {
+    const file = join(home, "practice-identity.txt");
+    const away = join(dir, "offline-identity.txt");
+    await rename(file, away);
+    try {
+      const r = await praxmail([...args(), "--json"]);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe("praxmail: 1 warning, no failures\n");
+      expect(doctorJson(r).by("identity")).toMatchObject({ status: "warn", reason: `no identity file at ${file} (ENOENT)` });
+      // Pointed at the offline copy, it checks that one.
+      const named = await praxmail([...args(), "--json"], { env: { PRAXMAIL_IDENTITY: away } });
+      expect(doctorJson(named).by("identity")).toMatchObject({ status: "ok", reason: `${away} (mode 0600) holds the practice identity` });
+      const missing = await praxmail([...args(), "--json", "--identity", join(dir, "nope.txt")]);
+      expect(missing.code).toBe(1);
+      expect(doctorJson(missing).by("identity").status).toBe("fail");
+    } finally {
+      await rename(away, file);
+    }
+  });
+
+  it("fails when upstream does not answer (a closed port), without printing its password", async () => {
+    const closed = await freePort();
+    await patchConfig(home, { upstream: `smtp://praxis:Geheim-Passwort-42@127.0.0.1:${closed}` });
+    try {
+      const r = await praxmail([...args(), "--json"]);
+      expect(r.code).toBe(1);
+      const up = doctorJson(r).by("upstream");
+      expect(up.status).toBe("fail");
+      expect(up.reason).toMatch(new RegExp(`^smtp://praxis:\\*\\*\\*@127\\.0\\.0\\.1:${closed}: E[A-Z]+: .*ECONNREFUSED`));
+      expect(up.hint).toContain("praxmail init --upstream");
+      expect(r.stdout + r.stderr).not.toContain("Geheim-Passwort-42");
+    } finally {
+      await patchConfig(home, { upstream: sink.url });
+    }
+  });
+
+  it("warns in outbox mode (no upstream)", async () => {
+    await patchConfig(home, { upstream: null });
+    try {
+      const r = await praxmail([...args(), "--json"]);
+      expect(r.code).toBe(0);
+      expect(doctorJson(r).by("upstream")).toMatchObject({ status: "warn", reason: `not configured: mail is written to ${join(home, "outbox")}/` });
+    } finally {
+      await patchConfig(home, { upstream: sink.url });
+    }
+  });
+
+  it("fails when another program holds a listen address, naming its pid", async () => {
+    const held = await holdPort();
+    try {
+      const r = await praxmail(["doctor", "--home", home, "--smtp", `127.0.0.1:${held.port}`, "--http", `127.0.0.1:${served.httpPort}`, "--json"]);
+      expect(r.code).toBe(1);
+      const c = doctorJson(r).by("relay-port");
+      expect(c.status).toBe("fail");
+      expect(c.reason).toMatch(new RegExp(`^127\\.0\\.0\\.1:${held.port} is in use by pid ${process.pid} \\(`));
+      expect(c.hint).toBe("stop that program, or give serve another address with --smtp or PRAXMAIL_SMTP");
+      // The same address from the environment, as serve reads it.
+      const env = await praxmail(["doctor", "--home", home, "--http", `127.0.0.1:${served.httpPort}`, "--json"], { env: { PRAXMAIL_SMTP: `127.0.0.1:${held.port}` } });
+      expect(doctorJson(env).by("relay-port").status).toBe("fail");
+    } finally {
+      held.server.close();
+    }
+    const free = await freePort();
+    const r = await praxmail(["doctor", "--home", home, "--smtp", `127.0.0.1:${free}`, "--http", `127.0.0.1:${served.httpPort}`, "--json"]);
+    expect(doctorJson(r).by("relay-port")).toMatchObject({ status: "ok", reason: `127.0.0.1:${free} is free` });
+  });
+
+  it("checks a milter unix socket path: free, and not a socket", async () => {
+    const sock = join(dir, "milter.sock");
+    const free = doctorJson(await praxmail([...args(), "--json", "--milter", `unix:${sock}`]));
+    expect(free.by("milter-port")).toMatchObject({ status: "ok", reason: `unix:${sock} is free` });
+    await writeFile(sock, "not a socket");
+    try {
+      const r = await praxmail([...args(), "--json", "--milter", `unix:${sock}`]);
+      expect(r.code).toBe(1);
+      expect(doctorJson(r).by("milter-port")).toMatchObject({ status: "fail", reason: `unix:${sock}: it exists and is not a socket; serve would delete it` });
+    } finally {
+      await rm(sock);
+    }
+  });
+
+  it("fails below --min-free, and when the portal URL does not answer", async () => {
+    const r = await praxmail([...args(), "--json", "--min-free", "10000000"]);
+    expect(r.code).toBe(1);
+    expect(doctorJson(r).by("disk")).toMatchObject({ status: "fail" });
+    expect(doctorJson(r).by("disk").reason).toMatch(/ free of .* on the file system of .*, less than 9\.5 TiB$/);
+
+    const closed = await freePort();
+    await patchConfig(home, { portalUrl: `http://127.0.0.1:${closed}` });
+    try {
+      const down = await praxmail([...args(), "--json"]);
+      expect(down.code).toBe(1);
+      expect(doctorJson(down).by("portal-url")).toMatchObject({ status: "fail", reason: `http://127.0.0.1:${closed}: ECONNREFUSED` });
+    } finally {
+      await patchConfig(home, { portalUrl });
+    }
+    // Something answers, but it is not praxmail's portal (no CSP): a warning.
+    const other = (await import("node:http")).createServer((_req, res) => res.end("hello"));
+    await new Promise<void>((r2) => other.listen(0, "127.0.0.1", r2));
+    await patchConfig(home, { portalUrl: `http://127.0.0.1:${(other.address() as { port: number }).port}` });
+    try {
+      const d = doctorJson(await praxmail([...args(), "--json"]));
+      expect(d.by("portal-url").status).toBe("warn");
+      expect(d.by("portal-url").reason).toContain("without praxmail's Content-Security-Policy");
+    } finally {
+      other.close();
+      await patchConfig(home, { portalUrl });
+    }
+  });
+
+  it("fails on an invalid config.json and skips what needs it", async () => {
+    const bad = join(dir, "bad-home");
+    await mkdir(bad, { mode: 0o700 });
+    await writeFile(join(bad, "config.json"), '{"practiceName": 42}', { mode: 0o600 });
+    const r = await praxmail(["doctor", "--home", bad, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--json"]);
+    expect(r.code).toBe(1);
+    const d = doctorJson(r);
+    expect(d.checks.map((c) => [c.name, c.status])).toEqual([
+      ["config", "fail"],
+      ["identity", "skip"],
+      ["upstream", "skip"],
+      ["relay-port", "skip"],
+      ["portal-port", "skip"],
+      ["disk", "ok"],
+      ["portal-url", "skip"],
+    ]);
+    expect(d.by("config").reason).toMatch(/^config\.json: /);
+    const usage = await praxmail(["doctor", "--home", bad, "--timeout", "0"]);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain("give a whole number from 1 to 120");
+  });
+});
+
+describe("praxmail backup and restore", () => {
+  const PATIENT = "anna@patient.example";
+  const SECU_PASS = "Leuchtturm-Kaffee-7-Sonnenblume";
+  const PASSWORD = "ein gutes Passwort 2026";
+  let dir: string;
+  let home: string;
+  let patientIdentity: string;
+  const originals = new Map<string, Buffer>(); // delivery id -> plaintext
+  let revokedBlob: string;
+
+  interface ListJson {
+    id: string;
+    recipient: string;
+    status: string;
+    files: { name: string; size: number; blob: string | null }[];
+  }
+  const list = async (h: string): Promise<ListJson[]> => JSON.parse((await praxmail(["list", "deliveries", "--json", "--home", h])).stdout) as ListJson[];
+
+  async function send(to: string, name: string, size: number): Promise<string> {
+    const data = Buffer.concat([Buffer.from(`%PDF-1.4 ${name}\n`), createHash("sha512").update(name).digest(), Buffer.alloc(size, name)]);
+    const file = join(dir, name);
+    await writeFile(file, data);
+    const r = await praxmail(["send", "--home", home, "--to", to, "--level", "3", file, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const id = (JSON.parse(r.stdout) as { deliveries: { id: string }[] }).deliveries[0]!.id;
+    originals.set(id, data);
+    return id;
+  }
+
+  beforeAll(async () => {
+    dir = await tempDir();
+    home = join(dir, "home");
+    await initHome(home, ["--recipient-type", "x25519"]);
+    await send(PATIENT, "befund-1.pdf", 300_000);
+    patientIdentity = (await registerThroughCore(home, PATIENT, SECU_PASS, PASSWORD))!;
+    const approved = await praxmail(["approve", PATIENT, "--yes", "--home", home]);
+    expect(approved.code, approved.stderr).toBe(0);
+    await send(PATIENT, "befund-2.pdf", 70_000); // ready at once: the patient is approved
+    const revoked = await send("ben@patient.example", "brief.pdf", 1000);
+    revokedBlob = (await list(home)).find((d) => d.id === revoked)!.files[0]!.blob!;
+    expect((await praxmail(["revoke", revoked, "--yes", "--home", home])).code).toBe(0);
+    originals.delete(revoked);
+  });
+  afterAll(async () => {
+    await cleanup(dir);
+  });
+
+  it("backs up into a new folder: 0700/0600, manifest with the database's SHA-256, no identity", async () => {
+    const bk = join(dir, "backup");
+    const r = await praxmail(["backup", bk, "--home", home, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain("praxmail: note: the practice identity is not in this backup");
+    const out = JSON.parse(r.stdout) as { dir: string; counts: BackupManifest["counts"]; identity: boolean; database: { sha256: string } };
+    expect(out).toMatchObject({ dir: bk, identity: false, counts: { deliveries: 3, patients: 1, replies: 0, blobs: 2 } });
+    const m = await readManifest(bk);
+    expect(out.database.sha256).toBe(m.database.sha256);
+    expect(sha(await readFile(join(bk, "praxmail.db")))).toBe(m.database.sha256);
+    expect(m.files.map((f) => f.path)).toEqual(["config.json"]);
+    expect(await readFile(join(bk, "config.json"))).toEqual(await readFile(join(home, "config.json")));
+    // The two live blobs, byte for byte; the revoked delivery's blob is gone in home and backup.
+    const live = (await list(home)).flatMap((d) => d.files.map((f) => f.blob)).filter((b): b is string => b !== null).sort();
+    expect(m.blobs.map((b) => b.path)).toEqual(live);
+    for (const b of m.blobs) expect(sha(await readFile(join(bk, b.path)))).toBe(sha(await readFile(join(home, b.path))));
+    expect(m.blobs.map((b) => b.path)).not.toContain(revokedBlob);
+    expect(await modeOf(bk)).toBe(0o700);
+    for (const f of await walk(bk)) expect(await modeOf(f), f).toBe(0o600);
+    expect((await walk(bk)).some((f) => f.includes("practice-identity"))).toBe(false);
+    // The backup is recorded in the live audit log.
+    const audit = JSON.parse((await praxmail(["audit", "--json", "--home", home])).stdout) as { action: string; subject: string; details: { identity: boolean } }[];
+    expect(audit.at(-1)).toMatchObject({ action: "backup", subject: bk, details: { identity: false } });
+  });
+
+  it("refuses a folder that is not empty or lies inside home, and leaves it as it was", async () => {
+    const full = join(dir, "full");
+    await mkdir(full);
+    await writeFile(join(full, "keep.txt"), "mine");
+    const r = await praxmail(["backup", full, "--home", home]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`praxmail: error: ${full} is not empty\npraxmail: hint: give a new or empty folder; existing files are never overwritten\n`);
+    expect(await readdir(full)).toEqual(["keep.txt"]);
+    const inside = await praxmail(["backup", join(home, "backups"), "--home", home]);
+    expect(inside.code).toBe(2);
+    expect(inside.stderr).toContain("is inside home");
+  });
+
+  it("restores into a fresh home; audit --verify passes; a patient downloads from praxmail serve on it", async () => {
+    const bk = join(dir, "backup");
+    const restored = join(dir, "restored");
+    const r = await praxmail(["restore", bk, "--home", restored, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ home: restored, dir: bk, identity: false, counts: { deliveries: 3, patients: 1, blobs: 2 } });
+    expect(r.stderr).toContain(`praxmail: note: the practice identity was not in this backup: put it back at ${join(restored, "practice-identity.txt")} (mode 0600),`);
+    expect(await readdir(restored)).not.toContain(".restore-partial");
+
+    const verify = await praxmail(["audit", "--verify", "--home", restored]);
+    expect(verify.code).toBe(0);
+    expect(verify.stdout).toMatch(/^audit chain intact: \d+ rows\n$/);
+    const audit = JSON.parse((await praxmail(["audit", "--json", "--home", restored])).stdout) as { action: string }[];
+    expect(audit.at(-1)!.action).toBe("restore");
+    expect((await list(restored)).map((d) => [d.id, d.status])).toEqual((await list(home)).map((d) => [d.id, d.status]));
+    const doctor = doctorJson(await praxmail(["doctor", "--home", restored, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--json"]));
+    expect(doctor.by("identity").status).toBe("warn");
+
+    const served = await startServe(restored);
+    try {
+      const base = `http://127.0.0.1:${served.httpPort}`;
+      const cookies = new Map<string, string>();
+      const get = async (path: string, init: RequestInit = {}): Promise<Response> => {
+        const res = await fetch(base + path, { ...init, redirect: "manual", headers: { ...(init.headers as Record<string, string>), cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join("; ") } });
+        for (const c of res.headers.getSetCookie()) {
+          const [pair = ""] = c.split(";");
+          const eq = pair.indexOf("=");
+          cookies.set(pair.slice(0, eq), pair.slice(eq + 1));
+        }
+        return res;
+      };
+      const loginPage = await (await get("/login")).text();
+      const csrf = /name="_csrf" value="([^"]+)"/.exec(loginPage)![1]!;
+      const login = await get("/login", {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ email: PATIENT, password: PASSWORD, _csrf: csrf, next: "/deliveries" }).toString(),
+      });
+      expect(login.status).toBe(303);
+      expect(login.headers.get("location")).toBe("/deliveries");
+      expect(originals.size).toBe(2);
+      for (const [id, original] of originals) {
+        const page = await get(`/deliveries/${id}`);
+        expect(page.status).toBe(200);
+        const data = JSON.parse(/<script type="application\/json" id="delivery-data">([^<]*)<\/script>/.exec(await page.text())![1]!) as { files: { id: string; url: string }[] };
+        const ciphertext = Buffer.from(await (await get(data.files[0]!.url.replace(base, ""))).arrayBuffer());
+        const wrapRes = await get(`/deliveries/${id}/wrap`);
+        expect(wrapRes.status).toBe(200);
+        const d = await unwrapIdentity(new Uint8Array(await wrapRes.arrayBuffer()), patientIdentity);
+        const plain = await readAll(await decryptStream(new Blob([ciphertext]).stream(), [d]));
+        expect(plain.equals(original), id).toBe(true);
+      }
+    } finally {
+      expect(await served.stop()).toBe(0);
+    }
+    // serve's log: pino JSON lines on stdout, one object per line.
+    const lines = served.stdout().trim().split("\n");
+    expect(lines.length).toBeGreaterThan(3);
+    for (const line of lines) {
+      const o = JSON.parse(line) as Record<string, unknown>;
+      expect(o).toMatchObject({ app: "praxmail", pid: served.child.pid });
+      expect(typeof o.level).toBe("number");
+      expect(typeof o.time).toBe("number");
+      expect(typeof o.msg).toBe("string");
+    }
+    expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual(expect.arrayContaining(["started", "request", "stopping"]));
+  });
+
+  it("refuses to restore over a home that is set up, and changes nothing there", async () => {
+    const before = await Promise.all((await walk(home)).map(async (f) => [f, sha(await readFile(f))]));
+    const r = await praxmail(["restore", join(dir, "backup"), "--home", home]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `praxmail: error: ${home} is set up already; restore never overwrites a home\npraxmail: hint: restore into a new folder with --home DIR, or move this home away first\n`,
+    );
+    expect(await Promise.all((await walk(home)).map(async (f) => [f, sha(await readFile(f))]))).toEqual(before);
+  });
+
+  it("refuses a damaged backup (one flipped byte, a missing manifest) and leaves the home empty", async () => {
+    const bad = join(dir, "damaged");
+    await cp(join(dir, "backup"), bad, { recursive: true });
+    const m = await readManifest(bad);
+    const victim = join(bad, m.blobs[1]!.path);
+    const bytes = await readFile(victim);
+    bytes.writeUInt8(bytes.readUInt8(bytes.length - 100) ^ 1, bytes.length - 100);
+    await writeFile(victim, bytes);
+    const target = join(dir, "restored-damaged");
+    const r = await praxmail(["restore", bad, "--home", target]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `praxmail: error: ${m.blobs[1]!.path} does not match the manifest (size or SHA-256)\npraxmail: hint: the backup in ${bad} was altered or damaged; use another copy\n`,
+    );
+    expect(await readdir(target)).toEqual([]);
+
+    await rm(join(bad, "manifest.json"));
+    const none = await praxmail(["restore", bad, "--home", target]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain(`cannot read ${join(bad, "manifest.json")} (ENOENT)`);
+    expect(none.stderr).toContain("is not a complete praxmail backup");
+    expect(await readdir(target)).toEqual([]);
+  });
+
+  it("--include-identity copies the identity (0600, loud warning); the restored home opens deliveries with it", async () => {
+    const bk = join(dir, "backup-with-identity");
+    const r = await praxmail(["backup", bk, "--home", home, "--include-identity"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain("praxmail: WARNING: this backup holds the practice identity");
+    expect(await modeOf(join(bk, "practice-identity.txt"))).toBe(0o600);
+    expect((await readManifest(bk)).files.map((f) => f.path)).toEqual(["practice-identity.txt", "config.json"]);
+    const restored = join(dir, "restored-with-identity");
+    const rr = await praxmail(["restore", bk, "--home", restored]);
+    expect(rr.code, rr.stderr).toBe(0);
+    expect(rr.stderr).not.toContain("was not in this backup");
+    expect(await modeOf(join(restored, "practice-identity.txt"))).toBe(0o600);
+    const doctor = doctorJson(await praxmail(["doctor", "--home", restored, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--json"]));
+    expect(doctor.by("identity").status).toBe("ok");
+    // The practice side: the first mail's link token and wrap[P] open the file in the restored home.
+    const [first] = await outbox(home);
+    const token = /\/d\/([A-Za-z0-9_-]{43})/.exec(first!.text ?? "")![1]!;
+    const opened = await openByToken(restored, token);
+    expect(opened.email).toBe(PATIENT);
+    expect([...originals.values()].some((o) => o.equals(opened.files[0]!.data))).toBe(true);
+  });
+
+  it("stays consistent when a delivery is revoked (its blob deleted) while the backup runs", async () => {
+    const ctx = await openContext({ home }, "cli:test");
+    try {
+      const victim = await createDelivery(ctx, { recipient: "carl@patient.example", level: 3, files: [{ name: "x.pdf", open: () => streamOf(Buffer.from("%PDF victim")) }] });
+      markSent(ctx, [victim.id]);
+      const victimBlob = ctx.store.records.files(victim.id)[0]!.blob!;
+      const bk = join(dir, "backup-during-revoke");
+      const phases: string[] = [];
+      const later: string[] = [];
+      const deliverNow = async (to: string): Promise<string> => {
+        const d = await createDelivery(ctx, { recipient: to, level: 3, files: [{ name: "y.pdf", open: () => streamOf(Buffer.from(`%PDF for ${to}`)) }] });
+        markSent(ctx, [d.id]);
+        return ctx.store.records.files(d.id)[0]!.blob!;
+      };
+      const m = await backupHome(home, bk, {
+        files: ["config.json"],
+        progress: async (p) => {
+          phases.push(p.phase === "database" ? `database ${p.attempt}` : `blobs ${p.done}/${p.total}`);
+          if (p.phase !== "database") return;
+          // After the first snapshot, before its blobs are copied: a revoke deletes the
+          // victim's rows, then its blob; and a new delivery arrives. Another one arrives
+          // after the second snapshot.
+          if (p.attempt === 1) await revokeDelivery(ctx, victim.id);
+          later.push(await deliverNow(`late${p.attempt}@patient.example`));
+        },
+      });
+      // The first snapshot named a blob that vanished: a second one was taken.
+      expect(phases.filter((p) => p.startsWith("database"))).toEqual(["database 1", "database 2"]);
+      const names = m.blobs.map((b) => b.path);
+      expect(names).not.toContain(victimBlob);
+      expect(names).toContain(later[0]); // in the second snapshot
+      expect(names).not.toContain(later[1]); // written after it
+      // Every blob the backed-up database names is in the backup, and nothing else.
+      const db = new Database(join(bk, "praxmail.db"), { readonly: true });
+      try {
+        const named = (db.prepare("SELECT blob FROM files WHERE blob IS NOT NULL").pluck().all() as string[]).sort();
+        expect(named).toEqual([...names].sort());
+        expect(db.prepare("SELECT status FROM deliveries WHERE id = ?").pluck().get(victim.id)).toBe("revoked");
+      } finally {
+        db.close();
+      }
+      expect((await walk(join(bk, "blobs"))).length).toBe(names.length);
+      const restored = join(dir, "restored-during-revoke");
+      const r = await praxmail(["restore", bk, "--home", restored]);
+      expect(r.code, r.stderr).toBe(0);
+      expect((await praxmail(["audit", "--verify", "--home", restored])).code).toBe(0);
+    } finally {
+      ctx.store.close();
+    }
+  });
+
+  it("fails, leaving no folder behind, when home's database names a blob that is gone", async () => {
+    const broken = join(dir, "broken-home");
+    await cp(home, broken, { recursive: true });
+    const [first] = (await list(broken)).flatMap((d) => d.files.map((f) => f.blob)).filter((b): b is string => b !== null);
+    await rm(join(broken, first!));
+    const bk = join(dir, "backup-of-broken");
+    const r = await praxmail(["backup", bk, "--home", broken]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`praxmail: error: the database names ${first!}, but it is missing from ${broken}\n`);
+    await expect(stat(bk)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+});
+
+describe("contrib/praxmail.service", () => {
+  const UNITS = resolve(import.meta.dirname, "../contrib");
+  const directives = async (file: string): Promise<Map<string, string[]>> => {
+    const out = new Map<string, string[]>();
+    for (const raw of (await readFile(join(UNITS, file), "utf8")).split("\n")) {
+      const m = /^([A-Za-z]+)=(.*)$/.exec(raw.trim());
+      if (m) out.set(m[1]!, [...(out.get(m[1]!) ?? []), m[2]!]);
+    }
+    return out;
+  };
+
+  it("runs praxmail serve as a dedicated user in a sandbox where only the home is writable", async () => {
+    for (const unit of ["praxmail.service", "praxmail-gc.service"]) {
+      const d = await directives(unit);
+      const one = (k: string): string | undefined => d.get(k)?.at(-1);
+      expect(one("User"), unit).toBe("praxmail");
+      expect(one("ProtectSystem"), unit).toBe("strict");
+      expect(one("ProtectHome"), unit).toBe("yes");
+      expect(one("PrivateTmp"), unit).toBe("yes");
+      expect(one("NoNewPrivileges"), unit).toBe("yes");
+      expect(one("CapabilityBoundingSet"), unit).toBe("");
+      expect(one("UMask"), unit).toBe("0077");
+      expect(one("ReadWritePaths"), unit).toBe("/var/lib/praxmail");
+      expect(one("StateDirectory"), unit).toBe("praxmail");
+      expect(one("StateDirectoryMode"), unit).toBe("0700");
+      expect(one("ExecStart"), unit).toMatch(new RegExp(`/praxmail ${unit === "praxmail.service" ? "serve" : "gc"} --home /var/lib/praxmail$`));
+    }
+  });
+
+  if (needTool("systemd-analyze")) {
+    it("passes systemd-analyze verify and scores OK in systemd-analyze security; a broken copy does not verify", async () => {
+      const dir = await tempDir();
+      try {
+        // verify checks Documentation=man:praxmail(1) against MANPATH, as after installing the page.
+        await mkdir(join(dir, "man", "man1"), { recursive: true });
+        await copyFile(resolve(import.meta.dirname, "../man/praxmail.1"), join(dir, "man", "man1", "praxmail.1"));
+        const units = ["praxmail.service", "praxmail-gc.service", "praxmail-gc.timer"];
+        for (const u of units) await copyFile(join(UNITS, u), join(dir, u));
+        const env = { ...process.env, MANPATH: join(dir, "man"), SYSTEMD_LOG_COLOR: "0" };
+        const run = (...a: string[]) => spawnSync("systemd-analyze", a, { cwd: dir, env, encoding: "utf8" });
+        const ok = run("verify", ...units.map((u) => `./${u}`));
+        expect(ok.stderr).toBe("");
+        expect(ok.status).toBe(0);
+        // Exposure at most 2.0 of 10 ("OK"); the threshold is in tenths.
+        const sec = run("security", "--offline=yes", "--threshold=20", "./praxmail.service");
+        expect(sec.status, sec.stdout.split("\n").at(-2)).toBe(0);
+        expect(sec.stdout).toMatch(/Overall exposure level for praxmail\.service: [01]\.\d OK/);
+
+        const broken = (await readFile(join(dir, "praxmail.service"), "utf8")).replace(/^ExecStart=\/usr\/bin\/node /m, "ExecStart=/nonexistent/node ");
+        await writeFile(join(dir, "broken.service"), broken);
+        const bad = run("verify", "./broken.service");
+        expect(bad.status).not.toBe(0);
+        expect(bad.stderr).toContain("/nonexistent/node is not executable");
+      } finally {
+        await cleanup(dir);
+      }
+    });
+  }
+});
