@@ -1,0 +1,45 @@
+// SECURITY.md links each claim to the test that proves it, as [“part of the test's name”](test/file).
+// This keeps those links true: the file must exist and hold a test whose name contains the text.
+import { existsSync, readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const security = readFileSync(resolve(ROOT, "SECURITY.md"), "utf8");
+const LINK = /\[“([^”]+)”\]\(([^)]+)\)/g;
+const links = [...security.matchAll(LINK)].map((m) => ({ text: (m[1] ?? "").replace(/\s+/g, " "), file: m[2] ?? "" }));
+
+/** The names given to it/describe/test in a test file, as written (template parts included). */
+function testNames(source: string): string[] {
+  const names: string[] = [];
+  const call = /\b(?:it|describe|test)(?:\.(?:each\([^)]*\)|runIf\([^)]*\)|skipIf\([^)]*\)))*\(\s*(["'`])((?:\\.|(?!\1)[^\\])*)\1/g;
+  for (const m of source.matchAll(call)) names.push((m[2] ?? "").replace(/\\(.)/g, "$1"));
+  return names;
+}
+
+describe("SECURITY.md", () => {
+  it("links its claims to tests: dozens of links, each to a test file", () => {
+    expect(links.length).toBeGreaterThan(60);
+    for (const l of links) expect(l.file, l.text).toMatch(/^test\/[\w.]+\.test\.ts$/);
+  });
+
+  it("every linked test exists under that name", () => {
+    const missing = links.filter((l) => {
+      const path = resolve(ROOT, l.file);
+      return !existsSync(path) || !testNames(readFileSync(path, "utf8")).some((n) => n.includes(l.text));
+    });
+    expect(missing.map((l) => `${l.file}: “${l.text}”`)).toEqual([]);
+  });
+
+  it("every row of the threat model's tables names a test", () => {
+    const model = security.slice(security.indexOf("## Threat model"), security.indexOf("\n## ", security.indexOf("## Threat model") + 1));
+    const rows = model.split("\n").filter((l) => l.startsWith("| ") && !l.startsWith("| what") && !l.startsWith("| event"));
+    expect(rows.length).toBeGreaterThan(20);
+    for (const row of rows) expect(row.includes("](test/") || row.includes("see above"), row.slice(0, 80)).toBe(true);
+  });
+
+  it("the check can fail: a name no test has is not found", () => {
+    expect(testNames(readFileSync(resolve(ROOT, "test/docs.test.ts"), "utf8"))).toContain("every linked test exists under that name");
+    expect(testNames(readFileSync(resolve(ROOT, "test/core.test.ts"), "utf8")).some((n) => n.includes("no such test name anywhere"))).toBe(false);
+  });
+});
