@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, initHome, praxmail, tempDir, walk } from "./helpers/cli.js";
 import { crashServe, seeded, startCrashSink, type CrashServe, type CrashSink, type Upstreamed } from "./helpers/crash.js";
 import { openByToken } from "./helpers/deliveries.js";
-import { patchConfig, submit } from "./helpers/relay.js";
+import { befundMail, patchConfig, submit } from "./helpers/relay.js";
 import { freePort } from "./helpers/serve.js";
 import { needTool } from "./helpers/tools.js";
 
@@ -99,30 +99,15 @@ function message(s: number, m: number, run: string, attachment: Buffer): Sent {
   const messageId = `<crash-${run}-s${s}-m${m}@praxis-weber.example>`;
   const from = `mfa${s}@praxis-weber.example`;
   const to = `patient${s}@patient.example`;
-  const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
-  const raw = Buffer.from(
-    [
-      `From: Praxis <${from}>`,
-      `To: <${to}>`,
-      `Subject: [S3] Befund ${s}-${m}`,
-      `Message-ID: ${messageId}`,
-      "MIME-Version: 1.0",
-      'Content-Type: multipart/mixed; boundary="b1"',
-      "",
-      "--b1",
-      "Content-Type: text/plain; charset=utf-8",
-      "",
-      `Anbei der Befund ${s}-${m}.`,
-      "--b1",
-      "Content-Type: application/pdf",
-      "Content-Transfer-Encoding: base64",
-      `Content-Disposition: attachment; filename="befund-${s}-${m}.pdf"`,
-      "",
-      b64,
-      "--b1--",
-      "",
-    ].join("\r\n"),
-  );
+  const raw = befundMail({
+    from,
+    to: `<${to}>`,
+    messageId: messageId.slice(1, -1),
+    attachment,
+    subject: `[S3] Befund ${s}-${m}`,
+    text: `Anbei der Befund ${s}-${m}.`,
+    filename: `befund-${s}-${m}.pdf`,
+  });
   return { messageId, from, to, attachment, raw, attempts: [] };
 }
 

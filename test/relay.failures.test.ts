@@ -6,38 +6,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Context } from "../src/core/index.js";
 import { hashPassword } from "../src/crypto/index.js";
 import { cleanup, tempDir, walk } from "./helpers/cli.js";
-import { startTestRelay, submit, type TestRelay } from "./helpers/relay.js";
+import { befundMail, startTestRelay, submit, type TestRelay } from "./helpers/relay.js";
 import { freePort } from "./helpers/serve.js";
 import { startSink, type Sink } from "./helpers/sink.js";
 
 const FROM = "praxis@praxis-weber.example";
 
-function message(id: string, attachment: Buffer, subject = "[S3] Befund"): Buffer {
-  const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
-  return Buffer.from(
-    [
-      `From: Praxis <${FROM}>`,
-      "To: patient@patient.example",
-      `Subject: ${subject}`,
-      `Message-ID: <${id}@praxis-weber.example>`,
-      "MIME-Version: 1.0",
-      'Content-Type: multipart/mixed; boundary="b1"',
-      "",
-      "--b1",
-      "Content-Type: text/plain; charset=utf-8",
-      "",
-      "Anbei der Befund.",
-      "--b1",
-      "Content-Type: application/pdf",
-      "Content-Transfer-Encoding: base64",
-      'Content-Disposition: attachment; filename="befund.pdf"',
-      "",
-      b64,
-      "--b1--",
-      "",
-    ].join("\r\n"),
-  );
-}
+const message = (id: string, attachment: Buffer, subject?: string): Buffer =>
+  befundMail({ from: FROM, to: "patient@patient.example", messageId: `${id}@praxis-weber.example`, attachment, subject });
 
 let dir: string;
 let sink: Sink;

@@ -11,39 +11,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Context } from "../src/core/index.js";
 import { DB_FILE } from "../src/store/db.js";
 import { cleanup, praxmail, tempDir, walk } from "./helpers/cli.js";
-import { startTestRelay, submit, type TestRelay } from "./helpers/relay.js";
+import { befundMail, startTestRelay, submit, type TestRelay } from "./helpers/relay.js";
 import { startSink, type Sink } from "./helpers/sink.js";
 import { needRoot } from "./helpers/tools.js";
 
 const FROM = "praxis@praxis-weber.example";
 const TO = "patient@patient.example";
 
-function message(id: string, attachment: Buffer): Buffer {
-  const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
-  return Buffer.from(
-    [
-      `From: Praxis <${FROM}>`,
-      `To: ${TO}`,
-      "Subject: [S3] Befund",
-      `Message-ID: <${id}@praxis-weber.example>`,
-      "MIME-Version: 1.0",
-      'Content-Type: multipart/mixed; boundary="b1"',
-      "",
-      "--b1",
-      "Content-Type: text/plain; charset=utf-8",
-      "",
-      "Anbei der Befund.",
-      "--b1",
-      "Content-Type: application/pdf",
-      "Content-Transfer-Encoding: base64",
-      'Content-Disposition: attachment; filename="befund.pdf"',
-      "",
-      b64,
-      "--b1--",
-      "",
-    ].join("\r\n"),
-  );
-}
+const message = (id: string, attachment: Buffer): Buffer => befundMail({ from: FROM, to: TO, messageId: `${id}@praxis-weber.example`, attachment });
 
 /** Recipients of deliveries whose mail went out (what a patient or admin can see). */
 const visible = (ctx: Context): string[] => ctx.store.records.deliveries({}).filter((d) => d.sentAt !== null).map((d) => d.recipient);

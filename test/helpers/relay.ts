@@ -126,3 +126,48 @@ export function useRelayWithSink(): RelayEnv {
   });
   return env;
 }
+
+/** What {@link befundMail} puts into its mail. */
+export interface BefundMail {
+  readonly from: string;
+  readonly to: string;
+  /** Without the angle brackets. */
+  readonly messageId: string;
+  readonly attachment: Buffer;
+  readonly subject?: string;
+  readonly text?: string;
+  readonly filename?: string;
+}
+
+/**
+ * A tagged practice mail: a short text and one PDF attachment, base64 in 76-column lines.
+ *
+ * @param m - Sender, recipient, Message-ID, attachment and optional parts.
+ * @returns The raw message with CRLF line ends.
+ */
+export function befundMail(m: BefundMail): Buffer {
+  const b64 = m.attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
+  return Buffer.from(
+    [
+      `From: Praxis <${m.from}>`,
+      `To: ${m.to}`,
+      `Subject: ${m.subject ?? "[S3] Befund"}`,
+      `Message-ID: <${m.messageId}>`,
+      "MIME-Version: 1.0",
+      'Content-Type: multipart/mixed; boundary="b1"',
+      "",
+      "--b1",
+      "Content-Type: text/plain; charset=utf-8",
+      "",
+      m.text ?? "Anbei der Befund.",
+      "--b1",
+      "Content-Type: application/pdf",
+      "Content-Transfer-Encoding: base64",
+      `Content-Disposition: attachment; filename="${m.filename ?? "befund.pdf"}"`,
+      "",
+      b64,
+      "--b1--",
+      "",
+    ].join("\r\n"),
+  );
+}
