@@ -8,7 +8,7 @@ import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm, rmdir, type F
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { verifyAudit } from "./audit.js";
-import { fileStream, writeStream } from "./blobs.js";
+import { fileStream, fsync, writeStream } from "./blobs.js";
 import { DB_FILE, openDatabase } from "./db.js";
 import { MIGRATIONS } from "./migrations.js";
 import { Records } from "./records.js";
@@ -91,15 +91,6 @@ export interface BackupOptions {
   /** Called after each snapshot and blob; awaited, so a caller can pace the work. */
   readonly progress?: (p: BackupProgress) => void | Promise<void>;
   readonly now?: () => Date;
-}
-
-async function syncPath(path: string): Promise<void> {
-  const fh = await open(path, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 /**
@@ -216,7 +207,7 @@ export async function backupHome(home: string, dest: string, opts: BackupOptions
   await mkdir(dest, { recursive: true, mode: 0o700 });
   try {
     const manifest = await writeBackup(home, dest, opts);
-    await syncPath(dest);
+    await fsync(dest);
     return manifest;
   } catch (e) {
     if (created) await rm(dest, { recursive: true, force: true });
@@ -260,8 +251,8 @@ async function writeBackup(home: string, dest: string, opts: BackupOptions): Pro
     copied.delete(rel);
   }
   const blobDirs = new Set([...copied.keys()].map((r) => dirname(r)));
-  for (const d of blobDirs) await syncPath(join(dest, d));
-  if (blobDirs.size > 0) await syncPath(join(dest, "blobs"));
+  for (const d of blobDirs) await fsync(join(dest, d));
+  if (blobDirs.size > 0) await fsync(join(dest, "blobs"));
 
   const dbIn = await open(tmpDb, "r");
   let database: ManifestEntry;
@@ -416,7 +407,7 @@ export async function restoreHome(dir: string, home: string, opts: RestoreOption
       moved.push(name);
     }
     await rmdir(staging);
-    await syncPath(home);
+    await fsync(home);
     return { manifest, auditRows };
   } catch (e) {
     for (const name of moved) await rm(join(home, name), { recursive: true, force: true });

@@ -6,7 +6,12 @@ import { randomBytes } from "node:crypto";
 
 const TMP = "tmp";
 
-async function fsync(path: string): Promise<void> {
+/**
+ * Flushes a file or folder to disk.
+ *
+ * @param path - What to fsync.
+ */
+export async function fsync(path: string): Promise<void> {
   const fh = await open(path, "r");
   try {
     await fh.sync();
