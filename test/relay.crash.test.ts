@@ -253,6 +253,8 @@ describe(`relay crash safety (${SENDERS} senders × ${PER_SENDER} level-3 messag
         violations.push(`${id}: never got 250 (${msg.attempts.length} attempts, last ${String(last?.code)} ${last?.text ?? ""})`);
         continue;
       }
+      // A retry that announces an earlier attempt's delivery again still reports it.
+      if (!last.text.includes("accepted, 1 encrypted")) violations.push(`${id}: 250 without "1 encrypted": ${last.text}`);
       const copies = byMessage.get(id) ?? [];
       if (copies.length === 0) {
         violations.push(`${id}: got 250 but is not upstream`);

@@ -104,7 +104,8 @@ export async function startRelay(ctx: Context, transport: Transport, listen: Lis
       fields = { level: prepared.level, attachments: prepared.attachments, deliveries: prepared.deliveries.length, copies: prepared.copies.length, again: prepared.announcedAgain.length, original: prepared.original?.recipients.length ?? 0, skipped: prepared.alreadyDelivered.length };
       for (const w of prepared.warnings) log.warn({ tx: session.id }, w);
       await deliverPrepared(ctx, transport, envelope, prepared);
-      outcome = { code: 250, text: `2.0.0 accepted${prepared.deliveries.length ? `, ${prepared.deliveries.length} encrypted` : ""}` };
+      const encrypted = prepared.deliveries.length + prepared.announcedAgain.length;
+      outcome = { code: 250, text: `2.0.0 accepted${encrypted ? `, ${encrypted} encrypted` : ""}` };
     } catch (e) {
       if (e instanceof MailRejection) {
         outcome = { code: e.responseCode, text: `${e.enhanced} ${e.message}` };
