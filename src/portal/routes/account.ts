@@ -9,6 +9,7 @@ import {
   registerPatient,
   resolveLink,
   setSecuPassRecipient,
+  type Context,
 } from "../../core/index.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
 import { csrfOk } from "../session.js";
@@ -49,6 +50,30 @@ export function needLogin(req: FastifyRequest, reply: FastifyReply): FastifyRepl
   if (req.session.email !== null) return null;
   const m = req.session.expired ? "&m=expired" : "";
   return reply.redirect(`/login?next=${encodeURIComponent(req.url)}${m}`, 303);
+}
+
+/**
+ * The handler of a JSON post that hands the patient's new Secu-Pass recipient to core (the
+ * first one, or the one after a reset), then sends the browser to the waiting page.
+ *
+ * @param ctx - The core context.
+ * @param set - What core does with it.
+ * @returns The route handler.
+ */
+export function postRecipient(ctx: Context, set: (ctx: Context, email: string, recipient: string) => Promise<unknown>) {
+  return async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    if (req.session.email === null) return reply.code(401).send({ error: "login required" });
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    const f = fields(req.body, "recipient");
+    if (!f) return reply.code(400).send({ error: "recipient missing" });
+    try {
+      await set(ctx, req.session.email, f.recipient);
+    } catch (e) {
+      if (e instanceof PraxmailError) return reply.code(400).send({ error: e.code });
+      throw e;
+    }
+    return reply.send({ next: "/waiting" });
+  };
 }
 
 /**
@@ -141,19 +166,7 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     return portal.page(req, reply, "secupass.eta", { kdf: JSON.stringify(patientKdf(ctx, email)), next });
   });
 
-  app.post("/secupass", { schema: bodySchema("recipient"), config: API }, async (req, reply) => {
-    if (req.session.email === null) return reply.code(401).send({ error: "login required" });
-    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
-    const f = fields(req.body, "recipient");
-    if (!f) return reply.code(400).send({ error: "recipient missing" });
-    try {
-      await setSecuPassRecipient(ctx, req.session.email, f.recipient);
-    } catch (e) {
-      if (e instanceof PraxmailError) return reply.code(400).send({ error: e.code });
-      throw e;
-    }
-    return reply.send({ next: "/waiting" });
-  });
+  app.post("/secupass", { schema: bodySchema("recipient"), config: API }, postRecipient(ctx, setSecuPassRecipient));
 
   app.get("/waiting", async (req, reply) => {
     const redirect = needLogin(req, reply);

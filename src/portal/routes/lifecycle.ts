@@ -13,7 +13,7 @@ import {
 import { Limiter } from "../limits.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
 import { csrfOk } from "../session.js";
-import { fields, needLogin } from "./account.js";
+import { fields, needLogin, postRecipient } from "./account.js";
 
 type Form = Record<string, unknown>;
 
@@ -94,19 +94,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     return portal.page(req, reply, "secupass-reset.eta", { kdf: JSON.stringify(kdf) });
   });
 
-  app.post("/secupass/reset", { schema: bodySchema("recipient"), config: API }, async (req, reply) => {
-    if (req.session.email === null) return reply.code(401).send({ error: "login required" });
-    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
-    const f = fields(req.body, "recipient");
-    if (!f) return reply.code(400).send({ error: "recipient missing" });
-    try {
-      await finishSecuPassReset(ctx, req.session.email, f.recipient);
-    } catch (e) {
-      if (e instanceof PraxmailError) return reply.code(400).send({ error: e.code });
-      throw e;
-    }
-    return reply.send({ next: "/waiting" });
-  });
+  app.post("/secupass/reset", { schema: bodySchema("recipient"), config: API }, postRecipient(ctx, finishSecuPassReset));
 
   app.get("/invite/:id", async (req, reply) => {
     if (!inviteOpen(ctx, (req.params as { id: string }).id)) return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
