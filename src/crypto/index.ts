@@ -35,3 +35,12 @@ export {
   writeIdentityFile,
   writeSecretFile,
 } from "./keystore.js";
+export {
+  keyFingerprint,
+  practiceSigningKey,
+  signStatement,
+  signingKeyFromSeed,
+  statement,
+  verifyStatement,
+  type SigningKey,
+} from "./sign.js";
