@@ -5,7 +5,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decryptStream, unwrapIdentity } from "../src/crypto/index.js";
+import { decryptStream, keyFingerprint, practiceSigningKey, unwrapIdentity } from "../src/crypto/index.js";
 import { cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { readAll } from "./helpers/streams.js";
@@ -72,6 +72,15 @@ describe.each([
     expect(recipient.startsWith(prefix)).toBe(true);
     const config = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as { practiceRecipient: string };
     expect(config.practiceRecipient).toBe(recipient);
+  });
+
+  it("init pins the approval key derived from the practice identity and prints its fingerprint", async () => {
+    const config = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as { approvalKey: string };
+    const identity = (await readFile(join(home, "practice-identity.txt"), "utf8")).split("\n").find((l) => l.startsWith("AGE-SECRET-KEY-")) ?? "";
+    expect(config.approvalKey).toBe(practiceSigningKey(identity).publicKey);
+    const again = await praxmail(["init", "--home", home, "--yes", "--no-keyring", "--practice-name", "Praxis Dr. Weber", "--practice-email", "praxis@praxis-weber.example", "--json"]);
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ created: false, approvalKey: config.approvalKey, approvalKeyFingerprint: keyFingerprint(config.approvalKey) });
   });
 
   it("send --json creates a pending delivery and mails its link to the outbox", async () => {

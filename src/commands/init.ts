@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
 import { confirm, input, password, select } from "@inquirer/prompts";
-import { RECIPIENT_TYPES, isRecipientType, type RecipientType } from "../crypto/index.js";
+import { RECIPIENT_TYPES, isRecipientType, keyFingerprint, type RecipientType } from "../crypto/index.js";
 import {
   DEFAULTS,
   PraxmailError,
@@ -116,12 +116,15 @@ export function initCommand(io: Io): Command {
           created: r.created,
           practiceRecipient: r.config.practiceRecipient,
           recipientType: r.config.crypto.recipientType,
+          approvalKey: r.config.approvalKey,
+          approvalKeyFingerprint: r.config.approvalKey === null ? null : keyFingerprint(r.config.approvalKey),
           identity: r.identityStore.kind === "keyring" ? { store: "keyring" } : { store: "file", file: where, protected: r.identityStore.protected },
         });
         return;
       }
       note(io, r.created ? `praxmail: initialised ${r.home}` : `praxmail: updated the settings in ${r.home}; the practice identity is unchanged`);
       note(io, `praxmail: practice identity in ${where}${r.identityStore.kind === "file" && !r.identityStore.protected ? " (mode 0600; keep a backup offline)" : ""}`);
+      if (r.config.approvalKey !== null) note(io, `praxmail: approval signing key ${keyFingerprint(r.config.approvalKey)} (pinned in config.json)`);
       note(io, "praxmail: practice recipient:");
       io.out(`${r.config.practiceRecipient}\n`);
     });

@@ -46,6 +46,12 @@ export interface Config {
   /** smtp(s):// URL; null writes outgoing mail to <home>/outbox/. */
   readonly upstream: string | null;
   readonly practiceRecipient: string;
+  /**
+   * The public half of the practice signing key derived from P (`ed25519:<base64>`), pinned
+   * here so that signatures in the database can be checked without trusting the database.
+   * Null only in a home made before signed approvals, until the admin pins it.
+   */
+  readonly approvalKey: string | null;
   readonly identity: IdentityStore;
   readonly crypto: { readonly recipientType: RecipientType };
   /** remindBeforeDays: mail a patient who has not collected a delivery this many days before it expires (0: never). */
@@ -218,6 +224,10 @@ export function loadConfig(home: string): Config {
   }
   const practiceRecipient = str("practiceRecipient");
   if (recipientType(practiceRecipient) === null) throw bad("practiceRecipient", "is not an age recipient");
+  const approvalKey = raw.approvalKey ?? null;
+  if (approvalKey !== null && (typeof approvalKey !== "string" || !/^ed25519:[A-Za-z0-9+/]{43}=$/.test(approvalKey))) {
+    throw bad("approvalKey", "must be an ed25519:<base64> public key, as praxmail init writes it");
+  }
   const internal = raw.internalDomains ?? [];
   if (!Array.isArray(internal) || !internal.every((d) => typeof d === "string")) {
     throw bad("internalDomains", "must be a list of domain names");
@@ -231,6 +241,7 @@ export function loadConfig(home: string): Config {
       portalUrl: checkUrl(typeof raw.portalUrl === "string" ? raw.portalUrl : DEFAULTS.portalUrl, ["http:", "https:"]),
       upstream: upstream === null || upstream === "" ? null : checkUrl(upstream, ["smtp:", "smtps:"]),
       practiceRecipient,
+      approvalKey,
       identity: store,
       crypto: { recipientType: type },
       deliveries: { expiryDays, remindBeforeDays },

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import {
   PassphraseRequiredError,
   generateIdentity,
+  practiceSigningKey,
   loadFromKeyring,
   readIdentityFile,
   recipientOf,
@@ -81,6 +82,7 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
   const config: Config = {
     ...settings,
     practiceRecipient,
+    approvalKey: practiceSigningKey(identity).publicKey,
     identity: store,
     crypto: { recipientType: type },
     deliveries: { expiryDays: DEFAULTS.expiryDays, remindBeforeDays: 0 },
