@@ -1,5 +1,7 @@
 // The audit log: append-only (triggers refuse UPDATE and DELETE) and hash-chained, so that
-// editing a row, even after dropping the triggers, breaks the chain at that row.
+// editing a row, even after dropping the triggers, breaks the chain at that row. The chain is
+// unkeyed: whoever can write the database can rebuild it, so src/core signs checkpoints
+// (seq, hash) with the practice signing key and keeps them here, in audit_checkpoints.
 import { createHash } from "node:crypto";
 import type { Database } from "better-sqlite3";
 
@@ -27,6 +29,15 @@ export interface AuditRow {
 export type AuditVerdict =
   | { readonly ok: true; readonly rows: number }
   | { readonly ok: false; readonly rows: number; readonly seq: number; readonly reason: string };
+
+/** A signed checkpoint as stored: a signature over (seq, hash of row seq, at). */
+export interface CheckpointRow {
+  readonly seq: number;
+  readonly hash: string;
+  readonly at: string;
+  /** base64 Ed25519 signature; checked by src/core against the key pinned in config.json. */
+  readonly signature: string;
+}
 
 const GENESIS = "0".repeat(64);
 
@@ -79,12 +90,32 @@ export function auditRows(db: Database): IterableIterator<AuditRow> {
 }
 
 /**
+ * Stores a signed checkpoint; call inside the transaction that appended the row it signs.
+ *
+ * @param db - The open database.
+ * @param checkpoint - The checkpoint.
+ */
+export function appendCheckpoint(db: Database, checkpoint: CheckpointRow): void {
+  db.prepare("INSERT INTO audit_checkpoints (seq, hash, at, signature) VALUES (@seq, @hash, @at, @signature)").run(checkpoint);
+}
+
+/**
+ * @param db - The open database.
+ * @returns Every stored checkpoint, oldest first.
+ */
+export function auditCheckpoints(db: Database): CheckpointRow[] {
+  return db.prepare("SELECT seq, hash, at, signature FROM audit_checkpoints ORDER BY seq").all() as CheckpointRow[];
+}
+
+/**
  * Walks the chain from the first row and reports the first row that does not fit.
  *
  * @param db - The open database.
+ * @param check - A further check of each row whose link and hash are intact (e.g. against
+ *   signed checkpoints); returns why the row does not fit, or null.
  * @returns ok, or the sequence number of the first broken row and why.
  */
-export function verifyAudit(db: Database): AuditVerdict {
+export function verifyAudit(db: Database, check: (row: AuditRow) => string | null = () => null): AuditVerdict {
   let prev = GENESIS;
   let expectSeq = 1;
   let rows = 0;
@@ -93,6 +124,8 @@ export function verifyAudit(db: Database): AuditVerdict {
     if (r.seq !== expectSeq) return { ok: false, rows, seq: r.seq, reason: `row ${expectSeq} is missing` };
     if (r.prevHash !== prev) return { ok: false, rows, seq: r.seq, reason: "previous-hash link does not match" };
     if (rowHash(r) !== r.hash) return { ok: false, rows, seq: r.seq, reason: "row content does not match its hash" };
+    const reason = check(r);
+    if (reason !== null) return { ok: false, rows, seq: r.seq, reason };
     prev = r.hash;
     expectSeq++;
   }
