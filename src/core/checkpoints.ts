@@ -38,27 +38,36 @@ export interface AuditReport {
   readonly unconfirmed: { readonly count: number; readonly from: number; readonly to: number } | null;
 }
 
-type Outcome = { readonly ok: true; readonly report: AuditReport } | { readonly ok: false; readonly seq: number; readonly reason: string };
+type Outcome =
+  | { readonly ok: true; readonly report: AuditReport; /** Of the last row. */ readonly hash: string }
+  | { readonly ok: false; readonly seq: number; readonly reason: string };
 
 function signedText(c: Omit<Checkpoint, "signature">): string {
   return statement(KIND, [String(c.seq), c.hash, c.at]);
 }
 
-// Call inside a transaction, so that checkpoints and rows are read from the same state.
-function check(ctx: Context, anchor: AuditAnchor | undefined): Outcome {
+// Call inside a transaction, so that checkpoints and rows are read from the same state. With
+// base (an earlier outcome), only the rows and checkpoints after base's last row are checked.
+function check(ctx: Context, anchor: AuditAnchor | undefined, base?: Extract<Outcome, { ok: true }>): Outcome {
   const pinned = ctx.config.approvalKey;
-  const stored = new Map(ctx.store.auditCheckpoints().map((c) => [c.seq, c]));
-  const v = ctx.store.verifyAudit((row: AuditRow) => {
-    const c = stored.get(row.seq);
-    if (row.action === ACTION && c === undefined) return "its signed checkpoint was removed";
-    if (row.action === ACTION && pinned === null) return "a signed checkpoint is here, but config.json pins no approval key (it was removed)";
-    if (c !== undefined && pinned !== null) {
-      if (!verifyStatement(pinned, signedText(c), c.signature)) return "checkpoint signature does not verify against the approval key pinned in config.json";
-      if (c.hash !== row.hash) return "signed checkpoint no longer matches the chain: a row up to here was deleted, altered or inserted";
-    }
-    if (anchor?.seq === row.seq && anchor.hash !== row.hash) return "the anchor's hash no longer matches the chain: a row up to here was deleted, altered or inserted";
-    return null;
-  });
+  const after = base?.report.rows ?? 0;
+  const stored = new Map(ctx.store.auditCheckpoints().filter((c) => c.seq > after).map((c) => [c.seq, c]));
+  const v = ctx.store.verifyAudit(
+    (row: AuditRow) => {
+      const c = stored.get(row.seq);
+      if (row.action === ACTION && c === undefined) {
+        return "no signed checkpoint is stored for this checkpoint row: a row before it was deleted or inserted, or the checkpoint removed";
+      }
+      if (row.action === ACTION && pinned === null) return "a signed checkpoint is here, but config.json pins no approval key (it was removed)";
+      if (c !== undefined && pinned !== null) {
+        if (!verifyStatement(pinned, signedText(c), c.signature)) return "checkpoint signature does not verify against the approval key pinned in config.json";
+        if (c.hash !== row.hash) return "signed checkpoint no longer matches the chain: a row up to here was deleted, altered or inserted";
+      }
+      if (anchor?.seq === row.seq && anchor.hash !== row.hash) return "the anchor's hash no longer matches the chain: a row up to here was deleted, altered or inserted";
+      return null;
+    },
+    base && { seq: after, hash: base.hash },
+  );
   if (!v.ok) return v;
   // A checkpoint or anchor beyond the last row: the end of the chain was cut off.
   const beyond = [...(pinned === null ? [] : stored.keys()), anchor?.seq ?? 0].filter((s) => s > v.rows);
@@ -68,16 +77,18 @@ function check(ctx: Context, anchor: AuditAnchor | undefined): Outcome {
     return { ok: false, seq, reason: `row is missing, but ${what} names it: rows were deleted from the end` };
   }
   const valid = pinned === null ? [] : [...stored.values()];
-  const lastCheckpoint = valid.at(-1) ?? null;
-  const confirmed = Math.max(lastCheckpoint?.seq ?? 0, anchor?.seq ?? 0);
+  const lastCheckpoint = valid.at(-1) ?? base?.report.lastCheckpoint ?? null;
+  const kept = anchor ?? base?.report.anchor ?? null;
+  const confirmed = Math.max(lastCheckpoint?.seq ?? 0, kept?.seq ?? 0);
   return {
     ok: true,
+    hash: v.hash,
     report: {
       rows: v.rows,
       key: pinned === null ? null : keyFingerprint(pinned),
-      checkpoints: valid.length,
+      checkpoints: (base?.report.checkpoints ?? 0) + valid.length,
       lastCheckpoint,
-      anchor: anchor ?? null,
+      anchor: kept,
       confirmed,
       unconfirmed: confirmed < v.rows ? { count: v.rows - confirmed, from: confirmed + 1, to: v.rows } : null,
     },
@@ -128,8 +139,11 @@ export function signCheckpoint(ctx: Context, practiceIdentity: string): { checkp
   const pinned = ctx.config.approvalKey;
   if (pinned === null) return null;
   const key = signingKey(practiceIdentity, pinned);
+  // Verify the whole log without blocking writers, then, holding the write lock, only what
+  // was appended meanwhile.
+  const before = ctx.store.snapshot(() => check(ctx, undefined));
   return ctx.store.transaction(() => {
-    const r = check(ctx, undefined);
+    const r = before.ok ? check(ctx, undefined, before) : before;
     if (!r.ok) {
       throw new PraxmailError("wrong-state", `audit chain broken at row ${r.seq}: ${r.reason}; no checkpoint was signed`, TAMPERED_HINT);
     }

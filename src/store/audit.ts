@@ -27,7 +27,7 @@ export interface AuditRow {
 
 /** The result of checking the chain. */
 export type AuditVerdict =
-  | { readonly ok: true; readonly rows: number }
+  | { readonly ok: true; readonly rows: number; /** Of the last row (zeros when empty). */ readonly hash: string }
   | { readonly ok: false; readonly rows: number; readonly seq: number; readonly reason: string };
 
 /** A signed checkpoint as stored: a signature over (seq, hash of row seq, at). */
@@ -79,14 +79,15 @@ export function appendAudit(db: Database, entry: AuditEntry, at: Date): AuditRow
  * Reads audit rows in order.
  *
  * @param db - The open database.
- * @returns An iterator over every row.
+ * @param after - Start after this sequence number.
+ * @returns An iterator over every row after `after`.
  */
-export function auditRows(db: Database): IterableIterator<AuditRow> {
+export function auditRows(db: Database, after = 0): IterableIterator<AuditRow> {
   return db
     .prepare(
-      "SELECT seq, at, actor, action, subject, details, prev_hash AS prevHash, hash FROM audit ORDER BY seq",
+      "SELECT seq, at, actor, action, subject, details, prev_hash AS prevHash, hash FROM audit WHERE seq > ? ORDER BY seq",
     )
-    .iterate() as IterableIterator<AuditRow>;
+    .iterate(after) as IterableIterator<AuditRow>;
 }
 
 /**
@@ -108,18 +109,31 @@ export function auditCheckpoints(db: Database): CheckpointRow[] {
 }
 
 /**
- * Walks the chain from the first row and reports the first row that does not fit.
+ * Walks the chain from the first row, or on from a row verified before, and reports the first
+ * row that does not fit.
  *
  * @param db - The open database.
  * @param check - A further check of each row whose link and hash are intact (e.g. against
  *   signed checkpoints); returns why the row does not fit, or null.
+ * @param from - A row already verified (its seq and hash): walk on from it, after checking
+ *   that it is unchanged.
  * @returns ok, or the sequence number of the first broken row and why.
  */
-export function verifyAudit(db: Database, check: (row: AuditRow) => string | null = () => null): AuditVerdict {
+export function verifyAudit(
+  db: Database,
+  check: (row: AuditRow) => string | null = () => null,
+  from?: { readonly seq: number; readonly hash: string },
+): AuditVerdict {
   let prev = GENESIS;
-  let expectSeq = 1;
   let rows = 0;
-  for (const r of auditRows(db)) {
+  if (from !== undefined && from.seq > 0) {
+    const r = db.prepare("SELECT hash FROM audit WHERE seq = ?").get(from.seq) as { hash: string } | undefined;
+    if (r?.hash !== from.hash) return { ok: false, rows: from.seq, seq: from.seq, reason: "row changed while it was being verified" };
+    prev = from.hash;
+    rows = from.seq;
+  }
+  let expectSeq = rows + 1;
+  for (const r of auditRows(db, rows)) {
     rows++;
     if (r.seq !== expectSeq) return { ok: false, rows, seq: r.seq, reason: `row ${expectSeq} is missing` };
     if (r.prevHash !== prev) return { ok: false, rows, seq: r.seq, reason: "previous-hash link does not match" };
@@ -129,5 +143,5 @@ export function verifyAudit(db: Database, check: (row: AuditRow) => string | nul
     prev = r.hash;
     expectSeq++;
   }
-  return { ok: true, rows };
+  return { ok: true, rows, hash: prev };
 }

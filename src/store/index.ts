@@ -120,10 +120,11 @@ export class Store {
 
   /**
    * @param check - A further check of each intact row; returns why it does not fit, or null.
+   * @param from - A row verified before (seq and hash): walk on from it.
    * @returns Whether the audit chain is intact, and where it breaks.
    */
-  verifyAudit(check?: (row: AuditRow) => string | null): AuditVerdict {
-    return verifyAudit(this.db, check);
+  verifyAudit(check?: (row: AuditRow) => string | null, from?: { readonly seq: number; readonly hash: string }): AuditVerdict {
+    return verifyAudit(this.db, check, from);
   }
 
   /** Closes the database. */
