@@ -210,6 +210,9 @@ describe("audit --verify with signed checkpoints", () => {
     const bad = await praxmail(["audit", "--verify", "--anchor", "4:xyz", "--home", home]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("give SEQ:HASH");
+    const stray = await praxmail(["audit", "--verify", "--identity", join(home, "practice-identity.txt"), "--home", home]);
+    expect(stray.code).toBe(2);
+    expect(stray.stderr).toContain("praxmail: error: --identity is only used with --sign");
   });
 
   it("--sign refuses an identity that is not this practice's", async () => {
