@@ -263,6 +263,23 @@ describe("who signs checkpoints", () => {
     expect(v).toMatchObject({ checkpoints: 2, confirmed: v.rows, unconfirmed: null, lastCheckpoint: { seq: v.rows } });
   });
 
+  it("approve on a tampered log still approves, then fails naming the row and signs nothing", async () => {
+    const home = await copy();
+    await send(home, "p@example.org");
+    await registerThroughCore(home, "p@example.org", "Sonnenblume-Kaffee-7-Leuchtturm");
+    rewriteChain(home, (rows) => rows.map((r) => (r.seq === 2 ? { ...r, details: "{}" } : r)));
+    const r = await praxmail(["approve", "p@example.org", "--yes", "--home", home]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      "praxmail: error: audit chain broken at row 4: signed checkpoint no longer matches the chain: a row up to here was deleted, altered or inserted; no checkpoint was signed\n",
+    );
+    const patients = JSON.parse((await praxmail(["list", "patients", "--json", "--home", home])).stdout) as { email: string; status: string }[];
+    expect(patients).toEqual([expect.objectContaining({ email: "p@example.org", status: "approved" })]);
+    const db = open(home);
+    expect(db.prepare("SELECT count(*) AS n FROM audit_checkpoints").get()).toEqual({ n: 1 });
+    db.close();
+  });
+
   it("gc signs none without the practice identity and says so", async () => {
     const home = await copy();
     const text = await praxmail(["gc", "--home", home]);
