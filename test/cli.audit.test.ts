@@ -93,6 +93,35 @@ function expectBroken(r: Run, row: number, reason: string): void {
   expect(r.stderr).toContain(`praxmail: error: audit chain broken at row ${String(row)}: ${reason}`);
 }
 
+/** Edits of rows before the checkpoint at row 4, and the row and reason verify then names. */
+const ATTACKS = [
+  {
+    attack: "deleting an earlier row",
+    edit: (rows: AuditDbRow[]) => rows.filter((r) => r.seq !== 2),
+    // The checkpoint's own row moved from 4 to 3.
+    row: 3,
+    reason: "no signed checkpoint is stored for this checkpoint row: a row before it was deleted or inserted, or the checkpoint removed",
+  },
+  {
+    attack: "altering an earlier row",
+    edit: (rows: AuditDbRow[]) => rows.map((r) => (r.seq === 2 ? { ...r, details: r.details.replace("b@example.org", "x@example.org") } : r)),
+    row: 4,
+    reason: "signed checkpoint no longer matches the chain: a row up to here was deleted, altered or inserted",
+  },
+  {
+    attack: "inserting an earlier row",
+    edit: (rows: AuditDbRow[]) => [...rows.slice(0, 1), { ...rows[0]!, subject: "d_forged" }, ...rows.slice(1)],
+    row: 4,
+    reason: "signed checkpoint no longer matches the chain: a row up to here was deleted, altered or inserted",
+  },
+];
+
+/** The two ways to give gc the practice identity. */
+const GC_IDENTITY = [
+  { how: "--identity", args: (f: string) => ["--identity", f], env: () => ({}) },
+  { how: "PRAXMAIL_IDENTITY", args: () => [], env: (f: string) => ({ PRAXMAIL_IDENTITY: f }) },
+];
+
 beforeAll(async () => {
   dir = await tempDir();
   base = join(dir, "base");
@@ -124,27 +153,7 @@ describe("audit --verify with signed checkpoints", () => {
     expect(`${String(json.lastCheckpoint?.seq)}:${json.lastCheckpoint?.hash ?? ""}`).toBe(anchor);
   });
 
-  it.each([
-    {
-      attack: "deleting an earlier row",
-      edit: (rows: AuditDbRow[]) => rows.filter((r) => r.seq !== 2),
-      // The checkpoint's own row moved from 4 to 3.
-      row: 3,
-      reason: "no signed checkpoint is stored for this checkpoint row: a row before it was deleted or inserted, or the checkpoint removed",
-    },
-    {
-      attack: "altering an earlier row",
-      edit: (rows: AuditDbRow[]) => rows.map((r) => (r.seq === 2 ? { ...r, details: r.details.replace("b@example.org", "x@example.org") } : r)),
-      row: 4,
-      reason: "signed checkpoint no longer matches the chain: a row up to here was deleted, altered or inserted",
-    },
-    {
-      attack: "inserting an earlier row",
-      edit: (rows: AuditDbRow[]) => [...rows.slice(0, 1), { ...rows[0]!, subject: "d_forged" }, ...rows.slice(1)],
-      row: 4,
-      reason: "signed checkpoint no longer matches the chain: a row up to here was deleted, altered or inserted",
-    },
-  ])("fails naming the row after $attack and recomputing every later hash", async ({ edit, row, reason }) => {
+  it.each(ATTACKS)("fails naming the row after $attack and recomputing every later hash", async ({ edit, row, reason }) => {
     const home = await copy();
     rewriteChain(home, edit);
     expectBroken(await praxmail(["audit", "--verify", "--home", home]), row, reason);
@@ -291,10 +300,7 @@ describe("who signs checkpoints", () => {
     expect(verifyJson(await praxmail(["audit", "--verify", "--json", "--home", home]))).toMatchObject({ rows: 6, checkpoints: 1, unconfirmed: { count: 2 } });
   });
 
-  it.each([
-    { how: "--identity", args: (f: string) => ["--identity", f], env: () => ({}) },
-    { how: "PRAXMAIL_IDENTITY", args: () => [], env: (f: string) => ({ PRAXMAIL_IDENTITY: f }) },
-  ])("gc with $how signs one over the whole log, and none again while nothing changed", async ({ args, env }) => {
+  it.each(GC_IDENTITY)("gc with $how signs one over the whole log, and none again while nothing changed", async ({ args, env }) => {
     const home = await copy();
     const file = join(home, "practice-identity.txt");
     const first = await praxmail(["gc", "--json", "--home", home, ...args(file)], { env: env(file) });
