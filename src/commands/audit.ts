@@ -50,7 +50,7 @@ async function runVerify(ctx: Context, io: Io, flags: AuditFlags): Promise<void>
   let signed: { checkpoint: Checkpoint; created: boolean } | null = null;
   if (flags.sign) {
     if (ctx.config.approvalKey === null) {
-      throw new PraxmailError("wrong-state", "no approval key is pinned in config.json, so no checkpoint can be signed", "this home was made before signed checkpoints; pin approvalKey first");
+      throw new PraxmailError("wrong-state", "no approval key is pinned in config.json, so no checkpoint can be signed", "this home was made before signed approvals and audit checkpoints: approvalKey must be pinned in config.json first");
     }
     signed = signCheckpoint(ctx, await loadIdentityForCli(ctx, io, flags.identity));
     report = verifyAuditLog(ctx, flags.anchor);
