@@ -1,25 +1,85 @@
-import { Command } from "commander";
-import { PraxmailError } from "../core/index.js";
-import { common, printJson, printTable, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import { Command, InvalidArgumentError } from "commander";
+import { PraxmailError, signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint, type Context } from "../core/index.js";
+import { loadIdentityForCli } from "./approve.js";
+import { common, note, printJson, printTable, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
 
 interface AuditFlags extends HomeOptions, JsonOptions {
   verify?: boolean;
+  sign?: boolean;
+  identity?: string;
+  anchor?: AuditAnchor;
+}
+
+function anchor(v: string): AuditAnchor {
+  const m = /^([1-9]\d{0,15}):([0-9a-f]{64})$/.exec(v.trim().toLowerCase());
+  if (!m) throw new InvalidArgumentError("give SEQ:HASH, a row number and its 64 hex digits, as --sign prints them");
+  return { seq: Number(m[1]), hash: m[2] ?? "" };
+}
+
+function range(from: number, to: number): string {
+  return from === to ? `row ${from}` : `rows ${from}–${to}`;
+}
+
+/** Says on stderr what the signatures vouch for, and plainly what they do not. */
+function explain(io: Io, r: AuditReport): void {
+  if (r.key === null) {
+    note(io, "praxmail: no approval key is pinned in config.json (a home made before signed checkpoints): no checkpoint can be checked, so a chain rebuilt after tampering would pass too");
+  } else if (r.lastCheckpoint === null) {
+    note(io, "praxmail: no signed checkpoint yet: a chain rebuilt after tampering would pass too");
+  } else {
+    const c = r.lastCheckpoint;
+    note(io, `praxmail: ${range(1, c.seq)} confirmed by ${r.checkpoints === 1 ? "a signed checkpoint" : `${r.checkpoints} signed checkpoints`} (the latest at row ${c.seq}, ${c.at}), key ${r.key}`);
+  }
+  if (r.anchor !== null) note(io, `praxmail: ${range(1, r.anchor.seq)} match the anchor ${r.anchor.seq}:${r.anchor.hash}`);
+  const u = r.unconfirmed;
+  if (u !== null) {
+    const fix = r.key === null ? "" : "; sign a checkpoint with praxmail audit --verify --sign";
+    note(io, `praxmail: ${u.count} ${u.count === 1 ? "row" : "rows"} unconfirmed (${range(u.from, u.to)}): nothing signed vouches for ${u.count === 1 ? "it" : "them"}${fix}`);
+  }
+}
+
+/**
+ * Verifies the audit log and, with --sign, signs a checkpoint over it.
+ *
+ * @param ctx - The core context.
+ * @param io - The streams.
+ * @param flags - Parsed options.
+ */
+async function runVerify(ctx: Context, io: Io, flags: AuditFlags): Promise<void> {
+  let report = verifyAuditLog(ctx, flags.anchor);
+  let signed: { checkpoint: Checkpoint; created: boolean } | null = null;
+  if (flags.sign) {
+    if (ctx.config.approvalKey === null) {
+      throw new PraxmailError("wrong-state", "no approval key is pinned in config.json, so no checkpoint can be signed", "this home was made before signed approvals and audit checkpoints: approvalKey must be pinned in config.json first");
+    }
+    signed = signCheckpoint(ctx, await loadIdentityForCli(ctx, io, flags.identity));
+    report = verifyAuditLog(ctx, flags.anchor);
+  }
+  if (flags.json) {
+    printJson(io, { ok: true, ...report, signed: signed && { ...signed.checkpoint, created: signed.created } });
+    return;
+  }
+  io.out(`audit chain intact: ${report.rows} rows\n`);
+  if (signed !== null) {
+    const c = signed.checkpoint;
+    io.out(`${signed.created ? "signed checkpoint" : "already signed: checkpoint"} at row ${c.seq}; keep this anchor outside the server: ${c.seq}:${c.hash}\n`);
+  }
+  explain(io, report);
 }
 
 /** @returns The `audit` command. */
 export function auditCommand(io: Io): Command {
   return common(new Command("audit"))
-    .description("print the audit log, or check its hash chain")
-    .option("--verify", "check the hash chain; exit 1 naming the first broken row")
+    .description("print the audit log, or check its hash chain and signed checkpoints")
+    .option("--verify", "check the hash chain and every signed checkpoint; exit 1 naming the first row that does not fit")
+    .option("--sign", "after verifying, sign a checkpoint over the log with the practice identity (implies --verify)")
+    .option("--identity <file>", "practice identity file for --sign (default: PRAXMAIL_IDENTITY, then where init stored it)")
+    .option("--anchor <seq:hash>", "also check that row SEQ still has HASH, as an earlier --sign printed it (implies --verify)", anchor)
     .action(async (flags: AuditFlags) => {
-      await withContext(flags, (ctx) => {
-        if (flags.verify) {
-          const v = ctx.store.verifyAudit();
-          if (!v.ok) {
-            throw new PraxmailError("wrong-state", `audit chain broken at row ${v.seq}: ${v.reason}`, "the log was altered outside praxmail; keep a copy of praxmail.db for investigation");
-          }
-          if (flags.json) printJson(io, { ok: true, rows: v.rows });
-          else io.out(`audit chain intact: ${v.rows} rows\n`);
+      if (flags.identity !== undefined && !flags.sign) throw new PraxmailError("usage", "--identity is only used with --sign");
+      await withContext(flags, async (ctx) => {
+        if (flags.verify || flags.sign || flags.anchor) {
+          await runVerify(ctx, io, flags);
           return;
         }
         const rows = [...ctx.store.auditRows()];

@@ -1,9 +1,11 @@
 import { Command, InvalidArgumentError } from "commander";
-import { collectGarbage } from "../core/index.js";
+import { collectGarbage, signCheckpoint, type Context } from "../core/index.js";
+import { loadIdentityForCli } from "./approve.js";
 import { common, printJson, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
 
 interface GcFlags extends HomeOptions, JsonOptions {
   grace: number;
+  identity?: string;
 }
 
 function minutes(v: string): number {
@@ -11,18 +13,33 @@ function minutes(v: string): number {
   return Number(v);
 }
 
+// gc usually runs from a timer without the practice identity: it signs a checkpoint only when
+// given one explicitly, never from the keyring or the file init stored.
+async function runGc(ctx: Context, io: Io, flags: GcFlags) {
+  const file = flags.identity ?? (io.env.PRAXMAIL_IDENTITY || undefined);
+  const identity = file === undefined ? null : await loadIdentityForCli(ctx, io, file);
+  const report = await collectGarbage(ctx, flags.grace * 60_000);
+  if (identity === null) return { ...report, checkpoint: null, checkpointSkipped: "no practice identity given (--identity or PRAXMAIL_IDENTITY)" };
+  const signed = signCheckpoint(ctx, identity);
+  if (signed === null) return { ...report, checkpoint: null, checkpointSkipped: "no approval key is pinned in config.json" };
+  return { ...report, checkpoint: { ...signed.checkpoint, created: signed.created }, checkpointSkipped: null };
+}
+
 /** @returns The `gc` command. */
 export function gcCommand(io: Io): Command {
   return common(new Command("gc"))
-    .description("expire deliveries that are due and delete files no delivery references")
+    .description("expire deliveries that are due, delete files no delivery references, and with the practice identity sign an audit checkpoint")
     .option("--grace <minutes>", "keep unreferenced files younger than this (a running relay may be writing them)", minutes, 60)
+    .option("--identity <file>", "practice identity file: sign an audit checkpoint (default: PRAXMAIL_IDENTITY; without either, none is signed)")
     .action(async (flags: GcFlags) => {
-      const r = await withContext(flags, (ctx) => collectGarbage(ctx, flags.grace * 60_000));
+      const r = await withContext(flags, (ctx) => runGc(ctx, io, flags));
       if (flags.json) printJson(io, r);
       else {
         io.out(
           `expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, sent ${r.reminded} reminders, discarded ${r.unsent} unsent deliveries and ${r.unfinishedReplies} unfinished replies, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`,
         );
+        if (r.checkpoint === null) io.out(`signed no audit checkpoint: ${r.checkpointSkipped}\n`);
+        else io.out(`${r.checkpoint.created ? "signed audit checkpoint" : "audit log already signed"} at row ${r.checkpoint.seq}: anchor ${r.checkpoint.seq}:${r.checkpoint.hash}\n`);
       }
     });
 }

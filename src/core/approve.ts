@@ -5,6 +5,7 @@ import type { PatientRow, WrapRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { mustGetPatient } from "./patients.js";
+import { signCheckpoint } from "./checkpoints.js";
 
 /** One approved patient and how many deliveries were released to them. */
 export interface Approval {
@@ -84,6 +85,7 @@ export async function approvePatients(
       failures.push(`${p.email}: ${(e as Error).message}`);
     }
   }
+  signCheckpoint(ctx, practiceIdentity);
   if (failures.length > 0) {
     throw new PraxmailError(
       "mail",

@@ -26,6 +26,7 @@ export {
   type PatientView,
 } from "./patients.js";
 export { approvePatients, type Approval } from "./approve.js";
+export { signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint } from "./checkpoints.js";
 export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
 export { hashToken } from "./tokens.js";

@@ -1,5 +1,7 @@
 // The audit log: append-only (triggers refuse UPDATE and DELETE) and hash-chained, so that
-// editing a row, even after dropping the triggers, breaks the chain at that row.
+// editing a row, even after dropping the triggers, breaks the chain at that row. The chain is
+// unkeyed: whoever can write the database can rebuild it, so src/core signs checkpoints
+// (seq, hash) with the practice signing key and keeps them here, in audit_checkpoints.
 import { createHash } from "node:crypto";
 import type { Database } from "better-sqlite3";
 
@@ -25,8 +27,17 @@ export interface AuditRow {
 
 /** The result of checking the chain. */
 export type AuditVerdict =
-  | { readonly ok: true; readonly rows: number }
+  | { readonly ok: true; readonly rows: number; /** Of the last row (zeros when empty). */ readonly hash: string }
   | { readonly ok: false; readonly rows: number; readonly seq: number; readonly reason: string };
+
+/** A signed checkpoint as stored: a signature over (seq, hash of row seq, at). */
+export interface CheckpointRow {
+  readonly seq: number;
+  readonly hash: string;
+  readonly at: string;
+  /** base64 Ed25519 signature; checked by src/core against the key pinned in config.json. */
+  readonly signature: string;
+}
 
 const GENESIS = "0".repeat(64);
 
@@ -68,33 +79,69 @@ export function appendAudit(db: Database, entry: AuditEntry, at: Date): AuditRow
  * Reads audit rows in order.
  *
  * @param db - The open database.
- * @returns An iterator over every row.
+ * @param after - Start after this sequence number.
+ * @returns An iterator over every row after `after`.
  */
-export function auditRows(db: Database): IterableIterator<AuditRow> {
+export function auditRows(db: Database, after = 0): IterableIterator<AuditRow> {
   return db
     .prepare(
-      "SELECT seq, at, actor, action, subject, details, prev_hash AS prevHash, hash FROM audit ORDER BY seq",
+      "SELECT seq, at, actor, action, subject, details, prev_hash AS prevHash, hash FROM audit WHERE seq > ? ORDER BY seq",
     )
-    .iterate() as IterableIterator<AuditRow>;
+    .iterate(after) as IterableIterator<AuditRow>;
 }
 
 /**
- * Walks the chain from the first row and reports the first row that does not fit.
+ * Stores a signed checkpoint; call inside the transaction that appended the row it signs.
  *
  * @param db - The open database.
+ * @param checkpoint - The checkpoint.
+ */
+export function appendCheckpoint(db: Database, checkpoint: CheckpointRow): void {
+  db.prepare("INSERT INTO audit_checkpoints (seq, hash, at, signature) VALUES (@seq, @hash, @at, @signature)").run(checkpoint);
+}
+
+/**
+ * @param db - The open database.
+ * @returns Every stored checkpoint, oldest first.
+ */
+export function auditCheckpoints(db: Database): CheckpointRow[] {
+  return db.prepare("SELECT seq, hash, at, signature FROM audit_checkpoints ORDER BY seq").all() as CheckpointRow[];
+}
+
+/**
+ * Walks the chain from the first row, or on from a row verified before, and reports the first
+ * row that does not fit.
+ *
+ * @param db - The open database.
+ * @param check - A further check of each row whose link and hash are intact (e.g. against
+ *   signed checkpoints); returns why the row does not fit, or null.
+ * @param from - A row already verified (its seq and hash): walk on from it, after checking
+ *   that it is unchanged.
  * @returns ok, or the sequence number of the first broken row and why.
  */
-export function verifyAudit(db: Database): AuditVerdict {
+export function verifyAudit(
+  db: Database,
+  check: (row: AuditRow) => string | null = () => null,
+  from?: { readonly seq: number; readonly hash: string },
+): AuditVerdict {
   let prev = GENESIS;
-  let expectSeq = 1;
   let rows = 0;
-  for (const r of auditRows(db)) {
+  if (from !== undefined && from.seq > 0) {
+    const r = db.prepare("SELECT hash FROM audit WHERE seq = ?").get(from.seq) as { hash: string } | undefined;
+    if (r?.hash !== from.hash) return { ok: false, rows: from.seq, seq: from.seq, reason: "row changed while it was being verified" };
+    prev = from.hash;
+    rows = from.seq;
+  }
+  let expectSeq = rows + 1;
+  for (const r of auditRows(db, rows)) {
     rows++;
     if (r.seq !== expectSeq) return { ok: false, rows, seq: r.seq, reason: `row ${expectSeq} is missing` };
     if (r.prevHash !== prev) return { ok: false, rows, seq: r.seq, reason: "previous-hash link does not match" };
     if (rowHash(r) !== r.hash) return { ok: false, rows, seq: r.seq, reason: "row content does not match its hash" };
+    const reason = check(r);
+    if (reason !== null) return { ok: false, rows, seq: r.seq, reason };
     prev = r.hash;
     expectSeq++;
   }
-  return { ok: true, rows };
+  return { ok: true, rows, hash: prev };
 }

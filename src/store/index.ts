@@ -2,7 +2,17 @@
 import type { Database } from "better-sqlite3";
 import { BlobStore } from "./blobs.js";
 import { openDatabase } from "./db.js";
-import { appendAudit, auditRows, verifyAudit, type AuditEntry, type AuditRow, type AuditVerdict } from "./audit.js";
+import {
+  appendAudit,
+  appendCheckpoint,
+  auditCheckpoints,
+  auditRows,
+  verifyAudit,
+  type AuditEntry,
+  type AuditRow,
+  type AuditVerdict,
+  type CheckpointRow,
+} from "./audit.js";
 import { AccountRecords } from "./accounts.js";
 import { Records } from "./records.js";
 
@@ -18,7 +28,7 @@ export {
   type BackupProgress,
   type ManifestEntry,
 } from "./backup.js";
-export type { AuditEntry, AuditRow, AuditVerdict } from "./audit.js";
+export type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
 export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 export type {
   DeliveryRow,
@@ -68,6 +78,17 @@ export class Store {
   }
 
   /**
+   * Runs fn in one read transaction: all of its reads see the same state, however other
+   * processes write meanwhile.
+   *
+   * @param fn - Synchronous reads.
+   * @returns What fn returns.
+   */
+  snapshot<T>(fn: () => T): T {
+    return this.db.transaction(fn).deferred();
+  }
+
+  /**
    * Appends to the audit chain; call inside {@link transaction} with the change it records.
    *
    * @param entry - What happened.
@@ -83,9 +104,27 @@ export class Store {
     return auditRows(this.db);
   }
 
-  /** @returns Whether the audit chain is intact, and where it breaks. */
-  verifyAudit(): AuditVerdict {
-    return verifyAudit(this.db);
+  /**
+   * Stores a signed checkpoint; call inside {@link transaction} with the row it signs.
+   *
+   * @param checkpoint - The checkpoint.
+   */
+  putCheckpoint(checkpoint: CheckpointRow): void {
+    appendCheckpoint(this.db, checkpoint);
+  }
+
+  /** @returns Every stored audit checkpoint, oldest first (signatures not checked here). */
+  auditCheckpoints(): CheckpointRow[] {
+    return auditCheckpoints(this.db);
+  }
+
+  /**
+   * @param check - A further check of each intact row; returns why it does not fit, or null.
+   * @param from - A row verified before (seq and hash): walk on from it.
+   * @returns Whether the audit chain is intact, and where it breaks.
+   */
+  verifyAudit(check?: (row: AuditRow) => string | null, from?: { readonly seq: number; readonly hash: string }): AuditVerdict {
+    return verifyAudit(this.db, check, from);
   }
 
   /** Closes the database. */

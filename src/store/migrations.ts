@@ -155,4 +155,21 @@ ALTER TABLE patients ADD COLUMN invited_at TEXT;
 ALTER TABLE deliveries ADD COLUMN reminded_at TEXT;
 `,
   },
+  {
+    // Signed audit checkpoints (src/core/checkpoints.ts). Append-only like the log; the
+    // signatures, not these triggers, are what an attacker with write access cannot forge.
+    version: 8,
+    sql: `
+CREATE TABLE audit_checkpoints (
+  seq        INTEGER PRIMARY KEY,
+  hash       TEXT NOT NULL,
+  at         TEXT NOT NULL,
+  signature  TEXT NOT NULL
+) STRICT;
+CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+  BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+  BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+`,
+  },
 ];
