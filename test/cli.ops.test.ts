@@ -15,7 +15,7 @@ import { backupHome, readManifest, type BackupManifest } from "../src/store/inde
 import { cleanup, initHome, outbox, praxmail, tempDir, walk, type Run } from "./helpers/cli.js";
 import { openByToken } from "./helpers/deliveries.js";
 import { registerThroughCore } from "./helpers/patient.js";
-import { patchConfig } from "./helpers/relay.js";
+import { befundMail, patchConfig, submit } from "./helpers/relay.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
 import { startSink, type Sink } from "./helpers/sink.js";
 import { readAll, streamOf } from "./helpers/streams.js";
@@ -79,6 +79,7 @@ describe("praxmail doctor", () => {
     expect(d.ok).toBe(true);
     expect(d.checks.map((c) => [c.name, c.status])).toEqual([
       ["config", "ok"],
+      ["permissions", "ok"],
       ["identity", "ok"],
       ["upstream", "ok"],
       ["relay-port", "ok"],
@@ -86,6 +87,7 @@ describe("praxmail doctor", () => {
       ["disk", "ok"],
       ["portal-url", "ok"],
     ]);
+    expect(d.by("permissions").reason).toMatch(new RegExp(`^${home} and the \\d+ files and folders in it grant nothing to group or others$`));
     expect(d.by("identity").reason).toBe(`${join(home, "practice-identity.txt")} (mode 0600) holds the practice identity`);
     expect(d.by("upstream").reason).toMatch(new RegExp(`^smtp://127\\.0\\.0\\.1:${sink.port} answers \\(EHLO in \\d+ ms\\)$`));
     expect(d.by("relay-port").reason).toBe(`127.0.0.1:${served.smtpPort} is held by a running praxmail serve (pid ${served.child.pid})`);
@@ -94,7 +96,7 @@ describe("praxmail doctor", () => {
 
     const human = await praxmail(args());
     expect(human.code).toBe(0);
-    expect(human.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 4))).toEqual(["ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  "]);
+    expect(human.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 4))).toEqual(["ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  "]);
   });
 
   it("fails on an identity file others may read (0644) and names the fix", async () => {
@@ -103,9 +105,11 @@ describe("praxmail doctor", () => {
     try {
       const r = await praxmail([...args(), "--json"]);
       expect(r.code).toBe(1);
-      expect(r.stderr).toBe("praxmail: error: 1 of 7 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
+      // The identity check and the permissions check under home both fail.
+      expect(r.stderr).toBe("praxmail: error: 2 of 8 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
       const d = doctorJson(r);
       expect(d.ok).toBe(false);
+      expect(d.by("permissions")).toEqual({ name: "permissions", status: "fail", reason: `${file} has mode 0644: others may read it`, hint: `chmod 600 ${file}` });
       expect(d.by("identity")).toEqual({
         name: "identity",
         status: "fail",
@@ -115,10 +119,36 @@ describe("praxmail doctor", () => {
       const human = await praxmail(args());
       expect(human.code).toBe(1);
       expect(human.stdout).toContain(`fail  identity     ${file} has mode 0644: others may read the practice identity\n`);
+      expect(human.stdout).toContain(`fail  permissions  ${file} has mode 0644: others may read it\n`);
       expect(human.stdout).toContain(`hint: chmod 600 ${file}\n`);
     } finally {
       await chmod(file, 0o600);
     }
+  });
+
+  it("fails on a database or a blob folder others may read, naming the path, its mode and the chmod", async () => {
+    const db = join(home, "praxmail.db");
+    await chmod(db, 0o644);
+    try {
+      const r = await praxmail([...args(), "--json"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe("praxmail: error: 1 of 8 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
+      expect(doctorJson(r).by("permissions")).toEqual({ name: "permissions", status: "fail", reason: `${db} has mode 0644: others may read it`, hint: `chmod 600 ${db}` });
+      const blobs = join(home, "blobs");
+      await mkdir(join(blobs, "tmp"), { recursive: true, mode: 0o700 });
+      await chmod(blobs, 0o755);
+      try {
+        const human = await praxmail(args());
+        expect(human.code).toBe(1);
+        expect(human.stdout).toContain(`fail  permissions  ${blobs} has mode 0755: others may list or change what is in it (and 1 more under ${home})\n`);
+        expect(human.stdout).toContain(`hint: chmod -R go= ${home}\n`);
+      } finally {
+        await chmod(blobs, 0o700);
+      }
+    } finally {
+      await chmod(db, 0o600);
+    }
+    expect(doctorJson(await praxmail([...args(), "--json"])).by("permissions").status).toBe("ok");
   });
 
   it("fails on an identity file with another key, and on a home others may write", async () => {
@@ -255,6 +285,7 @@ describe("praxmail doctor", () => {
     const d = doctorJson(r);
     expect(d.checks.map((c) => [c.name, c.status])).toEqual([
       ["config", "fail"],
+      ["permissions", "ok"],
       ["identity", "skip"],
       ["upstream", "skip"],
       ["relay-port", "skip"],
@@ -266,6 +297,93 @@ describe("praxmail doctor", () => {
     const usage = await praxmail(["doctor", "--home", bad, "--timeout", "0"]);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain("give a whole number from 1 to 120");
+  });
+});
+
+describe("permissions under home", () => {
+  const umask = (mask: string): string[] => ["sh", "-c", `umask ${mask}; exec "$@"`, "sh"];
+  const modes = async (home: string): Promise<Map<string, number>> => {
+    const out = new Map<string, number>([[".", await modeOf(home)]]);
+    const visit = async (d: string): Promise<void> => {
+      for (const e of await readdir(d, { withFileTypes: true })) {
+        const p = join(d, e.name);
+        out.set(p.slice(home.length + 1), await modeOf(p));
+        if (e.isDirectory()) await visit(p);
+      }
+    };
+    await visit(home);
+    return out;
+  };
+  const loose = (m: Map<string, number>, isDir: (rel: string) => boolean): string[] =>
+    [...m].filter(([rel, mode]) => mode !== (isDir(rel) ? 0o700 : 0o600)).map(([rel, mode]) => `${rel} ${mode.toString(8)}`);
+
+  it.each(["000", "022"])("folders are 0700 and files 0600 after init, send and serve under umask %s", async (mask) => {
+    const dir = await tempDir();
+    try {
+      const home = join(dir, "home");
+      const init = await praxmail(["init", "--home", home, "--yes", "--no-keyring", "--practice-name", "P", "--practice-email", "praxis@praxis-weber.example"], { wrap: umask(mask) });
+      expect(init.code, init.stderr).toBe(0);
+      await writeFile(join(dir, "befund.pdf"), "%PDF-1.4 befund");
+      const sent = await praxmail(["send", "--home", home, "--to", "anna@patient.example", "--level", "3", join(dir, "befund.pdf")], { wrap: umask(mask) });
+      expect(sent.code, sent.stderr).toBe(0);
+      // serve inherits this process's umask at spawn.
+      const old = process.umask(Number.parseInt(mask, 8));
+      const starting = startServe(home);
+      process.umask(old);
+      const served = await starting;
+      try {
+        const mail = befundMail({ from: "praxis@praxis-weber.example", to: "ben@patient.example", messageId: `umask-${mask}@praxis-weber.example`, attachment: Buffer.from("%PDF-1.4 relayed") });
+        expect((await submit(served.smtpPort, "praxis@praxis-weber.example", ["ben@patient.example"], mail)).code).toBe(250);
+        // While serve holds the database: its -wal and -shm exist, 0600.
+        const live = await modes(home);
+        expect(live.get("praxmail.db-wal")).toBe(0o600);
+        expect(live.get("praxmail.db-shm")).toBe(0o600);
+        expect(loose(live, (rel) => !rel.includes(".") || rel === ".")).toEqual([]);
+      } finally {
+        expect(await served.stop()).toBe(0);
+      }
+      const after = await modes(home);
+      // Two blobs (send, relay), the outbox with the patients' notifications, the database.
+      expect([...after.keys()].filter((r) => r.endsWith(".age")).length).toBe(2);
+      expect([...after.keys()].filter((r) => r.startsWith("outbox/")).length).toBe(2);
+      expect(after.get("blobs")).toBe(0o700);
+      expect(after.get("blobs/tmp")).toBe(0o700);
+      expect(after.get("outbox")).toBe(0o700);
+      expect(after.get("praxmail.db")).toBe(0o600);
+      expect(loose(after, (rel) => !rel.includes(".") || rel === "." || /^blobs\/[0-9a-f]{2}$/.test(rel))).toEqual([]);
+    } finally {
+      await cleanup(dir);
+    }
+  });
+
+  it("tightens a home made 0755, and a database, -wal and -shm made 0644, when it opens them", async () => {
+    const dir = await tempDir();
+    try {
+      const home = join(dir, "home");
+      await mkdir(home);
+      await chmod(home, 0o755);
+      await initHome(home);
+      expect(await modeOf(home)).toBe(0o700);
+      expect((await praxmail(["list", "--home", home])).code).toBe(0); // creates the database
+      await chmod(home, 0o755);
+      await chmod(join(home, "praxmail.db"), 0o644);
+      // Another connection holds the database, so -wal and -shm stay; SQLite gives them the
+      // database file's mode, 0644 here.
+      const other = new Database(join(home, "praxmail.db"));
+      try {
+        other.pragma("journal_mode = WAL");
+        other.prepare("SELECT COUNT(*) FROM deliveries").get();
+        expect(await modeOf(join(home, "praxmail.db-wal"))).toBe(0o644);
+        const r = await praxmail(["list", "--home", home], { wrap: umask("000") });
+        expect(r.code, r.stderr).toBe(0);
+        expect(await modeOf(home)).toBe(0o700);
+        for (const f of ["praxmail.db", "praxmail.db-wal", "praxmail.db-shm"]) expect(await modeOf(join(home, f)), f).toBe(0o600);
+      } finally {
+        other.close();
+      }
+    } finally {
+      await cleanup(dir);
+    }
   });
 });
 
