@@ -10,8 +10,8 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import { createDelivery, markSent, revokeDelivery } from "../src/core/index.js";
-import { decryptStream, generateIdentity, unwrapIdentity, writeIdentityFile } from "../src/crypto/index.js";
-import { backupHome, readManifest, type BackupManifest } from "../src/store/index.js";
+import { decryptStream, encryptStream, generateIdentity, readIdentityFile, recipientOf, unwrapIdentity, writeIdentityFile } from "../src/crypto/index.js";
+import { backupHome, fileStream, readManifest, type BackupManifest } from "../src/store/index.js";
 import { cleanup, initHome, outbox, praxmail, tempDir, walk, type Run } from "./helpers/cli.js";
 import { openByToken } from "./helpers/deliveries.js";
 import { registerThroughCore } from "./helpers/patient.js";
@@ -396,6 +396,12 @@ describe("praxmail backup and restore", () => {
   let patientIdentity: string;
   const originals = new Map<string, Buffer>(); // delivery id -> plaintext
   let revokedBlob: string;
+  let identityFile: string;
+  let practiceIdentity: string;
+  const UPSTREAM_PASSWORD = "Geheim-Passwort-42";
+  const opener = (): ((s: ReadableStream<Uint8Array>) => Promise<ReadableStream<Uint8Array>>) => (s) => decryptStream(s, [practiceIdentity]);
+  /** The plaintext of a sealed file in a backup. */
+  const unseal = async (file: string): Promise<Buffer> => readAll(await decryptStream(fileStream(file), [practiceIdentity]));
 
   interface ListJson {
     id: string;
@@ -429,35 +435,82 @@ describe("praxmail backup and restore", () => {
     revokedBlob = (await list(home)).find((d) => d.id === revoked)!.files[0]!.blob!;
     expect((await praxmail(["revoke", revoked, "--yes", "--home", home])).code).toBe(0);
     originals.delete(revoked);
+    // From now on config.json holds an upstream password; no mail is sent after this.
+    await patchConfig(home, { upstream: `smtp://praxis:${UPSTREAM_PASSWORD}@127.0.0.1:1` });
+    identityFile = join(home, "practice-identity.txt");
+    practiceIdentity = await readIdentityFile(identityFile, () => Promise.resolve(undefined));
   });
   afterAll(async () => {
     await cleanup(dir);
   });
 
-  it("backs up into a new folder: 0700/0600, manifest with the database's SHA-256, no identity", async () => {
+  it("backs up into a new folder: 0700/0600, manifest with the database's SHA-256, no identity; database, config and manifest encrypted to the practice recipient", async () => {
     const bk = join(dir, "backup");
     const r = await praxmail(["backup", bk, "--home", home, "--json"]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toContain("praxmail: note: the practice identity is not in this backup");
-    const out = JSON.parse(r.stdout) as { dir: string; counts: BackupManifest["counts"]; identity: boolean; database: { sha256: string } };
-    expect(out).toMatchObject({ dir: bk, identity: false, counts: { deliveries: 3, patients: 1, replies: 0, blobs: 2 } });
-    const m = await readManifest(bk);
+    const recipient = await recipientOf(practiceIdentity);
+    expect(r.stderr).toContain(`praxmail: note: the backup is encrypted to the practice recipient ${recipient}; only the practice identity\n`);
+    const out = JSON.parse(r.stdout) as { dir: string; counts: BackupManifest["counts"]; encryptedTo: string; database: { sha256: string } };
+    expect(out).toMatchObject({ dir: bk, encryptedTo: recipient, counts: { deliveries: 3, patients: 1, replies: 0, blobs: 2 } });
+    const m = await readManifest(bk, opener());
     expect(out.database.sha256).toBe(m.database.sha256);
-    expect(sha(await readFile(join(bk, "praxmail.db")))).toBe(m.database.sha256);
+    // The manifest holds the SHA-256 of the database as it was in home; the backup holds it sealed.
+    expect(sha(await unseal(join(bk, "praxmail.db.age")))).toBe(m.database.sha256);
     expect(m.files.map((f) => f.path)).toEqual(["config.json"]);
-    expect(await readFile(join(bk, "config.json"))).toEqual(await readFile(join(home, "config.json")));
-    // The two live blobs, byte for byte; the revoked delivery's blob is gone in home and backup.
+    expect(await unseal(join(bk, "config.json.age"))).toEqual(await readFile(join(home, "config.json")));
+    // The two live blobs, byte for byte (age files to their delivery keys already); the revoked delivery's blob is gone in home and backup.
     const live = (await list(home)).flatMap((d) => d.files.map((f) => f.blob)).filter((b): b is string => b !== null).sort();
     expect(m.blobs.map((b) => b.path)).toEqual(live);
     for (const b of m.blobs) expect(sha(await readFile(join(bk, b.path)))).toBe(sha(await readFile(join(home, b.path))));
     expect(m.blobs.map((b) => b.path)).not.toContain(revokedBlob);
+    expect((await walk(bk)).map((f) => f.slice(bk.length + 1)).sort()).toEqual(["backup.json", "config.json.age", "manifest.age", "praxmail.db.age", ...live].sort());
+    expect(JSON.parse(await readFile(join(bk, "backup.json"), "utf8"))).toEqual({
+      format: "praxmail-backup",
+      version: 2,
+      encryptedTo: recipient,
+      identity: { kind: "file", file: "practice-identity.txt", protected: false },
+    });
     expect(await modeOf(bk)).toBe(0o700);
     for (const f of await walk(bk)) expect(await modeOf(f), f).toBe(0o600);
-    expect((await walk(bk)).some((f) => f.includes("practice-identity"))).toBe(false);
     // The backup is recorded in the live audit log.
-    const audit = JSON.parse((await praxmail(["audit", "--json", "--home", home])).stdout) as { action: string; subject: string; details: { identity: boolean } }[];
-    expect(audit.at(-1)).toMatchObject({ action: "backup", subject: bk, details: { identity: false } });
+    const audit = JSON.parse((await praxmail(["audit", "--json", "--home", home])).stdout) as { action: string; subject: string; details: { encryptedTo: string } }[];
+    expect(audit.at(-1)).toMatchObject({ action: "backup", subject: bk, details: { encryptedTo: recipient } });
   });
+
+  it("holds the upstream password and the patients' addresses nowhere in clear, in any byte of the backup", async () => {
+    const bk = join(dir, "backup");
+    expect((await readFile(join(home, "config.json"), "utf8")).includes(UPSTREAM_PASSWORD)).toBe(true);
+    const secrets = [UPSTREAM_PASSWORD, PATIENT, "ben@patient.example", "befund-1.pdf", "praxis@praxis-weber.example"];
+    const files = await walk(bk);
+    expect(files.length).toBe(6);
+    for (const f of files) {
+      const bytes = await readFile(f);
+      for (const secret of secrets) {
+        for (const enc of ["utf8", "utf16le", "latin1"] as const) expect(bytes.includes(Buffer.from(secret, enc)), `${secret} (${enc}) in ${f}`).toBe(false);
+      }
+    }
+    // The database inside does hold them: the test would see them if they were in clear.
+    expect((await unseal(join(bk, "praxmail.db.age"))).includes(PATIENT)).toBe(true);
+    expect((await unseal(join(bk, "config.json.age"))).includes(UPSTREAM_PASSWORD)).toBe(true);
+  });
+
+  if (needTool("age")) {
+    it("is standard age: age -d opens the sealed files with the practice identity and nothing else", () => {
+      const bk = join(dir, "backup");
+      const ok = spawnSync("age", ["-d", "-i", identityFile, join(bk, "config.json.age")], { encoding: "utf8" });
+      expect(ok.status, ok.stderr).toBe(0);
+      expect(JSON.parse(ok.stdout)).toMatchObject({ practiceEmail: "praxis@praxis-weber.example", upstream: `smtp://praxis:${UPSTREAM_PASSWORD}@127.0.0.1:1` });
+      const db = spawnSync("age", ["-d", "-i", identityFile, join(bk, "praxmail.db.age")]);
+      expect(db.status).toBe(0);
+      expect(db.stdout.subarray(0, 16).toString("latin1")).toBe("SQLite format 3\0");
+      const other = join(dir, "stranger.txt");
+      spawnSync("age-keygen", ["-o", other]);
+      const no = spawnSync("age", ["-d", "-i", other, join(bk, "manifest.age")], { encoding: "utf8" });
+      expect(no.status).not.toBe(0);
+      expect(no.stderr).toContain("no identity matched any of the recipients");
+      expect(no.stdout).toBe("");
+    });
+  }
 
   it("refuses a folder that is not empty or lies inside home, and leaves it as it was", async () => {
     const full = join(dir, "full");
@@ -475,10 +528,11 @@ describe("praxmail backup and restore", () => {
   it("restores into a fresh home; audit --verify passes; a patient downloads from praxmail serve on it", async () => {
     const bk = join(dir, "backup");
     const restored = join(dir, "restored");
-    const r = await praxmail(["restore", bk, "--home", restored, "--json"]);
+    const r = await praxmail(["restore", bk, "--home", restored, "--json", "--identity", identityFile]);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ home: restored, dir: bk, identity: false, counts: { deliveries: 3, patients: 1, blobs: 2 } });
-    expect(r.stderr).toContain(`praxmail: note: the practice identity was not in this backup: put it back at ${join(restored, "practice-identity.txt")} (mode 0600),`);
+    expect(JSON.parse(r.stdout)).toMatchObject({ home: restored, dir: bk, encryptedTo: await recipientOf(practiceIdentity), counts: { deliveries: 3, patients: 1, blobs: 2 } });
+    expect(r.stderr).toContain(`praxmail: note: backups never hold the practice identity: put it back at ${join(restored, "practice-identity.txt")} (mode 0600),`);
+    expect(await readFile(join(restored, "config.json"))).toEqual(await readFile(join(home, "config.json")));
     expect(await readdir(restored)).not.toContain(".restore-partial");
 
     const verify = await praxmail(["audit", "--verify", "--home", restored]);
@@ -550,44 +604,97 @@ describe("praxmail backup and restore", () => {
     expect(await Promise.all((await walk(home)).map(async (f) => [f, sha(await readFile(f))]))).toEqual(before);
   });
 
-  it("refuses a damaged backup (one flipped byte, a missing manifest) and leaves the home empty", async () => {
+  it("refuses a damaged backup (one flipped byte in a blob or the sealed database, a missing manifest) and leaves the home empty", async () => {
     const bad = join(dir, "damaged");
     await cp(join(dir, "backup"), bad, { recursive: true });
-    const m = await readManifest(bad);
-    const victim = join(bad, m.blobs[1]!.path);
-    const bytes = await readFile(victim);
-    bytes.writeUInt8(bytes.readUInt8(bytes.length - 100) ^ 1, bytes.length - 100);
-    await writeFile(victim, bytes);
+    const m = await readManifest(bad, opener());
+    const flip = async (file: string): Promise<void> => {
+      const bytes = await readFile(file);
+      bytes.writeUInt8(bytes.readUInt8(bytes.length - 100) ^ 1, bytes.length - 100);
+      await writeFile(file, bytes);
+    };
+    await flip(join(bad, m.blobs[1]!.path));
     const target = join(dir, "restored-damaged");
-    const r = await praxmail(["restore", bad, "--home", target]);
+    const r = await praxmail(["restore", bad, "--home", target, "--identity", identityFile]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(
       `praxmail: error: ${m.blobs[1]!.path} does not match the manifest (size or SHA-256)\npraxmail: hint: the backup in ${bad} was altered or damaged; use another copy\n`,
     );
     expect(await readdir(target)).toEqual([]);
 
-    await rm(join(bad, "manifest.json"));
-    const none = await praxmail(["restore", bad, "--home", target]);
+    await flip(join(bad, m.blobs[1]!.path)); // whole again
+    await flip(join(bad, "praxmail.db.age"));
+    const db = await praxmail(["restore", bad, "--home", target, "--identity", identityFile]);
+    expect(db.code).toBe(1);
+    expect(db.stderr).toMatch(/^praxmail: error: praxmail\.db\.age does not decrypt: .+\npraxmail: hint: the backup in .* was altered or damaged; use another copy\n$/);
+    expect(await readdir(target)).toEqual([]);
+
+    await rm(join(bad, "manifest.age"));
+    const none = await praxmail(["restore", bad, "--home", target, "--identity", identityFile]);
     expect(none.code).toBe(1);
-    expect(none.stderr).toContain(`cannot read ${join(bad, "manifest.json")} (ENOENT)`);
+    expect(none.stderr).toContain(`cannot read ${join(bad, "manifest.age")} (ENOENT)`);
     expect(none.stderr).toContain("is not a complete praxmail backup");
     expect(await readdir(target)).toEqual([]);
   });
 
-  it("--include-identity copies the identity (0600, loud warning); the restored home opens deliveries with it", async () => {
-    const bk = join(dir, "backup-with-identity");
-    const r = await praxmail(["backup", bk, "--home", home, "--include-identity"]);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toContain("praxmail: WARNING: this backup holds the practice identity");
-    expect(await modeOf(join(bk, "practice-identity.txt"))).toBe(0o600);
-    expect((await readManifest(bk)).files.map((f) => f.path)).toEqual(["practice-identity.txt", "config.json"]);
+  it("refuses a wrong identity precisely, and no identity, leaving the target home empty", async () => {
+    const bk = join(dir, "backup");
+    const target = join(dir, "restored-wrong-identity");
+    await mkdir(target);
+    const stranger = join(dir, "stranger-identity.txt");
+    const strangerId = generateIdentity("x25519");
+    await writeIdentityFile(stranger, strangerId, undefined, new Date());
+    const r = await praxmail(["restore", bk, "--home", target, "--identity", stranger]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `praxmail: error: the identity from ${stranger} (${await recipientOf(strangerId)}) does not open the backup in ${bk}, which is encrypted to ${await recipientOf(practiceIdentity)}\n` +
+        "praxmail: hint: pass the practice identity of the home that made the backup, with --identity FILE or PRAXMAIL_IDENTITY\n",
+    );
+    expect(await readdir(target)).toEqual([]);
+    // A header altered to name the stranger's recipient: the manifest still does not open.
+    const forged = join(dir, "backup-forged-header");
+    await cp(bk, forged, { recursive: true });
+    const header = JSON.parse(await readFile(join(forged, "backup.json"), "utf8")) as Record<string, unknown>;
+    await writeFile(join(forged, "backup.json"), JSON.stringify({ ...header, encryptedTo: await recipientOf(strangerId) }));
+    const f = await praxmail(["restore", forged, "--home", target], { env: { PRAXMAIL_IDENTITY: stranger } });
+    expect(f.code).toBe(1);
+    expect(f.stderr).toMatch(new RegExp(`^praxmail: error: ${join(forged, "manifest.age").replace(/[.]/g, "\\.")} does not decrypt: no identity matched`));
+    expect(await readdir(target)).toEqual([]);
+    // Without --identity: where the home kept it, i.e. the identity file in the new home, which is not there.
+    const none = await praxmail(["restore", bk, "--home", target]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toBe(
+      `praxmail: error: cannot load the practice identity: ENOENT reading ${join(target, "practice-identity.txt")}\npraxmail: hint: pass --identity FILE or set PRAXMAIL_IDENTITY\n`,
+    );
+    expect(await readdir(target)).toEqual([]);
+  });
+
+  it("refuses an unencrypted backup of format 1, saying what to do", async () => {
+    const old = join(dir, "backup-format-1");
+    await mkdir(old);
+    await writeFile(join(old, "manifest.json"), JSON.stringify({ format: "praxmail-backup", version: 1 }));
+    await writeFile(join(old, "config.json"), await readFile(join(home, "config.json")));
+    const target = join(dir, "restored-format-1");
+    const r = await praxmail(["restore", old, "--home", target, "--identity", identityFile]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `praxmail: error: ${old} is an unencrypted backup (format 1) made by an older praxmail; this praxmail restores only encrypted backups\n` +
+        "praxmail: hint: restore it with the praxmail version that made it, back that home up again with this one, and destroy the plain copy: it holds config.json (with the upstream password) in clear\n",
+    );
+    await expect(stat(target)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("restores with the identity file put back into the new home first; the restored home opens deliveries with it", async () => {
     const restored = join(dir, "restored-with-identity");
-    const rr = await praxmail(["restore", bk, "--home", restored]);
+    await mkdir(restored, { mode: 0o700 });
+    await copyFile(identityFile, join(restored, "practice-identity.txt"));
+    const rr = await praxmail(["restore", join(dir, "backup"), "--home", restored]);
     expect(rr.code, rr.stderr).toBe(0);
-    expect(rr.stderr).not.toContain("was not in this backup");
+    expect(rr.stderr).not.toContain("never hold the practice identity");
     expect(await modeOf(join(restored, "practice-identity.txt"))).toBe(0o600);
     const doctor = doctorJson(await praxmail(["doctor", "--home", restored, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--json"]));
     expect(doctor.by("identity").status).toBe("ok");
+    expect(doctor.by("permissions").status).toBe("ok");
     // The practice side: the first mail's link token and wrap[P] open the file in the restored home.
     const [first] = await outbox(home);
     const token = /\/d\/([A-Za-z0-9_-]{43})/.exec(first!.text ?? "")![1]!;
@@ -610,7 +717,10 @@ describe("praxmail backup and restore", () => {
         markSent(ctx, [d.id]);
         return ctx.store.records.files(d.id)[0]!.blob!;
       };
+      const recipient = await recipientOf(practiceIdentity);
       const m = await backupHome(home, bk, {
+        seal: (plain) => encryptStream(plain, [recipient]),
+        header: { encryptedTo: recipient },
         files: ["config.json"],
         progress: async (p) => {
           phases.push(p.phase === "database" ? `database ${p.attempt}` : `blobs ${p.done}/${p.total}`);
@@ -629,7 +739,9 @@ describe("praxmail backup and restore", () => {
       expect(names).toContain(later[0]); // in the second snapshot
       expect(names).not.toContain(later[1]); // written after it
       // Every blob the backed-up database names is in the backup, and nothing else.
-      const db = new Database(join(bk, "praxmail.db"), { readonly: true });
+      const plainDb = join(dir, "during-revoke.db");
+      await writeFile(plainDb, await unseal(join(bk, "praxmail.db.age")));
+      const db = new Database(plainDb, { readonly: true });
       try {
         const named = (db.prepare("SELECT blob FROM files WHERE blob IS NOT NULL").pluck().all() as string[]).sort();
         expect(named).toEqual([...names].sort());
@@ -639,7 +751,7 @@ describe("praxmail backup and restore", () => {
       }
       expect((await walk(join(bk, "blobs"))).length).toBe(names.length);
       const restored = join(dir, "restored-during-revoke");
-      const r = await praxmail(["restore", bk, "--home", restored]);
+      const r = await praxmail(["restore", bk, "--home", restored, "--identity", identityFile]);
       expect(r.code, r.stderr).toBe(0);
       expect((await praxmail(["audit", "--verify", "--home", restored])).code).toBe(0);
     } finally {

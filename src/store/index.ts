@@ -9,14 +9,17 @@ import { Records } from "./records.js";
 export { BlobStore, fileStream, renameDurably, writeStream } from "./blobs.js";
 export {
   BackupError,
+  HEADER_FILE,
   MANIFEST_FILE,
   backupHome,
+  readBackupHeader,
   readManifest,
   restoreHome,
   type BackupCounts,
   type BackupManifest,
   type BackupProgress,
   type ManifestEntry,
+  type StreamMap,
 } from "./backup.js";
 export type { AuditEntry, AuditRow, AuditVerdict } from "./audit.js";
 export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
