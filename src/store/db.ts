@@ -48,6 +48,11 @@ export function openDatabase(home: string): Database.Database {
     for (const suffix of WAL_FILES) tighten(file + suffix);
     // FULL: a commit is on disk before we answer 250 or print success.
     db.pragma("synchronous = FULL");
+    // Deleted rows are overwritten with zeros, not left in free pages: a revoked or expired
+    // delivery's wraps are gone from the file, not only from the tables (crypto-shred). And
+    // the -wal is cut back after each checkpoint, so its old frames do not linger either.
+    db.pragma("secure_delete = ON");
+    db.pragma("journal_size_limit = 0");
     db.pragma("foreign_keys = ON");
     db.pragma("busy_timeout = 5000");
     migrate(db);
