@@ -7,14 +7,12 @@ import { AccountRecords } from "./accounts.js";
 import { Records } from "./records.js";
 
 export { BlobStore, fileStream, renameDurably, writeStream } from "./blobs.js";
+export { readBackupHeader, readManifest, restoreHome } from "./restore.js";
 export {
   BackupError,
   HEADER_FILE,
   MANIFEST_FILE,
   backupHome,
-  readBackupHeader,
-  readManifest,
-  restoreHome,
   type BackupCounts,
   type BackupManifest,
   type BackupProgress,
