@@ -10,12 +10,12 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import { createDelivery, markSent, revokeDelivery } from "../src/core/index.js";
-import { decryptStream, generateIdentity, unwrapIdentity, writeIdentityFile } from "../src/crypto/index.js";
-import { backupHome, readManifest, type BackupManifest } from "../src/store/index.js";
+import { decryptStream, encryptStream, generateIdentity, readIdentityFile, recipientOf, unwrapIdentity, writeIdentityFile } from "../src/crypto/index.js";
+import { backupHome, fileStream, readManifest, type BackupManifest } from "../src/store/index.js";
 import { cleanup, initHome, outbox, praxmail, tempDir, walk, type Run } from "./helpers/cli.js";
 import { openByToken } from "./helpers/deliveries.js";
 import { registerThroughCore } from "./helpers/patient.js";
-import { patchConfig } from "./helpers/relay.js";
+import { befundMail, patchConfig, submit } from "./helpers/relay.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
 import { startSink, type Sink } from "./helpers/sink.js";
 import { readAll, streamOf } from "./helpers/streams.js";
@@ -79,6 +79,7 @@ describe("praxmail doctor", () => {
     expect(d.ok).toBe(true);
     expect(d.checks.map((c) => [c.name, c.status])).toEqual([
       ["config", "ok"],
+      ["permissions", "ok"],
       ["identity", "ok"],
       ["upstream", "ok"],
       ["relay-port", "ok"],
@@ -86,6 +87,7 @@ describe("praxmail doctor", () => {
       ["disk", "ok"],
       ["portal-url", "ok"],
     ]);
+    expect(d.by("permissions").reason).toMatch(new RegExp(`^${home} and the \\d+ files and folders in it grant nothing to group or others$`));
     expect(d.by("identity").reason).toBe(`${join(home, "practice-identity.txt")} (mode 0600) holds the practice identity`);
     expect(d.by("upstream").reason).toMatch(new RegExp(`^smtp://127\\.0\\.0\\.1:${sink.port} answers \\(EHLO in \\d+ ms\\)$`));
     expect(d.by("relay-port").reason).toBe(`127.0.0.1:${served.smtpPort} is held by a running praxmail serve (pid ${served.child.pid})`);
@@ -94,7 +96,7 @@ describe("praxmail doctor", () => {
 
     const human = await praxmail(args());
     expect(human.code).toBe(0);
-    expect(human.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 4))).toEqual(["ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  "]);
+    expect(human.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 4))).toEqual(["ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  "]);
   });
 
   it("fails on an identity file others may read (0644) and names the fix", async () => {
@@ -103,9 +105,11 @@ describe("praxmail doctor", () => {
     try {
       const r = await praxmail([...args(), "--json"]);
       expect(r.code).toBe(1);
-      expect(r.stderr).toBe("praxmail: error: 1 of 7 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
+      // The identity check and the permissions check under home both fail.
+      expect(r.stderr).toBe("praxmail: error: 2 of 8 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
       const d = doctorJson(r);
       expect(d.ok).toBe(false);
+      expect(d.by("permissions")).toEqual({ name: "permissions", status: "fail", reason: `${file} has mode 0644: others may read it`, hint: `chmod 600 ${file}` });
       expect(d.by("identity")).toEqual({
         name: "identity",
         status: "fail",
@@ -115,10 +119,36 @@ describe("praxmail doctor", () => {
       const human = await praxmail(args());
       expect(human.code).toBe(1);
       expect(human.stdout).toContain(`fail  identity     ${file} has mode 0644: others may read the practice identity\n`);
+      expect(human.stdout).toContain(`fail  permissions  ${file} has mode 0644: others may read it\n`);
       expect(human.stdout).toContain(`hint: chmod 600 ${file}\n`);
     } finally {
       await chmod(file, 0o600);
     }
+  });
+
+  it("fails on a database or a blob folder others may read, naming the path, its mode and the chmod", async () => {
+    const db = join(home, "praxmail.db");
+    await chmod(db, 0o644);
+    try {
+      const r = await praxmail([...args(), "--json"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe("praxmail: error: 1 of 8 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
+      expect(doctorJson(r).by("permissions")).toEqual({ name: "permissions", status: "fail", reason: `${db} has mode 0644: others may read it`, hint: `chmod 600 ${db}` });
+      const blobs = join(home, "blobs");
+      await mkdir(join(blobs, "tmp"), { recursive: true, mode: 0o700 });
+      await chmod(blobs, 0o755);
+      try {
+        const human = await praxmail(args());
+        expect(human.code).toBe(1);
+        expect(human.stdout).toContain(`fail  permissions  ${blobs} has mode 0755: others may list or change what is in it (and 1 more under ${home})\n`);
+        expect(human.stdout).toContain(`hint: chmod -R go= ${home}\n`);
+      } finally {
+        await chmod(blobs, 0o700);
+      }
+    } finally {
+      await chmod(db, 0o600);
+    }
+    expect(doctorJson(await praxmail([...args(), "--json"])).by("permissions").status).toBe("ok");
   });
 
   it("fails on an identity file with another key, and on a home others may write", async () => {
@@ -255,6 +285,7 @@ describe("praxmail doctor", () => {
     const d = doctorJson(r);
     expect(d.checks.map((c) => [c.name, c.status])).toEqual([
       ["config", "fail"],
+      ["permissions", "ok"],
       ["identity", "skip"],
       ["upstream", "skip"],
       ["relay-port", "skip"],
@@ -269,6 +300,93 @@ describe("praxmail doctor", () => {
   });
 });
 
+describe("permissions under home", () => {
+  const umask = (mask: string): string[] => ["sh", "-c", `umask ${mask}; exec "$@"`, "sh"];
+  const modes = async (home: string): Promise<Map<string, number>> => {
+    const out = new Map<string, number>([[".", await modeOf(home)]]);
+    const visit = async (d: string): Promise<void> => {
+      for (const e of await readdir(d, { withFileTypes: true })) {
+        const p = join(d, e.name);
+        out.set(p.slice(home.length + 1), await modeOf(p));
+        if (e.isDirectory()) await visit(p);
+      }
+    };
+    await visit(home);
+    return out;
+  };
+  const loose = (m: Map<string, number>, isDir: (rel: string) => boolean): string[] =>
+    [...m].filter(([rel, mode]) => mode !== (isDir(rel) ? 0o700 : 0o600)).map(([rel, mode]) => `${rel} ${mode.toString(8)}`);
+
+  it.each(["000", "022"])("folders are 0700 and files 0600 after init, send and serve under umask %s", async (mask) => {
+    const dir = await tempDir();
+    try {
+      const home = join(dir, "home");
+      const init = await praxmail(["init", "--home", home, "--yes", "--no-keyring", "--practice-name", "P", "--practice-email", "praxis@praxis-weber.example"], { wrap: umask(mask) });
+      expect(init.code, init.stderr).toBe(0);
+      await writeFile(join(dir, "befund.pdf"), "%PDF-1.4 befund");
+      const sent = await praxmail(["send", "--home", home, "--to", "anna@patient.example", "--level", "3", join(dir, "befund.pdf")], { wrap: umask(mask) });
+      expect(sent.code, sent.stderr).toBe(0);
+      // serve inherits this process's umask at spawn.
+      const old = process.umask(Number.parseInt(mask, 8));
+      const starting = startServe(home);
+      process.umask(old);
+      const served = await starting;
+      try {
+        const mail = befundMail({ from: "praxis@praxis-weber.example", to: "ben@patient.example", messageId: `umask-${mask}@praxis-weber.example`, attachment: Buffer.from("%PDF-1.4 relayed") });
+        expect((await submit(served.smtpPort, "praxis@praxis-weber.example", ["ben@patient.example"], mail)).code).toBe(250);
+        // While serve holds the database: its -wal and -shm exist, 0600.
+        const live = await modes(home);
+        expect(live.get("praxmail.db-wal")).toBe(0o600);
+        expect(live.get("praxmail.db-shm")).toBe(0o600);
+        expect(loose(live, (rel) => !rel.includes(".") || rel === ".")).toEqual([]);
+      } finally {
+        expect(await served.stop()).toBe(0);
+      }
+      const after = await modes(home);
+      // Two blobs (send, relay), the outbox with the patients' notifications, the database.
+      expect([...after.keys()].filter((r) => r.endsWith(".age")).length).toBe(2);
+      expect([...after.keys()].filter((r) => r.startsWith("outbox/")).length).toBe(2);
+      expect(after.get("blobs")).toBe(0o700);
+      expect(after.get("blobs/tmp")).toBe(0o700);
+      expect(after.get("outbox")).toBe(0o700);
+      expect(after.get("praxmail.db")).toBe(0o600);
+      expect(loose(after, (rel) => !rel.includes(".") || rel === "." || /^blobs\/[0-9a-f]{2}$/.test(rel))).toEqual([]);
+    } finally {
+      await cleanup(dir);
+    }
+  });
+
+  it("tightens a home made 0755, and a database, -wal and -shm made 0644, when it opens them", async () => {
+    const dir = await tempDir();
+    try {
+      const home = join(dir, "home");
+      await mkdir(home);
+      await chmod(home, 0o755);
+      await initHome(home);
+      expect(await modeOf(home)).toBe(0o700);
+      expect((await praxmail(["list", "--home", home])).code).toBe(0); // creates the database
+      await chmod(home, 0o755);
+      await chmod(join(home, "praxmail.db"), 0o644);
+      // Another connection holds the database, so -wal and -shm stay; SQLite gives them the
+      // database file's mode, 0644 here.
+      const other = new Database(join(home, "praxmail.db"));
+      try {
+        other.pragma("journal_mode = WAL");
+        other.prepare("SELECT COUNT(*) FROM deliveries").get();
+        expect(await modeOf(join(home, "praxmail.db-wal"))).toBe(0o644);
+        const r = await praxmail(["list", "--home", home], { wrap: umask("000") });
+        expect(r.code, r.stderr).toBe(0);
+        expect(await modeOf(home)).toBe(0o700);
+        for (const f of ["praxmail.db", "praxmail.db-wal", "praxmail.db-shm"]) expect(await modeOf(join(home, f)), f).toBe(0o600);
+      } finally {
+        other.close();
+      }
+    } finally {
+      await cleanup(dir);
+    }
+  });
+});
+
 describe("praxmail backup and restore", () => {
   const PATIENT = "anna@patient.example";
   const SECU_PASS = "Leuchtturm-Kaffee-7-Sonnenblume";
@@ -278,6 +396,12 @@ describe("praxmail backup and restore", () => {
   let patientIdentity: string;
   const originals = new Map<string, Buffer>(); // delivery id -> plaintext
   let revokedBlob: string;
+  let identityFile: string;
+  let practiceIdentity: string;
+  const UPSTREAM_PASSWORD = "Geheim-Passwort-42";
+  const opener = (): ((s: ReadableStream<Uint8Array>) => Promise<ReadableStream<Uint8Array>>) => (s) => decryptStream(s, [practiceIdentity]);
+  /** The plaintext of a sealed file in a backup. */
+  const unseal = async (file: string): Promise<Buffer> => readAll(await decryptStream(fileStream(file), [practiceIdentity]));
 
   interface ListJson {
     id: string;
@@ -311,35 +435,82 @@ describe("praxmail backup and restore", () => {
     revokedBlob = (await list(home)).find((d) => d.id === revoked)!.files[0]!.blob!;
     expect((await praxmail(["revoke", revoked, "--yes", "--home", home])).code).toBe(0);
     originals.delete(revoked);
+    // From now on config.json holds an upstream password; no mail is sent after this.
+    await patchConfig(home, { upstream: `smtp://praxis:${UPSTREAM_PASSWORD}@127.0.0.1:1` });
+    identityFile = join(home, "practice-identity.txt");
+    practiceIdentity = await readIdentityFile(identityFile, () => Promise.resolve(undefined));
   });
   afterAll(async () => {
     await cleanup(dir);
   });
 
-  it("backs up into a new folder: 0700/0600, manifest with the database's SHA-256, no identity", async () => {
+  it("backs up into a new folder: 0700/0600, manifest with the database's SHA-256, no identity; database, config and manifest encrypted to the practice recipient", async () => {
     const bk = join(dir, "backup");
     const r = await praxmail(["backup", bk, "--home", home, "--json"]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toContain("praxmail: note: the practice identity is not in this backup");
-    const out = JSON.parse(r.stdout) as { dir: string; counts: BackupManifest["counts"]; identity: boolean; database: { sha256: string } };
-    expect(out).toMatchObject({ dir: bk, identity: false, counts: { deliveries: 3, patients: 1, replies: 0, blobs: 2 } });
-    const m = await readManifest(bk);
+    const recipient = await recipientOf(practiceIdentity);
+    expect(r.stderr).toContain(`praxmail: note: the backup is encrypted to the practice recipient ${recipient}; only the practice identity\n`);
+    const out = JSON.parse(r.stdout) as { dir: string; counts: BackupManifest["counts"]; encryptedTo: string; database: { sha256: string } };
+    expect(out).toMatchObject({ dir: bk, encryptedTo: recipient, counts: { deliveries: 3, patients: 1, replies: 0, blobs: 2 } });
+    const m = await readManifest(bk, opener());
     expect(out.database.sha256).toBe(m.database.sha256);
-    expect(sha(await readFile(join(bk, "praxmail.db")))).toBe(m.database.sha256);
+    // The manifest holds the SHA-256 of the database as it was in home; the backup holds it sealed.
+    expect(sha(await unseal(join(bk, "praxmail.db.age")))).toBe(m.database.sha256);
     expect(m.files.map((f) => f.path)).toEqual(["config.json"]);
-    expect(await readFile(join(bk, "config.json"))).toEqual(await readFile(join(home, "config.json")));
-    // The two live blobs, byte for byte; the revoked delivery's blob is gone in home and backup.
+    expect(await unseal(join(bk, "config.json.age"))).toEqual(await readFile(join(home, "config.json")));
+    // The two live blobs, byte for byte (age files to their delivery keys already); the revoked delivery's blob is gone in home and backup.
     const live = (await list(home)).flatMap((d) => d.files.map((f) => f.blob)).filter((b): b is string => b !== null).sort();
     expect(m.blobs.map((b) => b.path)).toEqual(live);
     for (const b of m.blobs) expect(sha(await readFile(join(bk, b.path)))).toBe(sha(await readFile(join(home, b.path))));
     expect(m.blobs.map((b) => b.path)).not.toContain(revokedBlob);
+    expect((await walk(bk)).map((f) => f.slice(bk.length + 1)).sort()).toEqual(["backup.json", "config.json.age", "manifest.age", "praxmail.db.age", ...live].sort());
+    expect(JSON.parse(await readFile(join(bk, "backup.json"), "utf8"))).toEqual({
+      format: "praxmail-backup",
+      version: 2,
+      encryptedTo: recipient,
+      identity: { kind: "file", file: "practice-identity.txt", protected: false },
+    });
     expect(await modeOf(bk)).toBe(0o700);
     for (const f of await walk(bk)) expect(await modeOf(f), f).toBe(0o600);
-    expect((await walk(bk)).some((f) => f.includes("practice-identity"))).toBe(false);
     // The backup is recorded in the live audit log.
-    const audit = JSON.parse((await praxmail(["audit", "--json", "--home", home])).stdout) as { action: string; subject: string; details: { identity: boolean } }[];
-    expect(audit.at(-1)).toMatchObject({ action: "backup", subject: bk, details: { identity: false } });
+    const audit = JSON.parse((await praxmail(["audit", "--json", "--home", home])).stdout) as { action: string; subject: string; details: { encryptedTo: string } }[];
+    expect(audit.at(-1)).toMatchObject({ action: "backup", subject: bk, details: { encryptedTo: recipient } });
   });
+
+  it("holds the upstream password and the patients' addresses nowhere in clear, in any byte of the backup", async () => {
+    const bk = join(dir, "backup");
+    expect((await readFile(join(home, "config.json"), "utf8")).includes(UPSTREAM_PASSWORD)).toBe(true);
+    const secrets = [UPSTREAM_PASSWORD, PATIENT, "ben@patient.example", "befund-1.pdf", "praxis@praxis-weber.example"];
+    const files = await walk(bk);
+    expect(files.length).toBe(6);
+    for (const f of files) {
+      const bytes = await readFile(f);
+      for (const secret of secrets) {
+        for (const enc of ["utf8", "utf16le", "latin1"] as const) expect(bytes.includes(Buffer.from(secret, enc)), `${secret} (${enc}) in ${f}`).toBe(false);
+      }
+    }
+    // The database inside does hold them: the test would see them if they were in clear.
+    expect((await unseal(join(bk, "praxmail.db.age"))).includes(PATIENT)).toBe(true);
+    expect((await unseal(join(bk, "config.json.age"))).includes(UPSTREAM_PASSWORD)).toBe(true);
+  });
+
+  if (needTool("age")) {
+    it("is standard age: age -d opens the sealed files with the practice identity and nothing else", () => {
+      const bk = join(dir, "backup");
+      const ok = spawnSync("age", ["-d", "-i", identityFile, join(bk, "config.json.age")], { encoding: "utf8" });
+      expect(ok.status, ok.stderr).toBe(0);
+      expect(JSON.parse(ok.stdout)).toMatchObject({ practiceEmail: "praxis@praxis-weber.example", upstream: `smtp://praxis:${UPSTREAM_PASSWORD}@127.0.0.1:1` });
+      const db = spawnSync("age", ["-d", "-i", identityFile, join(bk, "praxmail.db.age")]);
+      expect(db.status).toBe(0);
+      expect(db.stdout.subarray(0, 16).toString("latin1")).toBe("SQLite format 3\0");
+      const other = join(dir, "stranger.txt");
+      spawnSync("age-keygen", ["-o", other]);
+      const no = spawnSync("age", ["-d", "-i", other, join(bk, "manifest.age")], { encoding: "utf8" });
+      expect(no.status).not.toBe(0);
+      expect(no.stderr).toContain("no identity matched any of the recipients");
+      expect(no.stdout).toBe("");
+    });
+  }
 
   it("refuses a folder that is not empty or lies inside home, and leaves it as it was", async () => {
     const full = join(dir, "full");
@@ -357,10 +528,11 @@ describe("praxmail backup and restore", () => {
   it("restores into a fresh home; audit --verify passes; a patient downloads from praxmail serve on it", async () => {
     const bk = join(dir, "backup");
     const restored = join(dir, "restored");
-    const r = await praxmail(["restore", bk, "--home", restored, "--json"]);
+    const r = await praxmail(["restore", bk, "--home", restored, "--json", "--identity", identityFile]);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ home: restored, dir: bk, identity: false, counts: { deliveries: 3, patients: 1, blobs: 2 } });
-    expect(r.stderr).toContain(`praxmail: note: the practice identity was not in this backup: put it back at ${join(restored, "practice-identity.txt")} (mode 0600),`);
+    expect(JSON.parse(r.stdout)).toMatchObject({ home: restored, dir: bk, encryptedTo: await recipientOf(practiceIdentity), counts: { deliveries: 3, patients: 1, blobs: 2 } });
+    expect(r.stderr).toContain(`praxmail: note: backups never hold the practice identity: put it back at ${join(restored, "practice-identity.txt")} (mode 0600),`);
+    expect(await readFile(join(restored, "config.json"))).toEqual(await readFile(join(home, "config.json")));
     expect(await readdir(restored)).not.toContain(".restore-partial");
 
     const verify = await praxmail(["audit", "--verify", "--home", restored]);
@@ -432,44 +604,97 @@ describe("praxmail backup and restore", () => {
     expect(await Promise.all((await walk(home)).map(async (f) => [f, sha(await readFile(f))]))).toEqual(before);
   });
 
-  it("refuses a damaged backup (one flipped byte, a missing manifest) and leaves the home empty", async () => {
+  it("refuses a damaged backup (one flipped byte in a blob or the sealed database, a missing manifest) and leaves the home empty", async () => {
     const bad = join(dir, "damaged");
     await cp(join(dir, "backup"), bad, { recursive: true });
-    const m = await readManifest(bad);
-    const victim = join(bad, m.blobs[1]!.path);
-    const bytes = await readFile(victim);
-    bytes.writeUInt8(bytes.readUInt8(bytes.length - 100) ^ 1, bytes.length - 100);
-    await writeFile(victim, bytes);
+    const m = await readManifest(bad, opener());
+    const flip = async (file: string): Promise<void> => {
+      const bytes = await readFile(file);
+      bytes.writeUInt8(bytes.readUInt8(bytes.length - 100) ^ 1, bytes.length - 100);
+      await writeFile(file, bytes);
+    };
+    await flip(join(bad, m.blobs[1]!.path));
     const target = join(dir, "restored-damaged");
-    const r = await praxmail(["restore", bad, "--home", target]);
+    const r = await praxmail(["restore", bad, "--home", target, "--identity", identityFile]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(
       `praxmail: error: ${m.blobs[1]!.path} does not match the manifest (size or SHA-256)\npraxmail: hint: the backup in ${bad} was altered or damaged; use another copy\n`,
     );
     expect(await readdir(target)).toEqual([]);
 
-    await rm(join(bad, "manifest.json"));
-    const none = await praxmail(["restore", bad, "--home", target]);
+    await flip(join(bad, m.blobs[1]!.path)); // whole again
+    await flip(join(bad, "praxmail.db.age"));
+    const db = await praxmail(["restore", bad, "--home", target, "--identity", identityFile]);
+    expect(db.code).toBe(1);
+    expect(db.stderr).toMatch(/^praxmail: error: praxmail\.db\.age does not decrypt: .+\npraxmail: hint: the backup in .* was altered or damaged; use another copy\n$/);
+    expect(await readdir(target)).toEqual([]);
+
+    await rm(join(bad, "manifest.age"));
+    const none = await praxmail(["restore", bad, "--home", target, "--identity", identityFile]);
     expect(none.code).toBe(1);
-    expect(none.stderr).toContain(`cannot read ${join(bad, "manifest.json")} (ENOENT)`);
+    expect(none.stderr).toContain(`cannot read ${join(bad, "manifest.age")} (ENOENT)`);
     expect(none.stderr).toContain("is not a complete praxmail backup");
     expect(await readdir(target)).toEqual([]);
   });
 
-  it("--include-identity copies the identity (0600, loud warning); the restored home opens deliveries with it", async () => {
-    const bk = join(dir, "backup-with-identity");
-    const r = await praxmail(["backup", bk, "--home", home, "--include-identity"]);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toContain("praxmail: WARNING: this backup holds the practice identity");
-    expect(await modeOf(join(bk, "practice-identity.txt"))).toBe(0o600);
-    expect((await readManifest(bk)).files.map((f) => f.path)).toEqual(["practice-identity.txt", "config.json"]);
+  it("refuses a wrong identity precisely, and no identity, leaving the target home empty", async () => {
+    const bk = join(dir, "backup");
+    const target = join(dir, "restored-wrong-identity");
+    await mkdir(target);
+    const stranger = join(dir, "stranger-identity.txt");
+    const strangerId = generateIdentity("x25519");
+    await writeIdentityFile(stranger, strangerId, undefined, new Date());
+    const r = await praxmail(["restore", bk, "--home", target, "--identity", stranger]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `praxmail: error: the identity from ${stranger} (${await recipientOf(strangerId)}) does not open the backup in ${bk}, which is encrypted to ${await recipientOf(practiceIdentity)}\n` +
+        "praxmail: hint: pass the practice identity of the home that made the backup, with --identity FILE or PRAXMAIL_IDENTITY\n",
+    );
+    expect(await readdir(target)).toEqual([]);
+    // A header altered to name the stranger's recipient: the manifest still does not open.
+    const forged = join(dir, "backup-forged-header");
+    await cp(bk, forged, { recursive: true });
+    const header = JSON.parse(await readFile(join(forged, "backup.json"), "utf8")) as Record<string, unknown>;
+    await writeFile(join(forged, "backup.json"), JSON.stringify({ ...header, encryptedTo: await recipientOf(strangerId) }));
+    const f = await praxmail(["restore", forged, "--home", target], { env: { PRAXMAIL_IDENTITY: stranger } });
+    expect(f.code).toBe(1);
+    expect(f.stderr).toMatch(new RegExp(`^praxmail: error: ${join(forged, "manifest.age").replace(/[.]/g, "\\.")} does not decrypt: no identity matched`));
+    expect(await readdir(target)).toEqual([]);
+    // Without --identity: where the home kept it, i.e. the identity file in the new home, which is not there.
+    const none = await praxmail(["restore", bk, "--home", target]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toBe(
+      `praxmail: error: cannot load the practice identity: ENOENT reading ${join(target, "practice-identity.txt")}\npraxmail: hint: pass --identity FILE or set PRAXMAIL_IDENTITY\n`,
+    );
+    expect(await readdir(target)).toEqual([]);
+  });
+
+  it("refuses an unencrypted backup of format 1, saying what to do", async () => {
+    const old = join(dir, "backup-format-1");
+    await mkdir(old);
+    await writeFile(join(old, "manifest.json"), JSON.stringify({ format: "praxmail-backup", version: 1 }));
+    await writeFile(join(old, "config.json"), await readFile(join(home, "config.json")));
+    const target = join(dir, "restored-format-1");
+    const r = await praxmail(["restore", old, "--home", target, "--identity", identityFile]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `praxmail: error: ${old} is an unencrypted backup (format 1) made by an older praxmail; this praxmail restores only encrypted backups\n` +
+        "praxmail: hint: restore it with the praxmail version that made it, back that home up again with this one, and destroy the plain copy: it holds config.json (with the upstream password) in clear\n",
+    );
+    await expect(stat(target)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("restores with the identity file put back into the new home first; the restored home opens deliveries with it", async () => {
     const restored = join(dir, "restored-with-identity");
-    const rr = await praxmail(["restore", bk, "--home", restored]);
+    await mkdir(restored, { mode: 0o700 });
+    await copyFile(identityFile, join(restored, "practice-identity.txt"));
+    const rr = await praxmail(["restore", join(dir, "backup"), "--home", restored]);
     expect(rr.code, rr.stderr).toBe(0);
-    expect(rr.stderr).not.toContain("was not in this backup");
+    expect(rr.stderr).not.toContain("never hold the practice identity");
     expect(await modeOf(join(restored, "practice-identity.txt"))).toBe(0o600);
     const doctor = doctorJson(await praxmail(["doctor", "--home", restored, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--json"]));
     expect(doctor.by("identity").status).toBe("ok");
+    expect(doctor.by("permissions").status).toBe("ok");
     // The practice side: the first mail's link token and wrap[P] open the file in the restored home.
     const [first] = await outbox(home);
     const token = /\/d\/([A-Za-z0-9_-]{43})/.exec(first!.text ?? "")![1]!;
@@ -492,7 +717,10 @@ describe("praxmail backup and restore", () => {
         markSent(ctx, [d.id]);
         return ctx.store.records.files(d.id)[0]!.blob!;
       };
+      const recipient = await recipientOf(practiceIdentity);
       const m = await backupHome(home, bk, {
+        seal: (plain) => encryptStream(plain, [recipient]),
+        header: { encryptedTo: recipient },
         files: ["config.json"],
         progress: async (p) => {
           phases.push(p.phase === "database" ? `database ${p.attempt}` : `blobs ${p.done}/${p.total}`);
@@ -511,7 +739,9 @@ describe("praxmail backup and restore", () => {
       expect(names).toContain(later[0]); // in the second snapshot
       expect(names).not.toContain(later[1]); // written after it
       // Every blob the backed-up database names is in the backup, and nothing else.
-      const db = new Database(join(bk, "praxmail.db"), { readonly: true });
+      const plainDb = join(dir, "during-revoke.db");
+      await writeFile(plainDb, await unseal(join(bk, "praxmail.db.age")));
+      const db = new Database(plainDb, { readonly: true });
       try {
         const named = (db.prepare("SELECT blob FROM files WHERE blob IS NOT NULL").pluck().all() as string[]).sort();
         expect(named).toEqual([...names].sort());
@@ -521,7 +751,7 @@ describe("praxmail backup and restore", () => {
       }
       expect((await walk(join(bk, "blobs"))).length).toBe(names.length);
       const restored = join(dir, "restored-during-revoke");
-      const r = await praxmail(["restore", bk, "--home", restored]);
+      const r = await praxmail(["restore", bk, "--home", restored, "--identity", identityFile]);
       expect(r.code, r.stderr).toBe(0);
       expect((await praxmail(["audit", "--verify", "--home", restored])).code).toBe(0);
     } finally {

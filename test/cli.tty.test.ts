@@ -78,6 +78,32 @@ describe.runIf(needTool("tmux"))("on a terminal", () => {
     ]);
   });
 
+  it("restore asks for the passphrase of a protected identity on a terminal, and refuses without one in a pipe", async () => {
+    const home = join(dir, "protected");
+    const passphrase = "eine lange Passphrase";
+    const init = await praxmail(
+      ["init", "--yes", "--protect", "--home", home, "--practice-name", "P", "--practice-email", "praxis@praxis-weber.example", "--recipient-type", "x25519"],
+      { env: { PRAXMAIL_IDENTITY_PASSPHRASE: passphrase } },
+    );
+    expect(init.code, init.stderr).toBe(0);
+    const backup = join(dir, "protected-backup");
+    expect((await praxmail(["backup", backup, "--home", home])).code).toBe(0);
+    const identity = join(home, "practice-identity.age");
+    const target = join(dir, "protected-restored");
+    const piped = await praxmail(["restore", backup, "--home", target, "--identity", identity]);
+    expect(piped.code).toBe(1);
+    expect(piped.stderr).toBe("praxmail: error: the identity file is passphrase-protected\npraxmail: hint: run on a terminal, or set PRAXMAIL_IDENTITY_PASSPHRASE\n");
+    await expect(readFile(join(target, "config.json"))).rejects.toMatchObject({ code: "ENOENT" });
+    term = new Terminal(`restore '${backup}' --home '${target}' --identity '${identity}'`);
+    await term.waitFor("Passphrase of the practice identity");
+    term.keys("-l", passphrase);
+    term.keys("Enter");
+    const { code, screen } = await term.exit();
+    expect(code).toBe(0);
+    expect(screen.replace(/\n/g, "")).toContain(`into ${target}; audit chain intact`);
+    expect(await readFile(join(target, "config.json"))).toEqual(await readFile(join(home, "config.json")));
+  });
+
   it("answering no to the confirmation approves nobody", async () => {
     const home = join(dir, "decline");
     await initHome(home, ["--recipient-type", "x25519"]);

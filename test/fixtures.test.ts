@@ -1,4 +1,6 @@
-// The vendored sample mails must stay identical to the shared ones they were copied from.
+// The vendored sample mails are checked on their own against the SHA-256 list committed
+// beside them; the comparison with the shared originals is an extra for the maintainers.
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readFile, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -6,11 +8,29 @@ import { describe, expect, it } from "vitest";
 
 const ours = resolve(import.meta.dirname, "fixtures/mail");
 const shared = resolve(import.meta.dirname, "../../shared/testdata/mail");
+const emls = async (dir: string): Promise<string[]> => (await readdir(dir)).filter((n) => n.endsWith(".eml")).sort();
 
-describe.runIf(existsSync(shared))("test/fixtures/mail", () => {
-  it("holds exactly the shared sample mails, byte for byte", async () => {
-    const names = (await readdir(shared)).filter((n) => n.endsWith(".eml")).sort();
-    expect((await readdir(ours)).filter((n) => n.endsWith(".eml")).sort()).toEqual(names);
-    for (const n of names) expect((await readFile(join(ours, n))).equals(await readFile(join(shared, n))), n).toBe(true);
+describe("test/fixtures/mail", () => {
+  it("holds exactly the files SHA256SUMS lists, byte for byte", async () => {
+    const listed = (await readFile(join(ours, "SHA256SUMS"), "utf8"))
+      .trimEnd()
+      .split("\n")
+      .map((line) => {
+        const m = /^([0-9a-f]{64}) {2}(\S+\.eml)$/.exec(line);
+        if (!m) throw new Error(`bad SHA256SUMS line: ${line}`);
+        return [m[2]!, m[1]!] as const;
+      });
+    expect(listed.length).toBe(8);
+    expect(await emls(ours)).toEqual(listed.map(([n]) => n).sort());
+    for (const [name, sum] of listed) expect(createHash("sha256").update(await readFile(join(ours, name))).digest("hex"), name).toBe(sum);
   });
+
+  it.skipIf(!existsSync(shared))(
+    "holds the shared sample mails byte for byte (skipped: ../shared/testdata is absent, it exists only in the maintainers' workspace)",
+    async () => {
+      const names = await emls(shared);
+      expect(await emls(ours)).toEqual(names);
+      for (const n of names) expect((await readFile(join(ours, n))).equals(await readFile(join(shared, n))), n).toBe(true);
+    },
+  );
 });

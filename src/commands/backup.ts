@@ -1,13 +1,10 @@
 import { readFileSync } from "node:fs";
 import { isAbsolute, relative, resolve } from "node:path";
 import { Command } from "commander";
+import { encryptStream } from "../crypto/index.js";
 import { PraxmailError, type Context } from "../core/index.js";
 import { BackupError, backupHome, type BackupManifest } from "../store/index.js";
 import { common, note, printJson, progress, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
-
-interface BackupFlags extends HomeOptions, JsonOptions {
-  includeIdentity?: boolean;
-}
 
 const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
@@ -42,7 +39,8 @@ export function backupFailure(e: unknown, dir: string, home: string): unknown {
     "not-empty": "give a new or empty folder; existing files are never overwritten",
     "missing-blob": `home's database names a file that is gone; run praxmail audit and look for changes made outside praxmail in ${home}`,
     corrupt: `the database in ${home} is damaged; restore it from an earlier backup`,
-    manifest: `${dir} is not a complete praxmail backup (manifest.json is written last)`,
+    manifest: `${dir} is not a complete praxmail backup made for this identity (manifest.age is written last)`,
+    plain: "restore it with the praxmail version that made it, back that home up again with this one, and destroy the plain copy: it holds config.json (with the upstream password) in clear",
     mismatch: `the backup in ${dir} was altered or damaged; use another copy`,
     audit: "the database was altered outside praxmail; keep this backup for investigation and restore an earlier one",
     schema: "install the praxmail version that made the backup (or newer)",
@@ -51,39 +49,29 @@ export function backupFailure(e: unknown, dir: string, home: string): unknown {
 }
 
 /**
- * Backs up a home; `--include-identity` adds the practice identity file.
+ * Backs up a home, encrypted to the practice recipient: the database, config.json and the
+ * manifest are age files that only the practice identity opens (blobs are age files already).
  *
  * @param ctx - The core context.
  * @param io - The streams.
  * @param dir - The backup folder (new or empty).
- * @param flags - Parsed options.
  * @returns The manifest written.
  */
-export async function runBackup(ctx: Context, io: Io, dir: string, flags: BackupFlags): Promise<BackupManifest> {
+export async function runBackup(ctx: Context, io: Io, dir: string): Promise<BackupManifest> {
   const inside = relative(ctx.home, dir);
   if (inside === "" || (!inside.startsWith("..") && !isAbsolute(inside))) {
     throw new PraxmailError("usage", `the backup folder ${dir} is inside home ${ctx.home}`, "back up to another disk or host, outside home");
   }
-  const id = ctx.config.identity;
-  if (flags.includeIdentity && id.kind === "keyring") {
-    throw new PraxmailError(
-      "identity",
-      "the practice identity is in the OS keyring, which praxmail does not copy into backups",
-      "back up the keyring with your desktop's tools, or keep the identity in a file (init --no-keyring on a new home)",
-    );
-  }
-  const identityFile = flags.includeIdentity && id.kind === "file" ? id.file : null;
+  const recipient = ctx.config.practiceRecipient;
   const bar = progress(io);
   try {
     return await backupHome(ctx.home, dir, {
+      seal: (plain) => encryptStream(plain, [recipient]),
+      // Public facts restore needs before it can open anything: which identity, and where init kept it.
+      header: { encryptedTo: recipient, identity: ctx.config.identity },
       // config.json last: restore puts it back last, and only then is the home initialised.
-      files: [...(identityFile ? [identityFile] : []), "config.json"],
-      meta: {
-        praxmail: VERSION,
-        home: ctx.home,
-        practiceRecipient: ctx.config.practiceRecipient,
-        identity: identityFile ? { file: identityFile, protected: id.kind === "file" && id.protected } : null,
-      },
+      files: ["config.json"],
+      meta: { praxmail: VERSION, home: ctx.home, practiceRecipient: recipient },
       progress: (p) => {
         bar.update(p.phase === "database" ? "snapshot of the database" : `copying blobs: ${p.done}/${p.total} (${bytes(p.bytes)})`);
       },
@@ -98,22 +86,18 @@ export async function runBackup(ctx: Context, io: Io, dir: string, flags: Backup
 /** @returns The `backup` command. */
 export function backupCommand(io: Io): Command {
   return common(new Command("backup"))
-    .description("copy the database (online snapshot), its blobs and config.json into a new folder, with a manifest")
+    .description("copy the database (online snapshot), its blobs and config.json into a new folder, encrypted to the practice recipient")
     .argument("<dir>", "a new or empty folder for the backup")
-    .option("--include-identity", "also copy the practice identity file; the backup then opens every delivery: keep it offline")
-    .action(async (dirArg: string, flags: BackupFlags) => {
+    .action(async (dirArg: string, flags: HomeOptions & JsonOptions) => {
       const dir = resolve(dirArg);
       const m = await withContext(flags, async (ctx) => {
-        const manifest = await runBackup(ctx, io, dir, flags);
+        const manifest = await runBackup(ctx, io, dir);
         ctx.store.transaction(() => {
-          ctx.store.audit(
-            { actor: ctx.actor, action: "backup", subject: dir, details: { blobs: manifest.counts.blobs, identity: manifest.meta.identity !== null } },
-            ctx.now(),
-          );
+          ctx.store.audit({ actor: ctx.actor, action: "backup", subject: dir, details: { blobs: manifest.counts.blobs, encryptedTo: ctx.config.practiceRecipient } }, ctx.now());
         });
         return manifest;
       });
-      const withIdentity = m.meta.identity !== null;
+      const recipient = String(m.meta.practiceRecipient);
       if (flags.json) {
         printJson(io, {
           dir,
@@ -121,7 +105,7 @@ export function backupCommand(io: Io): Command {
           database: { size: m.database.size, sha256: m.database.sha256 },
           counts: m.counts,
           auditIntact: m.auditIntact,
-          identity: withIdentity,
+          encryptedTo: recipient,
         });
       } else {
         io.out(
@@ -129,12 +113,7 @@ export function backupCommand(io: Io): Command {
         );
       }
       if (!m.auditIntact) note(io, "praxmail: warning: the audit chain in this backup is broken (run praxmail audit --verify); restore will refuse it");
-      if (withIdentity) {
-        note(io, "praxmail: WARNING: this backup holds the practice identity. With it, anyone who reads the backup can open every");
-        note(io, "praxmail: WARNING: delivery it contains. Keep it offline and encrypted; its files are mode 0600 in a 0700 folder.");
-      } else {
-        note(io, "praxmail: note: the practice identity is not in this backup. Without it, a restored home cannot approve");
-        note(io, "praxmail: note: patients or read replies: keep an offline copy of it, or back up with --include-identity.");
-      }
+      note(io, `praxmail: note: the backup is encrypted to the practice recipient ${recipient}; only the practice identity`);
+      note(io, "praxmail: note: restores it. Keep an offline copy of the identity apart from the backups: without it they are lost.");
     });
 }

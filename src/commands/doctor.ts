@@ -1,4 +1,4 @@
-import { stat, statfs } from "node:fs/promises";
+import { lstat, readdir, stat, statfs } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import chalk from "chalk";
 import { Command, InvalidArgumentError, Option } from "commander";
@@ -46,10 +46,32 @@ function checkConfig(home: string): { check: Check; config: Config | null } {
   }
 }
 
-async function checkConfigMode(home: string, check: Check): Promise<Check> {
-  const st = await stat(join(home, "config.json"));
-  if ((st.mode & 0o077) === 0) return check;
-  return warn("config", `config.json has mode ${mode(st.mode)}; it may hold the upstream password`, `chmod 600 ${join(home, "config.json")}`);
+/**
+ * Fails when home, or any file or folder in it (database, -wal, -shm, config.json, blobs,
+ * outbox, the identity file), grants any permission to group or others.
+ */
+async function checkPermissions(home: string): Promise<Check> {
+  const name = "permissions";
+  const loose: { path: string; mode: number; dir: boolean }[] = [];
+  let seen = 0;
+  const visit = async (path: string): Promise<void> => {
+    const st = await lstat(path);
+    seen++;
+    if (!st.isSymbolicLink() && (st.mode & 0o077) !== 0) loose.push({ path, mode: st.mode, dir: st.isDirectory() });
+    if (st.isDirectory()) for (const n of (await readdir(path)).sort()) await visit(join(path, n));
+  };
+  try {
+    await visit(home);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT" && seen === 0) return { name, status: "skip", reason: `${home} does not exist` };
+    return fail(name, `cannot check the permissions under ${home}: ${errCode(e)}`, "run praxmail doctor as the user that runs praxmail serve");
+  }
+  const [first] = loose;
+  if (!first) return ok(name, `${home} and the ${seen - 1} files and folders in it grant nothing to group or others`);
+  const what = first.dir ? "others may list or change what is in it" : "others may read it";
+  const more = loose.length > 1 ? ` (and ${loose.length - 1} more under ${home})` : "";
+  const hint = loose.length > 1 ? `chmod -R go= ${home}` : `chmod ${first.dir ? "700" : "600"} ${first.path}`;
+  return fail(name, `${first.path} has mode ${mode(first.mode)}: ${what}${more}`, hint);
 }
 
 async function checkIdentity(home: string, config: Config, io: Io, flag: string | undefined): Promise<Check> {
@@ -220,7 +242,8 @@ export async function runDoctor(io: Io, flags: DoctorFlags): Promise<{ home: str
   const { check, config } = checkConfig(home);
   const skip = (name: string): Promise<Check> => Promise.resolve({ name, status: "skip", reason: "needs a valid config.json" });
   const checks = await Promise.all([
-    config ? checkConfigMode(home, check) : Promise.resolve(check),
+    Promise.resolve(check),
+    checkPermissions(home),
     config ? checkIdentity(home, config, io, flags.identity) : skip("identity"),
     config ? checkUpstream(home, config, timeoutMs) : skip("upstream"),
     checkListen("relay-port", flags.smtp, "PRAXMAIL_SMTP", "--smtp"),
@@ -244,7 +267,7 @@ const LABEL = { ok: chalk.green("ok  "), warn: chalk.yellow("warn"), fail: chalk
 /** @returns The `doctor` command. */
 export function doctorCommand(io: Io): Command {
   return common(new Command("doctor"))
-    .description("check config, practice identity, upstream, listen addresses, disk space and the portal URL")
+    .description("check config, permissions under home, practice identity, upstream, listen addresses, disk space and the portal URL")
     .addOption(new Option("--smtp <host:port>", "relay address serve uses").env("PRAXMAIL_SMTP").argParser(parseListen).default(parseListen("127.0.0.1:2525"), "127.0.0.1:2525"))
     .addOption(new Option("--http <host:port>", "portal address serve uses").env("PRAXMAIL_HTTP").argParser(parseListen).default(parseListen("127.0.0.1:8080"), "127.0.0.1:8080"))
     .addOption(

@@ -101,7 +101,7 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
  * stored it.
  *
  * @param home - The home.
- * @param config - Its configuration.
+ * @param config - Its configuration (only where init stored the identity is read).
  * @param file - An identity file that overrides the configured store.
  * @param getPassphrase - Asked if the file is passphrase-protected.
  * @returns The identity; it is checked against `practiceRecipient` by its users.
@@ -109,7 +109,7 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
  */
 export async function loadPracticeIdentity(
   home: string,
-  config: Config,
+  config: Pick<Config, "identity">,
   file: string | undefined,
   getPassphrase: () => Promise<string | undefined>,
 ): Promise<string> {

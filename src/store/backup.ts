@@ -3,29 +3,50 @@
 // and SHA-256 sums. Blobs are written before the rows that name them and deleted after the
 // rows that named them are gone, so a snapshot can only miss a blob that was deleted after
 // it was taken; then a fresh snapshot, which no longer names it, is taken.
-import { createHash } from "node:crypto";
-import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm, rmdir, type FileHandle } from "node:fs/promises";
+//
+// Format 2 is encrypted: the database, the named files (config.json, with the upstream
+// password) and the manifest are sealed by the caller (age to the practice recipient; the
+// store knows no keys) and stored as `<name>.age`. Blobs are copied as they are: each is
+// already an age file to its delivery's key D, and D exists only wrapped (to the practice
+// and the patient) inside the sealed database; the sealed manifest holds their SHA-256.
+// Only `backup.json` is clear: the format and what the caller puts there (public facts
+// such as the recipient the backup is sealed to). The SHA-256 sums are those of the
+// plaintext, as in home. Format 1 (plain) is refused.
+import { createHash, randomBytes } from "node:crypto";
+import { chmod, lstat, mkdir, open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { verifyAudit } from "./audit.js";
 import { fileStream, fsync, writeStream } from "./blobs.js";
-import { DB_FILE, openDatabase } from "./db.js";
-import { MIGRATIONS } from "./migrations.js";
+import { DB_FILE } from "./db.js";
 import { Records } from "./records.js";
 
-/** The manifest's file name in a backup folder; it is written last. */
-export const MANIFEST_FILE = "manifest.json";
-const FORMAT = "praxmail-backup";
-const VERSION = 1;
+// Constants and helpers exported here are shared with restore.ts; index.ts re-exports only
+// the public ones.
+
+/** The sealed manifest's file name in a backup folder; it is written last. */
+export const MANIFEST_FILE = "manifest.age";
+/** The one clear file of a backup folder: format, version and the caller's public facts. */
+export const HEADER_FILE = "backup.json";
+/** The manifest of a format 1 (plain) backup. */
+export const PLAIN_MANIFEST = "manifest.json";
+/** What sealed files are called in a backup folder. */
+export const SEALED = ".age";
+/** The format's name and version, in backup.json and the manifest. */
+export const FORMAT = "praxmail-backup";
+export const VERSION = 2;
 /** Where restore assembles a home before moving it into place. */
-const STAGING = ".restore-partial";
-const BLOB_PATH = /^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/;
-const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
-const SHA256 = /^[0-9a-f]{64}$/;
+export const STAGING = ".restore-partial";
+export const BLOB_PATH = /^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/;
+export const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+export const SHA256 = /^[0-9a-f]{64}$/;
 /** Snapshots to take before giving up on a home where blobs keep disappearing. */
 const ATTEMPTS = 10;
 
-/** A file in a backup, relative to the backup folder. */
+/** Turns a stream into another: the caller's encryption (seal) or decryption (open). */
+export type StreamMap = (input: ReadableStream<Uint8Array>) => Promise<ReadableStream<Uint8Array>>;
+
+/** A file in a backup, by its path in home; size and SHA-256 of its bytes in home. */
 export interface ManifestEntry {
   readonly path: string;
   readonly size: number;
@@ -70,12 +91,13 @@ export class BackupError extends Error {
   /**
    * @param code - `not-empty`: the target folder holds files; `missing-blob`: home's database
    *   names a blob that is not on disk; `corrupt`: the database fails its integrity check;
-   *   `manifest`: no readable manifest; `mismatch`: a file differs from the manifest or is
-   *   missing; `audit`: the audit chain is broken; `schema`: written by a newer praxmail.
+   *   `manifest`: no readable manifest; `plain`: a format 1 (unencrypted) backup; `mismatch`:
+   *   a file differs from the manifest, is missing or does not decrypt; `audit`: the audit
+   *   chain is broken; `schema`: written by a newer praxmail.
    * @param message - Lowercase, no trailing period.
    */
   constructor(
-    readonly code: "not-empty" | "missing-blob" | "corrupt" | "manifest" | "mismatch" | "audit" | "schema",
+    readonly code: "not-empty" | "missing-blob" | "corrupt" | "manifest" | "plain" | "mismatch" | "audit" | "schema",
     message: string,
   ) {
     super(message);
@@ -83,10 +105,15 @@ export class BackupError extends Error {
   }
 }
 
-/** What to back up besides the database and blobs. */
+/** How to back up, and what besides the database and blobs. */
 export interface BackupOptions {
-  /** Files under home to copy verbatim, by name (e.g. `config.json`), in restore order. */
+  /** Encrypts the database, the files and the manifest. */
+  readonly seal: StreamMap;
+  /** Public facts for {@link HEADER_FILE} (never secrets: it is not sealed). */
+  readonly header?: Readonly<Record<string, unknown>>;
+  /** Files under home to back up (sealed), by name (e.g. `config.json`), in restore order. */
   readonly files?: readonly string[];
+  /** Goes into the sealed manifest. */
   readonly meta?: Readonly<Record<string, unknown>>;
   /** Called after each snapshot and blob; awaited, so a caller can pace the work. */
   readonly progress?: (p: BackupProgress) => void | Promise<void>;
@@ -94,11 +121,12 @@ export interface BackupOptions {
 }
 
 /**
- * Copies an open file to a new file (mode 0600), hashing it on the way, and fsyncs it.
+ * Copies an open file to a new file (mode 0600), hashing the plaintext on the way (after
+ * `open`, before `seal`), and fsyncs it.
  *
- * @returns Size and SHA-256 of what was written.
+ * @returns Size and SHA-256 of the plaintext.
  */
-async function copyHashed(input: FileHandle, dest: string): Promise<{ size: number; sha256: string }> {
+async function copyHashed(input: FileHandle, dest: string, how: { seal?: StreamMap; open?: StreamMap } = {}): Promise<{ size: number; sha256: string }> {
   const hash = createHash("sha256");
   let size = 0;
   const tap = new TransformStream<Uint8Array, Uint8Array>({
@@ -111,7 +139,11 @@ async function copyHashed(input: FileHandle, dest: string): Promise<{ size: numb
   await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
   const out = await open(dest, "wx", 0o600);
   try {
-    await writeStream(fileStream(input).pipeThrough(tap), out);
+    let data = fileStream(input);
+    if (how.open) data = await how.open(data);
+    data = data.pipeThrough(tap);
+    if (how.seal) data = await how.seal(data);
+    await writeStream(data, out);
     await out.sync();
   } finally {
     await out.close();
@@ -124,7 +156,7 @@ async function copyHashed(input: FileHandle, dest: string): Promise<{ size: numb
  *
  * @returns The entry, or null if the source does not exist.
  */
-async function copyIfPresent(source: string, dest: string, rel: string): Promise<ManifestEntry | null> {
+export async function copyIfPresent(source: string, dest: string, rel: string, how: { seal?: StreamMap; open?: StreamMap } = {}): Promise<ManifestEntry | null> {
   let input: FileHandle;
   try {
     input = await open(source, "r");
@@ -133,13 +165,18 @@ async function copyIfPresent(source: string, dest: string, rel: string): Promise
     throw e;
   }
   try {
-    return { path: rel, ...(await copyHashed(input, dest)) };
+    return { path: rel, ...(await copyHashed(input, dest, how)) };
   } finally {
     await input.close();
   }
 }
 
-async function isEmptyDir(dir: string, ignore: readonly string[] = []): Promise<boolean> {
+/**
+ * @param dir - A folder.
+ * @param ignore - Names that do not count.
+ * @returns Whether it is missing or holds nothing else.
+ */
+export async function isEmptyDir(dir: string, ignore: readonly string[] = []): Promise<boolean> {
   try {
     return (await readdir(dir)).every((n) => ignore.includes(n));
   } catch (e) {
@@ -158,6 +195,8 @@ interface Snapshot {
 /** Takes an online snapshot of home's database into file and reads what it references. */
 async function snapshot(home: string, file: string): Promise<Snapshot> {
   await rm(file, { force: true });
+  // SQLite would create it 0644 under umask 0022.
+  await (await open(file, "wx", 0o600)).close();
   const live = new Database(join(home, DB_FILE), { fileMustExist: true });
   try {
     live.pragma("busy_timeout = 5000");
@@ -186,17 +225,19 @@ async function snapshot(home: string, file: string): Promise<Snapshot> {
 }
 
 /**
- * Backs up a home into a new or empty folder: database snapshot, the blobs it references,
- * the named files, and last `manifest.json`. Everything is mode 0600 in folders of mode
- * 0700. On failure the folder is left as empty as it was found.
+ * Backs up a home into a new or empty folder: `backup.json`, the sealed database snapshot,
+ * the blobs it references, the sealed named files, and last the sealed manifest. Everything
+ * is mode 0600 in folders of mode 0700. On failure the folder is left as empty as it was
+ * found. No plaintext of the database or the files is ever written into the folder: the
+ * snapshot is taken into home and sealed from there.
  *
  * @param home - The praxmail home; its database must exist.
  * @param dest - The backup folder.
- * @param opts - Extra files, metadata, progress.
+ * @param opts - The seal, extra files, metadata, progress.
  * @returns The manifest written.
  * @throws {@link BackupError} `not-empty`, `missing-blob` or `corrupt`; system errors as they come.
  */
-export async function backupHome(home: string, dest: string, opts: BackupOptions = {}): Promise<BackupManifest> {
+export async function backupHome(home: string, dest: string, opts: BackupOptions): Promise<BackupManifest> {
   if (!(await isEmptyDir(dest))) throw new BackupError("not-empty", `${dest} is not empty`);
   let created = false;
   try {
@@ -205,21 +246,37 @@ export async function backupHome(home: string, dest: string, opts: BackupOptions
     created = true;
   }
   await mkdir(dest, { recursive: true, mode: 0o700 });
+  const tmpDb = join(home, `.backup-${randomBytes(6).toString("hex")}.partial`);
   try {
-    const manifest = await writeBackup(home, dest, opts);
+    const manifest = await writeBackup(home, dest, tmpDb, opts);
     await fsync(dest);
     return manifest;
   } catch (e) {
     if (created) await rm(dest, { recursive: true, force: true });
     else for (const n of await readdir(dest)) await rm(join(dest, n), { recursive: true, force: true });
     throw e;
+  } finally {
+    await rm(tmpDb, { force: true });
   }
 }
 
-async function writeBackup(home: string, dest: string, opts: BackupOptions): Promise<BackupManifest> {
+/** Writes a small file with mode 0600 under a temp name, fsyncs it and renames it into place. */
+async function writeSmall(dest: string, name: string, data: Uint8Array | string): Promise<void> {
+  const tmp = join(dest, `.${name}.tmp`);
+  const fh = await open(tmp, "wx", 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, join(dest, name));
+}
+
+async function writeBackup(home: string, dest: string, tmpDb: string, opts: BackupOptions): Promise<BackupManifest> {
   // An existing empty folder may have been made with the umask's mode.
   await chmod(dest, 0o700);
-  const tmpDb = join(dest, `${DB_FILE}.partial`);
+  await writeSmall(dest, HEADER_FILE, `${JSON.stringify({ format: FORMAT, version: VERSION, ...opts.header }, null, 2)}\n`);
   const copied = new Map<string, ManifestEntry>();
   let missingBefore = new Set<string>();
   let snap: Snapshot | undefined;
@@ -254,18 +311,19 @@ async function writeBackup(home: string, dest: string, opts: BackupOptions): Pro
   for (const d of blobDirs) await fsync(join(dest, d));
   if (blobDirs.size > 0) await fsync(join(dest, "blobs"));
 
+  const seal = { seal: opts.seal };
   const dbIn = await open(tmpDb, "r");
   let database: ManifestEntry;
   try {
-    database = { path: DB_FILE, ...(await copyHashed(dbIn, join(dest, DB_FILE))) };
+    database = { path: DB_FILE, ...(await copyHashed(dbIn, join(dest, DB_FILE + SEALED), seal)) };
   } finally {
     await dbIn.close();
   }
   await rm(tmpDb);
   const files: ManifestEntry[] = [];
   for (const name of opts.files ?? []) {
-    if (!FILE_NAME.test(name) || name === DB_FILE || name === MANIFEST_FILE) throw new Error(`cannot back up a file named ${JSON.stringify(name)}`);
-    const entry = await copyIfPresent(join(home, name), join(dest, name), name);
+    if (!FILE_NAME.test(name) || [DB_FILE, HEADER_FILE, PLAIN_MANIFEST].includes(name)) throw new Error(`cannot back up a file named ${JSON.stringify(name)}`);
+    const entry = await copyIfPresent(join(home, name), join(dest, name + SEALED), name, seal);
     if (!entry) throw Object.assign(new Error(`${join(home, name)} does not exist`), { code: "ENOENT" });
     files.push(entry);
   }
@@ -282,136 +340,7 @@ async function writeBackup(home: string, dest: string, opts: BackupOptions): Pro
     files,
     meta: opts.meta ?? {},
   };
-  const tmp = join(dest, `.${MANIFEST_FILE}.tmp`);
-  const fh = await open(tmp, "wx", 0o600);
-  try {
-    await fh.writeFile(`${JSON.stringify(manifest, null, 2)}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, join(dest, MANIFEST_FILE));
+  const sealed = await opts.seal(new Blob([`${JSON.stringify(manifest, null, 2)}\n`]).stream());
+  await writeSmall(dest, MANIFEST_FILE, new Uint8Array(await new Response(sealed).arrayBuffer()));
   return manifest;
-}
-
-function entryOk(v: unknown, path: RegExp): v is ManifestEntry {
-  const e = v as Partial<ManifestEntry> | null;
-  return (
-    typeof e === "object" && e !== null &&
-    typeof e.path === "string" && path.test(e.path) &&
-    typeof e.size === "number" && Number.isSafeInteger(e.size) && e.size >= 0 &&
-    typeof e.sha256 === "string" && SHA256.test(e.sha256)
-  );
-}
-
-/**
- * Reads and checks the manifest of a backup folder (its shape, not yet the files).
- *
- * @param dir - The backup folder.
- * @returns The manifest.
- * @throws {@link BackupError} `manifest` if it is missing, unreadable or of another format.
- */
-export async function readManifest(dir: string): Promise<BackupManifest> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await readFile(join(dir, MANIFEST_FILE), "utf8"));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new BackupError("manifest", code ? `cannot read ${join(dir, MANIFEST_FILE)} (${code})` : `${join(dir, MANIFEST_FILE)} is not JSON`);
-  }
-  const m = raw as Partial<BackupManifest> | null;
-  const bad = (why: string): BackupError => new BackupError("manifest", `${join(dir, MANIFEST_FILE)}: ${why}`);
-  if (typeof m !== "object" || m === null || m.format !== FORMAT) throw bad("not a praxmail backup manifest");
-  if (m.version !== VERSION) throw bad(`backup format version ${String(m.version)} is not supported (this praxmail reads ${VERSION})`);
-  if (!entryOk(m.database, new RegExp(`^${DB_FILE.replace(".", "\\.")}$`))) throw bad("database entry is invalid");
-  if (!Array.isArray(m.blobs) || !m.blobs.every((b) => entryOk(b, BLOB_PATH))) throw bad("blob entries are invalid");
-  const files: unknown = m.files;
-  if (!Array.isArray(files) || !files.every((f) => entryOk(f, FILE_NAME) && f.path !== DB_FILE && f.path !== MANIFEST_FILE && f.path !== STAGING)) {
-    throw bad("file entries are invalid");
-  }
-  const paths = [...m.blobs.map((b) => b.path), ...(files as ManifestEntry[]).map((f) => f.path)];
-  if (new Set(paths).size !== paths.length) throw bad("lists a file twice");
-  if (typeof m.createdAt !== "string" || typeof m.schema !== "number" || typeof m.counts !== "object") throw bad("is incomplete");
-  return { ...(m as BackupManifest), meta: typeof m.meta === "object" ? m.meta : {} };
-}
-
-/** What restore did. */
-export interface RestoreResult {
-  readonly manifest: BackupManifest;
-  /** Audit rows in the restored database; its chain was verified. */
-  readonly auditRows: number;
-}
-
-/** What restore needs besides the folders. */
-export interface RestoreOptions {
-  readonly progress?: (p: BackupProgress) => void | Promise<void>;
-}
-
-/**
- * Restores a backup into an empty (or missing) home. Every file is copied into a staging
- * folder under home and checked against the manifest, the database is opened (and migrated
- * if older), its audit chain verified and every blob it names found; only then are the
- * files moved into place, the manifest's `files` last and in order. On failure home is left
- * empty.
- *
- * @param dir - The backup folder.
- * @param home - The home to fill.
- * @param opts - Progress.
- * @returns The manifest and the audit row count.
- * @throws {@link BackupError} `not-empty`, `manifest`, `mismatch`, `audit` or `schema`.
- */
-export async function restoreHome(dir: string, home: string, opts: RestoreOptions = {}): Promise<RestoreResult> {
-  const manifest = await readManifest(dir);
-  if (!(await isEmptyDir(home, [STAGING]))) throw new BackupError("not-empty", `${home} is not empty`);
-  await mkdir(home, { recursive: true, mode: 0o700 });
-  const staging = join(home, STAGING);
-  await rm(staging, { recursive: true, force: true });
-  await mkdir(staging, { mode: 0o700 });
-  const moved: string[] = [];
-  try {
-    const take = async (e: ManifestEntry): Promise<void> => {
-      const got = await copyIfPresent(join(dir, ...e.path.split("/")), join(staging, ...e.path.split("/")), e.path);
-      if (!got) throw new BackupError("mismatch", `${e.path} is missing from the backup`);
-      if (got.size !== e.size || got.sha256 !== e.sha256) throw new BackupError("mismatch", `${e.path} does not match the manifest (size or SHA-256)`);
-    };
-    await take(manifest.database);
-    let bytes = 0;
-    for (const [i, b] of manifest.blobs.entries()) {
-      await take(b);
-      bytes += b.size;
-      await opts.progress?.({ phase: "blobs", done: i + 1, total: manifest.blobs.length, bytes });
-    }
-    for (const f of manifest.files) await take(f);
-
-    const raw = new Database(join(staging, DB_FILE), { readonly: true, fileMustExist: true });
-    const schema = raw.pragma("user_version", { simple: true }) as number;
-    raw.close();
-    const latest = MIGRATIONS.at(-1)?.version ?? 0;
-    if (schema > latest) throw new BackupError("schema", `the backup's database schema ${schema} is newer than this praxmail (${latest})`);
-    let auditRows: number;
-    const db = openDatabase(staging);
-    try {
-      const audit = verifyAudit(db);
-      if (!audit.ok) throw new BackupError("audit", `the audit chain of the backup is broken at row ${audit.seq}: ${audit.reason}`);
-      auditRows = audit.rows;
-      const listed = new Set(manifest.blobs.map((b) => b.path));
-      for (const rel of new Records(db).referencedBlobs()) {
-        if (!listed.has(rel)) throw new BackupError("mismatch", `the database names ${rel}, which the backup does not hold`);
-      }
-    } finally {
-      db.close();
-    }
-
-    for (const name of [DB_FILE, ...(manifest.blobs.length > 0 ? ["blobs"] : []), ...manifest.files.map((f) => f.path)]) {
-      await rename(join(staging, name), join(home, name));
-      moved.push(name);
-    }
-    await rmdir(staging);
-    await fsync(home);
-    return { manifest, auditRows };
-  } catch (e) {
-    for (const name of moved) await rm(join(home, name), { recursive: true, force: true });
-    await rm(staging, { recursive: true, force: true });
-    throw e;
-  }
 }

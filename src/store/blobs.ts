@@ -123,8 +123,9 @@ export class BlobStore {
     const name = randomBytes(16).toString("hex");
     const dir = join(this.root, name.slice(0, 2));
     const tmpDir = join(this.root, TMP);
-    await mkdir(dir, { recursive: true });
-    await mkdir(tmpDir, { recursive: true });
+    // 0700 whatever the umask (the mode only loses bits to it); existing folders keep theirs.
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await mkdir(tmpDir, { recursive: true, mode: 0o700 });
     const tmp = join(tmpDir, `${name}.partial`);
     const final = join(dir, `${name}.age`);
     try {

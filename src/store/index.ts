@@ -17,16 +17,17 @@ import { AccountRecords } from "./accounts.js";
 import { Records } from "./records.js";
 
 export { BlobStore, fileStream, renameDurably, writeStream } from "./blobs.js";
+export { readBackupHeader, readManifest, restoreHome } from "./restore.js";
 export {
   BackupError,
+  HEADER_FILE,
   MANIFEST_FILE,
   backupHome,
-  readManifest,
-  restoreHome,
   type BackupCounts,
   type BackupManifest,
   type BackupProgress,
   type ManifestEntry,
+  type StreamMap,
 } from "./backup.js";
 export type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
 export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
