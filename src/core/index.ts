@@ -52,4 +52,16 @@ export {
   type CreatedInvite,
   type InviteView,
 } from "./accounts.js";
-export { REPLY_LIMITS, addReplyPart, finishReply, listReplies, receiveReply, startReply, type ReplyMessage, type ReplyView } from "./replies.js";
+export {
+  REPLY_LIMITS,
+  ReplyRefusedError,
+  addReplyPart,
+  checkMayReply,
+  finishReply,
+  listReplies,
+  receiveReply,
+  startReply,
+  type ReplyMessage,
+  type ReplyRefusal,
+  type ReplyView,
+} from "./replies.js";

@@ -114,6 +114,9 @@ const de = {
   replySent: "Ihre Antwort wurde verschlüsselt an Ihre Praxis gesendet.",
   replyTooLarge: "Eine Datei ist zu groß. Erlaubt sind höchstens",
   replyNotAllowed: "Mit diesem Konto können Sie keine Antworten senden. Bitte wenden Sie sich an Ihre Praxis.",
+  replyRefusedPendingSecupass: "Sie können erst antworten, wenn Sie Ihren Secu-Pass-Key festgelegt haben und Ihre Praxis Ihren Zugang freigegeben hat.",
+  replyRefusedPendingApproval: "Sie können erst antworten, wenn Ihre Praxis Ihren Zugang freigegeben hat. Dazu vergleicht sie Ihren Sicherheitscode.",
+  replyRefusedRevoked: "Ihre Praxis hat Ihren Zugang gesperrt. Sie können keine Antworten senden. Bitte wenden Sie sich an Ihre Praxis.",
   helpTitle: "Hilfe: Passwort und Secu-Pass-Key",
   helpItems: [
     "Sie haben zwei Geheimnisse. Das Passwort meldet Sie an. Der Secu-Pass-Key öffnet Ihre Dateien; er verlässt Ihren Browser nie.",
@@ -238,6 +241,9 @@ const en: Texts = {
   replySent: "Your reply was sent to your practice, encrypted.",
   replyTooLarge: "A file is too large. The limit is",
   replyNotAllowed: "This account cannot send replies. Please contact your practice.",
+  replyRefusedPendingSecupass: "You can reply once you have set your Secu-Pass-Key and your practice has approved your access.",
+  replyRefusedPendingApproval: "You can reply once your practice has approved your access. It compares your safety code to do so.",
+  replyRefusedRevoked: "Your practice has blocked your access. You cannot send replies. Please contact your practice.",
   helpTitle: "Help: password and Secu-Pass-Key",
   helpItems: [
     "You have two secrets. The password logs you in. The Secu-Pass-Key opens your files; it never leaves your browser.",

@@ -256,6 +256,9 @@ function deliveryPage(data: DeliveryData, t: Texts): void {
   });
 }
 
+/** A post the server refused (403), with the text to show. */
+class Refused extends Error {}
+
 /**
  * A reply: the message (with the file names) and every file are encrypted here to the
  * practice recipient, then uploaded one by one. The server only ever sees ciphertext.
@@ -271,7 +274,11 @@ function replyPage(form: HTMLFormElement): void {
   };
   const post = async (url: string, body: BodyInit, type: string): Promise<Response> => {
     const res = await fetch(url, { method: "POST", credentials: "same-origin", headers: { "content-type": type, "x-csrf-token": d.csrf ?? "" }, body });
-    if (res.status === 403) throw new Error("forbidden");
+    if (res.status === 403) {
+      // The server says why in the patient's language (not approved yet, or blocked).
+      const why = ((await res.json().catch(() => ({}))) as { message?: unknown }).message;
+      throw new Refused(typeof why === "string" ? why : (d.notAllowed ?? ""));
+    }
     if (!res.ok) throw new Error(`status ${res.status}`);
     return res;
   };
@@ -310,7 +317,7 @@ function replyPage(form: HTMLFormElement): void {
         say(d.sent ?? "");
       } catch (e) {
         if (bar) bar.hidden = true;
-        say((e as Error).message === "forbidden" ? (d.notAllowed ?? "") : (d.failed ?? ""), true);
+        say(e instanceof Refused ? e.message : (d.failed ?? ""), true);
       } finally {
         if (button) button.disabled = false;
       }
