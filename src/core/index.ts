@@ -29,6 +29,7 @@ export { approvePatients, type Approval } from "./approve.js";
 export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
 export { hashToken } from "./tokens.js";
+export { WorkQueue, type WorkQueueOptions } from "./queue.js";
 export {
   deliveriesForPatient,
   deliveryForPatient,
@@ -46,6 +47,7 @@ export {
   finishSecuPassReset,
   inviteOpen,
   listInvites,
+  passwordResetQueue,
   redeemInvite,
   requestPasswordReset,
   revokeInvite,
