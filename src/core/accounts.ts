@@ -1,12 +1,12 @@
 // The way back: password reset links, a new Secu-Pass-Key without losing deliveries, and
 // invite codes that reception hands out so a patient need not wait for approval.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { hashPassword, newKdfParams, parseKdfParams, recipientType, safetyCode, type KdfParams } from "../crypto/index.js";
+import { hashPassword, newKdfParams, recipientType, safetyCode, type KdfParams } from "../crypto/index.js";
 import type { InviteRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { WorkQueue } from "./queue.js";
-import { checkPassword, mustGetPatient, registerPatient, type PatientView } from "./patients.js";
+import { checkPassword, mustGetPatient, newKeyKdf, registerPatient, type PatientView } from "./patients.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { normaliseEmail } from "./validate.js";
 
@@ -103,8 +103,8 @@ export async function completePasswordReset(ctx: Context, token: string, passwor
 }
 
 /**
- * Starts a Secu-Pass reset: fresh KDF parameters (a new salt), kept until the browser
- * sends the new recipient.
+ * Starts a Secu-Pass reset: fresh KDF parameters (version 2, a new salt), kept until the
+ * browser sends the new recipient.
  *
  * @param ctx - The core context.
  * @param email - The logged-in patient.
@@ -137,7 +137,7 @@ export function beginSecuPassReset(ctx: Context, email: string): KdfParams {
 export async function finishSecuPassReset(ctx: Context, email: string, recipient: string): Promise<PatientView> {
   const p = mustGetPatient(ctx, email);
   if (p.pendingKdf === null) throw new PraxmailError("wrong-state", "no secu-pass reset was started");
-  const kdf = parseKdfParams(JSON.parse(p.pendingKdf));
+  const kdf = newKeyKdf(p.pendingKdf);
   if (recipientType(recipient) !== kdf.type) throw new PraxmailError("invalid-input", `recipient is not an ${kdf.type} age recipient`);
   const now = ctx.now();
   const next: PatientRow = {
