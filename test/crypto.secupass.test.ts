@@ -49,7 +49,7 @@ let legacyIdentity: Promise<string> | undefined;
 const legacy = (): Promise<string> => (legacyIdentity ??= deriveSecuPassIdentity(KEY, params("x25519"), ADDRESS));
 
 describe("deriveSecuPassIdentity", () => {
-  it("keeps the legacy derivation for stored parameters without a version: an independent scrypt at N=2^17, r=8, p=1, the address unused", async () => {
+  it("matches an independent scrypt at the production cost (N=2^17, r=8, p=1) for stored legacy parameters (no version; the address unused)", async () => {
     const identity = await legacy();
     expect(identity).toMatch(/^AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}$/);
     expect(seedOf(identity)).toBe(PYTHON_SEED);

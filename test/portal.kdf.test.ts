@@ -1,26 +1,30 @@
 // The browser refuses weak or legacy Secu-Pass derivation parameters, in real Chromium: a
 // server (or anything between) that serves N=2^15, or parameters that do not bind the salt
-// to the address, gets a clear German message and no post. Untampered, a patient whose
-// stored parameters predate version 2 gets fresh ones, and Chromium derives exactly what
-// Node derives for the logged-in address.
+// to the address for a new key, gets a clear German message and no post (nor a wrap fetch).
+// Untampered, a waiting patient with legacy parameters gets fresh version 2 ones, Chromium
+// derives exactly what Node derives for the logged-in address, and keys set before
+// version 2 still unlock.
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import type { Browser, Page } from "playwright-core";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
-import type { Context } from "../src/core/index.js";
-import { deriveSecuPassIdentity, parseKdfParams, recipientOf, type KdfParams } from "../src/crypto/index.js";
+import { createDelivery, markSent, type Context } from "../src/core/index.js";
+import { deriveSecuPassIdentity, parseKdfParams, recipientOf, safetyCode, type KdfParams } from "../src/crypto/index.js";
 import { buildPortal } from "../src/portal/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
+import { streamOf } from "./helpers/streams.js";
 
 const NEW = "neu.patientin@patient.example";
 const OLD = "alt.patient@patient.example";
 const RESET = "reset.patient@patient.example";
+const BEFORE_V2 = "frueh.patient@patient.example";
 const PASSWORD = "ein langes Passwort";
 const KEY = "Mein neuer Secu-Pass-Key 2026";
+const OLD_KEY = "der alte Secu-Pass-Key";
 const WEAK = "Der Server verlangt eine zu schwache Schlüsselableitung. Zu Ihrem Schutz wurde nichts berechnet und nichts gesendet. Bitte wenden Sie sich an Ihre Praxis.";
 const LEGACY = "Der Server hat veraltete Schlüsselparameter ohne Bindung an Ihre E-Mail-Adresse geschickt. Zu Ihrem Schutz wurde kein Schlüssel festgelegt und nichts gesendet. Bitte laden Sie die Seite neu oder wenden Sie sich an Ihre Praxis.";
 
@@ -47,7 +51,8 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
     await initHome(home, ["--recipient-type", "x25519"]);
     await registerThroughCore(home, NEW, undefined, PASSWORD);
     await registerThroughCore(home, OLD, undefined, PASSWORD);
-    await registerThroughCore(home, RESET, "der alte Secu-Pass-Key", PASSWORD);
+    await registerThroughCore(home, BEFORE_V2, undefined, PASSWORD);
+    await registerThroughCore(home, RESET, OLD_KEY, PASSWORD);
     expect((await praxmail(["approve", RESET, "--yes", "--home", home])).code).toBe(0);
     ctx = await openContext({ home }, "portal");
     app = await buildPortal(ctx, pino({ level: "silent" }));
@@ -139,4 +144,52 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
     expect(after.recipient).toBe(await recipientOf(await deriveSecuPassIdentity(KEY, kdf, OLD)));
     expect(after.recipient).not.toBe(await recipientOf(await deriveSecuPassIdentity(KEY, kdf, NEW)));
   }, 60_000);
+
+  it("unlocks a delivery with the key Node derived for the address, and refuses N=2^15 there before fetching the wrap", async () => {
+    const d = await createDelivery(ctx, { recipient: RESET, level: 3, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 Befund")) }] });
+    markSent(ctx, [d.id]);
+    for (const weak of [true, false]) {
+      const { page } = await open(RESET, "/deliveries");
+      const wraps: string[] = [];
+      page.on("request", (r) => {
+        if (r.url().endsWith("/wrap")) wraps.push(r.url());
+      });
+      if (weak) {
+        await page.route(`${base}/deliveries/${d.id}`, async (route) => {
+          const res = await route.fetch();
+          const html = await res.text();
+          expect(html).toContain('"logN":17');
+          await route.fulfill({ response: res, body: html.replace('"logN":17', '"logN":15') });
+        });
+      }
+      await page.goto(`${base}/deliveries/${d.id}`);
+      await page.getByLabel("Secu-Pass-Key").fill(OLD_KEY);
+      await page.getByRole("button", { name: "Entsperren" }).click();
+      if (weak) {
+        await expect.poll(() => page.locator("#status").textContent()).toBe(WEAK);
+        await page.waitForTimeout(500);
+        expect(wraps).toEqual([]);
+      } else {
+        await page.getByText("Fertig.").waitFor({ timeout: 60_000 });
+        expect(wraps).toEqual([`${base}/deliveries/${d.id}/wrap`]);
+      }
+    }
+  }, 90_000);
+
+  it("still unlocks, in Chromium, a delivery for a key set before version 2 (legacy parameters stored)", async () => {
+    // The row as a key set before this change left it: legacy parameters, U derived with them.
+    const row = ctx.store.records.patient(BEFORE_V2)!;
+    const legacy = legacyOf(JSON.parse(row.kdf!) as KdfParams);
+    const recipient = await recipientOf(await deriveSecuPassIdentity(OLD_KEY, parseKdfParams(legacy), BEFORE_V2));
+    const now = new Date().toISOString();
+    ctx.store.transaction(() => {
+      ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(legacy), recipient, safetyCode: safetyCode(recipient), status: "approved", secupassAt: now, approvedAt: now });
+    });
+    const d = await createDelivery(ctx, { recipient: BEFORE_V2, level: 3, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 Befund")) }] });
+    markSent(ctx, [d.id]);
+    const { page } = await open(BEFORE_V2, `/deliveries/${d.id}`);
+    await page.getByLabel("Secu-Pass-Key").fill(OLD_KEY);
+    await page.getByRole("button", { name: "Entsperren" }).click();
+    await page.getByText("Fertig.").waitFor({ timeout: 60_000 });
+  }, 90_000);
 });
