@@ -54,7 +54,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     // answer. A flood of mails to one address, or a full queue, stops quietly.
     if (!resetAddress.blocked(address)) {
       resetAddress.hit(address);
-      resets.push(f.email);
+      if (!resets.push(f.email)) portal.log.warn({ waiting: resets.waiting }, "password reset queue full: request dropped");
     }
     return portal.page(req, reply, "reset.eta", { sent: true, error: null });
   });
