@@ -5,7 +5,7 @@ import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { Decrypter } from "age-encryption";
-import { deriveSecuPassIdentity, newKdfParams, SECUPASS_COST } from "../src/crypto/secupass.js";
+import { deriveSecuPassIdentity, newKdfParams } from "../src/crypto/secupass.js";
 import { sodiumAead } from "../src/portal/client/sodium.js";
 import type { Aead } from "../src/crypto/stream-open.js";
 import { decryptFile, loadAead } from "../src/portal/client/stream.js";
@@ -107,9 +107,9 @@ const api: PageApi = {
   sodiumReady: () => ready,
 
   async scrypt() {
-    const params = newKdfParams("x25519", SECUPASS_COST);
+    const params = newKdfParams("x25519");
     const t0 = performance.now();
-    const identity = await deriveSecuPassIdentity("Korrekt Pferd Batterie Heftklammer", params);
+    const identity = await deriveSecuPassIdentity("Korrekt Pferd Batterie Heftklammer", params, "bench@patient.example");
     const seconds = (performance.now() - t0) / 1000;
     if (!identity.startsWith("AGE-SECRET-KEY-1")) throw new Error("no identity");
     return seconds;

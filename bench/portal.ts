@@ -195,7 +195,7 @@ async function prepare(home: string, served: Served, log: (s: string) => void): 
   const secupass = await first.redirect(link);
   const form = await first.page(secupass);
   const kdf = parseKdfParams(JSON.parse(grab(form, /data-kdf="([^"]*)"/, "kdf")));
-  const recipient = await recipientOf(await deriveSecuPassIdentity(SECU_PASS, kdf));
+  const recipient = await recipientOf(await deriveSecuPassIdentity(SECU_PASS, kdf, grab(form, /data-address="([^"]*)"/, "address")));
   const set = await first.request("/secupass", {
     method: "POST",
     body: JSON.stringify({ recipient }),

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   PraxmailError,
   approvePatients,
+  beginSecuPassReset,
   Intake,
   collectGarbage,
   createDelivery,
@@ -14,6 +15,7 @@ import {
   initPractice,
   markSent,
   listDeliveries,
+  patientKdf,
   loadConfig,
   registerPatient,
   revokeDelivery,
@@ -27,12 +29,10 @@ import {
 import {
   decryptBytes,
   decryptStream,
-  deriveSecuPassIdentity,
   generateIdentity,
   readIdentityFile,
   recipientOf,
   unwrapIdentity,
-  type KdfParams,
 } from "../src/crypto/index.js";
 import { renderNotification } from "../src/mail/index.js";
 import { fanOut } from "../src/core/fanout.js";
@@ -55,15 +55,12 @@ async function send(input: DeliveryInput) {
   return d;
 }
 
-// Cheap KDF cost for unit tests; the production cost is tested in crypto.secupass.test.ts.
-async function patient(email: string, secuPass: string): Promise<string> {
+// The core never sees a Secu-Pass-Key: it stores U's recipient and wraps to it. So a random
+// identity stands for U here (no scrypt at all); the derivation itself, at the production
+// cost, is tested in crypto.secupass.test.ts and in the browser tests.
+async function patient(email: string): Promise<string> {
   const { kdf } = await registerPatient(ctx, email, "passwort-passwort");
-  const cheap: KdfParams = { ...kdf, logN: 15 };
-  ctx.store.transaction(() => {
-    const row = ctx.store.records.patient(email)!;
-    ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(cheap) });
-  });
-  const u = await deriveSecuPassIdentity(secuPass, cheap);
+  const u = generateIdentity(kdf.type);
   await setSecuPassRecipient(ctx, email, await recipientOf(u));
   return u;
 }
@@ -93,6 +90,31 @@ afterEach(async () => {
   await cleanup(home);
 });
 
+describe("Secu-Pass parameters", () => {
+  it("are version 2 for every new patient and Secu-Pass reset; a waiting patient's legacy ones are replaced, and a key is never set on legacy ones", async () => {
+    const { kdf } = await registerPatient(ctx, "neu@example.org", "passwort-passwort");
+    expect(kdf).toMatchObject({ v: 2, logN: 17, r: 8, p: 1 });
+    const row = ctx.store.records.patient("neu@example.org")!;
+    const legacy: Record<string, unknown> = { ...kdf };
+    delete legacy.v;
+    ctx.store.transaction(() => {
+      ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(legacy) });
+    });
+    const recipient = await recipientOf(generateIdentity(kdf.type));
+    const refused = await setSecuPassRecipient(ctx, "neu@example.org", recipient).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(PraxmailError);
+    expect(refused).toMatchObject({ code: "wrong-state", message: "the key parameters predate address binding (v2)" });
+    expect(ctx.store.records.patient("neu@example.org")).toMatchObject({ status: "pending-secupass", recipient: null });
+    const fresh = patientKdf(ctx, "neu@example.org");
+    expect(fresh).toMatchObject({ v: 2, logN: 17 });
+    expect(fresh.salt).not.toBe(kdf.salt);
+    expect([...ctx.store.auditRows()].filter((r) => r.action === "patient.kdf-upgrade").map((r) => r.subject)).toEqual(["neu@example.org"]);
+    await setSecuPassRecipient(ctx, "neu@example.org", recipient);
+    expect(ctx.store.records.patient("neu@example.org")?.status).toBe("pending-approval");
+    expect(beginSecuPassReset(ctx, "neu@example.org")).toMatchObject({ v: 2, logN: 17 });
+  });
+});
+
 describe("levels 1 and 2", () => {
   it.each([1, 2])("level %i puts D in the link fragment, needs no approval, and D opens the file", async (level) => {
     const data = randomBytes(70_000);
@@ -112,7 +134,7 @@ describe("levels 1 and 2", () => {
 
 describe("level 3 for an approved patient", () => {
   it("is ready at once with a wrap for the patient; no second approval", async () => {
-    const u = await patient("p@example.org", "geheim");
+    const u = await patient("p@example.org");
     await approvePatients(ctx, ["p@example.org"], practiceIdentity);
     const data = Buffer.from("zweiter Befund");
     const d = await send({ recipient: "P@Example.org", level: 3, files: [file("b.pdf", data)] });
@@ -126,7 +148,7 @@ describe("level 3 for an approved patient", () => {
 
 describe("level 4", () => {
   it("stores neither subject, text nor file names in clear; the sealed message holds them", async () => {
-    const u = await patient("p@example.org", "geheim");
+    const u = await patient("p@example.org");
     await approvePatients(ctx, ["p@example.org"], practiceIdentity);
     const d = await send({
       recipient: "p@example.org",
@@ -176,14 +198,14 @@ describe("level 4", () => {
 
 describe("approve", () => {
   it("is all or nothing across the given patients", async () => {
-    await patient("a@example.org", "a");
+    await patient("a@example.org");
     await expect(approvePatients(ctx, ["a@example.org", "nobody@example.org"], practiceIdentity)).rejects.toMatchObject({ code: "no-such-patient" });
     expect(ctx.store.records.patient("a@example.org")!.status).toBe("pending-approval");
     expect(sent.filter((n) => n.kind === "released")).toEqual([]);
   });
 
   it("refuses an identity that is not the practice's", async () => {
-    await patient("a@example.org", "a");
+    await patient("a@example.org");
     const err = await approvePatients(ctx, ["a@example.org"], generateIdentity("x25519")).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PraxmailError);
     expect(err).toMatchObject({ code: "identity" });
@@ -195,7 +217,7 @@ describe("approve", () => {
     const fresh = await send({ recipient: "a@example.org", level: 3, files: [file("neu.pdf", Buffer.from("neu"))] });
     const blob = ctx.store.records.files(fresh.id)[0]!.blob!;
     const before = await blobBytes(blob);
-    await patient("a@example.org", "a");
+    await patient("a@example.org");
     const [a] = await approvePatients(ctx, ["a@example.org"], practiceIdentity);
     expect(a).toEqual({ email: "a@example.org", deliveries: 1 });
     expect(ctx.store.records.wrap(old.id, "patient")).toBeUndefined();
@@ -218,7 +240,7 @@ describe("revoke, expiry and gc", () => {
   });
 
   it("revoking a patient revokes every active delivery to them", async () => {
-    await patient("p@example.org", "x");
+    await patient("p@example.org");
     const d1 = await send({ recipient: "p@example.org", level: 3, files: [file("1.pdf", Buffer.from("1"))] });
     const d2 = await send({ recipient: "p@example.org", level: 1, files: [file("2.pdf", Buffer.from("2"))] });
     const other = await send({ recipient: "q@example.org", level: 3, files: [file("3.pdf", Buffer.from("3"))] });
@@ -384,7 +406,7 @@ describe("expiry reminders", () => {
     ctx = { ...ctx, config: { ...ctx.config, deliveries: { expiryDays: 30, remindBeforeDays: 3 } } };
     // Not yet collected, but pending approval: nothing the patient could open.
     expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
-    await patient("p@example.org", "key");
+    await patient("p@example.org");
     await approvePatients(ctx, ["p@example.org"], practiceIdentity);
     expect((await collectGarbage(ctx, 0)).reminded).toBe(1);
     expect(sent.at(-1)).toEqual({ kind: "reminder", to: "p@example.org", loginUrl: "http://127.0.0.1:8080/login", expiresAt: new Date(ctx.store.records.delivery(d.id)!.expiresAt) });

@@ -188,7 +188,7 @@ describe.runIf(needChromium()).each([
     const db = new Database(join(home, "praxmail.db"), { readonly: true });
     const kdf = (db.prepare("SELECT kdf FROM patients WHERE email = ?").get(PATIENT) as { kdf: string }).kdf;
     db.close();
-    const identity = await deriveSecuPassIdentity(SECU_PASS, parseKdfParams(JSON.parse(kdf)));
+    const identity = await deriveSecuPassIdentity(SECU_PASS, parseKdfParams(JSON.parse(kdf)), PATIENT);
     const needles = [SECU_PASS, encodeURIComponent(SECU_PASS), JSON.stringify(SECU_PASS).slice(1, -1), identity, "AGE-SECRET-KEY"];
     expect(requests.length).toBeGreaterThan(10);
     for (const r of requests) {

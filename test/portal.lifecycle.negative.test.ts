@@ -1,5 +1,5 @@
 // What the way back refuses, each with its exact answer: expired or reused reset links and
-// invites, an invite for another address, a reply from a revoked patient, an oversized or
+// invites, an invite for another address, a reply from a patient who is not approved, an oversized or
 // plaintext upload, and a file name that would escape the folder in `praxmail receive`.
 import { request } from "node:http";
 import { readdir } from "node:fs/promises";
@@ -9,6 +9,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import {
+  ReplyRefusedError,
   addReplyPart,
   createInvite,
   finishReply,
@@ -67,6 +68,8 @@ beforeAll(async () => {
   await initHome(home, ["--recipient-type", "x25519"]);
   await patchConfig(home, { portal: { maxUploadBytes: 1024 * 1024 } });
   await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
+  // Only approved patients may reply.
+  expect((await praxmail(["approve", A, "--yes", "--home", home])).code).toBe(0);
   const base = await openContext({ home }, "portal");
   clock = new Date();
   ctx = { ...base, now: () => clock };
@@ -83,10 +86,15 @@ beforeEach(() => {
   clock = new Date();
 });
 
+const resetMails = async () => (await outbox(home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen"));
+
+/** Asks for a reset link for A and waits until the queue has mailed it. */
 const resetLink = async (): Promise<string> => {
+  const before = (await resetMails()).length;
   const res = await form("/reset", { email: A });
   expect(res.body).toContain("Wenn es für diese Adresse ein Konto gibt");
-  const mail = (await outbox(home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen")).at(-1);
+  await expect.poll(async () => (await resetMails()).length, { timeout: 10_000, interval: 50 }).toBe(before + 1);
+  const mail = (await resetMails()).at(-1);
   return /\/reset\/[\w-]{43}/.exec(mail?.text ?? "")![0];
 };
 
@@ -96,7 +104,14 @@ describe("password reset links", () => {
     const res = await form("/reset", { email: "niemand@patient.example" });
     expect(res.statusCode).toBe(200);
     expect(res.body).toContain("Wenn es für diese Adresse ein Konto gibt, haben wir eine E-Mail mit einem Link geschickt.");
-    expect((await outbox(home)).length).toBe(before);
+    // The queue works in order: once a known patient's mail (asked for next) is out, the
+    // unknown address was handled.
+    await registerThroughCore(home, "bekannt@patient.example", undefined, PASSWORD);
+    const registered = (await outbox(home)).length;
+    expect(registered).toBe(before + 1);
+    await form("/reset", { email: "bekannt@patient.example" });
+    await expect.poll(async () => (await resetMails()).filter((m) => JSON.stringify(m.to).includes("bekannt@patient.example")).length, { timeout: 10_000, interval: 50 }).toBe(1);
+    expect((await outbox(home)).length).toBe(registered + 1);
   });
 
   it("expire after 30 minutes with 410", async () => {
@@ -207,18 +222,67 @@ describe("replies", () => {
     expect((await walk(join(home, "blobs")).catch(() => [])).filter((f) => f.endsWith(".age")).length).toBe(blobsBefore);
   });
 
-  it("from a revoked patient are refused with 403", async () => {
-    const { cookie, csrf } = await session(A);
-    await revokePatient(ctx, "einmal@patient.example").catch(() => undefined);
+  it("come only from approved patients: pending and revoked accounts get 403 and the reason in German, from core and route", async () => {
+    await registerThroughCore(home, "ohne-key@patient.example", undefined, PASSWORD);
+    await registerThroughCore(home, "wartet@patient.example", "Secu-Pass wartet", PASSWORD);
     await registerThroughCore(home, "gesperrt@patient.example", "Secu-Pass gesperrt", PASSWORD);
-    const s = await session("gesperrt@patient.example");
+    const cases = [
+      { email: "ohne-key@patient.example", status: "pending-secupass", text: "Sie können erst antworten, wenn Sie Ihren Secu-Pass-Key festgelegt haben und Ihre Praxis Ihren Zugang freigegeben hat." },
+      { email: "wartet@patient.example", status: "pending-approval", text: "Sie können erst antworten, wenn Ihre Praxis Ihren Zugang freigegeben hat. Dazu vergleicht sie Ihren Sicherheitscode." },
+      { email: "gesperrt@patient.example", status: "revoked", text: "Ihre Praxis hat Ihren Zugang gesperrt. Sie können keine Antworten senden. Bitte wenden Sie sich an Ihre Praxis." },
+    ] as const;
+    const sessions = new Map<string, { cookie: string; csrf: string }>();
+    for (const c of cases) sessions.set(c.email, await session(c.email));
     await revokePatient(ctx, "gesperrt@patient.example");
-    const res = await app.inject({ method: "POST", url: "/reply", headers: { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/json" }, payload: "{}" });
-    expect(res.statusCode).toBe(403);
-    expect(JSON.parse(res.body)).toEqual({ error: "wrong-state", message: "this account may not send replies" });
-    // Another patient still can.
+    const repliesBefore = ctx.store.accounts.replies().length;
+    for (const c of cases) {
+      expect(ctx.store.records.patient(c.email)?.status).toBe(c.status);
+      expect(() => startReply(ctx, c.email, null)).toThrow(ReplyRefusedError);
+      expect(() => startReply(ctx, c.email, null)).toThrow(`patient ${c.email} is ${c.status}: only approved patients may send replies`);
+      const s = sessions.get(c.email)!;
+      const res = await app.inject({ method: "POST", url: "/reply", headers: { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/json" }, payload: "{}" });
+      expect(res.statusCode).toBe(403);
+      expect(JSON.parse(res.body)).toEqual({ error: "wrong-state", status: c.status, message: c.text });
+      const page = await app.inject({ method: "GET", url: "/reply", headers: { cookie: s.cookie } });
+      expect(page.statusCode).toBe(403);
+      expect(page.body).toContain(`<p>${c.text}</p>`);
+      expect(page.body).not.toContain('id="reply-form"');
+    }
+    expect(ctx.store.accounts.replies().length).toBe(repliesBefore);
+    // An approved patient still can.
+    const { cookie, csrf } = await session(A);
     const ok = await app.inject({ method: "POST", url: "/reply", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, payload: "{}" });
     expect(ok.statusCode).toBe(200);
+    expect((await app.inject({ method: "GET", url: "/reply", headers: { cookie } })).body).toContain('id="reply-form"');
+  });
+
+  it("started before a revocation cannot be finished after it; `praxmail inbox` shows each sender's account status", async () => {
+    const B = "widerruf@patient.example";
+    await registerThroughCore(home, B, "Secu-Pass Widerruf", PASSWORD);
+    expect((await praxmail(["approve", B, "--yes", "--home", home])).code).toBe(0);
+    const s = await session(B);
+    const message = Buffer.from(await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: [] }), [ctx.config.practiceRecipient]));
+    const sent = startReply(ctx, B, null);
+    await addReplyPart(ctx, B, sent, "message", Readable.from([message]));
+    await finishReply(ctx, B, sent);
+    const open = startReply(ctx, B, null);
+    await revokePatient(ctx, B);
+    const headers = { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/octet-stream" };
+    const part = await app.inject({ method: "POST", url: `/reply/${open}/parts?kind=message`, headers, payload: message });
+    expect(part.statusCode).toBe(403);
+    expect(JSON.parse(part.body)).toMatchObject({ status: "revoked", message: "Ihre Praxis hat Ihren Zugang gesperrt. Sie können keine Antworten senden. Bitte wenden Sie sich an Ihre Praxis." });
+    const finish = await app.inject({ method: "POST", url: `/reply/${open}/finish`, headers: { ...headers, "content-type": "application/json" }, payload: "{}" });
+    expect(finish.statusCode).toBe(403);
+    expect(ctx.store.accounts.reply(open)?.status).toBe("uploading");
+
+    const json = await praxmail(["inbox", "--json", "--home", home]);
+    expect(json.code).toBe(0);
+    const rows = JSON.parse(json.stdout) as { id: string; from: string; accountStatus: string; status: string }[];
+    expect(rows.find((r) => r.id === sent)).toMatchObject({ from: B, accountStatus: "revoked", status: "new" });
+    expect(rows.filter((r) => r.from === A).map((r) => r.accountStatus)).not.toContain("revoked");
+    const table = await praxmail(["inbox", "--home", home]);
+    expect(table.stdout.split("\n")[0]).toMatch(/^ID\s+FROM\s+ACCOUNT\s+STATUS\s+RECEIVED\s+FILES\s+SIZE$/);
+    expect(table.stdout).toMatch(new RegExp(`^${sent}\\s+${B}\\s+revoked\\s+new\\s`, "m"));
   });
 
   it("`praxmail receive` refuses a file name with ../ and writes nothing", async () => {

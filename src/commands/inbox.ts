@@ -13,8 +13,8 @@ export function inboxCommand(io: Io): Command {
         if (flags.json) { printJson(io, rows); return; }
         printTable(
           io,
-          ["ID", "FROM", "STATUS", "RECEIVED", "FILES", "SIZE"],
-          rows.map((r) => [r.id, r.from, r.status, shortTime(r.createdAt), String(r.files), formatSize(r.bytes, "en")]),
+          ["ID", "FROM", "ACCOUNT", "STATUS", "RECEIVED", "FILES", "SIZE"],
+          rows.map((r) => [r.id, r.from, r.accountStatus ?? "unknown", r.status, shortTime(r.createdAt), String(r.files), formatSize(r.bytes, "en")]),
         );
       });
     });

@@ -1,25 +1,30 @@
 // The way back: password reset links, a new Secu-Pass-Key without losing deliveries, and
 // invite codes that reception hands out so a patient need not wait for approval.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { hashPassword, newKdfParams, parseKdfParams, recipientType, safetyCode, type KdfParams } from "../crypto/index.js";
+import { hashPassword, newKdfParams, recipientType, safetyCode, type KdfParams } from "../crypto/index.js";
 import type { InviteRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
-import { checkPassword, mustGetPatient, registerPatient, type PatientView } from "./patients.js";
+import { WorkQueue } from "./queue.js";
+import { checkPassword, mustGetPatient, newKeyKdf, registerPatient, type PatientView } from "./patients.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { normaliseEmail } from "./validate.js";
 
 const RESET_MINUTES = 30;
+// 1,000 addresses of at most 254 characters: a quarter of a megabyte at worst.
+const RESET_QUEUE_LIMIT = 1000;
 const INVITE_DAYS = 14;
 // 32 symbols without look-alikes (no 0/O, 1/I/L): 12 of them are 60 bits.
 const CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
 /**
- * Sends a one-time link to set a new password, if the address has an account. The caller
- * answers the same either way, so nobody learns which addresses have accounts.
+ * Sends a one-time link to set a new password, if the address has an account. This is the
+ * worker's step of {@link passwordResetQueue}: a form must never wait for it, since a known
+ * address costs a transaction and a mail and an unknown one costs nothing.
  *
  * @param ctx - The core context.
  * @param email - The address as typed.
+ * @throws If the mail was not accepted (the link stays unusable: nobody has its token).
  */
 export async function requestPasswordReset(ctx: Context, email: string): Promise<void> {
   let addr: string;
@@ -38,6 +43,21 @@ export async function requestPasswordReset(ctx: Context, email: string): Promise
     ctx.store.audit({ actor: ctx.actor, action: "patient.password-reset-requested", subject: addr }, now);
   });
   await ctx.notifier.send({ kind: "password-reset", to: addr, link: `${ctx.config.portalUrl}/reset/${token}`, expiresAt });
+}
+
+/**
+ * The queue behind the password reset form: the form only pushes the address as typed (the
+ * same work for every address) and answers; the worker then looks it up, creates the link
+ * and mails it (see {@link requestPasswordReset}). Known and unknown addresses thus get the
+ * same answer in the same time, however slow the mail server is.
+ *
+ * @param ctx - The core context.
+ * @param onError - Told when a reset mail failed; it gets no token (the token is only in the mail).
+ * @param limit - Most addresses waiting; more are dropped.
+ * @returns The queue; close it when the portal stops.
+ */
+export function passwordResetQueue(ctx: Context, onError: (e: unknown) => void, limit = RESET_QUEUE_LIMIT): WorkQueue<string> {
+  return new WorkQueue((email) => requestPasswordReset(ctx, email), { limit, onError });
 }
 
 /**
@@ -83,8 +103,8 @@ export async function completePasswordReset(ctx: Context, token: string, passwor
 }
 
 /**
- * Starts a Secu-Pass reset: fresh KDF parameters (a new salt), kept until the browser
- * sends the new recipient.
+ * Starts a Secu-Pass reset: fresh KDF parameters (version 2, a new salt), kept until the
+ * browser sends the new recipient.
  *
  * @param ctx - The core context.
  * @param email - The logged-in patient.
@@ -117,7 +137,7 @@ export function beginSecuPassReset(ctx: Context, email: string): KdfParams {
 export async function finishSecuPassReset(ctx: Context, email: string, recipient: string): Promise<PatientView> {
   const p = mustGetPatient(ctx, email);
   if (p.pendingKdf === null) throw new PraxmailError("wrong-state", "no secu-pass reset was started");
-  const kdf = parseKdfParams(JSON.parse(p.pendingKdf));
+  const kdf = newKeyKdf(p.pendingKdf);
   if (recipientType(recipient) !== kdf.type) throw new PraxmailError("invalid-input", `recipient is not an ${kdf.type} age recipient`);
   const now = ctx.now();
   const next: PatientRow = {

@@ -30,6 +30,7 @@ export { signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, typ
 export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
 export { hashToken } from "./tokens.js";
+export { WorkQueue, type WorkQueueOptions } from "./queue.js";
 export {
   deliveriesForPatient,
   deliveryForPatient,
@@ -47,10 +48,23 @@ export {
   finishSecuPassReset,
   inviteOpen,
   listInvites,
+  passwordResetQueue,
   redeemInvite,
   requestPasswordReset,
   revokeInvite,
   type CreatedInvite,
   type InviteView,
 } from "./accounts.js";
-export { REPLY_LIMITS, addReplyPart, finishReply, listReplies, receiveReply, startReply, type ReplyMessage, type ReplyView } from "./replies.js";
+export {
+  REPLY_LIMITS,
+  ReplyRefusedError,
+  addReplyPart,
+  checkMayReply,
+  finishReply,
+  listReplies,
+  receiveReply,
+  startReply,
+  type ReplyMessage,
+  type ReplyRefusal,
+  type ReplyView,
+} from "./replies.js";

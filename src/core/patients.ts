@@ -1,5 +1,5 @@
 // Patient accounts: registration, the Secu-Pass recipient, listing. The portal calls these.
-import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, recipientType, safetyCode, verifyPassword, type KdfParams } from "../crypto/index.js";
+import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, parseNewKeyKdfParams, recipientType, safetyCode, verifyPassword, type KdfParams } from "../crypto/index.js";
 import type { PatientRow, PatientStatus } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
@@ -111,14 +111,44 @@ export async function authenticatePatient(ctx: Context, email: string, password:
 }
 
 /**
+ * The KDF parameters the browser derives U with. A patient still without a key whose
+ * parameters predate version 2 (address in the salt) gets fresh ones first: every new key
+ * is bound to its address, and the browser refuses older parameters for a new key.
+ *
  * @param ctx - The core context.
  * @param email - The patient.
- * @returns The KDF parameters the browser derives U with.
+ * @returns The parameters.
  * @throws {@link PraxmailError} `no-such-patient`.
  */
 export function patientKdf(ctx: Context, email: string): KdfParams {
   const p = mustGet(ctx, email);
-  return parseKdfParams(JSON.parse(p.kdf ?? "null"));
+  const kdf = parseKdfParams(JSON.parse(p.kdf ?? "null"));
+  if (p.status !== "pending-secupass" || kdf.v === 2) return kdf;
+  const fresh = newKdfParams(kdf.type);
+  const now = ctx.now();
+  ctx.store.transaction(() => {
+    ctx.store.records.updatePatient({ ...p, kdf: JSON.stringify(fresh) });
+    ctx.store.audit({ actor: ctx.actor, action: "patient.kdf-upgrade", subject: p.email, details: { v: 2 } }, now);
+  });
+  return fresh;
+}
+
+/**
+ * Checks stored parameters for a new key: full cost, address-bound (version 2).
+ *
+ * @param stored - The JSON from the patient row.
+ * @returns The parameters.
+ * @throws {@link PraxmailError} `wrong-state` for parameters from before version 2.
+ */
+export function newKeyKdf(stored: string | null): KdfParams {
+  try {
+    return parseNewKeyKdfParams(JSON.parse(stored ?? "null"));
+  } catch (e) {
+    if ((e as { reason?: unknown }).reason === "legacy") {
+      throw new PraxmailError("wrong-state", "the key parameters predate address binding (v2)", "reload the page to get new ones");
+    }
+    throw e;
+  }
 }
 
 /**
@@ -133,7 +163,7 @@ export function patientKdf(ctx: Context, email: string): KdfParams {
  */
 export async function setSecuPassRecipient(ctx: Context, email: string, recipient: string): Promise<PatientView> {
   const p = mustGet(ctx, email);
-  const kdf = parseKdfParams(JSON.parse(p.kdf ?? "null"));
+  const kdf = newKeyKdf(p.kdf);
   if (recipientType(recipient) !== kdf.type) {
     throw new PraxmailError("invalid-input", `recipient is not an ${kdf.type} age recipient`);
   }

@@ -6,7 +6,7 @@ import { mkdir, open, readFile, realpath, rm } from "node:fs/promises";
 import { join, sep } from "node:path";
 import { Readable } from "node:stream";
 import { decryptBytes, decryptStream } from "../crypto/index.js";
-import { writeStream, type ReplyRow } from "../store/index.js";
+import { writeStream, type PatientStatus, type ReplyRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { newId } from "./tokens.js";
@@ -26,6 +26,8 @@ export interface ReplyMessage {
 export interface ReplyView {
   readonly id: string;
   readonly from: string;
+  /** The sender's account status now, or null when the account is gone. */
+  readonly accountStatus: PatientStatus | null;
   readonly deliveryId: string | null;
   readonly status: ReplyRow["status"];
   readonly createdAt: string;
@@ -35,18 +37,50 @@ export interface ReplyView {
 
 const AGE_MAGIC = new TextEncoder().encode("age-encryption.org/v1\n");
 
+/** Why a patient may not reply: every status but `approved`. */
+export type ReplyRefusal = Exclude<PatientStatus, "approved">;
+
+/** A reply refused because the patient is not approved; `status` says which state it is in. */
+export class ReplyRefusedError extends PraxmailError {
+  /**
+   * @param email - The patient.
+   * @param status - The patient's status.
+   */
+  constructor(
+    email: string,
+    readonly status: ReplyRefusal,
+  ) {
+    super("wrong-state", `patient ${email} is ${status}: only approved patients may send replies`);
+    this.name = "ReplyRefusedError";
+  }
+}
+
 /**
- * Starts a reply from a logged-in patient.
+ * Checks that a patient may send replies: only an approved account may, since only then has
+ * the practice compared the safety code and knows who writes.
+ *
+ * @param ctx - The core context.
+ * @param email - The patient.
+ * @throws {@link ReplyRefusedError} for a pending or revoked patient, {@link PraxmailError}
+ *   `no-such-patient` for an unknown one.
+ */
+export function checkMayReply(ctx: Context, email: string): void {
+  const p = ctx.store.records.patient(email);
+  if (!p) throw new PraxmailError("no-such-patient", "no such patient");
+  if (p.status !== "approved") throw new ReplyRefusedError(p.email, p.status);
+}
+
+/**
+ * Starts a reply from a logged-in, approved patient.
  *
  * @param ctx - The core context.
  * @param email - The patient.
  * @param deliveryId - The delivery it answers, if any (must be the patient's).
  * @returns The reply id.
- * @throws {@link PraxmailError} `wrong-state` for a patient who may not reply (revoked, unknown).
+ * @throws {@link ReplyRefusedError} for a patient who is not approved.
  */
 export function startReply(ctx: Context, email: string, deliveryId: string | null): string {
-  const p = ctx.store.records.patient(email);
-  if (!p || p.status === "revoked") throw new PraxmailError("wrong-state", "this account may not send replies");
+  checkMayReply(ctx, email);
   if (deliveryId !== null && ctx.store.records.delivery(deliveryId)?.recipient !== email) throw new PraxmailError("no-such-delivery", "no such delivery");
   const id = newId("r");
   const now = ctx.now();
@@ -57,9 +91,11 @@ export function startReply(ctx: Context, email: string, deliveryId: string | nul
   return id;
 }
 
+// A patient revoked (or reset) during an upload may not finish it either.
 function own(ctx: Context, email: string, id: string): ReplyRow {
   const r = ctx.store.accounts.reply(id);
   if (r?.email !== email) throw new PraxmailError("no-such-delivery", "no such reply");
+  checkMayReply(ctx, email);
   return r;
 }
 
@@ -74,7 +110,8 @@ function own(ctx: Context, email: string, id: string): ReplyRow {
  * @param body - The upload.
  * @param limit - Largest part in bytes.
  * @returns The stored size.
- * @throws {@link PraxmailError} `invalid-input` (not age, too large, too many parts) or `wrong-state`.
+ * @throws {@link PraxmailError} `invalid-input` (not age, too large, too many parts) or `wrong-state`;
+ *   {@link ReplyRefusedError} for a patient who is no longer approved.
  */
 export async function addReplyPart(ctx: Context, email: string, id: string, kind: "message" | "file", body: Readable, limit = REPLY_LIMITS.partBytes): Promise<number> {
   const r = own(ctx, email, id);
@@ -115,7 +152,8 @@ export async function addReplyPart(ctx: Context, email: string, id: string, kind
  * @param ctx - The core context.
  * @param email - The patient.
  * @param id - The reply.
- * @throws {@link PraxmailError} `invalid-input` without a message part.
+ * @throws {@link PraxmailError} `invalid-input` without a message part; {@link ReplyRefusedError}
+ *   for a patient who is no longer approved.
  */
 export async function finishReply(ctx: Context, email: string, id: string): Promise<void> {
   const r = own(ctx, email, id);
@@ -131,7 +169,7 @@ export async function finishReply(ctx: Context, email: string, id: string): Prom
 
 /**
  * @param ctx - The core context.
- * @returns Finished replies, oldest first.
+ * @returns Finished replies, oldest first, each with its sender's account status now.
  */
 export function listReplies(ctx: Context): ReplyView[] {
   return ctx.store.accounts.replies().map((r) => {
@@ -139,6 +177,7 @@ export function listReplies(ctx: Context): ReplyView[] {
     return {
       id: r.id,
       from: r.email,
+      accountStatus: ctx.store.records.patient(r.email)?.status ?? null,
       deliveryId: r.deliveryId,
       status: r.status,
       createdAt: r.createdAt,

@@ -9,12 +9,16 @@ export {
   type RecipientType,
 } from "./identity.js";
 export {
+  KdfParamsError,
   SECUPASS_COST,
   deriveSecuPassIdentity,
   newKdfParams,
   parseKdfParams,
+  parseNewKeyKdfParams,
   safetyCode,
+  secupassSalt,
   type KdfParams,
+  type KdfRefusal,
 } from "./secupass.js";
 export { recipientOf } from "./header.js";
 export {

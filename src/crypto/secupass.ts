@@ -5,9 +5,15 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { base64 } from "@scure/base";
 import { identityFromSeed, isRecipientType, type RecipientType } from "./identity.js";
 
-/** The KDF parameters stored per patient, so that the cost can be raised for new keys later. */
+/**
+ * The KDF parameters stored per patient, so that the cost can be raised for new keys later.
+ * Version 2 binds the salt to the patient's address (see {@link secupassSalt}); parameters
+ * without `v` are the first version, where scrypt took the stored salt as it is.
+ */
 export interface KdfParams {
   readonly alg: "scrypt";
+  /** 2 for every new key; absent on keys set before the address was mixed into the salt. */
+  readonly v?: 2;
   /** log2 of scrypt's N. */
   readonly logN: number;
   readonly r: number;
@@ -18,22 +24,36 @@ export interface KdfParams {
   readonly type: RecipientType;
 }
 
-/** scrypt cost of DESIGN.md §3: N = 2^17, r = 8, p = 1 (128 MiB). */
+/** scrypt cost of DESIGN.md §3: N = 2^17, r = 8, p = 1 (128 MiB); also the least accepted. */
 export const SECUPASS_COST = { logN: 17, r: 8, p: 1 } as const;
 
+/** Why KDF parameters were refused: too cheap, not bound to the address, or malformed. */
+export type KdfRefusal = "weak" | "legacy" | "invalid";
+
+/** Refused KDF parameters; the browser branches on `reason` to tell the patient why. */
+export class KdfParamsError extends Error {
+  /**
+   * @param reason - What is wrong with them.
+   * @param message - Lowercase, for logs.
+   */
+  constructor(
+    readonly reason: KdfRefusal,
+    message: string,
+  ) {
+    super(message);
+    this.name = "KdfParamsError";
+  }
+}
+
 /**
- * Creates fresh KDF parameters with a random salt.
+ * Creates fresh KDF parameters: version 2, the cost of {@link SECUPASS_COST}, a random salt.
  *
  * @param type - The identity type for the patient.
- * @param cost - scrypt cost; defaults to {@link SECUPASS_COST}.
  * @returns Parameters to store with the patient.
  */
-export function newKdfParams(
-  type: RecipientType,
-  cost: { logN: number; r: number; p: number } = SECUPASS_COST,
-): KdfParams {
+export function newKdfParams(type: RecipientType): KdfParams {
   const salt = base64.encode(crypto.getRandomValues(new Uint8Array(16)));
-  return { alg: "scrypt", logN: cost.logN, r: cost.r, p: cost.p, salt, type };
+  return { alg: "scrypt", v: 2, ...SECUPASS_COST, salt, type };
 }
 
 /**
@@ -41,47 +61,99 @@ export function newKdfParams(
  *
  * @param v - The parsed JSON value.
  * @returns The same value, typed.
- * @throws If a field is missing or out of range; the bounds keep a hostile server from
- *   asking for a weak or a memory-exhausting derivation.
+ * @throws {@link KdfParamsError} `weak` below N=2^17, r=8, p=1 (a hostile server must not be
+ *   able to ask for a cheap derivation), `invalid` if a field is missing, unknown or so large
+ *   that the derivation would exhaust memory.
  */
 export function parseKdfParams(v: unknown): KdfParams {
-  if (typeof v !== "object" || v === null) throw new Error("kdf params must be an object");
+  const invalid = (message: string): KdfParamsError => new KdfParamsError("invalid", message);
+  if (typeof v !== "object" || v === null) throw invalid("kdf params must be an object");
   const o = v as Record<string, unknown>;
-  const int = (x: unknown, lo: number, hi: number): x is number =>
-    typeof x === "number" && Number.isInteger(x) && x >= lo && x <= hi;
-  if (o.alg !== "scrypt") throw new Error("unsupported kdf");
-  if (!int(o.logN, 15, 22) || !int(o.r, 8, 32) || !int(o.p, 1, 4)) throw new Error("kdf cost out of range");
-  if (typeof o.salt !== "string") throw new Error("kdf salt missing");
+  const int = (x: unknown): x is number => typeof x === "number" && Number.isInteger(x);
+  if (o.alg !== "scrypt") throw invalid("unsupported kdf");
+  if (o.v !== undefined && o.v !== 2) throw invalid("unsupported kdf version");
+  if (!int(o.logN) || !int(o.r) || !int(o.p)) throw invalid("kdf cost out of range");
+  if (o.logN < SECUPASS_COST.logN || o.r < SECUPASS_COST.r || o.p < SECUPASS_COST.p) {
+    throw new KdfParamsError("weak", "kdf cost below the minimum N=2^17, r=8, p=1");
+  }
+  if (o.logN > 22 || o.r > 32 || o.p > 4) throw invalid("kdf cost out of range");
+  if (typeof o.salt !== "string") throw invalid("kdf salt missing");
   let salt: Uint8Array;
   try {
     salt = base64.decode(o.salt);
   } catch {
-    throw new Error("kdf salt is not base64");
+    throw invalid("kdf salt is not base64");
   }
-  if (salt.length < 16) throw new Error("kdf salt too short");
-  if (!isRecipientType(o.type)) throw new Error("unsupported identity type");
-  return { alg: "scrypt", logN: o.logN, r: o.r, p: o.p, salt: o.salt, type: o.type };
+  if (salt.length < 16) throw invalid("kdf salt too short");
+  if (!isRecipientType(o.type)) throw invalid("unsupported identity type");
+  return { alg: "scrypt", ...(o.v === 2 ? { v: 2 as const } : {}), logN: o.logN, r: o.r, p: o.p, salt: o.salt, type: o.type };
+}
+
+/**
+ * Checks KDF parameters for setting a new key (registration, Secu-Pass reset): as
+ * {@link parseKdfParams}, and they must bind the salt to the address (version 2), so that
+ * every new key is address-bound.
+ *
+ * @param v - The parsed JSON value.
+ * @returns The parameters.
+ * @throws {@link KdfParamsError} as parseKdfParams, and `legacy` for parameters without `v: 2`.
+ */
+export function parseNewKeyKdfParams(v: unknown): KdfParams {
+  const p = parseKdfParams(v);
+  if (p.v !== 2) throw new KdfParamsError("legacy", "kdf params do not bind the salt to the address; new keys need v2");
+  return p;
+}
+
+const V2_LABEL = "praxmail secupass v2";
+
+/**
+ * The salt scrypt gets. Version 2:
+ * `SHA-256("praxmail secupass v2" ‖ 0x00 ‖ NFC(lowercase(address)) ‖ 0x00 ‖ salt)`, so that no
+ * single precomputation fits every patient, even if two salts were the same. Without a
+ * version, the stored salt itself (keys set before version 2 keep their derivation).
+ *
+ * @param params - Checked KDF parameters.
+ * @param address - The patient's e-mail address.
+ * @returns The scrypt salt.
+ * @throws If a version 2 derivation gets an empty address or one with a NUL.
+ */
+export function secupassSalt(params: KdfParams, address: string): Uint8Array {
+  const salt = base64.decode(params.salt);
+  if (params.v !== 2) return salt;
+  const addr = address.toLowerCase().normalize("NFC");
+  if (addr === "" || addr.includes("\0")) throw new Error("secu-pass address is empty or malformed");
+  const enc = new TextEncoder();
+  const label = enc.encode(V2_LABEL);
+  const a = enc.encode(addr);
+  const input = new Uint8Array(label.length + 1 + a.length + 1 + salt.length);
+  input.set(label, 0);
+  input.set(a, label.length + 1);
+  input.set(salt, label.length + 1 + a.length + 1);
+  return sha256(input);
 }
 
 /**
  * Derives the patient identity U from a Secu-Pass-Key:
- * `seed = scrypt(NFC(key), salt, N, r, p, 32)`, encoded as an age identity.
+ * `seed = scrypt(NFC(key), secupassSalt(params, address), N, r, p, 32)`, encoded as an age
+ * identity.
  *
  * @param secuPassKey - The key the patient typed.
  * @param params - The patient's stored KDF parameters.
+ * @param address - The patient's address (the logged-in account); version 2 mixes it in.
  * @param onProgress - Called with 0…1 while scrypt runs.
  * @returns The age identity string.
- * @throws If the key is empty or the parameters are invalid.
+ * @throws If the key is empty; {@link KdfParamsError} if the parameters are weak or invalid.
  */
 export async function deriveSecuPassIdentity(
   secuPassKey: string,
   params: KdfParams,
+  address: string,
   onProgress?: (fraction: number) => void,
 ): Promise<string> {
   const p = parseKdfParams(params);
   const key = secuPassKey.normalize("NFC");
   if (key.length === 0) throw new Error("secu-pass-key is empty");
-  const seed = await scryptAsync(new TextEncoder().encode(key), base64.decode(p.salt), {
+  const seed = await scryptAsync(new TextEncoder().encode(key), secupassSalt(p, address), {
     N: 2 ** p.logN,
     r: p.r,
     p: p.p,

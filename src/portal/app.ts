@@ -21,6 +21,8 @@ import { Sessions, cookiePolicy, type Session } from "./session.js";
 /** What every route needs. */
 export interface Portal {
   readonly ctx: Context;
+  /** The portal's log: routes, status codes and failures, never tokens or bodies. */
+  readonly log: Logger;
   readonly sessions: Sessions;
   readonly limits: { readonly loginIp: Limiter; readonly loginAccount: Limiter; readonly registerIp: Limiter };
   /** Renders a page inside the layout. */
@@ -142,6 +144,7 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   const texts = (req: FastifyRequest): Texts => TEXTS[pickLang(req.cookies.lang, req.headers["accept-language"])];
   const portal: Portal = {
     ctx,
+    log: plog,
     sessions,
     limits: {
       loginIp: new Limiter(30, 15 * 60_000, clock),

@@ -20,7 +20,7 @@ export async function registerThroughCore(
   try {
     const { kdf } = await registerPatient(ctx, email, password);
     if (secuPass === undefined) return null;
-    const identity = await deriveSecuPassIdentity(secuPass, kdf);
+    const identity = await deriveSecuPassIdentity(secuPass, kdf, email);
     await setSecuPassRecipient(ctx, email, await recipientOf(identity));
     return identity;
   } finally {

@@ -27,9 +27,10 @@ export interface Sink {
 /**
  * Starts a sink on 127.0.0.1 and a free port.
  *
+ * @param opts - acceptDelayMs: how long the sink takes to answer DATA (a slow upstream).
  * @returns The sink.
  */
-export async function startSink(): Promise<Sink> {
+export async function startSink(opts: { acceptDelayMs?: number } = {}): Promise<Sink> {
   const messages: Received[] = [];
   const refuse = new Set<string>();
   const server = new SMTPServer({
@@ -52,6 +53,7 @@ export async function startSink(): Promise<Sink> {
             // Damaged mail (the fuzz test sends it) is still stored, as a real upstream would.
             async (e: unknown) => messages.push({ ...envelope, mail: await simpleParser(Buffer.alloc(0)), parseError: (e as Error).message }),
           )
+          .then(() => new Promise((resolve) => setTimeout(resolve, opts.acceptDelayMs ?? 0)))
           .then(() => {
             callback();
           })

@@ -3,7 +3,7 @@
 // unwrap D with the patient identity (or take it from the #fragment at levels 1–2), then
 // decrypt each file as a stream. Keys live in this page's memory only.
 import { Decrypter, Encrypter, identityToRecipient } from "age-encryption";
-import { deriveSecuPassIdentity, parseKdfParams } from "../../crypto/secupass.js";
+import { KdfParamsError, deriveSecuPassIdentity, parseKdfParams, parseNewKeyKdfParams, type KdfParams } from "../../crypto/secupass.js";
 import { decryptFile, loadAead } from "./stream.js";
 
 // The element types are known from our own templates.
@@ -64,13 +64,24 @@ function secupassPage(form: HTMLFormElement): void {
       show(form.dataset.short ?? "");
       return;
     }
+    // A new key is only derived with parameters of full cost that bind the salt to the
+    // address; anything else is refused before any work, and nothing is posted.
+    let kdf: KdfParams;
+    try {
+      kdf = parseNewKeyKdfParams(JSON.parse(form.dataset.kdf ?? "null"));
+    } catch (e) {
+      const reason = e instanceof KdfParamsError ? e.reason : "invalid";
+      show((reason === "weak" ? form.dataset.kdfWeak : reason === "legacy" ? form.dataset.kdfLegacy : form.dataset.failed) ?? "");
+      return;
+    }
+    const address = form.dataset.address ?? "";
     if (err) err.hidden = true;
     if (box) box.hidden = false;
     const button = form.querySelector("button");
     if (button) button.disabled = true;
     void (async () => {
       try {
-        const identity = await deriveSecuPassIdentity(key, parseKdfParams(JSON.parse(form.dataset.kdf ?? "null")), (f) => {
+        const identity = await deriveSecuPassIdentity(key, kdf, address, (f) => {
           if (bar) bar.value = Math.round(f * 100);
         });
         const recipient = await identityToRecipient(identity);
@@ -105,8 +116,10 @@ interface DeliveryData {
   files: FileInfo[];
   wrapUrl: string | null;
   kdf: unknown;
+  /** The logged-in patient's address, mixed into the Secu-Pass salt. */
+  address: string | null;
 }
-type Texts = Record<"wrongKey" | "decrypting" | "downloading" | "done" | "failed" | "missingKey" | "deriving", string>;
+type Texts = Record<"wrongKey" | "decrypting" | "downloading" | "done" | "failed" | "missingKey" | "deriving" | "kdfWeak", string>;
 
 const TYPES: Record<string, string> = { pdf: "application/pdf", png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", gif: "image/gif", txt: "text/plain", eml: "message/rfc822" };
 
@@ -169,11 +182,18 @@ function deliveryPage(data: DeliveryData, t: Texts): void {
     ev.preventDefault();
     const input = byId<HTMLInputElement>("unlock-key");
     const secret = input?.value ?? "";
+    let kdf: KdfParams;
+    try {
+      kdf = parseKdfParams(data.kdf);
+    } catch (e) {
+      say(e instanceof KdfParamsError && e.reason === "weak" ? t.kdfWeak : t.failed, true);
+      return;
+    }
     void (async () => {
       try {
         say(t.deriving);
         progress(0);
-        const identity = await deriveSecuPassIdentity(secret, parseKdfParams(data.kdf), (f) => {
+        const identity = await deriveSecuPassIdentity(secret, kdf, data.address ?? "", (f) => {
           progress(f);
         });
         const d = new Decrypter();
@@ -256,6 +276,9 @@ function deliveryPage(data: DeliveryData, t: Texts): void {
   });
 }
 
+/** A post the server refused (403), with the text to show. */
+class Refused extends Error {}
+
 /**
  * A reply: the message (with the file names) and every file are encrypted here to the
  * practice recipient, then uploaded one by one. The server only ever sees ciphertext.
@@ -271,7 +294,11 @@ function replyPage(form: HTMLFormElement): void {
   };
   const post = async (url: string, body: BodyInit, type: string): Promise<Response> => {
     const res = await fetch(url, { method: "POST", credentials: "same-origin", headers: { "content-type": type, "x-csrf-token": d.csrf ?? "" }, body });
-    if (res.status === 403) throw new Error("forbidden");
+    if (res.status === 403) {
+      // The server says why in the patient's language (not approved yet, or blocked).
+      const why = ((await res.json().catch(() => ({}))) as { message?: unknown }).message;
+      throw new Refused(typeof why === "string" ? why : (d.notAllowed ?? ""));
+    }
     if (!res.ok) throw new Error(`status ${res.status}`);
     return res;
   };
@@ -310,7 +337,7 @@ function replyPage(form: HTMLFormElement): void {
         say(d.sent ?? "");
       } catch (e) {
         if (bar) bar.hidden = true;
-        say((e as Error).message === "forbidden" ? (d.notAllowed ?? "") : (d.failed ?? ""), true);
+        say(e instanceof Refused ? e.message : (d.failed ?? ""), true);
       } finally {
         if (button) button.disabled = false;
       }

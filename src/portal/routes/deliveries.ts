@@ -15,13 +15,15 @@ import type { Portal } from "../app.js";
 import { needLogin } from "./account.js";
 
 /** What the browser needs to open a delivery; no key material. */
-function clientData(d: PatientDelivery, base: string): string {
+function clientData(d: PatientDelivery, base: string, address: string | null): string {
   return JSON.stringify({
     id: d.id,
     level: d.level,
     files: d.files.map((f) => ({ id: f.id, name: f.name, size: f.size, kind: f.kind, url: `${base}/files/${f.id}` })),
     wrapUrl: d.level >= 3 ? `${base}/wrap` : null,
     kdf: d.kdf,
+    // The Secu-Pass derivation mixes in the patient's address (KdfParams v2).
+    address,
   });
 }
 
@@ -38,7 +40,7 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
     portal.notice(req, reply, 410, "goneTitle", status === "revoked" ? "goneRevoked" : "goneExpired");
 
   const showDelivery = (req: FastifyRequest, reply: FastifyReply, d: PatientDelivery, base: string): Promise<FastifyReply> =>
-    portal.page(req, reply, "delivery.eta", { d, data: clientData(d, base) });
+    portal.page(req, reply, "delivery.eta", { d, data: clientData(d, base, req.session.email) });
 
   const sendBlob = async (reply: FastifyReply, rel: string): Promise<FastifyReply> => {
     const path = ctx.store.blobs.path(rel);

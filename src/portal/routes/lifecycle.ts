@@ -7,8 +7,8 @@ import {
   completePasswordReset,
   finishSecuPassReset,
   inviteOpen,
+  passwordResetQueue,
   redeemInvite,
-  requestPasswordReset,
 } from "../../core/index.js";
 import { Limiter } from "../limits.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
@@ -30,6 +30,11 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
   const resetAddress = new Limiter(3, 60 * 60_000, clock);
   const inviteIp = new Limiter(10, 15 * 60_000, clock);
   const csrf = (body: unknown): unknown => (body as Form | undefined)?._csrf;
+  // Only the error's code is logged: the token lives in the mail and nowhere else.
+  const resets = passwordResetQueue(ctx, (e) => {
+    portal.log.error({ err: { code: (e as { code?: unknown }).code ?? null, responseCode: (e as { responseCode?: unknown }).responseCode ?? null } }, "password reset mail failed");
+  });
+  app.addHook("onClose", () => resets.close());
 
   app.get("/help", async (req, reply) => portal.page(req, reply, "help.eta", {}));
 
@@ -44,11 +49,12 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     const address = `address:${f.email.trim().toLowerCase()}`;
     if (resetIp.blocked(ip)) return portal.page(req, reply, "reset.eta", { sent: false, error: t.tooMany }, 429);
     resetIp.hit(ip);
-    // The same answer whether or not the address has an account; a flood of mails to one
-    // address stops quietly.
+    // The same answer, in the same time, whether or not the address has an account: the
+    // address as typed only joins a queue, and the worker looks it up and mails after this
+    // answer. A flood of mails to one address, or a full queue, stops quietly.
     if (!resetAddress.blocked(address)) {
       resetAddress.hit(address);
-      await requestPasswordReset(ctx, f.email);
+      if (!resets.push(f.email)) portal.log.warn({ waiting: resets.waiting }, "password reset queue full: request dropped");
     }
     return portal.page(req, reply, "reset.eta", { sent: true, error: null });
   });

@@ -1,10 +1,18 @@
 // Secure replies: the browser encrypts to the practice recipient; we store ciphertext.
 import { PassThrough, type Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { PraxmailError, addReplyPart, finishReply, startReply } from "../../core/index.js";
+import { PraxmailError, ReplyRefusedError, addReplyPart, checkMayReply, finishReply, startReply, type ReplyRefusal } from "../../core/index.js";
 import { API, bodySchema, type Portal } from "../app.js";
+import type { Texts } from "../i18n.js";
 import { csrfOk } from "../session.js";
 import { needLogin } from "./account.js";
+
+/** The text that tells a patient why they may not reply yet (or any more). */
+const REFUSAL: Readonly<Record<ReplyRefusal, keyof Texts>> = {
+  "pending-secupass": "replyRefusedPendingSecupass",
+  "pending-approval": "replyRefusedPendingApproval",
+  revoked: "replyRefusedRevoked",
+};
 
 /**
  * Registers the reply routes.
@@ -23,6 +31,12 @@ export function replyRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/reply", async (req, reply) => {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
+    try {
+      checkMayReply(ctx, req.session.email ?? "");
+    } catch (e) {
+      if (e instanceof ReplyRefusedError) return portal.notice(req, reply, 403, "replyTitle", REFUSAL[e.status]);
+      throw e;
+    }
     const d = (req.query as { d?: string }).d;
     return portal.page(req, reply, "reply.eta", {
       recipient: ctx.config.practiceRecipient,
@@ -38,6 +52,7 @@ export function replyRoutes(app: FastifyInstance, portal: Portal): void {
     try {
       result = await work(req.session.email);
     } catch (e) {
+      if (e instanceof ReplyRefusedError) return reply.code(403).send({ error: e.code, status: e.status, message: portal.texts(req)[REFUSAL[e.status]] });
       if (!(e instanceof PraxmailError)) throw e;
       const status = e.code === "too-large" ? 413 : e.code === "wrong-state" ? 403 : e.code === "no-such-delivery" ? 404 : 400;
       return reply.code(status).send({ error: e.code, message: e.message });
