@@ -221,8 +221,22 @@ describe("replies", () => {
     expect(ok.statusCode).toBe(200);
   });
 
-  it("`praxmail receive` writes the patient's file names cleaned and numbered, only inside --out", async () => {
-    const names = ["../entkommen.txt", "Befund\u202Efdp.exe", "CON", "message.txt", "a?.pdf", "a*.pdf"];
+  it("`praxmail receive` refuses a file name with ../ and writes nothing", async () => {
+    const id = startReply(ctx, A, null);
+    const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: ["../entkommen.txt"] }), [ctx.config.practiceRecipient]);
+    await addReplyPart(ctx, A, id, "message", Readable.from([Buffer.from(message)]));
+    await addReplyPart(ctx, A, id, "file", Readable.from([Buffer.from(await encryptBytes("Inhalt", [ctx.config.practiceRecipient]))]));
+    await finishReply(ctx, A, id);
+    const out = join(dir, "out");
+    const r = await praxmail(["receive", id, "--out", out, "--home", home]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('praxmail: error: refusing the file name "../entkommen.txt": it would leave the folder or is not a plain name\n');
+    expect(await readdir(out).catch(() => [])).toEqual([]);
+    expect(await readdir(dir)).not.toContain("entkommen.txt");
+  });
+
+  it("`praxmail receive` writes the patient's file names cleaned (bidi, forbidden characters, device names) and numbered where they collide", async () => {
+    const names = ["Befund\u202Efdp.exe", "CON", "message.txt", "a?.pdf", "a*.pdf"];
     const id = startReply(ctx, A, null);
     const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: names }), [ctx.config.practiceRecipient]);
     await addReplyPart(ctx, A, id, "message", Readable.from([Buffer.from(message)]));
@@ -234,12 +248,11 @@ describe("replies", () => {
     const r = await praxmail(["receive", id, "--out", out, "--home", home]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    const written = ["message.txt", "entkommen.txt", "Befundfdp.exe", "_CON", "message (2).txt", "a_.pdf", "a_ (2).pdf"];
+    const written = ["message.txt", "Befundfdp.exe", "_CON", "message (2).txt", "a_.pdf", "a_ (2).pdf"];
     expect(r.stdout).toBe(written.map((n) => `${join(out, n)}\n`).join(""));
     expect((await readdir(out)).sort()).toEqual([...written].sort());
-    expect(await readFile(join(out, "Befundfdp.exe"), "utf8")).toBe("Inhalt 1");
-    expect(await readFile(join(out, "message (2).txt"), "utf8")).toBe("Inhalt 3");
-    expect((await readdir(dir)).sort()).toEqual(["home", "out"]);
+    expect(await readFile(join(out, "Befundfdp.exe"), "utf8")).toBe("Inhalt 0");
+    expect(await readFile(join(out, "message (2).txt"), "utf8")).toBe("Inhalt 2");
   });
 
   it("`praxmail receive` of an unknown reply: exit 1 with a hint", async () => {

@@ -150,17 +150,31 @@ export function listReplies(ctx: Context): ReplyView[] {
 }
 
 /**
- * Decrypts a reply into a folder: `message.txt` and the files. The patient's file names
- * are cleaned ({@link cleanFileName}) and numbered where two would collide, so each is a
- * plain name inside the folder; existing files are never overwritten; on failure what was
- * written is removed.
+ * Refuses a reply's file name that holds a path: a browser gives only a file's own name, so
+ * a separator means a client that tries to write outside the folder.
+ *
+ * @param name - The name the patient's browser gave.
+ * @returns The same name.
+ * @throws {@link PraxmailError} `invalid-input` naming it.
+ */
+function plainName(name: string): string {
+  if (/[/\\]/.test(name)) throw new PraxmailError("invalid-input", `refusing the file name ${JSON.stringify(name)}: it would leave the folder or is not a plain name`);
+  return name;
+}
+
+/**
+ * Decrypts a reply into a folder: `message.txt` and the files. A file name with a path is
+ * refused before anything is written; the others are cleaned ({@link cleanFileName}) and
+ * numbered where two would collide; existing files are never overwritten; on failure what
+ * was written is removed.
  *
  * @param ctx - The core context.
  * @param id - The reply.
  * @param practiceIdentity - P's secret.
  * @param outDir - The folder (created if missing).
  * @returns The paths written.
- * @throws {@link PraxmailError} for an unknown reply, a malformed message part, or an existing file.
+ * @throws {@link PraxmailError} for an unknown reply, a malformed message part, a name with a
+ *   path, or an existing file.
  */
 export async function receiveReply(ctx: Context, id: string, practiceIdentity: string, outDir: string): Promise<string[]> {
   const r = ctx.store.accounts.reply(id);
@@ -180,7 +194,7 @@ export async function receiveReply(ctx: Context, id: string, practiceIdentity: s
   }
   const message = { text: raw.text };
   const taken = new Set(["message.txt"]);
-  const names = (raw.files as unknown[]).map((n) => uniqueFileName(cleanFileName(String(n)), taken));
+  const names = (raw.files as unknown[]).map((n) => uniqueFileName(cleanFileName(plainName(String(n))), taken));
   await mkdir(outDir, { recursive: true });
   const root = await realpath(outDir);
   const written: string[] = [];
