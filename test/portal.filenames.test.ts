@@ -64,7 +64,7 @@ describe.runIf(needChromium())("a hostile attachment name in the portal", () => 
     await page.getByText("Fertig.").waitFor({ timeout: 60_000 });
     const [dl] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Speichern" }).first().click()]);
     expect(dl.suggestedFilename()).toBe("Befundfdp.exe");
-    expect(sha(await readFile((await dl.path())))).toBe(sha(pdf));
+    expect(sha(await readFile(await dl.path()))).toBe(sha(pdf));
     expect(dispositions).toEqual(["attachment"]);
     await context.close();
   });
