@@ -59,9 +59,10 @@ function cutToBytes(s: string, bytes: number): string {
 /**
  * Makes a file name from outside (a MIME header, a path, a patient's browser) safe to store,
  * show and write on any system: of a path only the last part is kept, invisible and control
- * characters (bidi overrides included) are removed, characters Windows forbids become `_`, runs of white space become one space,
- * leading and trailing dots and spaces go, device names such as `CON` get a leading `_`, and
- * a long name is shortened in its stem so that the extension stays visible at the end.
+ * characters (bidi overrides included) are removed, characters Windows forbids become `_`,
+ * runs of white space become one space, leading and trailing dots and spaces go, device
+ * names such as `CON` get a leading `_`, and a long name is shortened in its stem so that
+ * the extension stays visible at the end. Every path that takes a file name uses this.
  *
  * @param name - The name as given.
  * @returns A plain name (no folders) of at most 200 UTF-8 bytes that is never empty.
