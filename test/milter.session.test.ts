@@ -145,6 +145,28 @@ describe("a milter connection", () => {
     expect(r[0]!.data.toString()).toBe("554 5.6.0 unknown security level in the subject tag [S9]; use 0 to 4\0");
     mta.socket.destroy();
   });
+
+  it("answers a second Subject header with 554: a tag in it would otherwise be missed", async () => {
+    const mta = await Mta.open();
+    await mta.negotiate();
+    const r = await mta.message(["e@patient.example"], [["Subject", "Befund"], ["Subject", "[S3] Befund"]], "x\r\n");
+    expect(r.map((p) => p.cmd)).toEqual(["y"]);
+    expect(r[0]!.data.toString()).toBe("554 5.6.0 message has more than one Subject header; praxmail cannot tell which one the recipient sees, so it was not sent\0");
+    mta.socket.destroy();
+  });
+
+  it("never passes a tagged mail unchanged to a quoted local part at the practice's domain", async () => {
+    const mta = await Mta.open();
+    await mta.negotiate();
+    const r = await mta.message(
+      ['"f@patient.example"@praxis-weber.example'],
+      [["Subject", "[S3] Befund"], ["MIME-Version", "1.0"], ["Content-Type", 'multipart/mixed; boundary="b"']],
+      "--b\r\nContent-Type: text/plain\r\n\r\nAnbei.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF-geheim\r\n--b--\r\n",
+    );
+    expect(r.map((p) => p.cmd)).toEqual(["y"]);
+    expect(r[0]!.data.toString()).toBe('554 5.6.0 not an e-mail address: "\\"f@patient.example\\"@praxis-weber.example"\0');
+    mta.socket.destroy();
+  });
 });
 
 describe("fuzzing", () => {

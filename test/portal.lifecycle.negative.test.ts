@@ -2,7 +2,7 @@
 // invites, an invite for another address, a reply from a patient who is not approved, an oversized or
 // plaintext upload, and a file name that would escape the folder in `praxmail receive`.
 import { request } from "node:http";
-import { readdir } from "node:fs/promises";
+import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
@@ -297,6 +297,26 @@ describe("replies", () => {
     expect(r.stderr).toBe('praxmail: error: refusing the file name "../entkommen.txt": it would leave the folder or is not a plain name\n');
     expect(await readdir(out).catch(() => [])).toEqual([]);
     expect(await readdir(dir)).not.toContain("entkommen.txt");
+  });
+
+  it("`praxmail receive` writes the patient's file names cleaned (bidi, forbidden characters, device names) and numbered where they collide", async () => {
+    const names = ["Befund\u202Efdp.exe", "CON", "message.txt", "a?.pdf", "a*.pdf"];
+    const id = startReply(ctx, A, null);
+    const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: names }), [ctx.config.practiceRecipient]);
+    await addReplyPart(ctx, A, id, "message", Readable.from([Buffer.from(message)]));
+    for (const [i] of names.entries()) {
+      await addReplyPart(ctx, A, id, "file", Readable.from([Buffer.from(await encryptBytes(`Inhalt ${i}`, [ctx.config.practiceRecipient]))]));
+    }
+    await finishReply(ctx, A, id);
+    const out = join(dir, "out");
+    const r = await praxmail(["receive", id, "--out", out, "--home", home]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const written = ["message.txt", "Befundfdp.exe", "_CON", "message (2).txt", "a_.pdf", "a_ (2).pdf"];
+    expect(r.stdout).toBe(written.map((n) => `${join(out, n)}\n`).join(""));
+    expect((await readdir(out)).sort()).toEqual([...written].sort());
+    expect(await readFile(join(out, "Befundfdp.exe"), "utf8")).toBe("Inhalt 0");
+    expect(await readFile(join(out, "message (2).txt"), "utf8")).toBe("Inhalt 2");
   });
 
   it("`praxmail receive` of an unknown reply: exit 1 with a hint", async () => {

@@ -3,6 +3,7 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -238,7 +239,15 @@ describe("deliveries", () => {
   });
 
   it("escapes file names in the page and in the data for the script", async () => {
-    const d = await deliver(A, 1, `<img src=x onerror=alert(1)>&"'.pdf`);
+    // Intake turns < > " into _ (test/core.filenames.test.ts), but a name stored by an earlier
+    // version may still hold them: the page escapes whatever the row says.
+    const d = await deliver(A, 1);
+    const db = new Database(join(home, "praxmail.db"));
+    try {
+      db.prepare("UPDATE files SET name = ? WHERE delivery_id = ?").run(`<img src=x onerror=alert(1)>&"'.pdf`, d.id);
+    } finally {
+      db.close();
+    }
     const res = await new Client(app).get(`/d/${tokenOf(d)}`);
     expect(res.statusCode).toBe(200);
     expect(res.body).not.toContain("<img src=x");

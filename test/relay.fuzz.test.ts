@@ -18,7 +18,6 @@
 // take two of the mutation families away before the relay ever saw them.
 import { once } from "node:events";
 import { readFile, readdir } from "node:fs/promises";
-import { connect, type Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { Splitter, type SplitterChunk } from "@zone-eu/mailsplit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -26,134 +25,15 @@ import { cleanup, tempDir } from "./helpers/cli.js";
 import { makeCase, SecretIndex, type FuzzCase, type Fixture } from "./helpers/mutate.js";
 import { startTestRelay, type TestRelay } from "./helpers/relay.js";
 import { startSink, type Received, type Sink } from "./helpers/sink.js";
+import { SmtpClient, type SmtpReply } from "./helpers/smtp.js";
 
 const COUNT = Number(process.env.PRAXMAIL_FUZZ_COUNT ?? 600);
 const SEED = Number(process.env.PRAXMAIL_FUZZ_SEED ?? 20261102);
 const ONLY = (process.env.PRAXMAIL_FUZZ_ONLY ?? "").split(",").filter(Boolean).map(Number);
 const CLIENTS = 6;
-const REPLY_TIMEOUT_MS = 60_000;
 const MAX_SIZE = 4 * 1024 * 1024;
 const FROM = "praxis@praxis-weber.example";
 const FIXTURES = resolve(import.meta.dirname, "fixtures/mail");
-
-// ---- a minimal SMTP client ---------------------------------------------------------------
-
-interface Reply {
-  code: number;
-  text: string;
-}
-
-class SmtpClient {
-  private buffer = "";
-  private waiter: { resolve: (r: Reply) => void; reject: (e: Error) => void } | null = null;
-  private closed: Error | null = null;
-
-  private constructor(private readonly socket: Socket) {
-    socket.setEncoding("latin1");
-    socket.on("data", (d: string) => {
-      this.buffer += d;
-      this.pump();
-    });
-    socket.on("error", (e) => (this.closed ??= e));
-    socket.on("close", () => {
-      this.closed ??= new Error("connection closed");
-      this.pump();
-    });
-  }
-
-  static async open(port: number): Promise<SmtpClient> {
-    const socket = connect(port, "127.0.0.1");
-    await once(socket, "connect");
-    const c = new SmtpClient(socket);
-    const greeting = await c.read();
-    if (greeting.code !== 220) throw new Error(`greeting: ${greeting.text}`);
-    const ehlo = await c.command("EHLO fuzz.example");
-    if (ehlo.code !== 250) throw new Error(`EHLO: ${ehlo.text}`);
-    return c;
-  }
-
-  get usable(): boolean {
-    return this.closed === null;
-  }
-
-  private pump(): void {
-    if (!this.waiter) return;
-    const lines: string[] = [];
-    let used = 0;
-    for (let nl = this.buffer.indexOf("\n"); nl !== -1; nl = this.buffer.indexOf("\n", used)) {
-      const line = this.buffer.slice(used, nl).replace(/\r$/, "");
-      used = nl + 1;
-      lines.push(line);
-      if (/^\d{3}(?: |$)/.test(line)) {
-        this.buffer = this.buffer.slice(used);
-        const w = this.waiter;
-        this.waiter = null;
-        w.resolve({ code: Number(line.slice(0, 3)), text: lines.join("\n") });
-        return;
-      }
-    }
-    if (this.closed) {
-      const w = this.waiter;
-      this.waiter = null;
-      w.reject(this.closed);
-    }
-  }
-
-  read(timeoutMs = REPLY_TIMEOUT_MS): Promise<Reply> {
-    return new Promise((resolvePromise, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = null;
-        this.socket.destroy();
-        reject(new Error(`no reply within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const done = <T>(f: (v: T) => void) => (v: T): void => {
-        clearTimeout(timer);
-        f(v);
-      };
-      this.waiter = { resolve: done(resolvePromise), reject: done(reject) };
-      this.pump();
-    });
-  }
-
-  command(line: string): Promise<Reply> {
-    this.socket.write(`${line}\r\n`);
-    return this.read();
-  }
-
-  /** One transaction; the reply that ended it and the stage that gave it. */
-  async send(rcpt: string, raw: Buffer, declareSize: boolean): Promise<Reply & { stage: string }> {
-    const mail = await this.command(`MAIL FROM:<${FROM}>${declareSize ? ` SIZE=${raw.length}` : ""}`);
-    if (mail.code !== 250) return { ...mail, stage: "MAIL" };
-    const to = await this.command(`RCPT TO:<${rcpt}>`);
-    if (to.code !== 250) {
-      await this.command("RSET");
-      return { ...to, stage: "RCPT" };
-    }
-    const data = await this.command("DATA");
-    if (data.code !== 354) return { ...data, stage: "DATA" };
-    this.socket.write(dotStuffed(raw));
-    return { ...(await this.read()), stage: "DATA" };
-  }
-
-  close(): void {
-    this.socket.end("QUIT\r\n");
-  }
-}
-
-/** The message as DATA carries it: a dot at the start of a line doubled, then CRLF.CRLF. */
-function dotStuffed(raw: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  let from = 0;
-  if (raw[0] === 0x2e) parts.push(Buffer.from("."));
-  for (let nl = raw.indexOf(0x0a); nl !== -1; nl = raw.indexOf(0x0a, nl + 1)) {
-    if (raw[nl + 1] === 0x2e) {
-      parts.push(raw.subarray(from, nl + 1), Buffer.from("."));
-      from = nl + 1;
-    }
-  }
-  parts.push(raw.subarray(from), Buffer.from(raw.subarray(-2).equals(Buffer.from("\r\n")) ? ".\r\n" : "\r\n.\r\n"));
-  return Buffer.concat(parts);
-}
 
 // ---- what the sink got ---------------------------------------------------------------------
 
@@ -232,7 +112,7 @@ function caseName(c: Outcome["c"]): string {
   return `seed ${SEED} index ${c.index} (${c.fixture}, level ${c.level}, ${c.operators.join("+") || "no operator"})`;
 }
 
-async function check(c: FuzzCase, reply: Reply & { stage: string }, received: Received[]): Promise<string[]> {
+async function check(c: FuzzCase, reply: SmtpReply & { stage: string }, received: Received[]): Promise<string[]> {
   const problems: string[] = [];
   if (!(reply.code >= 200 && reply.code < 600)) problems.push(`no definite answer: ${reply.text}`);
   if (c.level > 0) {
@@ -296,10 +176,10 @@ describe("MIME fuzzing through the relay", () => {
         const rcpt = `fz${c.index}@patient.example`;
         inFlight.add(c.index);
         const t0 = Date.now();
-        let reply: Reply & { stage: string };
+        let reply: SmtpReply & { stage: string };
         try {
           if (!client?.usable) client = await SmtpClient.open(relay.port);
-          reply = await client.send(rcpt, c.raw, c.index % 2 === 0);
+          reply = await client.send(FROM, rcpt, c.raw, c.index % 2 === 0);
         } catch (e) {
           reply = { code: -1, text: (e as Error).message, stage: "socket" };
           client = null;
@@ -323,7 +203,7 @@ describe("MIME fuzzing through the relay", () => {
 
     // Still answering after the run, with a clean tagged mail.
     const probe = await SmtpClient.open(relay.port);
-    const after = await probe.send("after-the-run@patient.example", Buffer.from(`X-Praxmail-Level: 3\r\nSubject: probe\r\n\r\nhello\r\n`), false);
+    const after = await probe.send(FROM, "after-the-run@patient.example", Buffer.from(`X-Praxmail-Level: 3\r\nSubject: probe\r\n\r\nhello\r\n`), false);
     probe.close();
     expect(after.code, "the relay still answers after the run").toBe(250);
 

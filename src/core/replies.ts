@@ -10,6 +10,7 @@ import { writeStream, type PatientStatus, type ReplyRow } from "../store/index.j
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { newId } from "./tokens.js";
+import { cleanFileName, uniqueFileName } from "./validate.js";
 
 /** Bounds on one reply. */
 export const REPLY_LIMITS = { partBytes: 100 * 1024 * 1024, parts: 21, messageBytes: 1024 * 1024 };
@@ -188,31 +189,31 @@ export function listReplies(ctx: Context): ReplyView[] {
 }
 
 /**
- * Checks a file name from a reply before anything is written: a plain name, no folders.
+ * Refuses a reply's file name that holds a path: a browser gives only a file's own name, so
+ * a separator means a client that tries to write outside the folder.
  *
  * @param name - The name the patient's browser gave.
  * @returns The same name.
  * @throws {@link PraxmailError} `invalid-input` naming it.
  */
-function safeName(name: string): string {
-  // eslint-disable-next-line no-control-regex
-  if (name === "" || name === "." || name === ".." || /[/\\\u0000-\u001f\u007f]/.test(name) || name.length > 255 || name === "message.txt") {
-    throw new PraxmailError("invalid-input", `refusing the file name ${JSON.stringify(name)}: it would leave the folder or is not a plain name`);
-  }
+function plainName(name: string): string {
+  if (/[/\\]/.test(name)) throw new PraxmailError("invalid-input", `refusing the file name ${JSON.stringify(name)}: it would leave the folder or is not a plain name`);
   return name;
 }
 
 /**
- * Decrypts a reply into a folder: `message.txt` and the files. Names are checked before
- * anything is written; existing files are never overwritten; on failure what was written
- * is removed.
+ * Decrypts a reply into a folder: `message.txt` and the files. A file name with a path is
+ * refused before anything is written; the others are cleaned ({@link cleanFileName}) and
+ * numbered where two would collide; existing files are never overwritten; on failure what
+ * was written is removed.
  *
  * @param ctx - The core context.
  * @param id - The reply.
  * @param practiceIdentity - P's secret.
  * @param outDir - The folder (created if missing).
  * @returns The paths written.
- * @throws {@link PraxmailError} for an unknown reply, a bad name, or an existing file.
+ * @throws {@link PraxmailError} for an unknown reply, a malformed message part, a name with a
+ *   path, or an existing file.
  */
 export async function receiveReply(ctx: Context, id: string, practiceIdentity: string, outDir: string): Promise<string[]> {
   const r = ctx.store.accounts.reply(id);
@@ -231,8 +232,8 @@ export async function receiveReply(ctx: Context, id: string, practiceIdentity: s
     throw new PraxmailError("invalid-input", "the reply's message part is malformed");
   }
   const message = { text: raw.text };
-  const names = (raw.files as unknown[]).map((n) => safeName(String(n)));
-  if (new Set(names).size !== names.length) throw new PraxmailError("invalid-input", "the reply names the same file twice");
+  const taken = new Set(["message.txt"]);
+  const names = (raw.files as unknown[]).map((n) => uniqueFileName(cleanFileName(plainName(String(n))), taken));
   await mkdir(outDir, { recursive: true });
   const root = await realpath(outDir);
   const written: string[] = [];

@@ -24,38 +24,89 @@ export interface Classification {
 // [S3] [SL3] [Stufe 3] [sicher], case-insensitive, with optional spaces inside the brackets.
 const TAG = /\[\s*(?:(?:sl|s|stufe)\s*(\d+)|(sicher))\s*\]/giu;
 
+// What a client does not show, dropped before tags are looked for: zero-width space and
+// joiners (U+200B–U+200D), word joiner (U+2060), BOM (U+FEFF), soft hyphen (U+00AD), the
+// bidi marks, and the rest of what Unicode calls default-ignorable or format characters.
+const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Cf}]/gu;
+/**
+ * An RFC 2047 encoded word in UTF-7, which libmime reads as UTF-8 (so `+AFs-S3+AF0-` stays
+ * as it is) while a client that knows UTF-7 shows `[S3]`.
+ */
+const UTF7_WORD = /=\?(?:unicode-1-1-)?utf-?7(?:-imap)?(?:\*[^?]*)?\?[bq]\?/i;
+
 function checkLevel(n: number, what: string): Level {
   if (Number.isInteger(n) && n >= 0 && n <= 4) return n as Level;
   throw new MailRejection(554, `unknown security level in ${what}; use 0 to 4`, "5.6.0");
 }
 
 /**
- * Classifies a message by its headers.
+ * A header value as the recipient reads it: unfolded, RFC 2047 encoded words decoded.
+ *
+ * @throws {@link MailRejection} 554 for an encoded word in UTF-7, which praxmail does not
+ *   decode and a client might, showing a tag praxmail did not see.
+ */
+function decodeValue(raw: string, what: string): string {
+  if (UTF7_WORD.test(raw)) throw new MailRejection(554, `${what} has an encoded word in UTF-7, which praxmail does not read; send it in UTF-8`, "5.6.0");
+  let decoded: string;
+  try {
+    decoded = libmime.decodeWords(raw.replace(/\r?\n[ \t]/g, " "));
+  } catch {
+    decoded = raw;
+  }
+  return decoded;
+}
+
+/**
+ * The text tags are matched in: each character NFKC-normalised (a fullwidth ３ is 3, ［ is [)
+ * and invisible characters dropped, with where each UTF-16 unit of it came from, so that a
+ * tag found in it can be cut out of the text as it was.
+ */
+function tagView(text: string): { readonly text: string; readonly start: number[]; readonly end: number[] } {
+  let out = "";
+  const start: number[] = [];
+  const end: number[] = [];
+  let at = 0;
+  for (const ch of text) {
+    const n = ch.normalize("NFKC").replace(INVISIBLE, "");
+    out += n;
+    for (let i = 0; i < n.length; i++) {
+      start.push(at);
+      end.push(at + ch.length);
+    }
+    at += ch.length;
+  }
+  return { text: out, start, end };
+}
+
+/**
+ * Classifies a message by its headers. Tags and levels are read after NFKC normalisation
+ * and with invisible characters removed, as the recipient's client shows them.
  *
  * @param subjectHeader - The raw Subject value (RFC 2047 encoded words allowed), if any.
  * @param levelHeaders - Every raw X-Praxmail-Level value.
  * @returns The highest level named anywhere, and the subject without tags.
- * @throws {@link MailRejection} 554 for a level outside 0–4.
+ * @throws {@link MailRejection} 554 for a level outside 0–4, or an encoded word in UTF-7.
  */
 export function classify(subjectHeader: string | undefined, levelHeaders: readonly string[]): Classification {
   let level: Level = 0;
   for (const raw of levelHeaders) {
-    const v = raw.trim();
+    const v = tagView(decodeValue(raw, "X-Praxmail-Level")).text.trim();
     if (!/^\d{1,3}$/.test(v)) throw new MailRejection(554, `X-Praxmail-Level must be a number from 0 to 4, not ${JSON.stringify(v.slice(0, 20))}`, "5.6.0");
     level = Math.max(level, checkLevel(Number(v), "X-Praxmail-Level")) as Level;
   }
   if (subjectHeader === undefined) return { level, subject: null };
-  let decoded: string;
-  try {
-    decoded = libmime.decodeWords(subjectHeader.replace(/\r?\n[ \t]/g, " "));
-  } catch {
-    decoded = subjectHeader;
-  }
-  for (const m of decoded.matchAll(TAG)) {
+  const decoded = decodeValue(subjectHeader, "the subject");
+  const view = tagView(decoded);
+  let subject = "";
+  let from = 0;
+  for (const m of view.text.matchAll(TAG)) {
     const n = m[2] ? 3 : Number(m[1]);
     level = Math.max(level, checkLevel(n, `the subject tag ${m[0]}`)) as Level;
+    // The tag as it was written, with whatever invisible characters it held.
+    subject += `${decoded.slice(from, view.start[m.index])} `;
+    from = view.end[m.index + m[0].length - 1] ?? decoded.length;
   }
-  const subject = decoded.replace(TAG, " ").replace(/\s{2,}/g, " ").trim();
+  subject = (subject + decoded.slice(from)).replace(/\s{2,}/g, " ").trim();
   return { level, subject };
 }
 
@@ -74,13 +125,17 @@ export function applyPolicy(level: Level, policy: Policy, hasAttachments: boolea
 }
 
 /**
- * Tells whether an address belongs to the practice (its domain or a subdomain of it).
+ * Tells whether an address belongs to the practice (its domain or a subdomain of it). A local
+ * part that can route elsewhere (`%`, `!`, `@`, `:`, or quoted) is never internal: the
+ * practice's own server might forward such mail on, and it would leave unencrypted.
  *
  * @param address - An envelope recipient.
  * @param internalDomains - Lowercase domains.
  * @returns True for internal recipients, who get the original.
  */
 export function isInternal(address: string, internalDomains: readonly string[]): boolean {
-  const domain = address.slice(address.lastIndexOf("@") + 1).toLowerCase().replace(/\.$/, "");
+  const at = address.lastIndexOf("@");
+  if (/["%!@:\\]/.test(address.slice(0, Math.max(at, 0)))) return false;
+  const domain = address.slice(at + 1).toLowerCase().replace(/\.$/, "");
   return internalDomains.some((d) => domain === d || domain.endsWith(`.${d}`));
 }

@@ -58,6 +58,26 @@ export interface Prepared {
 
 const MAX_HEAD = 256 * 1024;
 
+/**
+ * Top-level headers that may appear only once (RFC 5322 3.6, RFC 2045). With two, praxmail
+ * would read one and the recipient's client might show the other: a tag in a second Subject
+ * would be missed, a second Content-Type would make the attachments something else.
+ */
+const ONCE = ["Subject", "From", "To", "Content-Type"];
+
+/**
+ * Refuses a message with one of {@link ONCE} given twice at the top.
+ *
+ * @throws {@link MailRejection} 554 naming the header.
+ */
+function checkSingleHeaders(headers: Headers): void {
+  for (const name of ONCE) {
+    if (headers.get(name).length > 1) {
+      throw new MailRejection(554, `message has more than one ${name} header; praxmail cannot tell which one the recipient sees, so it was not sent`, "5.6.0");
+    }
+  }
+}
+
 /** Reads the header block (through the blank line) and gives back a stream of the whole message. */
 async function readHead(input: Readable): Promise<{ head: Buffer; all: Readable }> {
   const it = input[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
@@ -140,6 +160,7 @@ function withTrace(bytes: Buffer, trace: string | undefined): Buffer {
 export async function prepareMessage(ctx: Context, envelope: Envelope, input: Readable, opts: ProcessOptions): Promise<Prepared> {
   const { head, all } = await readHead(input);
   const headers = new Headers(head);
+  checkSingleHeaders(headers);
   const levels = headers.getDecoded("x-praxmail-level").map((h) => h.value);
   const cls = classify(headers.hasHeader("subject") ? headers.getFirst("subject") : undefined, levels);
   const messageId = headers.hasHeader("message-id") ? headers.getFirst("message-id") : "";
