@@ -25,12 +25,15 @@ describe("test/fixtures/mail", () => {
     for (const [name, sum] of listed) expect(createHash("sha256").update(await readFile(join(ours, name))).digest("hex"), name).toBe(sum);
   });
 
-  it.skipIf(!existsSync(shared))(
-    "holds the shared sample mails byte for byte (skipped: ../shared/testdata is absent, it exists only in the maintainers' workspace)",
-    async () => {
-      const names = await emls(shared);
-      expect(await emls(ours)).toEqual(names);
-      for (const n of names) expect((await readFile(join(ours, n))).equals(await readFile(join(shared, n))), n).toBe(true);
-    },
-  );
+  it("holds the shared sample mails byte for byte, where ../shared/testdata exists", async (ctx) => {
+    if (!existsSync(shared)) {
+      // Said in the run's output, not only counted: anyone who clones praxmail has no ../shared.
+      const why = "../shared/testdata is absent (it exists only in the maintainers' workspace); SHA256SUMS above checks the vendored copies";
+      console.info(`skipped: ${why}`);
+      ctx.skip(why);
+    }
+    const names = await emls(shared);
+    expect(await emls(ours)).toEqual(names);
+    for (const n of names) expect((await readFile(join(ours, n))).equals(await readFile(join(shared, n))), n).toBe(true);
+  });
 });

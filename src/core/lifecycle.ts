@@ -1,5 +1,6 @@
 // The end of a delivery: revoke, expire, garbage collection. Ending a delivery deletes its
-// wraps, link tokens and blobs (crypto-shred); the rows stay as a record.
+// wraps and blobs (crypto-shred); the rows stay as a record, and so does the link token's
+// hash, so that an old link answers 410 instead of 404.
 import type { DeliveryRow, FileRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
