@@ -68,6 +68,9 @@ async function patient(email: string, secuPass: string): Promise<string> {
   return u;
 }
 
+/** A patient to approve, with the safety code the admin compared: the current one. */
+const target = (email: string) => ({ email, safetyCode: ctx.store.records.patient(email)?.safetyCode ?? "" });
+
 async function blobBytes(rel: string): Promise<Buffer> {
   return readFile(join(home, rel));
 }
@@ -113,7 +116,7 @@ describe("levels 1 and 2", () => {
 describe("level 3 for an approved patient", () => {
   it("is ready at once with a wrap for the patient; no second approval", async () => {
     const u = await patient("p@example.org", "geheim");
-    await approvePatients(ctx, ["p@example.org"], practiceIdentity);
+    await approvePatients(ctx, [target("p@example.org")], practiceIdentity);
     const data = Buffer.from("zweiter Befund");
     const d = await send({ recipient: "P@Example.org", level: 3, files: [file("b.pdf", data)] });
     expect(d).toMatchObject({ recipient: "p@example.org", status: "ready", firstTime: false });
@@ -127,7 +130,7 @@ describe("level 3 for an approved patient", () => {
 describe("level 4", () => {
   it("stores neither subject, text nor file names in clear; the sealed message holds them", async () => {
     const u = await patient("p@example.org", "geheim");
-    await approvePatients(ctx, ["p@example.org"], practiceIdentity);
+    await approvePatients(ctx, [target("p@example.org")], practiceIdentity);
     const d = await send({
       recipient: "p@example.org",
       level: 4,
@@ -177,14 +180,14 @@ describe("level 4", () => {
 describe("approve", () => {
   it("is all or nothing across the given patients", async () => {
     await patient("a@example.org", "a");
-    await expect(approvePatients(ctx, ["a@example.org", "nobody@example.org"], practiceIdentity)).rejects.toMatchObject({ code: "no-such-patient" });
+    await expect(approvePatients(ctx, [target("a@example.org"), target("nobody@example.org")], practiceIdentity)).rejects.toMatchObject({ code: "no-such-patient" });
     expect(ctx.store.records.patient("a@example.org")!.status).toBe("pending-approval");
     expect(sent.filter((n) => n.kind === "released")).toEqual([]);
   });
 
   it("refuses an identity that is not the practice's", async () => {
     await patient("a@example.org", "a");
-    const err = await approvePatients(ctx, ["a@example.org"], generateIdentity("x25519")).catch((e: unknown) => e);
+    const err = await approvePatients(ctx, [target("a@example.org")], generateIdentity("x25519")).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PraxmailError);
     expect(err).toMatchObject({ code: "identity" });
   });
@@ -196,7 +199,7 @@ describe("approve", () => {
     const blob = ctx.store.records.files(fresh.id)[0]!.blob!;
     const before = await blobBytes(blob);
     await patient("a@example.org", "a");
-    const [a] = await approvePatients(ctx, ["a@example.org"], practiceIdentity);
+    const [a] = await approvePatients(ctx, [target("a@example.org")], practiceIdentity);
     expect(a).toEqual({ email: "a@example.org", deliveries: 1 });
     expect(ctx.store.records.wrap(old.id, "patient")).toBeUndefined();
     expect(ctx.store.records.wrap(fresh.id, "patient")).toBeDefined();
@@ -385,7 +388,7 @@ describe("expiry reminders", () => {
     // Not yet collected, but pending approval: nothing the patient could open.
     expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
     await patient("p@example.org", "key");
-    await approvePatients(ctx, ["p@example.org"], practiceIdentity);
+    await approvePatients(ctx, [target("p@example.org")], practiceIdentity);
     expect((await collectGarbage(ctx, 0)).reminded).toBe(1);
     expect(sent.at(-1)).toEqual({ kind: "reminder", to: "p@example.org", loginUrl: "http://127.0.0.1:8080/login", expiresAt: new Date(ctx.store.records.delivery(d.id)!.expiresAt) });
     expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
