@@ -91,7 +91,8 @@ export async function runApprove(ctx: Context, io: Io, flags: ApproveFlags, emai
     for (const p of upgrade) note(io, `  ${p.email}  safety code ${p.safetyCode ?? "-"}`);
   }
   const pending = listPending(ctx);
-  const chosen = upgrade && emails.length === 0 && pending.length === 0 ? [] : await choose(ctx, io, emails, pending);
+  // Without names, the upgrade only pins and signs; deliveries held back meanwhile stay listed.
+  const chosen = upgrade && emails.length === 0 ? [] : await choose(ctx, io, emails, pending);
   const targets: ApprovalTarget[] = [];
   for (const email of chosen) {
     const p = pending.find((q) => q.email === email);
