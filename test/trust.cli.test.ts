@@ -65,7 +65,7 @@ function redirect(home: string, email: string, recipient: string, approval?: str
   const d = db(home);
   try {
     d.prepare("UPDATE patients SET recipient = ?, safety_code = ? WHERE email = ?").run(recipient, safetyCode(recipient), email);
-    if (approval !== undefined) d.prepare("UPDATE patients SET approval = ? WHERE email = ?").run(approval, email);
+    if (approval != null) d.prepare("UPDATE patients SET approval = ? WHERE email = ?").run(approval, email);
   } finally {
     d.close();
   }
@@ -74,7 +74,8 @@ function redirect(home: string, email: string, recipient: string, approval?: str
 function row(home: string, email: string): { recipient: string; safety_code: string; approval: string | null } {
   const d = db(home);
   try {
-    return d.prepare("SELECT recipient, safety_code, approval FROM patients WHERE email = ?").get(email) as { recipient: string; safety_code: string; approval: string | null };
+    const r = d.prepare("SELECT * FROM patients WHERE email = ?").get(email) as { recipient: string; safety_code: string; approval?: string | null };
+    return { recipient: r.recipient, safety_code: r.safety_code, approval: r.approval ?? null };
   } finally {
     d.close();
   }

@@ -172,14 +172,14 @@ describe("item 1: the invite's privilege stays with the session that typed the c
       const code = "ABCD-EFGH-JKMN";
       const id = `i_${createHash("sha256").update(email).digest("hex").slice(0, 12)}`;
       const db = new Database(join(home, "praxmail.db"));
-      db.prepare("INSERT INTO invites (id, email, code_hash, created_at, expires_at, used_at, revoked_at, sig) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)").run(
+      db.prepare("INSERT INTO invites (id, email, code_hash, created_at, expires_at, used_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL, NULL)").run(
         id,
         email,
         createHash("sha256").update(`praxmail invite\n${code.replace(/-/g, "")}`).digest("hex"),
         clock.toISOString(),
         new Date(clock.getTime() + 86_400_000).toISOString(),
-        copied,
       );
+      if (copied !== null) db.prepare("UPDATE invites SET sig = ? WHERE id = ?").run(copied, id);
       db.close();
       const a = await redeem({ id, email, code, link: "", expiresAt: clock });
       await setKey(a);
