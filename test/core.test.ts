@@ -7,6 +7,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   PraxmailError,
   approvePatients,
+  beginSecuPassReset,
+  finishSecuPassReset,
   Intake,
   collectGarbage,
   createDelivery,
@@ -31,6 +33,7 @@ import {
   generateIdentity,
   readIdentityFile,
   recipientOf,
+  safetyCode,
   unwrapIdentity,
   type KdfParams,
 } from "../src/crypto/index.js";
@@ -205,6 +208,60 @@ describe("approve", () => {
     expect(ctx.store.records.wrap(fresh.id, "patient")).toBeDefined();
     expect((await blobBytes(blob)).equals(before)).toBe(true);
     expect(sent.at(-1)).toEqual({ kind: "released", to: "a@example.org", loginUrl: "http://127.0.0.1:8080/login", deliveries: 1 });
+  });
+});
+
+describe("approve is bound to the safety code that was compared", () => {
+  it("refuses when the patient posted a new key after the code was shown, and writes nothing", async () => {
+    const d = await send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    await patient("a@example.org", "a");
+    const shown = target("a@example.org");
+    beginSecuPassReset(ctx, "a@example.org");
+    const now = await finishSecuPassReset(ctx, "a@example.org", await recipientOf(generateIdentity("x25519")));
+    const err = await approvePatients(ctx, [shown], practiceIdentity).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PraxmailError);
+    expect(err).toMatchObject({ code: "wrong-state", message: `the safety code of a@example.org is now ${now.safetyCode}, not the ${shown.safetyCode} that was compared; nothing was approved` });
+    expect(ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
+    expect(ctx.store.records.delivery(d.id)!.status).toBe("pending-approval");
+    expect(ctx.store.records.patient("a@example.org")).toMatchObject({ status: "pending-approval", approval: null });
+    expect([...ctx.store.auditRows()].filter((r) => r.action === "patient.approve")).toEqual([]);
+    expect(sent.filter((n) => n.kind === "released")).toEqual([]);
+  });
+
+  it("refuses a key posted while it rewraps, inside the commit", async () => {
+    const d = await send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    await patient("a@example.org", "a");
+    const next = await recipientOf(generateIdentity("x25519"));
+    const err = await approvePatients(ctx, [target("a@example.org")], practiceIdentity, () => {
+      beginSecuPassReset(ctx, "a@example.org");
+      void finishSecuPassReset(ctx, "a@example.org", next);
+    }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "wrong-state", message: "the Secu-Pass-Key of a@example.org changed while approving; nothing was approved" });
+    expect(ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
+    expect(ctx.store.records.patient("a@example.org")).toMatchObject({ status: "pending-approval", recipient: next, approval: null });
+  });
+});
+
+describe("signed approvals in the intake", () => {
+  it("an approved row whose key was replaced gets no wrap; the practice is mailed once an hour, and a future time does not silence it", async () => {
+    await patient("a@example.org", "a");
+    await approvePatients(ctx, [target("a@example.org")], practiceIdentity);
+    const attacker = await recipientOf(generateIdentity("x25519"));
+    const row = ctx.store.records.patient("a@example.org")!;
+    ctx.store.transaction(() => { ctx.store.records.updatePatient({ ...row, recipient: attacker, safetyCode: safetyCode(attacker) }); });
+    const alarms = (): Notification[] => sent.filter((n) => n.kind === "approval-invalid");
+    const level3 = () => send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    const first = await level3();
+    await level3();
+    expect(first.status).toBe("pending-approval");
+    expect(ctx.store.records.wrap(first.id, "patient")).toBeUndefined();
+    expect(alarms()).toEqual([{ kind: "approval-invalid", to: "praxis@praxis-weber.example", patient: "a@example.org", reason: "the approval signature does not verify", deliveries: 1 }]);
+    clock = new Date(clock.getTime() + 61 * 60_000);
+    await level3();
+    expect(alarms()).toHaveLength(2);
+    ctx.store.transaction(() => { ctx.store.records.updatePatient({ ...ctx.store.records.patient("a@example.org")!, alarmedAt: "2999-01-01T00:00:00.000Z" }); });
+    await level3();
+    expect(alarms()).toHaveLength(3);
   });
 });
 
