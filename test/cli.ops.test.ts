@@ -80,6 +80,7 @@ describe("praxmail doctor", () => {
     expect(d.checks.map((c) => [c.name, c.status])).toEqual([
       ["config", "ok"],
       ["identity", "ok"],
+      ["signing-key", "ok"],
       ["upstream", "ok"],
       ["relay-port", "ok"],
       ["portal-port", "ok"],
@@ -94,7 +95,7 @@ describe("praxmail doctor", () => {
 
     const human = await praxmail(args());
     expect(human.code).toBe(0);
-    expect(human.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 4))).toEqual(["ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  "]);
+    expect(human.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 4))).toEqual(["ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  ", "ok  "]);
   });
 
   it("fails on an identity file others may read (0644) and names the fix", async () => {
@@ -103,7 +104,7 @@ describe("praxmail doctor", () => {
     try {
       const r = await praxmail([...args(), "--json"]);
       expect(r.code).toBe(1);
-      expect(r.stderr).toBe("praxmail: error: 1 of 7 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
+      expect(r.stderr).toBe("praxmail: error: 1 of 8 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
       const d = doctorJson(r);
       expect(d.ok).toBe(false);
       expect(d.by("identity")).toEqual({
@@ -256,6 +257,7 @@ describe("praxmail doctor", () => {
     expect(d.checks.map((c) => [c.name, c.status])).toEqual([
       ["config", "fail"],
       ["identity", "skip"],
+      ["signing-key", "skip"],
       ["upstream", "skip"],
       ["relay-port", "skip"],
       ["portal-port", "skip"],

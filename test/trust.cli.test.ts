@@ -201,7 +201,7 @@ describe("item 2: a home made before signed approvals", () => {
     expect(held.stderr).toContain("approval-signature-invalid");
     expect(held.stderr).toContain("no approval key is pinned yet");
     const doctor = await praxmail(["doctor", "--json", "--home", home, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--timeout", "1"]);
-    expect((JSON.parse(doctor.stdout) as { checks: { name: string; status: string }[] }).checks).toContainEqual(expect.objectContaining({ name: "approval-key", status: "warn" }));
+    expect((JSON.parse(doctor.stdout) as { checks: { name: string; status: string }[] }).checks).toContainEqual(expect.objectContaining({ name: "signing-key", status: "warn" }));
 
     const r = await praxmail(["approve", "--yes", "--home", home]);
     expect(r.code, r.stderr).toBe(0);
@@ -223,19 +223,19 @@ describe("item 2: a home made before signed approvals", () => {
 describe("item 2: doctor", () => {
   const approvalCheck = async (home: string): Promise<{ status: string; reason: string }> => {
     const r = await praxmail(["doctor", "--json", "--home", home, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--timeout", "1"]);
-    return (JSON.parse(r.stdout) as { checks: { name: string; status: string; reason: string }[] }).checks.find((c) => c.name === "approval-key")!;
+    return (JSON.parse(r.stdout) as { checks: { name: string; status: string; reason: string }[] }).checks.find((c) => c.name === "signing-key")!;
   };
 
   it("prints the approval key's fingerprint, and fails when P does not derive the pinned key", async () => {
     const home = join(dir, "doctor");
     await initHome(home, ["--recipient-type", "x25519"]);
     const config = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as Record<string, string>;
-    expect(await approvalCheck(home)).toEqual({ name: "approval-key", status: "ok", reason: `${keyFingerprint(config.approvalKey!)}, derived from the practice identity` });
+    expect(await approvalCheck(home)).toEqual({ name: "signing-key", status: "ok", reason: `${keyFingerprint(config.approvalKey!)}, derived from the practice identity` });
     const other = practiceSigningKey(generateIdentity("x25519")).publicKey;
     await writeFile(join(home, "config.json"), JSON.stringify({ ...config, approvalKey: other }));
     const r = await praxmail(["doctor", "--home", home, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--timeout", "1"]);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(new RegExp(`fail\\s+approval-key\\s+${keyFingerprint(other).replace(/[+/]/g, "\\$&")} pinned in config.json is not the key the practice identity derives`));
+    expect(r.stdout).toMatch(new RegExp(`fail\\s+signing-key\\s+${keyFingerprint(other).replace(/[+/]/g, "\\$&")} pinned in config.json is not the key the practice identity derives`));
   });
 });
 

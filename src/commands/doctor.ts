@@ -209,7 +209,7 @@ async function checkPortalUrl(config: Config, timeoutMs: number): Promise<Check>
 
 // Signed approvals: P must derive the pinned key, or every wrap to a patient fails closed.
 async function checkApprovalKey(home: string, config: Config, io: Io, flag: string | undefined): Promise<Check> {
-  const name = "approval-key";
+  const name = "signing-key";
   if (config.approvalKey === null) return warn(name, "no approval key is pinned (a home made before signed approvals): deliveries to approved patients wait", "run praxmail approve once to pin it and sign the current approvals");
   const fingerprint = keyFingerprint(config.approvalKey);
   let identity: string;
@@ -240,7 +240,7 @@ export async function runDoctor(io: Io, flags: DoctorFlags): Promise<{ home: str
   const checks = await Promise.all([
     config ? checkConfigMode(home, check) : Promise.resolve(check),
     config ? checkIdentity(home, config, io, flags.identity) : skip("identity"),
-    config ? checkApprovalKey(home, config, io, flags.identity) : skip("approval-key"),
+    config ? checkApprovalKey(home, config, io, flags.identity) : skip("signing-key"),
     config ? checkUpstream(home, config, timeoutMs) : skip("upstream"),
     checkListen("relay-port", flags.smtp, "PRAXMAIL_SMTP", "--smtp"),
     checkListen("portal-port", flags.http, "PRAXMAIL_HTTP", "--http"),
