@@ -47,11 +47,11 @@ async function post(s: Session, url: string, fields: Record<string, string>): Pr
   });
 }
 
-/** Logs in with a new session whose CSRF token is read from /secupass. */
+/** The new session a login or redemption answered with, and its CSRF token. */
 async function sessionAfter(res: LightMyRequestResponse): Promise<Session> {
   expect(res.statusCode, res.body).toBe(303);
   const cookie = cookieOf(res);
-  const page = await app.inject({ method: "GET", url: "/secupass", headers: { cookie } });
+  const page = await app.inject({ method: "GET", url: "/help", headers: { cookie } });
   expect(page.statusCode).toBe(200);
   return { cookie, csrf: csrfOf(page.body) };
 }
@@ -186,6 +186,22 @@ describe("item 1: the invite's privilege stays with the session that typed the c
       expect(status(email)).toBe("pending-approval");
       expect(await practiceMails(`Freigabe erforderlich: ${email}`)).toHaveLength(1);
     }
+  });
+
+  it("a used invite approves nobody a second time, even with the row put back to 'no key yet' and bound to another session", async () => {
+    const email = "zurueck@patient.example";
+    await setKey(await redeem(await createInvite(ctx, email, practice)));
+    expect(status(email)).toBe("approved");
+    const b = await login(email, PASSWORD);
+    const db = new Database(join(home, "praxmail.db"));
+    db.prepare("UPDATE patients SET status = 'pending-secupass', recipient = NULL, safety_code = NULL, approval = NULL, invite_session = ? WHERE email = ?").run(
+      createHash("sha256").update(b.cookie.split("=")[1]!).digest("hex"),
+      email,
+    );
+    db.close();
+    await setKey(b);
+    expect(status(email)).toBe("pending-approval");
+    expect(ctx.store.records.patient(email)!.approval).toBeNull();
   });
 
   it("the recipient of an invited patient replaced in the database gets no wrap, and the practice is alarmed", async () => {

@@ -3,7 +3,7 @@ import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, recipien
 import type { PatientRow, PatientStatus } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
-import { loadPortalKey, signInviteApproval, trustedRecipient } from "./trust.js";
+import { consumeInvite, loadPortalKey, signInviteApproval, trustedRecipient } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
 /** A patient as the CLI and the portal show it (DESIGN.md §5). */
@@ -156,7 +156,7 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
   const portalKey = p.inviteId !== null && p.inviteSession !== null && session === p.inviteSession ? loadPortalKey(ctx.home, ctx.config.portalKey) : null;
   const candidate: PatientRow | null =
     portalKey && p.inviteId !== null ? { ...keyed, status: "approved", approvedAt: at, approval: signInviteApproval(portalKey, p.inviteId, keyed, at) } : null;
-  const invited = candidate !== null && trustedRecipient(ctx, candidate).kind === "trusted";
+  const invited = candidate !== null && trustedRecipient(ctx, candidate).kind === "trusted" && consumeInvite(ctx.home, p.inviteId ?? "");
   const next = invited ? candidate : keyed;
   const waiting = invited
     ? ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] }).filter((d) => d.level >= 3 && d.expiresAt > at).length

@@ -3,7 +3,7 @@
 // signature that verifies against a key pinned in config.json, never against one read from
 // the database. Every path that writes wrap[U] asks trustedRecipient first.
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   practiceSigningKey,
@@ -23,6 +23,8 @@ import { PraxmailError } from "./errors.js";
 
 /** The portal's signing key seed under home (32 bytes, mode 0600). */
 export const PORTAL_KEY_FILE = "portal-signing.key";
+/** One empty file per invite that has approved a patient. */
+const INVITES_DIR = "invite-approvals";
 const ALARM_MAIL_EVERY_MS = 60 * 60_000;
 
 /** A patient's approval as stored in `patients.approval` (JSON). */
@@ -200,6 +202,29 @@ export async function ensurePortalKey(home: string, pinned: string | null): Prom
   const seed = randomBytes(32);
   await writeSecretFile(path, seed);
   return signingKeyFromSeed(seed).publicKey;
+}
+
+/**
+ * Uses up an invite's one approval: the portal signs at most one recipient per invite, ever.
+ * The mark is a file under home, out of reach of someone who can only write the database
+ * (who could otherwise put a used invite's patient back to "no key yet").
+ *
+ * @param home - The home.
+ * @param inviteId - The invite (`i_` and 12 characters, checked).
+ * @returns True if the invite had not approved anybody until now.
+ */
+export function consumeInvite(home: string, inviteId: string): boolean {
+  if (!/^i_[a-z0-9]{12}$/.test(inviteId)) return false;
+  const dir = join(home, INVITES_DIR);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const fd = openSync(join(dir, inviteId), "wx", 0o600);
+    fsyncSync(fd);
+    closeSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
