@@ -188,6 +188,25 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     }
   });
 
+  it("an invite bound in the database to a session of someone else's making approves nobody", async () => {
+    const email = "untergeschoben@patient.example";
+    const a = await redeem(await createInvite(ctx, email, practice));
+    const sigOfA = ctx.store.records.patient(email)!.inviteSession!.split(" ")[1]!;
+    for (const [i, bind] of [(h: string) => h, (h: string) => `${h} ${sigOfA}`].entries()) {
+      // A database writer makes a session of their own and binds the invite to it.
+      const value = `eigene-sitzung-${String(i)}`;
+      const hash = createHash("sha256").update(value).digest("hex");
+      const db = new Database(join(home, "praxmail.db"));
+      db.prepare("INSERT INTO sessions (id_hash, email, csrf, created_at, last_seen) VALUES (?, ?, 'x', ?, ?)").run(hash, email, clock.toISOString(), clock.toISOString());
+      db.prepare("UPDATE patients SET status = 'pending-secupass', recipient = NULL, safety_code = NULL, approval = NULL, invite_session = ? WHERE email = ?").run(bind(hash), email);
+      db.close();
+      await setKey({ cookie: `praxmail=${value}`, csrf: "x" });
+      expect(status(email)).toBe("pending-approval");
+      expect(ctx.store.records.patient(email)!.approval).toBeNull();
+    }
+    expect(a.cookie).toMatch(/^praxmail=/);
+  });
+
   it("a used invite approves nobody a second time, even with the row put back to 'no key yet' and bound to another session", async () => {
     const email = "zurueck@patient.example";
     await setKey(await redeem(await createInvite(ctx, email, practice)));

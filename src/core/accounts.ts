@@ -7,7 +7,7 @@ import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { checkPassword, mustGetPatient, registerPatient, type PatientView } from "./patients.js";
 import { hashToken, newId, newToken } from "./tokens.js";
-import { inviteStatement, practiceKey } from "./trust.js";
+import { inviteStatement, loadPortalKey, practiceKey, signInviteSession } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
 const RESET_MINUTES = 30;
@@ -280,18 +280,21 @@ export async function redeemInvite(ctx: Context, id: string, email: string, code
 }
 
 /**
- * Binds an invite's privilege to the portal session that redeemed it: only that session can
- * set the Secu-Pass-Key without the ordinary approval.
+ * Binds an invite's privilege to the portal session that redeemed it, signed by the portal:
+ * only that session can set the Secu-Pass-Key without the ordinary approval. Without the
+ * portal key nothing is bound, and the account needs the ordinary approval.
  *
  * @param ctx - The core context.
  * @param email - The patient who just redeemed an invite.
  * @param session - SHA-256 of the new session's id.
  */
 export function bindInviteSession(ctx: Context, email: string, session: string): void {
+  const key = loadPortalKey(ctx.home, ctx.config.portalKey);
+  if (!key) return;
   ctx.store.transaction(() => {
     const p = mustGetPatient(ctx, email);
     if (p.inviteId === null || p.status !== "pending-secupass") return;
-    ctx.store.records.updatePatient({ ...p, inviteSession: session });
+    ctx.store.records.updatePatient({ ...p, inviteSession: signInviteSession(key, p.inviteId, p.email, session) });
   });
 }
 

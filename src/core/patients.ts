@@ -3,7 +3,7 @@ import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, recipien
 import type { PatientRow, PatientStatus } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
-import { consumeInvite, loadPortalKey, signInviteApproval, trustedRecipient } from "./trust.js";
+import { consumeInvite, inviteSessionKey, signInviteApproval, trustedRecipient } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
 /** A patient as the CLI and the portal show it (DESIGN.md §5). */
@@ -153,7 +153,7 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
   const at = now.toISOString();
   const keyed: PatientRow = { ...p, status: "pending-approval", recipient, safetyCode: safetyCode(recipient), secupassAt: at, approvedAt: null, approval: null, inviteSession: null };
   // Reception checked whoever typed the invite code: only that session inherits the check.
-  const portalKey = p.inviteId !== null && p.inviteSession !== null && session === p.inviteSession ? loadPortalKey(ctx.home, ctx.config.portalKey) : null;
+  const portalKey = session === undefined ? null : inviteSessionKey(ctx, p, session);
   const candidate: PatientRow | null =
     portalKey && p.inviteId !== null ? { ...keyed, status: "approved", approvedAt: at, approval: signInviteApproval(portalKey, p.inviteId, keyed, at) } : null;
   const invited = candidate !== null && trustedRecipient(ctx, candidate).kind === "trusted" && consumeInvite(ctx.home, p.inviteId ?? "");

@@ -91,6 +91,37 @@ export function signInviteApproval(key: SigningKey, inviteId: string, p: Pick<Pa
   return JSON.stringify(record);
 }
 
+function inviteSessionStatement(inviteId: string, email: string, session: string): string {
+  return statement("praxmail invite session v1", [inviteId, email, session]);
+}
+
+/**
+ * Binds an invite to the portal session that redeemed it, with the portal's signature, so
+ * that a database writer cannot bind it to a session of their own.
+ *
+ * @param key - The portal signing key.
+ * @param inviteId - The invite.
+ * @param email - The patient.
+ * @param session - SHA-256 of the session's id.
+ * @returns The value for `patients.invite_session`.
+ */
+export function signInviteSession(key: SigningKey, inviteId: string, email: string, session: string): string {
+  return `${session} ${signStatement(key, inviteSessionStatement(inviteId, email, session))}`;
+}
+
+/**
+ * @param ctx - The core context.
+ * @param p - A patient registered with an invite.
+ * @param session - SHA-256 of the session that posts the key.
+ * @returns The portal key if the invite is bound to exactly this session by the portal, else null.
+ */
+export function inviteSessionKey(ctx: Context, p: PatientRow, session: string): SigningKey | null {
+  const [bound, sig] = (p.inviteSession ?? "").split(" ");
+  if (p.inviteId === null || bound !== session || sig === undefined) return null;
+  const key = loadPortalKey(ctx.home, ctx.config.portalKey);
+  return key && verifyStatement(key.publicKey, inviteSessionStatement(p.inviteId, p.email, session), sig) ? key : null;
+}
+
 function parseApproval(json: string | null): ApprovalRecord | null {
   try {
     const r = JSON.parse(json ?? "null") as Record<string, unknown> | null;

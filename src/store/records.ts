@@ -49,7 +49,7 @@ export interface PatientRow {
   approval: string | null;
   /** The invite the account was registered with. */
   inviteId: string | null;
-  /** SHA-256 of the session that redeemed the invite; only it may set the key as invited. */
+  /** SHA-256 of the session that redeemed the invite and the portal's signature binding it; only that session may set the key as invited. */
   inviteSession: string | null;
   /** When the practice was last mailed that this patient's approval does not verify. */
   alarmedAt: string | null;
