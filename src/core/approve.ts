@@ -128,6 +128,8 @@ export async function approvePatients(
       }
       checkTarget(ctx, current, expected);
       const signed: PatientRow = { ...current, status: "approved", approvedAt: current.approvedAt ?? at, approval: signPracticeApproval(key, current, at) };
+      // The one rule for every wrap[U], here too: the new approval must verify against config.json.
+      if (trustedRecipient(ctx, signed).kind !== "trusted") throw new Error("a fresh approval does not verify against the pinned key");
       for (const w of wraps) {
         ctx.store.records.putWrap(w);
         const d = due.find((x) => x.id === w.deliveryId);
