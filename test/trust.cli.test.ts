@@ -3,15 +3,17 @@
 // before signed approvals is upgraded by the first approve; doctor checks the pinned key; and
 // approve commits only for the safety code it showed.
 import { execFileSync } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import { beginSecuPassReset, finishSecuPassReset } from "../src/core/index.js";
-import { generateIdentity, keyFingerprint, practiceSigningKey, readIdentityFile, recipientOf, safetyCode } from "../src/crypto/index.js";
+import { generateIdentity, keyFingerprint, practiceSigningKey, readIdentityFile, recipientOf, safetyCode, signingKeyFromSeed } from "../src/crypto/index.js";
 import { cleanup, initHome, outbox, praxmail, tempDir } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
+import { befundMail, submit } from "./helpers/relay.js";
+import { startServe } from "./helpers/serve.js";
 import { needTool } from "./helpers/tools.js";
 import { Terminal } from "./helpers/tty.js";
 
@@ -172,6 +174,27 @@ describe.runIf(needTool("age"))("item 2: the database alone cannot redirect a de
     expect((await outbox(home)).filter((m) => m.subject === ALARM(JAN))).toHaveLength(1);
   });
 
+  it("through the relay of praxmail serve too: no wrap, a greppable alarm in the log without keys, no second mail within the hour", async () => {
+    const served = await startServe(home);
+    try {
+      const raw = befundMail({ from: "praxis@praxis-weber.example", to: ANNA, messageId: "befund-relay@praxis-weber.example", attachment: Buffer.from("%PDF Befund") });
+      const reply = await submit(served.smtpPort, "praxis@praxis-weber.example", [ANNA], raw);
+      expect(reply.code).toBe(250);
+    } finally {
+      await served.stop();
+    }
+    const list = JSON.parse((await praxmail(["list", "deliveries", "--json", "--home", home])).stdout) as { id: string; recipient: string; status: string }[];
+    const d = list.filter((x) => x.recipient === ANNA).at(-1)!;
+    expect(d.status).toBe("pending-approval");
+    expect(patientWraps(home, d.id)).toEqual([]);
+    const alarm = served.stdout().split("\n").filter((l) => l.includes('"alarm":"approval-signature-invalid"'));
+    expect(alarm).toHaveLength(1);
+    expect(JSON.parse(alarm[0]!)).toMatchObject({ level: 50, alarm: "approval-signature-invalid", reason: "the approval signature does not verify", deliveries: 1 });
+    expect(served.stdout()).not.toContain(attackerRecipient);
+    expect(served.stdout()).not.toContain(ANNA);
+    expect((await outbox(home)).filter((m) => m.subject === ALARM(ANNA))).toHaveLength(1);
+  });
+
   it("with the real row restored, the next delivery is ready and wrapped to the real key", async () => {
     redirect(home, ANNA, real.recipient, real.approval);
     const d = await send(home, ANNA);
@@ -217,6 +240,31 @@ describe("item 2: a home made before signed approvals", () => {
     const release = await praxmail(["approve", ANNA, "--yes", "--json", "--home", home]);
     expect(JSON.parse(release.stdout)).toEqual({ approved: [{ email: ANNA, deliveries: 1 }] });
     expect((await send(home, ANNA)).status).toBe("ready");
+  });
+});
+
+describe("item 1: the portal key", () => {
+  it("init makes it (0600, pinned in config.json), and a re-run gives a home without one its key", async () => {
+    const home = join(dir, "portal-key");
+    await initHome(home, ["--recipient-type", "x25519"]);
+    const key = join(home, "portal-signing.key");
+    expect((await stat(key)).mode & 0o777).toBe(0o600);
+    expect((await readFile(key)).length).toBe(32);
+    const config = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as Record<string, unknown>;
+    expect(config.portalKey).toBe(signingKeyFromSeed(await readFile(key)).publicKey);
+    await initHome(home, ["--recipient-type", "x25519"]);
+    expect((JSON.parse(await readFile(join(home, "config.json"), "utf8")) as Record<string, unknown>).portalKey).toBe(config.portalKey);
+    // A home made before: no key file, none pinned.
+    await rm(key);
+    delete config.portalKey;
+    await writeFile(join(home, "config.json"), JSON.stringify(config));
+    const refused = await praxmail(["invite", "neu@patient.example", "--home", home]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("praxmail: error: this home has no pinned approval or portal key yet");
+    await initHome(home, ["--recipient-type", "x25519"]);
+    const again = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as Record<string, unknown>;
+    expect(again.portalKey).toBe(signingKeyFromSeed(await readFile(key)).publicKey);
+    expect((await praxmail(["invite", "neu@patient.example", "--home", home])).code).toBe(0);
   });
 });
 
