@@ -26,7 +26,6 @@ export {
   type PatientView,
 } from "./patients.js";
 export { approvePatients, listPending, pinApprovalKey, unsignedApprovals, type Approval, type ApprovalTarget, type PendingPatient, type PinResult } from "./approve.js";
-export { PORTAL_KEY_FILE, ensurePortalKey, loadPortalKey, practiceKey, trustedRecipient, type Trust } from "./trust.js";
 export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
 export { hashToken } from "./tokens.js";

@@ -22,13 +22,13 @@ import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 
 /** The portal's signing key seed under home (32 bytes, mode 0600). */
-export const PORTAL_KEY_FILE = "portal-signing.key";
+const PORTAL_KEY_FILE = "portal-signing.key";
 /** One empty file per invite that has approved a patient. */
 const INVITES_DIR = "invite-approvals";
 const ALARM_MAIL_EVERY_MS = 60 * 60_000;
 
 /** A patient's approval as stored in `patients.approval` (JSON). */
-export type ApprovalRecord =
+type ApprovalRecord =
   /** `praxmail approve`, signed with the practice signing key (derived from P). */
   | { readonly by: "practice"; readonly at: string; readonly sig: string }
   /** The session that redeemed a practice-signed invite set the key; signed by the portal. */
@@ -48,7 +48,7 @@ export type Trust =
  * @param at - ISO time of the approval.
  * @returns The statement `praxmail approve` signs.
  */
-export function approvalStatement(email: string, recipient: string, at: string): string {
+function approvalStatement(email: string, recipient: string, at: string): string {
   return statement("praxmail approval v1", [email, recipient, safetyCode(recipient), at]);
 }
 
