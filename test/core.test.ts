@@ -8,6 +8,7 @@ import {
   PraxmailError,
   approvePatients,
   beginSecuPassReset,
+  finishSecuPassReset,
   Intake,
   collectGarbage,
   createDelivery,
@@ -32,6 +33,7 @@ import {
   generateIdentity,
   readIdentityFile,
   recipientOf,
+  safetyCode,
   unwrapIdentity,
 } from "../src/crypto/index.js";
 import { renderNotification } from "../src/mail/index.js";
@@ -64,6 +66,9 @@ async function patient(email: string): Promise<string> {
   await setSecuPassRecipient(ctx, email, await recipientOf(u));
   return u;
 }
+
+/** A patient to approve, with the safety code the admin compared: the current one. */
+const target = (email: string) => ({ email, safetyCode: ctx.store.records.patient(email)?.safetyCode ?? "" });
 
 async function blobBytes(rel: string): Promise<Buffer> {
   return readFile(join(home, rel));
@@ -135,7 +140,7 @@ describe("levels 1 and 2", () => {
 describe("level 3 for an approved patient", () => {
   it("is ready at once with a wrap for the patient; no second approval", async () => {
     const u = await patient("p@example.org");
-    await approvePatients(ctx, ["p@example.org"], practiceIdentity);
+    await approvePatients(ctx, [target("p@example.org")], practiceIdentity);
     const data = Buffer.from("zweiter Befund");
     const d = await send({ recipient: "P@Example.org", level: 3, files: [file("b.pdf", data)] });
     expect(d).toMatchObject({ recipient: "p@example.org", status: "ready", firstTime: false });
@@ -149,7 +154,7 @@ describe("level 3 for an approved patient", () => {
 describe("level 4", () => {
   it("stores neither subject, text nor file names in clear; the sealed message holds them", async () => {
     const u = await patient("p@example.org");
-    await approvePatients(ctx, ["p@example.org"], practiceIdentity);
+    await approvePatients(ctx, [target("p@example.org")], practiceIdentity);
     const d = await send({
       recipient: "p@example.org",
       level: 4,
@@ -199,14 +204,14 @@ describe("level 4", () => {
 describe("approve", () => {
   it("is all or nothing across the given patients", async () => {
     await patient("a@example.org");
-    await expect(approvePatients(ctx, ["a@example.org", "nobody@example.org"], practiceIdentity)).rejects.toMatchObject({ code: "no-such-patient" });
+    await expect(approvePatients(ctx, [target("a@example.org"), target("nobody@example.org")], practiceIdentity)).rejects.toMatchObject({ code: "no-such-patient" });
     expect(ctx.store.records.patient("a@example.org")!.status).toBe("pending-approval");
     expect(sent.filter((n) => n.kind === "released")).toEqual([]);
   });
 
   it("refuses an identity that is not the practice's", async () => {
     await patient("a@example.org");
-    const err = await approvePatients(ctx, ["a@example.org"], generateIdentity("x25519")).catch((e: unknown) => e);
+    const err = await approvePatients(ctx, [target("a@example.org")], generateIdentity("x25519")).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PraxmailError);
     expect(err).toMatchObject({ code: "identity" });
   });
@@ -218,12 +223,66 @@ describe("approve", () => {
     const blob = ctx.store.records.files(fresh.id)[0]!.blob!;
     const before = await blobBytes(blob);
     await patient("a@example.org");
-    const [a] = await approvePatients(ctx, ["a@example.org"], practiceIdentity);
+    const [a] = await approvePatients(ctx, [target("a@example.org")], practiceIdentity);
     expect(a).toEqual({ email: "a@example.org", deliveries: 1 });
     expect(ctx.store.records.wrap(old.id, "patient")).toBeUndefined();
     expect(ctx.store.records.wrap(fresh.id, "patient")).toBeDefined();
     expect((await blobBytes(blob)).equals(before)).toBe(true);
     expect(sent.at(-1)).toEqual({ kind: "released", to: "a@example.org", loginUrl: "http://127.0.0.1:8080/login", deliveries: 1 });
+  });
+});
+
+describe("approve is bound to the safety code that was compared", () => {
+  it("refuses when the patient posted a new key after the code was shown, and writes nothing", async () => {
+    const d = await send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    await patient("a@example.org");
+    const shown = target("a@example.org");
+    beginSecuPassReset(ctx, "a@example.org");
+    const now = await finishSecuPassReset(ctx, "a@example.org", await recipientOf(generateIdentity("x25519")));
+    const err = await approvePatients(ctx, [shown], practiceIdentity).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PraxmailError);
+    expect(err).toMatchObject({ code: "wrong-state", message: `the safety code of a@example.org is now ${now.safetyCode}, not the ${shown.safetyCode} that was compared; nothing was approved` });
+    expect(ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
+    expect(ctx.store.records.delivery(d.id)!.status).toBe("pending-approval");
+    expect(ctx.store.records.patient("a@example.org")).toMatchObject({ status: "pending-approval", approval: null });
+    expect([...ctx.store.auditRows()].filter((r) => r.action === "patient.approve")).toEqual([]);
+    expect(sent.filter((n) => n.kind === "released")).toEqual([]);
+  });
+
+  it("refuses a key posted while it rewraps, inside the commit", async () => {
+    const d = await send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    await patient("a@example.org");
+    const next = await recipientOf(generateIdentity("x25519"));
+    const err = await approvePatients(ctx, [target("a@example.org")], practiceIdentity, () => {
+      beginSecuPassReset(ctx, "a@example.org");
+      void finishSecuPassReset(ctx, "a@example.org", next);
+    }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "wrong-state", message: "the Secu-Pass-Key of a@example.org changed while approving; nothing was approved" });
+    expect(ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
+    expect(ctx.store.records.patient("a@example.org")).toMatchObject({ status: "pending-approval", recipient: next, approval: null });
+  });
+});
+
+describe("signed approvals in the intake", () => {
+  it("an approved row whose key was replaced gets no wrap; the practice is mailed once an hour, and a future time does not silence it", async () => {
+    await patient("a@example.org");
+    await approvePatients(ctx, [target("a@example.org")], practiceIdentity);
+    const attacker = await recipientOf(generateIdentity("x25519"));
+    const row = ctx.store.records.patient("a@example.org")!;
+    ctx.store.transaction(() => { ctx.store.records.updatePatient({ ...row, recipient: attacker, safetyCode: safetyCode(attacker) }); });
+    const alarms = (): Notification[] => sent.filter((n) => n.kind === "approval-invalid");
+    const level3 = () => send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
+    const first = await level3();
+    await level3();
+    expect(first.status).toBe("pending-approval");
+    expect(ctx.store.records.wrap(first.id, "patient")).toBeUndefined();
+    expect(alarms()).toEqual([{ kind: "approval-invalid", to: "praxis@praxis-weber.example", patient: "a@example.org", reason: "the approval signature does not verify", deliveries: 1 }]);
+    clock = new Date(clock.getTime() + 61 * 60_000);
+    await level3();
+    expect(alarms()).toHaveLength(2);
+    ctx.store.transaction(() => { ctx.store.records.updatePatient({ ...ctx.store.records.patient("a@example.org")!, alarmedAt: "2999-01-01T00:00:00.000Z" }); });
+    await level3();
+    expect(alarms()).toHaveLength(3);
   });
 });
 
@@ -407,7 +466,7 @@ describe("expiry reminders", () => {
     // Not yet collected, but pending approval: nothing the patient could open.
     expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
     await patient("p@example.org");
-    await approvePatients(ctx, ["p@example.org"], practiceIdentity);
+    await approvePatients(ctx, [target("p@example.org")], practiceIdentity);
     expect((await collectGarbage(ctx, 0)).reminded).toBe(1);
     expect(sent.at(-1)).toEqual({ kind: "reminder", to: "p@example.org", loginUrl: "http://127.0.0.1:8080/login", expiresAt: new Date(ctx.store.records.delivery(d.id)!.expiresAt) });
     expect((await collectGarbage(ctx, 0)).reminded).toBe(0);

@@ -64,6 +64,9 @@ let app: FastifyInstance;
 let httpsApp: FastifyInstance;
 let clock: Date;
 let nextIp = 1;
+let practice: string;
+/** An invite made up front (invites are signed with P, which takes a moment). */
+let grenzen: { id: string; email: string; code: string };
 
 /** A browser-like client: keeps cookies (any name), reads the CSRF token from the last page, has its own IP. */
 class Client {
@@ -191,8 +194,9 @@ beforeAll(async () => {
   const base = await openContext({ home }, "portal");
   clock = new Date();
   ctx = { ...base, now: () => clock, config: { ...base.config, portal: { ...base.config.portal, maxUploadBytes: MAX_UPLOAD } } };
-  const practice = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
-  await approvePatients(ctx, [A], practice);
+  practice = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
+  await approvePatients(ctx, [{ email: A, safetyCode: ctx.store.records.patient(A)?.safetyCode ?? "" }], practice);
+  grenzen = await createInvite(ctx, "grenzen@patient.example", practice);
   await revokePatient(ctx, R);
   app = await buildPortal(ctx, silent, assets);
   httpsApp = await buildPortal({ ...ctx, config: { ...ctx.config, portalUrl: "https://portal.praxis.example" } }, silent, assets);
@@ -302,7 +306,7 @@ describe("headers on every route", () => {
         expect(res.headers["strict-transport-security"], what).toBe(https ? "max-age=31536000; includeSubDomains" : undefined);
       };
       const fixture = async (): Promise<Fixture> => {
-        const invite = createInvite(ctx, `eingeladen-${String(nextIp)}@patient.example`);
+        const invite = await createInvite(ctx, `eingeladen-${String(nextIp)}@patient.example`, practice);
         return {
           level1: await deliver(NOBODY, 1),
           level3: await deliver(A, 3),
@@ -360,9 +364,9 @@ describe("session ids", () => {
     },
     {
       name: "registration with an invite",
-      open: () => {
-        const inv = createInvite(ctx, "eingeladen-fixierung@patient.example");
-        return Promise.resolve({ url: `/invite/${inv.id}`, code: inv.code });
+      open: async () => {
+        const inv = await createInvite(ctx, "eingeladen-fixierung@patient.example", practice);
+        return { url: `/invite/${inv.id}`, code: inv.code };
       },
       submit: (c, url, code) => c.post(url, { email: "eingeladen-fixierung@patient.example", code, password: PASSWORD, password2: PASSWORD, _csrf: c.csrf }),
       then: /^\/secupass$/,
@@ -561,14 +565,7 @@ describe("every form field has a server-side limit", () => {
     /** JSON routes: the answer to a value at the limit (the route's own check, past the length check). */
     readonly taken?: { status: number; error: string };
   }
-  let inviteFor: { id: string; email: string; code: string } | undefined;
-  const invite = (): { id: string; email: string; code: string } => {
-    if (!inviteFor) {
-      const i = createInvite(ctx, "grenzen@patient.example");
-      inviteFor = { id: i.id, email: i.email, code: i.code };
-    }
-    return inviteFor;
-  };
+  const invite = (): { id: string; email: string; code: string } => grenzen;
   let resetFor: string | undefined;
   const reset = async (): Promise<string> => (resetFor ??= await resetToken(P));
   let registerFor: string | undefined;

@@ -17,7 +17,7 @@ import {
   startReply,
   type Context,
 } from "../src/core/index.js";
-import { encryptBytes } from "../src/crypto/index.js";
+import { encryptBytes, readIdentityFile } from "../src/crypto/index.js";
 import { buildPortal } from "../src/portal/index.js";
 import { cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
@@ -33,6 +33,7 @@ let ctx: Context;
 let app: FastifyInstance;
 let port: number;
 let clock: Date;
+let practice: string;
 
 async function session(email: string): Promise<{ cookie: string; csrf: string }> {
   const page = await app.inject({ method: "GET", url: "/login" });
@@ -70,6 +71,7 @@ beforeAll(async () => {
   await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
   // Only approved patients may reply.
   expect((await praxmail(["approve", A, "--yes", "--home", home])).code).toBe(0);
+  practice = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
   const base = await openContext({ home }, "portal");
   clock = new Date();
   ctx = { ...base, now: () => clock };
@@ -145,7 +147,7 @@ describe("password reset links", () => {
 
 describe("invites", () => {
   it("refuse another address and a wrong code with one answer, and count both", async () => {
-    const inv = createInvite(ctx, "neu@patient.example");
+    const inv = await createInvite(ctx, "neu@patient.example", practice);
     const url = `/invite/${inv.id}`;
     const other = await form(url, { email: "jemand@patient.example", code: inv.code, password: PASSWORD, password2: PASSWORD });
     expect(other.statusCode).toBe(400);
@@ -157,7 +159,7 @@ describe("invites", () => {
   });
 
   it("work once: a reused invite answers 410", async () => {
-    const inv = createInvite(ctx, "einmal@patient.example");
+    const inv = await createInvite(ctx, "einmal@patient.example", practice);
     const url = `/invite/${inv.id}`;
     const first = await form(url, { email: "einmal@patient.example", code: inv.code, password: PASSWORD, password2: PASSWORD });
     expect(first.statusCode).toBe(303);
@@ -168,7 +170,7 @@ describe("invites", () => {
   });
 
   it("expire after 14 days, and can be revoked", async () => {
-    const inv = createInvite(ctx, "spaet@patient.example");
+    const inv = await createInvite(ctx, "spaet@patient.example", practice);
     clock = new Date(clock.getTime() + 15 * 86_400_000);
     expect((await app.inject({ method: "GET", url: `/invite/${inv.id}` })).statusCode).toBe(410);
     clock = new Date();

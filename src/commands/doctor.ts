@@ -3,8 +3,8 @@ import { dirname, join, resolve } from "node:path";
 import chalk from "chalk";
 import { Command, InvalidArgumentError, Option } from "commander";
 import nodemailer from "nodemailer";
-import { PassphraseRequiredError, loadFromKeyring, readIdentityFile, recipientOf } from "../crypto/index.js";
-import { PraxmailError, isInitialised, loadConfig, resolveHome, type Config } from "../core/index.js";
+import { PassphraseRequiredError, keyFingerprint, loadFromKeyring, practiceSigningKey, readIdentityFile, recipientOf } from "../crypto/index.js";
+import { PraxmailError, isInitialised, loadConfig, loadPracticeIdentity, resolveHome, type Config } from "../core/index.js";
 import type { Listen } from "../milter/relay.js";
 import { parseMilterListen, type MilterListen } from "../milter/server.js";
 import { bytes } from "./backup.js";
@@ -229,6 +229,24 @@ async function checkPortalUrl(config: Config, timeoutMs: number): Promise<Check>
   return ok(name, reason);
 }
 
+// Signed approvals: P must derive the pinned key, or every wrap to a patient fails closed.
+async function checkApprovalKey(home: string, config: Config, io: Io, flag: string | undefined): Promise<Check> {
+  const name = "signing-key";
+  if (config.approvalKey === null) return warn(name, "no approval key is pinned (a home made before signed approvals): deliveries to approved patients wait", "run praxmail approve once to pin it and sign the current approvals");
+  const fingerprint = keyFingerprint(config.approvalKey);
+  let identity: string;
+  try {
+    identity = await loadPracticeIdentity(home, config, flag ?? (io.env.PRAXMAIL_IDENTITY || undefined), () => Promise.resolve(io.env.PRAXMAIL_IDENTITY_PASSPHRASE || undefined));
+  } catch {
+    return ok(name, `${fingerprint} pinned (the practice identity is not here to check it against)`);
+  }
+  if ((await recipientOf(identity)) !== config.practiceRecipient) return ok(name, `${fingerprint} pinned (see the identity check)`);
+  if (practiceSigningKey(identity).publicKey !== config.approvalKey) {
+    return fail(name, `${fingerprint} pinned in config.json is not the key the practice identity derives`, "config.json was altered or belongs to another practice: restore it from a backup");
+  }
+  return ok(name, `${fingerprint}, derived from the practice identity`);
+}
+
 /**
  * Runs every check. Checks that need the configuration are skipped when it does not load.
  *
@@ -245,6 +263,7 @@ export async function runDoctor(io: Io, flags: DoctorFlags): Promise<{ home: str
     Promise.resolve(check),
     checkPermissions(home),
     config ? checkIdentity(home, config, io, flags.identity) : skip("identity"),
+    config ? checkApprovalKey(home, config, io, flags.identity) : skip("signing-key"),
     config ? checkUpstream(home, config, timeoutMs) : skip("upstream"),
     checkListen("relay-port", flags.smtp, "PRAXMAIL_SMTP", "--smtp"),
     checkListen("portal-port", flags.http, "PRAXMAIL_HTTP", "--http"),

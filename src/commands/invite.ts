@@ -1,20 +1,23 @@
 import { Command } from "commander";
 import QRCode from "qrcode";
 import { PraxmailError, createInvite, listInvites, revokeInvite } from "../core/index.js";
+import { loadIdentityForCli } from "./approve.js";
 import { common, note, printJson, printTable, shortTime, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
 
 interface InviteFlags extends HomeOptions, JsonOptions {
   list?: boolean;
   revoke?: string;
+  identity?: string;
 }
 
 /** @returns The `invite` command. */
 export function inviteCommand(io: Io): Command {
   return common(new Command("invite"))
-    .description("invite a patient at the counter: a link, a one-time code and a QR code; approved once the Secu-Pass-Key is set")
+    .description("invite a patient at the counter: a link, a one-time code and a QR code, signed with the practice identity; approved once the Secu-Pass-Key is set in the session that used the code")
     .argument("[email]", "the patient's address (reception has checked who they are)")
     .option("--list", "list invites and their status")
     .option("--revoke <id>", "revoke an open invite")
+    .option("--identity <file>", "practice identity file, to sign the invite (default: PRAXMAIL_IDENTITY, then where init stored it)")
     .action(async (email: string | undefined, flags: InviteFlags) => {
       const modes = [email !== undefined, flags.list === true, flags.revoke !== undefined].filter(Boolean).length;
       if (modes !== 1) throw new PraxmailError("usage", "give an address, --list, or --revoke ID", "praxmail invite patient@example.org");
@@ -31,7 +34,7 @@ export function inviteCommand(io: Io): Command {
           io.out(`revoked ${i.id} (${i.email})\n`);
           return;
         }
-        const inv = createInvite(ctx, email ?? "");
+        const inv = await createInvite(ctx, email ?? "", await loadIdentityForCli(ctx, io, flags.identity));
         if (flags.json) {
           printJson(io, { id: inv.id, email: inv.email, link: inv.link, code: inv.code, expiresAt: inv.expiresAt.toISOString() });
           return;

@@ -1,5 +1,5 @@
 import { Argument, Command } from "commander";
-import { listDeliveries, listPatients } from "../core/index.js";
+import { listDeliveries, listPatients, listPending } from "../core/index.js";
 import { formatSize } from "../mail/index.js";
 import { common, printJson, printTable, shortTime, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
 
@@ -8,7 +8,7 @@ type What = "deliveries" | "patients" | "pending";
 /** @returns The `list` command. */
 export function listCommand(io: Io): Command {
   return common(new Command("list"))
-    .description("list deliveries, patients, or patients waiting for approval")
+    .description("list deliveries, patients, or patients waiting for approval (pending: also approved patients whose deliveries wait)")
     .addArgument(new Argument("[what]", "what to list").choices(["deliveries", "patients", "pending"]).default("deliveries"))
     .action(async (what: What, flags: HomeOptions & JsonOptions) => {
       await withContext(flags, (ctx) => {
@@ -30,7 +30,8 @@ export function listCommand(io: Io): Command {
           );
           return;
         }
-        const rows = listPatients(ctx, what === "pending" ? "pending-approval" : undefined);
+        // Pending: waiting for approval, or approved with deliveries that still wait.
+        const rows = what === "pending" ? listPending(ctx) : listPatients(ctx);
         if (flags.json) { printJson(io, rows); return; }
         printTable(
           io,

@@ -50,7 +50,13 @@ export function serveCommand(io: Io): Command {
         const r = await initPractice(home, { practiceName: "Praxis", practiceEmail: "praxis@praxis.localhost" });
         log.warn({ home, identity: r.identityStore.kind }, "home was not set up: created it on defaults; run praxmail init to set the practice's name, address and portal URL");
       }
-      const ctx = await openContext({ home }, "relay");
+      // Security alarms (src/core/trust.ts) become error lines with a greppable `alarm` field.
+      const ctx = {
+        ...(await openContext({ home }, "relay")),
+        alarm: (event: string, fields: Readonly<Record<string, string | number>>) => {
+          log.error({ ...fields, alarm: event }, `alarm: ${event}`);
+        },
+      };
       const transport = createTransport(home, ctx.config.upstream);
       const relay = await startRelay(ctx, transport, flags.smtp, log);
       const portal = await startPortal({ ...ctx, actor: "portal" }, flags.http, log);

@@ -70,6 +70,9 @@ export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().u
     notifier: notifierFor(home, config),
     actor,
     now: () => new Date(),
+    alarm: (event, fields) => {
+      process.stderr.write(`praxmail: alarm: ${event} ${JSON.stringify(fields)}\n`);
+    },
   };
 }
 

@@ -1,13 +1,14 @@
 // The way back: password reset links, a new Secu-Pass-Key without losing deliveries, and
 // invite codes that reception hands out so a patient need not wait for approval.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { hashPassword, newKdfParams, recipientType, safetyCode, type KdfParams } from "../crypto/index.js";
+import { hashPassword, newKdfParams, recipientType, safetyCode, signStatement, type KdfParams } from "../crypto/index.js";
 import type { InviteRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { WorkQueue } from "./queue.js";
 import { checkPassword, mustGetPatient, newKeyKdf, registerPatient, type PatientView } from "./patients.js";
 import { hashToken, newId, newToken } from "./tokens.js";
+import { inviteStatement, loadPortalKey, practiceKey, signInviteSession } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
 const RESET_MINUTES = 30;
@@ -94,9 +95,10 @@ export async function completePasswordReset(ctx: Context, token: string, passwor
       throw new PraxmailError("wrong-state", "the reset link is unknown, used or expired");
     }
     const p = mustGetPatient(ctx, email);
-    ctx.store.records.updatePatient({ ...p, passwordHash: hash });
+    // Whoever reset the password did not necessarily type the invite code.
+    ctx.store.records.updatePatient({ ...p, passwordHash: hash, inviteSession: null });
     ctx.store.records.deleteSessionsOf(email);
-    ctx.store.audit({ actor: ctx.actor, action: "patient.password-reset", subject: email }, now);
+    ctx.store.audit({ actor: ctx.actor, action: "patient.password-reset", subject: email, details: { inviteDropped: p.inviteSession !== null } }, now);
   });
   await ctx.notifier.send({ kind: "password-changed", to: email });
   return email;
@@ -149,6 +151,7 @@ export async function finishSecuPassReset(ctx: Context, email: string, recipient
     safetyCode: safetyCode(recipient),
     secupassAt: now.toISOString(),
     approvedAt: null,
+    approval: null,
   };
   ctx.store.transaction(() => {
     const n = ctx.store.records.unwrapPatient(p.email);
@@ -184,17 +187,25 @@ export interface InviteView {
 }
 
 /**
- * Creates an invite for a patient at the counter: a link and a one-time code, 14 days.
+ * Creates an invite for a patient at the counter: a link and a one-time code, 14 days. The
+ * practice signs it (with the key derived from P), so that an invite written into the
+ * database by anyone else approves nobody.
  *
  * @param ctx - The core context.
  * @param email - The patient's address.
+ * @param practiceIdentity - P's secret.
  * @returns The invite with its code (only its hash is stored).
- * @throws {@link PraxmailError} `wrong-state` when the address has an account already.
+ * @throws {@link PraxmailError} `wrong-state` when the address has an account already,
+ *   `identity` for a wrong identity or a home without a pinned approval key.
  */
-export function createInvite(ctx: Context, email: string): CreatedInvite {
+export async function createInvite(ctx: Context, email: string, practiceIdentity: string): Promise<CreatedInvite> {
   const addr = normaliseEmail(email);
   if (ctx.store.records.patient(addr)) {
     throw new PraxmailError("wrong-state", `${addr} has an account already`, "for a waiting patient, compare the safety code and run praxmail approve");
+  }
+  const key = await practiceKey(ctx.config, practiceIdentity);
+  if (ctx.config.approvalKey === null || ctx.config.portalKey === null) {
+    throw new PraxmailError("identity", "this home has no pinned approval or portal key yet", "run praxmail init and then praxmail approve once to pin them");
   }
   let raw = "";
   for (const b of randomBytes(12)) raw += CODE_ALPHABET.charAt(b % CODE_ALPHABET.length);
@@ -202,8 +213,9 @@ export function createInvite(ctx: Context, email: string): CreatedInvite {
   const id = newId("i");
   const now = ctx.now();
   const expiresAt = new Date(now.getTime() + INVITE_DAYS * 86_400_000);
+  const row = { id, email: addr, codeHash: codeHash(code), createdAt: now.toISOString(), expiresAt: expiresAt.toISOString(), usedAt: null, revokedAt: null };
   ctx.store.transaction(() => {
-    ctx.store.accounts.insertInvite({ id, email: addr, codeHash: codeHash(code), createdAt: now.toISOString(), expiresAt: expiresAt.toISOString(), usedAt: null, revokedAt: null });
+    ctx.store.accounts.insertInvite({ ...row, sig: signStatement(key, inviteStatement(row)) });
     ctx.store.audit({ actor: ctx.actor, action: "invite.create", subject: id, details: { email: addr } }, now);
   });
   return { id, email: addr, link: `${ctx.config.portalUrl}/invite/${id}`, code, expiresAt };
@@ -254,7 +266,8 @@ export function inviteOpen(ctx: Context, id: string): boolean {
 
 /**
  * Registers a patient with an invite: the address and the code must both match, once.
- * The account is approved as soon as the Secu-Pass-Key is set.
+ * The account is approved when the Secu-Pass-Key is set in the session that redeemed the
+ * invite (see {@link bindInviteSession}); otherwise it waits for the ordinary approval.
  *
  * @param ctx - The core context.
  * @param id - The invite.
@@ -283,5 +296,42 @@ export async function redeemInvite(ctx: Context, id: string, email: string, code
     if (!ctx.store.accounts.useInvite(id, now.toISOString())) throw new PraxmailError("wrong-state", "the invite is unknown, used, revoked or expired");
     ctx.store.audit({ actor: ctx.actor, action: "invite.use", subject: id, details: { email: addr } }, now);
   });
-  return registerPatient(ctx, addr, password, { invited: true });
+  return registerPatient(ctx, addr, password, { inviteId: id });
+}
+
+/**
+ * Binds an invite's privilege to the portal session that redeemed it, signed by the portal:
+ * only that session can set the Secu-Pass-Key without the ordinary approval. Without the
+ * portal key nothing is bound, and the account needs the ordinary approval.
+ *
+ * @param ctx - The core context.
+ * @param email - The patient who just redeemed an invite.
+ * @param session - SHA-256 of the new session's id.
+ */
+export function bindInviteSession(ctx: Context, email: string, session: string): void {
+  const key = loadPortalKey(ctx.home, ctx.config.portalKey);
+  if (!key) return;
+  ctx.store.transaction(() => {
+    const p = mustGetPatient(ctx, email);
+    if (p.inviteId === null || p.status !== "pending-secupass") return;
+    ctx.store.records.updatePatient({ ...p, inviteSession: signInviteSession(key, p.inviteId, p.email, session) });
+  });
+}
+
+/**
+ * Drops an invite's privilege before the key is set, e.g. at a later login: the account then
+ * needs the ordinary approval with the safety code.
+ *
+ * @param ctx - The core context.
+ * @param email - The patient.
+ * @param why - For the audit log, e.g. `login`.
+ */
+export function dropInviteSession(ctx: Context, email: string, why: string): void {
+  const now = ctx.now();
+  ctx.store.transaction(() => {
+    const p = ctx.store.records.patient(email);
+    if (p?.inviteSession == null) return;
+    ctx.store.records.updatePatient({ ...p, inviteSession: null });
+    ctx.store.audit({ actor: ctx.actor, action: "invite.privilege-dropped", subject: email, details: { why } }, now);
+  });
 }

@@ -1,10 +1,13 @@
 // Approval: unwrap wrap[P] with the practice identity, write wrap[U]. O(1) per delivery;
-// no payload is read or re-encrypted.
-import { recipientOf, unwrapIdentity, wrapIdentity } from "../crypto/index.js";
+// no payload is read or re-encrypted. Each approval is signed with the practice signing key
+// and bound to the safety code the admin was shown.
+import { keyFingerprint, safetyCode, unwrapIdentity, wrapIdentity } from "../crypto/index.js";
 import type { PatientRow, WrapRow } from "../store/index.js";
+import { saveConfig, type Config } from "./config.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
-import { mustGetPatient } from "./patients.js";
+import { mustGetPatient, patientView, type PatientView } from "./patients.js";
+import { practiceKey, signPracticeApproval, trustedRecipient } from "./trust.js";
 import { signCheckpoint } from "./checkpoints.js";
 
 /** One approved patient and how many deliveries were released to them. */
@@ -13,41 +16,93 @@ export interface Approval {
   readonly deliveries: number;
 }
 
+/** A patient to approve and the safety code the admin compared (any spacing). */
+export interface ApprovalTarget {
+  readonly email: string;
+  readonly safetyCode: string;
+}
+
+/** A patient waiting for `praxmail approve`, with the deliveries that wait for them. */
+export interface PendingPatient extends PatientView {
+  readonly waiting: number;
+  /** The patient's stored approval does not verify (see src/core/trust.ts). */
+  readonly untrusted: boolean;
+}
+
+const digits = (code: string): string => code.replace(/\D/g, "");
+
+function waitingCount(ctx: Context, email: string): number {
+  const now = ctx.now().toISOString();
+  return ctx.store.records.deliveries({ recipient: email, statuses: ["pending-approval"] }).filter((d) => d.level >= 3 && d.expiresAt > now).length;
+}
+
 /**
- * Approves patients that are waiting, after checking every one of them first: either all
- * given patients can be approved, or none is touched.
+ * The patients `praxmail approve` can act on: those waiting for approval, and approved
+ * patients whose deliveries still wait (sent before an invite, or held back because their
+ * approval does not verify).
  *
  * @param ctx - The core context.
- * @param emails - Patients in status `pending-approval`.
- * @param practiceIdentity - P's secret; must match `practiceRecipient`.
+ * @returns Patients, oldest registration first.
+ */
+export function listPending(ctx: Context): PendingPatient[] {
+  const out: PendingPatient[] = [];
+  for (const p of ctx.store.records.patients()) {
+    const waiting = waitingCount(ctx, p.email);
+    if (p.status === "pending-approval" || (p.status === "approved" && waiting > 0)) {
+      out.push({ ...patientView(p), waiting, untrusted: trustedRecipient(ctx, p).kind === "untrusted" });
+    }
+  }
+  return out;
+}
+
+function checkTarget(ctx: Context, p: PatientRow, expected: string): void {
+  if (!(p.status === "pending-approval" || (p.status === "approved" && waitingCount(ctx, p.email) > 0)) || p.recipient === null) {
+    const hint = p.status === "pending-secupass" ? "the patient has not set a Secu-Pass-Key yet" : "run praxmail list pending";
+    throw new PraxmailError("wrong-state", `patient ${p.email} is ${p.status}, not pending approval`, hint);
+  }
+  const actual = safetyCode(p.recipient);
+  if (p.safetyCode !== actual || digits(actual) !== digits(expected)) {
+    throw new PraxmailError(
+      "wrong-state",
+      `the safety code of ${p.email} is now ${actual}, not the ${expected} that was compared; nothing was approved`,
+      "the patient set a new Secu-Pass-Key: compare the new code with the patient, then run praxmail approve again",
+    );
+  }
+}
+
+/**
+ * Approves patients, after checking every one of them first: either all given patients can
+ * be approved, or none is touched. Each approval commits only if the patient's recipient
+ * still has the safety code that was compared, and is signed with the practice signing key.
+ *
+ * @param ctx - The core context.
+ * @param targets - Patients waiting for approval (or approved with waiting deliveries), each
+ *   with the safety code the admin compared.
+ * @param practiceIdentity - P's secret; must match `practiceRecipient` and the pinned approval key.
  * @param onDelivery - Progress: deliveries rewrapped so far for the current patient.
  * @returns One entry per patient.
- * @throws {@link PraxmailError} `identity`, `no-such-patient`, `wrong-state`, or `mail` (after
- *   the approval itself was committed).
+ * @throws {@link PraxmailError} `identity`, `no-such-patient`, `wrong-state` (also when a
+ *   safety code changed), or `mail` (after the approval itself was committed).
  */
 export async function approvePatients(
   ctx: Context,
-  emails: readonly string[],
+  targets: readonly ApprovalTarget[],
   practiceIdentity: string,
   onDelivery?: (email: string, done: number, total: number) => void,
 ): Promise<Approval[]> {
-  if ((await recipientOf(practiceIdentity)) !== ctx.config.practiceRecipient) {
-    throw new PraxmailError("identity", "the identity is not this practice's identity", "pass the identity created by praxmail init for this home");
+  const key = await practiceKey(ctx.config, practiceIdentity);
+  if (ctx.config.approvalKey === null) {
+    throw new PraxmailError("identity", "no approval key is pinned in config.json yet", "run praxmail approve on this home once to pin it");
   }
-  const patients: PatientRow[] = [];
-  for (const email of emails) {
-    const p = mustGetPatient(ctx, email);
-    const waiting = ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] }).some((d) => d.level >= 3);
-    // An approved patient (e.g. invited) may still have deliveries from before the key.
-    if (!(p.status === "pending-approval" || (p.status === "approved" && waiting)) || p.recipient === null) {
-      const hint = p.status === "pending-secupass" ? "the patient has not set a Secu-Pass-Key yet" : "run praxmail list pending";
-      throw new PraxmailError("wrong-state", `patient ${p.email} is ${p.status}, not pending approval`, hint);
-    }
-    if (!patients.some((q) => q.email === p.email)) patients.push(p);
+  const patients: { p: PatientRow; expected: string }[] = [];
+  for (const t of targets) {
+    const p = mustGetPatient(ctx, t.email);
+    checkTarget(ctx, p, t.safetyCode);
+    if (!patients.some((q) => q.p.email === p.email)) patients.push({ p, expected: t.safetyCode });
   }
   const out: Approval[] = [];
   const failures: string[] = [];
-  for (const p of patients) {
+  for (const { p, expected } of patients) {
     const recipient = p.recipient ?? "";
     const now = ctx.now();
     const at = now.toISOString();
@@ -64,17 +119,26 @@ export async function approvePatients(
     }
     ctx.store.transaction(() => {
       const current = ctx.store.records.patient(p.email);
-      if ((current?.status !== "pending-approval" && current?.status !== "approved") || current.recipient !== recipient) {
-        throw new PraxmailError("wrong-state", `patient ${p.email} changed while approving`, "run praxmail approve again");
+      // The patient's session may have posted a new recipient since the code was shown.
+      if (!current || current.recipient !== recipient) {
+        throw new PraxmailError(
+          "wrong-state",
+          `the Secu-Pass-Key of ${p.email} changed while approving; nothing was approved`,
+          "compare the new safety code with the patient, then run praxmail approve again",
+        );
       }
+      checkTarget(ctx, current, expected);
+      const signed: PatientRow = { ...current, status: "approved", approvedAt: current.approvedAt ?? at, approval: signPracticeApproval(key, current, at) };
+      // The one rule for every wrap[U], here too: the new approval must verify against config.json.
+      if (trustedRecipient(ctx, signed).kind !== "trusted") throw new Error("a fresh approval does not verify against the pinned key");
       for (const w of wraps) {
         ctx.store.records.putWrap(w);
         const d = due.find((x) => x.id === w.deliveryId);
         if (d?.status === "pending-approval") ctx.store.records.setDeliveryStatus(d.id, "ready", at);
       }
-      ctx.store.records.updatePatient({ ...current, status: "approved", approvedAt: current.approvedAt ?? at });
+      ctx.store.records.updatePatient(signed);
       ctx.store.audit(
-        { actor: ctx.actor, action: "patient.approve", subject: p.email, details: { safetyCode: p.safetyCode, deliveries: wraps.length } },
+        { actor: ctx.actor, action: "patient.approve", subject: p.email, details: { safetyCode: current.safetyCode, deliveries: wraps.length, signed: true } },
         now,
       );
     });
@@ -94,4 +158,49 @@ export async function approvePatients(
     );
   }
   return out;
+}
+
+/** What pinning the approval key in a home made before signed approvals did. */
+export interface PinResult {
+  readonly config: Config;
+  readonly fingerprint: string;
+  /** The approved patients whose approvals were signed, with their safety codes. */
+  readonly signed: readonly { readonly email: string; readonly safetyCode: string | null }[];
+}
+
+/**
+ * @param ctx - The core context.
+ * @returns The approved patients that pinning would sign (a home without a pinned key).
+ */
+export function unsignedApprovals(ctx: Context): PatientView[] {
+  return ctx.store.records.patients("approved").map(patientView);
+}
+
+/**
+ * Upgrades a home made before signed approvals: pins the approval key derived from P in
+ * config.json and signs the approval of every patient approved until now, as they are.
+ * Until then every wrap to a patient fails closed. Does nothing once a key is pinned.
+ *
+ * @param ctx - The core context.
+ * @param practiceIdentity - P's secret.
+ * @returns The new configuration and the approvals signed.
+ * @throws {@link PraxmailError} `identity` for another identity.
+ */
+export async function pinApprovalKey(ctx: Context, practiceIdentity: string): Promise<PinResult> {
+  const key = await practiceKey(ctx.config, practiceIdentity);
+  const fingerprint = keyFingerprint(key.publicKey);
+  if (ctx.config.approvalKey !== null) return { config: ctx.config, fingerprint, signed: [] };
+  const now = ctx.now();
+  const at = now.toISOString();
+  const signed = ctx.store.transaction(() => {
+    const rows = ctx.store.records.patients("approved").filter((p) => p.recipient !== null && p.safetyCode === safetyCode(p.recipient));
+    for (const p of rows) ctx.store.records.updatePatient({ ...p, approval: signPracticeApproval(key, p, at) });
+    const list = rows.map((p) => ({ email: p.email, safetyCode: p.safetyCode }));
+    ctx.store.audit({ actor: ctx.actor, action: "approval-key.pin", subject: fingerprint, details: { patients: list } }, now);
+    return list;
+  });
+  // After the rows: a crash in between leaves the key unpinned, and every wrap fails closed.
+  const config: Config = { ...ctx.config, approvalKey: key.publicKey };
+  saveConfig(ctx.home, config);
+  return { config, fingerprint, signed };
 }

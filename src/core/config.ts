@@ -52,6 +52,11 @@ export interface Config {
    * Null only in a home made before signed approvals, until the admin pins it.
    */
   readonly approvalKey: string | null;
+  /**
+   * The public half of the portal's own signing key (`<home>/portal-signing.key`), which
+   * signs the approval of an invited patient. Null until `init` made one.
+   */
+  readonly portalKey: string | null;
   readonly identity: IdentityStore;
   readonly crypto: { readonly recipientType: RecipientType };
   /** remindBeforeDays: mail a patient who has not collected a delivery this many days before it expires (0: never). */
@@ -224,10 +229,15 @@ export function loadConfig(home: string): Config {
   }
   const practiceRecipient = str("practiceRecipient");
   if (recipientType(practiceRecipient) === null) throw bad("practiceRecipient", "is not an age recipient");
-  const approvalKey = raw.approvalKey ?? null;
-  if (approvalKey !== null && (typeof approvalKey !== "string" || !/^ed25519:[A-Za-z0-9+/]{43}=$/.test(approvalKey))) {
-    throw bad("approvalKey", "must be an ed25519:<base64> public key, as praxmail init writes it");
-  }
+  const publicKey = (k: "approvalKey" | "portalKey"): string | null => {
+    const v = raw[k] ?? null;
+    if (v !== null && (typeof v !== "string" || !/^ed25519:[A-Za-z0-9+/]{43}=$/.test(v))) {
+      throw bad(k, "must be an ed25519:<base64> public key, as praxmail init writes it");
+    }
+    return v;
+  };
+  const approvalKey = publicKey("approvalKey");
+  const portalKey = publicKey("portalKey");
   const internal = raw.internalDomains ?? [];
   if (!Array.isArray(internal) || !internal.every((d) => typeof d === "string")) {
     throw bad("internalDomains", "must be a list of domain names");
@@ -242,6 +252,7 @@ export function loadConfig(home: string): Config {
       upstream: upstream === null || upstream === "" ? null : checkUrl(upstream, ["smtp:", "smtps:"]),
       practiceRecipient,
       approvalKey,
+      portalKey,
       identity: store,
       crypto: { recipientType: type },
       deliveries: { expiryDays, remindBeforeDays },

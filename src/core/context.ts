@@ -37,6 +37,10 @@ export type Notification =
   | { readonly kind: "reminder"; readonly to: string; readonly loginUrl: string; readonly expiresAt: Date }
   /** To the practice: a patient waits for approval. */
   | { readonly kind: "approval-needed"; readonly to: string; readonly patient: string; readonly safetyCode: string }
+  /** To the practice: an approved patient's approval does not verify; deliveries to them wait. */
+  | { readonly kind: "approval-invalid"; readonly to: string; readonly patient: string; readonly reason: string; readonly deliveries: number }
+  /** To the practice: an invited patient set the key while older deliveries wait for `praxmail approve`. */
+  | { readonly kind: "release-needed"; readonly to: string; readonly patient: string; readonly safetyCode: string; readonly waiting: number }
   /** To the practice, when `notifyOnDownload` is set. */
   | { readonly kind: "downloaded"; readonly to: string; readonly patient: string; readonly deliveryId: string; readonly at: Date };
 
@@ -58,4 +62,9 @@ export interface Context {
   /** Who acts, for the audit log: `cli:<user>`, `relay`, `portal`. */
   readonly actor: string;
   readonly now: () => Date;
+  /**
+   * Reports a security alarm to the operator's log: an event name to grep for and fields
+   * without secrets or addresses. Omitted, alarms go only to the audit log and the practice.
+   */
+  readonly alarm?: (event: string, fields: Readonly<Record<string, string | number>>) => void;
 }

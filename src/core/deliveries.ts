@@ -1,6 +1,6 @@
 // Creating deliveries: one fresh identity D per recipient, the files encrypted to D (one
-// pass over each file, fanned out to every recipient), wrap[P], wrap[U] for approved
-// patients, and a link token. Rows are committed invisible (sent_at null) and become
+// pass over each file, fanned out to every recipient), wrap[P], wrap[U] for patients whose
+// signed approval verifies (src/core/trust.ts), and a link token. Rows are committed invisible (sent_at null) and become
 // visible once the mail carrying the link was accepted.
 import {
   encryptBytes,
@@ -9,11 +9,12 @@ import {
   recipientOf,
   wrapIdentity,
 } from "../crypto/index.js";
-import type { DeliveryRow, DeliveryStatus, FileRow, WrapRow } from "../store/index.js";
+import type { DeliveryRow, DeliveryStatus, FileRow, PatientRow, WrapRow } from "../store/index.js";
 import type { Context, FileSummary, Notification } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { fanOut } from "./fanout.js";
 import { hashToken, newId, newToken } from "./tokens.js";
+import { raiseTrustAlarm, trustedRecipient } from "./trust.js";
 import { checkLevel, cleanFileName, normaliseEmail } from "./validate.js";
 
 /** A file to deliver; open() is called once and must return a fresh stream. */
@@ -195,6 +196,7 @@ export class Intake {
         token: { hash: string; deliveryId: string; email: string; createdAt: string };
         created: CreatedDelivery;
       }[] = [];
+      const alarms: { patient: PatientRow; reason: string; deliveryId: string }[] = [];
       for (const [i, recipient] of this.recipients.entries()) {
         if (this.dropped.has(i)) continue;
         const identity = this.identities[i] ?? "";
@@ -226,8 +228,10 @@ export class Intake {
           },
         ];
         const patient = this.ctx.store.records.patient(recipient);
-        const approvedRecipient = patient?.status === "approved" ? patient.recipient : null;
-        if (level >= 3 && approvedRecipient !== null) {
+        const trust = level >= 3 ? trustedRecipient(this.ctx, patient) : ({ kind: "not-approved" } as const);
+        const approvedRecipient = trust.kind === "trusted" ? trust.recipient : null;
+        if (trust.kind === "untrusted" && patient) alarms.push({ patient, reason: trust.reason, deliveryId: id });
+        if (approvedRecipient !== null) {
           wraps.push({ deliveryId: id, holder: "patient", recipient: approvedRecipient, ciphertext: await wrapIdentity(identity, approvedRecipient), createdAt: at });
         }
         const token = newToken();
@@ -270,6 +274,7 @@ export class Intake {
         }
       });
       this.written.length = 0;
+      for (const a of alarms) await raiseTrustAlarm(this.ctx, a.patient, a.reason, [a.deliveryId]);
       return prepared.map((p) => p.created);
     } catch (e) {
       await this.abort();

@@ -25,7 +25,7 @@ export {
   setSecuPassRecipient,
   type PatientView,
 } from "./patients.js";
-export { approvePatients, type Approval } from "./approve.js";
+export { approvePatients, listPending, pinApprovalKey, unsignedApprovals, type Approval, type ApprovalTarget, type PendingPatient, type PinResult } from "./approve.js";
 export { signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint } from "./checkpoints.js";
 export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
@@ -42,9 +42,11 @@ export {
 } from "./access.js";
 export {
   beginSecuPassReset,
+  bindInviteSession,
   checkPasswordReset,
   completePasswordReset,
   createInvite,
+  dropInviteSession,
   finishSecuPassReset,
   inviteOpen,
   listInvites,

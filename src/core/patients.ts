@@ -3,6 +3,7 @@ import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, parseNew
 import type { PatientRow, PatientStatus } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { consumeInvite, inviteSessionKey, signInviteApproval, trustedRecipient } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
 /** A patient as the CLI and the portal show it (DESIGN.md §5). */
@@ -51,7 +52,7 @@ export async function registerPatient(
   ctx: Context,
   email: string,
   password: string,
-  opts: { invited?: boolean } = {},
+  opts: { inviteId?: string } = {},
 ): Promise<PatientView & { kdf: KdfParams }> {
   const addr = normaliseEmail(email);
   checkPassword(password);
@@ -70,7 +71,11 @@ export async function registerPatient(
     approvedAt: null,
     revokedAt: null,
     pendingKdf: null,
-    invitedAt: opts.invited ? now.toISOString() : null,
+    invitedAt: opts.inviteId !== undefined ? now.toISOString() : null,
+    approval: null,
+    inviteId: opts.inviteId ?? null,
+    inviteSession: null,
+    alarmedAt: null,
   };
   ctx.store.transaction(() => {
     if (ctx.store.records.patient(addr)) {
@@ -153,15 +158,19 @@ export function newKeyKdf(stored: string | null): KdfParams {
 
 /**
  * Records the patient's Secu-Pass recipient U (derived in the browser). The patient then
- * waits for the practice to approve, comparing the safety code.
+ * waits for the practice to approve, comparing the safety code; unless the key is set in the
+ * very session that redeemed a practice-signed invite, which the portal then approves with
+ * its signing key. Deliveries sent before the invite still wait for `praxmail approve`
+ * (only P opens them), and the practice is told.
  *
  * @param ctx - The core context.
  * @param email - The patient.
  * @param recipient - U's age recipient; its type must match the patient's KDF parameters.
- * @returns The patient, status `pending-approval`, with the safety code.
+ * @param session - SHA-256 of the portal session that posts it.
+ * @returns The patient, with the safety code and the number of deliveries still waiting.
  * @throws {@link PraxmailError} `invalid-input` or `wrong-state`.
  */
-export async function setSecuPassRecipient(ctx: Context, email: string, recipient: string): Promise<PatientView> {
+export async function setSecuPassRecipient(ctx: Context, email: string, recipient: string, session?: string): Promise<PatientView & { waiting: number }> {
   const p = mustGet(ctx, email);
   const kdf = newKeyKdf(p.kdf);
   if (recipientType(recipient) !== kdf.type) {
@@ -171,24 +180,26 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
     throw new PraxmailError("wrong-state", `patient ${p.email} is ${p.status}, not waiting for a secu-pass-key`);
   }
   const now = ctx.now();
-  // Reception checked an invited patient in person: no second approval.
-  const invited = p.invitedAt !== null;
-  const next: PatientRow = {
-    ...p,
-    status: invited ? "approved" : "pending-approval",
-    recipient,
-    safetyCode: safetyCode(recipient),
-    secupassAt: now.toISOString(),
-    approvedAt: invited ? now.toISOString() : null,
-  };
+  const at = now.toISOString();
+  const keyed: PatientRow = { ...p, status: "pending-approval", recipient, safetyCode: safetyCode(recipient), secupassAt: at, approvedAt: null, approval: null, inviteSession: null };
+  // Reception checked whoever typed the invite code: only that session inherits the check.
+  const portalKey = session === undefined ? null : inviteSessionKey(ctx, p, session);
+  const candidate: PatientRow | null =
+    portalKey && p.inviteId !== null ? { ...keyed, status: "approved", approvedAt: at, approval: signInviteApproval(portalKey, p.inviteId, keyed, at) } : null;
+  const invited = candidate !== null && trustedRecipient(ctx, candidate).kind === "trusted" && consumeInvite(ctx.home, p.inviteId ?? "");
+  const next = invited ? candidate : keyed;
+  const waiting = invited
+    ? ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] }).filter((d) => d.level >= 3 && d.expiresAt > at).length
+    : 0;
   ctx.store.transaction(() => {
     ctx.store.records.updatePatient(next);
-    ctx.store.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode, invited } }, now);
+    ctx.store.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode, invited, waiting } }, now);
   });
   const code = next.safetyCode ?? "";
   await ctx.notifier.send({ kind: "secupass-activated", to: p.email, safetyCode: code, approved: invited });
   if (!invited) await ctx.notifier.send({ kind: "approval-needed", to: ctx.config.practiceEmail, patient: p.email, safetyCode: code });
-  return patientView(next);
+  else if (waiting > 0) await ctx.notifier.send({ kind: "release-needed", to: ctx.config.practiceEmail, patient: p.email, safetyCode: code, waiting });
+  return { ...patientView(next), waiting };
 }
 
 /**

@@ -13,6 +13,7 @@ import {
 } from "../crypto/index.js";
 import { DEFAULTS, checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
 import { PraxmailError } from "./errors.js";
+import { ensurePortalKey } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
 /** What init needs. */
@@ -61,7 +62,9 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
   if (isInitialised(home)) {
     const old = loadConfig(home);
     // A new recipient type is safe: stored deliveries keep their own key types.
-    const config: Config = { ...old, ...settings, crypto: { recipientType: opts.recipientType ?? old.crypto.recipientType } };
+    // A home made before invite approvals were signed gets its portal key now.
+    const portalKey = await ensurePortalKey(home, old.portalKey);
+    const config: Config = { ...old, ...settings, portalKey, crypto: { recipientType: opts.recipientType ?? old.crypto.recipientType } };
     saveConfig(home, config);
     return { config, created: false, identityStore: config.identity };
   }
@@ -83,6 +86,7 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     ...settings,
     practiceRecipient,
     approvalKey: practiceSigningKey(identity).publicKey,
+    portalKey: await ensurePortalKey(home, null),
     identity: store,
     crypto: { recipientType: type },
     deliveries: { expiryDays: DEFAULTS.expiryDays, remindBeforeDays: 0 },

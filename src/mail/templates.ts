@@ -233,6 +233,38 @@ export function renderNotification(n: Notification, practiceName: string): Rende
           FOOTER_EN,
         ],
       );
+    case "approval-invalid":
+      return compose(
+        `ALARM: Freigabe ungültig: ${n.patient}`,
+        [
+          `Die gespeicherte Freigabe von ${n.patient} lässt sich nicht prüfen: Der Schlüssel in der Datenbank ist nicht der, den die Praxis freigegeben hat, oder die Signatur fehlt. Jemand könnte die Datenbank verändert haben.`,
+          `Grund: ${n.reason}`,
+          `${n.deliveries === 1 ? "Eine Zustellung wird" : `${n.deliveries} Zustellungen werden`} nicht für den Schlüssel verschlüsselt und ${n.deliveries === 1 ? "wartet" : "warten"} auf Freigabe.`,
+          "Prüfen Sie die Datenbank (praxmail audit --verify, praxmail doctor). Rufen Sie die Patientin oder den Patienten an, vergleichen Sie den Sicherheitscode und geben Sie erst dann wieder frei:",
+          `praxmail approve ${n.patient}`,
+        ],
+        [
+          `The stored approval of ${n.patient} does not verify: the key in the database is not the one the practice approved, or the signature is missing. Someone may have altered the database.`,
+          `Reason: ${n.reason}`,
+          `${n.deliveries} ${n.deliveries === 1 ? "delivery is" : "deliveries are"} not encrypted to that key and wait for approval.`,
+          "Check the database, call the patient, compare the safety code, and only then run the command above.",
+        ],
+      );
+    case "release-needed":
+      return compose(
+        `Freigabe erforderlich: ${n.patient} (${n.waiting} wartend)`,
+        [
+          `${n.patient} hat mit einer Einladung einen Secu-Pass-Key angelegt. ${n.waiting === 1 ? "Eine ältere Zustellung wartet" : `${n.waiting} ältere Zustellungen warten`} noch auf die Freigabe durch die Praxis.`,
+          `Sicherheitscode: ${n.safetyCode}`,
+          "Vergleichen Sie den Code mit dem, den die Patientin oder der Patient sieht, und geben Sie die Zustellungen frei:",
+          `praxmail approve ${n.patient}`,
+        ],
+        [
+          `${n.patient} has set a Secu-Pass-Key with an invite. ${n.waiting} older ${n.waiting === 1 ? "delivery waits" : "deliveries wait"} for the practice's approval.`,
+          `Safety code: ${n.safetyCode}`,
+          "Compare the code with the one the patient sees, then run the command above.",
+        ],
+      );
     case "downloaded":
       return compose(
         `Abgerufen: ${n.deliveryId}`,

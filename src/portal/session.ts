@@ -8,6 +8,8 @@ import type { SessionRow } from "../store/index.js";
 
 /** The session of the current request. */
 export interface Session {
+  /** SHA-256 of the cookie value: names the session in the database. */
+  readonly idHash: string;
   readonly email: string | null;
   readonly csrf: string;
   /** The request carried a session that ended by inactivity. */
@@ -72,15 +74,15 @@ export class Sessions {
           // download) cost the portal 40% of its CPU. A session may so end up to a minute
           // early, never late.
           if (idleSince >= TOUCH_EVERY_MS) this.ctx.store.records.touchSession(row.idHash, now.toISOString());
-          return { email: row.email, csrf: row.csrf, expired: false };
+          return { idHash: row.idHash, email: row.email, csrf: row.csrf, expired: false };
         }
         this.ctx.store.records.deleteSession(row.idHash);
         const fresh = this.create(reply, null);
-        return { email: null, csrf: fresh.csrf, expired: row.email !== null };
+        return { idHash: fresh.idHash, email: null, csrf: fresh.csrf, expired: row.email !== null };
       }
     }
     const fresh = this.create(reply, null);
-    return { email: null, csrf: fresh.csrf, expired: false };
+    return { idHash: fresh.idHash, email: null, csrf: fresh.csrf, expired: false };
   }
 
   /**
@@ -94,7 +96,7 @@ export class Sessions {
   login(req: FastifyRequest, reply: FastifyReply, email: string): Session {
     this.end(req);
     const row = this.create(reply, email);
-    return { email, csrf: row.csrf, expired: false };
+    return { idHash: row.idHash, email, csrf: row.csrf, expired: false };
   }
 
   /**

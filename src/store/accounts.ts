@@ -20,6 +20,8 @@ export interface InviteRow {
   expiresAt: string;
   usedAt: string | null;
   revokedAt: string | null;
+  /** The practice's signature over the invite (src/core/trust.ts); null for invites made before it. */
+  sig: string | null;
 }
 
 /** A secure reply from a patient. */
@@ -42,7 +44,7 @@ export interface ReplyPartRow {
 }
 
 const RESET = "hash, email, created_at AS createdAt, expires_at AS expiresAt, used_at AS usedAt";
-const INVITE = "id, email, code_hash AS codeHash, created_at AS createdAt, expires_at AS expiresAt, used_at AS usedAt, revoked_at AS revokedAt";
+const INVITE = "id, email, code_hash AS codeHash, created_at AS createdAt, expires_at AS expiresAt, used_at AS usedAt, revoked_at AS revokedAt, sig";
 const REPLY = "id, email, delivery_id AS deliveryId, status, created_at AS createdAt, received_at AS receivedAt";
 
 /** Row access for the account lifecycle. */
@@ -75,7 +77,7 @@ export class AccountRecords {
   /** @param i - A new invite. */
   insertInvite(i: InviteRow): void {
     this.sql
-      .get("INSERT INTO invites (id, email, code_hash, created_at, expires_at, used_at, revoked_at) VALUES (@id, @email, @codeHash, @createdAt, @expiresAt, @usedAt, @revokedAt)")
+      .get("INSERT INTO invites (id, email, code_hash, created_at, expires_at, used_at, revoked_at, sig) VALUES (@id, @email, @codeHash, @createdAt, @expiresAt, @usedAt, @revokedAt, @sig)")
       .run(i);
   }
 

@@ -156,6 +156,19 @@ ALTER TABLE deliveries ADD COLUMN reminded_at TEXT;
 `,
   },
   {
+    // Signed approvals (DESIGN.md §3): the approval's signature with the patient, the
+    // practice's signature with each invite, and the invite's privilege bound to the session
+    // that redeemed it (the SHA-256 of its id) until the Secu-Pass-Key is set.
+    version: 5,
+    sql: `
+ALTER TABLE patients ADD COLUMN approval TEXT;
+ALTER TABLE patients ADD COLUMN invite_id TEXT;
+ALTER TABLE patients ADD COLUMN invite_session TEXT;
+ALTER TABLE patients ADD COLUMN alarmed_at TEXT;
+ALTER TABLE invites ADD COLUMN sig TEXT;
+`,
+  },
+  {
     // Signed audit checkpoints (src/core/checkpoints.ts). Append-only like the log; the
     // signatures, not these triggers, are what an attacker with write access cannot forge.
     version: 8,

@@ -43,8 +43,16 @@ export interface PatientRow {
   revokedAt: string | null;
   /** KDF parameters issued for a Secu-Pass reset that is not finished yet. */
   pendingKdf: string | null;
-  /** Registered with an invite code from reception: approved as soon as the key is set. */
+  /** Registered with an invite code from reception. */
   invitedAt: string | null;
+  /** JSON of the signed approval (see src/core/trust.ts); null until approved. */
+  approval: string | null;
+  /** The invite the account was registered with. */
+  inviteId: string | null;
+  /** SHA-256 of the session that redeemed the invite and the portal's signature binding it; only that session may set the key as invited. */
+  inviteSession: string | null;
+  /** When the practice was last mailed that this patient's approval does not verify. */
+  alarmedAt: string | null;
 }
 
 /** A delivery row. */
@@ -104,7 +112,7 @@ export interface TokenRow {
 }
 
 const PATIENT_COLS =
-  "email, status, password_hash AS passwordHash, kdf, recipient, safety_code AS safetyCode, registered_at AS registeredAt, secupass_at AS secupassAt, approved_at AS approvedAt, revoked_at AS revokedAt, pending_kdf AS pendingKdf, invited_at AS invitedAt";
+  "email, status, password_hash AS passwordHash, kdf, recipient, safety_code AS safetyCode, registered_at AS registeredAt, secupass_at AS secupassAt, approved_at AS approvedAt, revoked_at AS revokedAt, pending_kdf AS pendingKdf, invited_at AS invitedAt, approval, invite_id AS inviteId, invite_session AS inviteSession, alarmed_at AS alarmedAt";
 const DELIVERY_COLS =
   "id, recipient, level, status, subject, sender, created_at AS createdAt, expires_at AS expiresAt, downloaded_at AS downloadedAt, ended_at AS endedAt, source_key AS sourceKey, sent_at AS sentAt, reminded_at AS remindedAt";
 const FILE_COLS = "id, delivery_id AS deliveryId, position, kind, name, size, blob";
@@ -145,7 +153,7 @@ export class Records {
   insertPatient(p: PatientRow): void {
     this.sql
       .get(
-        "INSERT INTO patients (email, status, password_hash, kdf, recipient, safety_code, registered_at, secupass_at, approved_at, revoked_at, pending_kdf, invited_at) VALUES (@email, @status, @passwordHash, @kdf, @recipient, @safetyCode, @registeredAt, @secupassAt, @approvedAt, @revokedAt, @pendingKdf, @invitedAt)",
+        "INSERT INTO patients (email, status, password_hash, kdf, recipient, safety_code, registered_at, secupass_at, approved_at, revoked_at, pending_kdf, invited_at, approval, invite_id, invite_session, alarmed_at) VALUES (@email, @status, @passwordHash, @kdf, @recipient, @safetyCode, @registeredAt, @secupassAt, @approvedAt, @revokedAt, @pendingKdf, @invitedAt, @approval, @inviteId, @inviteSession, @alarmedAt)",
       )
       .run(p);
   }
@@ -158,7 +166,7 @@ export class Records {
   updatePatient(p: PatientRow): void {
     this.sql
       .get(
-        "UPDATE patients SET status = @status, password_hash = @passwordHash, kdf = @kdf, recipient = @recipient, safety_code = @safetyCode, secupass_at = @secupassAt, approved_at = @approvedAt, revoked_at = @revokedAt, pending_kdf = @pendingKdf, invited_at = @invitedAt WHERE email = @email",
+        "UPDATE patients SET status = @status, password_hash = @passwordHash, kdf = @kdf, recipient = @recipient, safety_code = @safetyCode, secupass_at = @secupassAt, approved_at = @approvedAt, revoked_at = @revokedAt, pending_kdf = @pendingKdf, invited_at = @invitedAt, approval = @approval, invite_id = @inviteId, invite_session = @inviteSession, alarmed_at = @alarmedAt WHERE email = @email",
       )
       .run(p);
   }

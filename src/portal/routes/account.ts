@@ -4,7 +4,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
   PraxmailError,
   authenticatePatient,
+  dropInviteSession,
   getPatient,
+  listPending,
   patientKdf,
   registerPatient,
   resolveLink,
@@ -60,14 +62,14 @@ export function needLogin(req: FastifyRequest, reply: FastifyReply): FastifyRepl
  * @param set - What core does with it.
  * @returns The route handler.
  */
-export function postRecipient(ctx: Context, set: (ctx: Context, email: string, recipient: string) => Promise<unknown>) {
+export function postRecipient(ctx: Context, set: (ctx: Context, email: string, recipient: string, session: string) => Promise<unknown>) {
   return async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
     if (req.session.email === null) return reply.code(401).send({ error: "login required" });
     if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
     const f = fields(req.body, "recipient");
     if (!f) return reply.code(400).send({ error: "recipient missing" });
     try {
-      await set(ctx, req.session.email, f.recipient);
+      await set(ctx, req.session.email, f.recipient, req.session.idHash);
     } catch (e) {
       if (e instanceof PraxmailError) return reply.code(400).send({ error: e.code });
       throw e;
@@ -115,6 +117,8 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
       return portal.page(req, reply, "login.eta", { next, info: null, error: t.loginFailed, email: f.email }, 401);
     }
     limits.loginAccount.reset(account);
+    // A later login is not necessarily the person who typed an invite code.
+    dropInviteSession(ctx, patient.email, "login");
     sessions.login(req, reply, patient.email);
     return reply.redirect(next, 303);
   });
@@ -173,7 +177,9 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     if (redirect) return redirect;
     const p = getPatient(ctx, req.session.email ?? "");
     if (p.status === "pending-secupass") return reply.redirect("/secupass", 303);
-    if (p.status !== "pending-approval") return reply.redirect("/deliveries", 303);
-    return portal.page(req, reply, "waiting.eta", { safetyCode: p.safetyCode });
+    // An invited patient whose older deliveries still wait for the practice is told so.
+    const waiting = p.status === "approved" ? (listPending(ctx).find((q) => q.email === p.email)?.waiting ?? 0) : 0;
+    if (p.status !== "pending-approval" && waiting === 0) return reply.redirect("/deliveries", 303);
+    return portal.page(req, reply, "waiting.eta", { safetyCode: p.safetyCode, waiting });
   });
 }

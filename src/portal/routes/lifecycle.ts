@@ -3,6 +3,7 @@ import type { FastifyInstance } from "fastify";
 import {
   PraxmailError,
   beginSecuPassReset,
+  bindInviteSession,
   checkPasswordReset,
   completePasswordReset,
   finishSecuPassReset,
@@ -132,7 +133,8 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
       }
       throw e;
     }
-    sessions.login(req, reply, patient.email);
+    // The invite's privilege stays with this session: a reset, another login or expiry drops it.
+    bindInviteSession(ctx, patient.email, sessions.login(req, reply, patient.email).idHash);
     return reply.redirect("/secupass", 303);
   });
 }
