@@ -128,7 +128,10 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     const a = await redeem(await createInvite(ctx, email, practice));
     // Someone who reads the mailbox asks for a reset, sets a password and logs in (session B).
     expect((await post(await anonymous(), "/reset", { email })).statusCode).toBe(200);
-    const mail = (await outbox(home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen") && m.to && JSON.stringify(m.to).includes(email)).at(-1);
+    // The reset mail is sent from a queue after the answer.
+    const resetMail = async () => (await outbox(home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen") && m.to && JSON.stringify(m.to).includes(email)).at(-1);
+    await expect.poll(resetMail, { timeout: 10_000, interval: 50 }).toBeDefined();
+    const mail = await resetMail();
     const link = /\/reset\/[\w-]{43}/.exec(mail?.text ?? "")![0];
     expect((await post(await anonymous(), link, { password: MAILBOX_READER, password2: MAILBOX_READER })).headers.location).toBe("/login?m=reset");
     const b = await login(email, MAILBOX_READER);
