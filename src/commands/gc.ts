@@ -21,7 +21,7 @@ export function gcCommand(io: Io): Command {
       if (flags.json) printJson(io, r);
       else {
         io.out(
-          `expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, sent ${r.reminded} reminders, discarded ${r.unsent} unsent deliveries and ${r.unfinishedReplies} unfinished replies, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`,
+          `expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, sent ${r.reminded} reminders, ended ${r.sessions} sessions, discarded ${r.unsent} unsent deliveries and ${r.unfinishedReplies} unfinished replies, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`,
         );
       }
     });

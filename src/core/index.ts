@@ -26,7 +26,7 @@ export {
   type PatientView,
 } from "./patients.js";
 export { approvePatients, type Approval } from "./approve.js";
-export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
+export { collectGarbage, getDelivery, listDeliveries, purgeSessions, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
 export { hashToken } from "./tokens.js";
 export {

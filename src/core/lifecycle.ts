@@ -129,10 +129,29 @@ export async function sendReminders(ctx: Context): Promise<number> {
   return due.length;
 }
 
+/**
+ * Deletes portal sessions that have ended (idle for `portal.idleMinutes`, or older than
+ * `portal.sessionHours`) and attempt counters whose window has passed. The portal refuses
+ * such a session anyway; this removes the rows.
+ *
+ * @param ctx - The core context.
+ * @returns How many sessions were deleted.
+ */
+export function purgeSessions(ctx: Context): number {
+  const now = ctx.now().getTime();
+  const { idleMinutes, sessionHours } = ctx.config.portal;
+  return ctx.store.transaction(() => {
+    ctx.store.attempts.purge(now);
+    return ctx.store.records.deleteEndedSessions(new Date(now - idleMinutes * 60_000).toISOString(), new Date(now - sessionHours * 3_600_000).toISOString());
+  });
+}
+
 /** What gc did. */
 export interface GcReport {
   readonly expired: readonly string[];
   readonly reminded: number;
+  /** Portal sessions that had ended. */
+  readonly sessions: number;
   /** Replies whose upload never finished. */
   readonly unfinishedReplies: number;
   /** Deliveries whose send was interrupted (their mail was never accepted). */
@@ -157,6 +176,7 @@ export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcR
   for (const id of unsent) await discardDelivery(ctx, id, "send interrupted");
   const unfinishedReplies = await dropUnfinishedReplies(ctx, new Date(now.getTime() - Math.max(graceMs, 60 * 60_000)));
   const reminded = await sendReminders(ctx);
+  const sessions = purgeSessions(ctx);
   const referenced = ctx.store.records.referencedBlobs();
   let orphanBlobs = 0;
   let tempFiles = 0;
@@ -171,5 +191,5 @@ export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcR
       ctx.store.audit({ actor: ctx.actor, action: "gc", details: { expired: expired.length, unsent: unsent.length, orphanBlobs, tempFiles } }, now),
     );
   }
-  return { expired, reminded, unsent: unsent.length, unfinishedReplies, orphanBlobs, tempFiles };
+  return { expired, reminded, sessions, unsent: unsent.length, unfinishedReplies, orphanBlobs, tempFiles };
 }

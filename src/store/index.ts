@@ -4,6 +4,7 @@ import { BlobStore } from "./blobs.js";
 import { openDatabase } from "./db.js";
 import { appendAudit, auditRows, verifyAudit, type AuditEntry, type AuditRow, type AuditVerdict } from "./audit.js";
 import { AccountRecords } from "./accounts.js";
+import { AttemptRecords } from "./attempts.js";
 import { Records } from "./records.js";
 
 export { BlobStore, fileStream, renameDurably, writeStream } from "./blobs.js";
@@ -19,6 +20,7 @@ export {
   type ManifestEntry,
 } from "./backup.js";
 export type { AuditEntry, AuditRow, AuditVerdict } from "./audit.js";
+export type { AttemptClaim, HeldAttempt } from "./attempts.js";
 export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 export type {
   DeliveryRow,
@@ -36,6 +38,7 @@ export type {
 export class Store {
   readonly records: Records;
   readonly accounts: AccountRecords;
+  readonly attempts: AttemptRecords;
   readonly blobs: BlobStore;
 
   private constructor(
@@ -44,6 +47,7 @@ export class Store {
   ) {
     this.records = new Records(db);
     this.accounts = new AccountRecords(db);
+    this.attempts = new AttemptRecords(db);
     this.blobs = new BlobStore(home);
   }
 

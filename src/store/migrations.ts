@@ -155,4 +155,16 @@ ALTER TABLE patients ADD COLUMN invited_at TEXT;
 ALTER TABLE deliveries ADD COLUMN reminded_at TEXT;
 `,
   },
+  {
+    // Attempt counters of the portal's limits, shared by every process on this database.
+    // until: end of the fixed window in milliseconds since the epoch.
+    version: 6,
+    sql: `
+CREATE TABLE attempts (
+  key    TEXT PRIMARY KEY,
+  count  INTEGER NOT NULL,
+  until  INTEGER NOT NULL
+) STRICT;
+`,
+  },
 ];

@@ -12,6 +12,7 @@ import {
   type Context,
 } from "../../core/index.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
+import { LIMITS } from "../limits.js";
 import { csrfOk } from "../session.js";
 
 type Form = Record<string, unknown>;
@@ -103,19 +104,22 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     const next = safeNext((req.body as Form | undefined)?.next);
     if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
-    const account = `account:${f.email.trim().toLowerCase()}`;
-    const ip = `ip:${req.ip}`;
-    if (limits.loginIp.blocked(ip) || limits.loginAccount.blocked(account)) {
-      return portal.page(req, reply, "login.eta", { next, info: null, error: t.tooMany, email: f.email }, 429);
-    }
+    const account = f.email.trim().toLowerCase();
+    // Counted before scrypt runs; only failures count, so a success gives its attempt back.
+    const held = limits.reserve([LIMITS.loginIp, req.ip], [LIMITS.loginAccount, account]);
+    if (!held) return portal.page(req, reply, "login.eta", { next, info: null, error: t.tooMany, email: f.email }, 429);
     const patient = await authenticatePatient(ctx, f.email, f.password);
-    if (!patient) {
-      limits.loginIp.hit(ip);
-      limits.loginAccount.hit(account);
-      return portal.page(req, reply, "login.eta", { next, info: null, error: t.loginFailed, email: f.email }, 401);
+    const failed = (): Promise<FastifyReply> => portal.page(req, reply, "login.eta", { next, info: null, error: t.loginFailed, email: f.email }, 401);
+    if (!patient) return failed();
+    try {
+      // Refused when the account was revoked while scrypt ran.
+      sessions.login(req, reply, patient.email);
+    } catch (e) {
+      if (e instanceof PraxmailError && e.code === "wrong-state") return failed();
+      throw e;
     }
-    limits.loginAccount.reset(account);
-    sessions.login(req, reply, patient.email);
+    held.release();
+    limits.clear(LIMITS.loginAccount, account);
     return reply.redirect(next, 303);
   });
 
@@ -132,7 +136,6 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     const again = (req.body as Form | undefined)?.password2;
     if (!f || typeof again !== "string" || again.length > FIELD_MAX.password2) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
-    const ip = `ip:${req.ip}`;
     let access;
     try {
       access = resolveLink(ctx, f.token, null);
@@ -142,8 +145,7 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     // The address comes from the link, never from the form.
     if (access.kind !== "register") return reply.redirect(`/d/${f.token}`, 303);
     const again_ = { email: access.email, token: f.token };
-    if (limits.registerIp.blocked(ip)) return portal.page(req, reply, "register.eta", { ...again_, error: t.tooMany }, 429);
-    limits.registerIp.hit(ip);
+    if (!limits.reserve([LIMITS.registerIp, req.ip])) return portal.page(req, reply, "register.eta", { ...again_, error: t.tooMany }, 429);
     if (f.password !== again) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordsDiffer }, 400);
     if (Array.from(f.password).length < 10) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordTooShort }, 400);
     try {
