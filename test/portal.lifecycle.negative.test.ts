@@ -207,15 +207,16 @@ describe("replies", () => {
     expect((await walk(join(home, "blobs")).catch(() => [])).filter((f) => f.endsWith(".age")).length).toBe(blobsBefore);
   });
 
-  it("from a revoked patient are refused with 403", async () => {
+  it("from a revoked patient are refused: the revocation ended the session (401), and core refuses with wrong-state", async () => {
     const { cookie, csrf } = await session(A);
     await revokePatient(ctx, "einmal@patient.example").catch(() => undefined);
     await registerThroughCore(home, "gesperrt@patient.example", "Secu-Pass gesperrt", PASSWORD);
     const s = await session("gesperrt@patient.example");
     await revokePatient(ctx, "gesperrt@patient.example");
     const res = await app.inject({ method: "POST", url: "/reply", headers: { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/json" }, payload: "{}" });
-    expect(res.statusCode).toBe(403);
-    expect(JSON.parse(res.body)).toEqual({ error: "wrong-state", message: "this account may not send replies" });
+    expect(res.statusCode).toBe(401);
+    expect(JSON.parse(res.body)).toEqual({ error: "login required" });
+    expect(() => startReply(ctx, "gesperrt@patient.example", null)).toThrow(expect.objectContaining({ code: "wrong-state", message: "this account may not send replies" }));
     // Another patient still can.
     const ok = await app.inject({ method: "POST", url: "/reply", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, payload: "{}" });
     expect(ok.statusCode).toBe(200);

@@ -5,7 +5,7 @@ import { hashPassword, newKdfParams, parseKdfParams, recipientType, safetyCode, 
 import type { InviteRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
-import { checkPassword, mustGetPatient, registerPatient, type PatientView } from "./patients.js";
+import { checkPassword, mustGetActivePatient, mustGetPatient, registerPatient, type PatientView } from "./patients.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { normaliseEmail } from "./validate.js";
 
@@ -33,10 +33,13 @@ export async function requestPasswordReset(ctx: Context, email: string): Promise
   const token = newToken();
   const now = ctx.now();
   const expiresAt = new Date(now.getTime() + RESET_MINUTES * 60_000);
-  ctx.store.transaction(() => {
+  const issued = ctx.store.transaction(() => {
+    if (ctx.store.records.patient(addr)?.status === "revoked") return false;
     ctx.store.accounts.insertReset({ hash: hashToken(token), email: addr, createdAt: now.toISOString(), expiresAt: expiresAt.toISOString(), usedAt: null });
     ctx.store.audit({ actor: ctx.actor, action: "patient.password-reset-requested", subject: addr }, now);
+    return true;
   });
+  if (!issued) return;
   await ctx.notifier.send({ kind: "password-reset", to: addr, link: `${ctx.config.portalUrl}/reset/${token}`, expiresAt });
 }
 
@@ -73,7 +76,7 @@ export async function completePasswordReset(ctx: Context, token: string, passwor
     if (!ctx.store.accounts.useReset(hashToken(token), now.toISOString())) {
       throw new PraxmailError("wrong-state", "the reset link is unknown, used or expired");
     }
-    const p = mustGetPatient(ctx, email);
+    const p = mustGetActivePatient(ctx, email);
     ctx.store.records.updatePatient({ ...p, passwordHash: hash });
     ctx.store.records.deleteSessionsOf(email);
     ctx.store.audit({ actor: ctx.actor, action: "patient.password-reset", subject: email }, now);
@@ -98,7 +101,8 @@ export function beginSecuPassReset(ctx: Context, email: string): KdfParams {
   }
   const kdf = newKdfParams(ctx.config.crypto.recipientType);
   ctx.store.transaction(() => {
-    ctx.store.records.updatePatient({ ...p, pendingKdf: JSON.stringify(kdf) });
+    const current = mustGetActivePatient(ctx, p.email);
+    ctx.store.records.updatePatient({ ...current, pendingKdf: JSON.stringify(kdf) });
   });
   return kdf;
 }
@@ -120,20 +124,24 @@ export async function finishSecuPassReset(ctx: Context, email: string, recipient
   const kdf = parseKdfParams(JSON.parse(p.pendingKdf));
   if (recipientType(recipient) !== kdf.type) throw new PraxmailError("invalid-input", `recipient is not an ${kdf.type} age recipient`);
   const now = ctx.now();
-  const next: PatientRow = {
-    ...p,
-    status: "pending-approval",
-    kdf: p.pendingKdf,
-    pendingKdf: null,
-    recipient,
-    safetyCode: safetyCode(recipient),
-    secupassAt: now.toISOString(),
-    approvedAt: null,
-  };
-  ctx.store.transaction(() => {
+  const next = ctx.store.transaction(() => {
+    // A reset begun before a revocation (which clears it) must not finish after it.
+    const current = mustGetActivePatient(ctx, p.email);
+    if (current.pendingKdf !== p.pendingKdf) throw new PraxmailError("wrong-state", "the secu-pass reset was cancelled or started again");
+    const next: PatientRow = {
+      ...current,
+      status: "pending-approval",
+      kdf: p.pendingKdf,
+      pendingKdf: null,
+      recipient,
+      safetyCode: safetyCode(recipient),
+      secupassAt: now.toISOString(),
+      approvedAt: null,
+    };
     const n = ctx.store.records.unwrapPatient(p.email);
     ctx.store.records.updatePatient(next);
     ctx.store.audit({ actor: ctx.actor, action: "patient.secupass-reset", subject: p.email, details: { safetyCode: next.safetyCode, deliveries: n } }, now);
+    return next;
   });
   const code = next.safetyCode ?? "";
   await ctx.notifier.send({ kind: "secupass-activated", to: p.email, safetyCode: code, approved: false });

@@ -54,16 +54,19 @@ export function getDelivery(ctx: Context, id: string): DeliveryView {
   return view(d, ctx.store.records.files(id));
 }
 
+/** Ends deliveries inside the caller's transaction. @returns The blobs to delete after it. */
+function shred(ctx: Context, ids: readonly string[], status: "revoked" | "expired", action: string, now: Date): string[] {
+  return ids.flatMap((id) => {
+    const blobs = ctx.store.records.shred(id);
+    ctx.store.records.setDeliveryStatus(id, status, now.toISOString());
+    ctx.store.audit({ actor: ctx.actor, action, subject: id, details: { blobs: blobs.length } }, now);
+    return blobs;
+  });
+}
+
 async function end(ctx: Context, ids: readonly string[], status: "revoked" | "expired", action: string): Promise<void> {
   const now = ctx.now();
-  const blobs = ctx.store.transaction(() =>
-    ids.flatMap((id) => {
-      const blobs = ctx.store.records.shred(id);
-      ctx.store.records.setDeliveryStatus(id, status, now.toISOString());
-      ctx.store.audit({ actor: ctx.actor, action, subject: id, details: { blobs: blobs.length } }, now);
-      return blobs;
-    }),
-  );
+  const blobs = ctx.store.transaction(() => shred(ctx, ids, status, action, now));
   // Rows first, files second: the database never points at a deleted blob. If deleting a
   // file fails now, gc removes it later as an orphan.
   await ctx.store.blobs.remove(blobs);
@@ -87,7 +90,10 @@ export async function revokeDelivery(ctx: Context, id: string): Promise<Delivery
 }
 
 /**
- * Revokes a patient and every active delivery to them.
+ * Revokes a patient, in one transaction: every active delivery to them (crypto-shred), every
+ * session, and every flow still open for them (a begun Secu-Pass reset, reset links, invites
+ * for the address, replies being uploaded). Each of those flows re-reads the patient in its
+ * own transaction and refuses a revoked one, so nothing begun before can finish after.
  *
  * @param ctx - The core context.
  * @param email - The patient.
@@ -95,15 +101,28 @@ export async function revokeDelivery(ctx: Context, id: string): Promise<Delivery
  * @throws {@link PraxmailError} `no-such-patient` or `wrong-state`.
  */
 export async function revokePatient(ctx: Context, email: string): Promise<string[]> {
-  const p = mustGetPatient(ctx, email);
-  if (p.status === "revoked") throw new PraxmailError("wrong-state", `patient ${p.email} is already revoked`);
-  const ids = ctx.store.records.deliveries({ recipient: p.email, statuses: ACTIVE }).map((d) => d.id);
-  await end(ctx, ids, "revoked", "delivery.revoke");
+  const addr = mustGetPatient(ctx, email).email;
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    ctx.store.records.updatePatient({ ...p, status: "revoked", revokedAt: now.toISOString() });
-    ctx.store.audit({ actor: ctx.actor, action: "patient.revoke", subject: p.email, details: { deliveries: ids.length } }, now);
+  const at = now.toISOString();
+  const { ids, blobs } = ctx.store.transaction(() => {
+    const p = mustGetPatient(ctx, addr);
+    if (p.status === "revoked") throw new PraxmailError("wrong-state", `patient ${p.email} is already revoked`);
+    const ids = ctx.store.records.deliveries({ recipient: p.email, statuses: ACTIVE }).map((d) => d.id);
+    const blobs = shred(ctx, ids, "revoked", "delivery.revoke", now);
+    const replies = ctx.store.accounts.uploadingRepliesOf(p.email);
+    for (const r of replies) blobs.push(...ctx.store.accounts.deleteReply(r.id));
+    ctx.store.records.updatePatient({ ...p, status: "revoked", revokedAt: at, pendingKdf: null });
+    const details = {
+      deliveries: ids.length,
+      sessions: ctx.store.records.deleteSessionsOf(p.email),
+      resetLinks: ctx.store.accounts.endResetsOf(p.email, at),
+      invites: ctx.store.accounts.revokeInvitesFor(p.email, at),
+      unfinishedReplies: replies.length,
+    };
+    ctx.store.audit({ actor: ctx.actor, action: "patient.revoke", subject: p.email, details }, now);
+    return { ids, blobs };
   });
+  await ctx.store.blobs.remove(blobs);
   return ids;
 }
 

@@ -39,6 +39,21 @@ function mustGet(ctx: Context, email: string): PatientRow {
 }
 
 /**
+ * Reads a patient who may still act: call inside the transaction of the change, so that a
+ * revocation committed meanwhile is seen.
+ *
+ * @param ctx - The core context.
+ * @param email - The patient.
+ * @returns The patient's row as it is now.
+ * @throws {@link PraxmailError} `no-such-patient`, or `wrong-state` for a revoked account.
+ */
+export function mustGetActivePatient(ctx: Context, email: string): PatientRow {
+  const p = mustGet(ctx, email);
+  if (p.status === "revoked") throw new PraxmailError("wrong-state", `patient ${p.email} is revoked`, "run praxmail list patients");
+  return p;
+}
+
+/**
  * Creates a patient account with a password; the Secu-Pass-Key comes next.
  *
  * @param ctx - The core context.
@@ -143,17 +158,20 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
   const now = ctx.now();
   // Reception checked an invited patient in person: no second approval.
   const invited = p.invitedAt !== null;
-  const next: PatientRow = {
-    ...p,
-    status: invited ? "approved" : "pending-approval",
-    recipient,
-    safetyCode: safetyCode(recipient),
-    secupassAt: now.toISOString(),
-    approvedAt: invited ? now.toISOString() : null,
-  };
-  ctx.store.transaction(() => {
+  const next = ctx.store.transaction(() => {
+    const current = mustGetActivePatient(ctx, p.email);
+    if (current.status !== "pending-secupass" || current.kdf !== p.kdf) throw new PraxmailError("wrong-state", `patient ${p.email} changed meanwhile`);
+    const next: PatientRow = {
+      ...current,
+      status: invited ? "approved" : "pending-approval",
+      recipient,
+      safetyCode: safetyCode(recipient),
+      secupassAt: now.toISOString(),
+      approvedAt: invited ? now.toISOString() : null,
+    };
     ctx.store.records.updatePatient(next);
     ctx.store.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode, invited } }, now);
+    return next;
   });
   const code = next.safetyCode ?? "";
   await ctx.notifier.send({ kind: "secupass-activated", to: p.email, safetyCode: code, approved: invited });

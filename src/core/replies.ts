@@ -9,6 +9,7 @@ import { decryptBytes, decryptStream } from "../crypto/index.js";
 import { writeStream, type ReplyRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { mustGetActivePatient } from "./patients.js";
 import { newId } from "./tokens.js";
 
 /** Bounds on one reply. */
@@ -51,10 +52,26 @@ export function startReply(ctx: Context, email: string, deliveryId: string | nul
   const id = newId("r");
   const now = ctx.now();
   ctx.store.transaction(() => {
+    stillOpen(ctx, email, null);
     ctx.store.accounts.insertReply({ id, email, deliveryId, status: "uploading", createdAt: now.toISOString(), receivedAt: null });
     ctx.store.audit({ actor: ctx.actor, action: "reply.start", subject: id, details: { from: email } }, now);
   });
   return id;
+}
+
+/**
+ * Inside the transaction that changes a reply: the patient is not revoked, and the reply
+ * (if given) is still being uploaded (a revocation deletes unfinished replies).
+ *
+ * @throws {@link PraxmailError} `wrong-state` otherwise.
+ */
+function stillOpen(ctx: Context, email: string, id: string | null): void {
+  try {
+    mustGetActivePatient(ctx, email);
+  } catch {
+    throw new PraxmailError("wrong-state", "this account may not send replies");
+  }
+  if (id !== null && ctx.store.accounts.reply(id)?.status !== "uploading") throw new PraxmailError("wrong-state", "reply is finished");
 }
 
 function own(ctx: Context, email: string, id: string): ReplyRow {
@@ -100,6 +117,7 @@ export async function addReplyPart(ctx: Context, email: string, id: string, kind
   const blob = await ctx.store.blobs.write((Readable.toWeb(body) as ReadableStream<Uint8Array>).pipeThrough(checked));
   try {
     ctx.store.transaction(() => {
+      stillOpen(ctx, email, id);
       ctx.store.accounts.insertReplyPart({ replyId: id, position: parts.length, kind, size, blob });
     });
   } catch (e) {
@@ -123,6 +141,7 @@ export async function finishReply(ctx: Context, email: string, id: string): Prom
   if (ctx.store.accounts.replyParts(id).length === 0) throw new PraxmailError("invalid-input", "reply has no message");
   const now = ctx.now();
   ctx.store.transaction(() => {
+    stillOpen(ctx, email, id);
     ctx.store.accounts.setReplyStatus(id, "new", null);
     ctx.store.audit({ actor: ctx.actor, action: "reply.finish", subject: id }, now);
   });

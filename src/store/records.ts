@@ -334,12 +334,13 @@ export class Records {
   }
 
   /**
-   * Ends every session of a patient (after a new password).
+   * Ends every session of a patient (after a new password, at revocation).
    *
    * @param email - The patient.
+   * @returns How many were ended.
    */
-  deleteSessionsOf(email: string): void {
-    this.sql.get("DELETE FROM sessions WHERE email = ?").run(email);
+  deleteSessionsOf(email: string): number {
+    return this.sql.get("DELETE FROM sessions WHERE email = ?").run(email).changes;
   }
 
   /**
