@@ -158,7 +158,7 @@ describe("ended sessions", () => {
     expect((await active.get("/deliveries")).statusCode).toBe(200);
   });
 
-  it("a session active every minute ends 12 hours after login, with the German explanation, and its row is gone", async () => {
+  it("a session active every minute ends 12 hours after login, with its own German explanation, and its row is gone", async () => {
     const c = await loggedIn(A);
     const start = clock.getTime();
     for (let minute = 1; minute < 12 * 60; minute++) {
@@ -169,8 +169,8 @@ describe("ended sessions", () => {
     clock = new Date(start + 12 * 60 * 60_000);
     const ended = await c.get("/deliveries");
     expect(ended.statusCode).toBe(303);
-    expect(ended.headers.location).toBe("/login?next=%2Fdeliveries&m=expired");
-    expect((await c.get(String(ended.headers.location))).body).toContain("Sie wurden nach längerer Inaktivität abgemeldet.");
+    expect(ended.headers.location).toBe("/login?next=%2Fdeliveries&m=ended");
+    expect((await c.get(String(ended.headers.location))).body).toContain("Ihre Anmeldung ist abgelaufen: Aus Sicherheitsgründen endet jede Anmeldung nach einigen Stunden.");
     expect(c.sid).toBeUndefined();
     expect(sessionRows()).not.toContainEqual(expect.objectContaining({ email: A }));
   });

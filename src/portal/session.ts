@@ -21,8 +21,8 @@ export interface Session {
   readonly email: string | null;
   /** The CSRF token a form of this visitor must carry; null while there is none yet. */
   readonly csrf: string | null;
-  /** The request carried a session that ended (inactivity or its lifetime). */
-  readonly expired: boolean;
+  /** The request carried a session that ended, and why: inactivity or its lifetime. */
+  readonly expired: "idle" | "lifetime" | null;
 }
 
 /** Cookie settings that follow from the portal URL. */
@@ -79,24 +79,27 @@ export class Sessions {
    */
   get(req: FastifyRequest, reply: FastifyReply): Session {
     const cookie = req.cookies[this.policy.name];
-    if (cookie === undefined) return { email: null, csrf: this.visitorToken(req), expired: false };
+    if (cookie === undefined) return { email: null, csrf: this.visitorToken(req), expired: null };
     const row = TOKEN.test(cookie) ? this.ctx.store.records.session(hash(cookie)) : undefined;
+    let expired: Session["expired"] = null;
     if (row) {
       const now = this.ctx.now().getTime();
       const idleSince = now - Date.parse(row.lastSeen);
       const age = now - Date.parse(row.createdAt);
-      if (idleSince <= this.ctx.config.portal.idleMinutes * 60_000 && age < this.ctx.config.portal.sessionHours * 3_600_000) {
+      const idle = idleSince > this.ctx.config.portal.idleMinutes * 60_000;
+      if (!idle && age < this.ctx.config.portal.sessionHours * 3_600_000) {
         // Recorded at most once a minute: a committed write per request (every page and
         // download) cost the portal 40% of its CPU. A session may so end up to a minute
         // early, never late.
         if (idleSince >= TOUCH_EVERY_MS) this.ctx.store.records.touchSession(row.idHash, new Date(now).toISOString());
-        return { email: row.email, csrf: row.csrf, expired: false };
+        return { email: row.email, csrf: row.csrf, expired: null };
       }
       this.ctx.store.records.deleteSession(row.idHash);
+      if (row.email !== null) expired = idle ? "idle" : "lifetime";
     }
     // An unknown or ended id: the browser forgets it.
     this.clearCookie(reply);
-    return { email: null, csrf: this.visitorToken(req), expired: row !== undefined && row.email !== null };
+    return { email: null, csrf: this.visitorToken(req), expired };
   }
 
   /**
@@ -135,7 +138,7 @@ export class Sessions {
       throw new PraxmailError("wrong-state", "this account may not log in");
     }
     this.setCookie(reply, this.policy.name, id);
-    return { email, csrf, expired: false };
+    return { email, csrf, expired: null };
   }
 
   /**

@@ -49,7 +49,7 @@ export function fields<K extends keyof typeof FIELD_MAX>(body: unknown, ...field
  */
 export function needLogin(req: FastifyRequest, reply: FastifyReply): FastifyReply | null {
   if (req.session.email !== null) return null;
-  const m = req.session.expired ? "&m=expired" : "";
+  const m = req.session.expired === null ? "" : req.session.expired === "idle" ? "&m=expired" : "&m=ended";
   return reply.redirect(`/login?next=${encodeURIComponent(req.url)}${m}`, 303);
 }
 
@@ -94,7 +94,8 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/login", async (req, reply) => {
     const q = req.query as { next?: string; m?: string; email?: string };
     const t = portal.texts(req);
-    const info = q.m === "expired" || req.session.expired ? t.sessionExpired : q.m === "out" ? t.loggedOut : q.m === "reset" ? t.resetDone : null;
+    const ended = req.session.expired ?? (q.m === "expired" ? "idle" : q.m === "ended" ? "lifetime" : null);
+    const info = ended === "idle" ? t.sessionExpired : ended === "lifetime" ? t.sessionEnded : q.m === "out" ? t.loggedOut : q.m === "reset" ? t.resetDone : null;
     return portal.page(req, reply, "login.eta", { next: safeNext(q.next), info, error: null, email: typeof q.email === "string" ? q.email.slice(0, FIELD_MAX.email) : "" });
   });
 
