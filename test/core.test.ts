@@ -31,7 +31,6 @@ import {
   decryptBytes,
   decryptStream,
   generateIdentity,
-  readIdentityFile,
   recipientOf,
   safetyCode,
   unwrapIdentity,
@@ -39,7 +38,7 @@ import {
 import { renderNotification } from "../src/mail/index.js";
 import { fanOut } from "../src/core/fanout.js";
 import { Store } from "../src/store/index.js";
-import { cleanup, tempDir, walk } from "./helpers/cli.js";
+import { cleanup, practiceIdentityOf, tempDir, walk } from "./helpers/cli.js";
 import { readAll, streamOf } from "./helpers/streams.js";
 
 let home: string;
@@ -78,7 +77,7 @@ beforeEach(async () => {
   home = await tempDir();
   await initPractice(home, { practiceName: "Praxis Dr. Weber", practiceEmail: "praxis@praxis-weber.example", recipientType: "x25519", keyring: false });
   const config = loadConfig(home);
-  practiceIdentity = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
+  practiceIdentity = await practiceIdentityOf(home);
   sent = [];
   clock = new Date("2026-11-29T09:00:00Z");
   ctx = {
@@ -322,12 +321,12 @@ describe("revoke, expiry and gc", () => {
     await writeFile(orphan, "x");
     await writeFile(temp, "y");
     const young = await collectGarbage(ctx, 60 * 60_000);
-    expect(young).toEqual({ expired: [], reminded: 0, unsent: 0, unfinishedReplies: 0, orphanBlobs: 0, tempFiles: 0 });
+    expect(young).toEqual({ expired: [], reminded: 0, sessions: 0, unsent: 0, unfinishedReplies: 0, orphanBlobs: 0, tempFiles: 0 });
     clock = new Date("2026-11-29T10:00:00Z");
     await utimes(orphan, new Date("2026-11-29T08:00:00Z"), new Date("2026-11-29T08:00:00Z"));
     await utimes(temp, new Date("2026-11-29T08:00:00Z"), new Date("2026-11-29T08:00:00Z"));
     const r = await collectGarbage(ctx, 60 * 60_000);
-    expect(r).toEqual({ expired: [d.id], reminded: 0, unsent: 0, unfinishedReplies: 0, orphanBlobs: 1, tempFiles: 1 });
+    expect(r).toEqual({ expired: [d.id], reminded: 0, sessions: 0, unsent: 0, unfinishedReplies: 0, orphanBlobs: 1, tempFiles: 1 });
     const status = Object.fromEntries(listDeliveries(ctx).map((x) => [x.id, x.status]));
     expect(status).toEqual({ [d.id]: "expired", [keep.id]: "pending-approval" });
     const left = (await walk(join(home, "blobs"))).map((f) => f.slice(home.length + 1));

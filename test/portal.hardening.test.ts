@@ -22,11 +22,12 @@ import {
   type Context,
   type CreatedDelivery,
 } from "../src/core/index.js";
-import { readIdentityFile } from "../src/crypto/index.js";
+
 import { buildPortal, type Assets } from "../src/portal/index.js";
 import { FIELD_MAX } from "../src/portal/app.js";
-import { cleanup, initHome, outbox, tempDir } from "./helpers/cli.js";
+import { cleanup, initHome, outbox, practiceIdentityOf, tempDir } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
+import { Client, PASSWORD } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
 // Every scrypt run (node:crypto) with its cost, so a test can count them per request.
@@ -47,7 +48,6 @@ const T = "tim@patient.example"; // the timing measurement
 const R = "rolf@patient.example"; // revoked
 const P = "paula@patient.example"; // password reset
 const NOBODY = "niemand@patient.example";
-const PASSWORD = "ein langes Passwort";
 const MAX_UPLOAD = 4096;
 const GERMAN = {
   badInput: "Bitte prüfen Sie Ihre Eingaben.",
@@ -63,74 +63,10 @@ let ctx: Context;
 let app: FastifyInstance;
 let httpsApp: FastifyInstance;
 let clock: Date;
-let nextIp = 1;
+let fixtures = 0;
 let practice: string;
 /** An invite made up front (invites are signed with P, which takes a moment). */
 let grenzen: { id: string; email: string; code: string };
-
-/** A browser-like client: keeps cookies (any name), reads the CSRF token from the last page, has its own IP. */
-class Client {
-  cookies = new Map<string, string>();
-  csrf = "";
-  constructor(
-    private readonly app: FastifyInstance,
-    readonly ip = `10.0.${Math.floor(nextIp / 250)}.${(nextIp++ % 250) + 1}`,
-  ) {}
-
-  cookieHeader(): string {
-    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
-  }
-
-  /** The session cookie's value, whatever its name (`praxmail` or `__Host-praxmail`). */
-  get sid(): string | undefined {
-    return this.cookies.get("praxmail") ?? this.cookies.get("__Host-praxmail");
-  }
-
-  private keep(res: LightMyRequestResponse): LightMyRequestResponse {
-    const set = res.headers["set-cookie"];
-    for (const c of Array.isArray(set) ? set : set ? [set] : []) {
-      const [pair = ""] = c.split(";");
-      const [k = "", v = ""] = pair.split("=");
-      if (/Max-Age=0|Expires=Thu, 01 Jan 1970/i.test(c)) this.cookies.delete(k);
-      else this.cookies.set(k, v);
-    }
-    const m = /name="_csrf" value="([^"]+)"|data-csrf="([^"]+)"/.exec(res.body);
-    if (m) this.csrf = (m[1] ?? m[2])!;
-    return res;
-  }
-
-  async request(method: string, url: string, opts: { payload?: string | Buffer; headers?: Record<string, string> } = {}): Promise<LightMyRequestResponse> {
-    const res = await this.app.inject({
-      method: method as "GET",
-      url,
-      remoteAddress: this.ip,
-      headers: { cookie: this.cookieHeader(), "accept-language": "de-DE,de;q=0.9", ...opts.headers },
-      ...(opts.payload === undefined ? {} : { payload: opts.payload }),
-    });
-    return this.keep(res);
-  }
-
-  get(url: string): Promise<LightMyRequestResponse> {
-    return this.request("GET", url);
-  }
-
-  post(url: string, form: Record<string, string>): Promise<LightMyRequestResponse> {
-    return this.request("POST", url, { payload: new URLSearchParams(form).toString(), headers: { "content-type": "application/x-www-form-urlencoded" } });
-  }
-
-  json(url: string, body: unknown): Promise<LightMyRequestResponse> {
-    return this.request("POST", url, { payload: JSON.stringify(body), headers: { "content-type": "application/json", "x-csrf-token": this.csrf } });
-  }
-
-  upload(url: string, data: Buffer, length = data.length): Promise<LightMyRequestResponse> {
-    return this.request("POST", url, { payload: data, headers: { "content-type": "application/octet-stream", "content-length": String(length), "x-csrf-token": this.csrf } });
-  }
-
-  async login(email: string, password = PASSWORD): Promise<LightMyRequestResponse> {
-    await this.get("/login");
-    return this.post("/login", { email, password, _csrf: this.csrf, next: "/deliveries" });
-  }
-}
 
 async function loggedIn(on: FastifyInstance, email = A): Promise<Client> {
   const c = new Client(on);
@@ -194,7 +130,7 @@ beforeAll(async () => {
   const base = await openContext({ home }, "portal");
   clock = new Date();
   ctx = { ...base, now: () => clock, config: { ...base.config, portal: { ...base.config.portal, maxUploadBytes: MAX_UPLOAD } } };
-  practice = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
+  practice = await practiceIdentityOf(home);
   await approvePatients(ctx, [{ email: A, safetyCode: ctx.store.records.patient(A)?.safetyCode ?? "" }], practice);
   grenzen = await createInvite(ctx, "grenzen@patient.example", practice);
   await revokePatient(ctx, R);
@@ -306,11 +242,12 @@ describe("headers on every route", () => {
         expect(res.headers["strict-transport-security"], what).toBe(https ? "max-age=31536000; includeSubDomains" : undefined);
       };
       const fixture = async (): Promise<Fixture> => {
-        const invite = await createInvite(ctx, `eingeladen-${String(nextIp)}@patient.example`, practice);
+        fixtures++;
+        const invite = await createInvite(ctx, `eingeladen-${String(fixtures)}@patient.example`, practice);
         return {
           level1: await deliver(NOBODY, 1),
           level3: await deliver(A, 3),
-          register: await deliver(`neu-${String(nextIp)}@patient.example`, 3),
+          register: await deliver(`neu-${String(fixtures)}@patient.example`, 3),
           reset: await resetToken(P),
           invite: invite.id,
           reply: startReply(ctx, A, null),
@@ -346,8 +283,8 @@ describe("session ids", () => {
   /** Each way into an account: the page the visitor opens first, and the form that logs in. */
   const WAYS: {
     name: string;
-    open: () => Promise<{ url: string; code?: string }>;
-    submit: (c: Client, url: string, code: string) => Promise<LightMyRequestResponse>;
+    open: () => Promise<{ url: string; code?: string; email?: string }>;
+    submit: (c: Client, url: string, code: string, email: string) => Promise<LightMyRequestResponse>;
     then: RegExp;
   }[] = [
     {
@@ -358,31 +295,45 @@ describe("session ids", () => {
     },
     {
       name: "registration through a link",
-      open: async () => ({ url: `/d/${tokenOf(await deliver("neu-fixierung@patient.example", 3))}` }),
+      open: async () => ({ url: `/d/${tokenOf(await deliver(`neu-fixierung-${String(++fixtures)}@patient.example`, 3))}` }),
       submit: (c, url) => c.post("/register", { token: url.slice(3), password: PASSWORD, password2: PASSWORD, _csrf: c.csrf }),
       then: /^\/d\/[\w-]{43}$/,
     },
     {
       name: "registration with an invite",
       open: async () => {
-        const inv = await createInvite(ctx, "eingeladen-fixierung@patient.example", practice);
-        return { url: `/invite/${inv.id}`, code: inv.code };
+        const inv = await createInvite(ctx, `eingeladen-fixierung-${String(++fixtures)}@patient.example`, practice);
+        return { url: `/invite/${inv.id}`, code: inv.code, email: inv.email };
       },
-      submit: (c, url, code) => c.post(url, { email: "eingeladen-fixierung@patient.example", code, password: PASSWORD, password2: PASSWORD, _csrf: c.csrf }),
+      submit: (c, url, code, email) => c.post(url, { email, code, password: PASSWORD, password2: PASSWORD, _csrf: c.csrf }),
       then: /^\/secupass$/,
     },
   ];
+  const sessionCount = (): number => ctx.store.records.db.prepare("SELECT count(*) FROM sessions").pluck().get() as number;
 
   for (const way of WAYS) {
-    it(`${way.name}: a new id is issued, and the id from before is worthless afterwards`, async () => {
-      const { url, code = "" } = await way.open();
-      const c = new Client(app);
-      expect((await c.get(url)).statusCode).toBe(200);
-      const before = c.sid!;
-      expect(ctx.store.records.session(sessionHash(before))?.email).toBeNull();
-      const res = await way.submit(c, url, code);
+    it(`${way.name}: a new id is issued, and the id from before is worthless afterwards; the form page writes no session`, async () => {
+      // A visitor: no session before the form is sent.
+      const first = await way.open();
+      const visitor = new Client(app);
+      const rows = sessionCount();
+      expect((await visitor.get(first.url)).statusCode).toBe(200);
+      expect(visitor.sid).toBeUndefined();
+      expect(sessionCount()).toBe(rows);
+      const res = await way.submit(visitor, first.url, first.code ?? "", first.email ?? "");
       expect(res.statusCode, errorText(res.body)).toBe(303);
       expect(res.headers.location).toMatch(way.then);
+      expect(visitor.sid).toMatch(/^[\w-]{43}$/);
+      expect((await visitor.get("/deliveries")).statusCode).toBe(200);
+      // A browser that carries a session from before (another patient's, on a shared computer).
+      const { url, code = "", email = "" } = await way.open();
+      const c = await loggedIn(app, T);
+      const before = c.sid!;
+      // (A link for another address answers 403 to T; its page still carries T's form token.)
+      expect([200, 403]).toContain((await c.get(url)).statusCode);
+      const again = await way.submit(c, url, code, email);
+      expect(again.statusCode, errorText(again.body)).toBe(303);
+      expect(again.headers.location).toMatch(way.then);
       const after = c.sid!;
       expect(after).toMatch(/^[\w-]{43}$/);
       expect(after).not.toBe(before);
@@ -395,15 +346,19 @@ describe("session ids", () => {
     });
   }
 
-  it("an id the server did not issue is never adopted: it gets a fresh one, and logging in leaves the planted one logged out", async () => {
+  it("an id the server did not issue is never adopted: the browser is told to drop it, no row is written, and logging in leaves the planted one logged out", async () => {
     const chosen = "A".repeat(43);
     const c = new Client(app);
     c.cookies.set("praxmail", chosen);
+    const rows = sessionCount();
     await c.get("/login");
+    expect(c.sid).toBeUndefined();
+    expect(sessionCount()).toBe(rows);
+    expect(ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
+    c.cookies.set("praxmail", chosen);
+    expect((await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" })).statusCode).toBe(303);
     expect(c.sid).toMatch(/^[\w-]{43}$/);
     expect(c.sid).not.toBe(chosen);
-    expect(ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
-    expect((await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" })).statusCode).toBe(303);
     expect(ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
     const planted = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${chosen}` } });
     expect(planted.statusCode).toBe(303);
@@ -465,8 +420,8 @@ describe("login does not tell whether an address has an account", () => {
   });
 
   it("takes as long for an unknown address as for a wrong password (medians of 15 each, interleaved, within a factor of 2)", async () => {
-    // Its own app: fresh limits. The clock moves 16 minutes before each attempt so that
-    // neither limit ever answers instead of scrypt.
+    // Its own app. The clock moves 16 minutes before each attempt so that neither limit ever
+    // answers instead of scrypt.
     const own = await buildPortal(ctx, silent, assets);
     try {
       const times = { known: [] as number[], unknown: [] as number[], refused: [] as number[] };
@@ -509,6 +464,11 @@ describe("login does not tell whether an address has an account", () => {
 });
 
 describe("attempt limits", () => {
+  // The counters live in the store: each test starts with none.
+  beforeEach(() => {
+    ctx.store.attempts.purge(Number.MAX_SAFE_INTEGER);
+  });
+
   it("lock an account after 5 failed logins for 15 minutes, in German, the same for an unknown address, and open again after the window", async () => {
     const own = await buildPortal(ctx, silent, assets);
     try {
@@ -549,6 +509,159 @@ describe("attempt limits", () => {
       expect((await new Client(own, ip).login(L)).statusCode).toBe(303);
     } finally {
       await own.close();
+    }
+  });
+  it("150 parallel wrong passwords for one address: exactly 5 run scrypt, the other 145 get 429 in German", async () => {
+    const clients = await Promise.all(
+      Array.from({ length: 150 }, async () => {
+        const c = new Client(app);
+        await c.get("/login");
+        return c;
+      }),
+    );
+    const from = scrypts.length;
+    const answers = await Promise.all(clients.map((c) => c.post("/login", { email: L, password: "falsches Passwort", _csrf: c.csrf, next: "/deliveries" })));
+    expect(scrypts.length - from).toBe(5);
+    expect(answers.filter((r) => r.statusCode === 401).length).toBe(5);
+    const refused = answers.filter((r) => r.statusCode === 429);
+    expect(refused.length).toBe(145);
+    for (const r of refused) expect(errorText(r.body)).toBe(GERMAN.tooMany);
+  });
+
+  it("150 parallel wrong logins from one IP to 150 addresses: exactly 30 run scrypt, the other 120 get 429", async () => {
+    const clients = await Promise.all(
+      Array.from({ length: 150 }, async () => {
+        const c = new Client(app, "10.8.8.8");
+        await c.get("/login");
+        return c;
+      }),
+    );
+    const from = scrypts.length;
+    const answers = await Promise.all(
+      clients.map((c, i) => c.post("/login", { email: `parallel${String(i)}@patient.example`, password: "falsches Passwort", _csrf: c.csrf, next: "/deliveries" })),
+    );
+    expect(scrypts.length - from).toBe(30);
+    expect(answers.map((r) => r.statusCode).sort()).toEqual([...Array<number>(30).fill(401), ...Array<number>(120).fill(429)]);
+  });
+
+  it("150 parallel wrong invite codes from one IP: exactly 10 are checked, the other 140 get 429", async () => {
+    const invite = await createInvite(ctx, "eingeladen-parallel@patient.example", practice);
+    const clients = await Promise.all(
+      Array.from({ length: 150 }, async () => {
+        const c = new Client(app, "10.8.8.9");
+        await c.get(`/invite/${invite.id}`);
+        return c;
+      }),
+    );
+    const answers = await Promise.all(
+      clients.map((c) => c.post(`/invite/${invite.id}`, { email: invite.email, code: "AAAA-BBBB-CCCC", password: PASSWORD, password2: PASSWORD, _csrf: c.csrf })),
+    );
+    expect(answers.map((r) => r.statusCode).sort()).toEqual([...Array<number>(10).fill(400), ...Array<number>(140).fill(429)]);
+    expect(answers.filter((r) => r.statusCode === 429).every((r) => errorText(r.body) === GERMAN.tooMany)).toBe(true);
+  });
+
+  describe("every limit counts across two portals on one home and survives a restart", () => {
+    const IP = "10.7.7.7";
+    /** One attempt under the limit; true if it went through, false if the limit refused it. */
+    const LIMITS: { name: string; max: number; windowMs: number; attempt: (on: FastifyInstance, i: number) => Promise<boolean> }[] = [
+      {
+        name: "failed logins per address",
+        max: 5,
+        windowMs: 15 * 60_000,
+        attempt: async (on) => (await new Client(on).login(L, "falsches Passwort")).statusCode !== 429,
+      },
+      {
+        name: "failed logins per IP",
+        max: 30,
+        windowMs: 15 * 60_000,
+        attempt: async (on, i) => (await new Client(on, IP).login(`ip-limit${String(i)}@patient.example`, "falsches Passwort")).statusCode !== 429,
+      },
+      {
+        name: "registrations per IP",
+        max: 10,
+        windowMs: 60 * 60_000,
+        attempt: async (on) => {
+          const token = tokenOf(registerLink);
+          const c = new Client(on, IP);
+          await c.get(`/d/${token}`);
+          return (await c.post("/register", { token, password: PASSWORD, password2: "ein anderes Passwort", _csrf: c.csrf })).statusCode !== 429;
+        },
+      },
+      {
+        name: "password reset requests per IP",
+        max: 10,
+        windowMs: 60 * 60_000,
+        attempt: async (on) => {
+          const c = new Client(on, IP);
+          await c.get("/reset");
+          return (await c.post("/reset", { email: NOBODY, _csrf: c.csrf })).statusCode !== 429;
+        },
+      },
+      {
+        name: "reset mails per address (quietly: the page is the same, no mail goes out)",
+        max: 3,
+        windowMs: 60 * 60_000,
+        attempt: async (on) => {
+          const before = (await outbox(home)).length;
+          const c = new Client(on);
+          await c.get("/reset");
+          expect((await c.post("/reset", { email: P, _csrf: c.csrf })).statusCode).toBe(200);
+          return (await outbox(home)).length > before;
+        },
+      },
+      {
+        name: "wrong invite codes per IP",
+        max: 10,
+        windowMs: 15 * 60_000,
+        attempt: async (on) => {
+          const c = new Client(on, IP);
+          await c.get(`/invite/${limitInvite}`);
+          const res = await c.post(`/invite/${limitInvite}`, { email: "eingeladen-limit@patient.example", code: "AAAA-BBBB-CCCC", password: PASSWORD, password2: PASSWORD, _csrf: c.csrf });
+          return res.statusCode !== 429;
+        },
+      },
+    ];
+    let registerLink: CreatedDelivery;
+    let limitInvite: string;
+    beforeAll(async () => {
+      registerLink = await deliver("neu-limit@patient.example", 3);
+      limitInvite = (await createInvite(ctx, "eingeladen-limit@patient.example", practice)).id;
+    });
+
+    /** A second portal on the same home: its own database connection, as another process has. */
+    async function portalOnHome(): Promise<{ app: FastifyInstance; close: () => Promise<void> }> {
+      const base = await openContext({ home }, "portal");
+      const on = await buildPortal({ ...base, config: ctx.config, now: () => clock }, silent, assets);
+      return {
+        app: on,
+        close: async () => {
+          await on.close();
+          base.store.close();
+        },
+      };
+    }
+
+    for (const limit of LIMITS) {
+      it(`${limit.name}: ${String(limit.max)}`, async () => {
+        const second = await portalOnHome();
+        try {
+          // Alternating between the two portals, the limit is reached after max attempts in all.
+          for (let i = 0; i < limit.max; i++) expect(await limit.attempt(i % 2 ? app : second.app, i), `attempt ${String(i + 1)}`).toBe(true);
+          expect(await limit.attempt(second.app, limit.max)).toBe(false);
+          expect(await limit.attempt(app, limit.max)).toBe(false);
+        } finally {
+          await second.close();
+        }
+        // A restart: a new portal on the same home still refuses, until the window has passed.
+        const restarted = await portalOnHome();
+        try {
+          expect(await limit.attempt(restarted.app, limit.max)).toBe(false);
+          clock = new Date(clock.getTime() + limit.windowMs);
+          expect(await limit.attempt(restarted.app, limit.max)).toBe(true);
+        } finally {
+          await restarted.close();
+        }
+      });
     }
   });
 });

@@ -17,9 +17,9 @@ import {
   startReply,
   type Context,
 } from "../src/core/index.js";
-import { encryptBytes, readIdentityFile } from "../src/crypto/index.js";
+import { encryptBytes } from "../src/crypto/index.js";
 import { buildPortal } from "../src/portal/index.js";
-import { cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
+import { cleanup, initHome, outbox, practiceIdentityOf, praxmail, tempDir, walk } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { patchConfig } from "./helpers/relay.js";
 import { Readable } from "node:stream";
@@ -71,7 +71,7 @@ beforeAll(async () => {
   await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
   // Only approved patients may reply.
   expect((await praxmail(["approve", A, "--yes", "--home", home])).code).toBe(0);
-  practice = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
+  practice = await practiceIdentityOf(home);
   const base = await openContext({ home }, "portal");
   clock = new Date();
   ctx = { ...base, now: () => clock };
@@ -224,7 +224,7 @@ describe("replies", () => {
     expect((await walk(join(home, "blobs")).catch(() => [])).filter((f) => f.endsWith(".age")).length).toBe(blobsBefore);
   });
 
-  it("come only from approved patients: pending and revoked accounts get 403 and the reason in German, from core and route", async () => {
+  it("come only from approved patients: pending accounts get 403 and the reason in German, a revoked one has no session left, and core refuses all three", async () => {
     await registerThroughCore(home, "ohne-key@patient.example", undefined, PASSWORD);
     await registerThroughCore(home, "wartet@patient.example", "Secu-Pass wartet", PASSWORD);
     await registerThroughCore(home, "gesperrt@patient.example", "Secu-Pass gesperrt", PASSWORD);
@@ -243,6 +243,12 @@ describe("replies", () => {
       expect(() => startReply(ctx, c.email, null)).toThrow(`patient ${c.email} is ${c.status}: only approved patients may send replies`);
       const s = sessions.get(c.email)!;
       const res = await app.inject({ method: "POST", url: "/reply", headers: { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/json" }, payload: "{}" });
+      if (c.status === "revoked") {
+        // The revocation ended every session of the patient.
+        expect(res.statusCode).toBe(401);
+        expect(JSON.parse(res.body)).toEqual({ error: "login required" });
+        continue;
+      }
       expect(res.statusCode).toBe(403);
       expect(JSON.parse(res.body)).toEqual({ error: "wrong-state", status: c.status, message: c.text });
       const page = await app.inject({ method: "GET", url: "/reply", headers: { cookie: s.cookie } });

@@ -116,18 +116,24 @@ describe("headers", () => {
     }
   });
 
-  it("session cookies are HttpOnly and SameSite=Strict, and Secure with __Host- when the portal is https", async () => {
-    const res = await new Client(app).get("/login");
-    const cookie = String(res.headers["set-cookie"]);
-    expect(cookie).toMatch(/^praxmail=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
+  it("session cookies are HttpOnly and SameSite=Strict, and Secure with __Host- when the portal is https; so is the CSRF cookie of forms before login", async () => {
+    const c = new Client(app);
+    const page = await c.get("/login");
+    expect(String(page.headers["set-cookie"])).toMatch(/^praxmail-csrf=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
+    const login = await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" });
+    expect(String(login.headers["set-cookie"])).toMatch(/^praxmail=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
 
     const httpsHome = join(dir, "https");
     await initHome(httpsHome, ["--recipient-type", "x25519", "--portal-url", "https://portal.praxis.example"]);
+    await registerThroughCore(httpsHome, A, undefined, PASSWORD);
     const c2 = await openContext({ home: httpsHome }, "portal");
     const app2 = await buildPortal(c2, pino({ level: "silent" }));
     try {
-      const r2 = await app2.inject({ method: "GET", url: "/login" });
-      expect(String(r2.headers["set-cookie"])).toMatch(/^__Host-praxmail=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/);
+      const secure = new Client(app2);
+      const r2 = await secure.get("/login");
+      expect(String(r2.headers["set-cookie"])).toMatch(/^__Host-praxmail-csrf=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/);
+      const l2 = await secure.post("/login", { email: A, password: PASSWORD, _csrf: secure.csrf, next: "/deliveries" });
+      expect(String(l2.headers["set-cookie"])).toMatch(/^__Host-praxmail=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/);
     } finally {
       await app2.close();
       c2.store.close();

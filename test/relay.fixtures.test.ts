@@ -7,8 +7,8 @@ import { join, resolve } from "node:path";
 import { simpleParser, type Attachment } from "mailparser";
 import { describe, expect, it } from "vitest";
 import { hashToken, type Context, type SealedMessage } from "../src/core/index.js";
-import { decryptStream, readIdentityFile, unwrapIdentity } from "../src/crypto/index.js";
-import { walk } from "./helpers/cli.js";
+import { decryptStream, unwrapIdentity } from "../src/crypto/index.js";
+import { practiceIdentityOf, walk } from "./helpers/cli.js";
 import { submit, useRelayWithSink } from "./helpers/relay.js";
 import type { Received } from "./helpers/sink.js";
 import { readAll } from "./helpers/streams.js";
@@ -17,7 +17,6 @@ import { needTool } from "./helpers/tools.js";
 const execFileAsync = promisify(execFile);
 const FIXTURES = resolve(import.meta.dirname, "fixtures/mail");
 const PRACTICE = "praxis@praxis-weber.example";
-
 
 const env = useRelayWithSink();
 
@@ -35,7 +34,7 @@ function tokens(m: Received): string[] {
 
 /** Opens a delivery with the practice identity, as approve does, and decrypts its files. */
 async function openDelivery(ctx: Context, deliveryId: string): Promise<{ files: { name: string; kind: string; data: Buffer }[] }> {
-  const practice = await readIdentityFile(join(ctx.home, "practice-identity.txt"), () => Promise.resolve(undefined));
+  const practice = await practiceIdentityOf(ctx.home);
   const d = await unwrapIdentity(ctx.store.records.wrap(deliveryId, "practice")!.ciphertext, practice);
   const files = [];
   for (const f of ctx.store.records.files(deliveryId)) {

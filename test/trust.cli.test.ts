@@ -9,8 +9,8 @@ import Database from "better-sqlite3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import { beginSecuPassReset, finishSecuPassReset } from "../src/core/index.js";
-import { generateIdentity, keyFingerprint, practiceSigningKey, readIdentityFile, recipientOf, safetyCode, signingKeyFromSeed } from "../src/crypto/index.js";
-import { cleanup, initHome, outbox, praxmail, tempDir } from "./helpers/cli.js";
+import { generateIdentity, keyFingerprint, practiceSigningKey, recipientOf, safetyCode, signingKeyFromSeed } from "../src/crypto/index.js";
+import { cleanup, initHome, outbox, practiceIdentityOf, praxmail, tempDir } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { befundMail, submit } from "./helpers/relay.js";
 import { startServe } from "./helpers/serve.js";
@@ -126,7 +126,7 @@ describe.runIf(needTool("age"))("item 2: the database alone cannot redirect a de
 
   it("approve signs the approval with the key pinned in config.json", async () => {
     const config = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as { approvalKey: string };
-    const practice = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
+    const practice = await practiceIdentityOf(home);
     expect(config.approvalKey).toBe(practiceSigningKey(practice).publicKey);
     const approval = JSON.parse(real.approval ?? "null") as { by: string; at: string; sig: string };
     expect(approval.by).toBe("practice");

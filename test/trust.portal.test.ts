@@ -10,9 +10,9 @@ import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import { createDelivery, createInvite, markSent, type Context, type CreatedInvite } from "../src/core/index.js";
-import { generateIdentity, readIdentityFile, recipientOf, safetyCode } from "../src/crypto/index.js";
+import { generateIdentity, recipientOf, safetyCode } from "../src/crypto/index.js";
 import { buildPortal } from "../src/portal/index.js";
-import { cleanup, initHome, outbox, praxmail, tempDir } from "./helpers/cli.js";
+import { cleanup, initHome, outbox, practiceIdentityOf, praxmail, tempDir } from "./helpers/cli.js";
 import { streamOf } from "./helpers/streams.js";
 
 const PASSWORD = "ein langes Passwort";
@@ -95,7 +95,7 @@ beforeAll(async () => {
   dir = await tempDir();
   home = join(dir, "home");
   await initHome(home, ["--recipient-type", "x25519"]);
-  practice = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
+  practice = await practiceIdentityOf(home);
   const base = await openContext({ home }, "portal");
   clock = new Date();
   ctx = { ...base, now: () => clock };

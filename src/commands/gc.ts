@@ -36,7 +36,7 @@ export function gcCommand(io: Io): Command {
       if (flags.json) printJson(io, r);
       else {
         io.out(
-          `expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, sent ${r.reminded} reminders, discarded ${r.unsent} unsent deliveries and ${r.unfinishedReplies} unfinished replies, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`,
+          `expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, sent ${r.reminded} reminders, ended ${r.sessions} sessions, discarded ${r.unsent} unsent deliveries and ${r.unfinishedReplies} unfinished replies, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`,
         );
         if (r.checkpoint === null) io.out(`signed no audit checkpoint: ${r.checkpointSkipped}\n`);
         else io.out(`${r.checkpoint.created ? "signed audit checkpoint" : "audit log already signed"} at row ${r.checkpoint.seq}: anchor ${r.checkpoint.seq}:${r.checkpoint.hash}\n`);

@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
-import { ensureWritableHome, initPractice, isInitialised, resolveHome, sendReminders } from "../core/index.js";
+import { ensureWritableHome, initPractice, isInitialised, purgeSessions, resolveHome, sendReminders } from "../core/index.js";
 import { createTransport } from "../mail/index.js";
 import { startRelay, type Listen } from "../milter/relay.js";
 import { parseMilterListen, startMilter, type MilterListen } from "../milter/server.js";
@@ -71,10 +71,19 @@ export function serveCommand(io: Io): Command {
           log.error({ err: { message: (e as Error).message } }, "reminders failed");
         });
       }, 60 * 60_000);
+      // Ended sessions and attempt counters are deleted every 5 minutes; gc does it too.
+      const purge = setInterval(() => {
+        try {
+          purgeSessions(ctx);
+        } catch (e) {
+          log.error({ err: { message: (e as Error).message } }, "session purge failed");
+        }
+      }, 5 * 60_000);
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           log.info({ signal }, "stopping");
           clearInterval(reminders);
+          clearInterval(purge);
           void Promise.all([relay.close(), portal.close(), milter?.close()]).then(() => {
             ctx.store.close();
             resolve();

@@ -97,7 +97,9 @@ export function deliveryForPatient(ctx: Context, id: string, email: string): Pat
   if (d?.sentAt == null || d.recipient !== email) throw new PraxmailError("no-such-delivery", "no such delivery");
   const gone = ended(ctx, d);
   if (gone) throw new PraxmailError("wrong-state", gone);
-  return view(ctx, d, ctx.store.records.patient(email));
+  const patient = ctx.store.records.patient(email);
+  if (patient?.status === "revoked") throw new PraxmailError("wrong-state", "revoked");
+  return view(ctx, d, patient);
 }
 
 /**
@@ -109,6 +111,7 @@ export function deliveryForPatient(ctx: Context, id: string, email: string): Pat
  */
 export function deliveriesForPatient(ctx: Context, email: string): PatientDelivery[] {
   const patient = ctx.store.records.patient(email);
+  if (patient?.status === "revoked") return [];
   const now = ctx.now().toISOString();
   return ctx.store.records
     .deliveries({ recipient: email })

@@ -6,7 +6,7 @@ import type { InviteRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { WorkQueue } from "./queue.js";
-import { checkPassword, mustGetPatient, newKeyKdf, registerPatient, type PatientView } from "./patients.js";
+import { checkPassword, mustGetActivePatient, mustGetPatient, newKeyKdf, registerPatient, type PatientView } from "./patients.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { inviteStatement, loadPortalKey, practiceKey, signInviteSession } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
@@ -39,10 +39,13 @@ export async function requestPasswordReset(ctx: Context, email: string): Promise
   const token = newToken();
   const now = ctx.now();
   const expiresAt = new Date(now.getTime() + RESET_MINUTES * 60_000);
-  ctx.store.transaction(() => {
+  const issued = ctx.store.transaction(() => {
+    if (ctx.store.records.patient(addr)?.status === "revoked") return false;
     ctx.store.accounts.insertReset({ hash: hashToken(token), email: addr, createdAt: now.toISOString(), expiresAt: expiresAt.toISOString(), usedAt: null });
     ctx.store.audit({ actor: ctx.actor, action: "patient.password-reset-requested", subject: addr }, now);
+    return true;
   });
+  if (!issued) return;
   await ctx.notifier.send({ kind: "password-reset", to: addr, link: `${ctx.config.portalUrl}/reset/${token}`, expiresAt });
 }
 
@@ -94,7 +97,7 @@ export async function completePasswordReset(ctx: Context, token: string, passwor
     if (!ctx.store.accounts.useReset(hashToken(token), now.toISOString())) {
       throw new PraxmailError("wrong-state", "the reset link is unknown, used or expired");
     }
-    const p = mustGetPatient(ctx, email);
+    const p = mustGetActivePatient(ctx, email);
     // Whoever reset the password did not necessarily type the invite code.
     ctx.store.records.updatePatient({ ...p, passwordHash: hash, inviteSession: null });
     ctx.store.records.deleteSessionsOf(email);
@@ -120,7 +123,8 @@ export function beginSecuPassReset(ctx: Context, email: string): KdfParams {
   }
   const kdf = newKdfParams(ctx.config.crypto.recipientType);
   ctx.store.transaction(() => {
-    ctx.store.records.updatePatient({ ...p, pendingKdf: JSON.stringify(kdf) });
+    const current = mustGetActivePatient(ctx, p.email);
+    ctx.store.records.updatePatient({ ...current, pendingKdf: JSON.stringify(kdf) });
   });
   return kdf;
 }
@@ -142,21 +146,25 @@ export async function finishSecuPassReset(ctx: Context, email: string, recipient
   const kdf = newKeyKdf(p.pendingKdf);
   if (recipientType(recipient) !== kdf.type) throw new PraxmailError("invalid-input", `recipient is not an ${kdf.type} age recipient`);
   const now = ctx.now();
-  const next: PatientRow = {
-    ...p,
-    status: "pending-approval",
-    kdf: p.pendingKdf,
-    pendingKdf: null,
-    recipient,
-    safetyCode: safetyCode(recipient),
-    secupassAt: now.toISOString(),
-    approvedAt: null,
-    approval: null,
-  };
-  ctx.store.transaction(() => {
+  const next = ctx.store.transaction(() => {
+    // A reset begun before a revocation (which clears it) must not finish after it.
+    const current = mustGetActivePatient(ctx, p.email);
+    if (current.pendingKdf !== p.pendingKdf) throw new PraxmailError("wrong-state", "the secu-pass reset was cancelled or started again");
+    const next: PatientRow = {
+      ...current,
+      status: "pending-approval",
+      kdf: p.pendingKdf,
+      pendingKdf: null,
+      recipient,
+      safetyCode: safetyCode(recipient),
+      secupassAt: now.toISOString(),
+      approvedAt: null,
+      approval: null,
+    };
     const n = ctx.store.records.unwrapPatient(p.email);
     ctx.store.records.updatePatient(next);
     ctx.store.audit({ actor: ctx.actor, action: "patient.secupass-reset", subject: p.email, details: { safetyCode: next.safetyCode, deliveries: n } }, now);
+    return next;
   });
   const code = next.safetyCode ?? "";
   await ctx.notifier.send({ kind: "secupass-activated", to: p.email, safetyCode: code, approved: false });

@@ -73,6 +73,8 @@ export interface Config {
 export interface PortalConfig {
   /** Sessions end after this much inactivity. */
   readonly idleMinutes: number;
+  /** Sessions end this long after login, however active. */
+  readonly sessionHours: number;
   /** The largest file a patient may upload with a reply. */
   readonly maxUploadBytes: number;
 }
@@ -94,7 +96,7 @@ export const DEFAULTS = {
     tls: null,
   } satisfies RelayConfig,
   policy: { minLevel: 0, minLevelWithAttachments: 0 } satisfies PolicyConfig,
-  portal: { idleMinutes: 15, maxUploadBytes: 100 * 1024 * 1024 } satisfies PortalConfig,
+  portal: { idleMinutes: 15, sessionHours: 12, maxUploadBytes: 100 * 1024 * 1024 } satisfies PortalConfig,
 };
 
 function whole(v: unknown, lo: number, hi: number): v is number {
@@ -130,9 +132,11 @@ function portalConfig(raw: unknown): PortalConfig {
   const p = (raw ?? {}) as Record<string, unknown>;
   const idleMinutes = p.idleMinutes ?? DEFAULTS.portal.idleMinutes;
   if (!whole(idleMinutes, 1, 24 * 60)) throw bad("portal.idleMinutes", "must be from 1 to 1440");
+  const sessionHours = p.sessionHours ?? DEFAULTS.portal.sessionHours;
+  if (!whole(sessionHours, 1, 7 * 24)) throw bad("portal.sessionHours", "must be from 1 to 168");
   const maxUploadBytes = p.maxUploadBytes ?? DEFAULTS.portal.maxUploadBytes;
   if (!whole(maxUploadBytes, 1024, 2 ** 34)) throw bad("portal.maxUploadBytes", "must be a number of bytes from 1024");
-  return { idleMinutes, maxUploadBytes };
+  return { idleMinutes, sessionHours, maxUploadBytes };
 }
 
 function policyConfig(raw: unknown): PolicyConfig {

@@ -27,7 +27,7 @@ export {
 } from "./patients.js";
 export { approvePatients, listPending, pinApprovalKey, unsignedApprovals, type Approval, type ApprovalTarget, type PendingPatient, type PinResult } from "./approve.js";
 export { signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint } from "./checkpoints.js";
-export { collectGarbage, getDelivery, listDeliveries, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
+export { collectGarbage, getDelivery, listDeliveries, purgeSessions, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
 export { hashToken } from "./tokens.js";
 export { WorkQueue, type WorkQueueOptions } from "./queue.js";

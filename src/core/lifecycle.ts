@@ -55,16 +55,19 @@ export function getDelivery(ctx: Context, id: string): DeliveryView {
   return view(d, ctx.store.records.files(id));
 }
 
+/** Ends deliveries inside the caller's transaction. @returns The blobs to delete after it. */
+function shred(ctx: Context, ids: readonly string[], status: "revoked" | "expired", action: string, now: Date): string[] {
+  return ids.flatMap((id) => {
+    const blobs = ctx.store.records.shred(id);
+    ctx.store.records.setDeliveryStatus(id, status, now.toISOString());
+    ctx.store.audit({ actor: ctx.actor, action, subject: id, details: { blobs: blobs.length } }, now);
+    return blobs;
+  });
+}
+
 async function end(ctx: Context, ids: readonly string[], status: "revoked" | "expired", action: string): Promise<void> {
   const now = ctx.now();
-  const blobs = ctx.store.transaction(() =>
-    ids.flatMap((id) => {
-      const blobs = ctx.store.records.shred(id);
-      ctx.store.records.setDeliveryStatus(id, status, now.toISOString());
-      ctx.store.audit({ actor: ctx.actor, action, subject: id, details: { blobs: blobs.length } }, now);
-      return blobs;
-    }),
-  );
+  const blobs = ctx.store.transaction(() => shred(ctx, ids, status, action, now));
   // Rows first, files second: the database never points at a deleted blob. If deleting a
   // file fails now, gc removes it later as an orphan.
   await ctx.store.blobs.remove(blobs);
@@ -88,7 +91,10 @@ export async function revokeDelivery(ctx: Context, id: string): Promise<Delivery
 }
 
 /**
- * Revokes a patient and every active delivery to them.
+ * Revokes a patient, in one transaction: every active delivery to them (crypto-shred), every
+ * session, and every flow still open for them (a begun Secu-Pass reset, reset links, invites
+ * for the address, replies being uploaded). Each of those flows re-reads the patient in its
+ * own transaction and refuses a revoked one, so nothing begun before can finish after.
  *
  * @param ctx - The core context.
  * @param email - The patient.
@@ -96,15 +102,28 @@ export async function revokeDelivery(ctx: Context, id: string): Promise<Delivery
  * @throws {@link PraxmailError} `no-such-patient` or `wrong-state`.
  */
 export async function revokePatient(ctx: Context, email: string): Promise<string[]> {
-  const p = mustGetPatient(ctx, email);
-  if (p.status === "revoked") throw new PraxmailError("wrong-state", `patient ${p.email} is already revoked`);
-  const ids = ctx.store.records.deliveries({ recipient: p.email, statuses: ACTIVE }).map((d) => d.id);
-  await end(ctx, ids, "revoked", "delivery.revoke");
+  const addr = mustGetPatient(ctx, email).email;
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    ctx.store.records.updatePatient({ ...p, status: "revoked", revokedAt: now.toISOString() });
-    ctx.store.audit({ actor: ctx.actor, action: "patient.revoke", subject: p.email, details: { deliveries: ids.length } }, now);
+  const at = now.toISOString();
+  const { ids, blobs } = ctx.store.transaction(() => {
+    const p = mustGetPatient(ctx, addr);
+    if (p.status === "revoked") throw new PraxmailError("wrong-state", `patient ${p.email} is already revoked`);
+    const ids = ctx.store.records.deliveries({ recipient: p.email, statuses: ACTIVE }).map((d) => d.id);
+    const blobs = shred(ctx, ids, "revoked", "delivery.revoke", now);
+    const replies = ctx.store.accounts.uploadingRepliesOf(p.email);
+    for (const r of replies) blobs.push(...ctx.store.accounts.deleteReply(r.id));
+    ctx.store.records.updatePatient({ ...p, status: "revoked", revokedAt: at, pendingKdf: null });
+    const details = {
+      deliveries: ids.length,
+      sessions: ctx.store.records.deleteSessionsOf(p.email),
+      resetLinks: ctx.store.accounts.endResetsOf(p.email, at),
+      invites: ctx.store.accounts.revokeInvitesFor(p.email, at),
+      unfinishedReplies: replies.length,
+    };
+    ctx.store.audit({ actor: ctx.actor, action: "patient.revoke", subject: p.email, details }, now);
+    return { ids, blobs };
   });
+  await ctx.store.blobs.remove(blobs);
   return ids;
 }
 
@@ -130,10 +149,29 @@ export async function sendReminders(ctx: Context): Promise<number> {
   return due.length;
 }
 
+/**
+ * Deletes portal sessions that have ended (idle for `portal.idleMinutes`, or older than
+ * `portal.sessionHours`) and attempt counters whose window has passed. The portal refuses
+ * such a session anyway; this removes the rows.
+ *
+ * @param ctx - The core context.
+ * @returns How many sessions were deleted.
+ */
+export function purgeSessions(ctx: Context): number {
+  const now = ctx.now().getTime();
+  const { idleMinutes, sessionHours } = ctx.config.portal;
+  return ctx.store.transaction(() => {
+    ctx.store.attempts.purge(now);
+    return ctx.store.records.deleteEndedSessions(new Date(now - idleMinutes * 60_000).toISOString(), new Date(now - sessionHours * 3_600_000).toISOString());
+  });
+}
+
 /** What gc did. */
 export interface GcReport {
   readonly expired: readonly string[];
   readonly reminded: number;
+  /** Portal sessions that had ended. */
+  readonly sessions: number;
   /** Replies whose upload never finished. */
   readonly unfinishedReplies: number;
   /** Deliveries whose send was interrupted (their mail was never accepted). */
@@ -158,6 +196,7 @@ export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcR
   for (const id of unsent) await discardDelivery(ctx, id, "send interrupted");
   const unfinishedReplies = await dropUnfinishedReplies(ctx, new Date(now.getTime() - Math.max(graceMs, 60 * 60_000)));
   const reminded = await sendReminders(ctx);
+  const sessions = purgeSessions(ctx);
   const referenced = ctx.store.records.referencedBlobs();
   let orphanBlobs = 0;
   let tempFiles = 0;
@@ -172,5 +211,5 @@ export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcR
       ctx.store.audit({ actor: ctx.actor, action: "gc", details: { expired: expired.length, unsent: unsent.length, orphanBlobs, tempFiles } }, now),
     );
   }
-  return { expired, reminded, unsent: unsent.length, unfinishedReplies, orphanBlobs, tempFiles };
+  return { expired, reminded, sessions, unsent: unsent.length, unfinishedReplies, orphanBlobs, tempFiles };
 }

@@ -40,6 +40,21 @@ function mustGet(ctx: Context, email: string): PatientRow {
 }
 
 /**
+ * Reads a patient who may still act: call inside the transaction of the change, so that a
+ * revocation committed meanwhile is seen.
+ *
+ * @param ctx - The core context.
+ * @param email - The patient.
+ * @returns The patient's row as it is now.
+ * @throws {@link PraxmailError} `no-such-patient`, or `wrong-state` for a revoked account.
+ */
+export function mustGetActivePatient(ctx: Context, email: string): PatientRow {
+  const p = mustGet(ctx, email);
+  if (p.status === "revoked") throw new PraxmailError("wrong-state", `patient ${p.email} is revoked`, "run praxmail list patients");
+  return p;
+}
+
+/**
  * Creates a patient account with a password; the Secu-Pass-Key comes next.
  *
  * @param ctx - The core context.
@@ -192,7 +207,11 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
     ? ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] }).filter((d) => d.level >= 3 && d.expiresAt > at).length
     : 0;
   ctx.store.transaction(() => {
-    ctx.store.records.updatePatient(next);
+    // A revocation, or another key, that came in meanwhile wins.
+    const current = mustGetActivePatient(ctx, p.email);
+    if (current.status !== "pending-secupass" || current.kdf !== p.kdf) throw new PraxmailError("wrong-state", `patient ${p.email} changed meanwhile`);
+    const { status, safetyCode: safety, secupassAt, approvedAt, approval } = next;
+    ctx.store.records.updatePatient({ ...current, status, recipient, safetyCode: safety, secupassAt, approvedAt, approval, inviteSession: null });
     ctx.store.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode, invited, waiting } }, now);
   });
   const code = next.safetyCode ?? "";

@@ -86,13 +86,25 @@ export function startReply(ctx: Context, email: string, deliveryId: string | nul
   const id = newId("r");
   const now = ctx.now();
   ctx.store.transaction(() => {
+    stillOpen(ctx, email, null);
     ctx.store.accounts.insertReply({ id, email, deliveryId, status: "uploading", createdAt: now.toISOString(), receivedAt: null });
     ctx.store.audit({ actor: ctx.actor, action: "reply.start", subject: id, details: { from: email } }, now);
   });
   return id;
 }
 
-// A patient revoked (or reset) during an upload may not finish it either.
+/**
+ * Inside the transaction that changes a reply: the patient is still approved (a revocation
+ * or a Secu-Pass reset during an upload stops it), and the reply (if given) is still being
+ * uploaded (a revocation deletes unfinished replies).
+ *
+ * @throws {@link ReplyRefusedError} or {@link PraxmailError} `wrong-state` otherwise.
+ */
+function stillOpen(ctx: Context, email: string, id: string | null): void {
+  checkMayReply(ctx, email);
+  if (id !== null && ctx.store.accounts.reply(id)?.status !== "uploading") throw new PraxmailError("wrong-state", "reply is finished");
+}
+
 function own(ctx: Context, email: string, id: string): ReplyRow {
   const r = ctx.store.accounts.reply(id);
   if (r?.email !== email) throw new PraxmailError("no-such-delivery", "no such reply");
@@ -138,6 +150,7 @@ export async function addReplyPart(ctx: Context, email: string, id: string, kind
   const blob = await ctx.store.blobs.write((Readable.toWeb(body) as ReadableStream<Uint8Array>).pipeThrough(checked));
   try {
     ctx.store.transaction(() => {
+      stillOpen(ctx, email, id);
       ctx.store.accounts.insertReplyPart({ replyId: id, position: parts.length, kind, size, blob });
     });
   } catch (e) {
@@ -162,6 +175,7 @@ export async function finishReply(ctx: Context, email: string, id: string): Prom
   if (ctx.store.accounts.replyParts(id).length === 0) throw new PraxmailError("invalid-input", "reply has no message");
   const now = ctx.now();
   ctx.store.transaction(() => {
+    stillOpen(ctx, email, id);
     ctx.store.accounts.setReplyStatus(id, "new", null);
     ctx.store.audit({ actor: ctx.actor, action: "reply.finish", subject: id }, now);
   });

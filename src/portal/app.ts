@@ -1,6 +1,7 @@
 // The patient portal: a fastify app over the core. It renders pages (eta, auto-escaping),
 // serves ciphertext and wraps to the right session, and never sees a key that opens a file.
 import { existsSync } from "node:fs";
+import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import fastifyCookie from "@fastify/cookie";
 import fastifyFormbody from "@fastify/formbody";
@@ -11,7 +12,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from "pino";
 import type { Context } from "../core/index.js";
 import { TEXTS, pickLang, type Texts } from "./i18n.js";
-import { Limiter } from "./limits.js";
+import { Limits } from "./limits.js";
 import { accountRoutes } from "./routes/account.js";
 import { deliveryRoutes } from "./routes/deliveries.js";
 import { lifecycleRoutes } from "./routes/lifecycle.js";
@@ -24,7 +25,7 @@ export interface Portal {
   /** The portal's log: routes, status codes and failures, never tokens or bodies. */
   readonly log: Logger;
   readonly sessions: Sessions;
-  readonly limits: { readonly loginIp: Limiter; readonly loginAccount: Limiter; readonly registerIp: Limiter };
+  readonly limits: Limits;
   /** Renders a page inside the layout. */
   page(req: FastifyRequest, reply: FastifyReply, view: string, data: Record<string, unknown>, status?: number): Promise<FastifyReply>;
   /** Renders a short page with a title and a text (errors, notices). */
@@ -94,6 +95,19 @@ export function bodySchema(...names: (keyof typeof FIELD_MAX)[]): { body: Record
   return { body: { type: "object", properties: Object.fromEntries(names.map((n) => [n, { type: "string", maxLength: FIELD_MAX[n] }])) } };
 }
 
+/**
+ * @param dir - The views folder.
+ * @returns The views that render a form (they read `it.csrf`); the layout's form is the
+ *   logout, shown to logged-in visitors only.
+ */
+async function formViewsIn(dir: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const f of await readdir(dir)) {
+    if (f.endsWith(".eta") && f !== "layout.eta" && (await readFile(join(dir, f), "utf8")).includes("it.csrf")) out.add(f);
+  }
+  return out;
+}
+
 /** Route config of the JSON routes: their errors are JSON too. */
 export const API = { api: true } as const;
 
@@ -108,10 +122,19 @@ export const API = { api: true } as const;
 export async function buildPortal(ctx: Context, log: Logger, assets: Assets = defaultAssets()): Promise<FastifyInstance> {
   // Fastify's own request lines would carry URLs, and URLs carry link tokens: we log the
   // route pattern instead.
-  const app = Fastify({ logger: false, bodyLimit: 64 * 1024, trustProxy: false });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: 64 * 1024,
+    trustProxy: false,
+    // A URL that does not decode (e.g. "/static/%zz") never reaches the hooks or handlers.
+    frameworkErrors: (_err, req, reply) => {
+      badUrl(req, reply);
+    },
+  });
   const plog = log.child({ part: "portal" });
   const secure = ctx.config.portalUrl.startsWith("https:");
   const sessions = new Sessions(ctx, cookiePolicy(ctx.config.portalUrl));
+  const formViews = await formViewsIn(assets.views);
   await app.register(fastifyCookie);
   await app.register(fastifyFormbody);
   // production: templates are compiled once, not re-read on every request.
@@ -125,7 +148,7 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   app.addHook("onResponse", async (req, reply) => {
     plog.info({ method: req.method, route: req.routeOptions.url ?? "(none)", status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, "request");
   });
-  app.addHook("onSend", async (req, reply) => {
+  const securityHeaders = (req: FastifyRequest, reply: FastifyReply): void => {
     reply.header("Content-Security-Policy", CSP);
     reply.header("X-Content-Type-Options", "nosniff");
     reply.header("Referrer-Policy", "no-referrer");
@@ -138,26 +161,25 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
     const asset = req.routeOptions.url === "/static/*" && (reply.statusCode === 200 || reply.statusCode === 304) && !reply.hasHeader("set-cookie");
     reply.header("Cache-Control", asset ? "public, max-age=300" : "no-store");
     if (secure) reply.header("Strict-Transport-Security", "max-age=31536000; includeSubDomains");
+  };
+  app.addHook("onSend", async (req, reply) => {
+    securityHeaders(req, reply);
   });
 
-  const clock = (): number => ctx.now().getTime();
   const texts = (req: FastifyRequest): Texts => TEXTS[pickLang(req.cookies.lang, req.headers["accept-language"])];
   const portal: Portal = {
     ctx,
     log: plog,
     sessions,
-    limits: {
-      loginIp: new Limiter(30, 15 * 60_000, clock),
-      loginAccount: new Limiter(5, 15 * 60_000, clock),
-      registerIp: new Limiter(10, 60 * 60_000, clock),
-    },
+    limits: new Limits(ctx.store, () => ctx.now().getTime()),
     texts,
     async page(req, reply, view, data, status = 200) {
       const t = texts(req);
       const html = await reply.viewAsync(view, {
         t,
         practice: ctx.config.practiceName,
-        csrf: req.session.csrf,
+        // A visitor who is not logged in gets a CSRF cookie only with a page that has a form.
+        csrf: req.session.email !== null || formViews.has(view) ? sessions.formToken(req, reply) : "",
         user: req.session.email,
         here: req.url,
         ...data,
@@ -192,14 +214,25 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
     const status = (err as { statusCode?: number }).statusCode ?? 500;
     if (status >= 500) plog.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "request failed");
     const badInput = status === 413 || status === 415 || status === 400;
+    // Any other refusal (@fastify/static's 403 for "..", "//" or "/./" in a path) is a page
+    // that does not exist; it must not pass for a server fault.
+    const missing = status >= 400 && status < 500 && !badInput;
     if ((req.routeOptions.config as { api?: boolean }).api) {
+      if (missing) return reply.code(404).send({ error: "not-found" });
       if (!badInput) return reply.code(500).send({ error: "internal" });
       const validation = (err as { validation?: unknown }).validation !== undefined;
       return reply.code(status === 413 ? 413 : 400).send({ error: status === 413 ? "too-large" : "bad-request", ...(validation ? { message: (err as Error).message } : {}) });
     }
     withSession(req, reply);
     if (badInput) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    if (missing) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
     return portal.notice(req, reply, 500, "errorTitle", "error");
   });
+  // No hook or plugin ran for such a request (no cookies, no views): a short text, with the
+  // same headers as every other answer.
+  const badUrl = (req: FastifyRequest, reply: FastifyReply): FastifyReply => {
+    securityHeaders(req, reply);
+    return reply.code(400).type("text/plain; charset=utf-8").send(TEXTS[pickLang(undefined, req.headers["accept-language"])].badInput);
+  };
   return app;
 }

@@ -1,58 +1,80 @@
-// Fixed-window counters in memory, for login and registration attempts per IP and account.
-// They reset when the portal restarts; that costs an attacker a restart, not a bypass.
+// Attempt limits (login, registration, password reset, invites), counted in the store: they
+// hold across a restart and across processes that share one database. An attempt is
+// reserved before the work it guards (scrypt, a mail), atomically, so parallel requests can
+// never all pass the check before any of them is counted; what must not count is given back.
+import { createHash } from "node:crypto";
+import type { Store } from "../store/index.js";
 
-/** Counts attempts per key within a window. */
-export class Limiter {
-  private readonly hits = new Map<string, { count: number; until: number }>();
+/** A limit: attempts per fixed window. */
+export interface Limit {
+  readonly name: string;
+  readonly max: number;
+  readonly windowMs: number;
+}
 
+/** Every limit of the portal. */
+export const LIMITS = {
+  /** Failed logins per IP, across accounts. */
+  loginIp: { name: "login-ip", max: 30, windowMs: 15 * 60_000 },
+  /** Failed logins per address, whether or not it has an account. */
+  loginAccount: { name: "login-account", max: 5, windowMs: 15 * 60_000 },
+  /** Registrations through a link per IP. */
+  registerIp: { name: "register-ip", max: 10, windowMs: 60 * 60_000 },
+  /** Password reset requests per IP. */
+  resetIp: { name: "reset-ip", max: 10, windowMs: 60 * 60_000 },
+  /** Reset mails per address. */
+  resetAddress: { name: "reset-address", max: 3, windowMs: 60 * 60_000 },
+  /** Wrong invite codes or addresses per IP. */
+  inviteIp: { name: "invite-ip", max: 10, windowMs: 15 * 60_000 },
+} as const satisfies Record<string, Limit>;
+
+/** Attempts held by one request. */
+export interface Reservation {
+  /** Gives the attempts back: what they guarded turned out not to count. */
+  release(): void;
+}
+
+// Keys are hashed: a typed "address" is sometimes a password, and it is not kept in clear.
+const keyOf = (limit: Limit, subject: string): string => createHash("sha256").update(`${limit.name}\n${subject}`).digest("hex");
+
+/** The portal's limits over the counters of a store. */
+export class Limits {
   /**
-   * @param max - Attempts allowed per window.
-   * @param windowMs - The window.
-   * @param now - The clock.
+   * @param store - Where the counters live.
+   * @param now - The clock in milliseconds.
    */
   constructor(
-    private readonly max: number,
-    private readonly windowMs: number,
-    private readonly now: () => number = Date.now,
+    private readonly store: Store,
+    private readonly now: () => number,
   ) {}
 
   /**
-   * @param key - e.g. `ip:127.0.0.1` or `account:a@b.example`.
-   * @returns Whether the key is over its limit now.
+   * Counts one attempt under each limit, or under none when any of them is used up.
+   *
+   * @param claims - Pairs of a limit and its subject, e.g. `[LIMITS.loginIp, req.ip]`.
+   * @returns The reservation, or null when the request must be refused (429).
    */
-  blocked(key: string): boolean {
-    const h = this.hits.get(key);
-    if (!h) return false;
-    if (h.until <= this.now()) {
-      this.hits.delete(key);
-      return false;
-    }
-    return h.count >= this.max;
+  reserve(...claims: (readonly [Limit, string])[]): Reservation | null {
+    const held = this.store.attempts.reserve(
+      claims.map(([l, s]) => ({ key: keyOf(l, s), max: l.max, windowMs: l.windowMs })),
+      this.now(),
+    );
+    return (
+      held && {
+        release: () => {
+          this.store.attempts.release(held);
+        },
+      }
+    );
   }
 
   /**
-   * Counts one attempt.
+   * Forgets the attempts of a subject (an account after a successful login).
    *
-   * @param key - The key.
+   * @param limit - The limit.
+   * @param subject - Its subject.
    */
-  hit(key: string): void {
-    const now = this.now();
-    const h = this.hits.get(key);
-    if (!h || h.until <= now) this.hits.set(key, { count: 1, until: now + this.windowMs });
-    else h.count++;
-    if (this.hits.size > 100_000) this.sweep(now);
-  }
-
-  /**
-   * Forgets a key (after a successful login).
-   *
-   * @param key - The key.
-   */
-  reset(key: string): void {
-    this.hits.delete(key);
-  }
-
-  private sweep(now: number): void {
-    for (const [k, h] of this.hits) if (h.until <= now) this.hits.delete(k);
+  clear(limit: Limit, subject: string): void {
+    this.store.attempts.clear(keyOf(limit, subject));
   }
 }

@@ -109,6 +109,29 @@ export class AccountRecords {
     return this.sql.get("UPDATE invites SET revoked_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL").run(at, id).changes === 1;
   }
 
+  /**
+   * Uses up every open reset link of an address (at revocation).
+   *
+   * @returns How many were open.
+   */
+  endResetsOf(email: string, at: string): number {
+    return this.sql.get("UPDATE reset_tokens SET used_at = ? WHERE email = ? AND used_at IS NULL").run(at, email).changes;
+  }
+
+  /**
+   * Revokes every open invite for an address (at revocation).
+   *
+   * @returns How many were open.
+   */
+  revokeInvitesFor(email: string, at: string): number {
+    return this.sql.get("UPDATE invites SET revoked_at = ? WHERE email = ? AND used_at IS NULL AND revoked_at IS NULL").run(at, email).changes;
+  }
+
+  /** @returns The replies of an address whose upload has not finished. */
+  uploadingRepliesOf(email: string): ReplyRow[] {
+    return this.sql.get(`SELECT ${REPLY} FROM replies WHERE email = ? AND status = 'uploading'`).all(email) as ReplyRow[];
+  }
+
   /** @param r - A new reply. */
   insertReply(r: ReplyRow): void {
     this.sql

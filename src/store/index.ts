@@ -14,6 +14,7 @@ import {
   type CheckpointRow,
 } from "./audit.js";
 import { AccountRecords } from "./accounts.js";
+import { AttemptRecords } from "./attempts.js";
 import { Records } from "./records.js";
 
 export { BlobStore, fileStream, renameDurably, writeStream } from "./blobs.js";
@@ -30,6 +31,7 @@ export {
   type StreamMap,
 } from "./backup.js";
 export type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
+export type { AttemptClaim, HeldAttempt } from "./attempts.js";
 export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 export type {
   DeliveryRow,
@@ -47,6 +49,7 @@ export type {
 export class Store {
   readonly records: Records;
   readonly accounts: AccountRecords;
+  readonly attempts: AttemptRecords;
   readonly blobs: BlobStore;
 
   private constructor(
@@ -55,6 +58,7 @@ export class Store {
   ) {
     this.records = new Records(db);
     this.accounts = new AccountRecords(db);
+    this.attempts = new AttemptRecords(db);
     this.blobs = new BlobStore(home);
   }
 

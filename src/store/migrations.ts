@@ -169,9 +169,21 @@ ALTER TABLE invites ADD COLUMN sig TEXT;
 `,
   },
   {
+    // Attempt counters of the portal's limits, shared by every process on this database.
+    // until: end of the fixed window in milliseconds since the epoch.
+    version: 6,
+    sql: `
+CREATE TABLE attempts (
+  key    TEXT PRIMARY KEY,
+  count  INTEGER NOT NULL,
+  until  INTEGER NOT NULL
+) STRICT;
+`,
+  },
+  {
     // Signed audit checkpoints (src/core/checkpoints.ts). Append-only like the log; the
     // signatures, not these triggers, are what an attacker with write access cannot forge.
-    version: 8,
+    version: 7,
     sql: `
 CREATE TABLE audit_checkpoints (
   seq        INTEGER PRIMARY KEY,

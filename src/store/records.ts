@@ -342,12 +342,13 @@ export class Records {
   }
 
   /**
-   * Ends every session of a patient (after a new password).
+   * Ends every session of a patient (after a new password, at revocation).
    *
    * @param email - The patient.
+   * @returns How many were ended.
    */
-  deleteSessionsOf(email: string): void {
-    this.sql.get("DELETE FROM sessions WHERE email = ?").run(email);
+  deleteSessionsOf(email: string): number {
+    return this.sql.get("DELETE FROM sessions WHERE email = ?").run(email).changes;
   }
 
   /**
@@ -424,12 +425,19 @@ export class Records {
   }
 
   /**
-   * @param s - A new session.
+   * Writes a session, in one statement only while its patient exists and is not revoked.
+   *
+   * @param s - A new session of a patient.
+   * @returns Whether it was written.
    */
-  insertSession(s: SessionRow): void {
-    this.sql
-      .get("INSERT INTO sessions (id_hash, email, csrf, created_at, last_seen) VALUES (@idHash, @email, @csrf, @createdAt, @lastSeen)")
-      .run(s);
+  insertSession(s: SessionRow & { email: string }): boolean {
+    return (
+      this.sql
+        .get(
+          "INSERT INTO sessions (id_hash, email, csrf, created_at, last_seen) SELECT @idHash, @email, @csrf, @createdAt, @lastSeen WHERE EXISTS (SELECT 1 FROM patients WHERE email = @email AND status <> 'revoked')",
+        )
+        .run(s).changes === 1
+    );
   }
 
   /**
@@ -448,13 +456,14 @@ export class Records {
   }
 
   /**
-   * Ends sessions idle since before the given time.
+   * Deletes sessions that have ended.
    *
-   * @param before - ISO time.
+   * @param idleBefore - ISO time: sessions last seen before it are idle.
+   * @param createdBefore - ISO time: sessions created before it are past their lifetime.
    * @returns How many were removed.
    */
-  deleteIdleSessions(before: string): number {
-    return this.sql.get("DELETE FROM sessions WHERE last_seen < ?").run(before).changes;
+  deleteEndedSessions(idleBefore: string, createdBefore: string): number {
+    return this.sql.get("DELETE FROM sessions WHERE last_seen < ? OR created_at <= ?").run(idleBefore, createdBefore).changes;
   }
 
   /**

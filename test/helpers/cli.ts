@@ -4,6 +4,7 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { simpleParser, type ParsedMail } from "mailparser";
+import { readIdentityFile } from "../../src/crypto/index.js";
 
 /** The binary under test. */
 export const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
@@ -124,4 +125,14 @@ export async function walk(dir: string): Promise<string[]> {
     else out.push(p);
   }
   return out;
+}
+
+/**
+ * Reads the practice identity P of a home made by {@link initHome} (`--no-keyring`).
+ *
+ * @param home - The praxmail home.
+ * @returns P's secret.
+ */
+export function practiceIdentityOf(home: string): Promise<string> {
+  return readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
 }

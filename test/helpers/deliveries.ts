@@ -3,9 +3,10 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { hashToken } from "../../src/core/index.js";
-import { decryptStream, readIdentityFile, unwrapIdentity } from "../../src/crypto/index.js";
+import { decryptStream, unwrapIdentity } from "../../src/crypto/index.js";
 import type { Received } from "./sink.js";
 import { readAll } from "./streams.js";
+import { practiceIdentityOf } from "./cli.js";
 
 /** Every link token in a received mail (text and HTML). */
 export function tokens(m: Received): string[] {
@@ -25,7 +26,7 @@ export async function openByToken(home: string, token: string): Promise<{ email:
     const row = db.prepare("SELECT delivery_id AS id, email FROM link_tokens WHERE hash = ?").get(hashToken(token)) as { id: string; email: string } | undefined;
     if (!row) throw new Error("unknown link token");
     const wrap = db.prepare("SELECT ciphertext FROM wraps WHERE delivery_id = ? AND holder = 'practice'").get(row.id) as { ciphertext: Buffer };
-    const practice = await readIdentityFile(join(home, "practice-identity.txt"), () => Promise.resolve(undefined));
+    const practice = await practiceIdentityOf(home);
     const d = await unwrapIdentity(wrap.ciphertext, practice);
     const files = [];
     for (const f of db.prepare("SELECT name, kind, blob FROM files WHERE delivery_id = ? ORDER BY position").all(row.id) as { name: string; kind: string; blob: string }[]) {

@@ -14,6 +14,7 @@ import {
   type Context,
 } from "../../core/index.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
+import { LIMITS } from "../limits.js";
 import { csrfOk } from "../session.js";
 
 type Form = Record<string, unknown>;
@@ -50,7 +51,7 @@ export function fields<K extends keyof typeof FIELD_MAX>(body: unknown, ...field
  */
 export function needLogin(req: FastifyRequest, reply: FastifyReply): FastifyReply | null {
   if (req.session.email !== null) return null;
-  const m = req.session.expired ? "&m=expired" : "";
+  const m = req.session.expired === null ? "" : req.session.expired === "idle" ? "&m=expired" : "&m=ended";
   return reply.redirect(`/login?next=${encodeURIComponent(req.url)}${m}`, 303);
 }
 
@@ -69,7 +70,7 @@ export function postRecipient(ctx: Context, set: (ctx: Context, email: string, r
     const f = fields(req.body, "recipient");
     if (!f) return reply.code(400).send({ error: "recipient missing" });
     try {
-      await set(ctx, req.session.email, f.recipient, req.session.idHash);
+      await set(ctx, req.session.email, f.recipient, req.session.idHash ?? "");
     } catch (e) {
       if (e instanceof PraxmailError) return reply.code(400).send({ error: e.code });
       throw e;
@@ -95,7 +96,8 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/login", async (req, reply) => {
     const q = req.query as { next?: string; m?: string; email?: string };
     const t = portal.texts(req);
-    const info = q.m === "expired" || req.session.expired ? t.sessionExpired : q.m === "out" ? t.loggedOut : q.m === "reset" ? t.resetDone : null;
+    const ended = req.session.expired ?? (q.m === "expired" ? "idle" : q.m === "ended" ? "lifetime" : null);
+    const info = ended === "idle" ? t.sessionExpired : ended === "lifetime" ? t.sessionEnded : q.m === "out" ? t.loggedOut : q.m === "reset" ? t.resetDone : null;
     return portal.page(req, reply, "login.eta", { next: safeNext(q.next), info, error: null, email: typeof q.email === "string" ? q.email.slice(0, FIELD_MAX.email) : "" });
   });
 
@@ -105,21 +107,24 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     const next = safeNext((req.body as Form | undefined)?.next);
     if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
-    const account = `account:${f.email.trim().toLowerCase()}`;
-    const ip = `ip:${req.ip}`;
-    if (limits.loginIp.blocked(ip) || limits.loginAccount.blocked(account)) {
-      return portal.page(req, reply, "login.eta", { next, info: null, error: t.tooMany, email: f.email }, 429);
-    }
+    const account = f.email.trim().toLowerCase();
+    // Counted before scrypt runs; only failures count, so a success gives its attempt back.
+    const held = limits.reserve([LIMITS.loginIp, req.ip], [LIMITS.loginAccount, account]);
+    if (!held) return portal.page(req, reply, "login.eta", { next, info: null, error: t.tooMany, email: f.email }, 429);
     const patient = await authenticatePatient(ctx, f.email, f.password);
-    if (!patient) {
-      limits.loginIp.hit(ip);
-      limits.loginAccount.hit(account);
-      return portal.page(req, reply, "login.eta", { next, info: null, error: t.loginFailed, email: f.email }, 401);
+    const failed = (): Promise<FastifyReply> => portal.page(req, reply, "login.eta", { next, info: null, error: t.loginFailed, email: f.email }, 401);
+    if (!patient) return failed();
+    try {
+      // Refused when the account was revoked while scrypt ran.
+      sessions.login(req, reply, patient.email);
+    } catch (e) {
+      if (e instanceof PraxmailError && e.code === "wrong-state") return failed();
+      throw e;
     }
-    limits.loginAccount.reset(account);
+    held.release();
+    limits.clear(LIMITS.loginAccount, account);
     // A later login is not necessarily the person who typed an invite code.
     dropInviteSession(ctx, patient.email, "login");
-    sessions.login(req, reply, patient.email);
     return reply.redirect(next, 303);
   });
 
@@ -136,7 +141,6 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     const again = (req.body as Form | undefined)?.password2;
     if (!f || typeof again !== "string" || again.length > FIELD_MAX.password2) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
-    const ip = `ip:${req.ip}`;
     let access;
     try {
       access = resolveLink(ctx, f.token, null);
@@ -146,8 +150,7 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     // The address comes from the link, never from the form.
     if (access.kind !== "register") return reply.redirect(`/d/${f.token}`, 303);
     const again_ = { email: access.email, token: f.token };
-    if (limits.registerIp.blocked(ip)) return portal.page(req, reply, "register.eta", { ...again_, error: t.tooMany }, 429);
-    limits.registerIp.hit(ip);
+    if (!limits.reserve([LIMITS.registerIp, req.ip])) return portal.page(req, reply, "register.eta", { ...again_, error: t.tooMany }, 429);
     if (f.password !== again) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordsDiffer }, 400);
     if (Array.from(f.password).length < 10) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordTooShort }, 400);
     try {

@@ -11,8 +11,8 @@ import {
   passwordResetQueue,
   redeemInvite,
 } from "../../core/index.js";
-import { Limiter } from "../limits.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
+import { LIMITS } from "../limits.js";
 import { csrfOk } from "../session.js";
 import { fields, needLogin, postRecipient } from "./account.js";
 
@@ -25,11 +25,7 @@ type Form = Record<string, unknown>;
  * @param portal - Shared portal state.
  */
 export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
-  const { ctx, sessions } = portal;
-  const clock = (): number => ctx.now().getTime();
-  const resetIp = new Limiter(10, 60 * 60_000, clock);
-  const resetAddress = new Limiter(3, 60 * 60_000, clock);
-  const inviteIp = new Limiter(10, 15 * 60_000, clock);
+  const { ctx, sessions, limits } = portal;
   const csrf = (body: unknown): unknown => (body as Form | undefined)?._csrf;
   // Only the error's code is logged: the token lives in the mail and nowhere else.
   const resets = passwordResetQueue(ctx, (e) => {
@@ -46,16 +42,12 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     const f = fields(req.body, "email");
     if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
-    const ip = `ip:${req.ip}`;
-    const address = `address:${f.email.trim().toLowerCase()}`;
-    if (resetIp.blocked(ip)) return portal.page(req, reply, "reset.eta", { sent: false, error: t.tooMany }, 429);
-    resetIp.hit(ip);
+    if (!limits.reserve([LIMITS.resetIp, req.ip])) return portal.page(req, reply, "reset.eta", { sent: false, error: t.tooMany }, 429);
     // The same answer, in the same time, whether or not the address has an account: the
     // address as typed only joins a queue, and the worker looks it up and mails after this
     // answer. A flood of mails to one address, or a full queue, stops quietly.
-    if (!resetAddress.blocked(address)) {
-      resetAddress.hit(address);
-      if (!resets.push(f.email)) portal.log.warn({ waiting: resets.waiting }, "password reset queue full: request dropped");
+    if (limits.reserve([LIMITS.resetAddress, f.email.trim().toLowerCase()]) && !resets.push(f.email)) {
+      portal.log.warn({ waiting: resets.waiting }, "password reset queue full: request dropped");
     }
     return portal.page(req, reply, "reset.eta", { sent: true, error: null });
   });
@@ -118,21 +110,22 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     }
     const t = portal.texts(req);
     const again = { email: f.email };
-    const ip = `ip:${req.ip}`;
-    if (inviteIp.blocked(ip)) return portal.page(req, reply, "invite.eta", { ...again, error: t.tooMany }, 429);
     if (f.password !== b.password2) return portal.page(req, reply, "invite.eta", { ...again, error: t.passwordsDiffer }, 400);
     if (Array.from(f.password).length < 10) return portal.page(req, reply, "invite.eta", { ...again, error: t.passwordTooShort }, 400);
+    const held = limits.reserve([LIMITS.inviteIp, req.ip]);
+    if (!held) return portal.page(req, reply, "invite.eta", { ...again, error: t.tooMany }, 429);
     let patient;
     try {
       patient = await redeemInvite(ctx, id, f.email, b.code, f.password);
     } catch (e) {
+      // Only a wrong address or code counts.
+      const mismatch = e instanceof PraxmailError && e.code === "invalid-input";
+      if (!mismatch) held.release();
+      if (mismatch) return portal.page(req, reply, "invite.eta", { ...again, error: t.inviteMismatch }, 400);
       if (e instanceof PraxmailError && e.code === "wrong-state") return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
-      if (e instanceof PraxmailError && e.code === "invalid-input") {
-        inviteIp.hit(ip);
-        return portal.page(req, reply, "invite.eta", { ...again, error: t.inviteMismatch }, 400);
-      }
       throw e;
     }
+    held.release();
     // The invite's privilege stays with this session: a reset, another login or expiry drops it.
     bindInviteSession(ctx, patient.email, sessions.login(req, reply, patient.email).idHash);
     return reply.redirect("/secupass", 303);
