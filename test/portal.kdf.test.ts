@@ -10,11 +10,11 @@ import type { Browser, Page } from "playwright-core";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
-import { createDelivery, markSent, type Context } from "../src/core/index.js";
+import { approvePatients, createDelivery, markSent, type Context } from "../src/core/index.js";
 import { deriveSecuPassIdentity, parseKdfParams, recipientOf, safetyCode, type KdfParams } from "../src/crypto/index.js";
 import { buildPortal } from "../src/portal/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
-import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
+import { cleanup, initHome, practiceIdentityOf, praxmail, tempDir } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { streamOf } from "./helpers/streams.js";
 
@@ -183,8 +183,10 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
     const recipient = await recipientOf(await deriveSecuPassIdentity(OLD_KEY, parseKdfParams(legacy), BEFORE_V2));
     const now = new Date().toISOString();
     ctx.store.transaction(() => {
-      ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(legacy), recipient, safetyCode: safetyCode(recipient), status: "approved", secupassAt: now, approvedAt: now });
+      ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(legacy), recipient, safetyCode: safetyCode(recipient), status: "pending-approval", secupassAt: now, approvedAt: null });
     });
+    // Approved the real way, so that the approval is signed.
+    await approvePatients(ctx, [{ email: BEFORE_V2, safetyCode: safetyCode(recipient) }], await practiceIdentityOf(home));
     const d = await createDelivery(ctx, { recipient: BEFORE_V2, level: 3, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 Befund")) }] });
     markSent(ctx, [d.id]);
     const { page } = await open(BEFORE_V2, `/deliveries/${d.id}`);

@@ -275,13 +275,14 @@ describe("replies", () => {
     await finishReply(ctx, B, sent);
     const open = startReply(ctx, B, null);
     await revokePatient(ctx, B);
+    // The revocation ended the session and deleted the unfinished reply; core refuses the rest.
     const headers = { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/octet-stream" };
     const part = await app.inject({ method: "POST", url: `/reply/${open}/parts?kind=message`, headers, payload: message });
-    expect(part.statusCode).toBe(403);
-    expect(JSON.parse(part.body)).toMatchObject({ status: "revoked", message: "Ihre Praxis hat Ihren Zugang gesperrt. Sie können keine Antworten senden. Bitte wenden Sie sich an Ihre Praxis." });
-    const finish = await app.inject({ method: "POST", url: `/reply/${open}/finish`, headers: { ...headers, "content-type": "application/json" }, payload: "{}" });
-    expect(finish.statusCode).toBe(403);
-    expect(ctx.store.accounts.reply(open)?.status).toBe("uploading");
+    expect(part.statusCode).toBe(401);
+    expect(ctx.store.accounts.reply(open)).toBeUndefined();
+    await expect(addReplyPart(ctx, B, open, "message", Readable.from([message]))).rejects.toThrow("no such reply");
+    await expect(finishReply(ctx, B, open)).rejects.toThrow("no such reply");
+    expect(() => startReply(ctx, B, null)).toThrow(expect.objectContaining({ name: "ReplyRefusedError", status: "revoked" }));
 
     const json = await praxmail(["inbox", "--json", "--home", home]);
     expect(json.code).toBe(0);

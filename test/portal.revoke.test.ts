@@ -11,6 +11,7 @@ import { openContext } from "../src/commands/shared.js";
 import {
   PraxmailError,
   addReplyPart,
+  approvePatients,
   beginSecuPassReset,
   completePasswordReset,
   createDelivery,
@@ -156,6 +157,8 @@ describe("revoking a patient", () => {
 
   it("deletes a reply still being uploaded; its next part and its finish are refused", async () => {
     const { email } = await patient();
+    // Only approved patients may reply.
+    await approvePatients(ctx, [{ email, safetyCode: getPatient(ctx, email).safetyCode ?? "" }], await practiceIdentityOf(home));
     const reply = startReply(ctx, email, null);
     const age = await encryptBytes(new TextEncoder().encode(JSON.stringify({ v: 1, text: "Hallo", files: [] })), [ctx.config.practiceRecipient]);
     await addReplyPart(ctx, email, reply, "message", Readable.from([Buffer.from(age)]));

@@ -197,7 +197,7 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     const sigOfA = ctx.store.records.patient(email)!.inviteSession!.split(" ")[1]!;
     for (const [i, bind] of [(h: string) => h, (h: string) => `${h} ${sigOfA}`].entries()) {
       // A database writer makes a session of their own and binds the invite to it.
-      const value = `eigene-sitzung-${String(i)}`;
+      const value = createHash("sha256").update(`eigene-sitzung-${String(i)}`).digest("base64url");
       const hash = createHash("sha256").update(value).digest("hex");
       const db = new Database(join(home, "praxmail.db"));
       db.prepare("INSERT INTO sessions (id_hash, email, csrf, created_at, last_seen) VALUES (?, ?, 'x', ?, ?)").run(hash, email, clock.toISOString(), clock.toISOString());
