@@ -458,14 +458,15 @@ describe("praxmail backup and restore", () => {
     expect(out.database.sha256).toBe(m.database.sha256);
     // The manifest holds the SHA-256 of the database as it was in home; the backup holds it sealed.
     expect(sha(await unseal(join(bk, "praxmail.db.age")))).toBe(m.database.sha256);
-    expect(m.files.map((f) => f.path)).toEqual(["config.json"]);
+    expect(m.files.map((f) => f.path)).toEqual(["portal-signing.key", "config.json"]);
     expect(await unseal(join(bk, "config.json.age"))).toEqual(await readFile(join(home, "config.json")));
+    expect(await unseal(join(bk, "portal-signing.key.age"))).toEqual(await readFile(join(home, "portal-signing.key")));
     // The two live blobs, byte for byte (age files to their delivery keys already); the revoked delivery's blob is gone in home and backup.
     const live = (await list(home)).flatMap((d) => d.files.map((f) => f.blob)).filter((b): b is string => b !== null).sort();
     expect(m.blobs.map((b) => b.path)).toEqual(live);
     for (const b of m.blobs) expect(sha(await readFile(join(bk, b.path)))).toBe(sha(await readFile(join(home, b.path))));
     expect(m.blobs.map((b) => b.path)).not.toContain(revokedBlob);
-    expect((await walk(bk)).map((f) => f.slice(bk.length + 1)).sort()).toEqual(["backup.json", "config.json.age", "manifest.age", "praxmail.db.age", ...live].sort());
+    expect((await walk(bk)).map((f) => f.slice(bk.length + 1)).sort()).toEqual(["backup.json", "config.json.age", "manifest.age", "portal-signing.key.age", "praxmail.db.age", ...live].sort());
     expect(JSON.parse(await readFile(join(bk, "backup.json"), "utf8"))).toEqual({
       format: "praxmail-backup",
       version: 2,
@@ -484,13 +485,15 @@ describe("praxmail backup and restore", () => {
     expect((await readFile(join(home, "config.json"), "utf8")).includes(UPSTREAM_PASSWORD)).toBe(true);
     const secrets = [UPSTREAM_PASSWORD, PATIENT, "ben@patient.example", "befund-1.pdf", "praxis@praxis-weber.example"];
     const files = await walk(bk);
-    expect(files.length).toBe(6);
+    expect(files.length).toBe(7);
     for (const f of files) {
       const bytes = await readFile(f);
       for (const secret of secrets) {
         for (const enc of ["utf8", "utf16le", "latin1"] as const) expect(bytes.includes(Buffer.from(secret, enc)), `${secret} (${enc}) in ${f}`).toBe(false);
       }
     }
+    const portalSeed = await readFile(join(home, "portal-signing.key"));
+    for (const f of files) expect((await readFile(f)).includes(portalSeed), `the portal signing key in ${f}`).toBe(false);
     // The database inside does hold them: the test would see them if they were in clear.
     expect((await unseal(join(bk, "praxmail.db.age"))).includes(PATIENT)).toBe(true);
     expect((await unseal(join(bk, "config.json.age"))).includes(UPSTREAM_PASSWORD)).toBe(true);

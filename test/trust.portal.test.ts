@@ -3,6 +3,8 @@
 // written into the database approves nobody, and deliveries sent before an invite are offered
 // to the practice and released by `praxmail approve`.
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import type { FastifyInstance, LightMyRequestResponse } from "fastify";
@@ -121,6 +123,31 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     const d = await level3(email);
     expect(d.status).toBe("ready");
     expect(patientWrap(d.id)).toBe(recipient);
+  });
+
+  it("backup and restore keep an invited patient approved: the portal key comes back, and so does the mark of the used invite", async () => {
+    const email = "gesichert@patient.example";
+    const invite = await createInvite(ctx, email, practice);
+    const recipient = await setKey(await redeem(invite));
+    expect(status(email)).toBe("approved");
+    const backup = join(dir, "backup-invite");
+    const restored = join(dir, "restored-invite");
+    expect((await praxmail(["backup", backup, "--home", home])).code).toBe(0);
+    const identity = join(dir, "identity-invite.txt");
+    await writeFile(identity, `${practice}\n`, { mode: 0o600 });
+    const r = await praxmail(["restore", backup, "--home", restored, "--identity", identity]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await readFile(join(restored, "portal-signing.key"))).toEqual(await readFile(join(home, "portal-signing.key")));
+    expect((await stat(join(restored, "portal-signing.key"))).mode & 0o777).toBe(0o600);
+    expect(existsSync(join(restored, "invite-approvals", invite.id))).toBe(true);
+    const other = await openContext({ home: restored }, "cli");
+    try {
+      const d = await createDelivery(other, { recipient: email, level: 3, files: [{ name: "Befund.pdf", open: () => streamOf(Buffer.from("%PDF Befund")) }] });
+      expect(d.status).toBe("ready");
+      expect(other.store.records.wrap(d.id, "patient")?.recipient).toBe(recipient);
+    } finally {
+      other.store.close();
+    }
   });
 
   it("a password reset and a new login before the key: the mailbox reader's key waits for the ordinary approval", async () => {

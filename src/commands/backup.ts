@@ -69,8 +69,9 @@ export async function runBackup(ctx: Context, io: Io, dir: string): Promise<Back
       seal: (plain) => encryptStream(plain, [recipient]),
       // Public facts restore needs before it can open anything: which identity, and where init kept it.
       header: { encryptedTo: recipient, identity: ctx.config.identity },
+      // The portal's signing key, which invited patients' approvals are checked with; then
       // config.json last: restore puts it back last, and only then is the home initialised.
-      files: ["config.json"],
+      files: ["portal-signing.key", "config.json"],
       meta: { praxmail: VERSION, home: ctx.home, practiceRecipient: recipient },
       progress: (p) => {
         bar.update(p.phase === "database" ? "snapshot of the database" : `copying blobs: ${p.done}/${p.total} (${bytes(p.bytes)})`);

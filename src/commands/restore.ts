@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import { password } from "@inquirer/prompts";
 import { Command } from "commander";
 import { decryptStream, recipientOf } from "../crypto/index.js";
-import { PraxmailError, isInitialised, loadConfig, loadPracticeIdentity, resolveHome, type IdentityStore } from "../core/index.js";
+import { PraxmailError, isInitialised, loadConfig, loadPracticeIdentity, markUsedInvites, resolveHome, type IdentityStore } from "../core/index.js";
 import { readBackupHeader, restoreHome, type BackupManifest } from "../store/index.js";
 import { backupFailure, bytes } from "./backup.js";
 import { common, note, openContext, printJson, progress, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
@@ -139,6 +139,7 @@ export async function runRestore(io: Io, dir: string, flags: RestoreFlags): Prom
     const v = ctx.store.verifyAudit();
     if (!v.ok) throw new PraxmailError("wrong-state", `audit chain broken at row ${v.seq} after restoring: ${v.reason}`);
     auditRows = v.rows;
+    markUsedInvites(ctx);
   } finally {
     ctx.store.close();
   }

@@ -259,6 +259,22 @@ export function consumeInvite(home: string, inviteId: string): boolean {
 }
 
 /**
+ * Marks again, after a restore, every invite that approved a patient: the marks are files
+ * under home, not in the backup, and without them a used invite could approve a second key.
+ *
+ * @param ctx - The core context of the restored home.
+ * @returns How many invites were marked.
+ */
+export function markUsedInvites(ctx: Context): number {
+  let n = 0;
+  for (const p of ctx.store.records.patients()) {
+    if (p.inviteId === null || p.approval === null || (JSON.parse(p.approval) as Partial<ApprovalRecord>).by !== "invite") continue;
+    if (consumeInvite(ctx.home, p.inviteId)) n++;
+  }
+  return n;
+}
+
+/**
  * @param home - The home.
  * @param pinned - The portal key pinned in the config.
  * @returns The portal signing key, or null when it is missing or is not the pinned one.
