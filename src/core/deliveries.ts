@@ -1,7 +1,7 @@
 // Creating deliveries: one fresh identity D per recipient, the files encrypted to D (one
 // pass over each file, fanned out to every recipient), wrap[P], wrap[U] for patients whose
-// signed approval verifies (src/core/trust.ts), and a link token. Rows are committed invisible (sent_at null) and become
-// visible once the mail carrying the link was accepted.
+// signed approval verifies (src/core/trust.ts), and a link token. Rows are committed
+// invisible (sent_at null) and become visible once the mail carrying the link was accepted.
 import {
   encryptBytes,
   encryptStream,
