@@ -19,15 +19,14 @@ import {
   requestPasswordReset,
   revokePatient,
   startReply,
-  type Context,
   type CreatedDelivery,
 } from "../src/core/index.js";
 
 import { buildPortal, type Assets } from "../src/portal/index.js";
 import { FIELD_MAX } from "../src/portal/app.js";
-import { cleanup, initHome, outbox, practiceIdentityOf, tempDir } from "./helpers/cli.js";
+import { outbox, practiceIdentityOf } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
-import { Client, PASSWORD } from "./helpers/portal.js";
+import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
 // Every scrypt run (node:crypto) with its cost, so a test can count them per request.
@@ -57,16 +56,32 @@ const GERMAN = {
 const silent = pino({ level: "silent" });
 const assets: Assets = { views: join(import.meta.dirname, "../src/portal/views"), static: join(import.meta.dirname, "../src/portal/static") };
 
-let dir: string;
-let home: string;
-let ctx: Context;
-let app: FastifyInstance;
-let httpsApp: FastifyInstance;
-let clock: Date;
 let fixtures = 0;
 let practice: string;
 /** An invite made up front (invites are signed with P, which takes a moment). */
 let grenzen: { id: string; email: string; code: string };
+const portal = usePortal({
+  beforeOpen: async (home) => {
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
+    for (const e of [L, T, R, P]) await registerThroughCore(home, e, undefined, PASSWORD);
+  },
+  config: (config) => ({ ...config, portal: { ...config.portal, maxUploadBytes: MAX_UPLOAD } }),
+  afterOpen: async (ctx) => {
+    practice = await practiceIdentityOf(ctx.home);
+    await approvePatients(ctx, [{ email: A, safetyCode: ctx.store.records.patient(A)?.safetyCode ?? "" }], practice);
+    grenzen = await createInvite(ctx, "grenzen@patient.example", practice);
+    await revokePatient(ctx, R);
+  },
+  assets,
+});
+/** The same portal under an https URL (HSTS, `__Host-` cookies). */
+let httpsApp: FastifyInstance;
+beforeAll(async () => {
+  httpsApp = await buildPortal({ ...portal.ctx, config: { ...portal.ctx.config, portalUrl: "https://portal.praxis.example" } }, silent, assets);
+});
+afterAll(async () => {
+  await httpsApp.close();
+});
 
 async function loggedIn(on: FastifyInstance, email = A): Promise<Client> {
   const c = new Client(on);
@@ -78,12 +93,12 @@ async function loggedIn(on: FastifyInstance, email = A): Promise<Client> {
 }
 
 async function deliver(to: string, level: number): Promise<CreatedDelivery> {
-  const d = await createDelivery(ctx, { recipient: to, level, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 Befund")) }] });
-  markSent(ctx, [d.id]);
+  const d = await createDelivery(portal.ctx, { recipient: to, level, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 Befund")) }] });
+  markSent(portal.ctx, [d.id]);
   return d;
 }
 const tokenOf = (d: CreatedDelivery): string => /\/d\/([\w-]{43})/.exec(d.link)![1]!;
-const fileOf = (d: CreatedDelivery): string => ctx.store.records.files(d.id).find((f) => f.kind === "attachment")!.id;
+const fileOf = (d: CreatedDelivery): string => portal.ctx.store.records.files(d.id).find((f) => f.kind === "attachment")!.id;
 const sessionHash = (id: string): string => createHash("sha256").update(id).digest("hex");
 const errorText = (body: string): string | undefined => /<p class="error"[^>]*>([^<]*)</.exec(body)?.[1];
 const median = (xs: number[]): number => {
@@ -92,9 +107,9 @@ const median = (xs: number[]): number => {
 };
 
 async function resetToken(email: string): Promise<string> {
-  const before = (await outbox(home)).length;
-  await requestPasswordReset(ctx, email);
-  const mails = await outbox(home);
+  const before = (await outbox(portal.home)).length;
+  await requestPasswordReset(portal.ctx, email);
+  const mails = await outbox(portal.home);
   expect(mails.length).toBe(before + 1);
   return /\/reset\/([\w-]{43})/.exec(mails.at(-1)?.text ?? "")![1]!;
 }
@@ -102,7 +117,7 @@ async function resetToken(email: string): Promise<string> {
 /** Everything a request could have changed: scrypt runs, audit rows, mails, blobs, sessions aside. */
 async function workDone(): Promise<{ scrypt: number; audit: number; mails: number; blobs: number }> {
   const count = async (p: string): Promise<number> => (await readdir(p, { recursive: true }).catch(() => [])).length;
-  return { scrypt: scrypts.length, audit: [...ctx.store.auditRows()].length, mails: (await outbox(home)).length, blobs: await count(join(home, "blobs")) };
+  return { scrypt: scrypts.length, audit: [...portal.ctx.store.auditRows()].length, mails: (await outbox(portal.home)).length, blobs: await count(join(portal.home, "blobs")) };
 }
 
 /** The routes fastify has, as "METHOD /path", read from printRoutes (HEAD included). */
@@ -120,32 +135,6 @@ function routesOf(on: FastifyInstance): string[] {
   }
   return out.sort();
 }
-
-beforeAll(async () => {
-  dir = await tempDir();
-  home = join(dir, "home");
-  await initHome(home, ["--recipient-type", "x25519"]);
-  await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-  for (const e of [L, T, R, P]) await registerThroughCore(home, e, undefined, PASSWORD);
-  const base = await openContext({ home }, "portal");
-  clock = new Date();
-  ctx = { ...base, now: () => clock, config: { ...base.config, portal: { ...base.config.portal, maxUploadBytes: MAX_UPLOAD } } };
-  practice = await practiceIdentityOf(home);
-  await approvePatients(ctx, [{ email: A, safetyCode: ctx.store.records.patient(A)?.safetyCode ?? "" }], practice);
-  grenzen = await createInvite(ctx, "grenzen@patient.example", practice);
-  await revokePatient(ctx, R);
-  app = await buildPortal(ctx, silent, assets);
-  httpsApp = await buildPortal({ ...ctx, config: { ...ctx.config, portalUrl: "https://portal.praxis.example" } }, silent, assets);
-});
-afterAll(async () => {
-  await app.close();
-  await httpsApp.close();
-  ctx.store.close();
-  await cleanup(dir);
-});
-beforeEach(() => {
-  clock = new Date();
-});
 
 describe("headers on every route", () => {
   /** One request per route; `auth` sends it from a logged-in session as well as anonymously. */
@@ -215,9 +204,9 @@ describe("headers on every route", () => {
 
   it("the table lists every route the app has, and every GET answers HEAD too", () => {
     // printRoutes shows the static route as "/*"; it is @fastify/static's "/static/*".
-    expect(app.hasRoute({ method: "GET", url: "/static/*" })).toBe(true);
-    expect(app.hasRoute({ method: "GET", url: "/*" })).toBe(false);
-    const have = routesOf(app).map((r) => r.replace(/^(GET|HEAD) \/\*$/, "$1 /static/*"));
+    expect(portal.app.hasRoute({ method: "GET", url: "/static/*" })).toBe(true);
+    expect(portal.app.hasRoute({ method: "GET", url: "/*" })).toBe(false);
+    const have = routesOf(portal.app).map((r) => r.replace(/^(GET|HEAD) \/\*$/, "$1 /static/*"));
     const listed = [...new Set(ROWS.map((r) => r.route))];
     expect(have.filter((r) => !r.startsWith("HEAD ")).sort()).toEqual(listed.sort());
     const gets = have.filter((r) => r.startsWith("GET ")).map((r) => r.slice(4));
@@ -226,7 +215,7 @@ describe("headers on every route", () => {
 
   for (const https of [false, true]) {
     it(`every answer, logged in or not, has no-referrer, nosniff, frame-ancestors 'none', no-store, and HSTS ${https ? "(https)" : "never (http)"}`, async () => {
-      const on = https ? httpsApp : app;
+      const on = https ? httpsApp : portal.app;
       const seen = { status: new Set<number>(), type: new Set<string>() };
       const check = (res: LightMyRequestResponse, what: string): void => {
         seen.status.add(res.statusCode);
@@ -243,14 +232,14 @@ describe("headers on every route", () => {
       };
       const fixture = async (): Promise<Fixture> => {
         fixtures++;
-        const invite = await createInvite(ctx, `eingeladen-${String(fixtures)}@patient.example`, practice);
+        const invite = await createInvite(portal.ctx, `eingeladen-${String(fixtures)}@patient.example`, practice);
         return {
           level1: await deliver(NOBODY, 1),
           level3: await deliver(A, 3),
           register: await deliver(`neu-${String(fixtures)}@patient.example`, 3),
           reset: await resetToken(P),
           invite: invite.id,
-          reply: startReply(ctx, A, null),
+          reply: startReply(portal.ctx, A, null),
         };
       };
       const user = await loggedIn(on);
@@ -302,20 +291,20 @@ describe("session ids", () => {
     {
       name: "registration with an invite",
       open: async () => {
-        const inv = await createInvite(ctx, `eingeladen-fixierung-${String(++fixtures)}@patient.example`, practice);
+        const inv = await createInvite(portal.ctx, `eingeladen-fixierung-${String(++fixtures)}@patient.example`, practice);
         return { url: `/invite/${inv.id}`, code: inv.code, email: inv.email };
       },
       submit: (c, url, code, email) => c.post(url, { email, code, password: PASSWORD, password2: PASSWORD, _csrf: c.csrf }),
       then: /^\/secupass$/,
     },
   ];
-  const sessionCount = (): number => ctx.store.records.db.prepare("SELECT count(*) FROM sessions").pluck().get() as number;
+  const sessionCount = (): number => portal.ctx.store.records.db.prepare("SELECT count(*) FROM sessions").pluck().get() as number;
 
   for (const way of WAYS) {
     it(`${way.name}: a new id is issued, and the id from before is worthless afterwards; the form page writes no session`, async () => {
       // A visitor: no session before the form is sent.
       const first = await way.open();
-      const visitor = new Client(app);
+      const visitor = new Client(portal.app);
       const rows = sessionCount();
       expect((await visitor.get(first.url)).statusCode).toBe(200);
       expect(visitor.sid).toBeUndefined();
@@ -327,7 +316,7 @@ describe("session ids", () => {
       expect((await visitor.get("/deliveries")).statusCode).toBe(200);
       // A browser that carries a session from before (another patient's, on a shared computer).
       const { url, code = "", email = "" } = await way.open();
-      const c = await loggedIn(app, T);
+      const c = await loggedIn(portal.app, T);
       const before = c.sid!;
       // (A link for another address answers 403 to T; its page still carries T's form token.)
       expect([200, 403]).toContain((await c.get(url)).statusCode);
@@ -338,8 +327,8 @@ describe("session ids", () => {
       expect(after).toMatch(/^[\w-]{43}$/);
       expect(after).not.toBe(before);
       // The old id is gone on the server, not merely replaced in this browser.
-      expect(ctx.store.records.session(sessionHash(before))).toBeUndefined();
-      const planted = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before}` } });
+      expect(portal.ctx.store.records.session(sessionHash(before))).toBeUndefined();
+      const planted = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before}` } });
       expect(planted.statusCode).toBe(303);
       expect(planted.headers.location).toBe("/login?next=%2Fdeliveries");
       expect((await c.get("/deliveries")).statusCode).toBe(200);
@@ -348,24 +337,24 @@ describe("session ids", () => {
 
   it("an id the server did not issue is never adopted: the browser is told to drop it, no row is written, and logging in leaves the planted one logged out", async () => {
     const chosen = "A".repeat(43);
-    const c = new Client(app);
+    const c = new Client(portal.app);
     c.cookies.set("praxmail", chosen);
     const rows = sessionCount();
     await c.get("/login");
     expect(c.sid).toBeUndefined();
     expect(sessionCount()).toBe(rows);
-    expect(ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
+    expect(portal.ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
     c.cookies.set("praxmail", chosen);
     expect((await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" })).statusCode).toBe(303);
     expect(c.sid).toMatch(/^[\w-]{43}$/);
     expect(c.sid).not.toBe(chosen);
-    expect(ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
-    const planted = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${chosen}` } });
+    expect(portal.ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
+    const planted = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${chosen}` } });
     expect(planted.statusCode).toBe(303);
   });
 
   it("a password reset logs nobody in: it ends the browser's session and clears the cookie", async () => {
-    const c = await loggedIn(app, P);
+    const c = await loggedIn(portal.app, P);
     const token = await resetToken(P);
     expect((await c.get(`/reset/${token}`)).statusCode).toBe(200);
     const before = c.sid!;
@@ -373,8 +362,8 @@ describe("session ids", () => {
     expect(res.statusCode).toBe(303);
     expect(res.headers.location).toBe("/login?m=reset");
     expect(String(res.headers["set-cookie"])).toMatch(/^praxmail=; Max-Age=0; Path=\/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Strict$/);
-    expect(ctx.store.records.session(sessionHash(before))).toBeUndefined();
-    const replay = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before}` } });
+    expect(portal.ctx.store.records.session(sessionHash(before))).toBeUndefined();
+    const replay = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before}` } });
     expect(replay.statusCode).toBe(303);
   });
 });
@@ -394,7 +383,7 @@ describe("login does not tell whether an address has an account", () => {
       ["NIEMAND@Patient.Example", PASSWORD, false],
     ] as const) {
       const from = scrypts.length;
-      expect((await authenticatePatient(ctx, email, password)) !== null, email).toBe(ok);
+      expect((await authenticatePatient(portal.ctx, email, password)) !== null, email).toBe(ok);
       runs.push(scrypts.slice(from));
     }
     for (const r of runs) expect(r).toEqual([{ N: 2 ** 15, r: 8, p: 1, keylen: 32, salt: 16 }]);
@@ -408,7 +397,7 @@ describe("login does not tell whether an address has an account", () => {
       ["kein Adressformat", PASSWORD],
       [R, PASSWORD],
     ] as const) {
-      const c = new Client(app);
+      const c = new Client(portal.app);
       await c.get("/login");
       const from = scrypts.length;
       const res = await c.post("/login", { email, password, _csrf: c.csrf, next: "/deliveries" });
@@ -422,11 +411,11 @@ describe("login does not tell whether an address has an account", () => {
   it("takes as long for an unknown address as for a wrong password (medians of 15 each, interleaved, within a factor of 2)", async () => {
     // Its own app. The clock moves 16 minutes before each attempt so that neither limit ever
     // answers instead of scrypt.
-    const own = await buildPortal(ctx, silent, assets);
+    const own = await buildPortal(portal.ctx, silent, assets);
     try {
       const times = { known: [] as number[], unknown: [] as number[], refused: [] as number[] };
       const attempt = async (kind: keyof typeof times): Promise<void> => {
-        clock = new Date(clock.getTime() + 16 * 60_000);
+        portal.clock = new Date(portal.clock.getTime() + 16 * 60_000);
         const c = new Client(own);
         await c.get("/login");
         const form =
@@ -466,11 +455,11 @@ describe("login does not tell whether an address has an account", () => {
 describe("attempt limits", () => {
   // The counters live in the store: each test starts with none.
   beforeEach(() => {
-    ctx.store.attempts.purge(Number.MAX_SAFE_INTEGER);
+    portal.ctx.store.attempts.purge(Number.MAX_SAFE_INTEGER);
   });
 
   it("lock an account after 5 failed logins for 15 minutes, in German, the same for an unknown address, and open again after the window", async () => {
-    const own = await buildPortal(ctx, silent, assets);
+    const own = await buildPortal(portal.ctx, silent, assets);
     try {
       const fail = async (email: string): Promise<LightMyRequestResponse> => new Client(own).login(email, "falsches Passwort");
       // Address variants count for one account.
@@ -484,9 +473,9 @@ describe("attempt limits", () => {
         expect(errorText(blocked.body)).toBe(GERMAN.tooMany);
         expect(scrypts.length).toBe(from);
       }
-      clock = new Date(clock.getTime() + 15 * 60_000 - 1);
+      portal.clock = new Date(portal.clock.getTime() + 15 * 60_000 - 1);
       expect((await new Client(own).login(L)).statusCode).toBe(429);
-      clock = new Date(clock.getTime() + 1);
+      portal.clock = new Date(portal.clock.getTime() + 1);
       expect((await new Client(own).login(L)).statusCode).toBe(303);
       expect((await new Client(own).login(NOBODY)).statusCode).toBe(401);
     } finally {
@@ -495,7 +484,7 @@ describe("attempt limits", () => {
   });
 
   it("limit 30 failed logins per IP across accounts for 15 minutes, in German; other IPs are not affected", async () => {
-    const own = await buildPortal(ctx, silent, assets);
+    const own = await buildPortal(portal.ctx, silent, assets);
     try {
       const ip = "10.9.9.9";
       const codes: number[] = [];
@@ -505,7 +494,7 @@ describe("attempt limits", () => {
       expect(blocked.statusCode).toBe(429);
       expect(errorText(blocked.body)).toBe(GERMAN.tooMany);
       expect((await new Client(own, "10.9.9.10").login(L)).statusCode).toBe(303);
-      clock = new Date(clock.getTime() + 15 * 60_000);
+      portal.clock = new Date(portal.clock.getTime() + 15 * 60_000);
       expect((await new Client(own, ip).login(L)).statusCode).toBe(303);
     } finally {
       await own.close();
@@ -514,7 +503,7 @@ describe("attempt limits", () => {
   it("150 parallel wrong passwords for one address: exactly 5 run scrypt, the other 145 get 429 in German", async () => {
     const clients = await Promise.all(
       Array.from({ length: 150 }, async () => {
-        const c = new Client(app);
+        const c = new Client(portal.app);
         await c.get("/login");
         return c;
       }),
@@ -531,7 +520,7 @@ describe("attempt limits", () => {
   it("150 parallel wrong logins from one IP to 150 addresses: exactly 30 run scrypt, the other 120 get 429", async () => {
     const clients = await Promise.all(
       Array.from({ length: 150 }, async () => {
-        const c = new Client(app, "10.8.8.8");
+        const c = new Client(portal.app, "10.8.8.8");
         await c.get("/login");
         return c;
       }),
@@ -545,10 +534,10 @@ describe("attempt limits", () => {
   });
 
   it("150 parallel wrong invite codes from one IP: exactly 10 are checked, the other 140 get 429", async () => {
-    const invite = await createInvite(ctx, "eingeladen-parallel@patient.example", practice);
+    const invite = await createInvite(portal.ctx, "eingeladen-parallel@patient.example", practice);
     const clients = await Promise.all(
       Array.from({ length: 150 }, async () => {
-        const c = new Client(app, "10.8.8.9");
+        const c = new Client(portal.app, "10.8.8.9");
         await c.get(`/invite/${invite.id}`);
         return c;
       }),
@@ -602,13 +591,13 @@ describe("attempt limits", () => {
         max: 3,
         windowMs: 60 * 60_000,
         attempt: async (on) => {
-          const before = (await outbox(home)).length;
+          const before = (await outbox(portal.home)).length;
           const c = new Client(on);
           await c.get("/reset");
           expect((await c.post("/reset", { email: P, _csrf: c.csrf })).statusCode).toBe(200);
           // The mail is sent from a queue after the answer: wait for it, up to 2 s.
           for (const until = Date.now() + 2000; Date.now() < until; await new Promise((r) => setTimeout(r, 50))) {
-            if ((await outbox(home)).length > before) return true;
+            if ((await outbox(portal.home)).length > before) return true;
           }
           return false;
         },
@@ -629,13 +618,13 @@ describe("attempt limits", () => {
     let limitInvite: string;
     beforeAll(async () => {
       registerLink = await deliver("neu-limit@patient.example", 3);
-      limitInvite = (await createInvite(ctx, "eingeladen-limit@patient.example", practice)).id;
+      limitInvite = (await createInvite(portal.ctx, "eingeladen-limit@patient.example", practice)).id;
     });
 
     /** A second portal on the same home: its own database connection, as another process has. */
     async function portalOnHome(): Promise<{ app: FastifyInstance; close: () => Promise<void> }> {
-      const base = await openContext({ home }, "portal");
-      const on = await buildPortal({ ...base, config: ctx.config, now: () => clock }, silent, assets);
+      const base = await openContext({ home: portal.home }, "portal");
+      const on = await buildPortal({ ...base, config: portal.ctx.config, now: () => portal.clock }, silent, assets);
       return {
         app: on,
         close: async () => {
@@ -650,9 +639,9 @@ describe("attempt limits", () => {
         const second = await portalOnHome();
         try {
           // Alternating between the two portals, the limit is reached after max attempts in all.
-          for (let i = 0; i < limit.max; i++) expect(await limit.attempt(i % 2 ? app : second.app, i), `attempt ${String(i + 1)}`).toBe(true);
+          for (let i = 0; i < limit.max; i++) expect(await limit.attempt(i % 2 ? portal.app : second.app, i), `attempt ${String(i + 1)}`).toBe(true);
           expect(await limit.attempt(second.app, limit.max)).toBe(false);
-          expect(await limit.attempt(app, limit.max)).toBe(false);
+          expect(await limit.attempt(portal.app, limit.max)).toBe(false);
         } finally {
           await second.close();
         }
@@ -660,7 +649,7 @@ describe("attempt limits", () => {
         const restarted = await portalOnHome();
         try {
           expect(await limit.attempt(restarted.app, limit.max)).toBe(false);
-          clock = new Date(clock.getTime() + limit.windowMs);
+          portal.clock = new Date(portal.clock.getTime() + limit.windowMs);
           expect(await limit.attempt(restarted.app, limit.max)).toBe(true);
         } finally {
           await restarted.close();
@@ -723,18 +712,18 @@ describe("every form field has a server-side limit", () => {
     { route: "POST /secupass", kind: "json", url: () => Promise.resolve("/secupass"), base: () => Promise.resolve({ recipient: "age1x" }), fields: { recipient: 2100 }, taken: { status: 400, error: "invalid-input" } },
     { route: "POST /secupass/reset", kind: "json", url: () => Promise.resolve("/secupass/reset"), base: () => Promise.resolve({ recipient: "age1x" }), fields: { recipient: 2100 }, taken: { status: 400, error: "invalid-input" } },
     { route: "POST /reply", kind: "json", url: () => Promise.resolve("/reply"), base: () => Promise.resolve({ deliveryId: "" }), fields: { deliveryId: 32 }, taken: { status: 404, error: "no-such-delivery" } },
-    { route: "POST /reply/:id/finish", kind: "json", url: () => Promise.resolve(`/reply/${startReply(ctx, A, null)}/finish`), base: () => Promise.resolve({}), fields: {} },
+    { route: "POST /reply/:id/finish", kind: "json", url: () => Promise.resolve(`/reply/${startReply(portal.ctx, A, null)}/finish`), base: () => Promise.resolve({}), fields: {} },
     // The body is the field: an age file up to portal.maxUploadBytes.
-    { route: "POST /reply/:id/parts", kind: "upload", url: () => Promise.resolve(`/reply/${startReply(ctx, A, null)}/parts?kind=message`), base: () => Promise.resolve({}), fields: { body: MAX_UPLOAD } },
+    { route: "POST /reply/:id/parts", kind: "upload", url: () => Promise.resolve(`/reply/${startReply(portal.ctx, A, null)}/parts?kind=message`), base: () => Promise.resolve({}), fields: { body: MAX_UPLOAD } },
   ];
   let user: Client | undefined;
   const clientFor = async (t: Target): Promise<Client> => {
     if (t.kind === "form") {
-      const c = new Client(app);
+      const c = new Client(portal.app);
       await c.get("/login");
       return c;
     }
-    user ??= await loggedIn(app);
+    user ??= await loggedIn(portal.app);
     return user;
   };
   const send = async (t: Target, c: Client, url: string, body: Record<string, string>, pad?: string): Promise<LightMyRequestResponse> => {
@@ -760,11 +749,11 @@ describe("every form field has a server-side limit", () => {
   };
 
   it("the table covers every POST route, and every form the portal renders with exactly its fields", async () => {
-    const posts = routesOf(app).filter((r) => r.startsWith("POST "));
+    const posts = routesOf(portal.app).filter((r) => r.startsWith("POST "));
     expect(TARGETS.map((t) => t.route).sort()).toEqual(posts);
 
-    const anon = new Client(app);
-    const user = await loggedIn(app);
+    const anon = new Client(portal.app);
+    const user = await loggedIn(portal.app);
     const pages: [Client, string][] = [
       [anon, "/"],
       [anon, "/login"],

@@ -4,10 +4,7 @@
 import { request } from "node:http";
 import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import type { FastifyInstance } from "fastify";
-import { pino } from "pino";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { openContext } from "../src/commands/shared.js";
+import { describe, expect, it } from "vitest";
 import {
   ReplyRefusedError,
   addReplyPart,
@@ -15,47 +12,50 @@ import {
   finishReply,
   revokePatient,
   startReply,
-  type Context,
 } from "../src/core/index.js";
 import { encryptBytes } from "../src/crypto/index.js";
-import { buildPortal } from "../src/portal/index.js";
-import { cleanup, initHome, outbox, practiceIdentityOf, praxmail, tempDir, walk } from "./helpers/cli.js";
+import { outbox, practiceIdentityOf, praxmail, walk } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
+import { usePortal } from "./helpers/portal.js";
 import { patchConfig } from "./helpers/relay.js";
 import { Readable } from "node:stream";
 
 const A = "anna@patient.example";
 const PASSWORD = "ein langes Passwort";
 
-let dir: string;
-let home: string;
-let ctx: Context;
-let app: FastifyInstance;
-let port: number;
-let clock: Date;
 let practice: string;
+const portal = usePortal({
+  beforeOpen: async (home) => {
+    await patchConfig(home, { portal: { maxUploadBytes: 1024 * 1024 } });
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
+    // Only approved patients may reply.
+    expect((await praxmail(["approve", A, "--yes", "--home", home])).code).toBe(0);
+    practice = await practiceIdentityOf(home);
+  },
+  listen: true,
+});
 
 async function session(email: string): Promise<{ cookie: string; csrf: string }> {
-  const page = await app.inject({ method: "GET", url: "/login" });
+  const page = await portal.app.inject({ method: "GET", url: "/login" });
   const cookie = String(page.headers["set-cookie"]).split(";")[0]!;
   const csrf = /name="_csrf" value="([^"]+)"/.exec(page.body)![1]!;
-  const res = await app.inject({
+  const res = await portal.app.inject({
     method: "POST",
     url: "/login",
     headers: { cookie, "content-type": "application/x-www-form-urlencoded" },
     payload: new URLSearchParams({ email, password: PASSWORD, _csrf: csrf, next: "/deliveries" }).toString(),
   });
   const logged = String(res.headers["set-cookie"]).split(";")[0]!;
-  const list = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: logged } });
+  const list = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: logged } });
   return { cookie: logged, csrf: /name="_csrf" value="([^"]+)"/.exec(list.body)![1]! };
 }
 
 /** Posts a form with a valid session and CSRF token (taken from the login page). */
 async function form(url: string, fields: Record<string, string>) {
-  const page = await app.inject({ method: "GET", url: "/login" });
+  const page = await portal.app.inject({ method: "GET", url: "/login" });
   const c = String(page.headers["set-cookie"]).split(";")[0]!;
   const csrf = /name="_csrf" value="([^"]+)"/.exec(page.body)![1]!;
-  return app.inject({
+  return portal.app.inject({
     method: "POST",
     url,
     headers: { cookie: c, "content-type": "application/x-www-form-urlencoded" },
@@ -63,32 +63,7 @@ async function form(url: string, fields: Record<string, string>) {
   });
 }
 
-beforeAll(async () => {
-  dir = await tempDir();
-  home = join(dir, "home");
-  await initHome(home, ["--recipient-type", "x25519"]);
-  await patchConfig(home, { portal: { maxUploadBytes: 1024 * 1024 } });
-  await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-  // Only approved patients may reply.
-  expect((await praxmail(["approve", A, "--yes", "--home", home])).code).toBe(0);
-  practice = await practiceIdentityOf(home);
-  const base = await openContext({ home }, "portal");
-  clock = new Date();
-  ctx = { ...base, now: () => clock };
-  app = await buildPortal(ctx, pino({ level: "silent" }));
-  await app.listen({ host: "127.0.0.1", port: 0 });
-  port = (app.server.address() as { port: number }).port;
-});
-afterAll(async () => {
-  await app.close();
-  ctx.store.close();
-  await cleanup(dir);
-});
-beforeEach(() => {
-  clock = new Date();
-});
-
-const resetMails = async () => (await outbox(home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen"));
+const resetMails = async () => (await outbox(portal.home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen"));
 
 /** Asks for a reset link for A and waits until the queue has mailed it. */
 const resetLink = async (): Promise<string> => {
@@ -102,24 +77,24 @@ const resetLink = async (): Promise<string> => {
 
 describe("password reset links", () => {
   it("answer the same for an unknown address, and send nothing", async () => {
-    const before = (await outbox(home)).length;
+    const before = (await outbox(portal.home)).length;
     const res = await form("/reset", { email: "niemand@patient.example" });
     expect(res.statusCode).toBe(200);
     expect(res.body).toContain("Wenn es für diese Adresse ein Konto gibt, haben wir eine E-Mail mit einem Link geschickt.");
     // The queue works in order: once a known patient's mail (asked for next) is out, the
     // unknown address was handled.
-    await registerThroughCore(home, "bekannt@patient.example", undefined, PASSWORD);
-    const registered = (await outbox(home)).length;
+    await registerThroughCore(portal.home, "bekannt@patient.example", undefined, PASSWORD);
+    const registered = (await outbox(portal.home)).length;
     expect(registered).toBe(before + 1);
     await form("/reset", { email: "bekannt@patient.example" });
     await expect.poll(async () => (await resetMails()).filter((m) => JSON.stringify(m.to).includes("bekannt@patient.example")).length, { timeout: 10_000, interval: 50 }).toBe(1);
-    expect((await outbox(home)).length).toBe(registered + 1);
+    expect((await outbox(portal.home)).length).toBe(registered + 1);
   });
 
   it("expire after 30 minutes with 410", async () => {
     const link = await resetLink();
-    clock = new Date(clock.getTime() + 31 * 60_000);
-    const get = await app.inject({ method: "GET", url: link });
+    portal.clock = new Date(portal.clock.getTime() + 31 * 60_000);
+    const get = await portal.app.inject({ method: "GET", url: link });
     expect(get.statusCode).toBe(410);
     expect(get.body).toContain("Dieser Link ist abgelaufen oder wurde schon benutzt.");
     const post = await form(link, { password: "noch ein Passwort", password2: "noch ein Passwort" });
@@ -128,12 +103,12 @@ describe("password reset links", () => {
 
   it("work once: a reused link answers 410; the new password ends every session", async () => {
     const before = await session(A);
-    expect((await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: before.cookie } })).statusCode).toBe(200);
+    expect((await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: before.cookie } })).statusCode).toBe(200);
     const link = await resetLink();
     const first = await form(link, { password: "zweites Passwort!", password2: "zweites Passwort!" });
     expect(first.statusCode).toBe(303);
     expect(first.headers.location).toBe("/login?m=reset");
-    const ended = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: before.cookie } });
+    const ended = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: before.cookie } });
     expect(ended.statusCode).toBe(303);
     expect(ended.headers.location).toMatch(/^\/login\?next=/);
     const again = await form(link, { password: "drittes Passwort!", password2: "drittes Passwort!" });
@@ -147,7 +122,7 @@ describe("password reset links", () => {
 
 describe("invites", () => {
   it("refuse another address and a wrong code with one answer, and count both", async () => {
-    const inv = await createInvite(ctx, "neu@patient.example", practice);
+    const inv = await createInvite(portal.ctx, "neu@patient.example", practice);
     const url = `/invite/${inv.id}`;
     const other = await form(url, { email: "jemand@patient.example", code: inv.code, password: PASSWORD, password2: PASSWORD });
     expect(other.statusCode).toBe(400);
@@ -155,11 +130,11 @@ describe("invites", () => {
     const wrong = await form(url, { email: "neu@patient.example", code: "AAAA-BBBB-CCCC", password: PASSWORD, password2: PASSWORD });
     expect(wrong.statusCode).toBe(400);
     expect(wrong.body).toContain("E-Mail-Adresse oder Einladungscode stimmt nicht.");
-    expect(ctx.store.records.patient("neu@patient.example")).toBeUndefined();
+    expect(portal.ctx.store.records.patient("neu@patient.example")).toBeUndefined();
   });
 
   it("work once: a reused invite answers 410", async () => {
-    const inv = await createInvite(ctx, "einmal@patient.example", practice);
+    const inv = await createInvite(portal.ctx, "einmal@patient.example", practice);
     const url = `/invite/${inv.id}`;
     const first = await form(url, { email: "einmal@patient.example", code: inv.code, password: PASSWORD, password2: PASSWORD });
     expect(first.statusCode).toBe(303);
@@ -170,23 +145,23 @@ describe("invites", () => {
   });
 
   it("expire after 14 days, and can be revoked", async () => {
-    const inv = await createInvite(ctx, "spaet@patient.example", practice);
-    clock = new Date(clock.getTime() + 15 * 86_400_000);
-    expect((await app.inject({ method: "GET", url: `/invite/${inv.id}` })).statusCode).toBe(410);
-    clock = new Date();
-    const r = await praxmail(["invite", "--revoke", inv.id, "--home", home]);
+    const inv = await createInvite(portal.ctx, "spaet@patient.example", practice);
+    portal.clock = new Date(portal.clock.getTime() + 15 * 86_400_000);
+    expect((await portal.app.inject({ method: "GET", url: `/invite/${inv.id}` })).statusCode).toBe(410);
+    portal.clock = new Date();
+    const r = await praxmail(["invite", "--revoke", inv.id, "--home", portal.home]);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`revoked ${inv.id} (spaet@patient.example)\n`);
-    expect((await app.inject({ method: "GET", url: `/invite/${inv.id}` })).statusCode).toBe(410);
-    const again = await praxmail(["invite", "--revoke", inv.id, "--home", home]);
+    expect((await portal.app.inject({ method: "GET", url: `/invite/${inv.id}` })).statusCode).toBe(410);
+    const again = await praxmail(["invite", "--revoke", inv.id, "--home", portal.home]);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain(`praxmail: error: invite ${inv.id} is revoked\n`);
-    const list = JSON.parse((await praxmail(["invite", "--list", "--json", "--home", home])).stdout) as { id: string; status: string }[];
+    const list = JSON.parse((await praxmail(["invite", "--list", "--json", "--home", portal.home])).stdout) as { id: string; status: string }[];
     expect(list.find((i) => i.id === inv.id)?.status).toBe("revoked");
   });
 
   it("are refused for an address that has an account", async () => {
-    const r = await praxmail(["invite", A, "--home", home]);
+    const r = await praxmail(["invite", A, "--home", portal.home]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`praxmail: error: ${A} has an account already\npraxmail: hint: for a waiting patient, compare the safety code and run praxmail approve\n`);
   });
@@ -195,7 +170,7 @@ describe("invites", () => {
 /** Posts an upload over real HTTP, chunked (no Content-Length), so the limit bites while streaming. */
 function upload(path: string, cookie: string, csrf: string, chunks: Buffer[]): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port, path, method: "POST", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/octet-stream", "transfer-encoding": "chunked" } }, (res) => {
+    const req = request({ host: "127.0.0.1", port: portal.port, path, method: "POST", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/octet-stream", "transfer-encoding": "chunked" } }, (res) => {
       let body = "";
       res.setEncoding("utf8").on("data", (d: string) => (body += d));
       res.on("end", () => {
@@ -210,24 +185,24 @@ function upload(path: string, cookie: string, csrf: string, chunks: Buffer[]): P
 describe("replies", () => {
   it("refuse an upload over the limit while it streams, and one that is not an age file", async () => {
     const { cookie, csrf } = await session(A);
-    const start = await app.inject({ method: "POST", url: "/reply", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, payload: "{}" });
+    const start = await portal.app.inject({ method: "POST", url: "/reply", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, payload: "{}" });
     const { id } = JSON.parse(start.body) as { id: string };
-    const blobsBefore = (await walk(join(home, "blobs")).catch(() => [])).length;
+    const blobsBefore = (await walk(join(portal.home, "blobs")).catch(() => [])).length;
     const big = await upload(`/reply/${id}/parts?kind=message`, cookie, csrf, [Buffer.from("age-encryption.org/v1\n"), ...Array.from({ length: 40 }, () => Buffer.alloc(64 * 1024))]);
     expect(big.status).toBe(413);
     expect(JSON.parse(big.body)).toEqual({ error: "too-large", message: "upload is larger than 1048576 bytes" });
-    const declared = await app.inject({ method: "POST", url: `/reply/${id}/parts?kind=message`, headers: { cookie, "x-csrf-token": csrf, "content-type": "application/octet-stream", "content-length": String(5 * 1024 * 1024) }, payload: Buffer.alloc(10) });
+    const declared = await portal.app.inject({ method: "POST", url: `/reply/${id}/parts?kind=message`, headers: { cookie, "x-csrf-token": csrf, "content-type": "application/octet-stream", "content-length": String(5 * 1024 * 1024) }, payload: Buffer.alloc(10) });
     expect(declared.statusCode).toBe(413);
     const plain = await upload(`/reply/${id}/parts?kind=message`, cookie, csrf, [Buffer.from("Mein Befund im Klartext, nicht verschlüsselt")]);
     expect(plain.status).toBe(400);
     expect(JSON.parse(plain.body)).toEqual({ error: "invalid-input", message: "upload is not an age file" });
-    expect((await walk(join(home, "blobs")).catch(() => [])).filter((f) => f.endsWith(".age")).length).toBe(blobsBefore);
+    expect((await walk(join(portal.home, "blobs")).catch(() => [])).filter((f) => f.endsWith(".age")).length).toBe(blobsBefore);
   });
 
   it("come only from approved patients: pending accounts get 403 and the reason in German, a revoked one has no session left, and core refuses all three", async () => {
-    await registerThroughCore(home, "ohne-key@patient.example", undefined, PASSWORD);
-    await registerThroughCore(home, "wartet@patient.example", "Secu-Pass wartet", PASSWORD);
-    await registerThroughCore(home, "gesperrt@patient.example", "Secu-Pass gesperrt", PASSWORD);
+    await registerThroughCore(portal.home, "ohne-key@patient.example", undefined, PASSWORD);
+    await registerThroughCore(portal.home, "wartet@patient.example", "Secu-Pass wartet", PASSWORD);
+    await registerThroughCore(portal.home, "gesperrt@patient.example", "Secu-Pass gesperrt", PASSWORD);
     const cases = [
       { email: "ohne-key@patient.example", status: "pending-secupass", text: "Sie können erst antworten, wenn Sie Ihren Secu-Pass-Key festgelegt haben und Ihre Praxis Ihren Zugang freigegeben hat." },
       { email: "wartet@patient.example", status: "pending-approval", text: "Sie können erst antworten, wenn Ihre Praxis Ihren Zugang freigegeben hat. Dazu vergleicht sie Ihren Sicherheitscode." },
@@ -235,14 +210,14 @@ describe("replies", () => {
     ] as const;
     const sessions = new Map<string, { cookie: string; csrf: string }>();
     for (const c of cases) sessions.set(c.email, await session(c.email));
-    await revokePatient(ctx, "gesperrt@patient.example");
-    const repliesBefore = ctx.store.accounts.replies().length;
+    await revokePatient(portal.ctx, "gesperrt@patient.example");
+    const repliesBefore = portal.ctx.store.accounts.replies().length;
     for (const c of cases) {
-      expect(ctx.store.records.patient(c.email)?.status).toBe(c.status);
-      expect(() => startReply(ctx, c.email, null)).toThrow(ReplyRefusedError);
-      expect(() => startReply(ctx, c.email, null)).toThrow(`patient ${c.email} is ${c.status}: only approved patients may send replies`);
+      expect(portal.ctx.store.records.patient(c.email)?.status).toBe(c.status);
+      expect(() => startReply(portal.ctx, c.email, null)).toThrow(ReplyRefusedError);
+      expect(() => startReply(portal.ctx, c.email, null)).toThrow(`patient ${c.email} is ${c.status}: only approved patients may send replies`);
       const s = sessions.get(c.email)!;
-      const res = await app.inject({ method: "POST", url: "/reply", headers: { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/json" }, payload: "{}" });
+      const res = await portal.app.inject({ method: "POST", url: "/reply", headers: { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/json" }, payload: "{}" });
       if (c.status === "revoked") {
         // The revocation ended every session of the patient.
         expect(res.statusCode).toBe(401);
@@ -251,74 +226,74 @@ describe("replies", () => {
       }
       expect(res.statusCode).toBe(403);
       expect(JSON.parse(res.body)).toEqual({ error: "wrong-state", status: c.status, message: c.text });
-      const page = await app.inject({ method: "GET", url: "/reply", headers: { cookie: s.cookie } });
+      const page = await portal.app.inject({ method: "GET", url: "/reply", headers: { cookie: s.cookie } });
       expect(page.statusCode).toBe(403);
       expect(page.body).toContain(`<p>${c.text}</p>`);
       expect(page.body).not.toContain('id="reply-form"');
     }
-    expect(ctx.store.accounts.replies().length).toBe(repliesBefore);
+    expect(portal.ctx.store.accounts.replies().length).toBe(repliesBefore);
     // An approved patient still can.
     const { cookie, csrf } = await session(A);
-    const ok = await app.inject({ method: "POST", url: "/reply", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, payload: "{}" });
+    const ok = await portal.app.inject({ method: "POST", url: "/reply", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, payload: "{}" });
     expect(ok.statusCode).toBe(200);
-    expect((await app.inject({ method: "GET", url: "/reply", headers: { cookie } })).body).toContain('id="reply-form"');
+    expect((await portal.app.inject({ method: "GET", url: "/reply", headers: { cookie } })).body).toContain('id="reply-form"');
   });
 
   it("started before a revocation cannot be finished after it; `praxmail inbox` shows each sender's account status", async () => {
     const B = "widerruf@patient.example";
-    await registerThroughCore(home, B, "Secu-Pass Widerruf", PASSWORD);
-    expect((await praxmail(["approve", B, "--yes", "--home", home])).code).toBe(0);
+    await registerThroughCore(portal.home, B, "Secu-Pass Widerruf", PASSWORD);
+    expect((await praxmail(["approve", B, "--yes", "--home", portal.home])).code).toBe(0);
     const s = await session(B);
-    const message = Buffer.from(await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: [] }), [ctx.config.practiceRecipient]));
-    const sent = startReply(ctx, B, null);
-    await addReplyPart(ctx, B, sent, "message", Readable.from([message]));
-    await finishReply(ctx, B, sent);
-    const open = startReply(ctx, B, null);
-    await revokePatient(ctx, B);
+    const message = Buffer.from(await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: [] }), [portal.ctx.config.practiceRecipient]));
+    const sent = startReply(portal.ctx, B, null);
+    await addReplyPart(portal.ctx, B, sent, "message", Readable.from([message]));
+    await finishReply(portal.ctx, B, sent);
+    const open = startReply(portal.ctx, B, null);
+    await revokePatient(portal.ctx, B);
     // The revocation ended the session and deleted the unfinished reply; core refuses the rest.
     const headers = { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/octet-stream" };
-    const part = await app.inject({ method: "POST", url: `/reply/${open}/parts?kind=message`, headers, payload: message });
+    const part = await portal.app.inject({ method: "POST", url: `/reply/${open}/parts?kind=message`, headers, payload: message });
     expect(part.statusCode).toBe(401);
-    expect(ctx.store.accounts.reply(open)).toBeUndefined();
-    await expect(addReplyPart(ctx, B, open, "message", Readable.from([message]))).rejects.toThrow("no such reply");
-    await expect(finishReply(ctx, B, open)).rejects.toThrow("no such reply");
-    expect(() => startReply(ctx, B, null)).toThrow(expect.objectContaining({ name: "ReplyRefusedError", status: "revoked" }));
+    expect(portal.ctx.store.accounts.reply(open)).toBeUndefined();
+    await expect(addReplyPart(portal.ctx, B, open, "message", Readable.from([message]))).rejects.toThrow("no such reply");
+    await expect(finishReply(portal.ctx, B, open)).rejects.toThrow("no such reply");
+    expect(() => startReply(portal.ctx, B, null)).toThrow(expect.objectContaining({ name: "ReplyRefusedError", status: "revoked" }));
 
-    const json = await praxmail(["inbox", "--json", "--home", home]);
+    const json = await praxmail(["inbox", "--json", "--home", portal.home]);
     expect(json.code).toBe(0);
     const rows = JSON.parse(json.stdout) as { id: string; from: string; accountStatus: string; status: string }[];
     expect(rows.find((r) => r.id === sent)).toMatchObject({ from: B, accountStatus: "revoked", status: "new" });
     expect(rows.filter((r) => r.from === A).map((r) => r.accountStatus)).not.toContain("revoked");
-    const table = await praxmail(["inbox", "--home", home]);
+    const table = await praxmail(["inbox", "--home", portal.home]);
     expect(table.stdout.split("\n")[0]).toMatch(/^ID\s+FROM\s+ACCOUNT\s+STATUS\s+RECEIVED\s+FILES\s+SIZE$/);
     expect(table.stdout).toMatch(new RegExp(`^${sent}\\s+${B}\\s+revoked\\s+new\\s`, "m"));
   });
 
   it("`praxmail receive` refuses a file name with ../ and writes nothing", async () => {
-    const id = startReply(ctx, A, null);
-    const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: ["../entkommen.txt"] }), [ctx.config.practiceRecipient]);
-    await addReplyPart(ctx, A, id, "message", Readable.from([Buffer.from(message)]));
-    await addReplyPart(ctx, A, id, "file", Readable.from([Buffer.from(await encryptBytes("Inhalt", [ctx.config.practiceRecipient]))]));
-    await finishReply(ctx, A, id);
-    const out = join(dir, "out");
-    const r = await praxmail(["receive", id, "--out", out, "--home", home]);
+    const id = startReply(portal.ctx, A, null);
+    const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: ["../entkommen.txt"] }), [portal.ctx.config.practiceRecipient]);
+    await addReplyPart(portal.ctx, A, id, "message", Readable.from([Buffer.from(message)]));
+    await addReplyPart(portal.ctx, A, id, "file", Readable.from([Buffer.from(await encryptBytes("Inhalt", [portal.ctx.config.practiceRecipient]))]));
+    await finishReply(portal.ctx, A, id);
+    const out = join(portal.dir, "out");
+    const r = await praxmail(["receive", id, "--out", out, "--home", portal.home]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe('praxmail: error: refusing the file name "../entkommen.txt": it would leave the folder or is not a plain name\n');
     expect(await readdir(out).catch(() => [])).toEqual([]);
-    expect(await readdir(dir)).not.toContain("entkommen.txt");
+    expect(await readdir(portal.dir)).not.toContain("entkommen.txt");
   });
 
   it("`praxmail receive` writes the patient's file names cleaned (bidi, forbidden characters, device names) and numbered where they collide", async () => {
     const names = ["Befund\u202Efdp.exe", "CON", "message.txt", "a?.pdf", "a*.pdf"];
-    const id = startReply(ctx, A, null);
-    const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: names }), [ctx.config.practiceRecipient]);
-    await addReplyPart(ctx, A, id, "message", Readable.from([Buffer.from(message)]));
+    const id = startReply(portal.ctx, A, null);
+    const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: names }), [portal.ctx.config.practiceRecipient]);
+    await addReplyPart(portal.ctx, A, id, "message", Readable.from([Buffer.from(message)]));
     for (const [i] of names.entries()) {
-      await addReplyPart(ctx, A, id, "file", Readable.from([Buffer.from(await encryptBytes(`Inhalt ${i}`, [ctx.config.practiceRecipient]))]));
+      await addReplyPart(portal.ctx, A, id, "file", Readable.from([Buffer.from(await encryptBytes(`Inhalt ${i}`, [portal.ctx.config.practiceRecipient]))]));
     }
-    await finishReply(ctx, A, id);
-    const out = join(dir, "out");
-    const r = await praxmail(["receive", id, "--out", out, "--home", home]);
+    await finishReply(portal.ctx, A, id);
+    const out = join(portal.dir, "out");
+    const r = await praxmail(["receive", id, "--out", out, "--home", portal.home]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     const written = ["message.txt", "Befundfdp.exe", "_CON", "message (2).txt", "a_.pdf", "a_ (2).pdf"];
@@ -329,7 +304,7 @@ describe("replies", () => {
   });
 
   it("`praxmail receive` of an unknown reply: exit 1 with a hint", async () => {
-    const r = await praxmail(["receive", "r_unbekannt", "--out", join(dir, "x"), "--home", home]);
+    const r = await praxmail(["receive", "r_unbekannt", "--out", join(portal.dir, "x"), "--home", portal.home]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe('praxmail: error: no such reply "r_unbekannt"\npraxmail: hint: run praxmail inbox\n');
   });

@@ -6,12 +6,13 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import type { FastifyInstance } from "fastify";
 import { pino } from "pino";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import { createDelivery, markSent, revokeDelivery, type Context, type CreatedDelivery } from "../src/core/index.js";
 import { buildPortal } from "../src/portal/index.js";
-import { cleanup, initHome, outbox, tempDir } from "./helpers/cli.js";
+import { initHome, outbox } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
+import { usePortal } from "./helpers/portal.js";
 import { patchConfig } from "./helpers/relay.js";
 import { streamOf } from "./helpers/streams.js";
 
@@ -19,11 +20,12 @@ const A = "anna@patient.example";
 const B = "ben@patient.example";
 const PASSWORD = "ein langes Passwort";
 
-let dir: string;
-let home: string;
-let ctx: Context;
-let app: FastifyInstance;
-let clock: Date;
+const portal = usePortal({
+  beforeOpen: async (home) => {
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
+    await registerThroughCore(home, B, "Bens Secu-Pass-Key", PASSWORD);
+  },
+});
 
 /** A browser-like client: keeps cookies, reads the CSRF token from the last page. */
 class Client {
@@ -74,37 +76,17 @@ class Client {
 }
 
 async function deliver(to: string, level: number, name = "befund.pdf", data = "%PDF-1.4 Befund"): Promise<CreatedDelivery> {
-  const d = await createDelivery(ctx, { recipient: to, level, files: [{ name, open: () => streamOf(Buffer.from(data)) }] });
-  markSent(ctx, [d.id]);
+  const d = await createDelivery(portal.ctx, { recipient: to, level, files: [{ name, open: () => streamOf(Buffer.from(data)) }] });
+  markSent(portal.ctx, [d.id]);
   return d;
 }
 const tokenOf = (d: CreatedDelivery): string => /\/d\/([\w-]{43})/.exec(d.link)![1]!;
-
-beforeAll(async () => {
-  dir = await tempDir();
-  home = join(dir, "home");
-  await initHome(home, ["--recipient-type", "x25519"]);
-  await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-  await registerThroughCore(home, B, "Bens Secu-Pass-Key", PASSWORD);
-  const base = await openContext({ home }, "portal");
-  clock = new Date();
-  ctx = { ...base, now: () => clock };
-  app = await buildPortal(ctx, pino({ level: "silent" }));
-});
-afterAll(async () => {
-  await app.close();
-  ctx.store.close();
-  await cleanup(dir);
-});
-beforeEach(() => {
-  clock = new Date();
-});
 
 // nosniff, no-referrer, frame-ancestors, no-store and HSTS on every route: portal.hardening.test.ts.
 describe("headers", () => {
   it("sends CSP without unsafe-inline; pages have no inline script", async () => {
     for (const url of ["/", "/login", "/d/" + tokenOf(await deliver(A, 3))]) {
-      const res = await new Client(app).get(url);
+      const res = await new Client(portal.app).get(url);
       const csp = String(res.headers["content-security-policy"]);
       expect(csp).toContain("default-src 'self'");
       expect(csp).toContain("frame-ancestors 'none'");
@@ -117,13 +99,13 @@ describe("headers", () => {
   });
 
   it("session cookies are HttpOnly and SameSite=Strict, and Secure with __Host- when the portal is https; so is the CSRF cookie of forms before login", async () => {
-    const c = new Client(app);
+    const c = new Client(portal.app);
     const page = await c.get("/login");
     expect(String(page.headers["set-cookie"])).toMatch(/^praxmail-csrf=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
     const login = await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" });
     expect(String(login.headers["set-cookie"])).toMatch(/^praxmail=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
 
-    const httpsHome = join(dir, "https");
+    const httpsHome = join(portal.dir, "https");
     await initHome(httpsHome, ["--recipient-type", "x25519", "--portal-url", "https://portal.praxis.example"]);
     await registerThroughCore(httpsHome, A, undefined, PASSWORD);
     const c2 = await openContext({ home: httpsHome }, "portal");
@@ -143,7 +125,7 @@ describe("headers", () => {
 
 describe("CSRF", () => {
   it("refuses every form posted without its token", async () => {
-    const c = new Client(app);
+    const c = new Client(portal.app);
     await c.get("/login");
     for (const [url, form] of [
       ["/login", { email: A, password: PASSWORD }],
@@ -166,37 +148,37 @@ describe("CSRF", () => {
 
 describe("sessions", () => {
   it("end after 15 idle minutes with a German explanation, and on logout on the server", async () => {
-    const c = new Client(app, "de");
+    const c = new Client(portal.app, "de");
     expect((await c.login(A)).statusCode).toBe(303);
     expect((await c.get("/deliveries")).statusCode).toBe(200);
-    clock = new Date(clock.getTime() + 16 * 60_000);
+    portal.clock = new Date(portal.clock.getTime() + 16 * 60_000);
     const idle = await c.get("/deliveries");
     expect(idle.statusCode).toBe(303);
     const page = await c.get(String(idle.headers.location));
     expect(page.body).toContain("Sie wurden nach längerer Inaktivität abgemeldet.");
 
-    clock = new Date();
+    portal.clock = new Date();
     await c.login(A);
     const cookie = c.cookies.get("praxmail");
     await c.get("/deliveries");
     expect((await c.post("/logout", { _csrf: c.csrf })).headers.location).toBe("/login?m=out");
-    const replay = await app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${cookie ?? ""}` } });
+    const replay = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${cookie ?? ""}` } });
     expect(replay.statusCode).toBe(303);
   });
 
   it("stay alive with activity, writing last_seen at most once a minute", async () => {
-    const c = new Client(app);
+    const c = new Client(portal.app);
     await c.login(A);
-    const lastSeen = (): string | undefined => ctx.store.records.session(createHash("sha256").update(c.cookies.get("praxmail") ?? "").digest("hex"))?.lastSeen;
+    const lastSeen = (): string | undefined => portal.ctx.store.records.session(createHash("sha256").update(c.cookies.get("praxmail") ?? "").digest("hex"))?.lastSeen;
     const start = lastSeen();
-    clock = new Date(clock.getTime() + 30_000);
+    portal.clock = new Date(portal.clock.getTime() + 30_000);
     expect((await c.get("/deliveries")).statusCode).toBe(200);
     expect(lastSeen()).toBe(start);
     // Every 10 minutes for an hour: each request is recorded, so the session never idles out.
     for (let i = 0; i < 6; i++) {
-      clock = new Date(clock.getTime() + 10 * 60_000);
+      portal.clock = new Date(portal.clock.getTime() + 10 * 60_000);
       expect((await c.get("/deliveries")).statusCode).toBe(200);
-      expect(lastSeen()).toBe(clock.toISOString());
+      expect(lastSeen()).toBe(portal.clock.toISOString());
     }
   });
 });
@@ -204,14 +186,14 @@ describe("sessions", () => {
 describe("deliveries", () => {
   it("a revoked delivery answers 410 with a German explanation, and so does an expired one", async () => {
     const revoked = await deliver(A, 3);
-    await revokeDelivery(ctx, revoked.id);
-    const r = await new Client(app).get(`/d/${tokenOf(revoked)}`);
+    await revokeDelivery(portal.ctx, revoked.id);
+    const r = await new Client(portal.app).get(`/d/${tokenOf(revoked)}`);
     expect(r.statusCode).toBe(410);
     expect(r.body).toContain("Ihre Praxis hat diese Nachricht zurückgezogen.");
 
     const old = await deliver(A, 3);
-    clock = new Date(clock.getTime() + 31 * 86_400_000);
-    const e = await new Client(app).get(`/d/${tokenOf(old)}`);
+    portal.clock = new Date(portal.clock.getTime() + 31 * 86_400_000);
+    const e = await new Client(portal.app).get(`/d/${tokenOf(old)}`);
     expect(e.statusCode).toBe(410);
     expect(e.body).toContain("Die Abrufzeit für diese Nachricht ist abgelaufen");
   });
@@ -219,16 +201,16 @@ describe("deliveries", () => {
   it("serves a file or wrap only to its own patient's session", async () => {
     const own = await deliver(A, 3, "anna.pdf", "%PDF Anna");
     const other = await deliver(B, 3, "ben.pdf", "%PDF Ben");
-    const ownFile = ctx.store.records.files(own.id)[0]!;
-    const otherFile = ctx.store.records.files(other.id)[0]!;
-    const c = new Client(app);
+    const ownFile = portal.ctx.store.records.files(own.id)[0]!;
+    const otherFile = portal.ctx.store.records.files(other.id)[0]!;
+    const c = new Client(portal.app);
     // Not logged in: to the login page.
     expect((await c.get(`/deliveries/${own.id}/files/${ownFile.id}`)).statusCode).toBe(303);
     await c.login(A);
     const mine = await c.get(`/deliveries/${own.id}/files/${ownFile.id}`);
     expect(mine.statusCode).toBe(200);
     expect(mine.headers["content-type"]).toBe("application/octet-stream");
-    const blob = await readFile(join(home, ownFile.blob!));
+    const blob = await readFile(join(portal.home, ownFile.blob!));
     expect(Number(mine.headers["content-length"])).toBe(blob.length);
     expect(mine.rawPayload.equals(blob)).toBe(true);
     for (const url of [`/deliveries/${other.id}`, `/deliveries/${other.id}/files/${otherFile.id}`, `/deliveries/${other.id}/wrap`, `/deliveries/${own.id}/files/${otherFile.id}`]) {
@@ -237,7 +219,7 @@ describe("deliveries", () => {
       expect(res.body).toContain("<h1>Seite nicht gefunden</h1>");
     }
     // The level-1 token route does not open a level-3 delivery.
-    expect((await new Client(app).get(`/d/${tokenOf(other)}/files/${otherFile.id}`)).statusCode).toBe(404);
+    expect((await new Client(portal.app).get(`/d/${tokenOf(other)}/files/${otherFile.id}`)).statusCode).toBe(404);
     // Another patient's link while logged in as A.
     const wrongAccount = await c.get(`/d/${tokenOf(other)}`);
     expect(wrongAccount.statusCode).toBe(403);
@@ -248,13 +230,13 @@ describe("deliveries", () => {
     // Intake turns < > " into _ (test/core.filenames.test.ts), but a name stored by an earlier
     // version may still hold them: the page escapes whatever the row says.
     const d = await deliver(A, 1);
-    const db = new Database(join(home, "praxmail.db"));
+    const db = new Database(join(portal.home, "praxmail.db"));
     try {
       db.prepare("UPDATE files SET name = ? WHERE delivery_id = ?").run(`<img src=x onerror=alert(1)>&"'.pdf`, d.id);
     } finally {
       db.close();
     }
-    const res = await new Client(app).get(`/d/${tokenOf(d)}`);
+    const res = await new Client(portal.app).get(`/d/${tokenOf(d)}`);
     expect(res.statusCode).toBe(200);
     expect(res.body).not.toContain("<img src=x");
     expect(res.body).toContain("&lt;img src=x onerror=alert(1)&gt;&amp;&quot;&#39;.pdf");
@@ -263,18 +245,18 @@ describe("deliveries", () => {
   });
 
   it("opens level 1 with the link alone, sends level 2 to the login, and records the first download", async () => {
-    await patchConfig(home, { notifyOnDownload: true });
-    const notifyCtx: Context = { ...ctx, config: { ...ctx.config, notifyOnDownload: true } };
+    await patchConfig(portal.home, { notifyOnDownload: true });
+    const notifyCtx: Context = { ...portal.ctx, config: { ...portal.ctx.config, notifyOnDownload: true } };
     const app2 = await buildPortal(notifyCtx, pino({ level: "silent" }));
     try {
       const one = await deliver("kein-konto@patient.example", 1);
-      const file = ctx.store.records.files(one.id)[0]!;
+      const file = portal.ctx.store.records.files(one.id)[0]!;
       const page = await app2.inject({ method: "GET", url: `/d/${tokenOf(one)}` });
       expect(page.statusCode).toBe(200);
       expect(page.body).toContain("<h1>Nachricht von Praxis Dr. Weber</h1>");
       expect((await app2.inject({ method: "GET", url: `/d/${tokenOf(one)}/files/${file.id}` })).statusCode).toBe(200);
-      expect(ctx.store.records.delivery(one.id)).toMatchObject({ status: "downloaded" });
-      const mails = await outbox(home);
+      expect(portal.ctx.store.records.delivery(one.id)).toMatchObject({ status: "downloaded" });
+      const mails = await outbox(portal.home);
       expect(mails.some((m) => m.subject === `Abgerufen: ${one.id}`)).toBe(true);
 
       const two = await deliver(A, 2);
@@ -287,9 +269,9 @@ describe("deliveries", () => {
   });
 
   it("answers in English by Accept-Language and by the switch", async () => {
-    const en = new Client(app, "en-GB,en;q=0.8");
+    const en = new Client(portal.app, "en-GB,en;q=0.8");
     expect((await en.get("/")).body).toContain("<h1>Secure messages</h1>");
-    const c = new Client(app, "de-DE");
+    const c = new Client(portal.app, "de-DE");
     expect((await c.get("/")).body).toContain("<h1>Sichere Nachrichten</h1>");
     expect((await c.get("/lang/en?back=/login")).headers.location).toBe("/login");
     expect((await c.get("/login")).body).toContain("<h1>Log in</h1>");

@@ -5,65 +5,40 @@
 // and store; the static paths over real HTTP, so that no client normalises them first.
 import { createHash } from "node:crypto";
 import { request } from "node:http";
-import { join } from "node:path";
-import type { FastifyInstance, LightMyRequestResponse } from "fastify";
-import { pino } from "pino";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { openContext } from "../src/commands/shared.js";
-import { collectGarbage, createDelivery, createInvite, markSent, type Context } from "../src/core/index.js";
-import { buildPortal } from "../src/portal/index.js";
-import { cleanup, initHome, practiceIdentityOf, tempDir } from "./helpers/cli.js";
+import type { LightMyRequestResponse } from "fastify";
+import { describe, expect, it } from "vitest";
+import { collectGarbage, createDelivery, createInvite, markSent } from "../src/core/index.js";
+import { practiceIdentityOf } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
-import { Client, PASSWORD } from "./helpers/portal.js";
+import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
 const A = "anna@patient.example";
 const B = "ben@patient.example";
 
-let dir: string;
-let home: string;
-let ctx: Context;
-let app: FastifyInstance;
-let port: number;
-let clock: Date;
+const portal = usePortal({
+  beforeOpen: async (home) => {
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
+    await registerThroughCore(home, B, "Bens Secu-Pass-Key", PASSWORD);
+  },
+  listen: true,
+});
 
 /** The session rows, as (hash, email) pairs in a fixed order. */
-const sessionRows = (): unknown[] => ctx.store.records.db.prepare("SELECT id_hash, email FROM sessions ORDER BY id_hash").all();
+const sessionRows = (): unknown[] => portal.ctx.store.records.db.prepare("SELECT id_hash, email FROM sessions ORDER BY id_hash").all();
 
 async function loggedIn(email: string): Promise<Client> {
-  const c = new Client(app);
+  const c = new Client(portal.app);
   expect((await c.login(email, PASSWORD)).statusCode).toBe(303);
   expect((await c.get("/deliveries")).statusCode).toBe(200);
   return c;
 }
 
-beforeAll(async () => {
-  dir = await tempDir();
-  home = join(dir, "home");
-  await initHome(home, ["--recipient-type", "x25519"]);
-  await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-  await registerThroughCore(home, B, "Bens Secu-Pass-Key", PASSWORD);
-  const base = await openContext({ home }, "portal");
-  clock = new Date();
-  ctx = { ...base, now: () => clock };
-  app = await buildPortal(ctx, pino({ level: "silent" }));
-  await app.listen({ host: "127.0.0.1", port: 0 });
-  port = (app.server.address() as { port: number }).port;
-});
-afterAll(async () => {
-  await app.close();
-  ctx.store.close();
-  await cleanup(dir);
-});
-beforeEach(() => {
-  clock = new Date();
-});
-
 describe("a visitor who is not logged in has no session row", () => {
   it("GET and HEAD of /, /login, /help, /reset, a link, an invite, static files and 404s without a cookie write none", async () => {
-    const d = await createDelivery(ctx, { recipient: "neu@patient.example", level: 3, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4")) }] });
-    markSent(ctx, [d.id]);
-    const invite = await createInvite(ctx, "eingeladen@patient.example", await practiceIdentityOf(home));
+    const d = await createDelivery(portal.ctx, { recipient: "neu@patient.example", level: 3, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4")) }] });
+    markSent(portal.ctx, [d.id]);
+    const invite = await createInvite(portal.ctx, "eingeladen@patient.example", await practiceIdentityOf(portal.home));
     const pages: [string, number, boolean][] = [
       // url, status, whether the page has a form (and so sets the CSRF cookie, never a session)
       ["/", 200, false],
@@ -82,7 +57,7 @@ describe("a visitor who is not logged in has no session row", () => {
     const before = sessionRows();
     for (const [url, status, form] of pages) {
       for (const method of ["GET", "HEAD"] as const) {
-        const res = await app.inject({ method, url });
+        const res = await portal.app.inject({ method, url });
         expect(res.statusCode, `${method} ${url}`).toBe(status);
         const cookies = [res.headers["set-cookie"] ?? []].flat().map((c) => c.split("=")[0]);
         expect(cookies, `${method} ${url}`).toEqual(form ? ["praxmail-csrf"] : url.startsWith("/lang/") ? ["lang"] : []);
@@ -97,7 +72,7 @@ describe("a visitor who is not logged in has no session row", () => {
     expect(before.length).toBeGreaterThan(0);
     const urls = ["/", "/login", "/help", "/reset", "/static/style.css", "/gibt-es-nicht", "/deliveries"];
     for (let batch = 0; batch < 10; batch++) {
-      const answers = await Promise.all(Array.from({ length: 100 }, (_, i) => app.inject({ method: i % 5 ? "GET" : "HEAD", url: urls[i % urls.length]!, remoteAddress: `10.1.${String(batch)}.${String(i)}` })));
+      const answers = await Promise.all(Array.from({ length: 100 }, (_, i) => portal.app.inject({ method: i % 5 ? "GET" : "HEAD", url: urls[i % urls.length]!, remoteAddress: `10.1.${String(batch)}.${String(i)}` })));
       expect(answers.every((r) => r.statusCode < 500)).toBe(true);
     }
     expect(sessionRows()).toEqual(before);
@@ -105,15 +80,15 @@ describe("a visitor who is not logged in has no session row", () => {
 
   it("forms before login keep CSRF: no token, a token without its cookie or another visitor's token is refused; the matching pair is taken", async () => {
     const post = (form: Record<string, string>, cookie?: string): Promise<LightMyRequestResponse> =>
-      app.inject({
+      portal.app.inject({
         method: "POST",
         url: "/login",
         headers: { "content-type": "application/x-www-form-urlencoded", ...(cookie === undefined ? {} : { cookie }) },
         payload: new URLSearchParams({ email: A, password: "falsches Passwort", next: "/deliveries", ...form }).toString(),
       });
-    const mine = new Client(app);
+    const mine = new Client(portal.app);
     await mine.get("/login");
-    const other = new Client(app);
+    const other = new Client(portal.app);
     await other.get("/login");
     expect(mine.csrf).toMatch(/^[\w-]{43}$/);
     expect(mine.cookies.get("praxmail-csrf")).toBe(mine.csrf);
@@ -145,14 +120,14 @@ describe("ended sessions", () => {
     const idle = await loggedIn(A);
     const active = await loggedIn(B);
     const rows = sessionRows().length;
-    clock = new Date(clock.getTime() + 10 * 60_000);
+    portal.clock = new Date(portal.clock.getTime() + 10 * 60_000);
     expect((await active.get("/deliveries")).statusCode).toBe(200);
-    clock = new Date(clock.getTime() + 6 * 60_000);
-    const report = await collectGarbage(ctx, 60 * 60_000);
+    portal.clock = new Date(portal.clock.getTime() + 6 * 60_000);
+    const report = await collectGarbage(portal.ctx, 60 * 60_000);
     expect(report.sessions).toBeGreaterThanOrEqual(1);
     const left = sessionRows();
     expect(left.length).toBe(rows - report.sessions);
-    const hash = (c: Client): string => ctx.store.records.db.prepare("SELECT id_hash FROM sessions WHERE id_hash = ?").pluck().get(sha256(c.sid!)) as string;
+    const hash = (c: Client): string => portal.ctx.store.records.db.prepare("SELECT id_hash FROM sessions WHERE id_hash = ?").pluck().get(sha256(c.sid!)) as string;
     expect(hash(idle)).toBeUndefined();
     expect(hash(active)).toBe(sha256(active.sid!));
     expect((await active.get("/deliveries")).statusCode).toBe(200);
@@ -160,13 +135,13 @@ describe("ended sessions", () => {
 
   it("a session active every minute ends 12 hours after login, with its own German explanation, and its row is gone", async () => {
     const c = await loggedIn(A);
-    const start = clock.getTime();
+    const start = portal.clock.getTime();
     for (let minute = 1; minute < 12 * 60; minute++) {
-      clock = new Date(start + minute * 60_000);
+      portal.clock = new Date(start + minute * 60_000);
       const res = await c.get("/deliveries");
       if (res.statusCode !== 200) expect.fail(`minute ${String(minute)}: ${String(res.statusCode)}`);
     }
-    clock = new Date(start + 12 * 60 * 60_000);
+    portal.clock = new Date(start + 12 * 60 * 60_000);
     const ended = await c.get("/deliveries");
     expect(ended.statusCode).toBe(303);
     expect(ended.headers.location).toBe("/login?next=%2Fdeliveries&m=ended");
@@ -180,7 +155,7 @@ describe("paths under /static/", () => {
   /** A GET with the path exactly as given, over real HTTP. */
   function raw(path: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
     return new Promise((resolve, reject) => {
-      const req = request({ host: "127.0.0.1", port, path, method: "GET" }, (res) => {
+      const req = request({ host: "127.0.0.1", port: portal.port, path, method: "GET" }, (res) => {
         let body = "";
         res.setEncoding("utf8");
         res.on("data", (c: string) => (body += c));

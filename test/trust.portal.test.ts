@@ -7,25 +7,24 @@ import { existsSync } from "node:fs";
 import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import type { FastifyInstance, LightMyRequestResponse } from "fastify";
-import { pino } from "pino";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import type { LightMyRequestResponse } from "fastify";
+import { describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
-import { createDelivery, createInvite, markSent, type Context, type CreatedInvite } from "../src/core/index.js";
+import { createDelivery, createInvite, markSent, type CreatedInvite } from "../src/core/index.js";
 import { generateIdentity, recipientOf, safetyCode } from "../src/crypto/index.js";
-import { buildPortal } from "../src/portal/index.js";
-import { cleanup, initHome, outbox, practiceIdentityOf, praxmail, tempDir } from "./helpers/cli.js";
+import { outbox, practiceIdentityOf, praxmail } from "./helpers/cli.js";
+import { usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
 const PASSWORD = "ein langes Passwort";
 const MAILBOX_READER = "ganz anderes Passwort";
 
-let dir: string;
-let home: string;
-let ctx: Context;
-let app: FastifyInstance;
-let clock: Date;
 let practice: string;
+const portal = usePortal({
+  beforeOpen: async (home) => {
+    practice = await practiceIdentityOf(home);
+  },
+});
 
 interface Session {
   cookie: string;
@@ -36,12 +35,12 @@ const cookieOf = (res: LightMyRequestResponse): string => String(res.headers["se
 const csrfOf = (body: string): string => /(?:name="_csrf" value|data-csrf)="([^"]+)"/.exec(body)![1]!;
 
 async function anonymous(): Promise<Session> {
-  const page = await app.inject({ method: "GET", url: "/login" });
+  const page = await portal.app.inject({ method: "GET", url: "/login" });
   return { cookie: cookieOf(page), csrf: csrfOf(page.body) };
 }
 
 async function post(s: Session, url: string, fields: Record<string, string>): Promise<LightMyRequestResponse> {
-  return app.inject({
+  return portal.app.inject({
     method: "POST",
     url,
     headers: { cookie: s.cookie, "content-type": "application/x-www-form-urlencoded" },
@@ -53,7 +52,7 @@ async function post(s: Session, url: string, fields: Record<string, string>): Pr
 async function sessionAfter(res: LightMyRequestResponse): Promise<Session> {
   expect(res.statusCode, res.body).toBe(303);
   const cookie = cookieOf(res);
-  const page = await app.inject({ method: "GET", url: "/help", headers: { cookie } });
+  const page = await portal.app.inject({ method: "GET", url: "/help", headers: { cookie } });
   expect(page.statusCode).toBe(200);
   return { cookie, csrf: csrfOf(page.body) };
 }
@@ -72,7 +71,7 @@ async function login(email: string, password: string): Promise<Session> {
 /** Sets a fresh Secu-Pass recipient from a session; returns the recipient. */
 async function setKey(s: Session): Promise<string> {
   const recipient = await recipientOf(generateIdentity("x25519"));
-  const res = await app.inject({
+  const res = await portal.app.inject({
     method: "POST",
     url: "/secupass",
     headers: { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/json" },
@@ -84,41 +83,22 @@ async function setKey(s: Session): Promise<string> {
 }
 
 async function level3(email: string): Promise<{ id: string; status: string }> {
-  const d = await createDelivery(ctx, { recipient: email, level: 3, files: [{ name: "Befund.pdf", open: () => streamOf(Buffer.from("%PDF Befund")) }] });
-  markSent(ctx, [d.id]);
+  const d = await createDelivery(portal.ctx, { recipient: email, level: 3, files: [{ name: "Befund.pdf", open: () => streamOf(Buffer.from("%PDF Befund")) }] });
+  markSent(portal.ctx, [d.id]);
   return d;
 }
 
-const status = (email: string): string | undefined => ctx.store.records.patient(email)?.status;
-const patientWrap = (id: string): string | undefined => ctx.store.records.wrap(id, "patient")?.recipient;
-const practiceMails = async (subject: string) => (await outbox(home)).filter((m) => m.subject === subject);
-
-beforeAll(async () => {
-  dir = await tempDir();
-  home = join(dir, "home");
-  await initHome(home, ["--recipient-type", "x25519"]);
-  practice = await practiceIdentityOf(home);
-  const base = await openContext({ home }, "portal");
-  clock = new Date();
-  ctx = { ...base, now: () => clock };
-  app = await buildPortal(ctx, pino({ level: "silent" }));
-});
-afterAll(async () => {
-  await app.close();
-  ctx.store.close();
-  await cleanup(dir);
-});
-beforeEach(() => {
-  clock = new Date();
-});
+const status = (email: string): string | undefined => portal.ctx.store.records.patient(email)?.status;
+const patientWrap = (id: string): string | undefined => portal.ctx.store.records.wrap(id, "patient")?.recipient;
+const practiceMails = async (subject: string) => (await outbox(portal.home)).filter((m) => m.subject === subject);
 
 describe("item 1: the invite's privilege stays with the session that typed the code", () => {
   it("redeemed and keyed in the same session: approved by the portal's signature, the next delivery is ready", async () => {
     const email = "erika@patient.example";
-    const a = await redeem(await createInvite(ctx, email, practice));
+    const a = await redeem(await createInvite(portal.ctx, email, practice));
     const recipient = await setKey(a);
     expect(status(email)).toBe("approved");
-    expect(JSON.parse(ctx.store.records.patient(email)!.approval!)).toMatchObject({ by: "invite" });
+    expect(JSON.parse(portal.ctx.store.records.patient(email)!.approval!)).toMatchObject({ by: "invite" });
     expect(await practiceMails(`Freigabe erforderlich: ${email}`)).toEqual([]);
     const d = await level3(email);
     expect(d.status).toBe("ready");
@@ -127,17 +107,17 @@ describe("item 1: the invite's privilege stays with the session that typed the c
 
   it("backup and restore keep an invited patient approved: the portal key comes back, and so does the mark of the used invite", async () => {
     const email = "gesichert@patient.example";
-    const invite = await createInvite(ctx, email, practice);
+    const invite = await createInvite(portal.ctx, email, practice);
     const recipient = await setKey(await redeem(invite));
     expect(status(email)).toBe("approved");
-    const backup = join(dir, "backup-invite");
-    const restored = join(dir, "restored-invite");
-    expect((await praxmail(["backup", backup, "--home", home])).code).toBe(0);
-    const identity = join(dir, "identity-invite.txt");
+    const backup = join(portal.dir, "backup-invite");
+    const restored = join(portal.dir, "restored-invite");
+    expect((await praxmail(["backup", backup, "--home", portal.home])).code).toBe(0);
+    const identity = join(portal.dir, "identity-invite.txt");
     await writeFile(identity, `${practice}\n`, { mode: 0o600 });
     const r = await praxmail(["restore", backup, "--home", restored, "--identity", identity]);
     expect(r.code, r.stderr).toBe(0);
-    expect(await readFile(join(restored, "portal-signing.key"))).toEqual(await readFile(join(home, "portal-signing.key")));
+    expect(await readFile(join(restored, "portal-signing.key"))).toEqual(await readFile(join(portal.home, "portal-signing.key")));
     expect((await stat(join(restored, "portal-signing.key"))).mode & 0o777).toBe(0o600);
     expect(existsSync(join(restored, "invite-approvals", invite.id))).toBe(true);
     const other = await openContext({ home: restored }, "cli");
@@ -152,11 +132,11 @@ describe("item 1: the invite's privilege stays with the session that typed the c
 
   it("a password reset and a new login before the key: the mailbox reader's key waits for the ordinary approval", async () => {
     const email = "takeover@patient.example";
-    const a = await redeem(await createInvite(ctx, email, practice));
+    const a = await redeem(await createInvite(portal.ctx, email, practice));
     // Someone who reads the mailbox asks for a reset, sets a password and logs in (session B).
     expect((await post(await anonymous(), "/reset", { email })).statusCode).toBe(200);
     // The reset mail is sent from a queue after the answer.
-    const resetMail = async () => (await outbox(home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen") && m.to && JSON.stringify(m.to).includes(email)).at(-1);
+    const resetMail = async () => (await outbox(portal.home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen") && m.to && JSON.stringify(m.to).includes(email)).at(-1);
     await expect.poll(resetMail, { timeout: 10_000, interval: 50 }).toBeDefined();
     const mail = await resetMail();
     const link = /\/reset\/[\w-]{43}/.exec(mail?.text ?? "")![0];
@@ -164,30 +144,30 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     const b = await login(email, MAILBOX_READER);
     const recipient = await setKey(b);
     expect(status(email)).toBe("pending-approval");
-    expect(ctx.store.records.patient(email)!.approval).toBeNull();
+    expect(portal.ctx.store.records.patient(email)!.approval).toBeNull();
     const [asked] = await practiceMails(`Freigabe erforderlich: ${email}`);
     expect(asked?.text).toContain(`Sicherheitscode: ${safetyCode(recipient)}`);
     const d = await level3(email);
     expect(d.status).toBe("pending-approval");
     expect(patientWrap(d.id)).toBeUndefined();
     // Session A ended with the reset.
-    expect((await app.inject({ method: "GET", url: "/secupass", headers: { cookie: a.cookie } })).statusCode).toBe(303);
+    expect((await portal.app.inject({ method: "GET", url: "/secupass", headers: { cookie: a.cookie } })).statusCode).toBe(303);
   });
 
   it("a later login drops the privilege of the redeeming session too", async () => {
     const email = "zweimal@patient.example";
-    const a = await redeem(await createInvite(ctx, email, practice));
+    const a = await redeem(await createInvite(portal.ctx, email, practice));
     await login(email, PASSWORD);
     await setKey(a);
     expect(status(email)).toBe("pending-approval");
-    expect([...ctx.store.auditRows()].filter((r) => r.action === "invite.privilege-dropped" && r.subject === email)).toHaveLength(1);
+    expect([...portal.ctx.store.auditRows()].filter((r) => r.action === "invite.privilege-dropped" && r.subject === email)).toHaveLength(1);
   });
 
   it("the redeeming session expired before the key: ordinary approval", async () => {
     const email = "langsam@patient.example";
-    const a = await redeem(await createInvite(ctx, email, practice));
-    clock = new Date(clock.getTime() + (ctx.config.portal.idleMinutes + 1) * 60_000);
-    const expired = await app.inject({ method: "GET", url: "/secupass", headers: { cookie: a.cookie } });
+    const a = await redeem(await createInvite(portal.ctx, email, practice));
+    portal.clock = new Date(portal.clock.getTime() + (portal.ctx.config.portal.idleMinutes + 1) * 60_000);
+    const expired = await portal.app.inject({ method: "GET", url: "/secupass", headers: { cookie: a.cookie } });
     expect(expired.statusCode).toBe(303);
     expect(expired.headers.location).toBe("/login?next=%2Fsecupass&m=expired");
     await setKey(await login(email, PASSWORD));
@@ -196,22 +176,22 @@ describe("item 1: the invite's privilege stays with the session that typed the c
   });
 
   it("an invite row written into the database approves nobody, also with a signature copied from a real invite", async () => {
-    const real = await createInvite(ctx, "echt@patient.example", practice);
-    const sig = ctx.store.accounts.invite(real.id)!.sig;
+    const real = await createInvite(portal.ctx, "echt@patient.example", practice);
+    const sig = portal.ctx.store.accounts.invite(real.id)!.sig;
     for (const [email, copied] of [["eingeschleust@patient.example", null], ["kopiert@patient.example", sig]] as const) {
       const code = "ABCD-EFGH-JKMN";
       const id = `i_${createHash("sha256").update(email).digest("hex").slice(0, 12)}`;
-      const db = new Database(join(home, "praxmail.db"));
+      const db = new Database(join(portal.home, "praxmail.db"));
       db.prepare("INSERT INTO invites (id, email, code_hash, created_at, expires_at, used_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL, NULL)").run(
         id,
         email,
         createHash("sha256").update(`praxmail invite\n${code.replace(/-/g, "")}`).digest("hex"),
-        clock.toISOString(),
-        new Date(clock.getTime() + 86_400_000).toISOString(),
+        portal.clock.toISOString(),
+        new Date(portal.clock.getTime() + 86_400_000).toISOString(),
       );
       if (copied !== null) db.prepare("UPDATE invites SET sig = ? WHERE id = ?").run(copied, id);
       db.close();
-      const a = await redeem({ id, email, code, link: "", expiresAt: clock });
+      const a = await redeem({ id, email, code, link: "", expiresAt: portal.clock });
       await setKey(a);
       expect(status(email)).toBe("pending-approval");
       expect(await practiceMails(`Freigabe erforderlich: ${email}`)).toHaveLength(1);
@@ -220,29 +200,29 @@ describe("item 1: the invite's privilege stays with the session that typed the c
 
   it("an invite bound in the database to a session of someone else's making approves nobody", async () => {
     const email = "untergeschoben@patient.example";
-    const a = await redeem(await createInvite(ctx, email, practice));
-    const sigOfA = ctx.store.records.patient(email)!.inviteSession!.split(" ")[1]!;
+    const a = await redeem(await createInvite(portal.ctx, email, practice));
+    const sigOfA = portal.ctx.store.records.patient(email)!.inviteSession!.split(" ")[1]!;
     for (const [i, bind] of [(h: string) => h, (h: string) => `${h} ${sigOfA}`].entries()) {
       // A database writer makes a session of their own and binds the invite to it.
       const value = createHash("sha256").update(`eigene-sitzung-${String(i)}`).digest("base64url");
       const hash = createHash("sha256").update(value).digest("hex");
-      const db = new Database(join(home, "praxmail.db"));
-      db.prepare("INSERT INTO sessions (id_hash, email, csrf, created_at, last_seen) VALUES (?, ?, 'x', ?, ?)").run(hash, email, clock.toISOString(), clock.toISOString());
+      const db = new Database(join(portal.home, "praxmail.db"));
+      db.prepare("INSERT INTO sessions (id_hash, email, csrf, created_at, last_seen) VALUES (?, ?, 'x', ?, ?)").run(hash, email, portal.clock.toISOString(), portal.clock.toISOString());
       db.prepare("UPDATE patients SET status = 'pending-secupass', recipient = NULL, safety_code = NULL, approval = NULL, invite_session = ? WHERE email = ?").run(bind(hash), email);
       db.close();
       await setKey({ cookie: `praxmail=${value}`, csrf: "x" });
       expect(status(email)).toBe("pending-approval");
-      expect(ctx.store.records.patient(email)!.approval).toBeNull();
+      expect(portal.ctx.store.records.patient(email)!.approval).toBeNull();
     }
     expect(a.cookie).toMatch(/^praxmail=/);
   });
 
   it("a used invite approves nobody a second time, even with the row put back to 'no key yet' and bound to another session", async () => {
     const email = "zurueck@patient.example";
-    await setKey(await redeem(await createInvite(ctx, email, practice)));
+    await setKey(await redeem(await createInvite(portal.ctx, email, practice)));
     expect(status(email)).toBe("approved");
     const b = await login(email, PASSWORD);
-    const db = new Database(join(home, "praxmail.db"));
+    const db = new Database(join(portal.home, "praxmail.db"));
     db.prepare("UPDATE patients SET status = 'pending-secupass', recipient = NULL, safety_code = NULL, approval = NULL, invite_session = ? WHERE email = ?").run(
       createHash("sha256").update(b.cookie.split("=")[1]!).digest("hex"),
       email,
@@ -250,15 +230,15 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     db.close();
     await setKey(b);
     expect(status(email)).toBe("pending-approval");
-    expect(ctx.store.records.patient(email)!.approval).toBeNull();
+    expect(portal.ctx.store.records.patient(email)!.approval).toBeNull();
   });
 
   it("the recipient of an invited patient replaced in the database gets no wrap, and the practice is alarmed", async () => {
     const email = "umgeleitet@patient.example";
-    await setKey(await redeem(await createInvite(ctx, email, practice)));
+    await setKey(await redeem(await createInvite(portal.ctx, email, practice)));
     expect(status(email)).toBe("approved");
     const attacker = await recipientOf(generateIdentity("x25519"));
-    const db = new Database(join(home, "praxmail.db"));
+    const db = new Database(join(portal.home, "praxmail.db"));
     db.prepare("UPDATE patients SET recipient = ?, safety_code = ? WHERE email = ?").run(attacker, safetyCode(attacker), email);
     db.close();
     const d = await level3(email);
@@ -274,12 +254,12 @@ describe("item 16: deliveries sent before an invite", () => {
     const email = "vorher@patient.example";
     const before = await level3(email);
     expect(before.status).toBe("pending-approval");
-    const a = await redeem(await createInvite(ctx, email, practice));
+    const a = await redeem(await createInvite(portal.ctx, email, practice));
     const recipient = await setKey(a);
     expect(status(email)).toBe("approved");
     const code = safetyCode(recipient);
 
-    const waiting = await app.inject({ method: "GET", url: "/waiting", headers: { cookie: a.cookie } });
+    const waiting = await portal.app.inject({ method: "GET", url: "/waiting", headers: { cookie: a.cookie } });
     expect(waiting.statusCode).toBe(200);
     expect(waiting.body).toContain("1 Zustellungen warten auf Freigabe durch die Praxis.");
     expect(waiting.body).toContain(code);
@@ -287,15 +267,15 @@ describe("item 16: deliveries sent before an invite", () => {
     expect(mail?.text).toContain(`Sicherheitscode: ${code}`);
     expect(mail?.text).toContain(`praxmail approve ${email}`);
 
-    const pending = JSON.parse((await praxmail(["list", "pending", "--json", "--home", home])).stdout) as { email: string; status: string; waiting: number }[];
+    const pending = JSON.parse((await praxmail(["list", "pending", "--json", "--home", portal.home])).stdout) as { email: string; status: string; waiting: number }[];
     expect(pending.find((p) => p.email === email)).toMatchObject({ status: "approved", safetyCode: code, waiting: 1 });
-    const r = await praxmail(["approve", email, "--code", code, "--yes", "--json", "--home", home]);
+    const r = await praxmail(["approve", email, "--code", code, "--yes", "--json", "--home", portal.home]);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ approved: [{ email, deliveries: 1 }] });
-    expect(ctx.store.records.delivery(before.id)?.status).toBe("ready");
+    expect(portal.ctx.store.records.delivery(before.id)?.status).toBe("ready");
     expect(patientWrap(before.id)).toBe(recipient);
-    expect(JSON.parse(ctx.store.records.patient(email)!.approval!)).toMatchObject({ by: "practice" });
+    expect(JSON.parse(portal.ctx.store.records.patient(email)!.approval!)).toMatchObject({ by: "practice" });
     // Nothing waits any more: the patient goes straight to the messages.
-    expect((await app.inject({ method: "GET", url: "/waiting", headers: { cookie: a.cookie } })).headers.location).toBe("/deliveries");
+    expect((await portal.app.inject({ method: "GET", url: "/waiting", headers: { cookie: a.cookie } })).headers.location).toBe("/deliveries");
   });
 });

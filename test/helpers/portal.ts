@@ -1,6 +1,14 @@
-// A browser-like client for the portal app (fastify inject): keeps cookies, reads the CSRF
-// token from the last page, and has its own IP address.
+// The portal app over a fresh home, set up once per test file, and a browser-like client for it
+// (fastify inject): keeps cookies, reads the CSRF token from the last page, and has its own IP
+// address.
+import { join } from "node:path";
 import type { FastifyInstance, LightMyRequestResponse } from "fastify";
+import { pino } from "pino";
+import { afterAll, beforeAll, beforeEach } from "vitest";
+import { openContext } from "../../src/commands/shared.js";
+import type { Config, Context } from "../../src/core/index.js";
+import { buildPortal, type Assets } from "../../src/portal/index.js";
+import { cleanup, initHome, tempDir } from "./cli.js";
 
 /** The password the portal tests register their patients with. */
 export const PASSWORD = "ein langes Passwort";
@@ -71,3 +79,70 @@ export class Client {
   }
 }
 
+
+/** The portal a test file runs against; its fields are set once its `beforeAll` has run. */
+export interface PortalFixture {
+  /** The temporary folder, removed after the file's tests. */
+  readonly dir: string;
+  /** The home (`<dir>/home`), initialised with `--recipient-type x25519`. */
+  readonly home: string;
+  /** The portal's context; its `now` reads {@link PortalFixture.clock}. */
+  readonly ctx: Context;
+  /** The portal app (silent log). */
+  readonly app: FastifyInstance;
+  /** The port the app listens on at 127.0.0.1; only with `listen: true`. */
+  readonly port: number;
+  /** The portal's time: set to now before each test; a test may move it. */
+  clock: Date;
+}
+
+/** What a test file adds to the shared portal setup. */
+export interface PortalOptions {
+  /** Runs after `praxmail init`, before the context opens: register patients, patch the config, approve, read the practice identity. */
+  readonly beforeOpen?: (home: string) => Promise<void>;
+  /** Changes the context's config in memory (the file on disk stays as it is). */
+  readonly config?: (config: Config) => Config;
+  /** Runs with the open context, before the app is built: core calls that need the context. */
+  readonly afterOpen?: (ctx: Context) => Promise<void>;
+  /** Also listen on 127.0.0.1 at a free port (for real HTTP); otherwise the app is only injected into. */
+  readonly listen?: boolean;
+  /** The app's views and static files (default: {@link buildPortal}'s). */
+  readonly assets?: Assets;
+}
+
+/**
+ * Sets up the portal for the calling test file (or `describe` block): registers a `beforeAll`
+ * that makes a temporary home and builds the app on a context with a settable clock, an
+ * `afterAll` that closes the app and the store and removes the folder, and a `beforeEach` that
+ * sets the clock to now.
+ *
+ * @param opts - The file's own setup.
+ * @returns The fixture, filled in once `beforeAll` has run.
+ */
+export function usePortal(opts: PortalOptions = {}): PortalFixture {
+  const f = { clock: new Date() } as { -readonly [K in keyof PortalFixture]: PortalFixture[K] };
+  beforeAll(async () => {
+    f.dir = await tempDir();
+    f.home = join(f.dir, "home");
+    await initHome(f.home, ["--recipient-type", "x25519"]);
+    await opts.beforeOpen?.(f.home);
+    const base = await openContext({ home: f.home }, "portal");
+    f.clock = new Date();
+    f.ctx = { ...base, now: () => f.clock, ...(opts.config ? { config: opts.config(base.config) } : {}) };
+    await opts.afterOpen?.(f.ctx);
+    f.app = await buildPortal(f.ctx, pino({ level: "silent" }), opts.assets);
+    if (opts.listen) {
+      await f.app.listen({ host: "127.0.0.1", port: 0 });
+      f.port = (f.app.server.address() as { port: number }).port;
+    }
+  });
+  afterAll(async () => {
+    await f.app.close();
+    f.ctx.store.close();
+    await cleanup(f.dir);
+  });
+  beforeEach(() => {
+    f.clock = new Date();
+  });
+  return f;
+}
