@@ -89,7 +89,7 @@ describe("praxmail export", () => {
     expect((await readFile(join(out, "Röntgen Knie.jpg"))).equals(image)).toBe(true);
   });
 
-  it("refuses a non-empty folder, an unknown or revoked delivery and a foreign identity, before writing anything or auditing", async () => {
+  it("refuses a non-empty folder, a file, an unknown or revoked delivery and a foreign identity, before writing anything or auditing", async () => {
     const before = (await exportRows()).length;
     const full = join(dir, "full");
     await mkdir(full);
@@ -98,6 +98,13 @@ describe("praxmail export", () => {
     expect(notEmpty.code).toBe(1);
     expect(notEmpty.stderr).toBe(`praxmail: error: ${full} is not empty\npraxmail: hint: give a new or empty folder; existing files are never overwritten\n`);
     expect(await readdir(full)).toEqual(["keep.txt"]);
+
+    const file = join(dir, "a-file");
+    await writeFile(file, "mine");
+    const notDir = await praxmail(["export", level3, "--out", file, "--home", home]);
+    expect(notDir.code).toBe(1);
+    expect(notDir.stderr).toBe(`praxmail: error: ${file} is not a folder\npraxmail: hint: give a new or empty folder\n`);
+    expect(await readFile(file, "utf8")).toBe("mine");
 
     const unknown = await praxmail(["export", "d_nosuchthing", "--out", join(dir, "none"), "--home", home]);
     expect(unknown.code).toBe(1);

@@ -61,7 +61,14 @@ function parseSealed(plain: Uint8Array, attachments: number): SealedMessage {
 
 /** Refuses a folder that holds anything: an export never overwrites or mixes files. */
 async function mustBeEmpty(dir: string): Promise<void> {
-  if (!(await isEmptyDir(dir))) {
+  let empty: boolean;
+  try {
+    empty = await isEmptyDir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOTDIR") throw new PraxmailError("file", `${dir} is not a folder`, "give a new or empty folder");
+    throw e;
+  }
+  if (!empty) {
     throw new PraxmailError("file", `${dir} is not empty`, "give a new or empty folder; existing files are never overwritten");
   }
 }
@@ -134,12 +141,12 @@ export async function exportDelivery(ctx: Context, id: string, loadIdentity: () 
   }
 
   const created = await prepareDir(dir);
-  const now = ctx.now();
-  ctx.store.transaction(() => {
-    ctx.store.audit({ actor: ctx.actor, action: "delivery.export", subject: id, details: { dir, files: planned.length } }, now);
-  });
   const written: string[] = [];
   try {
+    const now = ctx.now();
+    ctx.store.transaction(() => {
+      ctx.store.audit({ actor: ctx.actor, action: "delivery.export", subject: id, details: { dir, files: planned.length } }, now);
+    });
     const files: ExportedFile[] = [];
     for (const [i, p] of planned.entries()) {
       // A temp name no cleaned name can have (they never start with a dot), renamed when whole.
