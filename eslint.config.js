@@ -3,7 +3,7 @@ import eslint from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/", ".bench-dist/", "scripts/", "node_modules/", "coverage/", "test-results/", "bin/", "eslint.config.js"] },
+  { ignores: ["dist/", ".bench-dist/", "scripts/", "contrib/", "node_modules/", "coverage/", "test-results/", "bin/", "eslint.config.js"] },
   eslint.configs.recommended,
   tseslint.configs.strictTypeChecked,
   {

@@ -6,6 +6,7 @@ import { approveCommand } from "./commands/approve.js";
 import { auditCommand } from "./commands/audit.js";
 import { backupCommand } from "./commands/backup.js";
 import { doctorCommand } from "./commands/doctor.js";
+import { exportCommand } from "./commands/export.js";
 import { gcCommand } from "./commands/gc.js";
 import { inboxCommand } from "./commands/inbox.js";
 import { inviteCommand } from "./commands/invite.js";
@@ -31,7 +32,7 @@ export function program(io: Io): Command {
     .description("end-to-end encrypted delivery of practice mail to patients")
     .version(VERSION, "-V, --version")
     .showSuggestionAfterError(true);
-  for (const make of [initCommand, serveCommand, sendCommand, approveCommand, inviteCommand, listCommand, revokeCommand, inboxCommand, receiveCommand, auditCommand, gcCommand, doctorCommand, backupCommand, restoreCommand]) {
+  for (const make of [initCommand, serveCommand, sendCommand, approveCommand, inviteCommand, listCommand, revokeCommand, inboxCommand, receiveCommand, exportCommand, auditCommand, gcCommand, doctorCommand, backupCommand, restoreCommand]) {
     p.addCommand(make(io));
   }
   const all = [p, ...p.commands];

@@ -3,10 +3,11 @@
 // through a real Secret Service (gnome-keyring on a private D-Bus).
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFile, rename, stat } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PassphraseRequiredError, generateIdentity, readIdentityFile, recipientOf, writeIdentityFile } from "../src/crypto/index.js";
-import { cleanup, praxmail, tempDir, walk } from "./helpers/cli.js";
+import { BIN, cleanup, praxmail, tempDir, walk } from "./helpers/cli.js";
+import { inKeyringSession } from "./helpers/keyring.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { needTool } from "./helpers/tools.js";
 
@@ -113,22 +114,13 @@ describe("the practice identity through the CLI", () => {
 
 const keyringTools = needTool("dbus-run-session") && needTool("gnome-keyring-daemon");
 describe.runIf(keyringTools)("the OS keyring (Secret Service)", () => {
-  const bin = resolve(import.meta.dirname, "../bin/praxmail");
-
   /** Runs praxmail in a private D-Bus session with gnome-keyring unlocked; the keyring persists in userHome. */
-  function inKeyringSession(userHome: string, args: string): { status: number | null; stdout: string; stderr: string } {
-    const script = `set -e; mkdir -p "$HOME"; printf 'keyring-test' | gnome-keyring-daemon --unlock --components=secrets >/dev/null; node "${bin}" ${args}`;
-    return spawnSync("dbus-run-session", ["--", "sh", "-c", script], {
-      env: { PATH: process.env.PATH, HOME: userHome, NO_COLOR: "1" },
-      encoding: "utf8",
-      timeout: 60_000,
-    });
-  }
+  const praxmailInKeyring = (userHome: string, args: string): ReturnType<typeof inKeyringSession> => inKeyringSession(userHome, `node "${BIN}" ${args}`);
 
   it("init stores the identity in the keyring, writes no identity file, and approve loads it in a later session", async () => {
     const home = join(dir, "keyring-home");
     const userHome = join(dir, "keyring-user");
-    const init = inKeyringSession(userHome, `init --yes --home "${home}" --practice-name Praxis --practice-email praxis@praxis.example --recipient-type x25519`);
+    const init = praxmailInKeyring(userHome, `init --yes --home "${home}" --practice-name Praxis --practice-email praxis@praxis.example --recipient-type x25519`);
     expect(init.stderr).toContain("praxmail: practice identity in the OS keyring");
     expect(init.status).toBe(0);
     const config = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as { identity: { kind: string } };
@@ -136,7 +128,7 @@ describe.runIf(keyringTools)("the OS keyring (Secret Service)", () => {
     expect((await walk(home)).some((f) => f.includes("practice-identity"))).toBe(false);
 
     await registerThroughCore(home, "k@example.org", "Secu-Pass K");
-    const approve = inKeyringSession(userHome, `approve k@example.org --yes --json --home "${home}"`);
+    const approve = praxmailInKeyring(userHome, `approve k@example.org --yes --json --home "${home}"`);
     expect(approve.stderr).not.toContain("error");
     expect(approve.status).toBe(0);
     expect(JSON.parse(approve.stdout)).toEqual({ approved: [{ email: "k@example.org", deliveries: 0 }] });

@@ -24,6 +24,7 @@ export {
   HEADER_FILE,
   MANIFEST_FILE,
   backupHome,
+  isEmptyDir,
   type BackupCounts,
   type BackupManifest,
   type BackupProgress,
