@@ -85,7 +85,7 @@ async function checkIdentity(home: string, config: Config, io: Io, flag: string 
     try {
       return await matches(await loadFromKeyring(config.identity.account), "the OS keyring");
     } catch (e) {
-      return warn(name, `cannot read the practice identity from the OS keyring: ${(e as Error).message}`, "approve and receive need it: run them where the keyring is unlocked, or pass --identity FILE");
+      return warn(name, `cannot read the practice identity from the OS keyring: ${(e as Error).message}`, "approve, invite, receive and export need it: run them where the keyring is unlocked, or pass --identity FILE");
     }
   }
   const path = explicit !== undefined ? resolve(explicit) : join(home, config.identity.kind === "file" ? config.identity.file : "");
@@ -94,7 +94,7 @@ async function checkIdentity(home: string, config: Config, io: Io, flag: string 
     st = await stat(path);
   } catch (e) {
     const why = `no identity file at ${path} (${errCode(e)})`;
-    const hint = `approve and receive need it: put the offline copy back at ${path} (chmod 600), or pass --identity FILE to them`;
+    const hint = `approve, invite, receive and export need it: put the offline copy back at ${path} (chmod 600), or pass --identity FILE to them`;
     // Keeping P off the server between approvals is allowed; a file named by flag or env must exist.
     return explicit !== undefined ? fail(name, why, hint) : warn(name, why, hint);
   }
