@@ -8,7 +8,7 @@ import { simpleParser, type Attachment } from "mailparser";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { cleanup, initHome, tempDir } from "./helpers/cli.js";
 import { openByToken, tokens } from "./helpers/deliveries.js";
-import { startPostfix, type TestPostfix } from "./helpers/postfix.js";
+import { startPostfix, waitForSink, type TestPostfix } from "./helpers/postfix.js";
 import { submit } from "./helpers/relay.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
 import { startSink, type Received, type Sink } from "./helpers/sink.js";
@@ -23,15 +23,6 @@ async function fixture(name: string): Promise<{ raw: Buffer; attachments: Attach
   const p = await simpleParser(raw);
   const addrs = (v: typeof p.to): string[] => (v ? (Array.isArray(v) ? v : [v]).flatMap((a) => a.value.map((x) => x.address ?? "")) : []);
   return { raw, attachments: p.attachments, rcpts: [...addrs(p.to), ...addrs(p.cc)] };
-}
-
-async function waitFor(sink: Sink, n: number, pf: TestPostfix): Promise<Received[]> {
-  const until = Date.now() + 30_000;
-  while (sink.messages.length < n) {
-    if (Date.now() > until) throw new Error(`sink has ${sink.messages.length} of ${n} messages; maillog:\n${(await pf.log()).slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return sink.messages;
 }
 
 function noClearBytes(m: Received, attachments: Attachment[]): void {
@@ -77,7 +68,7 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("pr
   it("01: rewrites a level-3 mail in place: no attachment bytes, a link that opens the file", async () => {
     const f = await fixture("01-level3-subject-tag.eml");
     expect((await submit(pf.smtpPort, FROM, f.rcpts, f.raw)).code).toBe(250);
-    const [m] = await waitFor(sink, 1, pf);
+    const [m] = await waitForSink(sink, 1, pf);
     expect(m!.to).toEqual(["anna.schaefer@patient.example"]);
     expect(m!.mail.subject).toBe("Ihr Laborbefund vom 28.10.");
     expect(m!.mail.attachments).toEqual([]);
@@ -92,7 +83,7 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("pr
   it("03: level 4 leaves as a neutral notice; subject and text stay in the delivery", async () => {
     const f = await fixture("03-level4-two-attachments.eml");
     expect((await submit(pf.smtpPort, FROM, f.rcpts, f.raw)).code).toBe(250);
-    const [m] = await waitFor(sink, 1, pf);
+    const [m] = await waitForSink(sink, 1, pf);
     expect(m!.mail.subject).toBe("Neue sichere Nachricht von Praxis Dr. Weber");
     for (const secret of ["Biopsie", "histologische", "Histologie", "Aufnahme"]) expect(m!.raw.toString()).not.toContain(secret);
     noClearBytes(m!, f.attachments);
@@ -104,7 +95,7 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("pr
   it("04: two patients get their own copies through reinjection; the internal Cc the original", async () => {
     const f = await fixture("04-level3-several-recipients.eml");
     expect((await submit(pf.smtpPort, FROM, f.rcpts, f.raw)).code).toBe(250);
-    const msgs = await waitFor(sink, 3, pf);
+    const msgs = await waitForSink(sink, 3, pf);
     const by = new Map(msgs.map((m) => [m.to.join(","), m]));
     const anna = by.get("anna.schaefer@patient.example")!;
     const jan = by.get("jan.mueller@patient.example")!;
@@ -123,7 +114,7 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("pr
   it("05: untagged mail passes unchanged (Postfix adds only its trace headers)", async () => {
     const f = await fixture("05-untagged-passthrough.eml");
     expect((await submit(pf.smtpPort, FROM, f.rcpts, f.raw)).code).toBe(250);
-    const [m] = await waitFor(sink, 1, pf);
+    const [m] = await waitForSink(sink, 1, pf);
     const body = (b: Buffer): Buffer => b.subarray(b.indexOf("\r\n\r\n"));
     expect(body(m!.raw).equals(body(f.raw))).toBe(true);
     const headers = (b: Buffer): string[] =>
@@ -138,7 +129,7 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("pr
       await writeFile(file, (await readFile(join(FIXTURES, "01-level3-subject-tag.eml"), "latin1")).replace("<lab-3@", "<lab-3-swaks@"), "latin1");
       const { stdout } = await execFileAsync("swaks", ["--server", `127.0.0.1:${pf.smtpPort}`, "--from", FROM, "--to", "anna.schaefer@patient.example", "--data", file, "--suppress-data"], { timeout: 60_000 });
       expect(stdout).toMatch(/<- {2}250 2\.0\.0 Ok: queued as/);
-      const [m] = await waitFor(sink, 1, pf);
+      const [m] = await waitForSink(sink, 1, pf);
       expect(m!.mail.attachments).toEqual([]);
     });
   }

@@ -72,6 +72,14 @@ describe("replies to the MTA", () => {
     ["SMFIR_ADDHEADER", reply.addHeader("X-A", "1"), "00000007 68 58 2d 41 00 31 00"],
     ["SMFIR_CHGHEADER (delete)", reply.chgHeader(2, "Bcc", ""), "0000000a 6d 00000002 42 63 63 00 00"],
     ["SMFIR_CHGHEADER", reply.chgHeader(1, "Subject", "Hi"), "00000010 6d 00000001 53 75 62 6a 65 63 74 00 48 69 00"],
+    // Folds leave with a bare LF: the MTA writes CRLF for it, so a CR of ours would be doubled.
+    [
+      "SMFIR_CHGHEADER (a CRLF fold goes out as LF)",
+      reply.chgHeader(1, "Content-Type", 'multipart/alternative;\r\n boundary="b"'),
+      "00000037 6d 00000001 436f6e74656e742d54797065 00 6d756c7469706172742f616c7465726e61746976653b 0a 20 626f756e646172793d 22 62 22 00",
+    ],
+    ["SMFIR_CHGHEADER (an LF fold stays)", reply.chgHeader(2, "X-A", "1\n 2"), "0000000e 6d 00000002 58 2d 41 00 31 0a 20 32 00"],
+    ["SMFIR_ADDHEADER (a CRLF fold with a tab goes out as LF)", reply.addHeader("X-A", "1\r\n\t2"), "0000000a 68 58 2d 41 00 31 0a 09 32 00"],
     ["SMFIR_ADDRCPT", reply.addRcpt("a@b.example"), "0000000f 2b 3c 61 40 62 2e 65 78 61 6d 70 6c 65 3e 00"],
     ["SMFIR_DELRCPT", reply.delRcpt("a@b.example"), "0000000f 2d 3c 61 40 62 2e 65 78 61 6d 70 6c 65 3e 00"],
     ["SMFIR_REPLBODY", reply.replBody(Buffer.from("Hallo")), "00000006 62 48 61 6c 6c 6f"],
@@ -84,6 +92,13 @@ describe("replies to the MTA", () => {
     expect(() => reply.replBody(Buffer.alloc(65_536))).toThrow(RangeError);
     expect(reply.replBody(Buffer.alloc(65_535)).length).toBe(65_540);
     expect(reply.replyCode("554", "5.6.0 a\r\nb 100%").subarray(5).toString()).toBe("554 5.6.0 a  b 100 \0");
+  });
+
+  it("refuses a header value with a CR, LF or NUL that is not part of a fold, and does not quote the value", () => {
+    for (const v of ["a\rb", "a\r\r\n b", "a\r\nb", "a\nb", "a\r\n", "a\0b"]) {
+      expect(() => reply.chgHeader(1, "Subject", v)).toThrow(new RangeError("the value of the Subject header has a CR, LF or NUL that is not a fold"));
+      expect(() => reply.addHeader("X-A", v)).toThrow(new RangeError("the value of the X-A header has a CR, LF or NUL that is not a fold"));
+    }
   });
 
   it("names the flags as libmilter does", () => {

@@ -3,6 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
+import libmime from "libmime";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
@@ -10,6 +11,7 @@ import type { Context } from "../src/core/index.js";
 import { createTransport } from "../src/mail/index.js";
 import { Cmd, Step, decode, encode, type Packet } from "../src/milter/protocol.js";
 import { startMilter, type Milter } from "../src/milter/server.js";
+import { headerEdits } from "../src/milter/session.js";
 import { cleanup, initHome, tempDir } from "./helpers/cli.js";
 
 let dir: string;
@@ -165,6 +167,55 @@ describe("a milter connection", () => {
     );
     expect(r.map((p) => p.cmd)).toEqual(["y"]);
     expect(r[0]!.data.toString()).toBe('554 5.6.0 not an e-mail address: "\\"f@patient.example\\"@praxis-weber.example"\0');
+    mta.socket.destroy();
+  });
+});
+
+describe("header edits", () => {
+  const hex = (h: string): string => h.replace(/\s+/g, "");
+
+  it("hand folded values to CHGHEADER and ADDHEADER with LF-only folds, byte for byte", () => {
+    const copy = Buffer.from(
+      'Subject: =?UTF-8?Q?Ihr_Befund_=C3=BCber_die?=\r\n =?UTF-8?Q?_Blutwerte?=\r\nContent-Type: multipart/alternative;\r\n boundary="b"\r\nX-Praxmail-Delivery: d1\r\n\r\n',
+    );
+    const edits = headerEdits(
+      [
+        { name: "Subject", value: "[S3] Ihr Befund über die Blutwerte" },
+        { name: "Content-Type", value: "text/plain" },
+        { name: "X-Praxmail-Level", value: "3" },
+      ],
+      copy,
+    );
+    expect(edits.map((b) => b.toString("hex"))).toEqual([
+      // CHGHEADER 1 Subject: the encoded words, folded with LF SP.
+      hex("0000004a 6d 00000001 5375626a656374 00 3d3f5554462d383f513f4968725f426566756e645f3d43333d42436265725f6469653f3d 0a 20 3d3f5554462d383f513f5f426c757477657274653f3d 00"),
+      // CHGHEADER 1 Content-Type: multipart/alternative; LF SP boundary="b".
+      hex("00000037 6d 00000001 436f6e74656e742d54797065 00 6d756c7469706172742f616c7465726e61746976653b 0a 20 626f756e646172793d226222 00"),
+      // CHGHEADER 1 X-Praxmail-Level with an empty value: deleted.
+      hex("00000017 6d 00000001 582d507261786d61696c2d4c6576656c 00 00"),
+      // ADDHEADER X-Praxmail-Delivery: d1.
+      hex("00000018 68 582d507261786d61696c2d44656c6976657279 00 6431 00"),
+    ]);
+    for (const b of edits) expect(b.includes(0x0d)).toBe(false);
+  });
+
+  it("a long subject with umlauts reaches the MTA as a CHGHEADER without a CR, every LF a fold", async () => {
+    const mta = await Mta.open();
+    await mta.negotiate();
+    const subject = "Ihr Befund über die Blutwerte, die Schilddrüse und die Leberwerte vom 28.10.: größtenteils unauffällig";
+    const r = await mta.message(
+      ["g@patient.example"],
+      [["Subject", `[S3] ${subject}`], ["Message-ID", "<fold@x>"], ["MIME-Version", "1.0"], ["Content-Type", 'multipart/mixed;\n boundary="b"']],
+      "--b\r\nContent-Type: text/plain\r\n\r\nAnbei.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF-geheim\r\n--b--\r\n",
+    );
+    const edits = r.filter((p) => p.cmd === "m" || p.cmd === "h");
+    expect(edits.map((p) => p.cmd)).toContain("h");
+    for (const p of edits) expect(p.data.includes(0x0d)).toBe(false);
+    const chg = edits.find((p) => p.cmd === "m" && p.data.subarray(4).toString().startsWith("Subject\0"))!;
+    const value = chg.data.subarray(4 + "Subject\0".length, -1).toString();
+    expect(value.split("\n").length).toBeGreaterThan(1);
+    expect(value).not.toMatch(/\n(?![ \t])/);
+    expect(libmime.decodeWords(value.replace(/\n(?=[ \t])/g, ""))).toBe(subject);
     mta.socket.destroy();
   });
 });

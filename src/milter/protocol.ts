@@ -167,6 +167,26 @@ export function parseAddress(data: Buffer): string {
   return first.replace(/^<(.*)>$/, "$1");
 }
 
+/**
+ * A header value for SMFIR_ADDHEADER or SMFIR_CHGHEADER (and any other header edit): folded
+ * with a bare LF before the space or tab. libmilter's smfi_addheader and smfi_chgheader say
+ * the line feed of a fold must not be preceded by a carriage return, the MTA adds it;
+ * Postfix's cleanup stores each line of the value and ends it with CRLF, so a CR kept
+ * before the LF leaves as CR CR LF, which strict parsers read as the end of the headers.
+ *
+ * @param name - The header's name, for the error.
+ * @param value - The value as it stands in a message, folded with CRLF or LF.
+ * @returns The value with LF-only folds.
+ * @throws RangeError for a CR, LF or NUL that is not part of a fold: a bare CR, a line
+ *   break without a space or tab after it (a new header, or the end of the headers), or a
+ *   NUL (the end of the string on the wire). The value is not quoted: it may be a subject.
+ */
+function headerValue(name: string, value: string): string {
+  const v = value.replace(/\r\n/g, "\n");
+  if (/[\r\0]|\n(?![ \t])/.test(v)) throw new RangeError(`the value of the ${name} header has a CR, LF or NUL that is not a fold`);
+  return v;
+}
+
 /** Replies, as bytes on the wire. */
 export const reply = {
   optneg: (actions: number, protocol: number): Buffer => {
@@ -183,12 +203,13 @@ export const reply = {
   progress: (): Buffer => encode(Reply.PROGRESS),
   /** e.g. code "451", text "4.3.0 try again later". */
   replyCode: (code: string, text: string): Buffer => encode(Reply.REPLYCODE, z(`${code} ${text.replace(/[\r\n%]/g, " ")}`)),
-  addHeader: (name: string, value: string): Buffer => encode(Reply.ADDHEADER, z(name, value)),
-  /** index is 1-based among headers of that name; an empty value deletes the header. */
+  /** value may be folded with CRLF or LF; it goes out with LF-only folds ({@link headerValue}). */
+  addHeader: (name: string, value: string): Buffer => encode(Reply.ADDHEADER, z(name, headerValue(name, value))),
+  /** index is 1-based among headers of that name; an empty value deletes the header; folds as in addHeader. */
   chgHeader: (index: number, name: string, value: string): Buffer => {
     const i = Buffer.alloc(4);
     i.writeUInt32BE(index, 0);
-    return encode(Reply.CHGHEADER, Buffer.concat([i, z(name, value)]));
+    return encode(Reply.CHGHEADER, Buffer.concat([i, z(name, headerValue(name, value))]));
   },
   addRcpt: (rcpt: string): Buffer => encode(Reply.ADDRCPT, z(`<${rcpt}>`)),
   delRcpt: (rcpt: string): Buffer => encode(Reply.DELRCPT, z(`<${rcpt}>`)),
