@@ -29,6 +29,8 @@ describe("the retry key's header rule", () => {
     ["ARC headers", ["ARC-Seal: i=1; cv=none; t=1", "ARC-Message-Signature: i=1; t=1; b=x", "ARC-Authentication-Results: i=1; mx; spf=pass", ...BASE]],
     ["Authentication-Results and Received-SPF", ["Authentication-Results: mx.example; dkim=pass", "Received-SPF: pass (mx.example)", ...BASE]],
     ["upper-case field names", ["RECEIVED: by c id 3", "return-PATH: <x@y.example>", ...BASE]],
+    ["a Date that the MTA added (Postfix, for a client that sent none)", [...BASE, "Date: Mon, 30 Nov 2026 14:14:30 +0000 (UTC)"]],
+    ["another Date", BASE.map((l) => l.replace("Subject:", "Date: Tue, 1 Dec 2026 08:00:00 +0100\r\nSubject:"))],
     ["a trace field between the sender's fields", [...BASE.slice(0, 2), "Received: by d id 4", ...BASE.slice(2)]],
     ["LF line ends instead of CRLF", BASE, "\n"],
   ] as const)("%s: the same message", (_what, lines, eol?: string) => {
@@ -54,6 +56,7 @@ describe("the retry key's header rule", () => {
       "arc-message-signature",
       "arc-seal",
       "authentication-results",
+      "date",
       "delivered-to",
       "dkim-signature",
       "received",

@@ -3,13 +3,14 @@
 // must still be the same delivery. The milter cannot know whether Postfix queued an earlier
 // attempt it edited, so every retry carries the delivery again (a fresh link token, as the
 // relay's announceAgain gives), and no second delivery is made.
+import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
 import { openByToken, tokens } from "./helpers/deliveries.js";
 import { startPostfix, type TestPostfix } from "./helpers/postfix.js";
-import { submit } from "./helpers/relay.js";
+import { befundMail, submit } from "./helpers/relay.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
 import { startSink, type Received, type Sink } from "./helpers/sink.js";
 import { needRoot, needTool } from "./helpers/tools.js";
@@ -107,6 +108,22 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("re
       expect(c.mail.headers.get("x-praxmail-delivery")).toBe(made[0]?.id);
       expect((await openByToken(home, tokens(c)[0] ?? "")).files.map((f) => f.kind)).toEqual(["attachment", "attachment", "message"]);
     }
+  });
+
+  it("a message without a Date: Postfix stamps one on each attempt, and it is still one delivery", async () => {
+    const raw = befundMail({ from: FROM, to: "<jan.mueller@patient.example>", messageId: "nodate-1@praxis-weber.example", attachment: randomBytes(5000) });
+    expect(raw.toString("latin1")).not.toMatch(/^Date:/im);
+    const before = new Set((await deliveries()).map((d) => d.id));
+    expect((await submit(pf.smtpPort, FROM, ["jan.mueller@patient.example"], raw)).code).toBe(250);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect((await submit(pf.smtpPort, FROM, ["jan.mueller@patient.example"], raw)).code).toBe(250);
+    const copies = await waitFor(sink, 2, pf);
+    expect(copies).toHaveLength(2);
+    // Each copy carries the Date that Postfix gave its attempt.
+    expect(copies[0]?.mail.date).not.toEqual(copies[1]?.mail.date);
+    const made = (await deliveries()).filter((d) => !before.has(d.id));
+    expect(made).toHaveLength(1);
+    for (const c of copies) expect(c.mail.headers.get("x-praxmail-delivery")).toBe(made[0]?.id);
   });
 
   it("two patients (reinjection) and an internal Cc: sent twice, one delivery per patient, each carried again", async () => {

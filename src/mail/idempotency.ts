@@ -5,17 +5,22 @@
 // The content is every byte of the message except the top-level header fields that mail
 // servers add or replace in transit (TRACE_FIELDS): each attempt through an MTA gets a new
 // Received line (its own queue id and time), a DKIM or ARC signature with a new timestamp, a
-// new Authentication-Results. Everything the sender wrote stays in the key, the body and the
-// headers of MIME parts included, so a changed message is another message.
+// new Authentication-Results, and a Date of its own when the client sent none (Postfix adds
+// one for local clients, and the milter sees it). Everything else the sender wrote stays in
+// the key, the body and the headers of MIME parts included, so a changed message is another
+// message. A message without a Message-ID gets a new one from Postfix on every attempt, so
+// its retries cannot be recognised; practice software sets one.
 import { createHash, type Hash } from "node:crypto";
 import { Headers } from "@zone-eu/mailsplit";
 
 /**
  * Top-level header fields left out of the retry key (lower case). Trace fields (RFC 5321
- * 4.4), what a delivering MTA adds (Postfix's Delivered-To and X-Original-To), and what
- * checking or signing in transit adds (RFC 6376, 8601, 8617, 7208).
+ * 4.4), what a delivering MTA adds (Postfix's Delivered-To and X-Original-To), what checking
+ * or signing in transit adds (RFC 6376, 8601, 8617, 7208), and Date, which an MTA stamps per
+ * attempt on a message that came without one (the Message-ID still tells messages apart).
  */
 export const TRACE_FIELDS: ReadonlySet<string> = new Set([
+  "date",
   "received",
   "return-path",
   "delivered-to",
