@@ -1,5 +1,5 @@
 // Crash safety of the milter (issue 13): concurrent senders submit level-3 mail to a real
-// Postfix with `praxmail serve --milter` as its milter; a third of the messages go to two
+// Postfix with `praxmail serve --milter` as its milter; a third of the messages go to three
 // patients, so their copies leave through the reinjection smtpd. serve is SIGKILLed at
 // seeded moments and started again on the same ports. While it is down, or when it dies
 // during a message, Postfix defers (milter_default_action = tempfail) and the senders retry
@@ -30,7 +30,7 @@ import { needRoot, needTool } from "./helpers/tools.js";
 const FULL = process.env.PRAXMAIL_CRASH_FULL === "1";
 const SENDERS = FULL ? 12 : 4;
 const PER_SENDER = FULL ? 15 : 5;
-const KILLS = FULL ? 6 : 2;
+const KILLS = FULL ? 6 : 3;
 const TOTAL = SENDERS * PER_SENDER;
 const MAX_ATTEMPTS = 40;
 const SEED = crashSeed(0x3f1e7d);
@@ -53,6 +53,8 @@ interface Sent {
 
 /** From the moment serve was told to die until it listened again. */
 interface Outage {
+  /** random, copy-arrived (with the message that arrived), or copy-arrived fallback. */
+  readonly how: string;
   readonly from: number;
   to: number;
 }
@@ -60,8 +62,8 @@ interface Outage {
 function message(s: number, m: number, run: string, attachment: Buffer): Sent {
   const messageId = `<mcrash-${run}-s${s}-m${m}@praxis-weber.example>`;
   const from = `mfa${s}@praxis-weber.example`;
-  // Every third message to two patients: one copy each, through the reinjection smtpd.
-  const to = m % 3 === 1 ? [`patient${s}a@patient.example`, `patient${s}b@patient.example`] : [`patient${s}a@patient.example`];
+  // Every third message to three patients: one copy each, through the reinjection smtpd.
+  const to = m % 3 === 1 ? ["a", "b", "c"].map((p) => `patient${s}${p}@patient.example`) : [`patient${s}a@patient.example`];
   const raw = befundMail({
     from,
     to: to.map((a) => `<${a}>`).join(", "),
@@ -116,11 +118,12 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))(
       const began = performance.now();
       const rng = seeded(SEED);
       const step = TOTAL / (KILLS + 1);
-      // Half the kills at a random moment, half when the sink gets the first patient's copy of
-      // a message to two: the milter is then reinjecting the second copy or answering Postfix.
+      // Half the kills (the odd one too) when the sink gets the first patient's copy of a
+      // message to three: the milter is then reinjecting the others or answering Postfix, the
+      // moment where it cannot know what Postfix kept. The other half at a random moment.
       const plan = Array.from({ length: KILLS }, (_, i) => ({
         after: Math.max(1, Math.min(TOTAL - 2, Math.round(step * (i + 1) + (rng() - 0.5) * step * 0.5))),
-        mode: i % 2 === 0 ? "random" : "copy-arrived",
+        mode: i % 2 === 0 ? "copy-arrived" : "random",
         delayMs: Math.floor(rng() * 250),
         downMs: Math.floor(rng() * 400),
       }));
@@ -142,8 +145,8 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))(
         if (busy || broken.error || !k || accepted < k.after) return;
         next++;
         busy = true;
-        const kill = (): void => {
-          const o: Outage = { from: performance.now(), to: Infinity };
+        const kill = (how: string): void => {
+          const o: Outage = { how, from: performance.now(), to: Infinity };
           outages.push(o);
           serve
             .kill()
@@ -159,21 +162,23 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))(
             });
         };
         if (k.mode === "random") {
-          setTimeout(kill, k.delayMs);
+          setTimeout(() => {
+            kill("random");
+          }, k.delayMs);
           return;
         }
         const hook = (u: Upstreamed): Promise<void> => {
           const msg = all.find((m) => m.messageId === u.messageId);
-          if (msg && msg.to.length > 1 && u.to[0] === msg.to[0]) kill();
+          if (msg && msg.to.length > 1 && u.to[0] === msg.to[0]) kill(`copy-arrived ${msg.messageId}`);
           else sink.onNextMessage = hook;
           return Promise.resolve();
         };
         sink.onNextMessage = hook;
-        // Near the end no message to two may be left: then kill anyway.
+        // Near the end no message to three may be left: then kill anyway.
         setTimeout(() => {
           if (sink.onNextMessage !== hook) return;
           sink.onNextMessage = null;
-          kill();
+          kill("copy-arrived fallback");
         }, 2000);
       };
 
@@ -303,7 +308,7 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))(
       const attempts = all.reduce((n, m) => n + m.attempts.length, 0);
       const retried = all.filter((m) => m.attempts.length > 1).length;
       console.log(
-        `milter.crash seed=${SEED} ${SENDERS}×${PER_SENDER} (${expected} patient copies): ${outages.length} kills, ${attempts} attempts, ${retried} messages retried, ` +
+        `milter.crash seed=${SEED} ${SENDERS}×${PER_SENDER} (${expected} patient copies): ${outages.length} kills (${outages.map((o) => o.how).join(", ")}), ${attempts} attempts, ${retried} messages retried, ` +
           `${again} deliveries carried again after a kill; run ${Math.round(ranMs)} ms, total ${Math.round(performance.now() - began)} ms`,
       );
       expect(violations).toEqual([]);
