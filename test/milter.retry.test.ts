@@ -2,7 +2,8 @@
 // Message-ID, same bytes) sent again gets a new Received header from Postfix each time, and
 // must still be the same delivery. The milter cannot know whether Postfix queued an earlier
 // attempt it edited, so every retry carries the delivery again (a fresh link token, as the
-// relay's announceAgain gives), and no second delivery is made.
+// relay's announceAgain gives), and no second delivery is made. At level 2 the delivery's
+// key rides in the link and only the first attempt held it: the retry replaces the delivery.
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -124,6 +125,23 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("re
     const made = (await deliveries()).filter((d) => !before.has(d.id));
     expect(made).toHaveLength(1);
     for (const c of copies) expect(c.mail.headers.get("x-praxmail-delivery")).toBe(made[0]?.id);
+  });
+
+  it("level 2 (the key rides in the link, so it cannot be carried again): the retry replaces the delivery, one stays", async () => {
+    const raw = befundMail({ from: FROM, to: "<jan.mueller@patient.example>", messageId: "level2-1@praxis-weber.example", attachment: randomBytes(3000), subject: "[S2] Befund" });
+    const before = new Set((await deliveries()).map((d) => d.id));
+    expect((await submit(pf.smtpPort, FROM, ["jan.mueller@patient.example"], raw)).code).toBe(250);
+    await waitFor(sink, 1, pf);
+    expect((await submit(pf.smtpPort, FROM, ["jan.mueller@patient.example"], raw)).code).toBe(250);
+    const copies = await waitFor(sink, 2, pf);
+    const made = (await deliveries()).filter((d) => !before.has(d.id));
+    expect(made).toHaveLength(1);
+    const ids = copies.map((c) => c.mail.headers.get("x-praxmail-delivery"));
+    expect(ids[1]).toBe(made[0]?.id);
+    expect(ids[0]).not.toBe(ids[1]);
+    // The first attempt's link is gone with its delivery; the retry's link works.
+    await expect(openByToken(home, tokens(copies[0] as Received)[0] ?? "")).rejects.toThrow("unknown link token");
+    expect((await openByToken(home, tokens(copies[1] as Received)[0] ?? "")).email).toBe("jan.mueller@patient.example");
   });
 
   it("two patients (reinjection) and an internal Cc: sent twice, one delivery per patient, each carried again", async () => {
