@@ -37,10 +37,10 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("re
   let served: Served;
   let pf: TestPostfix;
 
-  const deliveries = async (): Promise<{ id: string; recipient: string }[]> => {
+  const deliveries = async (): Promise<{ id: string; recipient: string; status: string }[]> => {
     const r = await praxmail(["list", "deliveries", "--home", home, "--json"]);
     expect(r.code).toBe(0);
-    return JSON.parse(r.stdout) as { id: string; recipient: string }[];
+    return JSON.parse(r.stdout) as { id: string; recipient: string; status: string }[];
   };
 
   beforeAll(async () => {
@@ -142,6 +142,20 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("re
     // The first attempt's link is gone with its delivery; the retry's link works.
     await expect(openByToken(home, tokens(copies[0] as Received)[0] ?? "")).rejects.toThrow("unknown link token");
     expect((await openByToken(home, tokens(copies[1] as Received)[0] ?? "")).email).toBe("jan.mueller@patient.example");
+  });
+
+  it("a delivery the practice revoked is not sent again when the message is retried", async () => {
+    const raw = befundMail({ from: FROM, to: "<jan.mueller@patient.example>", messageId: "revoked-1@praxis-weber.example", attachment: randomBytes(3000) });
+    const before = new Set((await deliveries()).map((d) => d.id));
+    expect((await submit(pf.smtpPort, FROM, ["jan.mueller@patient.example"], raw)).code).toBe(250);
+    await waitFor(sink, 1, pf);
+    const [made] = (await deliveries()).filter((d) => !before.has(d.id));
+    const revoked = await praxmail(["revoke", made?.id ?? "", "--yes", "--home", home]);
+    expect(revoked.code).toBe(0);
+    expect((await submit(pf.smtpPort, FROM, ["jan.mueller@patient.example"], raw)).code).toBe(250);
+    expect(await waitFor(sink, 1, pf)).toHaveLength(1);
+    const after = (await deliveries()).filter((d) => !before.has(d.id));
+    expect(after).toEqual([expect.objectContaining({ id: made?.id, status: "revoked" })]);
   });
 
   it("two patients (reinjection) and an internal Cc: sent twice, one delivery per patient, each carried again", async () => {
