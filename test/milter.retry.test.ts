@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
 import { openByToken, tokens } from "./helpers/deliveries.js";
-import { startPostfix, type TestPostfix } from "./helpers/postfix.js";
+import { startPostfix, waitForSink, type TestPostfix } from "./helpers/postfix.js";
 import { befundMail, submit } from "./helpers/relay.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
 import { startSink, type Received, type Sink } from "./helpers/sink.js";
@@ -19,13 +19,9 @@ import { needRoot, needTool } from "./helpers/tools.js";
 const FIXTURES = resolve(import.meta.dirname, "fixtures/mail");
 const FROM = "praxis@praxis-weber.example";
 
+/** Waits for n messages, then a moment more, so that a surplus copy would be seen too. */
 async function waitFor(sink: Sink, n: number, pf: TestPostfix): Promise<Received[]> {
-  const until = Date.now() + 30_000;
-  while (sink.messages.length < n) {
-    if (Date.now() > until) throw new Error(`sink has ${sink.messages.length} of ${n} messages; maillog:\n${(await pf.log()).slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  // Nothing more may come: give Postfix a moment to deliver a surplus copy.
+  await waitForSink(sink, n, pf);
   await new Promise((r) => setTimeout(r, 500));
   return [...sink.messages];
 }

@@ -4,6 +4,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
+import type { Received, Sink } from "./sink.js";
 
 /** A running test Postfix. */
 export interface TestPostfix {
@@ -100,4 +101,21 @@ ${extraMainCf}`,
       return Promise.resolve();
     },
   };
+}
+
+/**
+ * Waits until the sink has received at least n messages.
+ *
+ * @param sink - The next hop of the test Postfix.
+ * @param n - How many messages to wait for.
+ * @param pf - The instance, whose log is shown when they do not come within 30 s.
+ * @returns The sink's messages.
+ */
+export async function waitForSink(sink: Sink, n: number, pf: TestPostfix): Promise<Received[]> {
+  const until = Date.now() + 30_000;
+  while (sink.messages.length < n) {
+    if (Date.now() > until) throw new Error(`sink has ${sink.messages.length} of ${n} messages; maillog:\n${(await pf.log()).slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return sink.messages;
 }
