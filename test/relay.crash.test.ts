@@ -12,15 +12,25 @@
 //
 // Default size fits `npm test`; PRAXMAIL_CRASH_FULL=1 (npm run crash) runs 20 × 25 with 6
 // kills. PRAXMAIL_CRASH_SEED=<n> replays a kill plan.
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, initHome, praxmail, tempDir, walk } from "./helpers/cli.js";
-import { crashServe, seeded, startCrashSink, type CrashServe, type CrashSink, type Upstreamed } from "./helpers/crash.js";
+import {
+  ageDecrypt,
+  crashSeed,
+  crashServe,
+  pool,
+  seeded,
+  sleep,
+  startCrashSink,
+  storeViolations,
+  type CrashServe,
+  type CrashSink,
+  type Upstreamed,
+} from "./helpers/crash.js";
 import { openByToken } from "./helpers/deliveries.js";
 import { befundMail, patchConfig, submit } from "./helpers/relay.js";
 import { freePort } from "./helpers/serve.js";
@@ -33,14 +43,7 @@ const KILLS = FULL ? 6 : 2;
 const TOTAL = SENDERS * PER_SENDER;
 const MAX_ATTEMPTS = 40;
 
-function seedFromEnv(): number {
-  const v = process.env.PRAXMAIL_CRASH_SEED;
-  if (v === undefined || v === "") return 0x8c1a55;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`PRAXMAIL_CRASH_SEED must be an integer 0..2^32-1, not ${JSON.stringify(v)}`);
-  return n;
-}
-const SEED = seedFromEnv();
+const SEED = crashSeed(0x8c1a55);
 
 type KillMode = "random" | "upstream-accepted";
 
@@ -109,30 +112,6 @@ function message(s: number, m: number, run: string, attachment: Buffer): Sent {
     filename: `befund-${s}-${m}.pdf`,
   });
   return { messageId, from, to, attachment, raw, attempts: [] };
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function pool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: width }, async () => {
-      while (next < items.length) await fn(items[next++] as T);
-    }),
-  );
-}
-
-const execFileP = promisify(execFile);
-
-/** Decrypts a blob with the Go age CLI: wrap[P] with the practice identity gives D, D opens the blob. */
-async function ageDecrypt(home: string, wrap: Buffer, blob: string, scratch: string): Promise<Buffer> {
-  const unwrap = execFileP("age", ["-d", "-i", join(home, "practice-identity.txt")], { encoding: "buffer" });
-  unwrap.child.stdin?.end(wrap);
-  const d = (await unwrap).stdout.toString("utf8").trim();
-  const keyFile = join(scratch, `${randomBytes(6).toString("hex")}.key`);
-  await writeFile(keyFile, `${d}\n`, { mode: 0o600 });
-  const out = await execFileP("age", ["-d", "-i", keyFile, join(home, blob)], { encoding: "buffer", maxBuffer: 64 << 20 });
-  return out.stdout;
 }
 
 let dir: string;
@@ -300,27 +279,10 @@ describe(`relay crash safety (${SENDERS} senders × ${PER_SENDER} level-3 messag
     expect(gc.code).toBe(0);
     const gcReport = JSON.parse(gc.stdout) as { unsent: number; orphanBlobs: number; tempFiles: number };
 
-    // After gc: no temp file, no half row, every referenced blob on disk and every blob referenced.
-    const tmpLeft = await walk(join(home, "blobs", "tmp")).catch(() => []);
-    if (tmpLeft.length) violations.push(`temp files left after gc: ${tmpLeft.join(", ")}`);
+    // After gc: no temp file, no half row, every blob referenced, the audit log agrees.
+    violations.push(...(await storeViolations(home)));
     const db2 = new Database(join(home, "praxmail.db"), { readonly: true });
     try {
-      const q = (sql: string): unknown[] => db2.prepare(sql).all();
-      const unsent = q("SELECT id FROM deliveries WHERE sent_at IS NULL");
-      if (unsent.length) violations.push(`deliveries never marked sent after gc: ${JSON.stringify(unsent)}`);
-      for (const [t, col] of [["files", "delivery_id"], ["wraps", "delivery_id"], ["link_tokens", "delivery_id"]] as const) {
-        const orphans = q(`SELECT ${col} FROM ${t} WHERE ${col} NOT IN (SELECT id FROM deliveries)`);
-        if (orphans.length) violations.push(`${t} rows without a delivery: ${JSON.stringify(orphans)}`);
-      }
-      const noPracticeWrap = q("SELECT id FROM deliveries WHERE id NOT IN (SELECT delivery_id FROM wraps WHERE holder = 'practice')");
-      if (noPracticeWrap.length) violations.push(`deliveries without wrap[P]: ${JSON.stringify(noPracticeWrap)}`);
-      const missingBlob = q("SELECT f.id FROM files f JOIN deliveries d ON d.id = f.delivery_id WHERE f.blob IS NULL AND d.status IN ('pending-approval','ready','downloaded')");
-      if (missingBlob.length) violations.push(`active files without a blob: ${JSON.stringify(missingBlob)}`);
-      const referenced = new Set(db2.prepare("SELECT blob FROM files WHERE blob IS NOT NULL").pluck().all() as string[]);
-      const onDisk = new Set((await walk(join(home, "blobs")).catch(() => [])).map((p) => p.slice(home.length + 1).split("\\").join("/")));
-      for (const b of referenced) if (!onDisk.has(b)) violations.push(`row points at a missing blob ${b}`);
-      for (const b of onDisk) if (!referenced.has(b)) violations.push(`blob without a row: ${b}`);
-
       const visible = db2.prepare("SELECT id, recipient, level, status FROM deliveries WHERE sent_at IS NOT NULL").all() as { id: string; recipient: string; level: number; status: string }[];
       if (visible.length !== TOTAL) violations.push(`${visible.length} visible deliveries for ${TOTAL} messages`);
       const byId = new Map(visible.map((v) => [v.id, v]));
@@ -332,11 +294,6 @@ describe(`relay crash safety (${SENDERS} senders × ${PER_SENDER} level-3 messag
         if (seen.has(id)) violations.push(`${msg.messageId}: delivery ${id} also belongs to another message`);
         seen.add(id);
       }
-      // The audit log tells the same story: every delivery created is visible or was discarded.
-      const created = new Set(db2.prepare("SELECT subject FROM audit WHERE action = 'delivery.create'").pluck().all() as string[]);
-      const discarded = new Set(db2.prepare("SELECT subject FROM audit WHERE action = 'delivery.discard'").pluck().all() as string[]);
-      for (const id of created) if (!discarded.has(id) && !byId.has(id)) violations.push(`delivery ${id} was created, neither discarded nor visible`);
-      for (const id of byId.keys()) if (!created.has(id) || discarded.has(id)) violations.push(`visible delivery ${id} has no clean create record`);
     } finally {
       db2.close();
     }
@@ -364,12 +321,8 @@ describe(`relay crash safety (${SENDERS} senders × ${PER_SENDER} level-3 messag
         }
       }
       if (!goAge) return;
-      const db3 = new Database(join(home, "praxmail.db"), { readonly: true });
-      const wrap = db3.prepare("SELECT ciphertext FROM wraps WHERE delivery_id = ? AND holder = 'practice'").pluck().get(id) as Buffer;
-      const blob = db3.prepare("SELECT blob FROM files WHERE delivery_id = ? AND kind = 'attachment'").pluck().get(id) as string;
-      db3.close();
-      const plain = await ageDecrypt(home, wrap, blob, scratch);
-      if (!plain.equals(msg.attachment)) violations.push(`${msg.messageId}: age -d of ${blob} is not the attachment sent`);
+      const plain = await ageDecrypt(home, id, scratch);
+      if (!plain.equals(msg.attachment)) violations.push(`${msg.messageId}: age -d of delivery ${id}'s file is not the attachment sent`);
     });
 
     const audit = await praxmail(["audit", "--verify", "--home", home]);

@@ -137,6 +137,22 @@ describe("retries", () => {
     expect(visible(relay.ctx)).toHaveLength(2);
   });
 
+  it("the same message again through the sender's mail server (new Received and DKIM lines) adds nothing", async () => {
+    const h = home();
+    relay = await startTestRelay(h, { upstream: `smtp://127.0.0.1:${await freePort()}` });
+    const raw = message("trace", randomBytes(20_000));
+    // Each attempt through the practice's own MTA carries that attempt's trace on top.
+    const via = (id: string): Buffer =>
+      Buffer.concat([Buffer.from(`DKIM-Signature: v=1; d=praxis-weber.example; s=mail; t=17980${id.length}; b=${id}\r\nReceived: from pc-1 by mx.praxis-weber.example (Postfix) with ESMTP id ${id}\r\n`), raw]);
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], via("A1B2"))).code).toBe(451);
+    await relay.close();
+    relay = await startTestRelay(h, { upstream: sink.url });
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], via("C3D4E5"))).code).toBe(250);
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], via("F6G7H8I9"))).code).toBe(250);
+    expect(visible(relay.ctx)).toEqual(["patient@patient.example"]);
+    expect(sink.messages).toHaveLength(1);
+  });
+
   it("when upstream refuses one patient's copy: 451; the accepted copy stays, and the retry sends only the other", async () => {
     relay = await startTestRelay(home(), { upstream: sink.url });
     sink.refuse.add("b@patient.example");

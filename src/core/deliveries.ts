@@ -306,14 +306,16 @@ export class Intake {
    * recipient is dropped from this intake, and the existing delivery gets one more link token
    * (the earlier ones stay valid). Its files are this intake's: the same content, since the
    * idempotency key covers it. Levels 1–2 cannot be announced again: their link carries D,
-   * which only the attempt that created the delivery held.
+   * which only the attempt that created the delivery held. The milter also announces a sent
+   * delivery again: it marks one sent when it hands the edits to Postfix, which may still
+   * defer that attempt; such a delivery keeps its first sent time.
    *
-   * @param existing - The unsent delivery of an earlier attempt, for one of {@link recipients}.
+   * @param existing - A delivery of an earlier attempt, for one of {@link recipients}.
    * @returns The delivery with a fresh link, to be sent and then marked sent.
-   * @throws If the delivery is not an unsent level 3–4 delivery to one of the recipients.
+   * @throws If the delivery is not a level 3–4 delivery to one of the recipients.
    */
   async announceAgain(existing: DeliveryRow): Promise<CreatedDelivery> {
-    if (existing.level < 3 || existing.sentAt !== null || !this.recipients.includes(existing.recipient)) {
+    if (existing.level < 3 || !this.recipients.includes(existing.recipient)) {
       throw new Error("delivery cannot be announced again");
     }
     await this.drop([existing.recipient]);

@@ -10,6 +10,7 @@ import libmime from "libmime";
 import { Intake, PraxmailError, discardDelivery, markSent, type Context, type CreatedDelivery } from "../core/index.js";
 import { applyPolicy, classify, isInternal, type Level, type Policy } from "./classify.js";
 import { MailRejection } from "./errors.js";
+import { hashHead, sourceKey } from "./idempotency.js";
 import { renderCopy, textOf } from "./render.js";
 import { SPLIT_LIMITS, splitMessage, type MimeNode, type Skeleton, type SplitLimits } from "./split.js";
 import { renderBlock, renderNotification } from "./templates.js";
@@ -26,6 +27,13 @@ export interface ProcessOptions {
    * or everyone when the message is untagged). It must not deliver before end().
    */
   readonly openOriginal: (recipients: readonly string[]) => RawSink;
+  /**
+   * Whether a delivery that an earlier attempt marked sent is known to have left. The relay
+   * marks it sent on upstream's 250 (true, the default), so a retry skips that recipient. The
+   * milter marks it sent when it hands its edits to Postfix, which may still defer the
+   * message (false), so a retry carries the delivery again, as for an unsent one.
+   */
+  readonly sentIsFinal?: boolean;
 }
 
 /** A rewritten message for some recipients, and the deliveries it announces. */
@@ -177,11 +185,16 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
   const created: string[] = [];
   try {
     if (sink && opts.trace) await sink.write(Buffer.from(`${opts.trace}\r\n`));
-    // Every byte is hashed (for retries) and, where needed, streamed to the original's sink.
+    // The retry key covers the head without its trace fields, then every byte of the body;
+    // every byte is streamed to the original's sink where there is one.
+    hashHead(digest, head);
+    let skipped = 0;
     const tapped = Readable.from(
       (async function* () {
         for await (const chunk of all as AsyncIterable<Buffer>) {
-          digest.update(chunk);
+          const inHead = Math.min(chunk.length, head.length - skipped);
+          skipped += inHead;
+          digest.update(chunk.subarray(inHead));
           if (sink) await sink.write(chunk);
           yield chunk;
         }
@@ -215,15 +228,19 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
     }
 
     const content = digest.digest("hex");
-    const keys = externals.map((r) => createHash("sha256").update(`${messageId}\n${envelope.from}\n${r.toLowerCase()}\n${content}`).digest("hex"));
     const take = (state.intake ??= await Intake.open(ctx, externals));
+    // By the intake's recipients (normalised, without duplicates), so that index i matches.
+    const keys = take.recipients.map((r) => sourceKey(messageId, envelope.from, r, content));
     const skip = new Set<string>();
     const again: CreatedDelivery[] = [];
     for (const [i, r] of take.recipients.entries()) {
       const existing = ctx.store.records.deliveryBySource(keys[i] ?? "");
-      if (existing?.sentAt != null) skip.add(r);
-      // An earlier attempt created it and then died or lost upstream's reply: its mail may
-      // have left, so the same delivery is announced again rather than replaced.
+      // Where "sent" is not final, a delivery the patient opened (or that ended) did leave.
+      const left = existing?.sentAt != null && ((opts.sentIsFinal ?? true) || !["pending-approval", "ready"].includes(existing.status));
+      if (left) skip.add(r);
+      // An earlier attempt created it and then died or lost upstream's reply (or the milter
+      // cannot know whether Postfix kept it): its mail may have left, so the same delivery is
+      // announced again rather than replaced.
       else if (existing && existing.level >= 3 && existing.level === level) again.push(await take.announceAgain(existing));
       else if (existing) await discardDelivery(ctx, existing.id, "retried");
     }
@@ -236,7 +253,7 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
             subject: level === 4 ? cls.subject : null,
             message: level === 4 ? sealedText(sk) : null,
             sender: envelope.from || null,
-            sourceKeys: take.recipients.map((_, i) => keys[i] ?? null),
+            sourceKeys: keys,
           });
     created.push(...fresh.map((d) => d.id));
     const deliveries = [...again, ...fresh];

@@ -123,7 +123,7 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
     m.input = input;
     const head = m.headers.map((h) => `${h.name}: ${h.value.replace(/^[ \t]+/, "").replace(/\r?\n/g, "\r\n")}\r\n`).join("") + "\r\n";
     input.write(head);
-    m.prepared = prepareMessage(ctx, { from: m.from, to: m.to }, input, { policy: ctx.config.policy, openOriginal: () => nullSink });
+    m.prepared = prepareMessage(ctx, { from: m.from, to: m.to }, input, { policy: ctx.config.policy, openOriginal: () => nullSink, sentIsFinal: false });
     // Refused early (a bad tag, say): stop taking the body, so it is not buffered.
     m.prepared.catch(() => {
       input.destroy();

@@ -1,12 +1,123 @@
-// Parts of the crash test: a seeded random source, an upstream sink that can kill the relay
-// at the moment it has taken a message (before its 250 reaches the relay), and `praxmail
-// serve` as a child process on a fixed port that can be SIGKILLed and started again.
-import { spawn, type ChildProcess } from "node:child_process";
+// Parts of the crash tests (relay and milter): a seeded random source, an upstream sink that
+// can kill the relay at the moment it has taken a message (before its 250 reaches the
+// relay), `praxmail serve` as a child process on fixed ports that can be SIGKILLed and
+// started again, and the checks of what the store looks like afterwards.
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import Database from "better-sqlite3";
 import { SMTPServer } from "smtp-server";
 import { simpleParser, type ParsedMail } from "mailparser";
-import { BIN } from "./cli.js";
+import { BIN, walk } from "./cli.js";
 import { tokens } from "./deliveries.js";
+
+/**
+ * The kill plan's seed: PRAXMAIL_CRASH_SEED, or the test's own default.
+ *
+ * @param fallback - The default seed.
+ * @returns A 32-bit seed.
+ * @throws If the variable is not an integer 0..2^32-1.
+ */
+export function crashSeed(fallback: number): number {
+  const v = process.env.PRAXMAIL_CRASH_SEED;
+  if (v === undefined || v === "") return fallback;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`PRAXMAIL_CRASH_SEED must be an integer 0..2^32-1, not ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** @returns A promise that resolves after `ms`. */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs `fn` over `items` with at most `width` at a time.
+ *
+ * @param items - The work.
+ * @param width - How many at once.
+ * @param fn - One item's work.
+ */
+export async function pool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < items.length) await fn(items[next++] as T);
+    }),
+  );
+}
+
+const execFileP = promisify(execFile);
+
+/**
+ * Decrypts a delivery's attachment with the Go age CLI only: wrap[P] with the practice
+ * identity file gives D, and D opens the blob.
+ *
+ * @param home - The home (practice-identity.txt, praxmail.db, blobs).
+ * @param deliveryId - The delivery.
+ * @param scratch - A private folder for D's key file.
+ * @returns The plaintext of its first attachment.
+ */
+export async function ageDecrypt(home: string, deliveryId: string, scratch: string): Promise<Buffer> {
+  const db = new Database(join(home, "praxmail.db"), { readonly: true });
+  let wrap: Buffer;
+  let blob: string;
+  try {
+    wrap = db.prepare("SELECT ciphertext FROM wraps WHERE delivery_id = ? AND holder = 'practice'").pluck().get(deliveryId) as Buffer;
+    blob = db.prepare("SELECT blob FROM files WHERE delivery_id = ? AND kind = 'attachment' ORDER BY position").pluck().get(deliveryId) as string;
+  } finally {
+    db.close();
+  }
+  const unwrap = execFileP("age", ["-d", "-i", join(home, "practice-identity.txt")], { encoding: "buffer" });
+  unwrap.child.stdin?.end(wrap);
+  const d = (await unwrap).stdout.toString("utf8").trim();
+  const keyFile = join(scratch, `${randomBytes(6).toString("hex")}.key`);
+  await writeFile(keyFile, `${d}\n`, { mode: 0o600 });
+  const out = await execFileP("age", ["-d", "-i", keyFile, join(home, blob)], { encoding: "buffer", maxBuffer: 64 << 20 });
+  return out.stdout;
+}
+
+/**
+ * What must hold of a home after `praxmail gc --grace 0`, whatever crashed before: no temp
+ * file, no unsent or half row, every referenced blob on disk and every blob referenced, and
+ * an audit log in which every delivery created is visible or was discarded.
+ *
+ * @param home - The home.
+ * @returns One line per violation; empty when all holds.
+ */
+export async function storeViolations(home: string): Promise<string[]> {
+  const violations: string[] = [];
+  const tmpLeft = await walk(join(home, "blobs", "tmp")).catch(() => []);
+  if (tmpLeft.length) violations.push(`temp files left after gc: ${tmpLeft.join(", ")}`);
+  const db = new Database(join(home, "praxmail.db"), { readonly: true });
+  try {
+    const q = (sql: string): unknown[] => db.prepare(sql).all();
+    const unsent = q("SELECT id FROM deliveries WHERE sent_at IS NULL");
+    if (unsent.length) violations.push(`deliveries never marked sent after gc: ${JSON.stringify(unsent)}`);
+    for (const [t, col] of [["files", "delivery_id"], ["wraps", "delivery_id"], ["link_tokens", "delivery_id"]] as const) {
+      const orphans = q(`SELECT ${col} FROM ${t} WHERE ${col} NOT IN (SELECT id FROM deliveries)`);
+      if (orphans.length) violations.push(`${t} rows without a delivery: ${JSON.stringify(orphans)}`);
+    }
+    const noPracticeWrap = q("SELECT id FROM deliveries WHERE id NOT IN (SELECT delivery_id FROM wraps WHERE holder = 'practice')");
+    if (noPracticeWrap.length) violations.push(`deliveries without wrap[P]: ${JSON.stringify(noPracticeWrap)}`);
+    const missingBlob = q("SELECT f.id FROM files f JOIN deliveries d ON d.id = f.delivery_id WHERE f.blob IS NULL AND d.status IN ('pending-approval','ready','downloaded')");
+    if (missingBlob.length) violations.push(`active files without a blob: ${JSON.stringify(missingBlob)}`);
+    const referenced = new Set(db.prepare("SELECT blob FROM files WHERE blob IS NOT NULL").pluck().all() as string[]);
+    const onDisk = new Set((await walk(join(home, "blobs")).catch(() => [])).map((p) => p.slice(home.length + 1).split("\\").join("/")));
+    for (const b of referenced) if (!onDisk.has(b)) violations.push(`row points at a missing blob ${b}`);
+    for (const b of onDisk) if (!referenced.has(b)) violations.push(`blob without a row: ${b}`);
+    // The audit log tells the same story: every delivery created is visible or was discarded.
+    const visible = new Set(db.prepare("SELECT id FROM deliveries WHERE sent_at IS NOT NULL").pluck().all() as string[]);
+    const created = new Set(db.prepare("SELECT subject FROM audit WHERE action = 'delivery.create'").pluck().all() as string[]);
+    const discarded = new Set(db.prepare("SELECT subject FROM audit WHERE action = 'delivery.discard'").pluck().all() as string[]);
+    for (const id of created) if (!discarded.has(id) && !visible.has(id)) violations.push(`delivery ${id} was created, neither discarded nor visible`);
+    for (const id of visible) if (!created.has(id) || discarded.has(id)) violations.push(`visible delivery ${id} has no clean create record`);
+  } finally {
+    db.close();
+  }
+  return violations;
+}
 
 /**
  * A small seeded PRNG (mulberry32): the same seed gives the same kill plan.
@@ -34,6 +145,8 @@ export interface Upstreamed {
   readonly deliveryId: string | null;
   readonly tokens: string[];
   readonly mail: ParsedMail;
+  /** The bytes as they arrived. */
+  readonly raw: Buffer;
 }
 
 /** The upstream SMTP server of the crash test. */
@@ -78,6 +191,7 @@ export async function startCrashSink(): Promise<CrashSink> {
             deliveryId: typeof delivery === "string" ? delivery : null,
             tokens: tokens({ from: "", to: [], raw, mail }),
             mail,
+            raw,
           };
           sink.messages.push(m);
           const hook = sink.onNextMessage;
@@ -103,10 +217,10 @@ export async function startCrashSink(): Promise<CrashSink> {
   });
 }
 
-/** `praxmail serve` on a fixed SMTP port, restartable. */
+/** `praxmail serve` on a fixed SMTP port (and milter port), restartable. */
 export interface CrashServe {
   readonly port: number;
-  /** Starts serve and waits until the relay listens. */
+  /** Starts serve and waits until the relay (and the milter) listens. */
   start(): Promise<void>;
   /** SIGKILL, then waits until the process is gone. */
   kill(): Promise<void>;
@@ -119,9 +233,10 @@ export interface CrashServe {
 /**
  * @param home - An initialised home.
  * @param port - The SMTP port, kept across restarts so that clients find it again.
+ * @param milterPort - With a port, serve runs the milter there too (`--milter`).
  * @returns A handle; nothing runs until start().
  */
-export function crashServe(home: string, port: number): CrashServe {
+export function crashServe(home: string, port: number, milterPort?: number): CrashServe {
   let child: ChildProcess | null = null;
   let exited: Promise<number | null> = Promise.resolve(null);
   let log = "";
@@ -132,7 +247,7 @@ export function crashServe(home: string, port: number): CrashServe {
     port,
     async start() {
       if (child) throw new Error("serve is already running");
-      const c = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", `127.0.0.1:${port}`, "--http", "127.0.0.1:0"], {
+      const c = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", `127.0.0.1:${port}`, "--http", "127.0.0.1:0", ...(milterPort === undefined ? [] : ["--milter", `127.0.0.1:${milterPort}`])], {
         env: { PATH: process.env.PATH, NO_COLOR: "1" },
         stdio: ["ignore", "pipe", "pipe"],
       });
@@ -148,7 +263,7 @@ export function crashServe(home: string, port: number): CrashServe {
       }));
       await new Promise<void>((resolve, reject) => {
         const t = setInterval(() => {
-          if (err.includes(`relay listening on 127.0.0.1:${port}`)) {
+          if (err.includes(`relay listening on 127.0.0.1:${port}`) && (milterPort === undefined || err.includes(`milter listening on inet:127.0.0.1:${milterPort}`))) {
             clearInterval(t);
             resolve();
           }
