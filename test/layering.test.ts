@@ -13,13 +13,11 @@ const project = new ESLint({ cwd: ROOT });
 /** The messages of the project's import rule for `code` as if it were the file `filePath`. */
 async function lintImport(filePath: string, code: string): Promise<string[]> {
   const config = (await project.calculateConfigForFile(filePath)) as Linter.Config;
-  const rule = config.rules?.["no-restricted-imports"];
-  expect(rule, `${filePath} has the layering rule`).toBeDefined();
-  const eslint = new ESLint({
-    cwd: ROOT,
-    overrideConfigFile: true,
-    overrideConfig: { files: ["**/*.ts"], languageOptions: { parser: tseslint.parser }, rules: { "no-restricted-imports": rule } },
-  });
+  const rules = Object.fromEntries(
+    ["no-restricted-imports", "no-restricted-syntax"].flatMap((name) => (config.rules?.[name] === undefined ? [] : [[name, config.rules[name]]])),
+  );
+  expect(rules["no-restricted-imports"], `${filePath} has the layering rule`).toBeDefined();
+  const eslint = new ESLint({ cwd: ROOT, overrideConfigFile: true, overrideConfig: { files: ["**/*.ts"], languageOptions: { parser: tseslint.parser }, rules } });
   const [result] = await eslint.lintText(code, { filePath });
   return (result?.messages ?? []).map((m) => `${m.ruleId ?? "parse"}: ${m.message}`);
 }
@@ -54,6 +52,13 @@ describe("layering lint rule (DESIGN.md §4)", () => {
     ["src/cli.ts", 'import { Store } from "./store/index.js";', "layering (DESIGN.md §4): src/cli.ts must not import src/store."],
   ])("%s: %s is refused", async (file, code, message) => {
     expect(await lintImport(file, code)).toEqual(refusal(code, message));
+  });
+
+  it("an import() that leaves its folder is refused, since the import rule cannot see it", async () => {
+    expect(await lintImport("src/crypto/x.ts", 'export const m = import("../mail/index.js");')).toEqual([
+      "no-restricted-syntax: layering (DESIGN.md §4): import another folder statically, so that the layering rule sees it.",
+    ]);
+    expect(await lintImport("src/portal/client/x.ts", 'export const m = import("./sodium.js");')).toEqual([]);
   });
 
   it.each([
