@@ -2,6 +2,85 @@
 import eslint from "@eslint/js";
 import tseslint from "typescript-eslint";
 
+/**
+ * The layering of DESIGN.md §4 as lint rules: data flows one way, from the front doors
+ * (commands, relay, milter, portal) through mail and core into store and crypto. Each area
+ * names the areas it may import; every other area is refused, and an allowed area is reached
+ * only through its door (its index.ts; the relay's and the milter's server.ts).
+ * test/layering.test.ts proves that each refusal fires.
+ */
+const AREAS = ["cli", "commands", "relay", "milter", "portal", "mail", "core", "store", "crypto"];
+/** @type {Record<string, string>} */
+const DOORS = { core: "index.js", crypto: "index.js", store: "index.js", mail: "index.js", portal: "index.js", relay: "server.js", milter: "server.js" };
+/** @type {Record<string, string[]>} */
+const MAY_IMPORT = {
+  crypto: [],
+  store: [],
+  core: ["crypto", "store"],
+  mail: ["core", "crypto"],
+  relay: ["mail", "core", "crypto"],
+  milter: ["mail", "core"],
+  portal: ["core", "store"],
+  commands: ["relay", "milter", "portal", "mail", "core", "store", "crypto"],
+  cli: ["commands"],
+};
+/** A relative import of `area` from anywhere in src/ (`../core/x.js`, `../../core/x.js`, `./core/x.js` from cli.ts). */
+const into = (/** @type {string} */ area) => `^\\.{1,2}/(\\.\\./)*${area === "cli" ? "cli\\.js$" : `${area}/`}`;
+
+/**
+ * The no-restricted-imports rule for code in `from` that may import the areas `allowed`.
+ * @param {string} from the folder, as src/… names it in the messages
+ * @param {string[]} allowed
+ * @param {Record<string, string[]>} [doors] the files of an allowed area this code may import, if not its door
+ */
+function layer(from, allowed, doors = {}) {
+  const patterns = [];
+  for (const other of AREAS) {
+    if (`src/${other}` === from) continue;
+    if (!allowed.includes(other)) {
+      patterns.push({ regex: into(other), message: `layering (DESIGN.md §4): ${from} must not import src/${other}.` });
+      continue;
+    }
+    const open = doors[other] ?? (DOORS[other] === undefined ? [] : [DOORS[other]]);
+    if (open.length === 0) continue;
+    patterns.push({
+      regex: `${into(other)}(?!(${open.map((f) => f.replace(/\./g, "\\.")).join("|")})$)`,
+      message: `layering (DESIGN.md §4): ${from} reaches src/${other} only through ${open.map((f) => `${other}/${f}`).join(" or ")}.`,
+    });
+  }
+  return { "no-restricted-imports": ["error", { patterns }] };
+}
+
+/** One config block per area; later blocks replace the rule for the files they name. */
+const layering = [
+  ...Object.entries(MAY_IMPORT).map(([area, allowed]) => ({
+    files: [area === "cli" ? "src/cli.ts" : `src/${area}/**/*.ts`],
+    rules: layer(area === "cli" ? "src/cli.ts" : `src/${area}`, allowed),
+  })),
+  {
+    // The browser bundle reuses crypto's isomorphic derivation and STREAM code (DESIGN.md §4)
+    // and nothing else: no Node area, and not crypto/index.ts, which pulls in the keyring.
+    files: ["src/portal/client/**/*.ts"],
+    rules: layer("src/portal/client", ["crypto"], { crypto: ["secupass.js", "stream-open.js"] }),
+  },
+  {
+    // no-restricted-imports does not see import(): an import that leaves its folder is static.
+    files: ["src/**/*.ts"],
+    rules: {
+      "no-restricted-syntax": ["error", {
+        selector: "ImportExpression[source.value=/^\\.\\./]",
+        message: "layering (DESIGN.md §4): import another folder statically, so that the layering rule sees it.",
+      }],
+    },
+  },
+  {
+    // Known breach, kept until issue 17 item 6 moves it into the core context: the outbound
+    // transport renames its outbox files with the store's renameDurably.
+    files: ["src/mail/transport.ts"],
+    rules: layer("src/mail", [...MAY_IMPORT.mail, "store"]),
+  },
+];
+
 export default tseslint.config(
   { ignores: ["dist/", ".bench-dist/", "scripts/", "contrib/", "node_modules/", "coverage/", "test-results/", "bin/", "eslint.config.js"] },
   eslint.configs.recommended,
@@ -19,4 +98,5 @@ export default tseslint.config(
     files: ["test/**/*.ts", "bench/**/*.ts"],
     rules: { "@typescript-eslint/no-non-null-assertion": "off" },
   },
+  ...layering,
 );

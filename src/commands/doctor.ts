@@ -5,7 +5,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import nodemailer from "nodemailer";
 import { PassphraseRequiredError, keyFingerprint, loadFromKeyring, practiceSigningKey, readIdentityFile, recipientOf } from "../crypto/index.js";
 import { PraxmailError, isInitialised, loadConfig, loadPracticeIdentity, resolveHome, type Config } from "../core/index.js";
-import type { Listen } from "../milter/relay.js";
+import type { Listen } from "../relay/server.js";
 import { parseMilterListen, type MilterListen } from "../milter/server.js";
 import { bytes } from "./backup.js";
 import { tcpPortState, unixSocketState, type PortState } from "./doctor-ports.js";

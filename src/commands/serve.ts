@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
 import { ensureWritableHome, initPractice, isInitialised, purgeSessions, resolveHome, sendReminders } from "../core/index.js";
 import { createTransport } from "../mail/index.js";
-import { startRelay, type Listen } from "../milter/relay.js";
+import { startRelay, type Listen } from "../relay/server.js";
 import { parseMilterListen, startMilter, type MilterListen } from "../milter/server.js";
 import { startPortal } from "../portal/index.js";
 import { common, note, openContext, type HomeOptions, type Io } from "./shared.js";

@@ -6,7 +6,7 @@ import { pino } from "pino";
 import { openContext } from "../../src/commands/shared.js";
 import type { Context } from "../../src/core/index.js";
 import { createTransport } from "../../src/mail/index.js";
-import { startRelay, type Relay } from "../../src/milter/relay.js";
+import { startRelay, type Relay } from "../../src/relay/server.js";
 import { afterAll, beforeAll, beforeEach } from "vitest";
 import { cleanup, initHome, tempDir } from "./cli.js";
 import { startSink, type Sink } from "./sink.js";
