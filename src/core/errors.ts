@@ -29,3 +29,25 @@ export class PraxmailError extends Error {
     this.name = "PraxmailError";
   }
 }
+
+/** What a log line may say about an error. */
+export interface ErrorFields {
+  readonly name: string;
+  readonly code: string | number | null;
+  readonly message: string;
+}
+
+/**
+ * What a log line may say about an error: its class, its code and the first line of its
+ * message with paths cut out. Never its stack or a cause's text, which may quote file names,
+ * addresses or bytes of a message.
+ *
+ * @param e - Anything thrown.
+ * @returns Fields for a pino line's `err`.
+ */
+export function errorFields(e: unknown): ErrorFields {
+  const err = e instanceof Error ? (e as Error & { code?: unknown }) : null;
+  const code = typeof err?.code === "string" || typeof err?.code === "number" ? err.code : null;
+  const first = (err ? err.message : String(e)).split("\n")[0] ?? "";
+  return { name: err?.name ?? typeof e, code, message: first.replace(/(?:\/[^\s'",)]+)+/g, "<path>").slice(0, 200) };
+}
