@@ -94,12 +94,17 @@ describe("fail closed", () => {
     const store = captureLog();
     relay = await startTestRelay(home(), { upstream: sink.url }, (ctx) => {
       ctx.store.blobs.write = () => Promise.reject(Object.assign(new Error("no space left on device, write '/srv/praxmail/blobs/ab/cd'"), { code: "ENOSPC" }));
+      ctx.store.blobs.remove = () => Promise.reject(Object.assign(new Error("permission denied, unlink '/srv/praxmail/blobs/ab/ef'"), { code: "EACCES" }));
       return ctx;
     }, store.log);
     expect((await submit(relay.port, FROM, ["patient@patient.example"], message("logstore", randomBytes(100), "[S3] Befund Weber"))).code).toBe(451);
     const failed = store.lines().filter((l) => l.msg === "message failed");
     expect(failed).toHaveLength(1);
+    // The cleanup that failed after it is on the same line; the store's error is what is reported.
     expect(failed[0]).toMatchObject({ level: 50, err: { code: "ENOSPC", message: "no space left on device, write '<path>'" } });
+    const cleanup = failed[0]?.cleanup as unknown[];
+    expect(cleanup.length).toBeGreaterThan(0);
+    for (const c of cleanup) expect(c).toEqual({ name: "Error", code: "EACCES", message: "permission denied, unlink '<path>'" });
     expect(store.lines().filter((l) => l.level === 40 || l.level === 50)).toHaveLength(1);
     for (const text of [down.text(), store.text()]) {
       expect(text).not.toMatch(/patient@|praxis@|Befund|\/srv\//);
