@@ -19,13 +19,15 @@ export class PraxmailError extends Error {
    * @param code - What kind of failure; callers branch on this, never on the message.
    * @param message - Lowercase, no trailing period (age style).
    * @param hint - What to do about it.
+   * @param options - `cause`: the failure underneath, kept for the CLI's debug output.
    */
   constructor(
     readonly code: ErrorCode,
     message: string,
     readonly hint?: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.name = "PraxmailError";
   }
 }
@@ -49,7 +51,7 @@ export function errorFields(e: unknown): ErrorFields {
   const err = e instanceof Error ? (e as Error & { code?: unknown }) : null;
   const code = typeof err?.code === "string" || typeof err?.code === "number" ? err.code : null;
   const first = (err ? err.message : String(e)).split("\n")[0] ?? "";
-  return { name: err?.name ?? typeof e, code, message: first.replace(/(?:\/[^\s'",)]+)+/g, "<path>").slice(0, 200) };
+  return { name: err?.name ?? typeof e, code, message: first.replace(/(?:\/[^\s'",):]+)+/g, "<path>").slice(0, 200) };
 }
 
 // Cleanup failures of an error that was rethrown unchanged (Java's suppressed exceptions).
