@@ -9,6 +9,7 @@ import { PassphraseRequiredError, generateIdentity, readIdentityFile, recipientO
 import { BIN, cleanup, praxmail, tempDir, walk } from "./helpers/cli.js";
 import { inKeyringSession } from "./helpers/keyring.js";
 import { registerThroughCore } from "./helpers/patient.js";
+import { patchConfig } from "./helpers/relay.js";
 import { needTool } from "./helpers/tools.js";
 
 let dir: string;
@@ -110,6 +111,25 @@ describe("the practice identity through the CLI", () => {
     const list = await praxmail(["list", "patients", "--json", "--home", home]);
     expect((JSON.parse(list.stdout) as { status: string }[]).map((p) => p.status)).toEqual(["approved", "approved"]);
   });
+
+  it("the error keeps the keyring's cause; PRAXMAIL_DEBUG prints it without the secret", async () => {
+    const home = join(dir, "keyring-gone-home");
+    expect((await praxmail([...initArgs(home), "--no-keyring"])).code).toBe(0);
+    const secret = (await readFile(join(home, "practice-identity.txt"), "utf8")).trim().split("\n").at(-1) ?? "";
+    await patchConfig(home, { identity: { kind: "keyring", account: "practice-identity gone" } });
+    await registerThroughCore(home, "g@example.org", "Secu-Pass G");
+    const env = { DBUS_SESSION_BUS_ADDRESS: "unix:path=/nonexistent" };
+    const plain = await praxmail(["approve", "g@example.org", "--yes", "--home", home], { env });
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toMatch(/^praxmail: error: cannot load the practice identity: the OS keyring did not answer: .+$/m);
+    expect(plain.stderr).not.toContain("praxmail: cause:");
+    const debug = await praxmail(["approve", "g@example.org", "--yes", "--home", home], { env: { ...env, PRAXMAIL_DEBUG: "1" } });
+    expect(debug.code).toBe(1);
+    // The wrapped error, then the keyring's own chain, one line each.
+    expect(debug.stderr).toMatch(/^praxmail: cause: Error: the OS keyring did not answer: .+\n(?:praxmail: cause: Error GenericFailure: .+\n)+praxmail: hint: /m);
+    expect(debug.stderr).not.toContain(secret);
+    expect(debug.stderr).not.toContain("AGE-SECRET-KEY");
+  });
 });
 
 const keyringTools = needTool("dbus-run-session") && needTool("gnome-keyring-daemon");
@@ -140,6 +160,9 @@ describe.runIf(keyringTools)("the OS keyring (Secret Service)", () => {
       env: { DBUS_SESSION_BUS_ADDRESS: "unix:path=/nonexistent" },
     });
     expect(r.code).toBe(0);
+    // Why the keyring was not used is said, not swallowed.
+    expect(r.stderr).toMatch(/^praxmail: the OS keyring did not answer: .+; using a file instead$/m);
     expect(r.stderr).toContain(`praxmail: practice identity in ${home}/practice-identity.txt (mode 0600`);
   });
 });
+

@@ -13,6 +13,8 @@ import { Cmd, Step, decode, encode, type Packet } from "../src/milter/protocol.j
 import { startMilter, type Milter } from "../src/milter/server.js";
 import { headerEdits } from "../src/milter/session.js";
 import { cleanup, initHome, tempDir } from "./helpers/cli.js";
+import { captureLog } from "./helpers/log.js";
+import { freePort } from "./helpers/serve.js";
 
 let dir: string;
 let ctx: Context;
@@ -53,8 +55,8 @@ class Mta {
       });
     });
   }
-  static async open(): Promise<Mta> {
-    const s = connect(milter.port ?? 0, "127.0.0.1");
+  static async open(to: Milter = milter): Promise<Mta> {
+    const s = connect(to.port ?? 0, "127.0.0.1");
     await new Promise((r) => s.once("connect", r));
     return new Mta(s);
   }
@@ -168,6 +170,38 @@ describe("a milter connection", () => {
     expect(r.map((p) => p.cmd)).toEqual(["y"]);
     expect(r[0]!.data.toString()).toBe('554 5.6.0 not an e-mail address: "\\"f@patient.example\\"@praxis-weber.example"\0');
     mta.socket.destroy();
+  });
+});
+
+describe("failures are logged once", () => {
+  it("upstream down and the discards failing: 451 with upstream's reason, and one line that names the failed cleanup", async () => {
+    const captured = captureLog();
+    const down = await startMilter({ ctx, transport: createTransport(ctx.home, `smtp://127.0.0.1:${await freePort()}`), log: captured.log, progressMs: 50 }, { host: "127.0.0.1", port: 0 });
+    const remove = ctx.store.blobs.remove.bind(ctx.store.blobs);
+    ctx.store.blobs.remove = () => Promise.reject(Object.assign(new Error("permission denied, unlink '/srv/praxmail/blobs/ab/cd'"), { code: "EACCES" }));
+    try {
+      const mta = await Mta.open(down);
+      await mta.negotiate();
+      // Two recipients: the copies leave by reinjection, which fails.
+      const r = await mta.message(
+        ["g@patient.example", "h@patient.example"],
+        [["Subject", "[S3] Befund Weber"], ["Message-ID", "<fail1@x>"], ["MIME-Version", "1.0"], ["Content-Type", 'multipart/mixed; boundary="b"']],
+        "--b\r\nContent-Type: text/plain\r\n\r\nAnbei.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=weber.pdf\r\n\r\n%PDF-geheim\r\n--b--\r\n",
+      );
+      expect(r.map((p) => p.cmd)).toEqual(["y"]);
+      expect(r[0]!.data.toString()).toMatch(/^451 4\.4\.1 upstream did not accept the message \((?:ESOCKET|ECONNREFUSED)\); try again later\0$/);
+      const lines = captured.lines().filter((l) => (l.level as number) >= 40);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatchObject({ msg: "milter message refused", outcome: 451, reason: expect.stringMatching(/^4\.4\.1 upstream did not accept/) as unknown });
+      const cleanups = lines[0]?.cleanup as unknown[];
+      expect(cleanups.length).toBeGreaterThanOrEqual(2);
+      for (const c of cleanups) expect(c).toEqual({ name: "Error", code: "EACCES", message: "permission denied, unlink '<path>'" });
+      expect(captured.text()).not.toMatch(/patient\.example|praxis-weber|Befund|weber\.pdf|\/srv\//);
+      mta.socket.destroy();
+    } finally {
+      ctx.store.blobs.remove = remove;
+      await down.close();
+    }
   });
 });
 

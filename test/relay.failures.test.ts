@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Context } from "../src/core/index.js";
 import { hashPassword } from "../src/crypto/index.js";
 import { cleanup, tempDir, walk } from "./helpers/cli.js";
+import { captureLog } from "./helpers/log.js";
 import { befundMail, startTestRelay, submit, type TestRelay } from "./helpers/relay.js";
 import { freePort } from "./helpers/serve.js";
 import { startSink, type Sink } from "./helpers/sink.js";
@@ -79,6 +80,35 @@ describe("fail closed", () => {
     fail = false;
     expect((await submit(relay.port, FROM, ["patient@patient.example"], raw)).code).toBe(250);
     expect(visible(relay.ctx)).toEqual(["patient@patient.example"]);
+  });
+
+  it("each 451 is logged once with its reason, without addresses or subjects", async () => {
+    const down = captureLog();
+    relay = await startTestRelay(home(), { upstream: `smtp://127.0.0.1:${await freePort()}` }, undefined, down.log);
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], message("logdown", randomBytes(100), "[S3] Befund Weber"))).code).toBe(451);
+    const refused = down.lines().filter((l) => l.msg === "message refused");
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toMatchObject({ level: 40, outcome: 451, reason: expect.stringMatching(/^4\.4\.1 upstream did not accept the message \((?:ESOCKET|ECONNREFUSED)\)/) as unknown });
+    await relay.close();
+
+    const store = captureLog();
+    relay = await startTestRelay(home(), { upstream: sink.url }, (ctx) => {
+      ctx.store.blobs.write = () => Promise.reject(Object.assign(new Error("no space left on device, write '/srv/praxmail/blobs/ab/cd'"), { code: "ENOSPC" }));
+      ctx.store.blobs.remove = () => Promise.reject(Object.assign(new Error("permission denied, unlink '/srv/praxmail/blobs/ab/ef'"), { code: "EACCES" }));
+      return ctx;
+    }, store.log);
+    expect((await submit(relay.port, FROM, ["patient@patient.example"], message("logstore", randomBytes(100), "[S3] Befund Weber"))).code).toBe(451);
+    const failed = store.lines().filter((l) => l.msg === "message failed");
+    expect(failed).toHaveLength(1);
+    // The cleanup that failed after it is on the same line; the store's error is what is reported.
+    expect(failed[0]).toMatchObject({ level: 50, err: { code: "ENOSPC", message: "no space left on device, write '<path>'" } });
+    const cleanup = failed[0]?.cleanup as unknown[];
+    expect(cleanup.length).toBeGreaterThan(0);
+    for (const c of cleanup) expect(c).toEqual({ name: "Error", code: "EACCES", message: "permission denied, unlink '<path>'" });
+    expect(store.lines().filter((l) => l.level === 40 || l.level === 50)).toHaveLength(1);
+    for (const text of [down.text(), store.text()]) {
+      expect(text).not.toMatch(/patient@|praxis@|Befund|\/srv\//);
+    }
   });
 
   it("a client outside the allowlist gets 554 and cannot send", async () => {

@@ -123,6 +123,7 @@ export function initCommand(io: Io): Command {
         return;
       }
       note(io, r.created ? `praxmail: initialised ${r.home}` : `praxmail: updated the settings in ${r.home}; the practice identity is unchanged`);
+      if (r.keyringFailure !== undefined) note(io, `praxmail: ${r.keyringFailure}; using a file instead`);
       note(io, `praxmail: practice identity in ${where}${r.identityStore.kind === "file" && !r.identityStore.protected ? " (mode 0600; keep a backup offline)" : ""}`);
       if (r.config.approvalKey !== null) note(io, `praxmail: approval signing key ${keyFingerprint(r.config.approvalKey)} (pinned in config.json)`);
       note(io, "praxmail: practice recipient:");

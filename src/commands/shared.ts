@@ -5,7 +5,7 @@ import chalk from "chalk";
 import { Option, type Command } from "commander";
 import { confirm } from "@inquirer/prompts";
 import { Store } from "../store/index.js";
-import { PraxmailError, ensureWritableHome, loadConfig, resolveHome, type Context } from "../core/index.js";
+import { PraxmailError, errorFields, ensureWritableHome, loadConfig, resolveHome, type Context } from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
 
 /** Options every command has. */
@@ -179,6 +179,14 @@ export function reportError(io: Io, e: unknown): number {
   const say = (label: string, text: string): void => { io.err(`praxmail: ${label}: ${text}\n`); };
   if (e instanceof PraxmailError) {
     say(chalk.red("error"), e.message);
+    // What lies underneath (the keyring's or the file system's words): class, code and first
+    // line only, which never hold a key or passphrase.
+    if (io.env.PRAXMAIL_DEBUG) {
+      for (let c = e.cause; c !== undefined; c = c instanceof Error ? c.cause : undefined) {
+        const f = errorFields(c);
+        say("cause", `${f.name}${f.code === null ? "" : ` ${String(f.code)}`}: ${f.message}`);
+      }
+    }
     if (e.hint) say("hint", e.hint);
     return e.code === "usage" ? 2 : 1;
   }

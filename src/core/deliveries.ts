@@ -11,7 +11,7 @@ import {
 } from "../crypto/index.js";
 import type { DeliveryRow, DeliveryStatus, FileRow, PatientRow, WrapRow } from "../store/index.js";
 import type { Context, FileSummary, Notification } from "./context.js";
-import { PraxmailError } from "./errors.js";
+import { PraxmailError, cleanUpAfter } from "./errors.js";
 import { fanOut } from "./fanout.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { raiseTrustAlarm, trustedRecipient } from "./trust.js";
@@ -158,10 +158,7 @@ export class Intake {
     );
     const blobs = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
     const failed = results.find((r) => r.status === "rejected");
-    if (failed) {
-      await this.ctx.store.blobs.remove(blobs);
-      throw failed.reason;
-    }
+    if (failed) throw await cleanUpAfter(failed.reason, [() => this.ctx.store.blobs.remove(blobs)]);
     this.written.push(...blobs);
     const file = { name: cleanFileName(name), size, blobs };
     this.files.push(file);
@@ -277,8 +274,7 @@ export class Intake {
       for (const a of alarms) await raiseTrustAlarm(this.ctx, a.patient, a.reason, [a.deliveryId]);
       return prepared.map((p) => p.created);
     } catch (e) {
-      await this.abort();
-      throw e;
+      throw await cleanUpAfter(e, [() => this.abort()]);
     }
   }
 
@@ -375,8 +371,7 @@ export async function createDelivery(ctx: Context, input: DeliveryInput): Promis
   try {
     for (const [i, f] of input.files.entries()) await intake.addFile(f.name, f.open(), (n) => input.onProgress?.(i, n));
   } catch (e) {
-    await intake.abort();
-    throw e;
+    throw await cleanUpAfter(e, [() => intake.abort()]);
   }
   const [d] = await intake.commit({ level: input.level, subject: input.subject ?? null, message: input.message ?? null, sender: input.sender ?? null });
   if (!d) throw new Error("intake returned no delivery");

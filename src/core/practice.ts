@@ -35,6 +35,8 @@ export interface InitResult {
   readonly config: Config;
   readonly created: boolean;
   readonly identityStore: IdentityStore;
+  /** Why the OS keyring was tried and not used (its first line, no secret). */
+  readonly keyringFailure?: string;
 }
 
 const IDENTITY_FILE = "practice-identity.txt";
@@ -73,9 +75,12 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
   const identity = generateIdentity(type);
   const practiceRecipient = await recipientOf(identity);
   let store: IdentityStore | undefined;
+  let keyringFailure: string | undefined;
   if (opts.keyring !== false && opts.passphrase === undefined) {
     const account = `practice-identity ${practiceRecipient.slice(0, 40)}`;
-    if (await saveToKeyring(account, identity)) store = { kind: "keyring", account };
+    const failed = await saveToKeyring(account, identity);
+    if (failed === null) store = { kind: "keyring", account };
+    else keyringFailure = failed.message;
   }
   if (!store) {
     const file = opts.passphrase === undefined ? IDENTITY_FILE : PROTECTED_FILE;
@@ -97,7 +102,7 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     portal: DEFAULTS.portal,
   };
   saveConfig(home, config);
-  return { config, created: true, identityStore: store };
+  return { config, created: true, identityStore: store, ...(keyringFailure === undefined ? {} : { keyringFailure }) };
 }
 
 /**
@@ -127,6 +132,6 @@ export async function loadPracticeIdentity(
     }
     const code = (e as NodeJS.ErrnoException).code;
     const why = code ? `${code} reading ${path ?? ""}` : (e as Error).message;
-    throw new PraxmailError("identity", `cannot load the practice identity: ${why}`, "pass --identity FILE or set PRAXMAIL_IDENTITY");
+    throw new PraxmailError("identity", `cannot load the practice identity: ${why}`, "pass --identity FILE or set PRAXMAIL_IDENTITY", { cause: e });
   }
 }

@@ -140,15 +140,16 @@ function keyringEntry(account: string): AsyncEntry {
  *
  * @param account - The keyring account name.
  * @param identity - The secret.
- * @returns True if the keyring holds it now; false if no keyring answers.
+ * @returns Null if the keyring holds it now; otherwise why not, with the keyring's error as
+ *   its cause (it never quotes the secret).
  */
-export async function saveToKeyring(account: string, identity: string): Promise<boolean> {
+export async function saveToKeyring(account: string, identity: string): Promise<Error | null> {
   try {
     const entry = keyringEntry(account);
     await entry.setPassword(identity);
-    return (await entry.getPassword()) === identity;
-  } catch {
-    return false;
+    return (await entry.getPassword()) === identity ? null : new Error("the OS keyring gave back another value");
+  } catch (e) {
+    return new Error(`the OS keyring did not answer: ${(e as Error).message.split("\n")[0] ?? ""}`, { cause: e });
   }
 }
 

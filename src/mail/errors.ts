@@ -14,3 +14,14 @@ export class MailRejection extends Error {
     this.name = "MailRejection";
   }
 }
+
+/**
+ * A refusal's reason for the log: the enhanced code and praxmail's own text, with what it
+ * quotes from the message (an address, a header value) cut out.
+ *
+ * @param e - The refusal.
+ * @returns E.g. `5.6.0 X-Praxmail-Level must be a number from 0 to 4, not "…"`.
+ */
+export function loggableReason(e: MailRejection): string {
+  return `${e.enhanced} ${e.message.replace(/"(?:[^"\\]|\\.)*"/g, '"…"')}`;
+}

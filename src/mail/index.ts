@@ -30,6 +30,6 @@ export function createNotifier(config: Config, transport: Transport): Notifier {
 export function notifierFor(home: string, config: Config): Notifier {
   return createNotifier(config, createTransport(home, config.upstream));
 }
-export { MailRejection } from "./errors.js";
+export { MailRejection, loggableReason } from "./errors.js";
 export { applyPolicy, classify, isInternal, type Classification, type Level, type Policy } from "./classify.js";
 export { deliverPrepared, prepareMessage, type Copy, type Prepared, type ProcessOptions } from "./process.js";

@@ -7,7 +7,7 @@ import { Readable } from "node:stream";
 import { Headers } from "@zone-eu/mailsplit";
 import { convert as htmlToText } from "html-to-text";
 import libmime from "libmime";
-import { Intake, PraxmailError, discardDelivery, markSent, type Context, type CreatedDelivery } from "../core/index.js";
+import { Intake, PraxmailError, cleanUpAfter, discardDelivery, markSent, type Context, type CreatedDelivery } from "../core/index.js";
 import { applyPolicy, classify, isInternal, type Level, type Policy } from "./classify.js";
 import { MailRejection } from "./errors.js";
 import { hashHead, sourceKey } from "./idempotency.js";
@@ -274,11 +274,12 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
     }
     return { ...base, copies, deliveries: created, announcedAgain: again.map((d) => d.id), alreadyDelivered: [...skip], warnings: [] };
   } catch (e) {
-    sink?.abort(e instanceof Error ? e : new Error(String(e)));
-    await state.intake?.abort();
-    for (const id of created) await discardDelivery(ctx, id, "message refused");
-    if (e instanceof PraxmailError && e.code === "invalid-input") throw new MailRejection(554, e.message, "5.6.0");
-    throw e;
+    const failure = e instanceof PraxmailError && e.code === "invalid-input" ? new MailRejection(554, e.message, "5.6.0") : e;
+    throw await cleanUpAfter(failure, [
+      () => sink?.abort(e instanceof Error ? e : new Error(String(e))),
+      () => state.intake?.abort(),
+      ...created.map((id) => () => discardDelivery(ctx, id, "message refused")),
+    ]);
   }
 }
 
@@ -306,9 +307,8 @@ export async function deliverPrepared(ctx: Context, transport: Transport, envelo
     }
     await p.original?.sink.end();
   } catch (e) {
-    p.original?.sink.abort(e instanceof Error ? e : new Error(String(e)));
-    for (const id of p.deliveries) if (!sent.has(id)) await discardDelivery(ctx, id, "upstream refused");
     const why = (e as NodeJS.ErrnoException).code ?? (e as { responseCode?: number }).responseCode ?? "error";
-    throw new MailRejection(451, `upstream did not accept the message (${String(why)}); try again later`, "4.4.1");
+    const refusal = new MailRejection(451, `upstream did not accept the message (${String(why)}); try again later`, "4.4.1");
+    throw await cleanUpAfter(refusal, [() => p.original?.sink.abort(e instanceof Error ? e : new Error(String(e))), ...p.deliveries.filter((id) => !sent.has(id)).map((id) => () => discardDelivery(ctx, id, "upstream refused"))]);
   }
 }

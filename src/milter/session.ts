@@ -5,8 +5,8 @@ import type { Socket } from "node:net";
 import { PassThrough } from "node:stream";
 import { Headers } from "@zone-eu/mailsplit";
 import type { Logger } from "pino";
-import { discardDelivery, markSent, type Context } from "../core/index.js";
-import { MailRejection, deliverPrepared, prepareMessage, type Prepared, type RawSink, type Transport } from "../mail/index.js";
+import { cleanUpAfter, cleanupFailures, discardDelivery, errorFields, markSent, type Context } from "../core/index.js";
+import { MailRejection, deliverPrepared, loggableReason, prepareMessage, type Prepared, type RawSink, type Transport } from "../mail/index.js";
 import {
   Action,
   Cmd,
@@ -114,7 +114,11 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
     msg = null;
     if (!m?.input) return;
     m.input.destroy(new Error("aborted"));
-    await m.prepared?.catch(() => undefined);
+    // The MTA gave up on the message, so its failure is no news; a failed cleanup is.
+    await m.prepared?.catch((e: unknown) => {
+      const failed = cleanupFailures(e);
+      if (failed.cleanup) log.warn(failed, "milter message aborted: cleanup failed");
+    });
   };
 
   const startBody = (m: Message): PassThrough => {
@@ -176,14 +180,13 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
       log.info({ level: p.level, recipients: m.to.length, deliveries: p.deliveries.length, copies: p.copies.length, outcome: "accepted" }, "milter message");
     } catch (e) {
       // Whatever did not leave stays invisible; remove it now rather than at the next gc.
-      for (const id of created) {
-        if (ctx.store.records.delivery(id)?.sentAt == null) await discardDelivery(ctx, id, "milter failed").catch(() => undefined);
-      }
-      if (e instanceof MailRejection) {
-        send(reply.replyCode(String(e.responseCode), `${e.enhanced} ${e.message}`));
-        log.info({ recipients: m.to.length, outcome: e.responseCode }, "milter message");
+      const unsent = created.filter((id) => ctx.store.records.delivery(id)?.sentAt == null);
+      const failure = await cleanUpAfter(e, unsent.map((id) => () => discardDelivery(ctx, id, "milter failed")));
+      if (failure instanceof MailRejection) {
+        send(reply.replyCode(String(failure.responseCode), `${failure.enhanced} ${failure.message}`));
+        log.warn({ recipients: m.to.length, outcome: failure.responseCode, reason: loggableReason(failure), ...cleanupFailures(failure) }, "milter message refused");
       } else {
-        log.error({ err: { code: (e as NodeJS.ErrnoException).code, message: (e as Error).message } }, "milter message failed");
+        log.error({ err: errorFields(failure), ...cleanupFailures(failure) }, "milter message failed");
         send(reply.tempfail());
       }
     } finally {

@@ -10,7 +10,7 @@ import fastifyView from "@fastify/view";
 import { Eta } from "eta";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
-import type { Context } from "../core/index.js";
+import { errorFields, type Context, type ErrorFields } from "../core/index.js";
 import { TEXTS, pickLang, type Texts } from "./i18n.js";
 import { Limits } from "./limits.js";
 import { accountRoutes } from "./routes/account.js";
@@ -145,8 +145,15 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   app.addHook("onRequest", async (req, reply) => {
     if (!req.url.startsWith("/static/")) req.session = sessions.get(req, reply);
   });
+  // One line per request, by the route's pattern (never its URL, which may hold a token);
+  // a request that failed or was refused carries its error on that line.
+  const failures = new WeakMap<FastifyRequest, ErrorFields & { status: number }>();
   app.addHook("onResponse", async (req, reply) => {
-    plog.info({ method: req.method, route: req.routeOptions.url ?? "(none)", status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, "request");
+    const err = failures.get(req);
+    const line = { method: req.method, route: req.routeOptions.url ?? "(none)", status: reply.statusCode, ms: Math.round(reply.elapsedTime), ...(err ? { err } : {}) };
+    if (reply.statusCode >= 500) plog.error(line, "request failed");
+    else if (err) plog.warn(line, "request refused");
+    else plog.info(line, "request");
   });
   const securityHeaders = (req: FastifyRequest, reply: FastifyReply): void => {
     reply.header("Content-Security-Policy", CSP);
@@ -212,7 +219,7 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   });
   app.setErrorHandler(async (err, req, reply) => {
     const status = (err as { statusCode?: number }).statusCode ?? 500;
-    if (status >= 500) plog.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, "request failed");
+    failures.set(req, { ...errorFields(err), status });
     const badInput = status === 413 || status === 415 || status === 400;
     // Any other refusal (@fastify/static's 403 for "..", "//" or "/./" in a path) is a page
     // that does not exist; it must not pass for a server fault.

@@ -7,9 +7,9 @@ import { BlockList, isIPv4, isIPv6, type AddressInfo } from "node:net";
 import { PassThrough } from "node:stream";
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import type { Logger } from "pino";
-import { normaliseEmail, type Context } from "../core/index.js";
+import { cleanupFailures, errorFields, normaliseEmail, type Context } from "../core/index.js";
 import { verifyPassword } from "../crypto/index.js";
-import { MailRejection, deliverPrepared, prepareMessage, type Transport } from "../mail/index.js";
+import { MailRejection, deliverPrepared, loggableReason, prepareMessage, type Transport } from "../mail/index.js";
 
 /** Where the relay listens. */
 export interface Listen {
@@ -109,8 +109,9 @@ export async function startRelay(ctx: Context, transport: Transport, listen: Lis
     } catch (e) {
       if (e instanceof MailRejection) {
         outcome = { code: e.responseCode, text: `${e.enhanced} ${e.message}` };
+        log.warn({ tx: session.id, outcome: e.responseCode, reason: loggableReason(e), ...cleanupFailures(e) }, "message refused");
       } else {
-        log.error({ tx: session.id, err: { code: (e as NodeJS.ErrnoException).code, message: (e as Error).message } }, "message failed");
+        log.error({ tx: session.id, err: errorFields(e), ...cleanupFailures(e) }, "message failed");
         outcome = { code: 451, text: "4.3.0 temporary failure, try again later" };
       }
     } finally {

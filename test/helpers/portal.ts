@@ -3,7 +3,7 @@
 // address.
 import { join } from "node:path";
 import type { FastifyInstance, LightMyRequestResponse } from "fastify";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import { afterAll, beforeAll, beforeEach } from "vitest";
 import { openContext } from "../../src/commands/shared.js";
 import type { Config, Context } from "../../src/core/index.js";
@@ -108,6 +108,8 @@ export interface PortalOptions {
   readonly listen?: boolean;
   /** The app's views and static files (default: {@link buildPortal}'s). */
   readonly assets?: Assets;
+  /** The portal's log (silent unless given). */
+  readonly log?: Logger;
 }
 
 /**
@@ -130,7 +132,7 @@ export function usePortal(opts: PortalOptions = {}): PortalFixture {
     f.clock = new Date();
     f.ctx = { ...base, now: () => f.clock, ...(opts.config ? { config: opts.config(base.config) } : {}) };
     await opts.afterOpen?.(f.ctx);
-    f.app = await buildPortal(f.ctx, pino({ level: "silent" }), opts.assets);
+    f.app = await buildPortal(f.ctx, opts.log ?? pino({ level: "silent" }), opts.assets);
     if (opts.listen) {
       await f.app.listen({ host: "127.0.0.1", port: 0 });
       f.port = (f.app.server.address() as { port: number }).port;

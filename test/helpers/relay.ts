@@ -2,7 +2,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { pino } from "pino";
+import { pino, type Logger } from "pino";
 import { openContext } from "../../src/commands/shared.js";
 import type { Context } from "../../src/core/index.js";
 import { createTransport } from "../../src/mail/index.js";
@@ -37,9 +37,10 @@ export async function patchConfig(home: string, patch: Record<string, unknown>):
  * @param home - The home folder.
  * @param patch - Config keys to set first (e.g. upstream, relay).
  * @param wrap - Changes the context before the relay starts (fault injection).
+ * @param log - The relay's log (silent unless given).
  * @returns The relay.
  */
-export async function startTestRelay(home: string, patch: Record<string, unknown> = {}, wrap?: (ctx: Context) => Context): Promise<TestRelay> {
+export async function startTestRelay(home: string, patch: Record<string, unknown> = {}, wrap?: (ctx: Context) => Context, log: Logger = pino({ level: "silent" })): Promise<TestRelay> {
   try {
     await readFile(join(home, "config.json"));
   } catch {
@@ -48,7 +49,7 @@ export async function startTestRelay(home: string, patch: Record<string, unknown
   await patchConfig(home, patch);
   const base = await openContext({ home }, "relay");
   const ctx = wrap ? wrap(base) : base;
-  const relay = await startRelay(ctx, createTransport(home, ctx.config.upstream), { host: "127.0.0.1", port: 0 }, pino({ level: "silent" }));
+  const relay = await startRelay(ctx, createTransport(home, ctx.config.upstream), { host: "127.0.0.1", port: 0 }, log);
   return {
     ctx,
     relay,

@@ -144,7 +144,8 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     let access;
     try {
       access = resolveLink(ctx, f.token, null);
-    } catch {
+    } catch (e) {
+      if (!(e instanceof PraxmailError)) throw e;
       return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
     }
     // The address comes from the link, never from the form.

@@ -72,7 +72,9 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
     let access;
     try {
       access = resolveLink(ctx, token, req.session.email);
-    } catch {
+    } catch (e) {
+      // No such link; anything else (the store failing) is a 500, logged.
+      if (!(e instanceof PraxmailError)) throw e;
       return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
     }
     const here = `/d/${token}`;

@@ -55,7 +55,8 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/reset/:token", async (req, reply) => {
     try {
       checkPasswordReset(ctx, (req.params as { token: string }).token);
-    } catch {
+    } catch (e) {
+      if (!(e instanceof PraxmailError)) throw e;
       return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
     }
     return portal.page(req, reply, "reset-password.eta", { error: null });
