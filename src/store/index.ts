@@ -44,7 +44,7 @@ export type {
   TokenRow,
   WrapHolder,
   WrapRow,
-} from "./records.js";
+} from "./rows.js";
 
 /** SQLite rows, blobs and the audit chain of one home. */
 export class Store {
