@@ -6,12 +6,10 @@ import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { encodeWords, foldLines } from "nodemailer/lib/mime-funcs";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { cleanup, initHome, tempDir } from "./helpers/cli.js";
 import { openByToken, tokens } from "./helpers/deliveries.js";
-import { startPostfix, waitForSink, type TestPostfix } from "./helpers/postfix.js";
+import { startPostfixMilter, waitForSink, type PostfixMilter, type TestPostfix } from "./helpers/postfix.js";
 import { submit } from "./helpers/relay.js";
-import { freePort, startServe, type Served } from "./helpers/serve.js";
-import { startSink, type Received, type Sink } from "./helpers/sink.js";
+import type { Received, Sink } from "./helpers/sink.js";
 import { needRoot, needTool } from "./helpers/tools.js";
 
 const FIXTURES = resolve(import.meta.dirname, "fixtures/mail");
@@ -68,26 +66,17 @@ async function level3(id: string, subject: string, to: string[], fixture = "01-l
 }
 
 describe.runIf(needRoot("the Postfix test instance") && needTool("postfix") && needTool("python3"))("folded headers through the milter in Postfix", () => {
-  let dir: string;
+  let chain: PostfixMilter | undefined;
   let home: string;
   let sink: Sink;
-  let served: Served | null = null;
   let pf: TestPostfix;
 
   beforeAll(async () => {
-    dir = await tempDir();
-    home = join(dir, "home");
-    sink = await startSink();
-    const ports = { smtp: await freePort(), reinject: await freePort(), milter: await freePort(), sink: sink.port };
-    await initHome(home, ["--recipient-type", "x25519", "--upstream", `smtp://127.0.0.1:${ports.reinject}`]);
-    served = await startServe(home, 0, ["--milter", `127.0.0.1:${ports.milter}`]);
-    pf = await startPostfix(join(dir, "postfix"), ports);
+    chain = await startPostfixMilter();
+    ({ home, sink, pf } = chain);
   });
   afterAll(async () => {
-    await (pf as TestPostfix | undefined)?.stop();
-    await served?.stop();
-    await sink.close();
-    await cleanup(dir);
+    await chain?.stop();
   });
   beforeEach(() => {
     sink.messages.length = 0;

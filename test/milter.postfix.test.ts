@@ -6,12 +6,11 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { simpleParser, type Attachment } from "mailparser";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { cleanup, initHome, tempDir } from "./helpers/cli.js";
 import { openByToken, tokens } from "./helpers/deliveries.js";
-import { startPostfix, waitForSink, type TestPostfix } from "./helpers/postfix.js";
+import { startPostfixMilter, waitForSink, type PostfixMilter, type TestPostfix } from "./helpers/postfix.js";
 import { submit } from "./helpers/relay.js";
-import { freePort, startServe, type Served } from "./helpers/serve.js";
-import { startSink, type Received, type Sink } from "./helpers/sink.js";
+import { freePort } from "./helpers/serve.js";
+import type { Received, Sink } from "./helpers/sink.js";
 import { needRoot, needTool } from "./helpers/tools.js";
 
 const execFileAsync = promisify(execFile);
@@ -34,32 +33,18 @@ function noClearBytes(m: Received, attachments: Attachment[]): void {
 }
 
 describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("praxmail as a Postfix milter", () => {
+  let chain: PostfixMilter | undefined;
   let dir: string;
   let home: string;
   let sink: Sink;
-  let served: Served | null = null;
   let pf: TestPostfix;
-  let milterPort: number;
-
-  const startPraxmail = async (): Promise<void> => {
-    served = await startServe(home, 0, ["--milter", `127.0.0.1:${milterPort}`]);
-  };
 
   beforeAll(async () => {
-    dir = await tempDir();
-    home = join(dir, "home");
-    sink = await startSink();
-    milterPort = await freePort();
-    const ports = { smtp: await freePort(), reinject: await freePort(), milter: milterPort, sink: sink.port };
-    await initHome(home, ["--recipient-type", "x25519", "--upstream", `smtp://127.0.0.1:${ports.reinject}`]);
-    await startPraxmail();
-    pf = await startPostfix(join(dir, "postfix"), ports);
+    chain = await startPostfixMilter();
+    ({ dir, home, sink, pf } = chain);
   });
   afterAll(async () => {
-    await (pf as TestPostfix | undefined)?.stop();
-    await served?.stop();
-    await sink.close();
-    await cleanup(dir);
+    await chain?.stop();
   });
   beforeEach(() => {
     sink.messages.length = 0;
@@ -136,10 +121,10 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("pr
 
   it("with praxmail failing inside (reinjection down), Postfix defers and nothing leaves", async () => {
     // Stop the reinjection smtpd's port by pointing praxmail's upstream at a closed port.
-    await served?.stop();
+    await chain?.stopPraxmail();
     const { patchConfig } = await import("./helpers/relay.js");
     await patchConfig(home, { upstream: `smtp://127.0.0.1:${await freePort()}` });
-    await startPraxmail();
+    await chain?.startPraxmail();
     const f = await fixture("04-level3-several-recipients.eml");
     const raw = Buffer.from(f.raw.toString("latin1").replace("<vacc-3@", "<vacc-3-fail@"), "latin1");
     const r = await submit(pf.smtpPort, FROM, f.rcpts, raw);
@@ -150,8 +135,7 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("pr
   });
 
   it("with praxmail stopped, Postfix defers (milter_default_action = tempfail) and nothing leaves", async () => {
-    await served?.stop();
-    served = null;
+    await chain?.stopPraxmail();
     const f = await fixture("01-level3-subject-tag.eml");
     const r = await submit(pf.smtpPort, FROM, f.rcpts, Buffer.from(f.raw.toString("latin1").replace("<lab-3@", "<lab-3-down@"), "latin1"));
     expect(r.code).toBe(451);

@@ -8,12 +8,11 @@ import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
+import { praxmail } from "./helpers/cli.js";
 import { openByToken, tokens } from "./helpers/deliveries.js";
-import { startPostfix, waitForSink, type TestPostfix } from "./helpers/postfix.js";
+import { startPostfixMilter, waitForSink, type PostfixMilter, type TestPostfix } from "./helpers/postfix.js";
 import { befundMail, submit } from "./helpers/relay.js";
-import { freePort, startServe, type Served } from "./helpers/serve.js";
-import { startSink, type Received, type Sink } from "./helpers/sink.js";
+import type { Received, Sink } from "./helpers/sink.js";
 import { needRoot, needTool } from "./helpers/tools.js";
 
 const FIXTURES = resolve(import.meta.dirname, "fixtures/mail");
@@ -27,10 +26,9 @@ async function waitFor(sink: Sink, n: number, pf: TestPostfix): Promise<Received
 }
 
 describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("retries through Postfix with the praxmail milter", () => {
-  let dir: string;
+  let chain: PostfixMilter | undefined;
   let home: string;
   let sink: Sink;
-  let served: Served;
   let pf: TestPostfix;
 
   const deliveries = async (): Promise<{ id: string; recipient: string; status: string }[]> => {
@@ -40,19 +38,11 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("re
   };
 
   beforeAll(async () => {
-    dir = await tempDir();
-    home = join(dir, "home");
-    sink = await startSink();
-    const ports = { smtp: await freePort(), reinject: await freePort(), milter: await freePort(), sink: sink.port };
-    await initHome(home, ["--recipient-type", "x25519", "--upstream", `smtp://127.0.0.1:${ports.reinject}`]);
-    served = await startServe(home, 0, ["--milter", `127.0.0.1:${ports.milter}`]);
-    pf = await startPostfix(join(dir, "postfix"), ports);
+    chain = await startPostfixMilter();
+    ({ home, sink, pf } = chain);
   });
   afterAll(async () => {
-    await (pf as TestPostfix | undefined)?.stop();
-    await (served as Served | undefined)?.stop();
-    await sink.close();
-    await cleanup(dir);
+    await chain?.stop();
   });
   beforeEach(() => {
     sink.messages.length = 0;

@@ -4,7 +4,9 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import type { Received, Sink } from "./sink.js";
+import { cleanup, initHome, tempDir } from "./cli.js";
+import { freePort, startServe, type Served } from "./serve.js";
+import { startSink, type Received, type Sink } from "./sink.js";
 
 /** A running test Postfix. */
 export interface TestPostfix {
@@ -118,4 +120,65 @@ export async function waitForSink(sink: Sink, n: number, pf: TestPostfix): Promi
     await new Promise((r) => setTimeout(r, 100));
   }
   return sink.messages;
+}
+
+/** A temp home whose `praxmail serve --milter` sits in a throw-away Postfix, with a sink as Postfix's next hop. */
+export interface PostfixMilter {
+  readonly dir: string;
+  readonly home: string;
+  readonly sink: Sink;
+  readonly pf: TestPostfix;
+  /** The running praxmail serve, or null while it is stopped. */
+  readonly served: Served | null;
+  /** Starts praxmail serve --milter (again) on the milter port Postfix calls. */
+  startPraxmail(): Promise<void>;
+  /** Stops praxmail serve, so that Postfix finds no milter. */
+  stopPraxmail(): Promise<void>;
+  /** Stops everything and removes the temp folder. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the whole milter chain for a test file: a sink, an x25519 home whose upstream is
+ * Postfix's reinjection port, `praxmail serve --milter`, and Postfix with our README's lines.
+ *
+ * @returns The running chain.
+ */
+export async function startPostfixMilter(): Promise<PostfixMilter> {
+  const dir = await tempDir();
+  const home = join(dir, "home");
+  const sink = await startSink();
+  const ports = { smtp: await freePort(), reinject: await freePort(), milter: await freePort(), sink: sink.port };
+  await initHome(home, ["--recipient-type", "x25519", "--upstream", `smtp://127.0.0.1:${String(ports.reinject)}`]);
+  let served: Served | null = null;
+  const chain = {
+    dir,
+    home,
+    sink,
+    pf: null as unknown as TestPostfix,
+    get served(): Served | null {
+      return served;
+    },
+    async startPraxmail(): Promise<void> {
+      served = await startServe(home, 0, ["--milter", `127.0.0.1:${String(ports.milter)}`]);
+    },
+    async stopPraxmail(): Promise<void> {
+      await served?.stop();
+      served = null;
+    },
+    async stop(): Promise<void> {
+      await (chain.pf as TestPostfix | null)?.stop();
+      await chain.stopPraxmail();
+      await sink.close();
+      await cleanup(dir);
+    },
+  };
+  try {
+    await chain.startPraxmail();
+    chain.pf = await startPostfix(join(dir, "postfix"), ports);
+  } catch (e) {
+    await chain.stop();
+    throw e;
+  }
+  return chain;
 }
