@@ -1,10 +1,8 @@
 // Security-level classification (DESIGN.md §2): the X-Praxmail-Level header or a subject
 // tag, raised by the practice's policy; internal recipients are left alone.
 import libmime from "libmime";
+import type { Level } from "../core/index.js";
 import { MailRejection } from "./errors.js";
-
-/** 0 means untagged. */
-export type Level = 0 | 1 | 2 | 3 | 4;
 
 /** Minimum levels the practice sets for mail to external recipients. */
 export interface Policy {
