@@ -21,6 +21,10 @@ export interface PatientDelivery {
   readonly files: readonly { readonly id: string; readonly name: string; readonly size: number; readonly kind: FileRow["kind"] }[];
   /** For levels 3–4: how the browser derives the patient's identity. */
   readonly kdf: KdfParams | null;
+  /** The level policy's answers the portal needs: the key rides in the link (1–2)... */
+  readonly keyInLink: boolean;
+  /** ...or the patient's own Secu-Pass-Key unwraps it (3–4). */
+  readonly patientKey: boolean;
 }
 
 /** What a link leads to for the person holding it. */
@@ -38,6 +42,7 @@ export type LinkAccess =
 const ACTIVE = new Set(["pending-approval", "ready", "downloaded"]);
 
 function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined): PatientDelivery {
+  const rules = levelRules(d.level);
   return {
     id: d.id,
     level: d.level,
@@ -48,7 +53,9 @@ function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined): Pa
     expiresAt: d.expiresAt,
     downloadedAt: d.downloadedAt,
     files: ctx.store.records.files(d.id).map((f) => ({ id: f.id, name: f.name, size: f.size, kind: f.kind })),
-    kdf: levelRules(d.level).patientKey && patient?.kdf ? parseKdfParams(JSON.parse(patient.kdf)) : null,
+    kdf: rules.patientKey && patient?.kdf ? parseKdfParams(JSON.parse(patient.kdf)) : null,
+    keyInLink: rules.keyInLink,
+    patientKey: rules.patientKey,
   };
 }
 
@@ -158,6 +165,6 @@ export async function fileForDownload(ctx: Context, d: PatientDelivery, fileId: 
  */
 export function patientWrap(ctx: Context, d: PatientDelivery): Uint8Array {
   const w = ctx.store.records.wrap(d.id, "patient");
-  if (!levelRules(d.level).patientKey || !w) throw new PraxmailError("wrong-state", "no wrap for the patient yet");
+  if (!d.patientKey || !w) throw new PraxmailError("wrong-state", "no wrap for the patient yet");
   return w.ciphertext;
 }
