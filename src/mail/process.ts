@@ -134,7 +134,7 @@ function decodedHeader(root: MimeNode, key: string): string | undefined {
 /** The neutral notice a level-4 recipient gets instead of the message. */
 async function notice(ctx: Context, sk: Skeleton, d: CreatedDelivery, trace: string | undefined): Promise<Buffer> {
   const r = renderNotification(
-    { kind: "new-delivery", to: d.recipient, level: 4, link: d.link, firstTime: d.firstTime, files: d.files, expiresAt: d.expiresAt, subject: null, message: null },
+    { kind: "new-delivery", to: d.recipient, level: d.level, link: d.link, firstTime: d.firstTime, files: d.files, expiresAt: d.expiresAt, subject: null, message: null },
     ctx.config.practiceName,
   );
   const raw = await compose({
