@@ -7,6 +7,7 @@ import {
   deliveryNotification,
   markSent,
   discardDelivery,
+  levelRules,
   normaliseEmail,
   type Context,
   type CreatedDelivery,
@@ -152,7 +153,7 @@ export function sendCommand(io: Io): Command {
     .option("--message <text>", "message text (in the mail at levels 1–3, encrypted at level 4)")
     .option("--message-file <file>", "read the message text from a UTF-8 file")
     .action(async (paths: string[], flags: SendFlags) => {
-      if (paths.length === 0 && flags.level !== 4) {
+      if (paths.length === 0 && !levelRules(flags.level).deliveryWithoutAttachments) {
         throw new PraxmailError("usage", "no files given", "praxmail send --to EMAIL FILE...; only level 4 may send a message alone");
       }
       const sent = await withContext(flags, (ctx) => runSend(ctx, io, flags, paths));

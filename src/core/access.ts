@@ -5,6 +5,7 @@ import { parseKdfParams, type KdfParams } from "../crypto/index.js";
 import type { DeliveryRow, FileRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { levelRules } from "./levels.js";
 import { hashToken } from "./tokens.js";
 
 /** A delivery as its patient sees it. */
@@ -20,6 +21,10 @@ export interface PatientDelivery {
   readonly files: readonly { readonly id: string; readonly name: string; readonly size: number; readonly kind: FileRow["kind"] }[];
   /** For levels 3–4: how the browser derives the patient's identity. */
   readonly kdf: KdfParams | null;
+  /** The level policy's answers the portal needs: the key rides in the link (1–2)... */
+  readonly keyInLink: boolean;
+  /** ...or the patient's own Secu-Pass-Key unwraps it (3–4). */
+  readonly patientKey: boolean;
 }
 
 /** What a link leads to for the person holding it. */
@@ -37,6 +42,7 @@ export type LinkAccess =
 const ACTIVE = new Set(["pending-approval", "ready", "downloaded"]);
 
 function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined): PatientDelivery {
+  const rules = levelRules(d.level);
   return {
     id: d.id,
     level: d.level,
@@ -47,7 +53,9 @@ function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined): Pa
     expiresAt: d.expiresAt,
     downloadedAt: d.downloadedAt,
     files: ctx.store.records.files(d.id).map((f) => ({ id: f.id, name: f.name, size: f.size, kind: f.kind })),
-    kdf: d.level >= 3 && patient?.kdf ? parseKdfParams(JSON.parse(patient.kdf)) : null,
+    kdf: rules.patientKey && patient?.kdf ? parseKdfParams(JSON.parse(patient.kdf)) : null,
+    keyInLink: rules.keyInLink,
+    patientKey: rules.patientKey,
   };
 }
 
@@ -72,13 +80,14 @@ export function resolveLink(ctx: Context, token: string, sessionEmail: string | 
   const gone = ended(ctx, d);
   if (gone) return { kind: "gone", status: gone };
   const patient = ctx.store.records.patient(row.email);
-  if (d.level === 1) return { kind: "open", delivery: view(ctx, d, patient) };
+  const rules = levelRules(d.level);
+  if (!rules.login) return { kind: "open", delivery: view(ctx, d, patient) };
   if (patient?.status === "revoked") return { kind: "gone", status: "revoked" };
   if (!patient) return sessionEmail === null ? { kind: "register", email: row.email } : { kind: "other-account" };
   if (sessionEmail === null) return { kind: "login", email: row.email };
   if (sessionEmail !== row.email) return { kind: "other-account" };
-  if (d.level >= 3 && patient.status === "pending-secupass") return { kind: "secupass", email: row.email };
-  if (d.level >= 3 && patient.status === "pending-approval") return { kind: "wait", email: row.email, safetyCode: patient.safetyCode ?? "" };
+  if (rules.patientKey && patient.status === "pending-secupass") return { kind: "secupass", email: row.email };
+  if (rules.patientKey && patient.status === "pending-approval") return { kind: "wait", email: row.email, safetyCode: patient.safetyCode ?? "" };
   return { kind: "deliver", delivery: view(ctx, d, patient) };
 }
 
@@ -115,7 +124,7 @@ export function deliveriesForPatient(ctx: Context, email: string): PatientDelive
   const now = ctx.now().toISOString();
   return ctx.store.records
     .deliveries({ recipient: email })
-    .filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && d.level >= 2)
+    .filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && levelRules(d.level).login)
     .reverse()
     .map((d) => view(ctx, d, patient));
 }
@@ -156,6 +165,6 @@ export async function fileForDownload(ctx: Context, d: PatientDelivery, fileId: 
  */
 export function patientWrap(ctx: Context, d: PatientDelivery): Uint8Array {
   const w = ctx.store.records.wrap(d.id, "patient");
-  if (d.level < 3 || !w) throw new PraxmailError("wrong-state", "no wrap for the patient yet");
+  if (!d.patientKey || !w) throw new PraxmailError("wrong-state", "no wrap for the patient yet");
   return w.ciphertext;
 }

@@ -5,6 +5,7 @@ import { hashPassword, newKdfParams, recipientType, safetyCode, signStatement, t
 import type { InviteRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { PATIENT_KEY_FROM } from "./levels.js";
 import { WorkQueue } from "./queue.js";
 import { checkPassword, mustGetActivePatient, mustGetPatient, newKeyKdf, registerPatient, type PatientView } from "./patients.js";
 import { hashToken, newId, newToken } from "./tokens.js";
@@ -161,7 +162,7 @@ export async function finishSecuPassReset(ctx: Context, email: string, recipient
       approvedAt: null,
       approval: null,
     };
-    const n = ctx.store.records.unwrapPatient(p.email);
+    const n = ctx.store.records.unwrapPatient(p.email, PATIENT_KEY_FROM);
     ctx.store.records.updatePatient(next);
     ctx.store.audit({ actor: ctx.actor, action: "patient.secupass-reset", subject: p.email, details: { safetyCode: next.safetyCode, deliveries: n } }, now);
     return next;

@@ -6,6 +6,7 @@ import type { PatientRow, WrapRow } from "../store/index.js";
 import { saveConfig, type Config } from "./config.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { levelRules } from "./levels.js";
 import { mustGetPatient, patientView, type PatientView } from "./patients.js";
 import { practiceKey, signPracticeApproval, trustedRecipient } from "./trust.js";
 import { signCheckpoint } from "./checkpoints.js";
@@ -33,7 +34,7 @@ const digits = (code: string): string => code.replace(/\D/g, "");
 
 function waitingCount(ctx: Context, email: string): number {
   const now = ctx.now().toISOString();
-  return ctx.store.records.deliveries({ recipient: email, statuses: ["pending-approval"] }).filter((d) => d.level >= 3 && d.expiresAt > now).length;
+  return ctx.store.records.deliveries({ recipient: email, statuses: ["pending-approval"] }).filter((d) => levelRules(d.level).patientKey && d.expiresAt > now).length;
 }
 
 /**
@@ -108,7 +109,7 @@ export async function approvePatients(
     const at = now.toISOString();
     const due = ctx.store.records
       .deliveries({ recipient: p.email, statuses: ["pending-approval", "ready", "downloaded"] })
-      .filter((d) => d.level >= 3 && d.expiresAt > at);
+      .filter((d) => levelRules(d.level).patientKey && d.expiresAt > at);
     const wraps: WrapRow[] = [];
     for (const d of due) {
       const wrapP = ctx.store.records.wrap(d.id, "practice");

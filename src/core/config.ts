@@ -4,6 +4,7 @@ import { join } from "node:path";
 import Conf from "conf";
 import { isRecipientType, recipientType, type RecipientType } from "../crypto/index.js";
 import { PraxmailError } from "./errors.js";
+import { LEVELS } from "./levels.js";
 
 /** Where the practice identity's secret lives. */
 export type IdentityStore =
@@ -143,8 +144,8 @@ function policyConfig(raw: unknown): PolicyConfig {
   const p = (raw ?? {}) as Record<string, unknown>;
   const minLevel = p.minLevel ?? 0;
   const minLevelWithAttachments = p.minLevelWithAttachments ?? 0;
-  if (!whole(minLevel, 0, 4)) throw bad("policy.minLevel", "must be a level from 0 to 4");
-  if (!whole(minLevelWithAttachments, 0, 4)) throw bad("policy.minLevelWithAttachments", "must be a level from 0 to 4");
+  if (!whole(minLevel, 0, LEVELS.length - 1)) throw bad("policy.minLevel", "must be a level from 0 to 4");
+  if (!whole(minLevelWithAttachments, 0, LEVELS.length - 1)) throw bad("policy.minLevelWithAttachments", "must be a level from 0 to 4");
   return { minLevel, minLevelWithAttachments };
 }
 

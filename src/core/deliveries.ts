@@ -15,6 +15,7 @@ import { PraxmailError, cleanUpAfter } from "./errors.js";
 import { fanOut } from "./fanout.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { raiseTrustAlarm, trustedRecipient } from "./trust.js";
+import { levelRules } from "./levels.js";
 import { checkLevel, cleanFileName, normaliseEmail } from "./validate.js";
 
 /** A file to deliver; open() is called once and must return a fresh stream. */
@@ -179,7 +180,8 @@ export class Intake {
       const subject = opts.subject?.trim() || null;
       const message = opts.message ?? null;
       checkText(subject, message);
-      if (this.files.length === 0 && !(level === 4 && (message !== null || subject !== null))) {
+      const rules = levelRules(level);
+      if (this.files.length === 0 && !(rules.deliveryWithoutAttachments && (message !== null || subject !== null))) {
         throw new PraxmailError("invalid-input", "nothing to send", "give at least one file, or a level 4 message");
       }
       const now = this.ctx.now();
@@ -203,11 +205,11 @@ export class Intake {
           deliveryId: id,
           position,
           kind: "attachment",
-          name: level === 4 ? neutralName(position, f.name) : f.name,
+          name: rules.encryptsContent ? neutralName(position, f.name) : f.name,
           size: f.size,
           blob: f.blobs[i] ?? null,
         }));
-        if (level === 4) {
+        if (rules.encryptsContent) {
           const sealed: SealedMessage = { v: 1, subject, text: message, files: realNames };
           const bytes = new TextEncoder().encode(JSON.stringify(sealed));
           const ct = await encryptBytes(bytes, [this.deliveryRecipients[i] ?? ""]);
@@ -225,7 +227,7 @@ export class Intake {
           },
         ];
         const patient = this.ctx.store.records.patient(recipient);
-        const trust = level >= 3 ? trustedRecipient(this.ctx, patient) : ({ kind: "not-approved" } as const);
+        const trust = rules.patientKey ? trustedRecipient(this.ctx, patient) : ({ kind: "not-approved" } as const);
         const approvedRecipient = trust.kind === "trusted" ? trust.recipient : null;
         if (trust.kind === "untrusted" && patient) alarms.push({ patient, reason: trust.reason, deliveryId: id });
         if (approvedRecipient !== null) {
@@ -236,8 +238,8 @@ export class Intake {
           id,
           recipient,
           level,
-          status: level >= 3 && approvedRecipient === null ? "pending-approval" : "ready",
-          subject: level === 4 ? null : subject,
+          status: rules.patientKey && approvedRecipient === null ? "pending-approval" : "ready",
+          subject: rules.encryptsContent ? null : subject,
           sender: opts.sender ?? null,
           createdAt: at,
           expiresAt: expiresAt.toISOString(),
@@ -252,12 +254,12 @@ export class Intake {
           recipient,
           level,
           status: row.status,
-          link: `${this.ctx.config.portalUrl}/d/${token}${level <= 2 ? `#k=${identity}` : ""}`,
+          link: `${this.ctx.config.portalUrl}/d/${token}${rules.keyInLink ? `#k=${identity}` : ""}`,
           expiresAt,
           files: this.fileSummaries,
-          firstTime: level >= 2 && (patient === undefined || patient.status === "revoked"),
-          subject: level === 4 ? null : subject,
-          message: level === 4 ? null : message,
+          firstTime: rules.login && (patient === undefined || patient.status === "revoked"),
+          subject: rules.encryptsContent ? null : subject,
+          message: rules.encryptsContent ? null : message,
         };
         prepared.push({ row, files, wraps, token: { hash: hashToken(token), deliveryId: id, email: recipient, createdAt: at }, created });
       }
@@ -311,7 +313,7 @@ export class Intake {
    * @throws If the delivery is not a level 3–4 delivery to one of the recipients.
    */
   async announceAgain(existing: DeliveryRow): Promise<CreatedDelivery> {
-    if (existing.level < 3 || !this.recipients.includes(existing.recipient)) {
+    if (!levelRules(existing.level).patientKey || !this.recipients.includes(existing.recipient)) {
       throw new Error("delivery cannot be announced again");
     }
     await this.drop([existing.recipient]);

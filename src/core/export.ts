@@ -9,6 +9,7 @@ import { isEmptyDir, renameDurably, writeStream, type FileRow } from "../store/i
 import type { Context } from "./context.js";
 import type { SealedMessage } from "./deliveries.js";
 import { PraxmailError } from "./errors.js";
+import { levelRules } from "./levels.js";
 import { practiceKey } from "./trust.js";
 import { cleanFileName, uniqueFileName } from "./validate.js";
 
@@ -127,7 +128,7 @@ export async function exportDelivery(ctx: Context, id: string, loadIdentity: () 
   let names = attachments.map((f) => f.name);
   const planned: Planned[] = [];
   const taken = new Set<string>();
-  if (d.level === 4) {
+  if (levelRules(d.level).encryptsContent) {
     const part = rows.find((f) => f.kind === "message");
     if (!part?.blob) throw new Error(`level 4 delivery ${id} has no message part`);
     const sealed = parseSealed(await decryptBytes(await readFile(ctx.store.blobs.path(part.blob)), [key]), attachments.length);

@@ -5,6 +5,17 @@ export { ensureWritableHome, resolveHome } from "./home.js";
 export type { Context, FileSummary, Notification, Notifier } from "./context.js";
 export { normaliseEmail } from "./validate.js";
 export {
+  LEVELS,
+  LOGIN_FROM,
+  PATIENT_KEY_FROM,
+  levelRules,
+  needsDelivery,
+  warnsWithoutDelivery,
+  type Level,
+  type LevelRules,
+  type SubjectRule,
+} from "./levels.js";
+export {
   Intake,
   createDelivery,
   discardDelivery,

@@ -4,6 +4,7 @@
 import type { DeliveryRow, FileRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { LOGIN_FROM } from "./levels.js";
 import { discardDelivery } from "./deliveries.js";
 import { dropUnfinishedReplies } from "./replies.js";
 import { mustGetPatient } from "./patients.js";
@@ -138,7 +139,7 @@ export async function sendReminders(ctx: Context): Promise<number> {
   const days = ctx.config.deliveries.remindBeforeDays;
   if (days === 0) return 0;
   const now = ctx.now();
-  const due = ctx.store.records.dueForReminder(new Date(now.getTime() + days * 86_400_000).toISOString(), now.toISOString());
+  const due = ctx.store.records.dueForReminder(new Date(now.getTime() + days * 86_400_000).toISOString(), now.toISOString(), LOGIN_FROM);
   for (const d of due) {
     await ctx.notifier.send({ kind: "reminder", to: d.recipient, loginUrl: `${ctx.config.portalUrl}/login`, expiresAt: new Date(d.expiresAt) });
     ctx.store.transaction(() => {

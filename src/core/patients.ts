@@ -3,6 +3,7 @@ import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, parseNew
 import type { PatientRow, PatientStatus } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { levelRules } from "./levels.js";
 import { consumeInvite, inviteSessionKey, signInviteApproval, trustedRecipient } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
@@ -204,7 +205,7 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
   const invited = candidate !== null && trustedRecipient(ctx, candidate).kind === "trusted" && consumeInvite(ctx.home, p.inviteId ?? "");
   const next = invited ? candidate : keyed;
   const waiting = invited
-    ? ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] }).filter((d) => d.level >= 3 && d.expiresAt > at).length
+    ? ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] }).filter((d) => levelRules(d.level).patientKey && d.expiresAt > at).length
     : 0;
   ctx.store.transaction(() => {
     // A revocation, or another key, that came in meanwhile wins.

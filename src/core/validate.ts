@@ -1,4 +1,5 @@
 import { PraxmailError } from "./errors.js";
+import { LEVELS, type Level } from "./levels.js";
 
 const EMAIL = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$/;
 
@@ -24,8 +25,9 @@ export function normaliseEmail(input: string): string {
  * @returns The level as 1–4.
  * @throws {@link PraxmailError} `usage` if it is not an integer from 1 to 4.
  */
-export function checkLevel(level: unknown): 1 | 2 | 3 | 4 {
-  if (level === 1 || level === 2 || level === 3 || level === 4) return level;
+export function checkLevel(level: unknown): Level {
+  const rules = typeof level === "number" ? LEVELS[level] : undefined;
+  if (rules?.encryptsAttachments) return rules.level;
   throw new PraxmailError("usage", `unknown security level ${JSON.stringify(level)}`, "use a level from 1 to 4");
 }
 

@@ -1,10 +1,8 @@
 // Security-level classification (DESIGN.md §2): the X-Praxmail-Level header or a subject
 // tag, raised by the practice's policy; internal recipients are left alone.
 import libmime from "libmime";
+import { LEVELS, type Level } from "../core/index.js";
 import { MailRejection } from "./errors.js";
-
-/** 0 means untagged. */
-export type Level = 0 | 1 | 2 | 3 | 4;
 
 /** Minimum levels the practice sets for mail to external recipients. */
 export interface Policy {
@@ -35,7 +33,8 @@ const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Cf}]/gu;
 const UTF7_WORD = /=\?(?:unicode-1-1-)?utf-?7(?:-imap)?(?:\*[^?]*)?\?[bq]\?/i;
 
 function checkLevel(n: number, what: string): Level {
-  if (Number.isInteger(n) && n >= 0 && n <= 4) return n as Level;
+  const rules = Number.isInteger(n) ? LEVELS[n] : undefined;
+  if (rules) return rules.level;
   throw new MailRejection(554, `unknown security level in ${what}; use 0 to 4`, "5.6.0");
 }
 

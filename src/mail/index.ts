@@ -31,5 +31,5 @@ export function notifierFor(home: string, config: Config): Notifier {
   return createNotifier(config, createTransport(home, config.upstream));
 }
 export { MailRejection, loggableReason } from "./errors.js";
-export { applyPolicy, classify, isInternal, type Classification, type Level, type Policy } from "./classify.js";
+export { applyPolicy, classify, isInternal, type Classification, type Policy } from "./classify.js";
 export { deliverPrepared, prepareMessage, type Copy, type Prepared, type ProcessOptions } from "./process.js";

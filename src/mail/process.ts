@@ -7,8 +7,8 @@ import { Readable } from "node:stream";
 import { Headers } from "@zone-eu/mailsplit";
 import { convert as htmlToText } from "html-to-text";
 import libmime from "libmime";
-import { Intake, PraxmailError, cleanUpAfter, discardDelivery, markSent, type Context, type CreatedDelivery } from "../core/index.js";
-import { applyPolicy, classify, isInternal, type Level, type Policy } from "./classify.js";
+import { Intake, PraxmailError, cleanUpAfter, discardDelivery, markSent, levelRules, needsDelivery, warnsWithoutDelivery, type Context, type CreatedDelivery, type Level } from "../core/index.js";
+import { applyPolicy, classify, isInternal, type Policy } from "./classify.js";
 import { MailRejection } from "./errors.js";
 import { hashHead, sourceKey } from "./idempotency.js";
 import { renderCopy, textOf } from "./render.js";
@@ -134,7 +134,7 @@ function decodedHeader(root: MimeNode, key: string): string | undefined {
 /** The neutral notice a level-4 recipient gets instead of the message. */
 async function notice(ctx: Context, sk: Skeleton, d: CreatedDelivery, trace: string | undefined): Promise<Buffer> {
   const r = renderNotification(
-    { kind: "new-delivery", to: d.recipient, level: 4, link: d.link, firstTime: d.firstTime, files: d.files, expiresAt: d.expiresAt, subject: null, message: null },
+    { kind: "new-delivery", to: d.recipient, level: d.level, link: d.link, firstTime: d.firstTime, files: d.files, expiresAt: d.expiresAt, subject: null, message: null },
     ctx.config.practiceName,
   );
   const raw = await compose({
@@ -173,9 +173,8 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
   const cls = classify(headers.hasHeader("subject") ? headers.getFirst("subject") : undefined, levels);
   const messageId = headers.hasHeader("message-id") ? headers.getFirst("message-id") : "";
   const externals = envelope.to.filter((r) => !isInternal(r, ctx.config.internalDomains));
-  const tagged = cls.level > 0 || (opts.policy.minLevel ?? 0) > 0;
-  const conditional = !tagged && (opts.policy.minLevelWithAttachments ?? 0) > 0;
-  const rewrite = externals.length > 0 && (tagged || conditional);
+  // Rewritten when the tag or the policy (at most: with attachments) asks for encryption.
+  const rewrite = externals.length > 0 && levelRules(applyPolicy(cls.level, opts.policy, true)).encryptsAttachments;
   const originalTo = rewrite ? envelope.to.filter((r) => !externals.includes(r)) : [...envelope.to];
 
   const digest = createHash("sha256");
@@ -219,11 +218,12 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
       opts.limits ?? SPLIT_LIMITS,
     );
     const level = applyPolicy(cls.level, opts.policy, sk.attachments > 0);
+    const rules = levelRules(level);
     const base = { level, attachments: sk.attachments, original: sink && { recipients: originalTo, sink } };
-    if (level === 0 || (level < 4 && sk.attachments === 0)) {
+    if (!needsDelivery(level, sk.attachments > 0)) {
       // Nothing to protect: the message leaves as it came, without the tag.
-      const bytes = withTrace(renderCopy(sk, { subject: level === 0 ? null : cls.subject, block: null }), opts.trace);
-      const warnings = level > 0 ? [`level ${level} message without attachments was sent without a delivery`] : [];
+      const bytes = withTrace(renderCopy(sk, { subject: rules.subject === "unchanged" ? null : cls.subject, block: null }), opts.trace);
+      const warnings = warnsWithoutDelivery(level, sk.attachments > 0) ? [`level ${level} message without attachments was sent without a delivery`] : [];
       return { ...base, copies: [{ recipients: externals, bytes, deliveries: [] }], deliveries: [], announcedAgain: [], alreadyDelivered: [], warnings };
     }
 
@@ -241,7 +241,7 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
       // An earlier attempt created it and then died or lost upstream's reply (or the milter
       // cannot know whether Postfix kept it): its mail may have left, so the same delivery is
       // announced again rather than replaced.
-      else if (existing && existing.level >= 3 && existing.level === level) again.push(await take.announceAgain(existing));
+      else if (existing && rules.patientKey && existing.level === level) again.push(await take.announceAgain(existing));
       else if (existing) await discardDelivery(ctx, existing.id, "retried");
     }
     await take.drop([...skip]);
@@ -250,8 +250,8 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
         ? []
         : await take.commit({
             level,
-            subject: level === 4 ? cls.subject : null,
-            message: level === 4 ? sealedText(sk) : null,
+            subject: rules.encryptsContent ? cls.subject : null,
+            message: rules.encryptsContent ? sealedText(sk) : null,
             sender: envelope.from || null,
             sourceKeys: keys,
           });
@@ -259,17 +259,16 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
     const deliveries = [...again, ...fresh];
     const copies: Copy[] = [];
     for (const d of deliveries) {
-      const bytes =
-        level === 4
-          ? await notice(ctx, sk, d, opts.trace)
-          : withTrace(
-              renderCopy(sk, {
-                subject: cls.subject,
-                block: renderBlock({ practiceName: ctx.config.practiceName, level, link: d.link, files: d.files, expiresAt: d.expiresAt, firstTime: d.firstTime }),
-                headers: { "X-Praxmail-Delivery": d.id },
-              }),
-              opts.trace,
-            );
+      const bytes = rules.noticeReplacesText
+        ? await notice(ctx, sk, d, opts.trace)
+        : withTrace(
+            renderCopy(sk, {
+              subject: cls.subject,
+              block: renderBlock({ practiceName: ctx.config.practiceName, level, link: d.link, files: d.files, expiresAt: d.expiresAt, firstTime: d.firstTime }),
+              headers: { "X-Praxmail-Delivery": d.id },
+            }),
+            opts.trace,
+          );
       copies.push({ recipients: [d.recipient], bytes, deliveries: [d.id] });
     }
     return { ...base, copies, deliveries: created, announcedAgain: again.map((d) => d.id), alreadyDelivered: [...skip], warnings: [] };

@@ -1,6 +1,6 @@
 // Notification texts. German first, English below, in every mail; subjects are neutral
 // (no medical content) unless the practice chose a subject for a level 1–3 delivery.
-import type { FileSummary, Notification } from "../core/index.js";
+import { levelRules, type FileSummary, type Notification } from "../core/index.js";
 
 /** A rendered mail. */
 export interface RenderedMail {
@@ -84,7 +84,7 @@ type NewDelivery = Extract<Notification, { kind: "new-delivery" }>;
 
 function newDelivery(n: NewDelivery, practiceName: string): RenderedMail {
   const neutral = `Neue sichere Nachricht von ${practiceName}`;
-  const showContent = n.level < 4;
+  const showContent = !levelRules(n.level).encryptsContent;
   const de: Block[] = ["Guten Tag,", `${practiceName} hat Ihnen eine verschlüsselte Nachricht gesendet.`];
   const en: Block[] = ["Hello,", `${practiceName} has sent you an encrypted message.`];
   if (showContent && n.files.length > 0) {
@@ -285,15 +285,16 @@ export interface BlockInput {
 }
 
 function access(level: number, firstTime: boolean): [string | null, string | null] {
-  if (level >= 3 && firstTime) {
+  const rules = levelRules(level);
+  if (rules.patientKey && firstTime) {
     return [
       "Beim ersten Abruf legen Sie ein Konto und Ihren persönlichen Secu-Pass-Key an. Danach gibt Ihre Praxis Ihren Zugang frei; Sie erhalten dann eine E-Mail.",
       "The first time, you create an account and your personal Secu-Pass-Key. Your practice then approves your access, and you get an e-mail.",
     ];
   }
-  if (level >= 3) return ["Zum Öffnen brauchen Sie Ihr Passwort und Ihren Secu-Pass-Key.", "You need your password and your Secu-Pass-Key to open them."];
-  if (level === 2 && firstTime) return ["Beim ersten Abruf legen Sie ein Konto mit Passwort an.", "The first time, you create an account with a password."];
-  if (level === 2) return ["Zum Öffnen melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Passwort an.", "To open them, log in with your e-mail address and password."];
+  if (rules.patientKey) return ["Zum Öffnen brauchen Sie Ihr Passwort und Ihren Secu-Pass-Key.", "You need your password and your Secu-Pass-Key to open them."];
+  if (rules.login && firstTime) return ["Beim ersten Abruf legen Sie ein Konto mit Passwort an.", "The first time, you create an account with a password."];
+  if (rules.login) return ["Zum Öffnen melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Passwort an.", "To open them, log in with your e-mail address and password."];
   return [null, null];
 }
 

@@ -5,7 +5,7 @@ import type { Socket } from "node:net";
 import { PassThrough } from "node:stream";
 import { Headers } from "@zone-eu/mailsplit";
 import type { Logger } from "pino";
-import { cleanUpAfter, cleanupFailures, discardDelivery, errorFields, markSent, type Context } from "../core/index.js";
+import { cleanUpAfter, cleanupFailures, discardDelivery, errorFields, levelRules, markSent, type Context } from "../core/index.js";
 import { MailRejection, deliverPrepared, loggableReason, prepareMessage, type Prepared, type RawSink, type Transport } from "../mail/index.js";
 import {
   Action,
@@ -144,7 +144,7 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
   /** Applies a prepared message: in place for a single recipient, by reinjection otherwise. */
   const finish = async (m: Message, p: Prepared): Promise<Buffer[]> => {
     // Untagged (also when a policy looked): the original is what leaves.
-    if (p.level === 0 || (p.copies.length === 0 && p.alreadyDelivered.length === 0)) return [reply.continue()];
+    if (!levelRules(p.level).encryptsAttachments || (p.copies.length === 0 && p.alreadyDelivered.length === 0)) return [reply.continue()];
     const [only] = p.copies;
     const all = new Set(m.to.map((r) => r.toLowerCase()));
     if (p.copies.length === 1 && only && p.alreadyDelivered.length === 0 && only.recipients.length === all.size && only.recipients.every((r) => all.has(r.toLowerCase()))) {

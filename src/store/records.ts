@@ -218,13 +218,14 @@ export class Records {
 
   /**
    * @param email - The patient.
+   * @param fromLevel - The lowest level whose deliveries are wrapped to the patient's key (the core's policy).
    * @returns Wraps removed and deliveries put back to pending-approval (Secu-Pass reset).
    */
-  unwrapPatient(email: string): number {
+  unwrapPatient(email: string, fromLevel: number): number {
     const ids = this.sql
-      .get("SELECT id FROM deliveries WHERE recipient = ? AND level >= 3 AND status IN ('ready','downloaded','pending-approval')")
+      .get("SELECT id FROM deliveries WHERE recipient = ? AND level >= ? AND status IN ('ready','downloaded','pending-approval')")
       .pluck()
-      .all(email) as string[];
+      .all(email, fromLevel) as string[];
     for (const id of ids) {
       this.sql.get("DELETE FROM wraps WHERE delivery_id = ? AND holder = 'patient'").run(id);
       this.sql.get("UPDATE deliveries SET status = 'pending-approval' WHERE id = ?").run(id);
@@ -235,14 +236,15 @@ export class Records {
   /**
    * @param before - ISO time: remind of deliveries expiring before it.
    * @param now - ISO time: and not yet expired.
+   * @param fromLevel - The lowest level whose patients log in (the core's policy).
    * @returns Ready deliveries never downloaded nor reminded of.
    */
-  dueForReminder(before: string, now: string): DeliveryRow[] {
+  dueForReminder(before: string, now: string, fromLevel: number): DeliveryRow[] {
     return this.sql
       .get(
-        `SELECT ${DELIVERY_COLS} FROM deliveries WHERE status = 'ready' AND downloaded_at IS NULL AND reminded_at IS NULL AND sent_at IS NOT NULL AND level >= 2 AND expires_at <= ? AND expires_at > ?`,
+        `SELECT ${DELIVERY_COLS} FROM deliveries WHERE status = 'ready' AND downloaded_at IS NULL AND reminded_at IS NULL AND sent_at IS NOT NULL AND level >= ? AND expires_at <= ? AND expires_at > ?`,
       )
-      .all(before, now) as DeliveryRow[];
+      .all(fromLevel, before, now) as DeliveryRow[];
   }
 
   /**

@@ -112,7 +112,8 @@ interface FileInfo {
 }
 interface DeliveryData {
   id: string;
-  level: number;
+  /** Levels 1–2: the delivery key rides in the link's #fragment (the server's level policy). */
+  keyInLink: boolean;
   files: FileInfo[];
   wrapUrl: string | null;
   kdf: unknown;
@@ -147,7 +148,7 @@ function deliveryPage(data: DeliveryData, t: Texts): void {
   const aead = attachments.length > 0 ? loadAead() : Promise.resolve(null);
   const names = new Map(attachments.map((f) => [f.id, f.name]));
   let key: string | null = null;
-  if (data.level <= 2) {
+  if (data.keyInLink) {
     key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1] ?? null;
     // Carried over the login form in this tab only (see loginPage), then dropped.
     const carried = sessionStorage.getItem(CARRY);

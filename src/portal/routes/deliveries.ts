@@ -18,9 +18,9 @@ import { needLogin } from "./account.js";
 function clientData(d: PatientDelivery, base: string, address: string | null): string {
   return JSON.stringify({
     id: d.id,
-    level: d.level,
+    keyInLink: d.keyInLink,
     files: d.files.map((f) => ({ id: f.id, name: f.name, size: f.size, kind: f.kind, url: `${base}/files/${f.id}` })),
-    wrapUrl: d.level >= 3 ? `${base}/wrap` : null,
+    wrapUrl: d.patientKey ? `${base}/wrap` : null,
     kdf: d.kdf,
     // The Secu-Pass derivation mixes in the patient's address (KdfParams v2).
     address,
@@ -121,7 +121,7 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/deliveries/:id", async (req, reply) => {
     const d = await own(req, reply);
     if (!isDelivery(d)) return d;
-    if (d.level >= 3 && d.status === "pending-approval") return reply.redirect("/waiting", 303);
+    if (d.patientKey && d.status === "pending-approval") return reply.redirect("/waiting", 303);
     return showDelivery(req, reply, d, `/deliveries/${d.id}`);
   });
 
