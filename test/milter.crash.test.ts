@@ -20,7 +20,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
-import { ageDecrypt, crashSeed, crashServe, pool, seeded, sleep, startCrashSink, storeViolations, type CrashServe, type CrashSink, type Upstreamed } from "./helpers/crash.js";
+import { ageDecrypt, crashSeed, crashServe, pool, seeded, sleep, startCrashSink, storeViolations, type Attempt, type CrashServe, type CrashSink, type Upstreamed } from "./helpers/crash.js";
 import { openByToken } from "./helpers/deliveries.js";
 import { startPostfix, type TestPostfix } from "./helpers/postfix.js";
 import { befundMail, submit } from "./helpers/relay.js";
@@ -34,13 +34,6 @@ const KILLS = FULL ? 6 : 3;
 const TOTAL = SENDERS * PER_SENDER;
 const MAX_ATTEMPTS = 40;
 const SEED = crashSeed(0x3f1e7d);
-
-interface Attempt {
-  readonly start: number;
-  readonly end: number;
-  readonly code: number;
-  readonly text: string;
-}
 
 interface Sent {
   readonly messageId: string;

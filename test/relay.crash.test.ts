@@ -28,6 +28,7 @@ import {
   startCrashSink,
   storeViolations,
   type CrashServe,
+  type Attempt,
   type CrashSink,
   type Upstreamed,
 } from "./helpers/crash.js";
@@ -63,13 +64,6 @@ interface Kill {
   readonly at: number;
   /** For upstream-accepted: the message upstream had just taken. */
   readonly messageId: string | null;
-}
-
-interface Attempt {
-  readonly start: number;
-  readonly end: number;
-  readonly code: number;
-  readonly text: string;
 }
 
 interface Sent {

@@ -136,6 +136,14 @@ export function seeded(seed: number): () => number {
   };
 }
 
+/** One SMTP attempt of a sender: when it started and ended, and the reply. */
+export interface Attempt {
+  readonly start: number;
+  readonly end: number;
+  readonly code: number;
+  readonly text: string;
+}
+
 /** One message as the upstream received it. */
 export interface Upstreamed {
   /** performance.now() when the whole message had arrived (its final dot), before parsing. */
