@@ -268,7 +268,7 @@ export function consumeInvite(home: string, inviteId: string): boolean {
 export function markUsedInvites(ctx: Context): number {
   let n = 0;
   for (const p of ctx.store.records.patients()) {
-    if (p.inviteId === null || p.approval === null || (JSON.parse(p.approval) as Partial<ApprovalRecord>).by !== "invite") continue;
+    if (p.inviteId === null || parseApproval(p.approval)?.by !== "invite") continue;
     if (consumeInvite(ctx.home, p.inviteId)) n++;
   }
   return n;
