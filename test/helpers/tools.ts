@@ -23,11 +23,24 @@ export function hasTool(name: string): boolean {
  * @throws If the tool is missing and PRAXMAIL_REQUIRE_E2E=1.
  */
 export function needTool(name: string): boolean {
-  if (hasTool(name)) return true;
+  return needInstalled(name, hasTool(name), `apt-get install ${name}`);
+}
+
+/**
+ * Decides whether the tests that need something installed run.
+ *
+ * @param what - What they need, for the message.
+ * @param present - Whether it is installed.
+ * @param install - How to install it.
+ * @returns True to run; false to skip (and a note is printed).
+ * @throws If it is missing and PRAXMAIL_REQUIRE_E2E=1.
+ */
+export function needInstalled(what: string, present: boolean, install: string): boolean {
+  if (present) return true;
   if (process.env.PRAXMAIL_REQUIRE_E2E === "1") {
-    throw new Error(`${name} is required (PRAXMAIL_REQUIRE_E2E=1) but not installed; .ci/run installs it`);
+    throw new Error(`${what} is required (PRAXMAIL_REQUIRE_E2E=1) but not installed; .ci/run installs it`);
   }
-  console.warn(`skipping tests that need ${name}: not installed (apt-get install ${name})`);
+  console.warn(`skipping tests that need ${what}: not installed (${install})`);
   return false;
 }
 

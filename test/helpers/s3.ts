@@ -1,0 +1,213 @@
+// A throw-away S3 endpoint for tests: Debian's OpenStack Swift (2.30) with its s3api
+// middleware and tempauth credentials, one replica on a plain folder, every server on a
+// loopback port of its own, in one Python process (test/helpers/swift-s3.py). stop() ends it.
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes, createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { userInfo } from "node:os";
+import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
+import { freePort } from "./serve.js";
+
+/** Debian's python3: a python3 earlier on PATH (pyenv) cannot import Debian's swift. */
+const PYTHON = "/usr/bin/python3";
+const LAUNCHER = join(import.meta.dirname, "swift-s3.py");
+const REGION = "us-east-1";
+
+/** A running test S3 endpoint. */
+export interface TestS3 {
+  readonly endpoint: string;
+  readonly region: string;
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  /** A client for the endpoint, with the settings Swift needs. */
+  client(credentials?: { accessKeyId: string; secretAccessKey: string }): S3Client;
+  /**
+   * @param name - A DNS-compliant bucket name.
+   * @returns The name, once the bucket exists.
+   */
+  bucket(name: string): Promise<string>;
+  /** @returns The pids of its processes (swift, memcached). */
+  pids(): number[];
+  stop(): Promise<void>;
+}
+
+/** @returns Whether Debian's swift packages are installed. */
+export function hasSwift(): boolean {
+  return existsSync("/usr/bin/swift-proxy-server") && existsSync("/usr/lib/python3/dist-packages/swift");
+}
+
+/**
+ * An S3 client for a Swift s3api endpoint.
+ *
+ * - Checksums only where S3 requires them: the SDK's default since 2025 sends a streamed
+ *   body as aws-chunked with a trailing checksum, which Swift 2.30 answers with 501.
+ * - DeleteObjects carries Content-MD5, which Swift requires and the SDK no longer sends.
+ */
+function swiftClient(endpoint: string, credentials: { accessKeyId: string; secretAccessKey: string }): S3Client {
+  const s3 = new S3Client({
+    endpoint,
+    region: REGION,
+    forcePathStyle: true,
+    credentials,
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+  });
+  s3.middlewareStack.add(
+    (next, context) => async (args) => {
+      const request = args.request as { headers?: Record<string, string>; body?: unknown };
+      if (context.commandName === "DeleteObjectsCommand" && typeof request.body === "string" && request.headers) {
+        request.headers["content-md5"] = createHash("md5").update(request.body).digest("base64");
+      }
+      return next(args);
+    },
+    { step: "build", name: "contentMd5ForSwift" },
+  );
+  return s3;
+}
+
+function backendConf(name: string, port: number, dir: string, user: string): string {
+  return `[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = ${port}
+workers = 0
+user = ${user}
+swift_dir = ${join(dir, "etc")}
+devices = ${join(dir, "srv")}
+mount_check = false
+recon_cache_path = ${join(dir, "cache")}
+log_name = ${name}-server
+
+[pipeline:main]
+pipeline = healthcheck ${name}-server
+
+[app:${name}-server]
+use = egg:swift#${name}
+
+[filter:healthcheck]
+use = egg:swift#healthcheck
+`;
+}
+
+function proxyConf(port: number, dir: string, user: string, secret: string, memcached: number): string {
+  const filters = ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging", "listing_formats", "bulk", "copy", "slo", "dlo"];
+  return `[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = ${port}
+workers = 0
+user = ${user}
+swift_dir = ${join(dir, "etc")}
+log_name = proxy-server
+
+[pipeline:main]
+# s3api before the auth filter (tempauth); slo after s3api, or multipart uploads are off.
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk s3api tempauth copy slo dlo proxy-logging proxy-server
+
+[app:proxy-server]
+use = egg:swift#proxy
+# the first bucket PUT creates the Swift account
+account_autocreate = true
+
+[filter:s3api]
+use = egg:swift#s3api
+location = ${REGION}
+
+[filter:tempauth]
+use = egg:swift#tempauth
+# S3 access key "test:tester" (account:user), secret = this password; .admin may create buckets
+user_test_tester = ${secret} .admin
+
+[filter:cache]
+use = egg:swift#memcache
+memcache_servers = 127.0.0.1:${memcached}
+${filters.map((f) => `\n[filter:${f.replace("_logging", "-logging")}]\nuse = egg:swift#${f}`).join("\n")}
+`;
+}
+
+async function healthy(port: number): Promise<boolean> {
+  try {
+    const r = await fetch(`http://127.0.0.1:${port}/healthcheck`, { signal: AbortSignal.timeout(2000) });
+    return (await r.text()) === "OK";
+  } catch {
+    return false;
+  }
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const kill = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    child.once("exit", () => {
+      clearTimeout(kill);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
+/**
+ * Starts Swift with s3api in dir and creates no bucket yet (see {@link TestS3.bucket}).
+ *
+ * @param dir - An empty folder on a filesystem with user xattrs.
+ * @returns The running endpoint.
+ * @throws If swift is missing or does not come up within 150 s (with its log's tail).
+ */
+export async function startS3(dir: string): Promise<TestS3> {
+  if (!hasSwift()) throw new Error("OpenStack Swift is not installed (apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached)");
+  for (const d of ["etc", "srv/d1", "cache"]) await mkdir(join(dir, d), { recursive: true });
+  const user = userInfo().username;
+  const secret = randomBytes(18).toString("hex");
+  const [proxy, account, container, object, memcached] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const etc = join(dir, "etc");
+  await writeFile(join(etc, "account-server.conf"), backendConf("account", account, dir, user));
+  await writeFile(join(etc, "container-server.conf"), backendConf("container", container, dir, user));
+  await writeFile(join(etc, "object-server.conf"), backendConf("object", object, dir, user));
+  await writeFile(join(etc, "proxy-server.conf"), proxyConf(proxy, dir, user, secret, memcached));
+  const logFile = join(dir, "swift.log");
+  const children: ChildProcess[] = [];
+  let log = "";
+  const stop = async (): Promise<void> => {
+    await Promise.all(children.map(stopChild));
+    await writeFile(logFile, log);
+  };
+  // The cache filter is required by tempauth; without a memcached it only logs refusals.
+  if (existsSync("/usr/bin/memcached")) {
+    children.push(spawn("/usr/bin/memcached", ["-u", user, "-l", "127.0.0.1", "-p", String(memcached), "-U", "0", "-m", "32"], { stdio: "ignore" }));
+  }
+  const swift = spawn(PYTHON, [LAUNCHER, etc], { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(swift);
+  swift.stdout.setEncoding("utf8").on("data", (d: string) => (log += d));
+  swift.stderr.setEncoding("utf8").on("data", (d: string) => (log += d));
+  const deadline = Date.now() + 150_000;
+  try {
+    for (const port of [account, container, object, proxy]) {
+      while (!(await healthy(port))) {
+        if (swift.exitCode !== null) throw new Error(`swift exited with ${swift.exitCode}`);
+        if (Date.now() > deadline) throw new Error(`swift (port ${port}) not healthy after 150 s`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } catch (e) {
+    await stop();
+    throw new Error(`the test S3 endpoint did not start: ${(e as Error).message}\n${log.split("\n").slice(-15).join("\n")}`, { cause: e });
+  }
+  const endpoint = `http://127.0.0.1:${proxy}`;
+  const own = { accessKeyId: "test:tester", secretAccessKey: secret };
+  const s3 = swiftClient(endpoint, own);
+  return {
+    endpoint,
+    region: REGION,
+    ...own,
+    client: (credentials = own) => swiftClient(endpoint, credentials),
+    async bucket(name) {
+      await s3.send(new CreateBucketCommand({ Bucket: name }));
+      return name;
+    },
+    pids: () => children.flatMap((c) => (c.pid === undefined ? [] : [c.pid])),
+    async stop() {
+      s3.destroy();
+      await stop();
+    },
+  };
+}
