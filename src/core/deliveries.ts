@@ -16,6 +16,7 @@ import { fanOut } from "./fanout.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { raiseTrustAlarm, trustedRecipient } from "./trust.js";
 import { levelRules } from "./levels.js";
+import { deliveryState, nextState, reaches } from "./retry.js";
 import { checkLevel, cleanFileName, normaliseEmail } from "./validate.js";
 
 /** A file to deliver; open() is called once and must return a fresh stream. */
@@ -310,19 +311,20 @@ export class Intake {
    *
    * @param existing - A delivery of an earlier attempt, for one of {@link recipients}.
    * @returns The delivery with a fresh link, to be sent and then marked sent.
-   * @throws If the delivery is not a level 3–4 delivery to one of the recipients.
+   * @throws If the retry rules refuse it (src/core/retry.ts: a level 1–2 or a discarded
+   *   delivery), or it is not for one of the recipients.
    */
   async announceAgain(existing: DeliveryRow): Promise<CreatedDelivery> {
-    if (!levelRules(existing.level).patientKey || !this.recipients.includes(existing.recipient)) {
-      throw new Error("delivery cannot be announced again");
-    }
-    await this.drop([existing.recipient]);
+    if (!this.recipients.includes(existing.recipient)) throw new Error("delivery cannot be announced again: not one of this intake's recipients");
     const now = this.ctx.now();
     const token = newToken();
     this.ctx.store.transaction(() => {
+      // Asked of the row as it is now: another attempt may have discarded it meanwhile.
+      nextState(deliveryState(this.ctx.store.records.delivery(existing.id)), "announce-again", existing.level);
       this.ctx.store.records.insertToken({ hash: hashToken(token), deliveryId: existing.id, email: existing.recipient, createdAt: now.toISOString() });
       this.ctx.store.audit({ actor: this.ctx.actor, action: "delivery.announce-again", subject: existing.id, details: { level: existing.level } }, now);
     });
+    await this.drop([existing.recipient]);
     const patient = this.ctx.store.records.patient(existing.recipient);
     return {
       id: existing.id,
@@ -345,14 +347,17 @@ export class Intake {
 }
 
 /**
- * Makes deliveries visible once their mail was accepted.
+ * Makes deliveries visible once their mail was accepted. One sent before keeps its first sent
+ * time.
  *
  * @param ctx - The core context.
  * @param ids - The deliveries.
+ * @throws Error, and marks none, if one was discarded (src/core/retry.ts): its link is dead.
  */
 export function markSent(ctx: Context, ids: readonly string[]): void {
   const now = ctx.now();
   ctx.store.transaction(() => {
+    for (const id of ids) nextState(deliveryState(ctx.store.records.delivery(id)), "accepted");
     ctx.store.records.markSent(ids, now.toISOString());
   });
 }
@@ -387,9 +392,12 @@ export async function createDelivery(ctx: Context, input: DeliveryInput): Promis
  * @param ctx - The core context.
  * @param id - The delivery.
  * @param reason - Why, for the audit log.
+ * @throws Error if it was discarded already (src/core/retry.ts).
  */
 export async function discardDelivery(ctx: Context, id: string, reason: string): Promise<void> {
   const blobs = ctx.store.transaction(() => {
+    const state = deliveryState(ctx.store.records.delivery(id));
+    if (!reaches(state, "discarded")) throw new Error(`illegal retry transition: delivery ${id} is ${state} and cannot be discarded`);
     const blobs = ctx.store.records.files(id).flatMap((f) => (f.blob ? [f.blob] : []));
     ctx.store.records.deleteDelivery(id);
     ctx.store.audit({ actor: ctx.actor, action: "delivery.discard", subject: id, details: { reason } }, ctx.now());

@@ -7,7 +7,7 @@ import { Readable } from "node:stream";
 import { Headers } from "@zone-eu/mailsplit";
 import { convert as htmlToText } from "html-to-text";
 import libmime from "libmime";
-import { Intake, PraxmailError, cleanUpAfter, discardDelivery, markSent, levelRules, needsDelivery, warnsWithoutDelivery, type Context, type CreatedDelivery, type Level } from "../core/index.js";
+import { Intake, PraxmailError, cleanUpAfter, discardDelivery, discardedBy, markSent, levelRules, needsDelivery, retryAction, warnsWithoutDelivery, type Context, type CreatedDelivery, type Level } from "../core/index.js";
 import { applyPolicy, classify, isInternal, type Policy } from "./classify.js";
 import { MailRejection } from "./errors.js";
 import { hashHead, sourceKey } from "./idempotency.js";
@@ -182,6 +182,7 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
   // Opened at the first attachment (or at the end, for a level-4 message without any).
   const state: { intake: Intake | null } = { intake: null };
   const created: string[] = [];
+  const carried: string[] = [];
   try {
     if (sink && opts.trace) await sink.write(Buffer.from(`${opts.trace}\r\n`));
     // The retry key covers the head without its trace fields, then every byte of the body;
@@ -233,16 +234,15 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
     const keys = take.recipients.map((r) => sourceKey(messageId, envelope.from, r, content));
     const skip = new Set<string>();
     const again: CreatedDelivery[] = [];
+    // What an earlier attempt of this message left for each recipient: the retry rules decide.
     for (const [i, r] of take.recipients.entries()) {
       const existing = ctx.store.records.deliveryBySource(keys[i] ?? "");
-      // Where "sent" is not final, a delivery the patient opened (or that ended) did leave.
-      const left = existing?.sentAt != null && ((opts.sentIsFinal ?? true) || !["pending-approval", "ready"].includes(existing.status));
-      if (left) skip.add(r);
-      // An earlier attempt created it and then died or lost upstream's reply (or the milter
-      // cannot know whether Postfix kept it): its mail may have left, so the same delivery is
-      // announced again rather than replaced.
-      else if (existing && rules.patientKey && existing.level === level) again.push(await take.announceAgain(existing));
-      else if (existing) await discardDelivery(ctx, existing.id, "retried");
+      const action = retryAction(existing, level, opts.sentIsFinal ?? true);
+      if (action === "skip") skip.add(r);
+      else if (existing && action === "announce-again") {
+        again.push(await take.announceAgain(existing));
+        carried.push(existing.id);
+      } else if (existing && action === "replace") await discardDelivery(ctx, existing.id, "retried");
     }
     await take.drop([...skip]);
     const fresh =
@@ -277,7 +277,7 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
     throw await cleanUpAfter(failure, [
       () => sink?.abort(e instanceof Error ? e : new Error(String(e))),
       () => state.intake?.abort(),
-      ...created.map((id) => () => discardDelivery(ctx, id, "message refused")),
+      ...discardedBy("failed", { created, carried }).map((id) => () => discardDelivery(ctx, id, "message refused")),
     ]);
   }
 }
@@ -308,6 +308,7 @@ export async function deliverPrepared(ctx: Context, transport: Transport, envelo
   } catch (e) {
     const why = (e as NodeJS.ErrnoException).code ?? (e as { responseCode?: number }).responseCode ?? "error";
     const refusal = new MailRejection(451, `upstream did not accept the message (${String(why)}); try again later`, "4.4.1");
-    throw await cleanUpAfter(refusal, [() => p.original?.sink.abort(e instanceof Error ? e : new Error(String(e))), ...p.deliveries.filter((id) => !sent.has(id)).map((id) => () => discardDelivery(ctx, id, "upstream refused"))]);
+    const discard = discardedBy("refused", { created: p.deliveries, carried: p.announcedAgain, accepted: sent });
+    throw await cleanUpAfter(refusal, [() => p.original?.sink.abort(e instanceof Error ? e : new Error(String(e))), ...discard.map((id) => () => discardDelivery(ctx, id, "upstream refused"))]);
   }
 }
