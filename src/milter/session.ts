@@ -5,8 +5,8 @@ import type { Socket } from "node:net";
 import { PassThrough } from "node:stream";
 import { Headers } from "@zone-eu/mailsplit";
 import type { Logger } from "pino";
-import { cleanUpAfter, cleanupFailures, discardDelivery, errorFields, levelRules, markSent, type Context } from "../core/index.js";
-import { MailRejection, deliverPrepared, loggableReason, prepareMessage, type Prepared, type RawSink, type Transport } from "../mail/index.js";
+import { cleanUpAfter, cleanupFailures, discardDelivery, discardedBy, errorFields, levelRules, markSent, type Context } from "../core/index.js";
+import { MailRejection, deliverPrepared, loggableReason, prepareMessage, type Copy, type Prepared, type RawSink, type Transport } from "../mail/index.js";
 import {
   Action,
   Cmd,
@@ -141,13 +141,13 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
     if (!input.write(chunk)) await Promise.race([new Promise((r) => input.once("drain", r)), m.prepared?.then(() => undefined, () => undefined)]);
   };
 
-  /** Applies a prepared message: in place for a single recipient, by reinjection otherwise. */
-  const finish = async (m: Message, p: Prepared): Promise<Buffer[]> => {
-    // Untagged (also when a policy looked): the original is what leaves.
-    if (!levelRules(p.level).encryptsAttachments || (p.copies.length === 0 && p.alreadyDelivered.length === 0)) return [reply.continue()];
-    const [only] = p.copies;
-    const all = new Set(m.to.map((r) => r.toLowerCase()));
-    if (p.copies.length === 1 && only && p.alreadyDelivered.length === 0 && only.recipients.length === all.size && only.recipients.every((r) => all.has(r.toLowerCase()))) {
+  /**
+   * The edits that make the message its one copy; its deliveries are marked sent. On failure
+   * what this attempt created is discarded, as the retry rules say (deliverPrepared does the
+   * same for reinjected copies).
+   */
+  const inPlace = async (m: Message, p: Prepared, only: Copy): Promise<Buffer[]> => {
+    try {
       const split = only.bytes.indexOf("\r\n\r\n");
       const head = only.bytes.subarray(0, split + 2);
       const body = only.bytes.subarray(split + 4);
@@ -157,6 +157,20 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
       markSent(ctx, only.deliveries);
       out.push(reply.continue());
       return out;
+    } catch (e) {
+      const discard = discardedBy("failed", { created: p.deliveries, carried: p.announcedAgain });
+      throw await cleanUpAfter(e, discard.map((id) => () => discardDelivery(ctx, id, "milter failed")));
+    }
+  };
+
+  /** Applies a prepared message: in place for a single recipient, by reinjection otherwise. */
+  const finish = async (m: Message, p: Prepared): Promise<Buffer[]> => {
+    // Untagged (also when a policy looked): the original is what leaves.
+    if (!levelRules(p.level).encryptsAttachments || (p.copies.length === 0 && p.alreadyDelivered.length === 0)) return [reply.continue()];
+    const [only] = p.copies;
+    const all = new Set(m.to.map((r) => r.toLowerCase()));
+    if (p.copies.length === 1 && only && p.alreadyDelivered.length === 0 && only.recipients.length === all.size && only.recipients.every((r) => all.has(r.toLowerCase()))) {
+      return inPlace(m, p, only);
     }
     await deliverPrepared(ctx, transport, { from: m.from, to: m.to }, p);
     const handled = new Set([...p.copies.flatMap((c) => c.recipients), ...p.alreadyDelivered].map((r) => r.toLowerCase()));
@@ -172,16 +186,12 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
     const timer = setInterval(() => {
       send(reply.progress());
     }, deps.progressMs ?? 10_000);
-    let created: readonly string[] = [];
     try {
       const p = await (m.prepared ?? Promise.reject(new Error("no message")));
-      created = p.deliveries;
       for (const b of await finish(m, p)) send(b);
       log.info({ level: p.level, recipients: m.to.length, deliveries: p.deliveries.length, copies: p.copies.length, outcome: "accepted" }, "milter message");
-    } catch (e) {
-      // Whatever did not leave stays invisible; remove it now rather than at the next gc.
-      const unsent = created.filter((id) => ctx.store.records.delivery(id)?.sentAt == null);
-      const failure = await cleanUpAfter(e, unsent.map((id) => () => discardDelivery(ctx, id, "milter failed")));
+    } catch (failure) {
+      // What did not leave was discarded where it failed (prepareMessage, deliverPrepared, inPlace).
       if (failure instanceof MailRejection) {
         send(reply.replyCode(String(failure.responseCode), `${failure.enhanced} ${failure.message}`));
         log.warn({ recipients: m.to.length, outcome: failure.responseCode, reason: loggableReason(failure), ...cleanupFailures(failure) }, "milter message refused");
