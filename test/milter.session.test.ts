@@ -205,6 +205,39 @@ describe("failures are logged once", () => {
   });
 });
 
+describe("retry rules", () => {
+  it("upstream down: each delivery the attempt created is discarded once, and nothing else is cleaned up", async () => {
+    const captured = captureLog();
+    const down = await startMilter({ ctx, transport: createTransport(ctx.home, `smtp://127.0.0.1:${await freePort()}`), log: captured.log, progressMs: 60_000 }, { host: "127.0.0.1", port: 0 });
+    const seen = [...ctx.store.auditRows()].length;
+    const mta = await Mta.open(down);
+    try {
+      await mta.negotiate();
+      // Two recipients: the copies leave by reinjection, which fails.
+      const r = await mta.message(
+        ["k@patient.example", "l@patient.example"],
+        [["Subject", "[S3] Befund"], ["Message-ID", "<once1@x>"], ["MIME-Version", "1.0"], ["Content-Type", 'multipart/mixed; boundary="b"']],
+        "--b\r\nContent-Type: text/plain\r\n\r\nAnbei.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF-geheim\r\n--b--\r\n",
+      );
+      expect(r.map((p) => p.cmd)).toEqual(["y"]);
+      expect(r[0]!.data.toString()).toMatch(/^451 4\.4\.1 upstream did not accept the message/);
+      const rows = [...ctx.store.auditRows()].slice(seen);
+      const created = rows.filter((a) => a.action === "delivery.create").map((a) => a.subject);
+      expect(created).toHaveLength(2);
+      const discarded = rows.filter((a) => a.action === "delivery.discard");
+      expect(discarded.map((a) => a.subject).sort()).toEqual([...created].sort());
+      expect(discarded.map((a) => JSON.parse(a.details) as unknown)).toEqual([{ reason: "upstream refused" }, { reason: "upstream refused" }]);
+      for (const id of created) expect(ctx.store.records.delivery(id ?? "")).toBeUndefined();
+      const lines = captured.lines().filter((l) => (l.level as number) >= 40);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).not.toHaveProperty("cleanup");
+    } finally {
+      mta.socket.destroy();
+      await down.close();
+    }
+  });
+});
+
 describe("header edits", () => {
   const hex = (h: string): string => h.replace(/\s+/g, "");
 

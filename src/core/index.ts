@@ -16,6 +16,19 @@ export {
   type SubjectRule,
 } from "./levels.js";
 export {
+  NEEDS_PATIENT_KEY,
+  TRANSITIONS,
+  deliveryState,
+  discardedBy,
+  nextState,
+  reaches,
+  retryAction,
+  type AttemptOutcome,
+  type DeliveryEvent,
+  type DeliveryState,
+  type RetryAction,
+} from "./retry.js";
+export {
   Intake,
   createDelivery,
   discardDelivery,
