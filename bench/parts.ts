@@ -53,9 +53,8 @@ export function measure(cmd: string, args: readonly string[], trackPeak = false,
         }, 10)
       : undefined;
     child.on("error", reject);
-    // "close", not "exit": the CPU times arrive on stderr just before the end.
-    child.on("close", (code) => {
-      const seconds = (performance.now() - started) / 1000;
+    let seconds = 0;
+    const done = (code: number | null): void => {
       clearInterval(timer);
       let cpu = 0;
       if (cpuTime) {
@@ -68,7 +67,13 @@ export function measure(cmd: string, args: readonly string[], trackPeak = false,
         stderr = stderr.slice(0, t.index).replace(/.*\n$/, "");
       }
       resolvePromise({ code, peak, cpu, stderr, seconds });
+    };
+    child.on("exit", (code) => {
+      seconds = (performance.now() - started) / 1000;
+      if (!cpuTime) done(code);
     });
+    // The CPU times are the last thing on stderr: wait until it is read to its end.
+    if (cpuTime) child.on("close", done);
   });
 }
 
