@@ -114,7 +114,8 @@ export async function runSend(ctx: Context, io: Io, flags: SendFlags, paths: rea
             const f = files[i];
             if (!f) return;
             const pct = f.size > 0 ? Math.floor((bytes / f.size) * 100) : 100;
-            bar.update(`encrypting ${basename(f.path)} for ${to}: ${pct}% (${formatSize(bytes, "en")} of ${formatSize(f.size, "en")})`);
+            // Built only when shown: two Intl.NumberFormat per MiB read showed in the CPU profile.
+            bar.update(() => `encrypting ${basename(f.path)} for ${to}: ${pct}% (${formatSize(bytes, "en")} of ${formatSize(f.size, "en")})`);
           },
         }),
       );

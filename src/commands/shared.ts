@@ -148,9 +148,10 @@ export function note(io: Io, text: string): void {
  * Shows progress of long work on a terminal; prints nothing elsewhere.
  *
  * @param io - The streams.
- * @returns update(text) and done().
+ * @returns update(text) and done(). update is called often (send: once per MiB), so text may
+ *   be a function, called only when a line is shown: at most every 100 ms, on a terminal.
  */
-export function progress(io: Io): { update(text: string): void; done(): void } {
+export function progress(io: Io): { update(text: string | (() => string)): void; done(): void } {
   let last = 0;
   let shown = false;
   return {
@@ -160,7 +161,7 @@ export function progress(io: Io): { update(text: string): void; done(): void } {
       if (now - last < 100) return;
       last = now;
       shown = true;
-      io.err(`\r\x1b[2K${chalk.dim(text)}`);
+      io.err(`\r\x1b[2K${chalk.dim(typeof text === "string" ? text : text())}`);
     },
     done() {
       if (shown) io.err("\r\x1b[2K");
