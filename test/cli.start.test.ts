@@ -1,7 +1,7 @@
 // What a command loads when it starts (issue 15, target 1): each command's code loads only
 // when that command runs, and the server stack only with `serve`. The real binary runs with a
 // preload that records every module Node loads and every file read through node:fs.
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, initHome, praxmail, tempDir, type Run } from "./helpers/cli.js";
@@ -71,7 +71,7 @@ afterAll(async () => {
 });
 
 describe("what a command loads", () => {
-  it("--version prints the version and loads no command, no package but commander, and reads no file", async () => {
+  it("--version prints the version, loads nothing from node_modules and reads no file", async () => {
     const r = await recorded(["--version"]);
     expect(r.run.code).toBe(0);
     const pkg = JSON.parse(await readFile(join(import.meta.dirname, "..", "package.json"), "utf8")) as { version: string };
@@ -81,7 +81,7 @@ describe("what a command loads", () => {
     expect(r.files).toEqual([]);
   });
 
-  it("--help lists every command without loading one", async () => {
+  it("--help lists every command and loads nothing from node_modules", async () => {
     const r = await recorded(["--help"]);
     expect(r.run.code).toBe(0);
     for (const c of ["init", "serve", "send", "approve", "invite", "list", "revoke", "inbox", "receive", "export", "audit", "gc", "doctor", "backup", "restore"]) {
@@ -109,5 +109,18 @@ describe("what a command loads", () => {
     const r = await recorded(["serve", "--home", join(letter, "home"), "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
     expect(r.run.code).toBe(1);
     expect(serverStack(r.modules)).toEqual(expect.arrayContaining(["fastify", "smtp-server"]));
+  });
+});
+
+describe("the first start of a new home", () => {
+  it("eight processes that open its database at once all succeed (the schema is created once)", async () => {
+    for (let round = 0; round < 5; round++) {
+      const fresh = join(dir, `fresh-${String(round)}`);
+      await initHome(fresh, ["--recipient-type", "x25519"]);
+      // The first command that opens the database creates it, whatever init left.
+      await rm(join(fresh, "praxmail.db"), { force: true });
+      const runs = await Promise.all(Array.from({ length: 8 }, () => praxmail(["list", "deliveries", "--json", "--home", fresh])));
+      expect(runs.map((r) => [r.code, r.stderr])).toEqual(runs.map(() => [0, ""]));
+    }
   });
 });
