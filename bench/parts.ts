@@ -110,6 +110,9 @@ export async function sha256File(path: string): Promise<string> {
 /** The binary under test. */
 export const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
 
+/** The part of {@link benchMail} after the header, per attachment: encoded once, not per mail. */
+const bodies = new WeakMap<Buffer, Buffer>();
+
 /**
  * A practice mail with one PDF attachment.
  *
@@ -119,30 +122,38 @@ export const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
  * @returns The raw message.
  */
 export function benchMail(subject: string, attachment: Buffer, id: string): Buffer {
-  const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
-  return Buffer.from(
-    [
-      "From: Praxis <praxis@praxis.example>",
-      "To: patient@patient.example",
-      `Subject: ${subject}`,
-      `Message-ID: <${id}@praxis.example>`,
-      "MIME-Version: 1.0",
-      'Content-Type: multipart/mixed; boundary="b"',
-      "",
-      "--b",
-      "Content-Type: text/plain; charset=utf-8",
-      "",
-      "Anbei der Befund.",
-      "--b",
-      "Content-Type: application/pdf",
-      "Content-Transfer-Encoding: base64",
-      'Content-Disposition: attachment; filename="befund.pdf"',
-      "",
-      b64,
-      "--b--",
-      "",
-    ].join("\r\n"),
-  );
+  let body = bodies.get(attachment);
+  if (!body) {
+    const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
+    body = Buffer.from(
+      [
+        "--b",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        "Anbei der Befund.",
+        "--b",
+        "Content-Type: application/pdf",
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="befund.pdf"',
+        "",
+        b64,
+        "--b--",
+        "",
+      ].join("\r\n"),
+    );
+    bodies.set(attachment, body);
+  }
+  const head = [
+    "From: Praxis <praxis@praxis.example>",
+    "To: patient@patient.example",
+    `Subject: ${subject}`,
+    `Message-ID: <${id}@praxis.example>`,
+    "MIME-Version: 1.0",
+    'Content-Type: multipart/mixed; boundary="b"',
+    "",
+    "",
+  ].join("\r\n");
+  return Buffer.concat([Buffer.from(head), body]);
 }
 
 /** An SMTP server that reads and counts what it gets. */

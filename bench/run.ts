@@ -8,6 +8,7 @@ import { CHROMIUM } from "../test/helpers/browser.js";
 import { AGE_FIGURES, ageBench } from "./age.js";
 import { approveBench } from "./approve.js";
 import { browserBench } from "./browser.js";
+import { cliBench } from "./cli.js";
 import { milterBench } from "./milter.js";
 import { portalBench } from "./portal.js";
 import { relayBench } from "./relay.js";
@@ -24,6 +25,7 @@ const log: Log = (s) => {
 const SECTIONS: { key: string; title: string; run: (runs: number, log: Log) => Promise<Figure[] | string> }[] = [
   { key: "age", title: "age: encrypt and decrypt 256 MiB", run: ageBench },
   { key: "send", title: "CLI send (streaming encryption)", run: sendBench },
+  { key: "cli", title: "CLI start", run: cliBench },
   { key: "relay", title: "SMTP relay", run: relayBench },
   { key: "milter", title: "Postfix milter", run: milterBench },
   { key: "approve", title: "Approve (rewrap only)", run: approveBench },
@@ -144,11 +146,17 @@ ${skipped.length ? `\n## Skipped\n\n${skipped.join("\n")}\n` : ""}${ageMissed ? 
   beside it. The home has the default ML-KEM-768 + X25519 recipients, so send's header comes
   from age-encryption; the Go CLI (1.1.1) gets an X25519 key. The peak RSS of
   \`send --help\`, which only loads the CLI, is the part of send's peak that is code.
-- **Relay.** The figures come from the real \`praxmail serve\` in its own process; the SMTP
-  clients (nodemailer, 4 connections) and the upstream sink (smtp-server) share the
-  benchmark process. A CPU profile of the relay during the passthrough runs showed it idle
-  about 60% of the time: the passthrough baseline is bounded by the load generator, so the
-  ratio overstates how close level 3 comes to the relay's own passthrough capacity.
+- **CLI start.** Each command is the real \`bin/praxmail\`, timed from spawn to exit against
+  \`node -e 0\` in the same run. \`list\` reads a home that eight concurrent \`send\` runs
+  filled with 10,000 level-1 deliveries; \`send\` mails a 1 KiB file at the defaults (level
+  3, \`mlkem768x25519\`) into the outbox. \`npm run build\` bundles the CLI
+  (\`scripts/build-cli.mjs\`): \`dist/cli.js\` holds only the commands' definitions, and each
+  command's code is a chunk loaded when it runs.
+- **Relay.** The figures come from the real \`praxmail serve\` in its own process, a fresh one
+  per number of clients; the SMTP clients (nodemailer, one connection each) and the upstream
+  sink (smtp-server) share the benchmark process, so with two vCPUs the passthrough baseline
+  is partly bounded by the load generator. Peak RSS at each number of clients is VmHWM,
+  reset (\`/proc/PID/clear_refs\`) before that run's level-3 mails.
 - **Peak RSS** is VmHWM from /proc. \`send\` reads a sparse file, so the 1 GiB figure measures
   encryption and disk writes, not reading from disk.
 - **Milter.** Two Postfix test instances built from the README's lines, one with

@@ -1,18 +1,17 @@
 import { lstat, readdir, stat, statfs } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import chalk from "chalk";
-import { Command, InvalidArgumentError, Option } from "commander";
 import nodemailer from "nodemailer";
 import { PassphraseRequiredError, keyFingerprint, loadFromKeyring, practiceSigningKey, readIdentityFile, recipientOf } from "../crypto/index.js";
 import { PraxmailError, isInitialised, loadConfig, loadPracticeIdentity, resolveHome, type Config } from "../core/index.js";
 import type { Listen } from "../relay/server.js";
-import { parseMilterListen, type MilterListen } from "../milter/server.js";
+import type { MilterListen } from "../milter/server.js";
 import { bytes } from "./backup.js";
 import { tcpPortState, unixSocketState, type PortState } from "./doctor-ports.js";
-import { parseListen } from "./serve.js";
-import { common, note, printJson, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
+import { note, printJson } from "./shared.js";
 
-interface DoctorFlags extends HomeOptions, JsonOptions {
+export interface DoctorFlags extends HomeOptions, JsonOptions {
   smtp: Listen;
   http: Listen;
   milter?: MilterListen;
@@ -274,50 +273,28 @@ export async function runDoctor(io: Io, flags: DoctorFlags): Promise<{ home: str
   return { home, checks };
 }
 
-function whole(lo: number, hi: number): (v: string) => number {
-  return (v) => {
-    if (!/^\d{1,9}$/.test(v) || Number(v) < lo || Number(v) > hi) throw new InvalidArgumentError(`give a whole number from ${lo} to ${hi}`);
-    return Number(v);
-  };
-}
-
 const LABEL = { ok: chalk.green("ok  "), warn: chalk.yellow("warn"), fail: chalk.red("fail"), skip: chalk.dim("skip") };
 
-/** @returns The `doctor` command. */
-export function doctorCommand(io: Io): Command {
-  return common(new Command("doctor"))
-    .description("check config, permissions under home, practice identity, upstream, listen addresses, disk space and the portal URL")
-    .addOption(new Option("--smtp <host:port>", "relay address serve uses").env("PRAXMAIL_SMTP").argParser(parseListen).default(parseListen("127.0.0.1:2525"), "127.0.0.1:2525"))
-    .addOption(new Option("--http <host:port>", "portal address serve uses").env("PRAXMAIL_HTTP").argParser(parseListen).default(parseListen("127.0.0.1:8080"), "127.0.0.1:8080"))
-    .addOption(
-      new Option("--milter <address>", "milter address serve uses (checked only when given)")
-        .env("PRAXMAIL_MILTER")
-        .argParser((v) => {
-          try {
-            return parseMilterListen(v);
-          } catch (e) {
-            throw new InvalidArgumentError((e as Error).message);
-          }
-        }),
-    )
-    .option("--identity <file>", "check this practice identity file (default: PRAXMAIL_IDENTITY, then where init stored it)")
-    .option("--min-free <MiB>", "fail when less disk space is free under home", whole(1, 10_000_000), 1024)
-    .option("--timeout <seconds>", "how long to wait for upstream and the portal URL", whole(1, 120), 5)
-    .action(async (flags: DoctorFlags) => {
-      const { home, checks } = await runDoctor(io, flags);
-      const failed = checks.filter((c) => c.status === "fail").length;
-      const warned = checks.filter((c) => c.status === "warn").length;
-      if (flags.json) printJson(io, { ok: failed === 0, home, checks });
-      else {
-        const width = Math.max(...checks.map((c) => c.name.length));
-        for (const c of checks) {
-          io.out(`${LABEL[c.status]}  ${c.name.padEnd(width)}  ${c.reason}\n`);
-          if (c.hint && c.status !== "ok") io.out(`${" ".repeat(width + 8)}hint: ${c.hint}\n`);
-        }
-      }
-      if (failed > 0) {
-        throw new PraxmailError("wrong-state", `${failed} of ${checks.length} checks failed`, "fix what the lines marked fail say, then run praxmail doctor again");
-      }
-      if (warned > 0) note(io, `praxmail: ${warned} ${warned === 1 ? "warning" : "warnings"}, no failures`);
-    });
+/**
+ * Runs `praxmail doctor` once its options are parsed (src/commands/definitions.ts).
+ *
+ * @param io - Where output goes.
+ * @param flags - The parsed options.
+ */
+export async function doctorAction(io: Io, flags: DoctorFlags): Promise<void> {
+  const { home, checks } = await runDoctor(io, flags);
+  const failed = checks.filter((c) => c.status === "fail").length;
+  const warned = checks.filter((c) => c.status === "warn").length;
+  if (flags.json) printJson(io, { ok: failed === 0, home, checks });
+  else {
+    const width = Math.max(...checks.map((c) => c.name.length));
+    for (const c of checks) {
+      io.out(`${LABEL[c.status]}  ${c.name.padEnd(width)}  ${c.reason}\n`);
+      if (c.hint && c.status !== "ok") io.out(`${" ".repeat(width + 8)}hint: ${c.hint}\n`);
+    }
+  }
+  if (failed > 0) {
+    throw new PraxmailError("wrong-state", `${failed} of ${checks.length} checks failed`, "fix what the lines marked fail say, then run praxmail doctor again");
+  }
+  if (warned > 0) note(io, `praxmail: ${warned} ${warned === 1 ? "warning" : "warnings"}, no failures`);
 }

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import Conf from "conf";
 import { isRecipientType, recipientType, type RecipientType } from "../crypto/index.js";
 import { PraxmailError } from "./errors.js";
+import { DEFAULTS } from "./defaults.js";
 import { LEVELS } from "./levels.js";
 
 /** Where the practice identity's secret lives. */
@@ -82,23 +83,6 @@ export interface PortalConfig {
 
 /** The file name of the configuration under home. */
 export const CONFIG_FILE = "config.json";
-
-/** Defaults for what `init` does not ask. */
-export const DEFAULTS = {
-  portalUrl: "http://127.0.0.1:8080",
-  recipientType: "mlkem768x25519" as RecipientType,
-  expiryDays: 30,
-  relay: {
-    allow: ["127.0.0.0/8", "::1/128"],
-    maxSize: 50 * 1024 * 1024,
-    maxRecipients: 100,
-    timeoutSeconds: 120,
-    users: [],
-    tls: null,
-  } satisfies RelayConfig,
-  policy: { minLevel: 0, minLevelWithAttachments: 0 } satisfies PolicyConfig,
-  portal: { idleMinutes: 15, sessionHours: 12, maxUploadBytes: 100 * 1024 * 1024 } satisfies PortalConfig,
-};
 
 function whole(v: unknown, lo: number, hi: number): v is number {
   return typeof v === "number" && Number.isInteger(v) && v >= lo && v <= hi;

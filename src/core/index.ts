@@ -1,6 +1,7 @@
 // The public door of src/core: the domain operations the CLI, relay, milter and portal call.
 export { PraxmailError, cleanUpAfter, cleanupFailures, errorFields, type ErrorCode, type ErrorFields } from "./errors.js";
-export { DEFAULTS, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+export { isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+export { DEFAULTS } from "./defaults.js";
 export { ensureWritableHome, resolveHome } from "./home.js";
 export type { Context, FileSummary, Notification, Notifier } from "./context.js";
 export { normaliseEmail } from "./validate.js";

@@ -11,7 +11,8 @@ import {
   writeIdentityFile,
   type RecipientType,
 } from "../crypto/index.js";
-import { DEFAULTS, checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+import { checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+import { DEFAULTS } from "./defaults.js";
 import { PraxmailError } from "./errors.js";
 import { ensurePortalKey } from "./trust.js";
 import { normaliseEmail } from "./validate.js";

@@ -53,9 +53,10 @@ export interface Assets {
 export function defaultAssets(): Assets {
   const here = import.meta.dirname;
   const built = join(here, "..", "..", "dist", "portal");
-  // From src/ (tests), the bundle only exists in dist/.
+  // From src/ (tests), the bundle only exists in dist/; from the CLI's bundle (dist/chunks/),
+  // views and bundle are both in dist/portal/.
   const root = existsSync(join(here, "static", "app.js")) ? here : built;
-  return { views: join(here, "views"), static: join(root, "static") };
+  return { views: join(existsSync(join(here, "views")) ? here : built, "views"), static: join(root, "static") };
 }
 
 const CSP = [
