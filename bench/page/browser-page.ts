@@ -1,38 +1,19 @@
 // The page side of the browser benchmark (bench/browser.ts bundles it with esbuild and
-// drives it in Chromium). It exposes one object on globalThis; every timing is taken here,
-// with performance.now(), so the DevTools round trips are not counted.
+// drives it in Chromium; its own folder, because it is typechecked with the DOM's types). It exposes one object on globalThis; every timing is taken here,
+// with performance.now(), so the DevTools round trips are not counted, except for
+// decrypt-and-save, which ends when Chromium has the download on disk (bench/browser.ts).
 import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { Decrypter } from "age-encryption";
-import { deriveSecuPassIdentity, newKdfParams } from "../src/crypto/secupass.js";
-import { sodiumAead } from "../src/portal/client/sodium.js";
-import type { Aead } from "../src/crypto/stream-open.js";
-import { decryptFile, loadAead } from "../src/portal/client/stream.js";
-
-/**
- * The ways of decrypting a file that the benchmark compares: "before" is the portal's
- * download path before libsodium, "portal" the one now; "fetch" only reads the file.
- */
-export type Method = "fetch" | "before" | "portal" | "typage" | "sodium";
-
-/** One decryption: its time, the plaintext length and (when asked) its SHA-256. */
-export interface DecryptRun {
-  seconds: number;
-  bytes: number;
-  sha256: string | null;
-}
-
-/** What the page offers to page.evaluate. */
-export interface PageApi {
-  /** @returns Milliseconds from module start until libsodium's WASM was ready (as the portal loads it). */
-  sodiumReady(): Promise<number>;
-  /** @returns Seconds for one Secu-Pass derivation at the portal's cost. */
-  scrypt(): Promise<number>;
-  decrypt(method: Method, url: string, identity: string, size: number, verify: boolean): Promise<DecryptRun>;
-  /** @returns Seconds to open 1,024 sealed 64 KiB chunks in memory, no I/O: the bare primitive. */
-  aead(impl: "noble" | "sodium"): Promise<number>;
-}
+import sodium from "libsodium-wrappers";
+import { deriveSecuPassIdentity, newKdfParams } from "../../src/crypto/secupass.js";
+import type { Aead } from "../../src/crypto/stream-open.js";
+import { deriveInWorker } from "../../src/portal/client/derive.js";
+import { saveFile } from "../../src/portal/client/save.js";
+import { sodiumAead } from "../../src/portal/client/sodium.js";
+import { decryptFile, loadAead } from "../../src/portal/client/stream.js";
+import type { Method, PageApi } from "../browser-api.js";
 
 const started = performance.now();
 const aead = loadAead();
@@ -47,40 +28,39 @@ async function body(url: string): Promise<ReadableStream<Uint8Array>> {
   return res.body;
 }
 
-/** Collects the plaintext into a Blob, as deliveryPage in src/portal/client/main.ts does. */
-async function collect(plain: ReadableStream<Uint8Array>, size: number): Promise<Blob> {
-  const parts: Uint8Array[] = [];
-  let done = 0;
-  let fraction = 0;
-  for await (const chunk of plain) {
-    parts.push(chunk);
-    done += chunk.byteLength;
-    fraction = size > 0 ? done / size : 1;
-  }
-  if (fraction !== 1) throw new Error("short plaintext");
-  return new Blob(parts, { type: "application/octet-stream" });
-}
+// The portal's AEAD before this change: libsodium's wrapper function, one call per chunk.
+const wrapperAead: Aead = {
+  open(key, nonce, sealed) {
+    try {
+      return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(null, sealed, null, nonce, key);
+    } catch {
+      return null;
+    }
+  },
+};
 
 /**
- * The portal's download path before libsodium, line for line (it was a closure inside
- * deliveryPage, not importable): typage's Decrypter on the fetch body, into a Blob.
+ * The portal's save path before this change, line for line (it was a closure inside
+ * deliveryPage): the wrapper AEAD, every 64 KiB chunk a part of the Blob.
  */
-async function before(url: string, identity: string, size: number): Promise<Blob> {
-  const res = await fetch(url, { credentials: "same-origin" });
-  if (!res.ok || !res.body) throw new Error(`status ${res.status}`);
-  const d = new Decrypter();
-  d.addIdentity(identity);
-  return collect(await d.decrypt(res.body), size);
+async function before(url: string, identity: string): Promise<void> {
+  const plain = await decryptFile(await body(url), identity, sodium.ready.then(() => wrapperAead));
+  const parts: Uint8Array[] = [];
+  for await (const chunk of plain) parts.push(chunk);
+  const blobUrl = URL.createObjectURL(new Blob(parts as BlobPart[], { type: "application/octet-stream" }));
+  const a = document.createElement("a");
+  a.href = blobUrl;
+  a.download = "file.bin";
+  a.rel = "noopener";
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => {
+    URL.revokeObjectURL(blobUrl);
+  }, 60_000);
 }
 
-/** The portal's download path now: decryptFile (libsodium, typage as fallback), into a Blob. */
-async function portal(url: string, identity: string, size: number): Promise<Blob> {
-  const res = await fetch(url, { credentials: "same-origin" });
-  if (!res.ok || !res.body) throw new Error(`status ${res.status}`);
-  return collect(await decryptFile(res.body, identity, aead), size);
-}
-
-async function open(method: "fetch" | "typage" | "sodium", url: string, identity: string): Promise<ReadableStream<Uint8Array>> {
+async function open(method: Method, url: string, identity: string): Promise<ReadableStream<Uint8Array>> {
   if (method === "fetch") return body(url);
   if (method === "typage") {
     const d = new Decrypter();
@@ -103,23 +83,45 @@ const nobleAead: Aead = {
   },
 };
 
+/** Counts requestAnimationFrame callbacks until stopped. */
+function frameCounter(): { stop(): number } {
+  let frames = 0;
+  let on = true;
+  const tick = (): void => {
+    if (!on) return;
+    frames++;
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+  return {
+    stop() {
+      on = false;
+      return frames;
+    },
+  };
+}
+
 const api: PageApi = {
   sodiumReady: () => ready,
 
-  async scrypt() {
+  async unlock(where) {
     const params = newKdfParams("x25519");
+    const key = "Korrekt Pferd Batterie Heftklammer";
+    const address = "bench@patient.example";
+    const counter = frameCounter();
     const t0 = performance.now();
-    const identity = await deriveSecuPassIdentity("Korrekt Pferd Batterie Heftklammer", params, "bench@patient.example");
+    const identity = where === "worker" ? await deriveInWorker(key, params, address, () => undefined) : await deriveSecuPassIdentity(key, params, address);
     const seconds = (performance.now() - t0) / 1000;
+    const frames = counter.stop();
     if (!identity.startsWith("AGE-SECRET-KEY-1")) throw new Error("no identity");
-    return seconds;
+    return { seconds, frames };
   },
 
   async aead(impl) {
     const key = crypto.getRandomValues(new Uint8Array(32));
     const nonce = new Uint8Array(12);
     const sealed = chacha20poly1305(key, nonce).encrypt(crypto.getRandomValues(new Uint8Array(64 * 1024)));
-    const a = impl === "noble" ? nobleAead : await sodiumAead();
+    const a = impl === "noble" ? nobleAead : impl === "wrapper" ? await sodium.ready.then(() => wrapperAead) : await sodiumAead();
     const t0 = performance.now();
     let bytes = 0;
     for (let i = 0; i < 1024; i++) bytes += a.open(key, nonce, sealed)?.length ?? 0;
@@ -128,14 +130,12 @@ const api: PageApi = {
     return seconds;
   },
 
-  async decrypt(method, url, identity, size, verify) {
-    if (method === "before" || method === "portal") {
-      const t0 = performance.now();
-      const blob = await (method === "before" ? before : portal)(url, identity, size);
-      const seconds = (performance.now() - t0) / 1000;
-      const digest = verify ? bytesToHex(new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()))) : null;
-      return { seconds, bytes: blob.size, sha256: digest };
-    }
+  async save(path, url, identity) {
+    if (path === "before") await before(url, identity);
+    else await saveFile({ url, name: "file.bin", identity, aead, action: "save", onBytes: () => undefined });
+  },
+
+  async decrypt(method, url, identity, verify) {
     const hash = verify ? sha256.create() : null;
     const t0 = performance.now();
     const reader = (await open(method, url, identity)).getReader();
