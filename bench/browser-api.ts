@@ -4,12 +4,6 @@
 /** Stream decryptions the benchmark compares; "fetch" only reads the file. */
 export type Method = "fetch" | "typage" | "sodium";
 
-/** Ways of decrypting and saving a file: the portal's now, and before this change. */
-export type SavePath = "portal" | "before";
-
-/** ChaCha20-Poly1305 as typage calls it, as libsodium's wrapper function gives it (the portal before), as the portal calls it now. */
-export type Bare = "noble" | "wrapper" | "sodium";
-
 /** One decryption: its time, the plaintext length and (when asked) its SHA-256. */
 export interface DecryptRun {
   seconds: number;
@@ -30,8 +24,8 @@ export interface PageApi {
   /** One Secu-Pass derivation at the portal's cost, in the portal's worker or on this thread. */
   unlock(where: "worker" | "main"): Promise<UnlockRun>;
   /** Starts decrypting and saving the file; it is saved when Chromium reports the download done. */
-  save(path: SavePath, url: string, identity: string): Promise<void>;
+  save(url: string, identity: string): Promise<void>;
   decrypt(method: Method, url: string, identity: string, verify: boolean): Promise<DecryptRun>;
   /** @returns Seconds to open 1,024 sealed 64 KiB chunks in memory, no I/O: the bare primitive. */
-  aead(impl: Bare): Promise<number>;
+  aead(impl: "noble" | "sodium"): Promise<number>;
 }

@@ -6,7 +6,6 @@ import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { Decrypter } from "age-encryption";
-import sodium from "libsodium-wrappers";
 import { deriveSecuPassIdentity, newKdfParams } from "../../src/crypto/secupass.js";
 import type { Aead } from "../../src/crypto/stream-open.js";
 import { deriveInWorker } from "../../src/portal/client/derive.js";
@@ -26,38 +25,6 @@ async function body(url: string): Promise<ReadableStream<Uint8Array>> {
   const res = await fetch(url, { credentials: "same-origin" });
   if (!res.ok || !res.body) throw new Error(`status ${res.status}`);
   return res.body;
-}
-
-// The portal's AEAD before this change: libsodium's wrapper function, one call per chunk.
-const wrapperAead: Aead = {
-  open(key, nonce, sealed) {
-    try {
-      return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(null, sealed, null, nonce, key);
-    } catch {
-      return null;
-    }
-  },
-};
-
-/**
- * The portal's save path before this change, line for line (it was a closure inside
- * deliveryPage): the wrapper AEAD, every 64 KiB chunk a part of the Blob.
- */
-async function before(url: string, identity: string): Promise<void> {
-  const plain = await decryptFile(await body(url), identity, sodium.ready.then(() => wrapperAead));
-  const parts: Uint8Array[] = [];
-  for await (const chunk of plain) parts.push(chunk);
-  const blobUrl = URL.createObjectURL(new Blob(parts as BlobPart[], { type: "application/octet-stream" }));
-  const a = document.createElement("a");
-  a.href = blobUrl;
-  a.download = "file.bin";
-  a.rel = "noopener";
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => {
-    URL.revokeObjectURL(blobUrl);
-  }, 60_000);
 }
 
 async function open(method: Method, url: string, identity: string): Promise<ReadableStream<Uint8Array>> {
@@ -121,7 +88,7 @@ const api: PageApi = {
     const key = crypto.getRandomValues(new Uint8Array(32));
     const nonce = new Uint8Array(12);
     const sealed = chacha20poly1305(key, nonce).encrypt(crypto.getRandomValues(new Uint8Array(64 * 1024)));
-    const a = impl === "noble" ? nobleAead : impl === "wrapper" ? await sodium.ready.then(() => wrapperAead) : await sodiumAead();
+    const a = impl === "noble" ? nobleAead : await sodiumAead();
     const t0 = performance.now();
     let bytes = 0;
     for (let i = 0; i < 1024; i++) bytes += a.open(key, nonce, sealed)?.length ?? 0;
@@ -130,9 +97,8 @@ const api: PageApi = {
     return seconds;
   },
 
-  async save(path, url, identity) {
-    if (path === "before") await before(url, identity);
-    else await saveFile({ url, name: "file.bin", identity, aead, action: "save", onBytes: () => undefined });
+  async save(url, identity) {
+    await saveFile({ url, name: "file.bin", identity, aead, action: "save", onBytes: () => undefined });
   },
 
   async decrypt(method, url, identity, verify) {
