@@ -1,7 +1,6 @@
 // Decrypt-and-save of one file: the plaintext chunks become one Blob, which the browser
-// saves as a download or opens in a new tab. Copying them into a few large parts first, or
-// grouping them into intermediate Blobs, measured slower in headless Chromium:
-// each Blob is registered with the browser process on its own.
+// saves as a download or opens in a new tab. Copying the chunks into a few 8 MiB parts
+// first, or grouping them into intermediate Blobs, measured slower in headless Chromium.
 import type { Aead } from "../../crypto/stream-open.js";
 import { decryptFile } from "./stream.js";
 
@@ -11,7 +10,7 @@ const TYPES: Record<string, string> = { pdf: "application/pdf", png: "image/png"
  * @param name - The file's name.
  * @returns The MIME type a browser needs to show it, by its extension.
  */
-export function typeOf(name: string): string {
+function typeOf(name: string): string {
   const ext = /\.([a-z0-9]+)$/i.exec(name)?.[1]?.toLowerCase() ?? "";
   return TYPES[ext] ?? "application/octet-stream";
 }
@@ -24,7 +23,7 @@ export function typeOf(name: string): string {
  * @param onBytes - Called with the bytes read so far, after each chunk.
  * @returns The whole plaintext; rejects at the first damaged chunk, and nothing is kept.
  */
-export async function collect(plain: ReadableStream<Uint8Array>, type: string, onBytes: (done: number) => void): Promise<Blob> {
+async function collect(plain: ReadableStream<Uint8Array>, type: string, onBytes: (done: number) => void): Promise<Blob> {
   const parts: Uint8Array[] = [];
   let done = 0;
   for await (const chunk of plain) {
