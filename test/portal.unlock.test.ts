@@ -1,8 +1,8 @@
 // Unlocking and saving in real Chromium. The Secu-Pass derivation (scrypt, N=2^17) runs in
 // the portal's Web Worker: it gives exactly the identity Node derives, and the page keeps
 // painting frames meanwhile (on the page's own thread it painted only when Chromium forced a
-// frame in, about one in six). Then, against the real `praxmail serve` and its CSP, a patient
-// unlocks a delivery the same way and saves a file of many chunks and several Blob parts
+// frame in, a quarter to a third as often as idle). Then, against the real `praxmail serve`
+// and its CSP, a patient unlocks a delivery the same way and saves a file of many chunks
 // byte for byte.
 import { createHash, randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
@@ -35,7 +35,7 @@ interface Painted {
 
 /**
  * The derivation painted at least half the frames per second that the same page painted
- * idle just before; on the page's own thread it was about a sixth.
+ * idle just before; on the page's own thread it was a quarter to a third.
  */
 const keptPainting = (p: Painted): void => {
   expect(p.idleFrames).toBeGreaterThan(5);
@@ -153,7 +153,7 @@ describe.runIf(needChromium())("unlocking and saving in the portal", () => {
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
     await initHome(home, ["--portal-url", base]);
-    // 145 chunks of the payload, and more than one 8 MiB part of the Blob it is saved from.
+    // 145 chunks of the payload.
     file = randomBytes(9 * MiB + 17);
     filePath = join(dir, "Aufnahmen.bin");
     await writeFile(filePath, file);
