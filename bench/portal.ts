@@ -27,7 +27,7 @@ const SECONDS = 5;
 // compiled into .bench-dist/test/helpers; parts.ts's BIN is right from .bench-dist/bench.
 
 /** Runs `praxmail ...args` to completion; rejects on a non-zero exit. */
-function praxmail(args: readonly string[]): Promise<string> {
+export function praxmail(args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -43,7 +43,7 @@ function praxmail(args: readonly string[]): Promise<string> {
 }
 
 /** A running `praxmail serve` (relay and portal). */
-interface Served {
+export interface Served {
   readonly child: ChildProcess;
   readonly pid: number;
   readonly smtpPort: number;
@@ -51,9 +51,9 @@ interface Served {
   stop(): Promise<void>;
 }
 
-/** Starts `praxmail serve` on free loopback ports and waits until both listen. */
-async function serve(home: string): Promise<Served> {
-  const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0"], {
+/** Starts `praxmail serve` on free loopback ports (or the portal on `httpPort`) and waits until both listen. */
+export async function serve(home: string, httpPort = 0): Promise<Served> {
+  const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", `127.0.0.1:${String(httpPort)}`], {
     env: { PATH: process.env.PATH, NO_COLOR: "1" },
     // Request log lines go to stdout; drop them rather than buffer them here.
     stdio: ["ignore", "ignore", "pipe"],

@@ -62,6 +62,7 @@ export function defaultAssets(): Assets {
 const CSP = [
   "default-src 'self'",
   "script-src 'self' 'wasm-unsafe-eval'", // libsodium's WASM (client/sodium.ts); never 'unsafe-eval'
+  "worker-src 'self'", // the Secu-Pass derivation (client/derive.ts), from our own origin only
   "style-src 'self'",
   "img-src 'self' data: blob:",
   "connect-src 'self'",
