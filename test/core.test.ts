@@ -8,6 +8,7 @@ import {
   PraxmailError,
   approvePatients,
   beginSecuPassReset,
+  checkPracticeIdentity,
   finishSecuPassReset,
   Intake,
   collectGarbage,
@@ -31,6 +32,7 @@ import {
   decryptBytes,
   decryptStream,
   generateIdentity,
+  practiceSigningKey,
   recipientOf,
   safetyCode,
   unwrapIdentity,
@@ -228,6 +230,27 @@ describe("approve", () => {
     expect(ctx.store.records.wrap(fresh.id, "patient")).toBeDefined();
     expect((await blobBytes(blob)).equals(before)).toBe(true);
     expect(sent.at(-1)).toEqual({ kind: "released", to: "a@example.org", loginUrl: "http://127.0.0.1:8080/login", deliveries: 1 });
+  });
+});
+
+describe("checkPracticeIdentity", () => {
+  it("knows P, another identity, and a pinned approval key that P does not derive", async () => {
+    const pinned = ctx.config.approvalKey;
+    expect(pinned).toBe(practiceSigningKey(practiceIdentity).publicKey);
+    expect(await checkPracticeIdentity(ctx.config, practiceIdentity)).toEqual({ kind: "practice", key: practiceSigningKey(practiceIdentity) });
+    expect(await checkPracticeIdentity({ ...ctx.config, approvalKey: null }, practiceIdentity)).toMatchObject({ kind: "practice" });
+    expect(await checkPracticeIdentity(ctx.config, generateIdentity("x25519"))).toEqual({ kind: "other-identity" });
+    const otherKey = practiceSigningKey(generateIdentity("x25519")).publicKey;
+    expect(await checkPracticeIdentity({ ...ctx.config, approvalKey: otherKey }, practiceIdentity)).toMatchObject({ kind: "other-approval-key" });
+  });
+
+  it("makes approve refuse P when config.json pins an approval key P does not derive, and write nothing", async () => {
+    await patient("a@example.org");
+    ctx = { ...ctx, config: { ...ctx.config, approvalKey: practiceSigningKey(generateIdentity("x25519")).publicKey } };
+    const err = await approvePatients(ctx, [target("a@example.org")], practiceIdentity).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "identity", message: "the practice identity does not derive the approval key pinned in config.json" });
+    expect(ctx.store.records.patient("a@example.org")!.status).toBe("pending-approval");
+    expect(sent.filter((n) => n.kind === "released")).toEqual([]);
   });
 });
 

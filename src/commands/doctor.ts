@@ -2,8 +2,8 @@ import { lstat, readdir, stat, statfs } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import chalk from "chalk";
 import nodemailer from "nodemailer";
-import { PassphraseRequiredError, keyFingerprint, loadFromKeyring, practiceSigningKey, readIdentityFile, recipientOf } from "../crypto/index.js";
-import { PraxmailError, isInitialised, loadConfig, loadPracticeIdentity, resolveHome, type Config } from "../core/index.js";
+import { PassphraseRequiredError, keyFingerprint, loadFromKeyring, readIdentityFile } from "../crypto/index.js";
+import { PraxmailError, checkPracticeIdentity, isInitialised, loadConfig, loadPracticeIdentity, resolveHome, type Config } from "../core/index.js";
 import type { Listen } from "../relay/server.js";
 import type { MilterListen } from "../milter/server.js";
 import { bytes } from "./backup.js";
@@ -77,7 +77,7 @@ async function checkIdentity(home: string, config: Config, io: Io, flag: string 
   const name = "identity";
   const explicit = flag ?? (io.env.PRAXMAIL_IDENTITY || undefined);
   const matches = async (identity: string, where: string): Promise<Check> =>
-    (await recipientOf(identity)) === config.practiceRecipient
+    (await checkPracticeIdentity(config, identity)).kind !== "other-identity"
       ? ok(name, `${where} holds the practice identity`)
       : fail(name, `${where} holds an identity that does not belong to the practice recipient in config.json`, "approve would fail: put the right identity file in place");
   if (explicit === undefined && config.identity.kind === "keyring") {
@@ -239,8 +239,9 @@ async function checkApprovalKey(home: string, config: Config, io: Io, flag: stri
   } catch {
     return ok(name, `${fingerprint} pinned (the practice identity is not here to check it against)`);
   }
-  if ((await recipientOf(identity)) !== config.practiceRecipient) return ok(name, `${fingerprint} pinned (see the identity check)`);
-  if (practiceSigningKey(identity).publicKey !== config.approvalKey) {
+  const found = await checkPracticeIdentity(config, identity);
+  if (found.kind === "other-identity") return ok(name, `${fingerprint} pinned (see the identity check)`);
+  if (found.kind === "other-approval-key") {
     return fail(name, `${fingerprint} pinned in config.json is not the key the practice identity derives`, "config.json was altered or belongs to another practice: restore it from a backup");
   }
   return ok(name, `${fingerprint}, derived from the practice identity`);
