@@ -19,6 +19,8 @@ import {
   listDeliveries,
   patientKdf,
   loadConfig,
+  loadPracticeIdentity,
+  readPracticeIdentity,
   registerPatient,
   revokeDelivery,
   revokePatient,
@@ -36,6 +38,7 @@ import {
   recipientOf,
   safetyCode,
   unwrapIdentity,
+  writeIdentityFile,
 } from "../src/crypto/index.js";
 import { renderNotification } from "../src/mail/index.js";
 import { fanOut } from "../src/core/fanout.js";
@@ -242,6 +245,19 @@ describe("checkPracticeIdentity", () => {
     expect(await checkPracticeIdentity(ctx.config, generateIdentity("x25519"))).toEqual({ kind: "other-identity" });
     const otherKey = practiceSigningKey(generateIdentity("x25519")).publicKey;
     expect(await checkPracticeIdentity({ ...ctx.config, approvalKey: otherKey }, practiceIdentity)).toMatchObject({ kind: "other-approval-key" });
+  });
+
+  it("reads P from where init stored it or from a named file, and says why it cannot", async () => {
+    const none = () => Promise.resolve(undefined);
+    expect(await readPracticeIdentity(home, ctx.config, undefined, none)).toEqual({ kind: "loaded", identity: practiceIdentity });
+    const locked = join(home, "locked.age");
+    await writeIdentityFile(locked, practiceIdentity, "ein langes Passwort", clock);
+    expect(await readPracticeIdentity(home, ctx.config, locked, none)).toEqual({ kind: "passphrase-required" });
+    expect(await readPracticeIdentity(home, ctx.config, locked, () => Promise.resolve("ein langes Passwort"))).toEqual({ kind: "loaded", identity: practiceIdentity });
+    const missing = join(home, "missing.txt");
+    expect(await readPracticeIdentity(home, ctx.config, missing, none)).toMatchObject({ kind: "unreadable", path: missing, error: { code: "ENOENT" } });
+    await expect(loadPracticeIdentity(home, ctx.config, missing, none)).rejects.toMatchObject({ code: "identity", message: `cannot load the practice identity: ENOENT reading ${missing}` });
+    await expect(loadPracticeIdentity(home, ctx.config, locked, none)).rejects.toMatchObject({ code: "identity", message: "the identity file is passphrase-protected" });
   });
 
   it("makes approve refuse P when config.json pins an approval key P does not derive, and write nothing", async () => {
