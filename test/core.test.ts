@@ -8,6 +8,7 @@ import {
   PraxmailError,
   approvePatients,
   beginSecuPassReset,
+  DEFAULTS,
   checkPracticeIdentity,
   finishSecuPassReset,
   Intake,
@@ -370,6 +371,53 @@ describe("revoke, expiry and gc", () => {
     expect(status).toEqual({ [d.id]: "expired", [keep.id]: "pending-approval" });
     const left = (await walk(join(home, "blobs"))).map((f) => f.slice(home.length + 1));
     expect(left).toEqual([ctx.store.records.files(keep.id)[0]!.blob]);
+  });
+});
+
+describe("loadConfig", () => {
+  const patched = async (patch: Record<string, unknown>) => {
+    const path = join(home, "config.json");
+    const raw = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
+    await writeFile(path, JSON.stringify({ ...raw, ...patch }));
+    return () => loadConfig(home);
+  };
+  const otherKey = `ed25519:${"A".repeat(43)}=`;
+
+  it.each([
+    [{ crypto: { recipientType: "rsa" } }, "config.json: crypto.recipientType must be x25519 or mlkem768x25519"],
+    [{ deliveries: { expiryDays: 0 } }, "config.json: deliveries.expiryDays must be a whole number of days from 1 to 3650"],
+    [{ deliveries: { expiryDays: 7, remindBeforeDays: 7 } }, "config.json: deliveries.remindBeforeDays must be from 0 to expiryDays - 1"],
+    [{ identity: { kind: "file" } }, "config.json: identity must name a keyring account or an identity file"],
+    [{ practiceRecipient: "" }, "config.json: practiceRecipient must be a non-empty string"],
+    [{ practiceRecipient: "age1nicht" }, "config.json: practiceRecipient is not an age recipient"],
+    [{ approvalKey: "ed25519:kurz" }, "config.json: approvalKey must be an ed25519:<base64> public key, as praxmail init writes it"],
+    [{ portalKey: 7 }, "config.json: portalKey must be an ed25519:<base64> public key, as praxmail init writes it"],
+    [{ internalDomains: "praxis.example" }, "config.json: internalDomains must be a list of domain names"],
+    [{ upstream: 25 }, "config.json: upstream must be an smtp:// URL or null"],
+    [{ upstream: "http://mail.example" }, 'config.json:  unsupported URL scheme http: in "http://mail.example"'],
+    [{ practiceName: "" }, "config.json: practiceName must be a non-empty string"],
+    [{ relay: { maxSize: 10 } }, "config.json: relay.maxSize must be a number of bytes from 1024"],
+    [{ policy: { minLevel: 9 } }, "config.json: policy.minLevel must be a level from 0 to 4"],
+    [{ portal: { idleMinutes: 0 } }, "config.json: portal.idleMinutes must be from 1 to 1440"],
+    // Several faults: the first in the order loadConfig checks them is named.
+    [{ portal: { idleMinutes: 0 }, identity: null, crypto: { recipientType: "rsa" } }, "config.json: crypto.recipientType must be x25519 or mlkem768x25519"],
+    [{ upstream: 25, approvalKey: 1, identity: null }, "config.json: identity must name a keyring account or an identity file"],
+  ])("%j is refused: %s", async (patch, message) => {
+    const load = await patched(patch);
+    expect(load).toThrow(expect.objectContaining({ code: "invalid-config", message }) as Error);
+  });
+
+  it("fills what is left out with the defaults, and keeps what is set", async () => {
+    const config = await patched({ crypto: undefined, deliveries: { expiryDays: 30, remindBeforeDays: 3 }, portalKey: otherKey, internalDomains: ["Praxis.Example"], upstream: "" });
+    expect(config()).toMatchObject({
+      crypto: { recipientType: DEFAULTS.recipientType },
+      deliveries: { expiryDays: 30, remindBeforeDays: 3 },
+      identity: { kind: "file", file: "practice-identity.txt", protected: false },
+      approvalKey: ctx.config.approvalKey,
+      portalKey: otherKey,
+      internalDomains: ["praxis.example"],
+      upstream: null,
+    });
   });
 });
 
