@@ -541,6 +541,24 @@ describe("fanOut", () => {
     const results = await Promise.allSettled(fanOut(source, 3).map((b) => readAll(b)));
     expect(results.map((r) => (r.status === "rejected" ? (r.reason as Error).message : "ok"))).toEqual(["boom", "boom", "boom"]);
   });
+
+  it("cancelling one branch cancels the source and errors the others", async () => {
+    const cancelled: unknown[] = [];
+    const source = new ReadableStream<Uint8Array>({
+      pull(c) {
+        c.enqueue(new Uint8Array(8));
+      },
+      cancel(reason) {
+        cancelled.push(reason);
+      },
+    });
+    const [a, b, c] = fanOut(source, 3);
+    const reason = new Error("der Empfänger ist weg");
+    await a!.cancel(reason);
+    const results = await Promise.allSettled([readAll(b!), readAll(c!)]);
+    expect(results.map((r) => (r.status === "rejected" ? (r.reason as Error).message : "ok"))).toEqual([reason.message, reason.message]);
+    expect(cancelled).toEqual([reason]);
+  });
 });
 
 describe("expiry reminders", () => {
