@@ -51,11 +51,11 @@ export {
   type PatientView,
 } from "./patients.js";
 export { approvePatients, listPending, pinApprovalKey, unsignedApprovals, type Approval, type ApprovalTarget, type PendingPatient, type PinResult } from "./approve.js";
-export { markUsedInvites } from "./trust.js";
+export { checkPracticeIdentity, markUsedInvites, type PracticeIdentityFinding } from "./trust.js";
 export { signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint } from "./checkpoints.js";
 export { collectGarbage, getDelivery, listDeliveries, purgeSessions, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { MESSAGE_FILE, exportDelivery, type ExportResult, type ExportedFile } from "./export.js";
-export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
+export { initPractice, loadPracticeIdentity, readPracticeIdentity, type InitOptions, type InitResult, type PracticeIdentityRead } from "./practice.js";
 export { hashToken } from "./tokens.js";
 export { WorkQueue, type WorkQueueOptions } from "./queue.js";
 export {
