@@ -110,21 +110,23 @@ async function linkToken(home: string): Promise<string> {
   throw new Error("no link in the outbox");
 }
 
-/** A browser of one cookie: the portal's session cookie `praxmail` (http portal URL). */
+/** A browser with a cookie jar: the portal's session cookie and, before login, its CSRF cookie. */
 class Visitor {
-  private cookie = "";
+  private readonly cookies = new Map<string, string>();
   constructor(readonly base: string) {}
 
   /** The cookie header autocannon sends as this visitor. */
   get cookieHeader(): string {
-    return this.cookie;
+    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
   }
 
   async request(path: string, init: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<Response> {
-    const res = await fetch(this.base + path, { ...init, redirect: "manual", headers: { ...init.headers, cookie: this.cookie } });
+    const res = await fetch(this.base + path, { ...init, redirect: "manual", headers: { ...init.headers, cookie: this.cookieHeader } });
     for (const c of res.headers.getSetCookie()) {
-      const m = /^praxmail=([^;]*)/.exec(c);
-      if (m) this.cookie = m[1] ? `praxmail=${m[1]}` : "";
+      const [, name = "", value = ""] = /^([^=;\s]+)=([^;]*)/.exec(c) ?? [];
+      if (!name) continue;
+      if (value) this.cookies.set(name, value);
+      else this.cookies.delete(name);
     }
     return res;
   }
