@@ -37,14 +37,21 @@ const READ = 1 << 20;
 export function fileStream(source: FileHandle | string, start = 0): ReadableStream<Uint8Array> {
   let fh = typeof source === "string" ? undefined : source;
   let pos = start;
+  // A stream may be cancelled before start() has opened the file (a HEAD request): cancel
+  // waits for the open, so that it closes what the open gives.
+  let opening: Promise<unknown> = Promise.resolve();
   const done = async (): Promise<void> => {
+    await opening.catch(() => undefined);
     if (typeof source === "string" && fh) await fh.close();
     fh = undefined;
   };
   return new ReadableStream<Uint8Array>(
     {
       async start() {
-        if (typeof source === "string") fh = await open(source, "r");
+        if (typeof source !== "string") return;
+        const opened = open(source, "r");
+        opening = opened;
+        fh = await opened;
       },
       async pull(ctl) {
         if (!fh) throw new Error("file is closed");
