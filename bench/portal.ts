@@ -215,11 +215,13 @@ async function prepare(home: string, served: Served, log: (s: string) => void): 
   const page = await patient.redirect(link);
   const html = await patient.page(page);
   const data = JSON.parse(grab(html, /<script type="application\/json" id="delivery-data">(.*?)<\/script>/s, "delivery data")) as {
-    level: number;
+    keyInLink: boolean;
+    wrapUrl: string | null;
     files: { id: string; kind: string; url: string }[];
   };
   const file = data.files.find((f) => f.kind === "attachment");
-  if (data.level !== 3 || !file) throw new Error("the delivery page shows no level-3 attachment");
+  // Level 3: the key is not in the link; the patient's wrap is.
+  if (data.keyInLink || data.wrapUrl === null || !file) throw new Error("the delivery page shows no level-3 attachment");
 
   // Once before any load: the exact blob, its exact length, status 200.
   const db = new Database(join(home, "praxmail.db"), { readonly: true });

@@ -22,8 +22,9 @@ import {
   type DeliveryState,
   type RetryAction,
 } from "../src/core/index.js";
-import { Store, type DeliveryStatus } from "../src/store/index.js";
+import { openStore, type DeliveryStatus } from "../src/store/index.js";
 import { cleanup, tempDir } from "./helpers/cli.js";
+import { collect } from "./helpers/store.js";
 import { streamOf } from "./helpers/streams.js";
 
 const STATES: DeliveryState[] = ["created", "announced", "sent", "discarded"];
@@ -163,55 +164,51 @@ describe("core/deliveries.ts asks the rules", () => {
   beforeAll(async () => {
     home = await tempDir();
     await initPractice(home, { practiceName: "Praxis Dr. Weber", practiceEmail: "praxis@praxis-weber.example", recipientType: "x25519", keyring: false });
-    ctx = { home, config: loadConfig(home), store: Store.open(home), notifier: { send: () => Promise.resolve() }, actor: "test", now: () => new Date() };
+    ctx = { home, config: loadConfig(home), store: openStore(home), notifier: { send: () => Promise.resolve() }, actor: "test", now: () => new Date() };
   });
   afterAll(async () => {
-    ctx.store.close();
+    await ctx.store.close();
     await cleanup(home);
   });
 
-  const discards = (id: string): number => [...ctx.store.auditRows()].filter((r) => r.action === "delivery.discard" && r.subject === id).length;
+  const discards = async (id: string): Promise<number> => (await collect(ctx.store.auditRows())).filter((r) => r.action === "delivery.discard" && r.subject === id).length;
   const delivery = (level: number) => createDelivery(ctx, { recipient: "anna@patient.example", level, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF")) }] });
 
   it("a discarded delivery is neither discarded again nor marked sent, and the audit log has one discard", async () => {
     const d = await delivery(3);
     await discardDelivery(ctx, d.id, "upstream refused");
     await expect(discardDelivery(ctx, d.id, "milter failed")).rejects.toThrow(`illegal retry transition: delivery ${d.id} is discarded and cannot be discarded`);
-    expect(() => {
-      markSent(ctx, [d.id]);
-    }).toThrow('illegal retry transition: a discarded delivery cannot take "accepted"');
-    expect(discards(d.id)).toBe(1);
-    expect(ctx.store.records.delivery(d.id)).toBeUndefined();
+    await expect(markSent(ctx, [d.id])).rejects.toThrow('illegal retry transition: a discarded delivery cannot take "accepted"');
+    expect(await discards(d.id)).toBe(1);
+    expect(await ctx.store.records.delivery(d.id)).toBeUndefined();
   });
 
   it("marking sent is all or nothing, and a delivery sent again keeps its first sent time", async () => {
     const [a, b, c] = [await delivery(3), await delivery(3), await delivery(3)];
     await discardDelivery(ctx, b.id, "upstream refused");
-    expect(() => {
-      markSent(ctx, [a.id, b.id]);
-    }).toThrow(/a discarded delivery cannot take "accepted"/);
-    expect(ctx.store.records.delivery(a.id)?.sentAt).toBeNull();
-    markSent(ctx, [a.id, c.id]);
-    const first = ctx.store.records.delivery(a.id)?.sentAt;
+    await expect(markSent(ctx, [a.id, b.id])).rejects.toThrow(/a discarded delivery cannot take "accepted"/);
+    expect((await ctx.store.records.delivery(a.id))?.sentAt).toBeNull();
+    await markSent(ctx, [a.id, c.id]);
+    const first = (await ctx.store.records.delivery(a.id))?.sentAt;
     expect(first).toEqual(expect.any(String));
     await new Promise((r) => setTimeout(r, 5));
-    markSent(ctx, [a.id]);
-    expect(ctx.store.records.delivery(a.id)?.sentAt).toBe(first);
+    await markSent(ctx, [a.id]);
+    expect((await ctx.store.records.delivery(a.id))?.sentAt).toBe(first);
   });
 
   it.each([1, 2])("a level %i delivery cannot be announced again, and the intake stays unchanged", async (level) => {
     const d = await delivery(level);
-    const row = ctx.store.records.delivery(d.id);
+    const row = await ctx.store.records.delivery(d.id);
     const intake = await Intake.open(ctx, ["anna@patient.example"]);
     await expect(intake.announceAgain(row!)).rejects.toThrow(`illegal retry transition: a level ${level} delivery cannot take "announce-again"`);
     expect(intake.recipients).toEqual(["anna@patient.example"]);
-    expect([...ctx.store.auditRows()].filter((r) => r.action === "delivery.announce-again" && r.subject === d.id)).toEqual([]);
+    expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "delivery.announce-again" && r.subject === d.id)).toEqual([]);
     await intake.abort();
   });
 
   it("a level 3 delivery is announced again with a new link; one that was discarded is not", async () => {
     const d = await delivery(3);
-    const row = ctx.store.records.delivery(d.id)!;
+    const row = (await ctx.store.records.delivery(d.id))!;
     const intake = await Intake.open(ctx, ["anna@patient.example"]);
     const again = await intake.announceAgain(row);
     expect(again).toMatchObject({ id: d.id, level: 3 });
@@ -219,7 +216,7 @@ describe("core/deliveries.ts asks the rules", () => {
     await discardDelivery(ctx, d.id, "retried");
     const later = await Intake.open(ctx, ["anna@patient.example"]);
     await expect(later.announceAgain(row)).rejects.toThrow('illegal retry transition: a discarded delivery cannot take "announce-again"');
-    expect([...ctx.store.auditRows()].filter((r) => r.action === "delivery.announce-again" && r.subject === d.id)).toHaveLength(1);
+    expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "delivery.announce-again" && r.subject === d.id)).toHaveLength(1);
     await intake.abort();
     await later.abort();
   });

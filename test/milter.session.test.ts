@@ -14,6 +14,7 @@ import { startMilter, type Milter } from "../src/milter/server.js";
 import { headerEdits } from "../src/milter/session.js";
 import { cleanup, initHome, tempDir } from "./helpers/cli.js";
 import { captureLog } from "./helpers/log.js";
+import { collect } from "./helpers/store.js";
 import { freePort } from "./helpers/serve.js";
 
 let dir: string;
@@ -29,7 +30,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await milter.close();
-  ctx.store.close();
+  await ctx.store.close();
   await cleanup(dir);
 });
 
@@ -135,7 +136,7 @@ describe("a milter connection", () => {
     const body = Buffer.concat(tagged.filter((p) => p.cmd === "b").map((p) => p.data)).toString();
     expect(body).not.toContain("%PDF-geheim");
     expect(body).toContain("a.pdf");
-    expect(ctx.store.records.deliveries().map((d) => d.recipient)).toEqual(["c@patient.example"]);
+    expect((await ctx.store.records.deliveries()).map((d) => d.recipient)).toEqual(["c@patient.example"]);
 
     mta.send(Cmd.QUIT);
     await mta.closed;
@@ -211,7 +212,7 @@ describe("retry rules", () => {
   it("upstream down: each delivery the attempt created is discarded once, and nothing else is cleaned up", async () => {
     const captured = captureLog();
     const down = await startMilter({ ctx, transport: createTransport(ctx.home, `smtp://127.0.0.1:${await freePort()}`), log: captured.log, progressMs: 60_000 }, { host: "127.0.0.1", port: 0 });
-    const seen = [...ctx.store.auditRows()].length;
+    const seen = (await collect(ctx.store.auditRows())).length;
     const mta = await Mta.open(down);
     try {
       await mta.negotiate();
@@ -223,7 +224,7 @@ describe("retry rules", () => {
       );
       expect(r.map((p) => p.cmd)).toEqual(["y"]);
       expect(r[0]!.data.toString()).toMatch(/^451 4\.4\.1 upstream did not accept the message/);
-      const rows = [...ctx.store.auditRows()].slice(seen);
+      const rows = (await collect(ctx.store.auditRows())).slice(seen);
       const created = rows.filter((a) => a.action === "delivery.create").map((a) => a.subject);
       expect(created).toHaveLength(2);
       const discarded = rows.filter((a) => a.action === "delivery.discard");

@@ -1,4 +1,5 @@
 import { PraxmailError, signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint, type Context } from "../core/index.js";
+import type { AuditRow } from "../store/index.js";
 import { loadIdentityForCli } from "./approve.js";
 import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
 import { note, printJson, printTable, withContext } from "./shared.js";
@@ -40,14 +41,14 @@ function explain(io: Io, r: AuditReport): void {
  * @param flags - Parsed options.
  */
 async function runVerify(ctx: Context, io: Io, flags: AuditFlags): Promise<void> {
-  let report = verifyAuditLog(ctx, flags.anchor);
+  let report = await verifyAuditLog(ctx, flags.anchor);
   let signed: { checkpoint: Checkpoint; created: boolean } | null = null;
   if (flags.sign) {
     if (ctx.config.approvalKey === null) {
       throw new PraxmailError("wrong-state", "no approval key is pinned in config.json, so no checkpoint can be signed", "this home was made before signed approvals and audit checkpoints: approvalKey must be pinned in config.json first");
     }
-    signed = signCheckpoint(ctx, await loadIdentityForCli(ctx, io, flags.identity));
-    report = verifyAuditLog(ctx, flags.anchor);
+    signed = await signCheckpoint(ctx, await loadIdentityForCli(ctx, io, flags.identity));
+    report = await verifyAuditLog(ctx, flags.anchor);
   }
   if (flags.json) {
     printJson(io, { ok: true, ...report, signed: signed && { ...signed.checkpoint, created: signed.created } });
@@ -74,7 +75,8 @@ export async function auditAction(io: Io, flags: AuditFlags): Promise<void> {
       await runVerify(ctx, io, flags);
       return;
     }
-    const rows = [...ctx.store.auditRows()];
+    const rows: AuditRow[] = [];
+    for await (const r of ctx.store.auditRows()) rows.push(r);
     if (flags.json) {
       printJson(io, rows.map((r) => ({ ...r, details: JSON.parse(r.details) as unknown })));
       return;

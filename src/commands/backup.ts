@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { isAbsolute, relative, resolve } from "node:path";
 import { encryptStream } from "../crypto/index.js";
 import { PraxmailError, type Context } from "../core/index.js";
-import { BackupError, backupHome, type BackupManifest } from "../store/index.js";
+import { BackupError, type BackupManifest } from "../store/index.js";
 import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
 import { note, printJson, progress, withContext } from "./shared.js";
 
@@ -65,7 +65,7 @@ export async function runBackup(ctx: Context, io: Io, dir: string): Promise<Back
   const recipient = ctx.config.practiceRecipient;
   const bar = progress(io);
   try {
-    return await backupHome(ctx.home, dir, {
+    return await ctx.store.backup(dir, {
       seal: (plain) => encryptStream(plain, [recipient]),
       // Public facts restore needs before it can open anything: which identity, and where init kept it.
       header: { encryptedTo: recipient, identity: ctx.config.identity },
@@ -95,9 +95,9 @@ export async function backupAction(io: Io, dirArg: string, flags: HomeOptions & 
   const dir = resolve(dirArg);
   const m = await withContext(flags, async (ctx) => {
     const manifest = await runBackup(ctx, io, dir);
-    ctx.store.transaction(() => {
-      ctx.store.audit({ actor: ctx.actor, action: "backup", subject: dir, details: { blobs: manifest.counts.blobs, encryptedTo: ctx.config.practiceRecipient } }, ctx.now());
-    });
+    await ctx.store.transaction((tx) =>
+      tx.audit({ actor: ctx.actor, action: "backup", subject: dir, details: { blobs: manifest.counts.blobs, encryptedTo: ctx.config.practiceRecipient } }, ctx.now()),
+    );
     return manifest;
   });
   const recipient = String(m.meta.practiceRecipient);

@@ -10,8 +10,8 @@ import { printJson, printTable, shortTime, withContext } from "./shared.js";
  * @param flags - The parsed options.
  */
 export async function inboxAction(io: Io, flags: HomeOptions & JsonOptions): Promise<void> {
-  await withContext(flags, (ctx) => {
-    const rows = listReplies(ctx);
+  await withContext(flags, async (ctx) => {
+    const rows = await listReplies(ctx);
     if (flags.json) { printJson(io, rows); return; }
     printTable(
       io,

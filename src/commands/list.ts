@@ -13,9 +13,9 @@ export type What = "deliveries" | "patients" | "pending";
  * @param flags - The parsed options.
  */
 export async function listAction(io: Io, what: What, flags: HomeOptions & JsonOptions): Promise<void> {
-  await withContext(flags, (ctx) => {
+  await withContext(flags, async (ctx) => {
     if (what === "deliveries") {
-      const rows = listDeliveries(ctx);
+      const rows = await listDeliveries(ctx);
       if (flags.json) { printJson(io, rows); return; }
       printTable(
         io,
@@ -33,7 +33,7 @@ export async function listAction(io: Io, what: What, flags: HomeOptions & JsonOp
       return;
     }
     // Pending: waiting for approval, or approved with deliveries that still wait.
-    const rows = what === "pending" ? listPending(ctx) : listPatients(ctx);
+    const rows = what === "pending" ? await listPending(ctx) : await listPatients(ctx);
     if (flags.json) { printJson(io, rows); return; }
     printTable(
       io,

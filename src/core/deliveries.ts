@@ -213,10 +213,10 @@ export class Intake {
       for (const [i, recipient] of this.recipients.entries()) {
         if (!this.dropped.has(i)) prepared.push(await this.prepareRow(i, recipient, texts, opts.sourceKeys?.[i] ?? null));
       }
-      this.ctx.store.transaction(() => {
+      await this.ctx.store.transaction(async (tx) => {
         for (const p of prepared) {
-          this.ctx.store.records.insertDelivery(p.row, p.files, p.wraps, p.token);
-          this.ctx.store.audit(
+          await tx.records.insertDelivery(p.row, p.files, p.wraps, p.token);
+          await tx.audit(
             { actor: this.ctx.actor, action: "delivery.create", subject: p.row.id, details: { recipient: p.row.recipient, level, status: p.row.status, files: this.files.length } },
             now,
           );
@@ -239,8 +239,8 @@ export class Intake {
     const files = await this.fileRows(i, id, t);
     const practice = this.ctx.config.practiceRecipient;
     const wraps: WrapRow[] = [{ deliveryId: id, holder: "practice", recipient: practice, ciphertext: await wrapIdentity(identity, practice), createdAt: at }];
-    const patient = this.ctx.store.records.patient(recipient);
-    const trust = rules.patientKey ? trustedRecipient(this.ctx, patient) : ({ kind: "not-approved" } as const);
+    const patient = await this.ctx.store.records.patient(recipient);
+    const trust = rules.patientKey ? await trustedRecipient(this.ctx, this.ctx.store, patient) : ({ kind: "not-approved" } as const);
     const approvedRecipient = trust.kind === "trusted" ? trust.recipient : null;
     const alarm = trust.kind === "untrusted" && patient ? { patient, reason: trust.reason } : null;
     if (approvedRecipient !== null) {
@@ -337,14 +337,14 @@ export class Intake {
     if (!this.recipients.includes(existing.recipient)) throw new Error("delivery cannot be announced again: not one of this intake's recipients");
     const now = this.ctx.now();
     const token = newToken();
-    this.ctx.store.transaction(() => {
+    await this.ctx.store.transaction(async (tx) => {
       // Asked of the row as it is now: another attempt may have discarded it meanwhile.
-      nextState(deliveryState(this.ctx.store.records.delivery(existing.id)), "announce-again", existing.level);
-      this.ctx.store.records.insertToken({ hash: hashToken(token), deliveryId: existing.id, email: existing.recipient, createdAt: now.toISOString() });
-      this.ctx.store.audit({ actor: this.ctx.actor, action: "delivery.announce-again", subject: existing.id, details: { level: existing.level } }, now);
+      nextState(deliveryState(await tx.records.delivery(existing.id)), "announce-again", existing.level);
+      await tx.records.insertToken({ hash: hashToken(token), deliveryId: existing.id, email: existing.recipient, createdAt: now.toISOString() });
+      await tx.audit({ actor: this.ctx.actor, action: "delivery.announce-again", subject: existing.id, details: { level: existing.level } }, now);
     });
     await this.drop([existing.recipient]);
-    const patient = this.ctx.store.records.patient(existing.recipient);
+    const patient = await this.ctx.store.records.patient(existing.recipient);
     return {
       id: existing.id,
       recipient: existing.recipient,
@@ -373,11 +373,11 @@ export class Intake {
  * @param ids - The deliveries.
  * @throws Error, and marks none, if one was discarded (src/core/retry.ts): its link is dead.
  */
-export function markSent(ctx: Context, ids: readonly string[]): void {
+export async function markSent(ctx: Context, ids: readonly string[]): Promise<void> {
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    for (const id of ids) nextState(deliveryState(ctx.store.records.delivery(id)), "accepted");
-    ctx.store.records.markSent(ids, now.toISOString());
+  await ctx.store.transaction(async (tx) => {
+    for (const id of ids) nextState(deliveryState(await tx.records.delivery(id)), "accepted");
+    await tx.records.markSent(ids, now.toISOString());
   });
 }
 
@@ -414,12 +414,12 @@ export async function createDelivery(ctx: Context, input: DeliveryInput): Promis
  * @throws Error if it was discarded already (src/core/retry.ts).
  */
 export async function discardDelivery(ctx: Context, id: string, reason: string): Promise<void> {
-  const blobs = ctx.store.transaction(() => {
-    const state = deliveryState(ctx.store.records.delivery(id));
+  const blobs = await ctx.store.transaction(async (tx) => {
+    const state = deliveryState(await tx.records.delivery(id));
     if (!reaches(state, "discarded")) throw new Error(`illegal retry transition: delivery ${id} is ${state} and cannot be discarded`);
-    const blobs = ctx.store.records.files(id).flatMap((f) => (f.blob ? [f.blob] : []));
-    ctx.store.records.deleteDelivery(id);
-    ctx.store.audit({ actor: ctx.actor, action: "delivery.discard", subject: id, details: { reason } }, ctx.now());
+    const blobs = (await tx.records.files(id)).flatMap((f) => (f.blob ? [f.blob] : []));
+    await tx.records.deleteDelivery(id);
+    await tx.audit({ actor: ctx.actor, action: "delivery.discard", subject: id, details: { reason } }, ctx.now());
     return blobs;
   });
   await ctx.store.blobs.remove(blobs);

@@ -221,7 +221,7 @@ interface Attempt {
 async function applyRetryRules(ctx: Context, take: Intake, keys: readonly string[], level: Level, sentIsFinal: boolean, attempt: Attempt): Promise<string[]> {
   const skip: string[] = [];
   for (const [i, r] of take.recipients.entries()) {
-    const existing = ctx.store.records.deliveryBySource(keys[i] ?? "");
+    const existing = await ctx.store.records.deliveryBySource(keys[i] ?? "");
     const action = retryAction(existing, level, sentIsFinal);
     if (action === "skip") skip.push(r);
     else if (existing && action === "announce-again") attempt.carried.push(await take.announceAgain(existing));
@@ -357,7 +357,7 @@ export async function deliverPrepared(ctx: Context, transport: Transport, envelo
   try {
     for (const c of p.copies) {
       await transport.sendRaw({ from: envelope.from, to: c.recipients }, c.bytes);
-      markSent(ctx, c.deliveries);
+      await markSent(ctx, c.deliveries);
       for (const id of c.deliveries) sent.add(id);
     }
     await p.original?.sink.end();

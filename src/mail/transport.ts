@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { PassThrough } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Transporter } from "nodemailer";
-import { renameDurably } from "../store/index.js";
+import { renameDurably } from "../core/index.js";
 
 /** A message ready to leave. */
 export interface OutgoingMail {

@@ -333,7 +333,7 @@ class Connection {
       const out = headerEdits(m.headers, head);
       for (let i = 0; i < body.length; i += MAX_BODY_CHUNK) out.push(reply.replBody(body.subarray(i, i + MAX_BODY_CHUNK)));
       if (body.length === 0) out.push(reply.replBody(Buffer.alloc(0)));
-      markSent(ctx, only.deliveries);
+      await markSent(ctx, only.deliveries);
       out.push(reply.continue());
       return out;
     } catch (e) {
