@@ -230,7 +230,7 @@ describe("retry rules", () => {
       const discarded = rows.filter((a) => a.action === "delivery.discard");
       expect(discarded.map((a) => a.subject).sort()).toEqual([...created].sort());
       expect(discarded.map((a) => JSON.parse(a.details) as unknown)).toEqual([{ reason: "upstream refused" }, { reason: "upstream refused" }]);
-      for (const id of created) expect(ctx.store.records.delivery(id ?? "")).toBeUndefined();
+      for (const id of created) expect(await ctx.store.records.delivery(id ?? "")).toBeUndefined();
       const lines = captured.lines().filter((l) => (l.level as number) >= 40);
       expect(lines).toHaveLength(1);
       expect(lines[0]).not.toHaveProperty("cleanup");
