@@ -73,12 +73,6 @@ const layering = [
       }],
     },
   },
-  {
-    // Known breach, kept until issue 17 item 6 moves it into the core context: the outbound
-    // transport renames its outbox files with the store's renameDurably.
-    files: ["src/mail/transport.ts"],
-    rules: layer("src/mail", [...MAY_IMPORT.mail, "store"]),
-  },
 ];
 
 export default tseslint.config(

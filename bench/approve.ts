@@ -69,7 +69,7 @@ async function withBenchContext<T>(dir: string, fn: (ctx: Context) => Promise<T>
   try {
     return await fn(ctx);
   } finally {
-    ctx.store.close();
+    await ctx.store.close();
   }
 }
 
@@ -104,7 +104,7 @@ async function buildHome(dir: string, label: string, mib: number, log: (s: strin
             subject: "Befund",
             files: [{ name: "befund.pdf", open: () => blocks(block, mib) }],
           });
-          markSent(ctx, [d.id]);
+          await markSent(ctx, [d.id]);
           if (++done % 100 === 0) log(`  approve setup ${label}: ${String(done)}/${String(DELIVERIES)} deliveries (${((performance.now() - started) / 1000).toFixed(0)} s)`);
         }
       }),
@@ -113,7 +113,7 @@ async function buildHome(dir: string, label: string, mib: number, log: (s: strin
     await registerPatient(ctx, PATIENT, "bench-password");
     const u = generateIdentity(ctx.config.crypto.recipientType);
     await setSecuPassRecipient(ctx, PATIENT, await recipientOf(u));
-    const pending = ctx.store.records.deliveries({ recipient: PATIENT, statuses: ["pending-approval"] }).length;
+    const pending = (await ctx.store.records.deliveries({ recipient: PATIENT, statuses: ["pending-approval"] })).length;
     if (pending !== DELIVERIES) throw new Error(`${label}: ${String(pending)} deliveries pending approval, expected ${String(DELIVERIES)}`);
     return u;
   });
@@ -123,7 +123,7 @@ async function buildHome(dir: string, label: string, mib: number, log: (s: strin
 /** Back to pending approval under a fresh key, as after the patient reset their Secu-Pass-Key. */
 async function resetPatient(home: Home): Promise<void> {
   home.identity = await withBenchContext(home.dir, async (ctx) => {
-    beginSecuPassReset(ctx, PATIENT);
+    await beginSecuPassReset(ctx, PATIENT);
     const u = generateIdentity(ctx.config.crypto.recipientType);
     await finishSecuPassReset(ctx, PATIENT, await recipientOf(u));
     return u;
@@ -133,14 +133,14 @@ async function resetPatient(home: Home): Promise<void> {
 /** Every delivery is ready and holds a wrap that the patient's current identity opens. */
 async function checkApproved(home: Home): Promise<void> {
   await withBenchContext(home.dir, async (ctx) => {
-    if (getPatient(ctx, PATIENT).status !== "approved") throw new Error(`${home.label}: patient not approved`);
+    if ((await getPatient(ctx, PATIENT)).status !== "approved") throw new Error(`${home.label}: patient not approved`);
     const recipient = await recipientOf(home.identity);
-    const ready = ctx.store.records.deliveries({ recipient: PATIENT, statuses: ["ready"] });
+    const ready = await ctx.store.records.deliveries({ recipient: PATIENT, statuses: ["ready"] });
     if (ready.length !== DELIVERIES) throw new Error(`${home.label}: ${String(ready.length)} deliveries ready, expected ${String(DELIVERIES)}`);
     for (const d of ready) {
-      if (ctx.store.records.wrap(d.id, "patient")?.recipient !== recipient) throw new Error(`${home.label}: delivery ${d.id} has no wrap for the patient`);
+      if ((await ctx.store.records.wrap(d.id, "patient"))?.recipient !== recipient) throw new Error(`${home.label}: delivery ${d.id} has no wrap for the patient`);
     }
-    const first = ready[0] && ctx.store.records.wrap(ready[0].id, "patient");
+    const first = ready[0] && (await ctx.store.records.wrap(ready[0].id, "patient"));
     if (first) await unwrapIdentity(first.ciphertext, home.identity);
   });
 }

@@ -712,15 +712,15 @@ describe("praxmail backup and restore", () => {
     const ctx = await openContext({ home }, "cli:test");
     try {
       const victim = await createDelivery(ctx, { recipient: "carl@patient.example", level: 3, files: [{ name: "x.pdf", open: () => streamOf(Buffer.from("%PDF victim")) }] });
-      markSent(ctx, [victim.id]);
-      const victimBlob = ctx.store.records.files(victim.id)[0]!.blob!;
+      await markSent(ctx, [victim.id]);
+      const victimBlob = (await ctx.store.records.files(victim.id))[0]!.blob!;
       const bk = join(dir, "backup-during-revoke");
       const phases: string[] = [];
       const later: string[] = [];
       const deliverNow = async (to: string): Promise<string> => {
         const d = await createDelivery(ctx, { recipient: to, level: 3, files: [{ name: "y.pdf", open: () => streamOf(Buffer.from(`%PDF for ${to}`)) }] });
-        markSent(ctx, [d.id]);
-        return ctx.store.records.files(d.id)[0]!.blob!;
+        await markSent(ctx, [d.id]);
+        return (await ctx.store.records.files(d.id))[0]!.blob!;
       };
       const recipient = await recipientOf(practiceIdentity);
       const m = await backupHome(home, bk, {
@@ -760,7 +760,7 @@ describe("praxmail backup and restore", () => {
       expect(r.code, r.stderr).toBe(0);
       expect((await praxmail(["audit", "--verify", "--home", restored])).code).toBe(0);
     } finally {
-      ctx.store.close();
+      await ctx.store.close();
     }
   });
 

@@ -37,9 +37,10 @@ import {
 } from "../src/crypto/index.js";
 import { renderNotification } from "../src/mail/index.js";
 import { fanOut } from "../src/core/fanout.js";
-import { Store } from "../src/store/index.js";
+import { openStore } from "../src/store/index.js";
 import { cleanup, practiceIdentityOf, tempDir, walk } from "./helpers/cli.js";
 import { readAll, streamOf } from "./helpers/streams.js";
+import { collect } from "./helpers/store.js";
 
 let home: string;
 let ctx: Context;
@@ -52,7 +53,7 @@ const file = (name: string, data: Uint8Array) => ({ name, open: () => streamOf(d
 /** Creates a delivery and marks it sent, as the CLI does after mailing the link. */
 async function send(input: DeliveryInput) {
   const d = await createDelivery(ctx, input);
-  markSent(ctx, [d.id]);
+  await markSent(ctx, [d.id]);
   return d;
 }
 
@@ -67,7 +68,7 @@ async function patient(email: string): Promise<string> {
 }
 
 /** A patient to approve, with the safety code the admin compared: the current one. */
-const target = (email: string) => ({ email, safetyCode: ctx.store.records.patient(email)?.safetyCode ?? "" });
+const target = async (email: string) => ({ email, safetyCode: (await ctx.store.records.patient(email))?.safetyCode ?? "" });
 
 async function blobBytes(rel: string): Promise<Buffer> {
   return readFile(join(home, rel));
@@ -83,14 +84,14 @@ beforeEach(async () => {
   ctx = {
     home,
     config,
-    store: Store.open(home),
+    store: openStore(home),
     notifier: { send: (n) => Promise.resolve(void sent.push(n)) },
     actor: "test",
     now: () => clock,
   };
 });
 afterEach(async () => {
-  ctx.store.close();
+  await ctx.store.close();
   await cleanup(home);
 });
 
@@ -98,24 +99,24 @@ describe("Secu-Pass parameters", () => {
   it("are version 2 for every new patient and Secu-Pass reset; a waiting patient's legacy ones are replaced, and a key is never set on legacy ones", async () => {
     const { kdf } = await registerPatient(ctx, "neu@example.org", "passwort-passwort");
     expect(kdf).toMatchObject({ v: 2, logN: 17, r: 8, p: 1 });
-    const row = ctx.store.records.patient("neu@example.org")!;
+    const row = (await ctx.store.records.patient("neu@example.org"))!;
     const legacy: Record<string, unknown> = { ...kdf };
     delete legacy.v;
-    ctx.store.transaction(() => {
-      ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(legacy) });
+    await ctx.store.transaction(async (tx) => {
+      await tx.records.updatePatient({ ...row, kdf: JSON.stringify(legacy) });
     });
     const recipient = await recipientOf(generateIdentity(kdf.type));
     const refused = await setSecuPassRecipient(ctx, "neu@example.org", recipient).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(PraxmailError);
     expect(refused).toMatchObject({ code: "wrong-state", message: "the key parameters predate address binding (v2)" });
-    expect(ctx.store.records.patient("neu@example.org")).toMatchObject({ status: "pending-secupass", recipient: null });
-    const fresh = patientKdf(ctx, "neu@example.org");
+    expect(await ctx.store.records.patient("neu@example.org")).toMatchObject({ status: "pending-secupass", recipient: null });
+    const fresh = await patientKdf(ctx, "neu@example.org");
     expect(fresh).toMatchObject({ v: 2, logN: 17 });
     expect(fresh.salt).not.toBe(kdf.salt);
-    expect([...ctx.store.auditRows()].filter((r) => r.action === "patient.kdf-upgrade").map((r) => r.subject)).toEqual(["neu@example.org"]);
+    expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "patient.kdf-upgrade").map((r) => r.subject)).toEqual(["neu@example.org"]);
     await setSecuPassRecipient(ctx, "neu@example.org", recipient);
-    expect(ctx.store.records.patient("neu@example.org")?.status).toBe("pending-approval");
-    expect(beginSecuPassReset(ctx, "neu@example.org")).toMatchObject({ v: 2, logN: 17 });
+    expect((await ctx.store.records.patient("neu@example.org"))?.status).toBe("pending-approval");
+    expect(await beginSecuPassReset(ctx, "neu@example.org")).toMatchObject({ v: 2, logN: 17 });
   });
 });
 
@@ -126,12 +127,12 @@ describe("levels 1 and 2", () => {
     expect(d.status).toBe("ready");
     const m = /^http:\/\/127\.0\.0\.1:8080\/d\/[A-Za-z0-9_-]{43}#k=(AGE-SECRET-KEY-1[0-9A-Z]+)$/.exec(d.link);
     expect(m).not.toBeNull();
-    expect(ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
-    const [f] = ctx.store.records.files(d.id);
+    expect(await ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
+    const [f] = await ctx.store.records.files(d.id);
     const plain = await readAll(await decryptStream(new Blob([await blobBytes(f!.blob!)]).stream(), [m![1]!]));
     expect(plain.equals(data)).toBe(true);
     // The practice can always open it too.
-    const viaP = await unwrapIdentity(ctx.store.records.wrap(d.id, "practice")!.ciphertext, practiceIdentity);
+    const viaP = await unwrapIdentity((await ctx.store.records.wrap(d.id, "practice"))!.ciphertext, practiceIdentity);
     expect(viaP).toBe(m![1]);
   });
 });
@@ -139,13 +140,13 @@ describe("levels 1 and 2", () => {
 describe("level 3 for an approved patient", () => {
   it("is ready at once with a wrap for the patient; no second approval", async () => {
     const u = await patient("p@example.org");
-    await approvePatients(ctx, [target("p@example.org")], practiceIdentity);
+    await approvePatients(ctx, [await target("p@example.org")], practiceIdentity);
     const data = Buffer.from("zweiter Befund");
     const d = await send({ recipient: "P@Example.org", level: 3, files: [file("b.pdf", data)] });
     expect(d).toMatchObject({ recipient: "p@example.org", status: "ready", firstTime: false });
     expect(d.link).not.toContain("#");
-    const dk = await unwrapIdentity(ctx.store.records.wrap(d.id, "patient")!.ciphertext, u);
-    const [f] = ctx.store.records.files(d.id);
+    const dk = await unwrapIdentity((await ctx.store.records.wrap(d.id, "patient"))!.ciphertext, u);
+    const [f] = await ctx.store.records.files(d.id);
     expect((await readAll(await decryptStream(new Blob([await blobBytes(f!.blob!)]).stream(), [dk]))).equals(data)).toBe(true);
   });
 });
@@ -153,7 +154,7 @@ describe("level 3 for an approved patient", () => {
 describe("level 4", () => {
   it("stores neither subject, text nor file names in clear; the sealed message holds them", async () => {
     const u = await patient("p@example.org");
-    await approvePatients(ctx, [target("p@example.org")], practiceIdentity);
+    await approvePatients(ctx, [await target("p@example.org")], practiceIdentity);
     const d = await send({
       recipient: "p@example.org",
       level: 4,
@@ -164,14 +165,14 @@ describe("level 4", () => {
     expect(d.files.map((f) => f.name)).toEqual(["Histologie Wolf.pdf", "Aufnahme.PNG"]);
     expect(d.subject).toBeNull();
     expect(d.message).toBeNull();
-    const rows = ctx.store.records.files(d.id);
+    const rows = await ctx.store.records.files(d.id);
     expect(rows.map((f) => [f.kind, f.name])).toEqual([
       ["attachment", "Anhang-1.pdf"],
       ["attachment", "Anhang-2.png"],
       ["message", "Nachricht"],
     ]);
-    expect(ctx.store.records.delivery(d.id)!.subject).toBeNull();
-    const dk = await unwrapIdentity(ctx.store.records.wrap(d.id, "patient")!.ciphertext, u);
+    expect((await ctx.store.records.delivery(d.id))!.subject).toBeNull();
+    const dk = await unwrapIdentity((await ctx.store.records.wrap(d.id, "patient"))!.ciphertext, u);
     const sealed = JSON.parse(new TextDecoder().decode(await decryptBytes(await blobBytes(rows[2]!.blob!), [dk]))) as SealedMessage;
     expect(sealed).toEqual({ v: 1, subject: "Befundbesprechung Biopsie", text: "Der histologische Befund liegt vor.", files: ["Histologie Wolf.pdf", "Aufnahme.PNG"] });
     for (const f of await walk(home)) {
@@ -203,14 +204,14 @@ describe("level 4", () => {
 describe("approve", () => {
   it("is all or nothing across the given patients", async () => {
     await patient("a@example.org");
-    await expect(approvePatients(ctx, [target("a@example.org"), target("nobody@example.org")], practiceIdentity)).rejects.toMatchObject({ code: "no-such-patient" });
-    expect(ctx.store.records.patient("a@example.org")!.status).toBe("pending-approval");
+    await expect(approvePatients(ctx, [await target("a@example.org"), await target("nobody@example.org")], practiceIdentity)).rejects.toMatchObject({ code: "no-such-patient" });
+    expect((await ctx.store.records.patient("a@example.org"))!.status).toBe("pending-approval");
     expect(sent.filter((n) => n.kind === "released")).toEqual([]);
   });
 
   it("refuses an identity that is not the practice's", async () => {
     await patient("a@example.org");
-    const err = await approvePatients(ctx, [target("a@example.org")], generateIdentity("x25519")).catch((e: unknown) => e);
+    const err = await approvePatients(ctx, [await target("a@example.org")], generateIdentity("x25519")).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PraxmailError);
     expect(err).toMatchObject({ code: "identity" });
   });
@@ -219,13 +220,13 @@ describe("approve", () => {
     const old = await send({ recipient: "a@example.org", level: 3, files: [file("alt.pdf", Buffer.from("alt"))] });
     clock = new Date(clock.getTime() + 31 * 86_400_000);
     const fresh = await send({ recipient: "a@example.org", level: 3, files: [file("neu.pdf", Buffer.from("neu"))] });
-    const blob = ctx.store.records.files(fresh.id)[0]!.blob!;
+    const blob = (await ctx.store.records.files(fresh.id))[0]!.blob!;
     const before = await blobBytes(blob);
     await patient("a@example.org");
-    const [a] = await approvePatients(ctx, [target("a@example.org")], practiceIdentity);
+    const [a] = await approvePatients(ctx, [await target("a@example.org")], practiceIdentity);
     expect(a).toEqual({ email: "a@example.org", deliveries: 1 });
-    expect(ctx.store.records.wrap(old.id, "patient")).toBeUndefined();
-    expect(ctx.store.records.wrap(fresh.id, "patient")).toBeDefined();
+    expect(await ctx.store.records.wrap(old.id, "patient")).toBeUndefined();
+    expect(await ctx.store.records.wrap(fresh.id, "patient")).toBeDefined();
     expect((await blobBytes(blob)).equals(before)).toBe(true);
     expect(sent.at(-1)).toEqual({ kind: "released", to: "a@example.org", loginUrl: "http://127.0.0.1:8080/login", deliveries: 1 });
   });
@@ -235,16 +236,16 @@ describe("approve is bound to the safety code that was compared", () => {
   it("refuses when the patient posted a new key after the code was shown, and writes nothing", async () => {
     const d = await send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
     await patient("a@example.org");
-    const shown = target("a@example.org");
-    beginSecuPassReset(ctx, "a@example.org");
+    const shown = await target("a@example.org");
+    await beginSecuPassReset(ctx, "a@example.org");
     const now = await finishSecuPassReset(ctx, "a@example.org", await recipientOf(generateIdentity("x25519")));
     const err = await approvePatients(ctx, [shown], practiceIdentity).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PraxmailError);
     expect(err).toMatchObject({ code: "wrong-state", message: `the safety code of a@example.org is now ${now.safetyCode}, not the ${shown.safetyCode} that was compared; nothing was approved` });
-    expect(ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
-    expect(ctx.store.records.delivery(d.id)!.status).toBe("pending-approval");
-    expect(ctx.store.records.patient("a@example.org")).toMatchObject({ status: "pending-approval", approval: null });
-    expect([...ctx.store.auditRows()].filter((r) => r.action === "patient.approve")).toEqual([]);
+    expect(await ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
+    expect((await ctx.store.records.delivery(d.id))!.status).toBe("pending-approval");
+    expect(await ctx.store.records.patient("a@example.org")).toMatchObject({ status: "pending-approval", approval: null });
+    expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "patient.approve")).toEqual([]);
     expect(sent.filter((n) => n.kind === "released")).toEqual([]);
   });
 
@@ -252,34 +253,34 @@ describe("approve is bound to the safety code that was compared", () => {
     const d = await send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
     await patient("a@example.org");
     const next = await recipientOf(generateIdentity("x25519"));
-    const err = await approvePatients(ctx, [target("a@example.org")], practiceIdentity, () => {
-      beginSecuPassReset(ctx, "a@example.org");
-      void finishSecuPassReset(ctx, "a@example.org", next);
+    const err = await approvePatients(ctx, [await target("a@example.org")], practiceIdentity, async () => {
+      await beginSecuPassReset(ctx, "a@example.org");
+      await finishSecuPassReset(ctx, "a@example.org", next);
     }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "wrong-state", message: "the Secu-Pass-Key of a@example.org changed while approving; nothing was approved" });
-    expect(ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
-    expect(ctx.store.records.patient("a@example.org")).toMatchObject({ status: "pending-approval", recipient: next, approval: null });
+    expect(await ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
+    expect(await ctx.store.records.patient("a@example.org")).toMatchObject({ status: "pending-approval", recipient: next, approval: null });
   });
 });
 
 describe("signed approvals in the intake", () => {
   it("an approved row whose key was replaced gets no wrap; the practice is mailed once an hour, and a future time does not silence it", async () => {
     await patient("a@example.org");
-    await approvePatients(ctx, [target("a@example.org")], practiceIdentity);
+    await approvePatients(ctx, [await target("a@example.org")], practiceIdentity);
     const attacker = await recipientOf(generateIdentity("x25519"));
-    const row = ctx.store.records.patient("a@example.org")!;
-    ctx.store.transaction(() => { ctx.store.records.updatePatient({ ...row, recipient: attacker, safetyCode: safetyCode(attacker) }); });
+    const row = (await ctx.store.records.patient("a@example.org"))!;
+    await ctx.store.transaction(async (tx) => { await tx.records.updatePatient({ ...row, recipient: attacker, safetyCode: safetyCode(attacker) }); });
     const alarms = (): Notification[] => sent.filter((n) => n.kind === "approval-invalid");
     const level3 = () => send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
     const first = await level3();
     await level3();
     expect(first.status).toBe("pending-approval");
-    expect(ctx.store.records.wrap(first.id, "patient")).toBeUndefined();
+    expect(await ctx.store.records.wrap(first.id, "patient")).toBeUndefined();
     expect(alarms()).toEqual([{ kind: "approval-invalid", to: "praxis@praxis-weber.example", patient: "a@example.org", reason: "the approval signature does not verify", deliveries: 1 }]);
     clock = new Date(clock.getTime() + 61 * 60_000);
     await level3();
     expect(alarms()).toHaveLength(2);
-    ctx.store.transaction(() => { ctx.store.records.updatePatient({ ...ctx.store.records.patient("a@example.org")!, alarmedAt: "2999-01-01T00:00:00.000Z" }); });
+    await ctx.store.transaction(async (tx) => { await tx.records.updatePatient({ ...(await tx.records.patient("a@example.org"))!, alarmedAt: "2999-01-01T00:00:00.000Z" }); });
     await level3();
     expect(alarms()).toHaveLength(3);
   });
@@ -288,12 +289,12 @@ describe("signed approvals in the intake", () => {
 describe("revoke, expiry and gc", () => {
   it("revoking a delivery deletes its blobs, wraps and link; a second revoke is refused", async () => {
     const d = await send({ recipient: "p@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
-    const blob = ctx.store.records.files(d.id)[0]!.blob!;
+    const blob = (await ctx.store.records.files(d.id))[0]!.blob!;
     const after = await revokeDelivery(ctx, d.id);
     expect(after.status).toBe("revoked");
     expect(after.files).toEqual([{ name: "a.pdf", size: 1, blob: null }]);
     await expect(readFile(join(home, blob))).rejects.toMatchObject({ code: "ENOENT" });
-    expect(ctx.store.records.wrap(d.id, "practice")).toBeUndefined();
+    expect(await ctx.store.records.wrap(d.id, "practice")).toBeUndefined();
     await expect(revokeDelivery(ctx, d.id)).rejects.toMatchObject({ code: "wrong-state", message: `delivery ${d.id} is already revoked` });
   });
 
@@ -303,9 +304,9 @@ describe("revoke, expiry and gc", () => {
     const d2 = await send({ recipient: "p@example.org", level: 1, files: [file("2.pdf", Buffer.from("2"))] });
     const other = await send({ recipient: "q@example.org", level: 3, files: [file("3.pdf", Buffer.from("3"))] });
     expect((await revokePatient(ctx, "p@example.org")).sort()).toEqual([d1.id, d2.id].sort());
-    const status = Object.fromEntries(listDeliveries(ctx).map((d) => [d.id, d.status]));
+    const status = Object.fromEntries((await listDeliveries(ctx)).map((d) => [d.id, d.status]));
     expect(status).toEqual({ [d1.id]: "revoked", [d2.id]: "revoked", [other.id]: "pending-approval" });
-    expect(ctx.store.records.patient("p@example.org")!.status).toBe("revoked");
+    expect((await ctx.store.records.patient("p@example.org"))!.status).toBe("revoked");
   });
 
   it("gc expires what is due and removes orphaned blobs and temp files past the grace time", async () => {
@@ -327,10 +328,10 @@ describe("revoke, expiry and gc", () => {
     await utimes(temp, new Date("2026-11-29T08:00:00Z"), new Date("2026-11-29T08:00:00Z"));
     const r = await collectGarbage(ctx, 60 * 60_000);
     expect(r).toEqual({ expired: [d.id], reminded: 0, sessions: 0, unsent: 0, unfinishedReplies: 0, orphanBlobs: 1, tempFiles: 1 });
-    const status = Object.fromEntries(listDeliveries(ctx).map((x) => [x.id, x.status]));
+    const status = Object.fromEntries((await listDeliveries(ctx)).map((x) => [x.id, x.status]));
     expect(status).toEqual({ [d.id]: "expired", [keep.id]: "pending-approval" });
     const left = (await walk(join(home, "blobs"))).map((f) => f.slice(home.length + 1));
-    expect(left).toEqual([ctx.store.records.files(keep.id)[0]!.blob]);
+    expect(left).toEqual([(await ctx.store.records.files(keep.id))[0]!.blob]);
   });
 });
 
@@ -358,7 +359,7 @@ describe("bad input", () => {
     await expect(
       send({ recipient: "p@example.org", level: 3, files: [file("ok.pdf", Buffer.from("ok")), { name: "bad.pdf", open: () => failing }] }),
     ).rejects.toThrow("disk read error");
-    expect(listDeliveries(ctx)).toEqual([]);
+    expect(await listDeliveries(ctx)).toEqual([]);
     expect((await walk(join(home, "blobs")).catch(() => [])).filter((f) => !f.includes("/tmp/"))).toEqual([]);
     expect(await walk(join(home, "blobs", "tmp")).catch(() => [])).toEqual([]);
   });
@@ -389,7 +390,7 @@ describe("an intake for several recipients", () => {
     expect(new Set(created.map((d) => d.link)).size).toBe(3);
     const keys = created.map((d) => /#k=(.+)$/.exec(d.link)![1]!);
     for (const [i, d] of created.entries()) {
-      const blob = await blobBytes(ctx.store.records.files(d.id)[0]!.blob!);
+      const blob = await blobBytes((await ctx.store.records.files(d.id))[0]!.blob!);
       expect((await readAll(await decryptStream(new Blob([blob]).stream(), [keys[i]!]))).equals(data)).toBe(true);
       await expect(decryptStream(new Blob([blob]).stream(), [keys[(i + 1) % 3]!])).rejects.toThrow(/no identity matched/);
     }
@@ -399,13 +400,13 @@ describe("an intake for several recipients", () => {
     const intake = await Intake.open(ctx, ["a@example.org"]);
     await intake.addFile("a.pdf", streamOf(Buffer.from("a")));
     const [d] = await intake.commit({ level: 3, sourceKeys: ["msg-1/a"] });
-    expect(listDeliveries(ctx)).toEqual([]);
-    expect(() => getDelivery(ctx, d!.id)).toThrow(/no such delivery/);
-    expect(ctx.store.records.deliveryBySource("msg-1/a")?.id).toBe(d!.id);
+    expect(await listDeliveries(ctx)).toEqual([]);
+    await expect(getDelivery(ctx, d!.id)).rejects.toThrow(/no such delivery/);
+    expect((await ctx.store.records.deliveryBySource("msg-1/a"))?.id).toBe(d!.id);
     clock = new Date(clock.getTime() + 2 * 60 * 60_000);
     const r = await collectGarbage(ctx, 60 * 60_000);
     expect(r.unsent).toBe(1);
-    expect(ctx.store.records.delivery(d!.id)).toBeUndefined();
+    expect(await ctx.store.records.delivery(d!.id)).toBeUndefined();
     expect(await walk(join(home, "blobs")).catch(() => [])).toEqual([]);
   });
 
@@ -465,9 +466,9 @@ describe("expiry reminders", () => {
     // Not yet collected, but pending approval: nothing the patient could open.
     expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
     await patient("p@example.org");
-    await approvePatients(ctx, [target("p@example.org")], practiceIdentity);
+    await approvePatients(ctx, [await target("p@example.org")], practiceIdentity);
     expect((await collectGarbage(ctx, 0)).reminded).toBe(1);
-    expect(sent.at(-1)).toEqual({ kind: "reminder", to: "p@example.org", loginUrl: "http://127.0.0.1:8080/login", expiresAt: new Date(ctx.store.records.delivery(d.id)!.expiresAt) });
+    expect(sent.at(-1)).toEqual({ kind: "reminder", to: "p@example.org", loginUrl: "http://127.0.0.1:8080/login", expiresAt: new Date((await ctx.store.records.delivery(d.id))!.expiresAt) });
     expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
   });
 });

@@ -37,6 +37,7 @@ describe("layering lint rule (DESIGN.md §4)", () => {
     ["src/store/x.ts", 'import type { Context } from "../core/index.js";', "layering (DESIGN.md §4): src/store must not import src/core."],
     ["src/store/x.ts", 'import { recipientOf } from "../crypto/index.js";', "layering (DESIGN.md §4): src/store must not import src/crypto."],
     ["src/mail/process.ts", 'import { renameDurably } from "../store/index.js";', "layering (DESIGN.md §4): src/mail must not import src/store."],
+    ["src/mail/transport.ts", 'import { renameDurably } from "../store/index.js";', "layering (DESIGN.md §4): src/mail must not import src/store."],
     ["src/mail/x.ts", 'import { startRelay } from "../relay/server.js";', "layering (DESIGN.md §4): src/mail must not import src/relay."],
     ["src/portal/x.ts", 'import { trustLevel } from "../core/trust.js";', "layering (DESIGN.md §4): src/portal reaches src/core only through core/index.js."],
     ["src/portal/routes/x.ts", 'import { formatSize } from "../../mail/index.js";', "layering (DESIGN.md §4): src/portal must not import src/mail."],
@@ -64,7 +65,7 @@ describe("layering lint rule (DESIGN.md §4)", () => {
   it.each([
     ["src/crypto/x.ts", 'import { recipientOf } from "./identity.js";'],
     ["src/core/x.ts", 'import { Store } from "../store/index.js";\nimport { recipientOf } from "../crypto/index.js";'],
-    ["src/mail/transport.ts", 'import { renameDurably } from "../store/index.js";'],
+    ["src/mail/transport.ts", 'import { renameDurably } from "../core/index.js";'],
     ["src/portal/routes/x.ts", 'import { PraxmailError } from "../../core/index.js";\nimport type { Store } from "../../store/index.js";'],
     ["src/portal/client/x.ts", 'import { openPayload } from "../../crypto/stream-open.js";'],
     ["src/relay/x.ts", 'import { prepareMessage } from "../mail/index.js";\nimport { verifyPassword } from "../crypto/index.js";'],

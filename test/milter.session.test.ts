@@ -29,7 +29,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await milter.close();
-  ctx.store.close();
+  await ctx.store.close();
   await cleanup(dir);
 });
 
@@ -135,7 +135,7 @@ describe("a milter connection", () => {
     const body = Buffer.concat(tagged.filter((p) => p.cmd === "b").map((p) => p.data)).toString();
     expect(body).not.toContain("%PDF-geheim");
     expect(body).toContain("a.pdf");
-    expect(ctx.store.records.deliveries().map((d) => d.recipient)).toEqual(["c@patient.example"]);
+    expect((await ctx.store.records.deliveries()).map((d) => d.recipient)).toEqual(["c@patient.example"]);
 
     mta.send(Cmd.QUIT);
     await mta.closed;

@@ -28,6 +28,8 @@ import { outbox, practiceIdentityOf } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
+import { collect } from "./helpers/store.js";
+import { readDb } from "./helpers/store.js";
 
 // Every scrypt run (node:crypto) with its cost, so a test can count them per request.
 const scrypts = vi.hoisted(() => [] as { N: number; r: number; p: number; keylen: number; salt: number }[]);
@@ -68,7 +70,7 @@ const portal = usePortal({
   config: (config) => ({ ...config, portal: { ...config.portal, maxUploadBytes: MAX_UPLOAD } }),
   afterOpen: async (ctx) => {
     practice = await practiceIdentityOf(ctx.home);
-    await approvePatients(ctx, [{ email: A, safetyCode: ctx.store.records.patient(A)?.safetyCode ?? "" }], practice);
+    await approvePatients(ctx, [{ email: A, safetyCode: (await ctx.store.records.patient(A))?.safetyCode ?? "" }], practice);
     grenzen = await createInvite(ctx, "grenzen@patient.example", practice);
     await revokePatient(ctx, R);
   },
@@ -94,11 +96,11 @@ async function loggedIn(on: FastifyInstance, email = A): Promise<Client> {
 
 async function deliver(to: string, level: number): Promise<CreatedDelivery> {
   const d = await createDelivery(portal.ctx, { recipient: to, level, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 Befund")) }] });
-  markSent(portal.ctx, [d.id]);
+  await markSent(portal.ctx, [d.id]);
   return d;
 }
 const tokenOf = (d: CreatedDelivery): string => /\/d\/([\w-]{43})/.exec(d.link)![1]!;
-const fileOf = (d: CreatedDelivery): string => portal.ctx.store.records.files(d.id).find((f) => f.kind === "attachment")!.id;
+const fileOf = async (d: CreatedDelivery): Promise<string> => (await portal.ctx.store.records.files(d.id)).find((f) => f.kind === "attachment")!.id;
 const sessionHash = (id: string): string => createHash("sha256").update(id).digest("hex");
 const errorText = (body: string): string | undefined => /<p class="error"[^>]*>([^<]*)</.exec(body)?.[1];
 const median = (xs: number[]): number => {
@@ -117,7 +119,7 @@ async function resetToken(email: string): Promise<string> {
 /** Everything a request could have changed: scrypt runs, audit rows, mails, blobs, sessions aside. */
 async function workDone(): Promise<{ scrypt: number; audit: number; mails: number; blobs: number }> {
   const count = async (p: string): Promise<number> => (await readdir(p, { recursive: true }).catch(() => [])).length;
-  return { scrypt: scrypts.length, audit: [...portal.ctx.store.auditRows()].length, mails: (await outbox(portal.home)).length, blobs: await count(join(portal.home, "blobs")) };
+  return { scrypt: scrypts.length, audit: (await collect(portal.ctx.store.auditRows())).length, mails: (await outbox(portal.home)).length, blobs: await count(join(portal.home, "blobs")) };
 }
 
 /** The routes fastify has, as "METHOD /path", read from printRoutes (HEAD included). */
@@ -180,10 +182,10 @@ describe("headers on every route", () => {
     { route: "POST /invite/:id", send: (c, f) => c.post(`/invite/${f.invite}`, { email: "neu@patient.example", code: "AAAA", password: PASSWORD, password2: "anders", _csrf: c.csrf }) },
     { route: "GET /d/:token", send: (c, f) => c.get(`/d/${tokenOf(f.level1)}`) },
     { route: "GET /d/:token", send: (c, f) => c.get(`/d/${tokenOf(f.level3)}`) },
-    { route: "GET /d/:token/files/:fileId", send: (c, f) => c.get(`/d/${tokenOf(f.level1)}/files/${fileOf(f.level1)}`) },
+    { route: "GET /d/:token/files/:fileId", send: async (c, f) => c.get(`/d/${tokenOf(f.level1)}/files/${await fileOf(f.level1)}`) },
     { route: "GET /deliveries", send: (c) => c.get("/deliveries") },
     { route: "GET /deliveries/:id", send: (c, f) => c.get(`/deliveries/${f.level3.id}`) },
-    { route: "GET /deliveries/:id/files/:fileId", send: (c, f) => c.get(`/deliveries/${f.level3.id}/files/${fileOf(f.level3)}`) },
+    { route: "GET /deliveries/:id/files/:fileId", send: async (c, f) => c.get(`/deliveries/${f.level3.id}/files/${await fileOf(f.level3)}`) },
     { route: "GET /deliveries/:id/wrap", send: (c, f) => c.get(`/deliveries/${f.level3.id}/wrap`) },
     { route: "GET /reply", send: (c) => c.get("/reply") },
     { route: "POST /reply", send: (c) => c.json("/reply", { deliveryId: "" }) },
@@ -239,7 +241,7 @@ describe("headers on every route", () => {
           register: await deliver(`neu-${String(fixtures)}@patient.example`, 3),
           reset: await resetToken(P),
           invite: invite.id,
-          reply: startReply(portal.ctx, A, null),
+          reply: (await startReply(portal.ctx, A, null)),
         };
       };
       const user = await loggedIn(on);
@@ -298,7 +300,7 @@ describe("session ids", () => {
       then: /^\/secupass$/,
     },
   ];
-  const sessionCount = (): number => portal.ctx.store.records.db.prepare("SELECT count(*) FROM sessions").pluck().get() as number;
+  const sessionCount = (): number => readDb(portal.home, (db) => db.prepare("SELECT count(*) FROM sessions").pluck().get() as number);
 
   for (const way of WAYS) {
     it(`${way.name}: a new id is issued, and the id from before is worthless afterwards; the form page writes no session`, async () => {
@@ -327,7 +329,7 @@ describe("session ids", () => {
       expect(after).toMatch(/^[\w-]{43}$/);
       expect(after).not.toBe(before);
       // The old id is gone on the server, not merely replaced in this browser.
-      expect(portal.ctx.store.records.session(sessionHash(before))).toBeUndefined();
+      expect(await portal.ctx.store.records.session(sessionHash(before))).toBeUndefined();
       const planted = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before}` } });
       expect(planted.statusCode).toBe(303);
       expect(planted.headers.location).toBe("/login?next=%2Fdeliveries");
@@ -343,12 +345,12 @@ describe("session ids", () => {
     await c.get("/login");
     expect(c.sid).toBeUndefined();
     expect(sessionCount()).toBe(rows);
-    expect(portal.ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
+    expect(await portal.ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
     c.cookies.set("praxmail", chosen);
     expect((await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" })).statusCode).toBe(303);
     expect(c.sid).toMatch(/^[\w-]{43}$/);
     expect(c.sid).not.toBe(chosen);
-    expect(portal.ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
+    expect(await portal.ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
     const planted = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${chosen}` } });
     expect(planted.statusCode).toBe(303);
   });
@@ -362,7 +364,7 @@ describe("session ids", () => {
     expect(res.statusCode).toBe(303);
     expect(res.headers.location).toBe("/login?m=reset");
     expect(String(res.headers["set-cookie"])).toMatch(/^praxmail=; Max-Age=0; Path=\/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Strict$/);
-    expect(portal.ctx.store.records.session(sessionHash(before))).toBeUndefined();
+    expect(await portal.ctx.store.records.session(sessionHash(before))).toBeUndefined();
     const replay = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before}` } });
     expect(replay.statusCode).toBe(303);
   });
@@ -454,8 +456,8 @@ describe("login does not tell whether an address has an account", () => {
 
 describe("attempt limits", () => {
   // The counters live in the store: each test starts with none.
-  beforeEach(() => {
-    portal.ctx.store.attempts.purge(Number.MAX_SAFE_INTEGER);
+  beforeEach(async () => {
+    await portal.ctx.store.attempts.purge(Number.MAX_SAFE_INTEGER);
   });
 
   it("lock an account after 5 failed logins for 15 minutes, in German, the same for an unknown address, and open again after the window", async () => {
@@ -629,7 +631,7 @@ describe("attempt limits", () => {
         app: on,
         close: async () => {
           await on.close();
-          base.store.close();
+          await base.store.close();
         },
       };
     }
@@ -712,9 +714,9 @@ describe("every form field has a server-side limit", () => {
     { route: "POST /secupass", kind: "json", url: () => Promise.resolve("/secupass"), base: () => Promise.resolve({ recipient: "age1x" }), fields: { recipient: 2100 }, taken: { status: 400, error: "invalid-input" } },
     { route: "POST /secupass/reset", kind: "json", url: () => Promise.resolve("/secupass/reset"), base: () => Promise.resolve({ recipient: "age1x" }), fields: { recipient: 2100 }, taken: { status: 400, error: "invalid-input" } },
     { route: "POST /reply", kind: "json", url: () => Promise.resolve("/reply"), base: () => Promise.resolve({ deliveryId: "" }), fields: { deliveryId: 32 }, taken: { status: 404, error: "no-such-delivery" } },
-    { route: "POST /reply/:id/finish", kind: "json", url: () => Promise.resolve(`/reply/${startReply(portal.ctx, A, null)}/finish`), base: () => Promise.resolve({}), fields: {} },
+    { route: "POST /reply/:id/finish", kind: "json", url: async () => `/reply/${await startReply(portal.ctx, A, null)}/finish`, base: () => Promise.resolve({}), fields: {} },
     // The body is the field: an age file up to portal.maxUploadBytes.
-    { route: "POST /reply/:id/parts", kind: "upload", url: () => Promise.resolve(`/reply/${startReply(portal.ctx, A, null)}/parts?kind=message`), base: () => Promise.resolve({}), fields: { body: MAX_UPLOAD } },
+    { route: "POST /reply/:id/parts", kind: "upload", url: async () => `/reply/${await startReply(portal.ctx, A, null)}/parts?kind=message`, base: () => Promise.resolve({}), fields: { body: MAX_UPLOAD } },
   ];
   let user: Client | undefined;
   const clientFor = async (t: Target): Promise<Client> => {

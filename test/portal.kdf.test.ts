@@ -63,7 +63,7 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
   afterAll(async () => {
     await browser.close();
     await app.close();
-    ctx.store.close();
+    await ctx.store.close();
     await cleanup(dir);
   });
 
@@ -108,7 +108,7 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
     expect(await page.locator("#secupass-progress").isHidden()).toBe(true);
     await page.waitForTimeout(500);
     expect(posts).toEqual([]);
-    expect(ctx.store.records.patient(NEW)).toMatchObject({ status: "pending-secupass", recipient: null });
+    expect(await ctx.store.records.patient(NEW)).toMatchObject({ status: "pending-secupass", recipient: null });
   });
 
   it("refuses legacy parameters (no address in the salt) for a new key, at registration and at a Secu-Pass reset", async () => {
@@ -116,27 +116,27 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
       [NEW, "/secupass", "Secu-Pass-Key festlegen"],
       [RESET, "/secupass/reset", "Neuen Secu-Pass-Key festlegen"],
     ] as const) {
-      const before = ctx.store.records.patient(email)!;
+      const before = (await ctx.store.records.patient(email))!;
       const { page, posts } = await open(email, path, legacyOf);
       await setKey(page, submit);
       await expect.poll(() => page.locator("#secupass-error").textContent()).toBe(LEGACY);
       await page.waitForTimeout(500);
       expect(posts).toEqual([]);
-      expect(ctx.store.records.patient(email)).toMatchObject({ status: before.status, recipient: before.recipient });
+      expect(await ctx.store.records.patient(email)).toMatchObject({ status: before.status, recipient: before.recipient });
     }
   });
 
   it("gives a waiting patient with legacy parameters fresh version 2 ones, and Chromium derives what Node derives for the address", async () => {
-    const row = ctx.store.records.patient(OLD)!;
+    const row = (await ctx.store.records.patient(OLD))!;
     const legacy = legacyOf(JSON.parse(row.kdf!) as KdfParams);
-    ctx.store.transaction(() => {
-      ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(legacy) });
+    await ctx.store.transaction(async (tx) => {
+      await tx.records.updatePatient({ ...row, kdf: JSON.stringify(legacy) });
     });
     const { page, posts } = await open(OLD, "/secupass");
     await setKey(page, "Secu-Pass-Key festlegen");
     await page.getByRole("heading", { name: "Ihre Praxis gibt Ihren Zugang frei" }).waitFor({ timeout: 60_000 });
     expect(posts).toEqual([`${base}/secupass`]);
-    const after = ctx.store.records.patient(OLD)!;
+    const after = (await ctx.store.records.patient(OLD))!;
     const kdf = parseKdfParams(JSON.parse(after.kdf!));
     expect(kdf.v).toBe(2);
     expect(kdf.salt).not.toBe(legacy.salt);
@@ -147,7 +147,7 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
 
   it("unlocks a delivery with the key Node derived for the address, and refuses N=2^15 there before fetching the wrap", async () => {
     const d = await createDelivery(ctx, { recipient: RESET, level: 3, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 Befund")) }] });
-    markSent(ctx, [d.id]);
+    await markSent(ctx, [d.id]);
     for (const weak of [true, false]) {
       const { page } = await open(RESET, "/deliveries");
       const wraps: string[] = [];
@@ -178,17 +178,17 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
 
   it("still unlocks, in Chromium, a delivery for a key set before version 2 (legacy parameters stored)", async () => {
     // The row as a key set before this change left it: legacy parameters, U derived with them.
-    const row = ctx.store.records.patient(BEFORE_V2)!;
+    const row = (await ctx.store.records.patient(BEFORE_V2))!;
     const legacy = legacyOf(JSON.parse(row.kdf!) as KdfParams);
     const recipient = await recipientOf(await deriveSecuPassIdentity(OLD_KEY, parseKdfParams(legacy), BEFORE_V2));
     const now = new Date().toISOString();
-    ctx.store.transaction(() => {
-      ctx.store.records.updatePatient({ ...row, kdf: JSON.stringify(legacy), recipient, safetyCode: safetyCode(recipient), status: "pending-approval", secupassAt: now, approvedAt: null });
+    await ctx.store.transaction(async (tx) => {
+      await tx.records.updatePatient({ ...row, kdf: JSON.stringify(legacy), recipient, safetyCode: safetyCode(recipient), status: "pending-approval", secupassAt: now, approvedAt: null });
     });
     // Approved the real way, so that the approval is signed.
     await approvePatients(ctx, [{ email: BEFORE_V2, safetyCode: safetyCode(recipient) }], await practiceIdentityOf(home));
     const d = await createDelivery(ctx, { recipient: BEFORE_V2, level: 3, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 Befund")) }] });
-    markSent(ctx, [d.id]);
+    await markSent(ctx, [d.id]);
     const { page } = await open(BEFORE_V2, `/deliveries/${d.id}`);
     await page.getByLabel("Secu-Pass-Key").fill(OLD_KEY);
     await page.getByRole("button", { name: "Entsperren" }).click();

@@ -130,7 +130,7 @@ describe("invites", () => {
     const wrong = await form(url, { email: "neu@patient.example", code: "AAAA-BBBB-CCCC", password: PASSWORD, password2: PASSWORD });
     expect(wrong.statusCode).toBe(400);
     expect(wrong.body).toContain("E-Mail-Adresse oder Einladungscode stimmt nicht.");
-    expect(portal.ctx.store.records.patient("neu@patient.example")).toBeUndefined();
+    expect(await portal.ctx.store.records.patient("neu@patient.example")).toBeUndefined();
   });
 
   it("work once: a reused invite answers 410", async () => {
@@ -211,11 +211,11 @@ describe("replies", () => {
     const sessions = new Map<string, { cookie: string; csrf: string }>();
     for (const c of cases) sessions.set(c.email, await session(c.email));
     await revokePatient(portal.ctx, "gesperrt@patient.example");
-    const repliesBefore = portal.ctx.store.accounts.replies().length;
+    const repliesBefore = (await portal.ctx.store.accounts.replies()).length;
     for (const c of cases) {
-      expect(portal.ctx.store.records.patient(c.email)?.status).toBe(c.status);
-      expect(() => startReply(portal.ctx, c.email, null)).toThrow(ReplyRefusedError);
-      expect(() => startReply(portal.ctx, c.email, null)).toThrow(`patient ${c.email} is ${c.status}: only approved patients may send replies`);
+      expect((await portal.ctx.store.records.patient(c.email))?.status).toBe(c.status);
+      await expect(startReply(portal.ctx, c.email, null)).rejects.toThrow(ReplyRefusedError);
+      await expect(startReply(portal.ctx, c.email, null)).rejects.toThrow(`patient ${c.email} is ${c.status}: only approved patients may send replies`);
       const s = sessions.get(c.email)!;
       const res = await portal.app.inject({ method: "POST", url: "/reply", headers: { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/json" }, payload: "{}" });
       if (c.status === "revoked") {
@@ -231,7 +231,7 @@ describe("replies", () => {
       expect(page.body).toContain(`<p>${c.text}</p>`);
       expect(page.body).not.toContain('id="reply-form"');
     }
-    expect(portal.ctx.store.accounts.replies().length).toBe(repliesBefore);
+    expect((await portal.ctx.store.accounts.replies()).length).toBe(repliesBefore);
     // An approved patient still can.
     const { cookie, csrf } = await session(A);
     const ok = await portal.app.inject({ method: "POST", url: "/reply", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, payload: "{}" });
@@ -245,19 +245,19 @@ describe("replies", () => {
     expect((await praxmail(["approve", B, "--yes", "--home", portal.home])).code).toBe(0);
     const s = await session(B);
     const message = Buffer.from(await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: [] }), [portal.ctx.config.practiceRecipient]));
-    const sent = startReply(portal.ctx, B, null);
+    const sent = await startReply(portal.ctx, B, null);
     await addReplyPart(portal.ctx, B, sent, "message", Readable.from([message]));
     await finishReply(portal.ctx, B, sent);
-    const open = startReply(portal.ctx, B, null);
+    const open = await startReply(portal.ctx, B, null);
     await revokePatient(portal.ctx, B);
     // The revocation ended the session and deleted the unfinished reply; core refuses the rest.
     const headers = { cookie: s.cookie, "x-csrf-token": s.csrf, "content-type": "application/octet-stream" };
     const part = await portal.app.inject({ method: "POST", url: `/reply/${open}/parts?kind=message`, headers, payload: message });
     expect(part.statusCode).toBe(401);
-    expect(portal.ctx.store.accounts.reply(open)).toBeUndefined();
+    expect(await portal.ctx.store.accounts.reply(open)).toBeUndefined();
     await expect(addReplyPart(portal.ctx, B, open, "message", Readable.from([message]))).rejects.toThrow("no such reply");
     await expect(finishReply(portal.ctx, B, open)).rejects.toThrow("no such reply");
-    expect(() => startReply(portal.ctx, B, null)).toThrow(expect.objectContaining({ name: "ReplyRefusedError", status: "revoked" }));
+    await expect(startReply(portal.ctx, B, null)).rejects.toThrow(expect.objectContaining({ name: "ReplyRefusedError", status: "revoked" }));
 
     const json = await praxmail(["inbox", "--json", "--home", portal.home]);
     expect(json.code).toBe(0);
@@ -270,7 +270,7 @@ describe("replies", () => {
   });
 
   it("`praxmail receive` refuses a file name with ../ and writes nothing", async () => {
-    const id = startReply(portal.ctx, A, null);
+    const id = await startReply(portal.ctx, A, null);
     const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: ["../entkommen.txt"] }), [portal.ctx.config.practiceRecipient]);
     await addReplyPart(portal.ctx, A, id, "message", Readable.from([Buffer.from(message)]));
     await addReplyPart(portal.ctx, A, id, "file", Readable.from([Buffer.from(await encryptBytes("Inhalt", [portal.ctx.config.practiceRecipient]))]));
@@ -285,7 +285,7 @@ describe("replies", () => {
 
   it("`praxmail receive` writes the patient's file names cleaned (bidi, forbidden characters, device names) and numbered where they collide", async () => {
     const names = ["Befund\u202Efdp.exe", "CON", "message.txt", "a?.pdf", "a*.pdf"];
-    const id = startReply(portal.ctx, A, null);
+    const id = await startReply(portal.ctx, A, null);
     const message = await encryptBytes(JSON.stringify({ v: 1, text: "Hallo", files: names }), [portal.ctx.config.practiceRecipient]);
     await addReplyPart(portal.ctx, A, id, "message", Readable.from([Buffer.from(message)]));
     for (const [i] of names.entries()) {

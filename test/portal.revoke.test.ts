@@ -29,6 +29,8 @@ import { outbox, practiceIdentityOf } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
+import { collect } from "./helpers/store.js";
+import { readDb } from "./helpers/store.js";
 
 const portal = usePortal();
 let n = 0;
@@ -54,8 +56,8 @@ async function refusal(f: () => unknown): Promise<string> {
 }
 
 const newRecipient = (): Promise<string> => recipientOf(generateIdentity("x25519"));
-const row = (email: string): Record<string, unknown> => portal.ctx.store.records.db.prepare("SELECT status, pending_kdf, recipient FROM patients WHERE email = ?").get(email) as Record<string, unknown>;
-const sessionsOf = (email: string): number => portal.ctx.store.records.db.prepare("SELECT count(*) FROM sessions WHERE email = ?").pluck().get(email) as number;
+const row = (email: string): Record<string, unknown> => readDb(portal.home, (db) => db.prepare("SELECT status, pending_kdf, recipient FROM patients WHERE email = ?").get(email) as Record<string, unknown>);
+const sessionsOf = (email: string): number => readDb(portal.home, (db) => db.prepare("SELECT count(*) FROM sessions WHERE email = ?").pluck().get(email) as number);
 
 describe("revoking a patient", () => {
   it("refuses a Secu-Pass reset begun before the revoke and posted after it: the patient stays revoked", async () => {
@@ -74,7 +76,7 @@ describe("revoking a patient", () => {
     expect(await refusal(async () => finishSecuPassReset(portal.ctx, email, await newRecipient()))).toBe("wrong-state");
     expect(await refusal(() => beginSecuPassReset(portal.ctx, email))).toBe("wrong-state");
     expect(row(email)).toEqual({ status: "revoked", pending_kdf: null, recipient: before });
-    expect([...portal.ctx.store.auditRows()].filter((a) => a.subject === email).map((a) => a.action)).not.toContain("patient.secupass-reset");
+    expect((await collect(portal.ctx.store.auditRows())).filter((a) => a.subject === email).map((a) => a.action)).not.toContain("patient.secupass-reset");
   });
 
   it("ends every session of the patient: a logged-in browser gets the login page, its JSON posts 401", async () => {
@@ -101,8 +103,8 @@ describe("revoking a patient", () => {
     const { email } = await patient();
     await requestPasswordReset(portal.ctx, email);
     const token = /\/reset\/([\w-]{43})/.exec((await outbox(portal.home)).at(-1)?.text ?? "")![1]!;
-    const hash = (): unknown => portal.ctx.store.records.patient(email)?.passwordHash;
-    const password = hash();
+    const hash = async (): Promise<unknown> => (await portal.ctx.store.records.patient(email))?.passwordHash;
+    const password = await hash();
     await revokePatient(portal.ctx, email);
     const c = new Client(portal.app);
     expect((await c.get(`/reset/${token}`)).statusCode).toBe(410);
@@ -122,7 +124,7 @@ describe("revoking a patient", () => {
     // The patient registered through a delivery link meanwhile, and is then revoked.
     await registerThroughCore(portal.home, email, undefined, PASSWORD);
     await revokePatient(portal.ctx, email);
-    expect(listInvites(portal.ctx).find((i) => i.id === invite.id)?.status).toBe("revoked");
+    expect((await listInvites(portal.ctx)).find((i) => i.id === invite.id)?.status).toBe("revoked");
     const c = new Client(portal.app);
     expect((await c.get(`/invite/${invite.id}`)).statusCode).toBe(410);
   });
@@ -130,15 +132,15 @@ describe("revoking a patient", () => {
   it("deletes a reply still being uploaded; its next part and its finish are refused", async () => {
     const { email } = await patient();
     // Only approved patients may reply.
-    await approvePatients(portal.ctx, [{ email, safetyCode: getPatient(portal.ctx, email).safetyCode ?? "" }], await practiceIdentityOf(portal.home));
-    const reply = startReply(portal.ctx, email, null);
+    await approvePatients(portal.ctx, [{ email, safetyCode: (await getPatient(portal.ctx, email)).safetyCode ?? "" }], await practiceIdentityOf(portal.home));
+    const reply = await startReply(portal.ctx, email, null);
     const age = await encryptBytes(new TextEncoder().encode(JSON.stringify({ v: 1, text: "Hallo", files: [] })), [portal.ctx.config.practiceRecipient]);
     await addReplyPart(portal.ctx, email, reply, "message", Readable.from([Buffer.from(age)]));
-    const blob = portal.ctx.store.accounts.replyParts(reply)[0]!.blob;
+    const blob = (await portal.ctx.store.accounts.replyParts(reply))[0]!.blob;
     await revokePatient(portal.ctx, email);
-    expect(portal.ctx.store.accounts.reply(reply)).toBeUndefined();
-    expect(portal.ctx.store.accounts.replyParts(reply)).toEqual([]);
-    expect((await portal.ctx.store.blobs.scan()).map((f) => f.rel)).not.toContain(blob);
+    expect(await portal.ctx.store.accounts.reply(reply)).toBeUndefined();
+    expect(await portal.ctx.store.accounts.replyParts(reply)).toEqual([]);
+    expect((await portal.ctx.store.blobs.scan()).map((f) => f.key)).not.toContain(blob);
     expect(await refusal(() => addReplyPart(portal.ctx, email, reply, "file", Readable.from([Buffer.from(age)])))).not.toBe("accepted");
     expect(await refusal(() => finishReply(portal.ctx, email, reply))).not.toBe("accepted");
     expect(await refusal(() => startReply(portal.ctx, email, null))).toBe("wrong-state");
@@ -146,7 +148,7 @@ describe("revoking a patient", () => {
 
   it("refuses a Secu-Pass-Key set after the revoke, for a patient who had none", async () => {
     const { email } = await patient({ secuPass: false });
-    expect(getPatient(portal.ctx, email).status).toBe("pending-secupass");
+    expect((await getPatient(portal.ctx, email)).status).toBe("pending-secupass");
     await revokePatient(portal.ctx, email);
     expect(await refusal(async () => setSecuPassRecipient(portal.ctx, email, await newRecipient()))).toBe("wrong-state");
     expect(row(email)).toEqual({ status: "revoked", pending_kdf: null, recipient: null });
@@ -155,13 +157,13 @@ describe("revoking a patient", () => {
   it("hides the patient's deliveries from core, and a session is never written for a revoked account", async () => {
     const { email } = await patient();
     const d = await createDelivery(portal.ctx, { recipient: email, level: 3, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4")) }] });
-    markSent(portal.ctx, [d.id]);
-    expect(deliveriesForPatient(portal.ctx, email).map((x) => x.id)).toEqual([d.id]);
+    await markSent(portal.ctx, [d.id]);
+    expect((await deliveriesForPatient(portal.ctx, email)).map((x) => x.id)).toEqual([d.id]);
     await revokePatient(portal.ctx, email);
-    expect(deliveriesForPatient(portal.ctx, email)).toEqual([]);
+    expect(await deliveriesForPatient(portal.ctx, email)).toEqual([]);
     expect(await refusal(() => deliveryForPatient(portal.ctx, d.id, email))).toBe("wrong-state");
     const now = portal.clock.toISOString();
-    expect(portal.ctx.store.records.insertSession({ idHash: "f".repeat(64), email, csrf: "x", createdAt: now, lastSeen: now })).toBe(false);
+    expect(await portal.ctx.store.records.insertSession({ idHash: "f".repeat(64), email, csrf: "x", createdAt: now, lastSeen: now })).toBe(false);
     expect(sessionsOf(email)).toBe(0);
   });
 });

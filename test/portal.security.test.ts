@@ -77,7 +77,7 @@ class Client {
 
 async function deliver(to: string, level: number, name = "befund.pdf", data = "%PDF-1.4 Befund"): Promise<CreatedDelivery> {
   const d = await createDelivery(portal.ctx, { recipient: to, level, files: [{ name, open: () => streamOf(Buffer.from(data)) }] });
-  markSent(portal.ctx, [d.id]);
+  await markSent(portal.ctx, [d.id]);
   return d;
 }
 const tokenOf = (d: CreatedDelivery): string => /\/d\/([\w-]{43})/.exec(d.link)![1]!;
@@ -118,7 +118,7 @@ describe("headers", () => {
       expect(String(l2.headers["set-cookie"])).toMatch(/^__Host-praxmail=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/);
     } finally {
       await app2.close();
-      c2.store.close();
+      await c2.store.close();
     }
   });
 });
@@ -169,16 +169,16 @@ describe("sessions", () => {
   it("stay alive with activity, writing last_seen at most once a minute", async () => {
     const c = new Client(portal.app);
     await c.login(A);
-    const lastSeen = (): string | undefined => portal.ctx.store.records.session(createHash("sha256").update(c.cookies.get("praxmail") ?? "").digest("hex"))?.lastSeen;
-    const start = lastSeen();
+    const lastSeen = async (): Promise<string | undefined> => (await portal.ctx.store.records.session(createHash("sha256").update(c.cookies.get("praxmail") ?? "").digest("hex")))?.lastSeen;
+    const start = await lastSeen();
     portal.clock = new Date(portal.clock.getTime() + 30_000);
     expect((await c.get("/deliveries")).statusCode).toBe(200);
-    expect(lastSeen()).toBe(start);
+    expect(await lastSeen()).toBe(start);
     // Every 10 minutes for an hour: each request is recorded, so the session never idles out.
     for (let i = 0; i < 6; i++) {
       portal.clock = new Date(portal.clock.getTime() + 10 * 60_000);
       expect((await c.get("/deliveries")).statusCode).toBe(200);
-      expect(lastSeen()).toBe(portal.clock.toISOString());
+      expect(await lastSeen()).toBe(portal.clock.toISOString());
     }
   });
 });
@@ -201,8 +201,8 @@ describe("deliveries", () => {
   it("serves a file or wrap only to its own patient's session", async () => {
     const own = await deliver(A, 3, "anna.pdf", "%PDF Anna");
     const other = await deliver(B, 3, "ben.pdf", "%PDF Ben");
-    const ownFile = portal.ctx.store.records.files(own.id)[0]!;
-    const otherFile = portal.ctx.store.records.files(other.id)[0]!;
+    const ownFile = (await portal.ctx.store.records.files(own.id))[0]!;
+    const otherFile = (await portal.ctx.store.records.files(other.id))[0]!;
     const c = new Client(portal.app);
     // Not logged in: to the login page.
     expect((await c.get(`/deliveries/${own.id}/files/${ownFile.id}`)).statusCode).toBe(303);
@@ -250,12 +250,12 @@ describe("deliveries", () => {
     const app2 = await buildPortal(notifyCtx, pino({ level: "silent" }));
     try {
       const one = await deliver("kein-konto@patient.example", 1);
-      const file = portal.ctx.store.records.files(one.id)[0]!;
+      const file = (await portal.ctx.store.records.files(one.id))[0]!;
       const page = await app2.inject({ method: "GET", url: `/d/${tokenOf(one)}` });
       expect(page.statusCode).toBe(200);
       expect(page.body).toContain("<h1>Nachricht von Praxis Dr. Weber</h1>");
       expect((await app2.inject({ method: "GET", url: `/d/${tokenOf(one)}/files/${file.id}` })).statusCode).toBe(200);
-      expect(portal.ctx.store.records.delivery(one.id)).toMatchObject({ status: "downloaded" });
+      expect(await portal.ctx.store.records.delivery(one.id)).toMatchObject({ status: "downloaded" });
       const mails = await outbox(portal.home);
       expect(mails.some((m) => m.subject === `Abgerufen: ${one.id}`)).toBe(true);
 

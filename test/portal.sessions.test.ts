@@ -12,6 +12,7 @@ import { practiceIdentityOf } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
+import { readDb } from "./helpers/store.js";
 
 const A = "anna@patient.example";
 const B = "ben@patient.example";
@@ -25,7 +26,7 @@ const portal = usePortal({
 });
 
 /** The session rows, as (hash, email) pairs in a fixed order. */
-const sessionRows = (): unknown[] => portal.ctx.store.records.db.prepare("SELECT id_hash, email FROM sessions ORDER BY id_hash").all();
+const sessionRows = (): unknown[] => readDb(portal.home, (db) => db.prepare("SELECT id_hash, email FROM sessions ORDER BY id_hash").all());
 
 async function loggedIn(email: string): Promise<Client> {
   const c = new Client(portal.app);
@@ -37,7 +38,7 @@ async function loggedIn(email: string): Promise<Client> {
 describe("a visitor who is not logged in has no session row", () => {
   it("GET and HEAD of /, /login, /help, /reset, a link, an invite, static files and 404s without a cookie write none", async () => {
     const d = await createDelivery(portal.ctx, { recipient: "neu@patient.example", level: 3, files: [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4")) }] });
-    markSent(portal.ctx, [d.id]);
+    await markSent(portal.ctx, [d.id]);
     const invite = await createInvite(portal.ctx, "eingeladen@patient.example", await practiceIdentityOf(portal.home));
     const pages: [string, number, boolean][] = [
       // url, status, whether the page has a form (and so sets the CSRF cookie, never a session)
@@ -127,7 +128,7 @@ describe("ended sessions", () => {
     expect(report.sessions).toBeGreaterThanOrEqual(1);
     const left = sessionRows();
     expect(left.length).toBe(rows - report.sessions);
-    const hash = (c: Client): string => portal.ctx.store.records.db.prepare("SELECT id_hash FROM sessions WHERE id_hash = ?").pluck().get(sha256(c.sid!)) as string;
+    const hash = (c: Client): string => readDb(portal.home, (db) => db.prepare("SELECT id_hash FROM sessions WHERE id_hash = ?").pluck().get(sha256(c.sid!)) as string);
     expect(hash(idle)).toBeUndefined();
     expect(hash(active)).toBe(sha256(active.sid!));
     expect((await active.get("/deliveries")).statusCode).toBe(200);

@@ -54,13 +54,13 @@ describe("a header the message may have only once, given twice at the top", () =
     ["To", "[S3] Befund", ["To: other@patient.example"]],
     ["Content-Type", "[S3] Befund", ["Content-Type: text/plain"]],
   ])("%s: 554 5.6.0 and nothing leaves", async (name, subject, extra) => {
-    const before = env.relay.ctx.store.records.deliveries().length;
+    const before = (await env.relay.ctx.store.records.deliveries()).length;
     const { raw } = mail(subject, extra);
     const r = await submit(env.relay.port, FROM, [TO], raw);
     expect(r.code).toBe(554);
     expect(r.text).toBe(`554 5.6.0 message has more than one ${name} header; praxmail cannot tell which one the recipient sees, so it was not sent`);
     expect(env.sink.messages).toEqual([]);
-    expect(env.relay.ctx.store.records.deliveries()).toHaveLength(before);
+    expect(await env.relay.ctx.store.records.deliveries()).toHaveLength(before);
   });
 });
 
@@ -71,7 +71,7 @@ describe("a recipient whose local part routes is external, even at the practice'
     expect(r.text).toBe("250 2.0.0 accepted, 1 encrypted");
     expect(env.sink.messages.map((m) => m.to)).toEqual([[rcpt]]);
     expect(leaked(env.sink.messages[0]!, pdf)).toBe(false);
-    expect(env.relay.ctx.store.records.deliveries().at(-1)?.recipient).toBe(rcpt);
+    expect((await env.relay.ctx.store.records.deliveries()).at(-1)?.recipient).toBe(rcpt);
   });
 
 });

@@ -38,8 +38,8 @@ afterAll(async () => {
 
 const home = (): string => join(dir, `home-${++n}`);
 
-function visible(ctx: Context): string[] {
-  return ctx.store.records.deliveries().map((d) => d.recipient);
+async function visible(ctx: Context): Promise<string[]> {
+  return (await ctx.store.records.deliveries()).map((d) => d.recipient);
 }
 
 async function blobs(ctx: Context): Promise<string[]> {
@@ -53,7 +53,7 @@ describe("fail closed", () => {
     expect(r.code).toBe(451);
     expect(r.text).toMatch(/^451 4\.4\.1 upstream did not accept the message \((?:ESOCKET|ECONNREFUSED)\); try again later/);
     expect(sink.messages).toEqual([]);
-    expect(visible(relay.ctx)).toEqual([]);
+    expect(await visible(relay.ctx)).toEqual([]);
     expect(await blobs(relay.ctx)).toEqual([]);
   });
 
@@ -75,11 +75,11 @@ describe("fail closed", () => {
     expect(r.code).toBe(451);
     expect(r.text).toMatch(/^451 4\.3\.0 /);
     expect(sink.messages).toEqual([]);
-    expect(visible(relay.ctx)).toEqual([]);
+    expect(await visible(relay.ctx)).toEqual([]);
     expect(await blobs(relay.ctx)).toEqual([]);
     fail = false;
     expect((await submit(relay.port, FROM, ["patient@patient.example"], raw)).code).toBe(250);
-    expect(visible(relay.ctx)).toEqual(["patient@patient.example"]);
+    expect(await visible(relay.ctx)).toEqual(["patient@patient.example"]);
   });
 
   it("each 451 is logged once with its reason, without addresses or subjects", async () => {
@@ -125,7 +125,7 @@ describe("fail closed", () => {
     expect(big.code).toBe(552);
     expect(big.text).toMatch(/^552 5\.3\.4 /);
     expect(sink.messages).toEqual([]);
-    expect(visible(relay.ctx)).toEqual([]);
+    expect(await visible(relay.ctx)).toEqual([]);
     expect(await blobs(relay.ctx)).toEqual([]);
     expect((await submit(relay.port, FROM, ["patient@patient.example"], message("small", randomBytes(1000)))).code).toBe(250);
   });
@@ -156,15 +156,15 @@ describe("retries", () => {
     await relay.close();
     relay = await startTestRelay(h, { upstream: sink.url });
     expect((await submit(relay.port, FROM, ["patient@patient.example"], raw)).code).toBe(250);
-    expect(visible(relay.ctx)).toEqual(["patient@patient.example"]);
+    expect(await visible(relay.ctx)).toEqual(["patient@patient.example"]);
     expect(sink.messages).toHaveLength(1);
     // The client did not see our 250 and sends again: nothing new is created or sent.
     expect((await submit(relay.port, FROM, ["patient@patient.example"], raw)).code).toBe(250);
-    expect(visible(relay.ctx)).toEqual(["patient@patient.example"]);
+    expect(await visible(relay.ctx)).toEqual(["patient@patient.example"]);
     expect(sink.messages).toHaveLength(1);
     // Same Message-ID but other content is another message.
     expect((await submit(relay.port, FROM, ["patient@patient.example"], message("retry", randomBytes(20_000)))).code).toBe(250);
-    expect(visible(relay.ctx)).toHaveLength(2);
+    expect(await visible(relay.ctx)).toHaveLength(2);
   });
 
   it("the same message again through the sender's mail server (new Received and DKIM lines) adds nothing", async () => {
@@ -179,7 +179,7 @@ describe("retries", () => {
     relay = await startTestRelay(h, { upstream: sink.url });
     expect((await submit(relay.port, FROM, ["patient@patient.example"], via("C3D4E5"))).code).toBe(250);
     expect((await submit(relay.port, FROM, ["patient@patient.example"], via("F6G7H8I9"))).code).toBe(250);
-    expect(visible(relay.ctx)).toEqual(["patient@patient.example"]);
+    expect(await visible(relay.ctx)).toEqual(["patient@patient.example"]);
     expect(sink.messages).toHaveLength(1);
   });
 
@@ -190,11 +190,11 @@ describe("retries", () => {
     const first = await submit(relay.port, FROM, ["a@patient.example", "b@patient.example"], raw);
     expect(first.code).toBe(451);
     expect(sink.messages.map((m) => m.to)).toEqual([["a@patient.example"]]);
-    expect(visible(relay.ctx)).toEqual(["a@patient.example"]);
+    expect(await visible(relay.ctx)).toEqual(["a@patient.example"]);
     sink.refuse.clear();
     expect((await submit(relay.port, FROM, ["a@patient.example", "b@patient.example"], raw)).code).toBe(250);
     expect(sink.messages.map((m) => m.to)).toEqual([["a@patient.example"], ["b@patient.example"]]);
-    expect(visible(relay.ctx).sort()).toEqual(["a@patient.example", "b@patient.example"]);
+    expect((await visible(relay.ctx)).sort()).toEqual(["a@patient.example", "b@patient.example"]);
   });
 });
 

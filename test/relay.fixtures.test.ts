@@ -35,9 +35,9 @@ function tokens(m: Received): string[] {
 /** Opens a delivery with the practice identity, as approve does, and decrypts its files. */
 async function openDelivery(ctx: Context, deliveryId: string): Promise<{ files: { name: string; kind: string; data: Buffer }[] }> {
   const practice = await practiceIdentityOf(ctx.home);
-  const d = await unwrapIdentity(ctx.store.records.wrap(deliveryId, "practice")!.ciphertext, practice);
+  const d = await unwrapIdentity((await ctx.store.records.wrap(deliveryId, "practice"))!.ciphertext, practice);
   const files = [];
-  for (const f of ctx.store.records.files(deliveryId)) {
+  for (const f of (await ctx.store.records.files(deliveryId))) {
     const blob = await readFile(join(ctx.home, f.blob!));
     files.push({ name: f.name, kind: f.kind, data: await readAll(await decryptStream(new Blob([blob]).stream(), [d])) });
   }
@@ -45,10 +45,10 @@ async function openDelivery(ctx: Context, deliveryId: string): Promise<{ files: 
 }
 
 /** The delivery a copy's link leads to, checking that the link belongs to that recipient. */
-function deliveryOf(ctx: Context, m: Received): string {
+async function deliveryOf(ctx: Context, m: Received): Promise<string> {
   const [token] = tokens(m);
   expect(token).toBeDefined();
-  const row = ctx.store.records.token(hashToken(token!));
+  const row = await ctx.store.records.token(hashToken(token!));
   expect(row?.email).toBe(m.to[0]);
   return row!.deliveryId;
 }
@@ -82,7 +82,7 @@ describe.each(["01-level3-subject-tag.eml", "02-level3-header-html-umlaut-filena
       expect(m.raw.toString()).not.toMatch(/X-Praxmail-Level/i);
       expect(m.mail.text).toContain("Herunterladen");
       expect(tokens(m)).toHaveLength(1);
-      const id = deliveryOf(env.relay.ctx, m);
+      const id = await deliveryOf(env.relay.ctx, m);
       const { files } = await openDelivery(env.relay.ctx, id);
       expect(files).toHaveLength(f.attachments.length);
       for (const [i, a] of f.attachments.entries()) {
@@ -119,7 +119,7 @@ describe("03: level 4", () => {
     for (const secret of ["Biopsie", "histologische", "Histologie", "Aufnahme", "Termin"]) expect(raw).not.toContain(secret);
     expectNoClearBytes(m, f.attachments, f.head);
     expect(m.mail.attachments).toEqual([]);
-    const id = deliveryOf(env.relay.ctx, m);
+    const id = await deliveryOf(env.relay.ctx, m);
     const { files } = await openDelivery(env.relay.ctx, id);
     expect(files.map((x) => [x.kind, x.name])).toEqual([
       ["attachment", "Anhang-1.pdf"],
@@ -151,7 +151,7 @@ describe("04: two patients and an internal Cc", () => {
     expect(tokens(anna)[0]).not.toBe(tokens(jan)[0]);
     for (const m of [anna, jan]) {
       expectNoClearBytes(m, f.attachments, f.head);
-      const { files } = await openDelivery(env.relay.ctx, deliveryOf(env.relay.ctx, m));
+      const { files } = await openDelivery(env.relay.ctx, await deliveryOf(env.relay.ctx, m));
       expect(files[0]!.data.equals(f.attachments[0]!.content)).toBe(true);
     }
     // The original, byte for byte after our trace header.
@@ -163,27 +163,27 @@ describe("04: two patients and an internal Cc", () => {
 describe("05: untagged", () => {
   it("passes through unchanged apart from the trace header", async () => {
     const f = await fixture("05-untagged-passthrough.eml");
-    const before = env.relay.ctx.store.records.deliveries().length;
+    const before = (await env.relay.ctx.store.records.deliveries()).length;
     expect((await submit(env.relay.port, PRACTICE, f.to, f.raw)).code).toBe(250);
     expect(env.sink.messages).toHaveLength(1);
     const raw = env.sink.messages[0]!.raw;
     const firstLine = raw.subarray(0, raw.indexOf("\r\n")).toString();
     expect(firstLine).toMatch(/^Received: from \S+ \(\[127\.0\.0\.1\]\) by \S+ \(praxmail\) with E?SMTP id \w+; /);
     expect(raw.subarray(raw.indexOf("\r\n") + 2).equals(f.raw)).toBe(true);
-    expect(env.relay.ctx.store.records.deliveries()).toHaveLength(before);
+    expect(await env.relay.ctx.store.records.deliveries()).toHaveLength(before);
   });
 });
 
 describe("06: level 3 without attachments", () => {
   it("leaves as it came with the tag removed, and creates no delivery", async () => {
     const f = await fixture("06-level3-no-attachment.eml");
-    const before = env.relay.ctx.store.records.deliveries().length;
+    const before = (await env.relay.ctx.store.records.deliveries()).length;
     expect((await submit(env.relay.port, PRACTICE, f.to, f.raw)).code).toBe(250);
     const m = env.sink.messages[0]!;
     expect(m.mail.subject).toBe("Rückruf");
     expect(m.mail.text).toBe("Bitte rufen Sie uns zurück.\n");
     expect(tokens(m)).toEqual([]);
-    expect(env.relay.ctx.store.records.deliveries()).toHaveLength(before);
+    expect(await env.relay.ctx.store.records.deliveries()).toHaveLength(before);
   });
 });
 
@@ -197,7 +197,7 @@ describe("08: malformed and truncated", () => {
       const m = env.sink.messages[0]!;
       expect(m.raw.toString()).not.toContain(head.slice(0, 24));
       expect(m.raw.includes(Buffer.from("%PDF-1.4"))).toBe(false);
-      const { files } = await openDelivery(env.relay.ctx, deliveryOf(env.relay.ctx, m));
+      const { files } = await openDelivery(env.relay.ctx, await deliveryOf(env.relay.ctx, m));
       expect(files[0]!.data.subarray(0, 8).toString()).toBe("%PDF-1.4");
     } else {
       expect(reply.code).toBeGreaterThanOrEqual(500);

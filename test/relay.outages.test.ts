@@ -21,7 +21,7 @@ const TO = "patient@patient.example";
 const message = (id: string, attachment: Buffer): Buffer => befundMail({ from: FROM, to: TO, messageId: `${id}@praxis-weber.example`, attachment });
 
 /** Recipients of deliveries whose mail went out (what a patient or admin can see). */
-const visible = (ctx: Context): string[] => ctx.store.records.deliveries({}).filter((d) => d.sentAt !== null).map((d) => d.recipient);
+const visible = async (ctx: Context): Promise<string[]> => (await ctx.store.records.deliveries({})).filter((d) => d.sentAt !== null).map((d) => d.recipient);
 const blobFiles = async (home: string): Promise<string[]> => (await walk(join(home, "blobs")).catch(() => [])).filter((f) => !f.endsWith("/"));
 
 let dir: string;
@@ -115,7 +115,7 @@ describe("upstream fails in the middle of DATA", () => {
       expect(r.text).toMatch(/^451 4\.4\.1 upstream did not accept the message/);
       // It did get into DATA: the failure is mid-message, not at connect.
       expect(broken.received()).toBeGreaterThan(0);
-      expect(visible(relay.ctx)).toEqual([]);
+      expect(await visible(relay.ctx)).toEqual([]);
       expect(await blobFiles(h)).toEqual([]);
     } finally {
       await relay?.close();
@@ -126,7 +126,7 @@ describe("upstream fails in the middle of DATA", () => {
     relay = await startTestRelay(h, { upstream: sink.url });
     expect((await submit(relay.port, FROM, [TO], raw)).code).toBe(250);
     expect(sink.messages).toHaveLength(1);
-    expect(visible(relay.ctx)).toEqual([TO]);
+    expect(await visible(relay.ctx)).toEqual([TO]);
   });
 });
 
@@ -148,12 +148,12 @@ describe.runIf(needRoot("mounting a tmpfs"))("the home runs out of space (a real
     expect(r.code).toBe(451);
     expect(r.text).toMatch(/^451 4\.3\.0 /);
     expect(sink.messages).toEqual([]);
-    expect(visible(relay.ctx)).toEqual([]);
+    expect(await visible(relay.ctx)).toEqual([]);
     expect(await blobFiles(h)).toEqual([]);
 
     expect((await submit(relay.port, FROM, [TO], message("fits", randomBytes(200_000)))).code).toBe(250);
     expect(sink.messages).toHaveLength(1);
-    expect(visible(relay.ctx)).toEqual([TO]);
+    expect(await visible(relay.ctx)).toEqual([TO]);
     await relay.close();
     relay = undefined;
     expect((await praxmail(["audit", "--home", h, "--verify"])).code).toBe(0);
@@ -176,12 +176,12 @@ describe.runIf(needRoot("mounting a tmpfs"))("the home runs out of space (a real
     const r = await submit(relay.port, FROM, [TO], whileFull);
     expect(r.code).toBe(451);
     expect(sink.messages).toHaveLength(1);
-    expect(visible(relay.ctx)).toEqual([TO]);
+    expect(await visible(relay.ctx)).toEqual([TO]);
 
     await rm(filler);
     expect((await submit(relay.port, FROM, [TO], whileFull)).code).toBe(250);
     expect(sink.messages).toHaveLength(2);
-    expect(visible(relay.ctx)).toEqual([TO, TO]);
+    expect(await visible(relay.ctx)).toEqual([TO, TO]);
     await relay.close();
     relay = undefined;
     expect((await praxmail(["gc", "--home", h])).code).toBe(0);
@@ -241,6 +241,6 @@ describe("the database is locked by another process", () => {
     }
     expect((await submit(relay.port, FROM, [TO], raw)).code).toBe(250);
     expect(sink.messages).toHaveLength(2);
-    expect(visible(relay.ctx)).toEqual([TO, TO]);
+    expect(await visible(relay.ctx)).toEqual([TO, TO]);
   }, 120_000);
 });

@@ -55,10 +55,10 @@ async function send(raw: Buffer): Promise<string> {
 }
 
 async function expectRefused(raw: Buffer, reply: string): Promise<void> {
-  const before = env.relay.ctx.store.records.deliveries().length;
+  const before = (await env.relay.ctx.store.records.deliveries()).length;
   expect(await send(raw)).toBe(reply);
   expect(env.sink.messages).toEqual([]);
-  expect(env.relay.ctx.store.records.deliveries()).toHaveLength(before);
+  expect(await env.relay.ctx.store.records.deliveries()).toHaveLength(before);
 }
 
 describe("damaged MIME is refused with 554 5.6.0, never guessed at", () => {

@@ -291,11 +291,11 @@ describe("item 2: doctor", () => {
 async function newKey(home: string, email: string): Promise<string> {
   const ctx = await openContext({ home }, "portal");
   try {
-    beginSecuPassReset(ctx, email);
+    await beginSecuPassReset(ctx, email);
     const p = await finishSecuPassReset(ctx, email, await recipientOf(generateIdentity("x25519")));
     return p.safetyCode ?? "";
   } finally {
-    ctx.store.close();
+    await ctx.store.close();
   }
 }
 

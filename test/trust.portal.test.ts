@@ -15,6 +15,7 @@ import { generateIdentity, recipientOf, safetyCode } from "../src/crypto/index.j
 import { outbox, practiceIdentityOf, praxmail } from "./helpers/cli.js";
 import { usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
+import { collect } from "./helpers/store.js";
 
 const PASSWORD = "ein langes Passwort";
 const MAILBOX_READER = "ganz anderes Passwort";
@@ -84,12 +85,12 @@ async function setKey(s: Session): Promise<string> {
 
 async function level3(email: string): Promise<{ id: string; status: string }> {
   const d = await createDelivery(portal.ctx, { recipient: email, level: 3, files: [{ name: "Befund.pdf", open: () => streamOf(Buffer.from("%PDF Befund")) }] });
-  markSent(portal.ctx, [d.id]);
+  await markSent(portal.ctx, [d.id]);
   return d;
 }
 
-const status = (email: string): string | undefined => portal.ctx.store.records.patient(email)?.status;
-const patientWrap = (id: string): string | undefined => portal.ctx.store.records.wrap(id, "patient")?.recipient;
+const status = async (email: string): Promise<string | undefined> => (await portal.ctx.store.records.patient(email))?.status;
+const patientWrap = async (id: string): Promise<string | undefined> => (await portal.ctx.store.records.wrap(id, "patient"))?.recipient;
 const practiceMails = async (subject: string) => (await outbox(portal.home)).filter((m) => m.subject === subject);
 
 describe("item 1: the invite's privilege stays with the session that typed the code", () => {
@@ -97,19 +98,19 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     const email = "erika@patient.example";
     const a = await redeem(await createInvite(portal.ctx, email, practice));
     const recipient = await setKey(a);
-    expect(status(email)).toBe("approved");
-    expect(JSON.parse(portal.ctx.store.records.patient(email)!.approval!)).toMatchObject({ by: "invite" });
+    expect(await status(email)).toBe("approved");
+    expect(JSON.parse((await portal.ctx.store.records.patient(email))!.approval!)).toMatchObject({ by: "invite" });
     expect(await practiceMails(`Freigabe erforderlich: ${email}`)).toEqual([]);
     const d = await level3(email);
     expect(d.status).toBe("ready");
-    expect(patientWrap(d.id)).toBe(recipient);
+    expect(await patientWrap(d.id)).toBe(recipient);
   });
 
   it("backup and restore keep an invited patient approved: the portal key comes back, and so does the mark of the used invite", async () => {
     const email = "gesichert@patient.example";
     const invite = await createInvite(portal.ctx, email, practice);
     const recipient = await setKey(await redeem(invite));
-    expect(status(email)).toBe("approved");
+    expect(await status(email)).toBe("approved");
     const backup = join(portal.dir, "backup-invite");
     const restored = join(portal.dir, "restored-invite");
     expect((await praxmail(["backup", backup, "--home", portal.home])).code).toBe(0);
@@ -124,9 +125,9 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     try {
       const d = await createDelivery(other, { recipient: email, level: 3, files: [{ name: "Befund.pdf", open: () => streamOf(Buffer.from("%PDF Befund")) }] });
       expect(d.status).toBe("ready");
-      expect(other.store.records.wrap(d.id, "patient")?.recipient).toBe(recipient);
+      expect((await other.store.records.wrap(d.id, "patient"))?.recipient).toBe(recipient);
     } finally {
-      other.store.close();
+      await other.store.close();
     }
   });
 
@@ -143,13 +144,13 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     expect((await post(await anonymous(), link, { password: MAILBOX_READER, password2: MAILBOX_READER })).headers.location).toBe("/login?m=reset");
     const b = await login(email, MAILBOX_READER);
     const recipient = await setKey(b);
-    expect(status(email)).toBe("pending-approval");
-    expect(portal.ctx.store.records.patient(email)!.approval).toBeNull();
+    expect(await status(email)).toBe("pending-approval");
+    expect((await portal.ctx.store.records.patient(email))!.approval).toBeNull();
     const [asked] = await practiceMails(`Freigabe erforderlich: ${email}`);
     expect(asked?.text).toContain(`Sicherheitscode: ${safetyCode(recipient)}`);
     const d = await level3(email);
     expect(d.status).toBe("pending-approval");
-    expect(patientWrap(d.id)).toBeUndefined();
+    expect(await patientWrap(d.id)).toBeUndefined();
     // Session A ended with the reset.
     expect((await portal.app.inject({ method: "GET", url: "/secupass", headers: { cookie: a.cookie } })).statusCode).toBe(303);
   });
@@ -159,8 +160,8 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     const a = await redeem(await createInvite(portal.ctx, email, practice));
     await login(email, PASSWORD);
     await setKey(a);
-    expect(status(email)).toBe("pending-approval");
-    expect([...portal.ctx.store.auditRows()].filter((r) => r.action === "invite.privilege-dropped" && r.subject === email)).toHaveLength(1);
+    expect(await status(email)).toBe("pending-approval");
+    expect((await collect(portal.ctx.store.auditRows())).filter((r) => r.action === "invite.privilege-dropped" && r.subject === email)).toHaveLength(1);
   });
 
   it("the redeeming session expired before the key: ordinary approval", async () => {
@@ -171,13 +172,13 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     expect(expired.statusCode).toBe(303);
     expect(expired.headers.location).toBe("/login?next=%2Fsecupass&m=expired");
     await setKey(await login(email, PASSWORD));
-    expect(status(email)).toBe("pending-approval");
+    expect(await status(email)).toBe("pending-approval");
     expect(await practiceMails(`Freigabe erforderlich: ${email}`)).toHaveLength(1);
   });
 
   it("an invite row written into the database approves nobody, also with a signature copied from a real invite", async () => {
     const real = await createInvite(portal.ctx, "echt@patient.example", practice);
-    const sig = portal.ctx.store.accounts.invite(real.id)!.sig;
+    const sig = (await portal.ctx.store.accounts.invite(real.id))!.sig;
     for (const [email, copied] of [["eingeschleust@patient.example", null], ["kopiert@patient.example", sig]] as const) {
       const code = "ABCD-EFGH-JKMN";
       const id = `i_${createHash("sha256").update(email).digest("hex").slice(0, 12)}`;
@@ -193,7 +194,7 @@ describe("item 1: the invite's privilege stays with the session that typed the c
       db.close();
       const a = await redeem({ id, email, code, link: "", expiresAt: portal.clock });
       await setKey(a);
-      expect(status(email)).toBe("pending-approval");
+      expect(await status(email)).toBe("pending-approval");
       expect(await practiceMails(`Freigabe erforderlich: ${email}`)).toHaveLength(1);
     }
   });
@@ -201,7 +202,7 @@ describe("item 1: the invite's privilege stays with the session that typed the c
   it("an invite bound in the database to a session of someone else's making approves nobody", async () => {
     const email = "untergeschoben@patient.example";
     const a = await redeem(await createInvite(portal.ctx, email, practice));
-    const sigOfA = portal.ctx.store.records.patient(email)!.inviteSession!.split(" ")[1]!;
+    const sigOfA = (await portal.ctx.store.records.patient(email))!.inviteSession!.split(" ")[1]!;
     for (const [i, bind] of [(h: string) => h, (h: string) => `${h} ${sigOfA}`].entries()) {
       // A database writer makes a session of their own and binds the invite to it.
       const value = createHash("sha256").update(`eigene-sitzung-${String(i)}`).digest("base64url");
@@ -211,8 +212,8 @@ describe("item 1: the invite's privilege stays with the session that typed the c
       db.prepare("UPDATE patients SET status = 'pending-secupass', recipient = NULL, safety_code = NULL, approval = NULL, invite_session = ? WHERE email = ?").run(bind(hash), email);
       db.close();
       await setKey({ cookie: `praxmail=${value}`, csrf: "x" });
-      expect(status(email)).toBe("pending-approval");
-      expect(portal.ctx.store.records.patient(email)!.approval).toBeNull();
+      expect(await status(email)).toBe("pending-approval");
+      expect((await portal.ctx.store.records.patient(email))!.approval).toBeNull();
     }
     expect(a.cookie).toMatch(/^praxmail=/);
   });
@@ -220,7 +221,7 @@ describe("item 1: the invite's privilege stays with the session that typed the c
   it("a used invite approves nobody a second time, even with the row put back to 'no key yet' and bound to another session", async () => {
     const email = "zurueck@patient.example";
     await setKey(await redeem(await createInvite(portal.ctx, email, practice)));
-    expect(status(email)).toBe("approved");
+    expect(await status(email)).toBe("approved");
     const b = await login(email, PASSWORD);
     const db = new Database(join(portal.home, "praxmail.db"));
     db.prepare("UPDATE patients SET status = 'pending-secupass', recipient = NULL, safety_code = NULL, approval = NULL, invite_session = ? WHERE email = ?").run(
@@ -229,21 +230,21 @@ describe("item 1: the invite's privilege stays with the session that typed the c
     );
     db.close();
     await setKey(b);
-    expect(status(email)).toBe("pending-approval");
-    expect(portal.ctx.store.records.patient(email)!.approval).toBeNull();
+    expect(await status(email)).toBe("pending-approval");
+    expect((await portal.ctx.store.records.patient(email))!.approval).toBeNull();
   });
 
   it("the recipient of an invited patient replaced in the database gets no wrap, and the practice is alarmed", async () => {
     const email = "umgeleitet@patient.example";
     await setKey(await redeem(await createInvite(portal.ctx, email, practice)));
-    expect(status(email)).toBe("approved");
+    expect(await status(email)).toBe("approved");
     const attacker = await recipientOf(generateIdentity("x25519"));
     const db = new Database(join(portal.home, "praxmail.db"));
     db.prepare("UPDATE patients SET recipient = ?, safety_code = ? WHERE email = ?").run(attacker, safetyCode(attacker), email);
     db.close();
     const d = await level3(email);
     expect(d.status).toBe("pending-approval");
-    expect(patientWrap(d.id)).toBeUndefined();
+    expect(await patientWrap(d.id)).toBeUndefined();
     const [alarm] = await practiceMails(`ALARM: Freigabe ungültig: ${email}`);
     expect(alarm?.text).toContain("Grund: the invite approval does not verify");
   });
@@ -256,7 +257,7 @@ describe("item 16: deliveries sent before an invite", () => {
     expect(before.status).toBe("pending-approval");
     const a = await redeem(await createInvite(portal.ctx, email, practice));
     const recipient = await setKey(a);
-    expect(status(email)).toBe("approved");
+    expect(await status(email)).toBe("approved");
     const code = safetyCode(recipient);
 
     const waiting = await portal.app.inject({ method: "GET", url: "/waiting", headers: { cookie: a.cookie } });
@@ -272,9 +273,9 @@ describe("item 16: deliveries sent before an invite", () => {
     const r = await praxmail(["approve", email, "--code", code, "--yes", "--json", "--home", portal.home]);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ approved: [{ email, deliveries: 1 }] });
-    expect(portal.ctx.store.records.delivery(before.id)?.status).toBe("ready");
-    expect(patientWrap(before.id)).toBe(recipient);
-    expect(JSON.parse(portal.ctx.store.records.patient(email)!.approval!)).toMatchObject({ by: "practice" });
+    expect((await portal.ctx.store.records.delivery(before.id))?.status).toBe("ready");
+    expect(await patientWrap(before.id)).toBe(recipient);
+    expect(JSON.parse((await portal.ctx.store.records.patient(email))!.approval!)).toMatchObject({ by: "practice" });
     // Nothing waits any more: the patient goes straight to the messages.
     expect((await portal.app.inject({ method: "GET", url: "/waiting", headers: { cookie: a.cookie } })).headers.location).toBe("/deliveries");
   });

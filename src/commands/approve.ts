@@ -41,7 +41,11 @@ export async function loadIdentityForCli(ctx: Context, io: Io, flag: string | un
 }
 
 async function choose(ctx: Context, io: Io, emails: readonly string[], pending: readonly PendingPatient[]): Promise<string[]> {
-  if (emails.length > 0) return emails.map((e) => getPatient(ctx, e).email);
+  if (emails.length > 0) {
+    const out: string[] = [];
+    for (const e of emails) out.push((await getPatient(ctx, e)).email);
+    return out;
+  }
   if (pending.length === 0) throw new PraxmailError("wrong-state", "no patient is waiting for approval", "run praxmail list patients");
   if (!io.interactive) {
     throw new PraxmailError("usage", "name the patients to approve", "praxmail approve EMAIL... (see praxmail list pending)");
@@ -84,20 +88,20 @@ export async function runApprove(ctx: Context, io: Io, flags: ApproveFlags, emai
   if (flags.code !== undefined && emails.length !== 1) {
     throw new PraxmailError("usage", "--code needs exactly one patient", "praxmail approve EMAIL --code '1234 5678 9012'");
   }
-  const upgrade = ctx.config.approvalKey === null ? unsignedApprovals(ctx) : null;
+  const upgrade = ctx.config.approvalKey === null ? await unsignedApprovals(ctx) : null;
   if (upgrade) {
     note(io, "praxmail: this home has no approval key pinned yet (made before signed approvals); until it is, no delivery is encrypted to a patient's key");
     note(io, `praxmail: approving pins it and signs the approvals of ${upgrade.length} approved ${upgrade.length === 1 ? "patient" : "patients"} as they are now:`);
     for (const p of upgrade) note(io, `  ${p.email}  safety code ${p.safetyCode ?? "-"}`);
   }
-  const pending = listPending(ctx);
+  const pending = await listPending(ctx);
   // Without names, the upgrade only pins and signs; deliveries held back meanwhile stay listed.
   const chosen = upgrade && emails.length === 0 ? [] : await choose(ctx, io, emails, pending);
   const targets: ApprovalTarget[] = [];
   for (const email of chosen) {
     const p = pending.find((q) => q.email === email);
     if (!p) {
-      const status = getPatient(ctx, email).status;
+      const status = (await getPatient(ctx, email)).status;
       const hint = status === "pending-secupass" ? "the patient has not set a Secu-Pass-Key yet" : "run praxmail list pending";
       throw new PraxmailError("wrong-state", `patient ${email} is ${status}, not pending approval`, hint);
     }

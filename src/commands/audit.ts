@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError } from "commander";
 import { PraxmailError, signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint, type Context } from "../core/index.js";
+import type { AuditRow } from "../store/index.js";
 import { loadIdentityForCli } from "./approve.js";
 import { common, note, printJson, printTable, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
 
@@ -46,14 +47,14 @@ function explain(io: Io, r: AuditReport): void {
  * @param flags - Parsed options.
  */
 async function runVerify(ctx: Context, io: Io, flags: AuditFlags): Promise<void> {
-  let report = verifyAuditLog(ctx, flags.anchor);
+  let report = await verifyAuditLog(ctx, flags.anchor);
   let signed: { checkpoint: Checkpoint; created: boolean } | null = null;
   if (flags.sign) {
     if (ctx.config.approvalKey === null) {
       throw new PraxmailError("wrong-state", "no approval key is pinned in config.json, so no checkpoint can be signed", "this home was made before signed approvals and audit checkpoints: approvalKey must be pinned in config.json first");
     }
-    signed = signCheckpoint(ctx, await loadIdentityForCli(ctx, io, flags.identity));
-    report = verifyAuditLog(ctx, flags.anchor);
+    signed = await signCheckpoint(ctx, await loadIdentityForCli(ctx, io, flags.identity));
+    report = await verifyAuditLog(ctx, flags.anchor);
   }
   if (flags.json) {
     printJson(io, { ok: true, ...report, signed: signed && { ...signed.checkpoint, created: signed.created } });
@@ -82,7 +83,8 @@ export function auditCommand(io: Io): Command {
           await runVerify(ctx, io, flags);
           return;
         }
-        const rows = [...ctx.store.auditRows()];
+        const rows: AuditRow[] = [];
+        for await (const r of ctx.store.auditRows()) rows.push(r);
         if (flags.json) {
           printJson(io, rows.map((r) => ({ ...r, details: JSON.parse(r.details) as unknown })));
           return;

@@ -3,7 +3,7 @@ import { isAbsolute, relative, resolve } from "node:path";
 import { Command } from "commander";
 import { encryptStream } from "../crypto/index.js";
 import { PraxmailError, type Context } from "../core/index.js";
-import { BackupError, backupHome, type BackupManifest } from "../store/index.js";
+import { BackupError, type BackupManifest } from "../store/index.js";
 import { common, note, printJson, progress, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
 
 const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -65,7 +65,7 @@ export async function runBackup(ctx: Context, io: Io, dir: string): Promise<Back
   const recipient = ctx.config.practiceRecipient;
   const bar = progress(io);
   try {
-    return await backupHome(ctx.home, dir, {
+    return await ctx.store.backup(dir, {
       seal: (plain) => encryptStream(plain, [recipient]),
       // Public facts restore needs before it can open anything: which identity, and where init kept it.
       header: { encryptedTo: recipient, identity: ctx.config.identity },
@@ -93,9 +93,9 @@ export function backupCommand(io: Io): Command {
       const dir = resolve(dirArg);
       const m = await withContext(flags, async (ctx) => {
         const manifest = await runBackup(ctx, io, dir);
-        ctx.store.transaction(() => {
-          ctx.store.audit({ actor: ctx.actor, action: "backup", subject: dir, details: { blobs: manifest.counts.blobs, encryptedTo: ctx.config.practiceRecipient } }, ctx.now());
-        });
+        await ctx.store.transaction((tx) =>
+          tx.audit({ actor: ctx.actor, action: "backup", subject: dir, details: { blobs: manifest.counts.blobs, encryptedTo: ctx.config.practiceRecipient } }, ctx.now()),
+        );
         return manifest;
       });
       const recipient = String(m.meta.practiceRecipient);

@@ -20,7 +20,7 @@ async function runGc(ctx: Context, io: Io, flags: GcFlags) {
   const identity = file === undefined ? null : await loadIdentityForCli(ctx, io, file);
   const report = await collectGarbage(ctx, flags.grace * 60_000);
   if (identity === null) return { ...report, checkpoint: null, checkpointSkipped: "no practice identity given (--identity or PRAXMAIL_IDENTITY)" };
-  const signed = signCheckpoint(ctx, identity);
+  const signed = await signCheckpoint(ctx, identity);
   if (signed === null) return { ...report, checkpoint: null, checkpointSkipped: "no approval key is pinned in config.json" };
   return { ...report, checkpoint: { ...signed.checkpoint, created: signed.created }, checkpointSkipped: null };
 }

@@ -8,8 +8,8 @@ export function inboxCommand(io: Io): Command {
   return common(new Command("inbox"))
     .description("list secure replies from patients")
     .action(async (flags: HomeOptions & JsonOptions) => {
-      await withContext(flags, (ctx) => {
-        const rows = listReplies(ctx);
+      await withContext(flags, async (ctx) => {
+        const rows = await listReplies(ctx);
         if (flags.json) { printJson(io, rows); return; }
         printTable(
           io,

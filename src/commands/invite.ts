@@ -23,13 +23,13 @@ export function inviteCommand(io: Io): Command {
       if (modes !== 1) throw new PraxmailError("usage", "give an address, --list, or --revoke ID", "praxmail invite patient@example.org");
       await withContext(flags, async (ctx) => {
         if (flags.list) {
-          const rows = listInvites(ctx);
+          const rows = await listInvites(ctx);
           if (flags.json) { printJson(io, rows); return; }
           printTable(io, ["ID", "EMAIL", "STATUS", "CREATED", "EXPIRES"], rows.map((i) => [i.id, i.email, i.status, shortTime(i.createdAt), shortTime(i.expiresAt)]));
           return;
         }
         if (flags.revoke !== undefined) {
-          const i = revokeInvite(ctx, flags.revoke);
+          const i = await revokeInvite(ctx, flags.revoke);
           if (flags.json) { printJson(io, i); return; }
           io.out(`revoked ${i.id} (${i.email})\n`);
           return;

@@ -11,9 +11,9 @@ export function listCommand(io: Io): Command {
     .description("list deliveries, patients, or patients waiting for approval (pending: also approved patients whose deliveries wait)")
     .addArgument(new Argument("[what]", "what to list").choices(["deliveries", "patients", "pending"]).default("deliveries"))
     .action(async (what: What, flags: HomeOptions & JsonOptions) => {
-      await withContext(flags, (ctx) => {
+      await withContext(flags, async (ctx) => {
         if (what === "deliveries") {
-          const rows = listDeliveries(ctx);
+          const rows = await listDeliveries(ctx);
           if (flags.json) { printJson(io, rows); return; }
           printTable(
             io,
@@ -31,7 +31,7 @@ export function listCommand(io: Io): Command {
           return;
         }
         // Pending: waiting for approval, or approved with deliveries that still wait.
-        const rows = what === "pending" ? listPending(ctx) : listPatients(ctx);
+        const rows = what === "pending" ? await listPending(ctx) : await listPatients(ctx);
         if (flags.json) { printJson(io, rows); return; }
         printTable(
           io,

@@ -133,15 +133,15 @@ export async function runRestore(io: Io, dir: string, flags: RestoreFlags): Prom
   const ctx = await openContext({ home });
   let auditRows: number;
   try {
-    ctx.store.transaction(() => {
-      ctx.store.audit({ actor: ctx.actor, action: "restore", subject: dir, details: { backupCreatedAt: manifest.createdAt, encryptedTo: recipient } }, ctx.now());
-    });
-    const v = ctx.store.verifyAudit();
+    await ctx.store.transaction((tx) =>
+      tx.audit({ actor: ctx.actor, action: "restore", subject: dir, details: { backupCreatedAt: manifest.createdAt, encryptedTo: recipient } }, ctx.now()),
+    );
+    const v = await ctx.store.verifyAudit();
     if (!v.ok) throw new PraxmailError("wrong-state", `audit chain broken at row ${v.seq} after restoring: ${v.reason}`);
     auditRows = v.rows;
-    markUsedInvites(ctx);
+    await markUsedInvites(ctx);
   } finally {
-    ctx.store.close();
+    await ctx.store.close();
   }
   if (owner) await chownTree(home, owner.uid, owner.gid);
   return { home, manifest, auditRows, chownedTo: owner?.uid ?? null };

@@ -20,14 +20,14 @@ export function revokeCommand(io: Io): Command {
       }
       await withContext(flags, async (ctx) => {
         if (id !== undefined) {
-          const d = getDelivery(ctx, id);
+          const d = await getDelivery(ctx, id);
           if (!(await confirmOrYes(io, `Revoke ${d.id} to ${d.recipient} and delete its files?`, flags.yes))) { note(io, "praxmail: nothing revoked"); return; }
           const after = await revokeDelivery(ctx, id);
           if (flags.json) { printJson(io, { revoked: [{ id: after.id, recipient: after.recipient, status: after.status }] }); return; }
           io.out(`revoked ${after.id}\n`);
           return;
         }
-        const p = getPatient(ctx, flags.patient ?? "");
+        const p = await getPatient(ctx, flags.patient ?? "");
         if (!(await confirmOrYes(io, `Revoke ${p.email} and delete all their deliveries?`, flags.yes))) { note(io, "praxmail: nothing revoked"); return; }
         const ids = await revokePatient(ctx, p.email);
         if (flags.json) { printJson(io, { patient: p.email, revoked: ids.map((x) => ({ id: x, recipient: p.email, status: "revoked" })) }); return; }

@@ -131,7 +131,7 @@ export async function runSend(ctx: Context, io: Io, flags: SendFlags, paths: rea
   for (const [i, d] of created.entries()) {
     try {
       await ctx.notifier.send(deliveryNotification(d));
-      markSent(ctx, [d.id]);
+      await markSent(ctx, [d.id]);
       sent.push(d);
     } catch (e) {
       for (const rest of created.slice(i)) await discardDelivery(ctx, rest.id, "notification failed");

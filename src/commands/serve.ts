@@ -73,21 +73,18 @@ export function serveCommand(io: Io): Command {
       }, 60 * 60_000);
       // Ended sessions and attempt counters are deleted every 5 minutes; gc does it too.
       const purge = setInterval(() => {
-        try {
-          purgeSessions(ctx);
-        } catch (e) {
+        purgeSessions(ctx).catch((e: unknown) => {
           log.error({ err: { message: (e as Error).message } }, "session purge failed");
-        }
+        });
       }, 5 * 60_000);
       await new Promise<void>((resolve) => {
         const stop = (signal: string): void => {
           log.info({ signal }, "stopping");
           clearInterval(reminders);
           clearInterval(purge);
-          void Promise.all([relay.close(), portal.close(), milter?.close()]).then(() => {
-            ctx.store.close();
-            resolve();
-          });
+          void Promise.all([relay.close(), portal.close(), milter?.close()])
+            .then(() => ctx.store.close())
+            .then(resolve);
         };
         process.once("SIGINT", stop);
         process.once("SIGTERM", stop);

@@ -4,7 +4,7 @@ import { userInfo } from "node:os";
 import chalk from "chalk";
 import { Option, type Command } from "commander";
 import { confirm } from "@inquirer/prompts";
-import { Store } from "../store/index.js";
+import { openStore } from "../store/index.js";
 import { PraxmailError, errorFields, ensureWritableHome, loadConfig, resolveHome, type Context } from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
 
@@ -62,7 +62,7 @@ export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().u
   const home = resolveHome(opts.home);
   await ensureWritableHome(home);
   const config = loadConfig(home);
-  const store = Store.open(home);
+  const store = openStore(home);
   return {
     home,
     config,
@@ -88,7 +88,7 @@ export async function withContext<T>(opts: HomeOptions, fn: (ctx: Context) => T 
   try {
     return await fn(ctx);
   } finally {
-    ctx.store.close();
+    await ctx.store.close();
   }
 }
 

@@ -41,7 +41,7 @@ export type LinkAccess =
 
 const ACTIVE = new Set(["pending-approval", "ready", "downloaded"]);
 
-function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined): PatientDelivery {
+async function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined): Promise<PatientDelivery> {
   const rules = levelRules(d.level);
   return {
     id: d.id,
@@ -52,7 +52,7 @@ function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined): Pa
     createdAt: d.createdAt,
     expiresAt: d.expiresAt,
     downloadedAt: d.downloadedAt,
-    files: ctx.store.records.files(d.id).map((f) => ({ id: f.id, name: f.name, size: f.size, kind: f.kind })),
+    files: (await ctx.store.records.files(d.id)).map((f) => ({ id: f.id, name: f.name, size: f.size, kind: f.kind })),
     kdf: rules.patientKey && patient?.kdf ? parseKdfParams(JSON.parse(patient.kdf)) : null,
     keyInLink: rules.keyInLink,
     patientKey: rules.patientKey,
@@ -73,22 +73,22 @@ function ended(ctx: Context, d: DeliveryRow): "revoked" | "expired" | null {
  * @returns What to show.
  * @throws {@link PraxmailError} `no-such-delivery` for an unknown token.
  */
-export function resolveLink(ctx: Context, token: string, sessionEmail: string | null): LinkAccess {
-  const row = /^[A-Za-z0-9_-]{43}$/.test(token) ? ctx.store.records.token(hashToken(token)) : undefined;
-  const d = row && ctx.store.records.delivery(row.deliveryId);
+export async function resolveLink(ctx: Context, token: string, sessionEmail: string | null): Promise<LinkAccess> {
+  const row = /^[A-Za-z0-9_-]{43}$/.test(token) ? await ctx.store.records.token(hashToken(token)) : undefined;
+  const d = row && (await ctx.store.records.delivery(row.deliveryId));
   if (!row || d?.sentAt == null) throw new PraxmailError("no-such-delivery", "no such link");
   const gone = ended(ctx, d);
   if (gone) return { kind: "gone", status: gone };
-  const patient = ctx.store.records.patient(row.email);
+  const patient = await ctx.store.records.patient(row.email);
   const rules = levelRules(d.level);
-  if (!rules.login) return { kind: "open", delivery: view(ctx, d, patient) };
+  if (!rules.login) return { kind: "open", delivery: await view(ctx, d, patient) };
   if (patient?.status === "revoked") return { kind: "gone", status: "revoked" };
   if (!patient) return sessionEmail === null ? { kind: "register", email: row.email } : { kind: "other-account" };
   if (sessionEmail === null) return { kind: "login", email: row.email };
   if (sessionEmail !== row.email) return { kind: "other-account" };
   if (rules.patientKey && patient.status === "pending-secupass") return { kind: "secupass", email: row.email };
   if (rules.patientKey && patient.status === "pending-approval") return { kind: "wait", email: row.email, safetyCode: patient.safetyCode ?? "" };
-  return { kind: "deliver", delivery: view(ctx, d, patient) };
+  return { kind: "deliver", delivery: await view(ctx, d, patient) };
 }
 
 /**
@@ -101,12 +101,12 @@ export function resolveLink(ctx: Context, token: string, sessionEmail: string | 
  * @throws {@link PraxmailError} `no-such-delivery` if it is not theirs or not visible,
  *   `wrong-state` (with the status as message) if it was revoked or expired.
  */
-export function deliveryForPatient(ctx: Context, id: string, email: string): PatientDelivery {
-  const d = ctx.store.records.delivery(id);
+export async function deliveryForPatient(ctx: Context, id: string, email: string): Promise<PatientDelivery> {
+  const d = await ctx.store.records.delivery(id);
   if (d?.sentAt == null || d.recipient !== email) throw new PraxmailError("no-such-delivery", "no such delivery");
   const gone = ended(ctx, d);
   if (gone) throw new PraxmailError("wrong-state", gone);
-  const patient = ctx.store.records.patient(email);
+  const patient = await ctx.store.records.patient(email);
   if (patient?.status === "revoked") throw new PraxmailError("wrong-state", "revoked");
   return view(ctx, d, patient);
 }
@@ -118,15 +118,12 @@ export function deliveryForPatient(ctx: Context, id: string, email: string): Pat
  * @param email - The logged-in patient.
  * @returns Their deliveries.
  */
-export function deliveriesForPatient(ctx: Context, email: string): PatientDelivery[] {
-  const patient = ctx.store.records.patient(email);
+export async function deliveriesForPatient(ctx: Context, email: string): Promise<PatientDelivery[]> {
+  const patient = await ctx.store.records.patient(email);
   if (patient?.status === "revoked") return [];
   const now = ctx.now().toISOString();
-  return ctx.store.records
-    .deliveries({ recipient: email })
-    .filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && levelRules(d.level).login)
-    .reverse()
-    .map((d) => view(ctx, d, patient));
+  const active = (await ctx.store.records.deliveries({ recipient: email })).filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && levelRules(d.level).login);
+  return Promise.all(active.reverse().map((d) => view(ctx, d, patient)));
 }
 
 /**
@@ -135,17 +132,17 @@ export function deliveriesForPatient(ctx: Context, email: string): PatientDelive
  * @param ctx - The core context.
  * @param d - A delivery the caller may see (from resolveLink or deliveryForPatient).
  * @param fileId - One of its files.
- * @returns The blob path (relative to home) and its ciphertext size is read by the caller.
+ * @returns The blob's key (the caller reads the blob and its size from the store).
  * @throws {@link PraxmailError} `no-such-delivery` for a file of another delivery.
  */
 export async function fileForDownload(ctx: Context, d: PatientDelivery, fileId: string): Promise<string> {
-  const f = ctx.store.records.files(d.id).find((x) => x.id === fileId);
+  const f = (await ctx.store.records.files(d.id)).find((x) => x.id === fileId);
   if (!f?.blob) throw new PraxmailError("no-such-delivery", "no such file");
   if (f.kind === "attachment") {
     const now = ctx.now();
-    const first = ctx.store.transaction(() => {
-      const changed = ctx.store.records.markDownloaded(d.id, now.toISOString());
-      if (changed) ctx.store.audit({ actor: ctx.actor, action: "delivery.download", subject: d.id }, now);
+    const first = await ctx.store.transaction(async (tx) => {
+      const changed = await tx.records.markDownloaded(d.id, now.toISOString());
+      if (changed) await tx.audit({ actor: ctx.actor, action: "delivery.download", subject: d.id }, now);
       return changed;
     });
     if (first && ctx.config.notifyOnDownload) {
@@ -163,8 +160,8 @@ export async function fileForDownload(ctx: Context, d: PatientDelivery, fileId: 
  * @returns The wrap (an age file).
  * @throws {@link PraxmailError} `wrong-state` if the patient is not approved yet.
  */
-export function patientWrap(ctx: Context, d: PatientDelivery): Uint8Array {
-  const w = ctx.store.records.wrap(d.id, "patient");
+export async function patientWrap(ctx: Context, d: PatientDelivery): Promise<Uint8Array> {
+  const w = await ctx.store.records.wrap(d.id, "patient");
   if (!d.patientKey || !w) throw new PraxmailError("wrong-state", "no wrap for the patient yet");
   return w.ciphertext;
 }

@@ -35,15 +35,15 @@ export async function requestPasswordReset(ctx: Context, email: string): Promise
   } catch {
     return;
   }
-  const p = ctx.store.records.patient(addr);
+  const p = await ctx.store.records.patient(addr);
   if (!p || p.status === "revoked") return;
   const token = newToken();
   const now = ctx.now();
   const expiresAt = new Date(now.getTime() + RESET_MINUTES * 60_000);
-  const issued = ctx.store.transaction(() => {
-    if (ctx.store.records.patient(addr)?.status === "revoked") return false;
-    ctx.store.accounts.insertReset({ hash: hashToken(token), email: addr, createdAt: now.toISOString(), expiresAt: expiresAt.toISOString(), usedAt: null });
-    ctx.store.audit({ actor: ctx.actor, action: "patient.password-reset-requested", subject: addr }, now);
+  const issued = await ctx.store.transaction(async (tx) => {
+    if ((await tx.records.patient(addr))?.status === "revoked") return false;
+    await tx.accounts.insertReset({ hash: hashToken(token), email: addr, createdAt: now.toISOString(), expiresAt: expiresAt.toISOString(), usedAt: null });
+    await tx.audit({ actor: ctx.actor, action: "patient.password-reset-requested", subject: addr }, now);
     return true;
   });
   if (!issued) return;
@@ -71,8 +71,8 @@ export function passwordResetQueue(ctx: Context, onError: (e: unknown) => void, 
  * @returns The address it resets.
  * @throws {@link PraxmailError} `wrong-state` for an unknown, used or expired link.
  */
-export function checkPasswordReset(ctx: Context, token: string): string {
-  const r = /^[A-Za-z0-9_-]{43}$/.test(token) ? ctx.store.accounts.reset(hashToken(token)) : undefined;
+export async function checkPasswordReset(ctx: Context, token: string): Promise<string> {
+  const r = /^[A-Za-z0-9_-]{43}$/.test(token) ? await ctx.store.accounts.reset(hashToken(token)) : undefined;
   if (!r || r.usedAt !== null || r.expiresAt <= ctx.now().toISOString()) {
     throw new PraxmailError("wrong-state", "the reset link is unknown, used or expired");
   }
@@ -90,19 +90,19 @@ export function checkPasswordReset(ctx: Context, token: string): string {
  * @throws {@link PraxmailError} `wrong-state` for an unusable link, `invalid-input` for a bad password.
  */
 export async function completePasswordReset(ctx: Context, token: string, password: string): Promise<string> {
-  const email = checkPasswordReset(ctx, token);
+  const email = await checkPasswordReset(ctx, token);
   checkPassword(password);
   const hash = await hashPassword(password);
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    if (!ctx.store.accounts.useReset(hashToken(token), now.toISOString())) {
+  await ctx.store.transaction(async (tx) => {
+    if (!(await tx.accounts.useReset(hashToken(token), now.toISOString()))) {
       throw new PraxmailError("wrong-state", "the reset link is unknown, used or expired");
     }
-    const p = mustGetActivePatient(ctx, email);
+    const p = await mustGetActivePatient(tx, email);
     // Whoever reset the password did not necessarily type the invite code.
-    ctx.store.records.updatePatient({ ...p, passwordHash: hash, inviteSession: null });
-    ctx.store.records.deleteSessionsOf(email);
-    ctx.store.audit({ actor: ctx.actor, action: "patient.password-reset", subject: email, details: { inviteDropped: p.inviteSession !== null } }, now);
+    await tx.records.updatePatient({ ...p, passwordHash: hash, inviteSession: null });
+    await tx.records.deleteSessionsOf(email);
+    await tx.audit({ actor: ctx.actor, action: "patient.password-reset", subject: email, details: { inviteDropped: p.inviteSession !== null } }, now);
   });
   await ctx.notifier.send({ kind: "password-changed", to: email });
   return email;
@@ -117,15 +117,15 @@ export async function completePasswordReset(ctx: Context, token: string, passwor
  * @returns The parameters to derive the new key with.
  * @throws {@link PraxmailError} `wrong-state` for a patient without a key yet, or revoked.
  */
-export function beginSecuPassReset(ctx: Context, email: string): KdfParams {
-  const p = mustGetPatient(ctx, email);
+export async function beginSecuPassReset(ctx: Context, email: string): Promise<KdfParams> {
+  const p = await mustGetPatient(ctx.store, email);
   if (p.status !== "approved" && p.status !== "pending-approval") {
     throw new PraxmailError("wrong-state", `patient ${p.email} is ${p.status}`);
   }
   const kdf = newKdfParams(ctx.config.crypto.recipientType);
-  ctx.store.transaction(() => {
-    const current = mustGetActivePatient(ctx, p.email);
-    ctx.store.records.updatePatient({ ...current, pendingKdf: JSON.stringify(kdf) });
+  await ctx.store.transaction(async (tx) => {
+    const current = await mustGetActivePatient(tx, p.email);
+    await tx.records.updatePatient({ ...current, pendingKdf: JSON.stringify(kdf) });
   });
   return kdf;
 }
@@ -142,14 +142,14 @@ export function beginSecuPassReset(ctx: Context, email: string): KdfParams {
  * @throws {@link PraxmailError} `wrong-state` without a begun reset, `invalid-input` for a bad recipient.
  */
 export async function finishSecuPassReset(ctx: Context, email: string, recipient: string): Promise<PatientView> {
-  const p = mustGetPatient(ctx, email);
+  const p = await mustGetPatient(ctx.store, email);
   if (p.pendingKdf === null) throw new PraxmailError("wrong-state", "no secu-pass reset was started");
   const kdf = newKeyKdf(p.pendingKdf);
   if (recipientType(recipient) !== kdf.type) throw new PraxmailError("invalid-input", `recipient is not an ${kdf.type} age recipient`);
   const now = ctx.now();
-  const next = ctx.store.transaction(() => {
+  const next = await ctx.store.transaction(async (tx) => {
     // A reset begun before a revocation (which clears it) must not finish after it.
-    const current = mustGetActivePatient(ctx, p.email);
+    const current = await mustGetActivePatient(tx, p.email);
     if (current.pendingKdf !== p.pendingKdf) throw new PraxmailError("wrong-state", "the secu-pass reset was cancelled or started again");
     const next: PatientRow = {
       ...current,
@@ -162,9 +162,9 @@ export async function finishSecuPassReset(ctx: Context, email: string, recipient
       approvedAt: null,
       approval: null,
     };
-    const n = ctx.store.records.unwrapPatient(p.email, PATIENT_KEY_FROM);
-    ctx.store.records.updatePatient(next);
-    ctx.store.audit({ actor: ctx.actor, action: "patient.secupass-reset", subject: p.email, details: { safetyCode: next.safetyCode, deliveries: n } }, now);
+    const n = await tx.records.unwrapPatient(p.email, PATIENT_KEY_FROM);
+    await tx.records.updatePatient(next);
+    await tx.audit({ actor: ctx.actor, action: "patient.secupass-reset", subject: p.email, details: { safetyCode: next.safetyCode, deliveries: n } }, now);
     return next;
   });
   const code = next.safetyCode ?? "";
@@ -209,7 +209,7 @@ export interface InviteView {
  */
 export async function createInvite(ctx: Context, email: string, practiceIdentity: string): Promise<CreatedInvite> {
   const addr = normaliseEmail(email);
-  if (ctx.store.records.patient(addr)) {
+  if (await ctx.store.records.patient(addr)) {
     throw new PraxmailError("wrong-state", `${addr} has an account already`, "for a waiting patient, compare the safety code and run praxmail approve");
   }
   const key = await practiceKey(ctx.config, practiceIdentity);
@@ -223,9 +223,9 @@ export async function createInvite(ctx: Context, email: string, practiceIdentity
   const now = ctx.now();
   const expiresAt = new Date(now.getTime() + INVITE_DAYS * 86_400_000);
   const row = { id, email: addr, codeHash: codeHash(code), createdAt: now.toISOString(), expiresAt: expiresAt.toISOString(), usedAt: null, revokedAt: null };
-  ctx.store.transaction(() => {
-    ctx.store.accounts.insertInvite({ ...row, sig: signStatement(key, inviteStatement(row)) });
-    ctx.store.audit({ actor: ctx.actor, action: "invite.create", subject: id, details: { email: addr } }, now);
+  await ctx.store.transaction(async (tx) => {
+    await tx.accounts.insertInvite({ ...row, sig: signStatement(key, inviteStatement(row)) });
+    await tx.audit({ actor: ctx.actor, action: "invite.create", subject: id, details: { email: addr } }, now);
   });
   return { id, email: addr, link: `${ctx.config.portalUrl}/invite/${id}`, code, expiresAt };
 }
@@ -239,8 +239,8 @@ function inviteView(ctx: Context, i: InviteRow): InviteView {
  * @param ctx - The core context.
  * @returns Every invite, newest first.
  */
-export function listInvites(ctx: Context): InviteView[] {
-  return ctx.store.accounts.invites().map((i) => inviteView(ctx, i));
+export async function listInvites(ctx: Context): Promise<InviteView[]> {
+  return (await ctx.store.accounts.invites()).map((i) => inviteView(ctx, i));
 }
 
 /**
@@ -250,15 +250,15 @@ export function listInvites(ctx: Context): InviteView[] {
  * @param id - The invite.
  * @throws {@link PraxmailError} `no-such-delivery` (unknown) or `wrong-state` (not open).
  */
-export function revokeInvite(ctx: Context, id: string): InviteView {
-  const i = ctx.store.accounts.invite(id);
+export async function revokeInvite(ctx: Context, id: string): Promise<InviteView> {
+  const i = await ctx.store.accounts.invite(id);
   if (!i) throw new PraxmailError("invalid-input", `no such invite ${JSON.stringify(id)}`, "run praxmail invite --list");
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    if (!ctx.store.accounts.revokeInvite(id, now.toISOString())) {
+  await ctx.store.transaction(async (tx) => {
+    if (!(await tx.accounts.revokeInvite(id, now.toISOString()))) {
       throw new PraxmailError("wrong-state", `invite ${id} is ${inviteView(ctx, i).status}`);
     }
-    ctx.store.audit({ actor: ctx.actor, action: "invite.revoke", subject: id }, now);
+    await tx.audit({ actor: ctx.actor, action: "invite.revoke", subject: id }, now);
   });
   return inviteView(ctx, { ...i, revokedAt: now.toISOString() });
 }
@@ -268,8 +268,8 @@ export function revokeInvite(ctx: Context, id: string): InviteView {
  * @param id - From `/invite/<id>`.
  * @returns Whether the invite can still be used.
  */
-export function inviteOpen(ctx: Context, id: string): boolean {
-  const i = /^i_[a-z0-9]{12}$/.test(id) ? ctx.store.accounts.invite(id) : undefined;
+export async function inviteOpen(ctx: Context, id: string): Promise<boolean> {
+  const i = /^i_[a-z0-9]{12}$/.test(id) ? await ctx.store.accounts.invite(id) : undefined;
   return i !== undefined && inviteView(ctx, i).status === "open";
 }
 
@@ -288,7 +288,7 @@ export function inviteOpen(ctx: Context, id: string): boolean {
  *   address or code do not match (one answer for both).
  */
 export async function redeemInvite(ctx: Context, id: string, email: string, code: string, password: string): Promise<PatientView> {
-  const i = /^i_[a-z0-9]{12}$/.test(id) ? ctx.store.accounts.invite(id) : undefined;
+  const i = /^i_[a-z0-9]{12}$/.test(id) ? await ctx.store.accounts.invite(id) : undefined;
   if (!i || inviteView(ctx, i).status !== "open") throw new PraxmailError("wrong-state", "the invite is unknown, used, revoked or expired");
   let addr = "";
   try {
@@ -301,9 +301,9 @@ export async function redeemInvite(ctx: Context, id: string, email: string, code
   if (!codeOk || addr !== i.email) throw new PraxmailError("invalid-input", "address or code do not match the invite");
   checkPassword(password);
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    if (!ctx.store.accounts.useInvite(id, now.toISOString())) throw new PraxmailError("wrong-state", "the invite is unknown, used, revoked or expired");
-    ctx.store.audit({ actor: ctx.actor, action: "invite.use", subject: id, details: { email: addr } }, now);
+  await ctx.store.transaction(async (tx) => {
+    if (!(await tx.accounts.useInvite(id, now.toISOString()))) throw new PraxmailError("wrong-state", "the invite is unknown, used, revoked or expired");
+    await tx.audit({ actor: ctx.actor, action: "invite.use", subject: id, details: { email: addr } }, now);
   });
   return registerPatient(ctx, addr, password, { inviteId: id });
 }
@@ -317,13 +317,13 @@ export async function redeemInvite(ctx: Context, id: string, email: string, code
  * @param email - The patient who just redeemed an invite.
  * @param session - SHA-256 of the new session's id.
  */
-export function bindInviteSession(ctx: Context, email: string, session: string): void {
+export async function bindInviteSession(ctx: Context, email: string, session: string): Promise<void> {
   const key = loadPortalKey(ctx.home, ctx.config.portalKey);
   if (!key) return;
-  ctx.store.transaction(() => {
-    const p = mustGetPatient(ctx, email);
+  await ctx.store.transaction(async (tx) => {
+    const p = await mustGetPatient(tx, email);
     if (p.inviteId === null || p.status !== "pending-secupass") return;
-    ctx.store.records.updatePatient({ ...p, inviteSession: signInviteSession(key, p.inviteId, p.email, session) });
+    await tx.records.updatePatient({ ...p, inviteSession: signInviteSession(key, p.inviteId, p.email, session) });
   });
 }
 
@@ -335,12 +335,12 @@ export function bindInviteSession(ctx: Context, email: string, session: string):
  * @param email - The patient.
  * @param why - For the audit log, e.g. `login`.
  */
-export function dropInviteSession(ctx: Context, email: string, why: string): void {
+export async function dropInviteSession(ctx: Context, email: string, why: string): Promise<void> {
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    const p = ctx.store.records.patient(email);
+  await ctx.store.transaction(async (tx) => {
+    const p = await tx.records.patient(email);
     if (p?.inviteSession == null) return;
-    ctx.store.records.updatePatient({ ...p, inviteSession: null });
-    ctx.store.audit({ actor: ctx.actor, action: "invite.privilege-dropped", subject: email, details: { why } }, now);
+    await tx.records.updatePatient({ ...p, inviteSession: null });
+    await tx.audit({ actor: ctx.actor, action: "invite.privilege-dropped", subject: email, details: { why } }, now);
   });
 }

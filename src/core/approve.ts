@@ -2,7 +2,7 @@
 // no payload is read or re-encrypted. Each approval is signed with the practice signing key
 // and bound to the safety code the admin was shown.
 import { keyFingerprint, safetyCode, unwrapIdentity, wrapIdentity } from "../crypto/index.js";
-import type { PatientRow, WrapRow } from "../store/index.js";
+import type { PatientRow, StoreTx, WrapRow } from "../store/index.js";
 import { saveConfig, type Config } from "./config.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
@@ -32,9 +32,9 @@ export interface PendingPatient extends PatientView {
 
 const digits = (code: string): string => code.replace(/\D/g, "");
 
-function waitingCount(ctx: Context, email: string): number {
+async function waitingCount(ctx: Context, rows: StoreTx, email: string): Promise<number> {
   const now = ctx.now().toISOString();
-  return ctx.store.records.deliveries({ recipient: email, statuses: ["pending-approval"] }).filter((d) => levelRules(d.level).patientKey && d.expiresAt > now).length;
+  return (await rows.records.deliveries({ recipient: email, statuses: ["pending-approval"] })).filter((d) => levelRules(d.level).patientKey && d.expiresAt > now).length;
 }
 
 /**
@@ -45,19 +45,19 @@ function waitingCount(ctx: Context, email: string): number {
  * @param ctx - The core context.
  * @returns Patients, oldest registration first.
  */
-export function listPending(ctx: Context): PendingPatient[] {
+export async function listPending(ctx: Context): Promise<PendingPatient[]> {
   const out: PendingPatient[] = [];
-  for (const p of ctx.store.records.patients()) {
-    const waiting = waitingCount(ctx, p.email);
+  for (const p of await ctx.store.records.patients()) {
+    const waiting = await waitingCount(ctx, ctx.store, p.email);
     if (p.status === "pending-approval" || (p.status === "approved" && waiting > 0)) {
-      out.push({ ...patientView(p), waiting, untrusted: trustedRecipient(ctx, p).kind === "untrusted" });
+      out.push({ ...patientView(p), waiting, untrusted: (await trustedRecipient(ctx, ctx.store, p)).kind === "untrusted" });
     }
   }
   return out;
 }
 
-function checkTarget(ctx: Context, p: PatientRow, expected: string): void {
-  if (!(p.status === "pending-approval" || (p.status === "approved" && waitingCount(ctx, p.email) > 0)) || p.recipient === null) {
+async function checkTarget(ctx: Context, rows: StoreTx, p: PatientRow, expected: string): Promise<void> {
+  if (!(p.status === "pending-approval" || (p.status === "approved" && (await waitingCount(ctx, rows, p.email)) > 0)) || p.recipient === null) {
     const hint = p.status === "pending-secupass" ? "the patient has not set a Secu-Pass-Key yet" : "run praxmail list pending";
     throw new PraxmailError("wrong-state", `patient ${p.email} is ${p.status}, not pending approval`, hint);
   }
@@ -80,7 +80,7 @@ function checkTarget(ctx: Context, p: PatientRow, expected: string): void {
  * @param targets - Patients waiting for approval (or approved with waiting deliveries), each
  *   with the safety code the admin compared.
  * @param practiceIdentity - P's secret; must match `practiceRecipient` and the pinned approval key.
- * @param onDelivery - Progress: deliveries rewrapped so far for the current patient.
+ * @param onDelivery - Progress: deliveries rewrapped so far for the current patient; awaited.
  * @returns One entry per patient.
  * @throws {@link PraxmailError} `identity`, `no-such-patient`, `wrong-state` (also when a
  *   safety code changed), or `mail` (after the approval itself was committed).
@@ -89,7 +89,7 @@ export async function approvePatients(
   ctx: Context,
   targets: readonly ApprovalTarget[],
   practiceIdentity: string,
-  onDelivery?: (email: string, done: number, total: number) => void,
+  onDelivery?: (email: string, done: number, total: number) => void | Promise<void>,
 ): Promise<Approval[]> {
   const key = await practiceKey(ctx.config, practiceIdentity);
   if (ctx.config.approvalKey === null) {
@@ -97,8 +97,8 @@ export async function approvePatients(
   }
   const patients: { p: PatientRow; expected: string }[] = [];
   for (const t of targets) {
-    const p = mustGetPatient(ctx, t.email);
-    checkTarget(ctx, p, t.safetyCode);
+    const p = await mustGetPatient(ctx.store, t.email);
+    await checkTarget(ctx, ctx.store, p, t.safetyCode);
     if (!patients.some((q) => q.p.email === p.email)) patients.push({ p, expected: t.safetyCode });
   }
   const out: Approval[] = [];
@@ -107,19 +107,19 @@ export async function approvePatients(
     const recipient = p.recipient ?? "";
     const now = ctx.now();
     const at = now.toISOString();
-    const due = ctx.store.records
-      .deliveries({ recipient: p.email, statuses: ["pending-approval", "ready", "downloaded"] })
-      .filter((d) => levelRules(d.level).patientKey && d.expiresAt > at);
+    const due = (await ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval", "ready", "downloaded"] })).filter(
+      (d) => levelRules(d.level).patientKey && d.expiresAt > at,
+    );
     const wraps: WrapRow[] = [];
     for (const d of due) {
-      const wrapP = ctx.store.records.wrap(d.id, "practice");
+      const wrapP = await ctx.store.records.wrap(d.id, "practice");
       if (!wrapP) throw new Error(`delivery ${d.id} has no practice wrap`);
       const identity = await unwrapIdentity(wrapP.ciphertext, practiceIdentity);
       wraps.push({ deliveryId: d.id, holder: "patient", recipient, ciphertext: await wrapIdentity(identity, recipient), createdAt: at });
-      onDelivery?.(p.email, wraps.length, due.length);
+      await onDelivery?.(p.email, wraps.length, due.length);
     }
-    ctx.store.transaction(() => {
-      const current = ctx.store.records.patient(p.email);
+    await ctx.store.transaction(async (tx) => {
+      const current = await tx.records.patient(p.email);
       // The patient's session may have posted a new recipient since the code was shown.
       if (!current || current.recipient !== recipient) {
         throw new PraxmailError(
@@ -128,17 +128,17 @@ export async function approvePatients(
           "compare the new safety code with the patient, then run praxmail approve again",
         );
       }
-      checkTarget(ctx, current, expected);
+      await checkTarget(ctx, tx, current, expected);
       const signed: PatientRow = { ...current, status: "approved", approvedAt: current.approvedAt ?? at, approval: signPracticeApproval(key, current, at) };
       // The one rule for every wrap[U], here too: the new approval must verify against config.json.
-      if (trustedRecipient(ctx, signed).kind !== "trusted") throw new Error("a fresh approval does not verify against the pinned key");
+      if ((await trustedRecipient(ctx, tx, signed)).kind !== "trusted") throw new Error("a fresh approval does not verify against the pinned key");
       for (const w of wraps) {
-        ctx.store.records.putWrap(w);
+        await tx.records.putWrap(w);
         const d = due.find((x) => x.id === w.deliveryId);
-        if (d?.status === "pending-approval") ctx.store.records.setDeliveryStatus(d.id, "ready", at);
+        if (d?.status === "pending-approval") await tx.records.setDeliveryStatus(d.id, "ready", at);
       }
-      ctx.store.records.updatePatient(signed);
-      ctx.store.audit(
+      await tx.records.updatePatient(signed);
+      await tx.audit(
         { actor: ctx.actor, action: "patient.approve", subject: p.email, details: { safetyCode: current.safetyCode, deliveries: wraps.length, signed: true } },
         now,
       );
@@ -150,7 +150,7 @@ export async function approvePatients(
       failures.push(`${p.email}: ${(e as Error).message}`);
     }
   }
-  signCheckpoint(ctx, practiceIdentity);
+  await signCheckpoint(ctx, practiceIdentity);
   if (failures.length > 0) {
     throw new PraxmailError(
       "mail",
@@ -173,8 +173,8 @@ export interface PinResult {
  * @param ctx - The core context.
  * @returns The approved patients that pinning would sign (a home without a pinned key).
  */
-export function unsignedApprovals(ctx: Context): PatientView[] {
-  return ctx.store.records.patients("approved").map(patientView);
+export async function unsignedApprovals(ctx: Context): Promise<PatientView[]> {
+  return (await ctx.store.records.patients("approved")).map(patientView);
 }
 
 /**
@@ -193,11 +193,11 @@ export async function pinApprovalKey(ctx: Context, practiceIdentity: string): Pr
   if (ctx.config.approvalKey !== null) return { config: ctx.config, fingerprint, signed: [] };
   const now = ctx.now();
   const at = now.toISOString();
-  const signed = ctx.store.transaction(() => {
-    const rows = ctx.store.records.patients("approved").filter((p) => p.recipient !== null && p.safetyCode === safetyCode(p.recipient));
-    for (const p of rows) ctx.store.records.updatePatient({ ...p, approval: signPracticeApproval(key, p, at) });
+  const signed = await ctx.store.transaction(async (tx) => {
+    const rows = (await tx.records.patients("approved")).filter((p) => p.recipient !== null && p.safetyCode === safetyCode(p.recipient));
+    for (const p of rows) await tx.records.updatePatient({ ...p, approval: signPracticeApproval(key, p, at) });
     const list = rows.map((p) => ({ email: p.email, safetyCode: p.safetyCode }));
-    ctx.store.audit({ actor: ctx.actor, action: "approval-key.pin", subject: fingerprint, details: { patients: list } }, now);
+    await tx.audit({ actor: ctx.actor, action: "approval-key.pin", subject: fingerprint, details: { patients: list } }, now);
     return list;
   });
   // After the rows: a crash in between leaves the key unpinned, and every wrap fails closed.

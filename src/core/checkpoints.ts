@@ -5,7 +5,7 @@
 // newest means rewriting the chain under a later one. The newest ones an attacker can drop:
 // an anchor (seq:hash) kept outside the database closes that gap.
 import { keyFingerprint, practiceSigningKey, signStatement, statement, verifyStatement, type SigningKey } from "../crypto/index.js";
-import type { AuditRow, CheckpointRow } from "../store/index.js";
+import type { AuditRow, CheckpointRow, StoreTx } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 
@@ -48,11 +48,11 @@ function signedText(c: Omit<Checkpoint, "signature">): string {
 
 // Call inside a transaction, so that checkpoints and rows are read from the same state. With
 // base (an earlier outcome), only the rows and checkpoints after base's last row are checked.
-function check(ctx: Context, anchor: AuditAnchor | undefined, base?: Extract<Outcome, { ok: true }>): Outcome {
+async function check(ctx: Context, tx: StoreTx, anchor: AuditAnchor | undefined, base?: Extract<Outcome, { ok: true }>): Promise<Outcome> {
   const pinned = ctx.config.approvalKey;
   const after = base?.report.rows ?? 0;
-  const stored = new Map(ctx.store.auditCheckpoints().filter((c) => c.seq > after).map((c) => [c.seq, c]));
-  const v = ctx.store.verifyAudit(
+  const stored = new Map((await tx.auditCheckpoints()).filter((c) => c.seq > after).map((c) => [c.seq, c]));
+  const v = await tx.verifyAudit(
     (row: AuditRow) => {
       const c = stored.get(row.seq);
       if (row.action === ACTION && c === undefined) {
@@ -105,8 +105,8 @@ function check(ctx: Context, anchor: AuditAnchor | undefined, base?: Extract<Out
  * @returns What is confirmed and what is not.
  * @throws {@link PraxmailError} `wrong-state` naming the first row that does not fit.
  */
-export function verifyAuditLog(ctx: Context, anchor?: AuditAnchor): AuditReport {
-  const r = ctx.store.snapshot(() => check(ctx, anchor));
+export async function verifyAuditLog(ctx: Context, anchor?: AuditAnchor): Promise<AuditReport> {
+  const r = await ctx.store.snapshot((tx) => check(ctx, tx, anchor));
   if (!r.ok) throw new PraxmailError("wrong-state", `audit chain broken at row ${r.seq}: ${r.reason}`, TAMPERED_HINT);
   return r.report;
 }
@@ -135,24 +135,24 @@ function signingKey(practiceIdentity: string, pinned: string): SigningKey {
  * @throws {@link PraxmailError} `identity` for another identity, `wrong-state` if the log
  *   does not verify (nothing is signed then).
  */
-export function signCheckpoint(ctx: Context, practiceIdentity: string): { checkpoint: Checkpoint; created: boolean } | null {
+export async function signCheckpoint(ctx: Context, practiceIdentity: string): Promise<{ checkpoint: Checkpoint; created: boolean } | null> {
   const pinned = ctx.config.approvalKey;
   if (pinned === null) return null;
   const key = signingKey(practiceIdentity, pinned);
   // Verify the whole log without blocking writers, then, holding the write lock, only what
   // was appended meanwhile.
-  const before = ctx.store.snapshot(() => check(ctx, undefined));
-  return ctx.store.transaction(() => {
-    const r = before.ok ? check(ctx, undefined, before) : before;
+  const before = await ctx.store.snapshot((tx) => check(ctx, tx, undefined));
+  return ctx.store.transaction(async (tx) => {
+    const r = before.ok ? await check(ctx, tx, undefined, before) : before;
     if (!r.ok) {
       throw new PraxmailError("wrong-state", `audit chain broken at row ${r.seq}: ${r.reason}; no checkpoint was signed`, TAMPERED_HINT);
     }
     const last = r.report.lastCheckpoint;
     if (last !== null && last.seq === r.report.rows) return { checkpoint: last, created: false };
-    const row = ctx.store.audit({ actor: ctx.actor, action: ACTION, details: { key: r.report.key } }, ctx.now());
+    const row = await tx.audit({ actor: ctx.actor, action: ACTION, details: { key: r.report.key } }, ctx.now());
     const signed = { seq: row.seq, hash: row.hash, at: row.at };
     const checkpoint = { ...signed, signature: signStatement(key, signedText(signed)) };
-    ctx.store.putCheckpoint(checkpoint);
+    await tx.putCheckpoint(checkpoint);
     return { checkpoint, created: true };
   });
 }

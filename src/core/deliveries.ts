@@ -226,8 +226,8 @@ export class Intake {
             createdAt: at,
           },
         ];
-        const patient = this.ctx.store.records.patient(recipient);
-        const trust = rules.patientKey ? trustedRecipient(this.ctx, patient) : ({ kind: "not-approved" } as const);
+        const patient = await this.ctx.store.records.patient(recipient);
+        const trust = rules.patientKey ? await trustedRecipient(this.ctx, this.ctx.store, patient) : ({ kind: "not-approved" } as const);
         const approvedRecipient = trust.kind === "trusted" ? trust.recipient : null;
         if (trust.kind === "untrusted" && patient) alarms.push({ patient, reason: trust.reason, deliveryId: id });
         if (approvedRecipient !== null) {
@@ -263,10 +263,10 @@ export class Intake {
         };
         prepared.push({ row, files, wraps, token: { hash: hashToken(token), deliveryId: id, email: recipient, createdAt: at }, created });
       }
-      this.ctx.store.transaction(() => {
+      await this.ctx.store.transaction(async (tx) => {
         for (const p of prepared) {
-          this.ctx.store.records.insertDelivery(p.row, p.files, p.wraps, p.token);
-          this.ctx.store.audit(
+          await tx.records.insertDelivery(p.row, p.files, p.wraps, p.token);
+          await tx.audit(
             { actor: this.ctx.actor, action: "delivery.create", subject: p.row.id, details: { recipient: p.row.recipient, level, status: p.row.status, files: this.files.length } },
             now,
           );
@@ -319,11 +319,11 @@ export class Intake {
     await this.drop([existing.recipient]);
     const now = this.ctx.now();
     const token = newToken();
-    this.ctx.store.transaction(() => {
-      this.ctx.store.records.insertToken({ hash: hashToken(token), deliveryId: existing.id, email: existing.recipient, createdAt: now.toISOString() });
-      this.ctx.store.audit({ actor: this.ctx.actor, action: "delivery.announce-again", subject: existing.id, details: { level: existing.level } }, now);
+    await this.ctx.store.transaction(async (tx) => {
+      await tx.records.insertToken({ hash: hashToken(token), deliveryId: existing.id, email: existing.recipient, createdAt: now.toISOString() });
+      await tx.audit({ actor: this.ctx.actor, action: "delivery.announce-again", subject: existing.id, details: { level: existing.level } }, now);
     });
-    const patient = this.ctx.store.records.patient(existing.recipient);
+    const patient = await this.ctx.store.records.patient(existing.recipient);
     return {
       id: existing.id,
       recipient: existing.recipient,
@@ -350,11 +350,9 @@ export class Intake {
  * @param ctx - The core context.
  * @param ids - The deliveries.
  */
-export function markSent(ctx: Context, ids: readonly string[]): void {
+export async function markSent(ctx: Context, ids: readonly string[]): Promise<void> {
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    ctx.store.records.markSent(ids, now.toISOString());
-  });
+  await ctx.store.transaction((tx) => tx.records.markSent(ids, now.toISOString()));
 }
 
 /**
@@ -389,10 +387,10 @@ export async function createDelivery(ctx: Context, input: DeliveryInput): Promis
  * @param reason - Why, for the audit log.
  */
 export async function discardDelivery(ctx: Context, id: string, reason: string): Promise<void> {
-  const blobs = ctx.store.transaction(() => {
-    const blobs = ctx.store.records.files(id).flatMap((f) => (f.blob ? [f.blob] : []));
-    ctx.store.records.deleteDelivery(id);
-    ctx.store.audit({ actor: ctx.actor, action: "delivery.discard", subject: id, details: { reason } }, ctx.now());
+  const blobs = await ctx.store.transaction(async (tx) => {
+    const blobs = (await tx.records.files(id)).flatMap((f) => (f.blob ? [f.blob] : []));
+    await tx.records.deleteDelivery(id);
+    await tx.audit({ actor: ctx.actor, action: "delivery.discard", subject: id, details: { reason } }, ctx.now());
     return blobs;
   });
   await ctx.store.blobs.remove(blobs);

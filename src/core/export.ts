@@ -2,7 +2,7 @@
 // writes its plain files, with their real names, into a new folder. RECOVERY.md does the
 // same with sqlite3 and age alone.
 import { constants } from "node:fs";
-import { chmod, lstat, mkdir, open, readFile, rm } from "node:fs/promises";
+import { chmod, lstat, mkdir, open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { decryptBytes, decryptStream, unwrapIdentity } from "../crypto/index.js";
 import { isEmptyDir, renameDurably, writeStream, type FileRow } from "../store/index.js";
@@ -111,18 +111,18 @@ async function prepareDir(dir: string): Promise<boolean> {
  *   files are gone), `file` (folder not empty), `identity` (not this practice's identity).
  */
 export async function exportDelivery(ctx: Context, id: string, loadIdentity: () => Promise<string>, dir: string): Promise<ExportResult> {
-  const d = ctx.store.records.delivery(id);
+  const d = await ctx.store.records.delivery(id);
   if (d?.sentAt == null) throw new PraxmailError("no-such-delivery", `no such delivery ${JSON.stringify(id)}`, "run praxmail list deliveries");
   const ended = d.status === "revoked" || d.status === "expired" ? d.status : d.expiresAt <= ctx.now().toISOString() ? "expired" : null;
   if (ended) throw new PraxmailError("wrong-state", `delivery ${id} is ${ended}: its files are deleted`);
   await mustBeEmpty(dir);
   const identity = await loadIdentity();
   await practiceKey(ctx.config, identity);
-  const wrap = ctx.store.records.wrap(id, "practice");
+  const wrap = await ctx.store.records.wrap(id, "practice");
   if (!wrap) throw new Error(`delivery ${id} has no practice wrap`);
   const key = await unwrapIdentity(wrap.ciphertext, identity);
 
-  const rows = ctx.store.records.files(id);
+  const rows = await ctx.store.records.files(id);
   const attachments = rows.filter((f) => f.kind === "attachment");
   let subject = d.subject;
   let names = attachments.map((f) => f.name);
@@ -131,7 +131,7 @@ export async function exportDelivery(ctx: Context, id: string, loadIdentity: () 
   if (levelRules(d.level).encryptsContent) {
     const part = rows.find((f) => f.kind === "message");
     if (!part?.blob) throw new Error(`level 4 delivery ${id} has no message part`);
-    const sealed = parseSealed(await decryptBytes(await readFile(ctx.store.blobs.path(part.blob)), [key]), attachments.length);
+    const sealed = parseSealed(await decryptBytes(new Uint8Array(await new Response(ctx.store.blobs.read(part.blob)).arrayBuffer()), [key]), attachments.length);
     subject = sealed.subject;
     names = [...sealed.files];
     const text = `${sealed.subject === null ? "" : `Subject: ${sealed.subject}\n\n`}${sealed.text ?? ""}`;
@@ -145,9 +145,7 @@ export async function exportDelivery(ctx: Context, id: string, loadIdentity: () 
   const written: string[] = [];
   try {
     const now = ctx.now();
-    ctx.store.transaction(() => {
-      ctx.store.audit({ actor: ctx.actor, action: "delivery.export", subject: id, details: { dir, files: planned.length } }, now);
-    });
+    await ctx.store.transaction((tx) => tx.audit({ actor: ctx.actor, action: "delivery.export", subject: id, details: { dir, files: planned.length } }, now));
     const files: ExportedFile[] = [];
     for (const [i, p] of planned.entries()) {
       // A temp name no cleaned name can have (they never start with a dot), renamed when whole.

@@ -2,6 +2,9 @@
 export { PraxmailError, cleanUpAfter, cleanupFailures, errorFields, type ErrorCode, type ErrorFields } from "./errors.js";
 export { DEFAULTS, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
 export { ensureWritableHome, resolveHome } from "./home.js";
+// Durable writes of local files (fsync, rename, fsync of the folder) for adapters that keep
+// files of their own, such as mail's outbox: they reach them here, never in src/store.
+export { renameDurably } from "../store/index.js";
 export type { Context, FileSummary, Notification, Notifier } from "./context.js";
 export { normaliseEmail } from "./validate.js";
 export {

@@ -1,7 +1,7 @@
 // The end of a delivery: revoke, expire, garbage collection. Ending a delivery deletes its
 // wraps and blobs (crypto-shred); the rows stay as a record, and so does the link token's
 // hash, so that an old link answers 410 instead of 404.
-import type { DeliveryRow, FileRow } from "../store/index.js";
+import type { DeliveryRow, FileRow, StoreTx } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { LOGIN_FROM } from "./levels.js";
@@ -40,8 +40,10 @@ function view(d: DeliveryRow, files: readonly FileRow[]): DeliveryView {
  * @param ctx - The core context.
  * @returns Every delivery, oldest first.
  */
-export function listDeliveries(ctx: Context): DeliveryView[] {
-  return ctx.store.records.deliveries().map((d) => view(d, ctx.store.records.files(d.id)));
+export async function listDeliveries(ctx: Context): Promise<DeliveryView[]> {
+  const out: DeliveryView[] = [];
+  for (const d of await ctx.store.records.deliveries()) out.push(view(d, await ctx.store.records.files(d.id)));
+  return out;
 }
 
 /**
@@ -50,25 +52,27 @@ export function listDeliveries(ctx: Context): DeliveryView[] {
  * @returns The delivery.
  * @throws {@link PraxmailError} `no-such-delivery`.
  */
-export function getDelivery(ctx: Context, id: string): DeliveryView {
-  const d = ctx.store.records.delivery(id);
+export async function getDelivery(ctx: Context, id: string): Promise<DeliveryView> {
+  const d = await ctx.store.records.delivery(id);
   if (d?.sentAt == null) throw new PraxmailError("no-such-delivery", `no such delivery ${JSON.stringify(id)}`, "run praxmail list deliveries");
-  return view(d, ctx.store.records.files(id));
+  return view(d, await ctx.store.records.files(id));
 }
 
 /** Ends deliveries inside the caller's transaction. @returns The blobs to delete after it. */
-function shred(ctx: Context, ids: readonly string[], status: "revoked" | "expired", action: string, now: Date): string[] {
-  return ids.flatMap((id) => {
-    const blobs = ctx.store.records.shred(id);
-    ctx.store.records.setDeliveryStatus(id, status, now.toISOString());
-    ctx.store.audit({ actor: ctx.actor, action, subject: id, details: { blobs: blobs.length } }, now);
-    return blobs;
-  });
+async function shred(ctx: Context, tx: StoreTx, ids: readonly string[], status: "revoked" | "expired", action: string, now: Date): Promise<string[]> {
+  const out: string[] = [];
+  for (const id of ids) {
+    const blobs = await tx.records.shred(id);
+    await tx.records.setDeliveryStatus(id, status, now.toISOString());
+    await tx.audit({ actor: ctx.actor, action, subject: id, details: { blobs: blobs.length } }, now);
+    out.push(...blobs);
+  }
+  return out;
 }
 
 async function end(ctx: Context, ids: readonly string[], status: "revoked" | "expired", action: string): Promise<void> {
   const now = ctx.now();
-  const blobs = ctx.store.transaction(() => shred(ctx, ids, status, action, now));
+  const blobs = await ctx.store.transaction((tx) => shred(ctx, tx, ids, status, action, now));
   // Rows first, files second: the database never points at a deleted blob. If deleting a
   // file fails now, gc removes it later as an orphan.
   await ctx.store.blobs.remove(blobs);
@@ -83,12 +87,12 @@ async function end(ctx: Context, ids: readonly string[], status: "revoked" | "ex
  * @throws {@link PraxmailError} `no-such-delivery` or `wrong-state`.
  */
 export async function revokeDelivery(ctx: Context, id: string): Promise<DeliveryView> {
-  const d = getDelivery(ctx, id);
+  const d = await getDelivery(ctx, id);
   if (d.status === "revoked" || d.status === "expired") {
     throw new PraxmailError("wrong-state", `delivery ${id} is already ${d.status}`);
   }
   await end(ctx, [id], "revoked", "delivery.revoke");
-  return getDelivery(ctx, id);
+  return await getDelivery(ctx, id);
 }
 
 /**
@@ -103,25 +107,25 @@ export async function revokeDelivery(ctx: Context, id: string): Promise<Delivery
  * @throws {@link PraxmailError} `no-such-patient` or `wrong-state`.
  */
 export async function revokePatient(ctx: Context, email: string): Promise<string[]> {
-  const addr = mustGetPatient(ctx, email).email;
+  const addr = (await mustGetPatient(ctx.store, email)).email;
   const now = ctx.now();
   const at = now.toISOString();
-  const { ids, blobs } = ctx.store.transaction(() => {
-    const p = mustGetPatient(ctx, addr);
+  const { ids, blobs } = await ctx.store.transaction(async (tx) => {
+    const p = await mustGetPatient(tx, addr);
     if (p.status === "revoked") throw new PraxmailError("wrong-state", `patient ${p.email} is already revoked`);
-    const ids = ctx.store.records.deliveries({ recipient: p.email, statuses: ACTIVE }).map((d) => d.id);
-    const blobs = shred(ctx, ids, "revoked", "delivery.revoke", now);
-    const replies = ctx.store.accounts.uploadingRepliesOf(p.email);
-    for (const r of replies) blobs.push(...ctx.store.accounts.deleteReply(r.id));
-    ctx.store.records.updatePatient({ ...p, status: "revoked", revokedAt: at, pendingKdf: null });
+    const ids = (await tx.records.deliveries({ recipient: p.email, statuses: ACTIVE })).map((d) => d.id);
+    const blobs = await shred(ctx, tx, ids, "revoked", "delivery.revoke", now);
+    const replies = await tx.accounts.uploadingRepliesOf(p.email);
+    for (const r of replies) blobs.push(...(await tx.accounts.deleteReply(r.id)));
+    await tx.records.updatePatient({ ...p, status: "revoked", revokedAt: at, pendingKdf: null });
     const details = {
       deliveries: ids.length,
-      sessions: ctx.store.records.deleteSessionsOf(p.email),
-      resetLinks: ctx.store.accounts.endResetsOf(p.email, at),
-      invites: ctx.store.accounts.revokeInvitesFor(p.email, at),
+      sessions: await tx.records.deleteSessionsOf(p.email),
+      resetLinks: await tx.accounts.endResetsOf(p.email, at),
+      invites: await tx.accounts.revokeInvitesFor(p.email, at),
       unfinishedReplies: replies.length,
     };
-    ctx.store.audit({ actor: ctx.actor, action: "patient.revoke", subject: p.email, details }, now);
+    await tx.audit({ actor: ctx.actor, action: "patient.revoke", subject: p.email, details }, now);
     return { ids, blobs };
   });
   await ctx.store.blobs.remove(blobs);
@@ -139,12 +143,12 @@ export async function sendReminders(ctx: Context): Promise<number> {
   const days = ctx.config.deliveries.remindBeforeDays;
   if (days === 0) return 0;
   const now = ctx.now();
-  const due = ctx.store.records.dueForReminder(new Date(now.getTime() + days * 86_400_000).toISOString(), now.toISOString(), LOGIN_FROM);
+  const due = await ctx.store.records.dueForReminder(new Date(now.getTime() + days * 86_400_000).toISOString(), now.toISOString(), LOGIN_FROM);
   for (const d of due) {
     await ctx.notifier.send({ kind: "reminder", to: d.recipient, loginUrl: `${ctx.config.portalUrl}/login`, expiresAt: new Date(d.expiresAt) });
-    ctx.store.transaction(() => {
-      ctx.store.records.markReminded(d.id, now.toISOString());
-      ctx.store.audit({ actor: ctx.actor, action: "delivery.remind", subject: d.id }, now);
+    await ctx.store.transaction(async (tx) => {
+      await tx.records.markReminded(d.id, now.toISOString());
+      await tx.audit({ actor: ctx.actor, action: "delivery.remind", subject: d.id }, now);
     });
   }
   return due.length;
@@ -158,12 +162,12 @@ export async function sendReminders(ctx: Context): Promise<number> {
  * @param ctx - The core context.
  * @returns How many sessions were deleted.
  */
-export function purgeSessions(ctx: Context): number {
+export async function purgeSessions(ctx: Context): Promise<number> {
   const now = ctx.now().getTime();
   const { idleMinutes, sessionHours } = ctx.config.portal;
-  return ctx.store.transaction(() => {
-    ctx.store.attempts.purge(now);
-    return ctx.store.records.deleteEndedSessions(new Date(now - idleMinutes * 60_000).toISOString(), new Date(now - sessionHours * 3_600_000).toISOString());
+  return ctx.store.transaction(async (tx) => {
+    await tx.attempts.purge(now);
+    return tx.records.deleteEndedSessions(new Date(now - idleMinutes * 60_000).toISOString(), new Date(now - sessionHours * 3_600_000).toISOString());
   });
 }
 
@@ -191,25 +195,25 @@ export interface GcReport {
  */
 export async function collectGarbage(ctx: Context, graceMs: number): Promise<GcReport> {
   const now = ctx.now();
-  const expired = ctx.store.records.dueForExpiry(now.toISOString()).map((d) => d.id);
+  const expired = (await ctx.store.records.dueForExpiry(now.toISOString())).map((d) => d.id);
   await end(ctx, expired, "expired", "delivery.expire");
-  const unsent = ctx.store.records.unsentBefore(new Date(now.getTime() - graceMs).toISOString());
+  const unsent = await ctx.store.records.unsentBefore(new Date(now.getTime() - graceMs).toISOString());
   for (const id of unsent) await discardDelivery(ctx, id, "send interrupted");
   const unfinishedReplies = await dropUnfinishedReplies(ctx, new Date(now.getTime() - Math.max(graceMs, 60 * 60_000)));
   const reminded = await sendReminders(ctx);
-  const sessions = purgeSessions(ctx);
-  const referenced = ctx.store.records.referencedBlobs();
+  const sessions = await purgeSessions(ctx);
+  const referenced = await ctx.store.records.referencedBlobs();
   let orphanBlobs = 0;
   let tempFiles = 0;
   for (const f of await ctx.store.blobs.scan()) {
-    if (referenced.has(f.rel) || now.getTime() - f.mtime.getTime() < graceMs) continue;
-    await ctx.store.blobs.removeScanned(f.rel);
+    if (referenced.has(f.key) || now.getTime() - f.mtime.getTime() < graceMs) continue;
+    await ctx.store.blobs.removeScanned(f.key);
     if (f.temp) tempFiles++;
     else orphanBlobs++;
   }
   if (expired.length + unsent.length + orphanBlobs + tempFiles > 0) {
-    ctx.store.transaction(() =>
-      ctx.store.audit({ actor: ctx.actor, action: "gc", details: { expired: expired.length, unsent: unsent.length, orphanBlobs, tempFiles } }, now),
+    await ctx.store.transaction((tx) =>
+      tx.audit({ actor: ctx.actor, action: "gc", details: { expired: expired.length, unsent: unsent.length, orphanBlobs, tempFiles } }, now),
     );
   }
   return { expired, reminded, sessions, unsent: unsent.length, unfinishedReplies, orphanBlobs, tempFiles };

@@ -1,6 +1,6 @@
 // Patient accounts: registration, the Secu-Pass recipient, listing. The portal calls these.
 import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, parseNewKeyKdfParams, recipientType, safetyCode, verifyPassword, type KdfParams } from "../crypto/index.js";
-import type { PatientRow, PatientStatus } from "../store/index.js";
+import type { PatientRow, PatientStatus, StoreTx } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { levelRules } from "./levels.js";
@@ -34,8 +34,8 @@ export function checkPassword(password: string): void {
   }
 }
 
-function mustGet(ctx: Context, email: string): PatientRow {
-  const p = ctx.store.records.patient(normaliseEmail(email));
+async function mustGet(rows: StoreTx, email: string): Promise<PatientRow> {
+  const p = await rows.records.patient(normaliseEmail(email));
   if (!p) throw new PraxmailError("no-such-patient", `no such patient ${JSON.stringify(email)}`, "run praxmail list patients");
   return p;
 }
@@ -44,13 +44,13 @@ function mustGet(ctx: Context, email: string): PatientRow {
  * Reads a patient who may still act: call inside the transaction of the change, so that a
  * revocation committed meanwhile is seen.
  *
- * @param ctx - The core context.
+ * @param tx - The transaction.
  * @param email - The patient.
  * @returns The patient's row as it is now.
  * @throws {@link PraxmailError} `no-such-patient`, or `wrong-state` for a revoked account.
  */
-export function mustGetActivePatient(ctx: Context, email: string): PatientRow {
-  const p = mustGet(ctx, email);
+export async function mustGetActivePatient(tx: StoreTx, email: string): Promise<PatientRow> {
+  const p = await mustGet(tx, email);
   if (p.status === "revoked") throw new PraxmailError("wrong-state", `patient ${p.email} is revoked`, "run praxmail list patients");
   return p;
 }
@@ -93,12 +93,12 @@ export async function registerPatient(
     inviteSession: null,
     alarmedAt: null,
   };
-  ctx.store.transaction(() => {
-    if (ctx.store.records.patient(addr)) {
+  await ctx.store.transaction(async (tx) => {
+    if (await tx.records.patient(addr)) {
       throw new PraxmailError("wrong-state", `an account for ${addr} exists already`, "log in instead");
     }
-    ctx.store.records.insertPatient(row);
-    ctx.store.audit({ actor: ctx.actor, action: "patient.register", subject: addr }, now);
+    await tx.records.insertPatient(row);
+    await tx.audit({ actor: ctx.actor, action: "patient.register", subject: addr }, now);
   });
   await ctx.notifier.send({ kind: "account-created", to: addr, loginUrl: `${ctx.config.portalUrl}/login` });
   return { ...patientView(row), kdf };
@@ -124,7 +124,7 @@ export async function authenticatePatient(ctx: Context, email: string, password:
   } catch {
     addr = null;
   }
-  const p = addr === null ? undefined : ctx.store.records.patient(addr);
+  const p = addr === null ? undefined : await ctx.store.records.patient(addr);
   const hash = p?.passwordHash ?? DECOY_HASH;
   const ok = await verifyPassword(password, hash);
   if (!ok || !p || p.status === "revoked") return null;
@@ -141,15 +141,15 @@ export async function authenticatePatient(ctx: Context, email: string, password:
  * @returns The parameters.
  * @throws {@link PraxmailError} `no-such-patient`.
  */
-export function patientKdf(ctx: Context, email: string): KdfParams {
-  const p = mustGet(ctx, email);
+export async function patientKdf(ctx: Context, email: string): Promise<KdfParams> {
+  const p = await mustGet(ctx.store, email);
   const kdf = parseKdfParams(JSON.parse(p.kdf ?? "null"));
   if (p.status !== "pending-secupass" || kdf.v === 2) return kdf;
   const fresh = newKdfParams(kdf.type);
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    ctx.store.records.updatePatient({ ...p, kdf: JSON.stringify(fresh) });
-    ctx.store.audit({ actor: ctx.actor, action: "patient.kdf-upgrade", subject: p.email, details: { v: 2 } }, now);
+  await ctx.store.transaction(async (tx) => {
+    await tx.records.updatePatient({ ...p, kdf: JSON.stringify(fresh) });
+    await tx.audit({ actor: ctx.actor, action: "patient.kdf-upgrade", subject: p.email, details: { v: 2 } }, now);
   });
   return fresh;
 }
@@ -187,7 +187,7 @@ export function newKeyKdf(stored: string | null): KdfParams {
  * @throws {@link PraxmailError} `invalid-input` or `wrong-state`.
  */
 export async function setSecuPassRecipient(ctx: Context, email: string, recipient: string, session?: string): Promise<PatientView & { waiting: number }> {
-  const p = mustGet(ctx, email);
+  const p = await mustGet(ctx.store, email);
   const kdf = newKeyKdf(p.kdf);
   if (recipientType(recipient) !== kdf.type) {
     throw new PraxmailError("invalid-input", `recipient is not an ${kdf.type} age recipient`);
@@ -202,18 +202,18 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
   const portalKey = session === undefined ? null : inviteSessionKey(ctx, p, session);
   const candidate: PatientRow | null =
     portalKey && p.inviteId !== null ? { ...keyed, status: "approved", approvedAt: at, approval: signInviteApproval(portalKey, p.inviteId, keyed, at) } : null;
-  const invited = candidate !== null && trustedRecipient(ctx, candidate).kind === "trusted" && consumeInvite(ctx.home, p.inviteId ?? "");
+  const invited = candidate !== null && (await trustedRecipient(ctx, ctx.store, candidate)).kind === "trusted" && consumeInvite(ctx.home, p.inviteId ?? "");
   const next = invited ? candidate : keyed;
   const waiting = invited
-    ? ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] }).filter((d) => levelRules(d.level).patientKey && d.expiresAt > at).length
+    ? (await ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] })).filter((d) => levelRules(d.level).patientKey && d.expiresAt > at).length
     : 0;
-  ctx.store.transaction(() => {
+  await ctx.store.transaction(async (tx) => {
     // A revocation, or another key, that came in meanwhile wins.
-    const current = mustGetActivePatient(ctx, p.email);
+    const current = await mustGetActivePatient(tx, p.email);
     if (current.status !== "pending-secupass" || current.kdf !== p.kdf) throw new PraxmailError("wrong-state", `patient ${p.email} changed meanwhile`);
     const { status, safetyCode: safety, secupassAt, approvedAt, approval } = next;
-    ctx.store.records.updatePatient({ ...current, status, recipient, safetyCode: safety, secupassAt, approvedAt, approval, inviteSession: null });
-    ctx.store.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode, invited, waiting } }, now);
+    await tx.records.updatePatient({ ...current, status, recipient, safetyCode: safety, secupassAt, approvedAt, approval, inviteSession: null });
+    await tx.audit({ actor: ctx.actor, action: "patient.secupass", subject: p.email, details: { safetyCode: next.safetyCode, invited, waiting } }, now);
   });
   const code = next.safetyCode ?? "";
   await ctx.notifier.send({ kind: "secupass-activated", to: p.email, safetyCode: code, approved: invited });
@@ -227,8 +227,8 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
  * @param status - Only this status, or all.
  * @returns Patients, oldest registration first.
  */
-export function listPatients(ctx: Context, status?: PatientStatus): PatientView[] {
-  return ctx.store.records.patients(status).map(patientView);
+export async function listPatients(ctx: Context, status?: PatientStatus): Promise<PatientView[]> {
+  return (await ctx.store.records.patients(status)).map(patientView);
 }
 
 /**
@@ -237,8 +237,8 @@ export function listPatients(ctx: Context, status?: PatientStatus): PatientView[
  * @returns The patient's view.
  * @throws {@link PraxmailError} `no-such-patient`.
  */
-export function getPatient(ctx: Context, email: string): PatientView {
-  return patientView(mustGet(ctx, email));
+export async function getPatient(ctx: Context, email: string): Promise<PatientView> {
+  return patientView(await mustGet(ctx.store, email));
 }
 
 export { mustGet as mustGetPatient };

@@ -2,11 +2,11 @@
 // the practice recipient; the server stores only the ciphertext; `praxmail receive`
 // decrypts with the practice identity into a folder.
 import { constants } from "node:fs";
-import { mkdir, open, readFile, realpath, rm } from "node:fs/promises";
+import { mkdir, open, realpath, rm } from "node:fs/promises";
 import { join, sep } from "node:path";
 import { Readable } from "node:stream";
 import { decryptBytes, decryptStream } from "../crypto/index.js";
-import { writeStream, type PatientStatus, type ReplyRow } from "../store/index.js";
+import { writeStream, type PatientStatus, type ReplyRow, type StoreTx } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { newId } from "./tokens.js";
@@ -65,8 +65,12 @@ export class ReplyRefusedError extends PraxmailError {
  * @throws {@link ReplyRefusedError} for a pending or revoked patient, {@link PraxmailError}
  *   `no-such-patient` for an unknown one.
  */
-export function checkMayReply(ctx: Context, email: string): void {
-  const p = ctx.store.records.patient(email);
+export async function checkMayReply(ctx: Context, email: string): Promise<void> {
+  await mayReply(ctx.store, email);
+}
+
+async function mayReply(rows: StoreTx, email: string): Promise<void> {
+  const p = await rows.records.patient(email);
   if (!p) throw new PraxmailError("no-such-patient", "no such patient");
   if (p.status !== "approved") throw new ReplyRefusedError(p.email, p.status);
 }
@@ -80,15 +84,15 @@ export function checkMayReply(ctx: Context, email: string): void {
  * @returns The reply id.
  * @throws {@link ReplyRefusedError} for a patient who is not approved.
  */
-export function startReply(ctx: Context, email: string, deliveryId: string | null): string {
-  checkMayReply(ctx, email);
-  if (deliveryId !== null && ctx.store.records.delivery(deliveryId)?.recipient !== email) throw new PraxmailError("no-such-delivery", "no such delivery");
+export async function startReply(ctx: Context, email: string, deliveryId: string | null): Promise<string> {
+  await checkMayReply(ctx, email);
+  if (deliveryId !== null && (await ctx.store.records.delivery(deliveryId))?.recipient !== email) throw new PraxmailError("no-such-delivery", "no such delivery");
   const id = newId("r");
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    stillOpen(ctx, email, null);
-    ctx.store.accounts.insertReply({ id, email, deliveryId, status: "uploading", createdAt: now.toISOString(), receivedAt: null });
-    ctx.store.audit({ actor: ctx.actor, action: "reply.start", subject: id, details: { from: email } }, now);
+  await ctx.store.transaction(async (tx) => {
+    await stillOpen(tx, email, null);
+    await tx.accounts.insertReply({ id, email, deliveryId, status: "uploading", createdAt: now.toISOString(), receivedAt: null });
+    await tx.audit({ actor: ctx.actor, action: "reply.start", subject: id, details: { from: email } }, now);
   });
   return id;
 }
@@ -100,15 +104,15 @@ export function startReply(ctx: Context, email: string, deliveryId: string | nul
  *
  * @throws {@link ReplyRefusedError} or {@link PraxmailError} `wrong-state` otherwise.
  */
-function stillOpen(ctx: Context, email: string, id: string | null): void {
-  checkMayReply(ctx, email);
-  if (id !== null && ctx.store.accounts.reply(id)?.status !== "uploading") throw new PraxmailError("wrong-state", "reply is finished");
+async function stillOpen(tx: StoreTx, email: string, id: string | null): Promise<void> {
+  await mayReply(tx, email);
+  if (id !== null && (await tx.accounts.reply(id))?.status !== "uploading") throw new PraxmailError("wrong-state", "reply is finished");
 }
 
-function own(ctx: Context, email: string, id: string): ReplyRow {
-  const r = ctx.store.accounts.reply(id);
+async function own(ctx: Context, email: string, id: string): Promise<ReplyRow> {
+  const r = await ctx.store.accounts.reply(id);
   if (r?.email !== email) throw new PraxmailError("no-such-delivery", "no such reply");
-  checkMayReply(ctx, email);
+  await checkMayReply(ctx, email);
   return r;
 }
 
@@ -127,9 +131,9 @@ function own(ctx: Context, email: string, id: string): ReplyRow {
  *   {@link ReplyRefusedError} for a patient who is no longer approved.
  */
 export async function addReplyPart(ctx: Context, email: string, id: string, kind: "message" | "file", body: Readable, limit = REPLY_LIMITS.partBytes): Promise<number> {
-  const r = own(ctx, email, id);
+  const r = await own(ctx, email, id);
   if (r.status !== "uploading") throw new PraxmailError("wrong-state", "reply is finished");
-  const parts = ctx.store.accounts.replyParts(id);
+  const parts = await ctx.store.accounts.replyParts(id);
   if (parts.length >= REPLY_LIMITS.parts) throw new PraxmailError("invalid-input", "too many files in one reply");
   if ((parts.length === 0) !== (kind === "message")) throw new PraxmailError("invalid-input", "the message comes first, then the files");
   let size = 0;
@@ -149,9 +153,9 @@ export async function addReplyPart(ctx: Context, email: string, id: string, kind
   });
   const blob = await ctx.store.blobs.write((Readable.toWeb(body) as ReadableStream<Uint8Array>).pipeThrough(checked));
   try {
-    ctx.store.transaction(() => {
-      stillOpen(ctx, email, id);
-      ctx.store.accounts.insertReplyPart({ replyId: id, position: parts.length, kind, size, blob });
+    await ctx.store.transaction(async (tx) => {
+      await stillOpen(tx, email, id);
+      await tx.accounts.insertReplyPart({ replyId: id, position: parts.length, kind, size, blob });
     });
   } catch (e) {
     await ctx.store.blobs.remove([blob]);
@@ -170,14 +174,14 @@ export async function addReplyPart(ctx: Context, email: string, id: string, kind
  *   for a patient who is no longer approved.
  */
 export async function finishReply(ctx: Context, email: string, id: string): Promise<void> {
-  const r = own(ctx, email, id);
+  const r = await own(ctx, email, id);
   if (r.status !== "uploading") throw new PraxmailError("wrong-state", "reply is finished");
-  if (ctx.store.accounts.replyParts(id).length === 0) throw new PraxmailError("invalid-input", "reply has no message");
+  if ((await ctx.store.accounts.replyParts(id)).length === 0) throw new PraxmailError("invalid-input", "reply has no message");
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    stillOpen(ctx, email, id);
-    ctx.store.accounts.setReplyStatus(id, "new", null);
-    ctx.store.audit({ actor: ctx.actor, action: "reply.finish", subject: id }, now);
+  await ctx.store.transaction(async (tx) => {
+    await stillOpen(tx, email, id);
+    await tx.accounts.setReplyStatus(id, "new", null);
+    await tx.audit({ actor: ctx.actor, action: "reply.finish", subject: id }, now);
   });
   await ctx.notifier.send({ kind: "reply", to: ctx.config.practiceEmail, replyId: id });
 }
@@ -186,20 +190,22 @@ export async function finishReply(ctx: Context, email: string, id: string): Prom
  * @param ctx - The core context.
  * @returns Finished replies, oldest first, each with its sender's account status now.
  */
-export function listReplies(ctx: Context): ReplyView[] {
-  return ctx.store.accounts.replies().map((r) => {
-    const parts = ctx.store.accounts.replyParts(r.id);
-    return {
+export async function listReplies(ctx: Context): Promise<ReplyView[]> {
+  const out: ReplyView[] = [];
+  for (const r of await ctx.store.accounts.replies()) {
+    const parts = await ctx.store.accounts.replyParts(r.id);
+    out.push({
       id: r.id,
       from: r.email,
-      accountStatus: ctx.store.records.patient(r.email)?.status ?? null,
+      accountStatus: (await ctx.store.records.patient(r.email))?.status ?? null,
       deliveryId: r.deliveryId,
       status: r.status,
       createdAt: r.createdAt,
       files: parts.filter((p) => p.kind === "file").length,
       bytes: parts.reduce((n, p) => n + p.size, 0),
-    };
-  });
+    });
+  }
+  return out;
 }
 
 /**
@@ -230,14 +236,14 @@ function plainName(name: string): string {
  *   path, or an existing file.
  */
 export async function receiveReply(ctx: Context, id: string, practiceIdentity: string, outDir: string): Promise<string[]> {
-  const r = ctx.store.accounts.reply(id);
+  const r = await ctx.store.accounts.reply(id);
   if (!r || r.status === "uploading") throw new PraxmailError("invalid-input", `no such reply ${JSON.stringify(id)}`, "run praxmail inbox");
-  const parts = ctx.store.accounts.replyParts(id);
+  const parts = await ctx.store.accounts.replyParts(id);
   const [messagePart, ...fileParts] = parts;
   if (messagePart?.kind !== "message") throw new Error("reply has no message part");
   let raw: { v?: unknown; text?: unknown; files?: unknown };
   try {
-    const plain = await decryptBytes(await readFile(ctx.store.blobs.path(messagePart.blob)), [practiceIdentity]);
+    const plain = await decryptBytes(new Uint8Array(await new Response(ctx.store.blobs.read(messagePart.blob)).arrayBuffer()), [practiceIdentity]);
     raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(plain)) as typeof raw;
   } catch (e) {
     throw new PraxmailError("identity", `cannot open the reply: ${(e as Error).message}`, "is this the practice identity of this home?");
@@ -281,9 +287,9 @@ export async function receiveReply(ctx: Context, id: string, practiceIdentity: s
     throw e;
   }
   const now = ctx.now();
-  ctx.store.transaction(() => {
-    ctx.store.accounts.setReplyStatus(id, "received", now.toISOString());
-    ctx.store.audit({ actor: ctx.actor, action: "reply.receive", subject: id, details: { files: fileParts.length } }, now);
+  await ctx.store.transaction(async (tx) => {
+    await tx.accounts.setReplyStatus(id, "received", now.toISOString());
+    await tx.audit({ actor: ctx.actor, action: "reply.receive", subject: id, details: { files: fileParts.length } }, now);
   });
   return written;
 }
@@ -296,9 +302,9 @@ export async function receiveReply(ctx: Context, id: string, practiceIdentity: s
  * @returns How many.
  */
 export async function dropUnfinishedReplies(ctx: Context, before: Date): Promise<number> {
-  const stale = ctx.store.accounts.unfinishedReplies(before.toISOString());
+  const stale = await ctx.store.accounts.unfinishedReplies(before.toISOString());
   for (const r of stale) {
-    const blobs = ctx.store.transaction(() => ctx.store.accounts.deleteReply(r.id));
+    const blobs = await ctx.store.transaction((tx) => tx.accounts.deleteReply(r.id));
     await ctx.store.blobs.remove(blobs);
   }
   return stale.length;

@@ -16,7 +16,7 @@ import {
   writeSecretFile,
   type SigningKey,
 } from "../crypto/index.js";
-import type { InviteRow, PatientRow } from "../store/index.js";
+import type { InviteRow, PatientRow, StoreTx } from "../store/index.js";
 import type { Config } from "./config.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
@@ -134,10 +134,10 @@ function parseApproval(json: string | null): ApprovalRecord | null {
   }
 }
 
-function inviteProblem(ctx: Context, p: PatientRow, recipient: string, a: ApprovalRecord & { by: "invite" }): string | null {
+async function inviteProblem(ctx: Context, rows: StoreTx, p: PatientRow, recipient: string, a: ApprovalRecord & { by: "invite" }): Promise<string | null> {
   const { approvalKey, portalKey } = ctx.config;
   if (approvalKey === null || portalKey === null) return "no approval or portal key is pinned in config.json";
-  const invite = ctx.store.accounts.invite(a.inviteId);
+  const invite = await rows.accounts.invite(a.inviteId);
   if (!invite?.sig || !verifyStatement(approvalKey, inviteStatement(invite), invite.sig)) return "the invite is not signed by the practice";
   if (invite.email !== p.email) return "the invite was made for another address";
   if (a.at > invite.expiresAt) return "the key was set after the invite expired";
@@ -151,10 +151,11 @@ function inviteProblem(ctx: Context, p: PatientRow, recipient: string, a: Approv
  * it against the keys pinned in config.json.
  *
  * @param ctx - The core context.
+ * @param rows - The store, or the transaction that writes the wrap.
  * @param p - The patient row, or undefined for an unknown address.
  * @returns The recipient to wrap to, not-approved, or untrusted with the reason.
  */
-export function trustedRecipient(ctx: Context, p: PatientRow | undefined): Trust {
+export async function trustedRecipient(ctx: Context, rows: StoreTx, p: PatientRow | undefined): Promise<Trust> {
   if (p?.status !== "approved") return { kind: "not-approved" };
   const recipient = p.recipient;
   if (recipient === null) return { kind: "untrusted", reason: "the approved patient has no recipient" };
@@ -167,7 +168,7 @@ export function trustedRecipient(ctx: Context, p: PatientRow | undefined): Trust
       ? { kind: "trusted", recipient }
       : { kind: "untrusted", reason: "the approval signature does not verify" };
   }
-  const problem = inviteProblem(ctx, p, recipient, a);
+  const problem = await inviteProblem(ctx, rows, p, recipient, a);
   return problem === null ? { kind: "trusted", recipient } : { kind: "untrusted", reason: problem };
 }
 
@@ -183,13 +184,13 @@ export function trustedRecipient(ctx: Context, p: PatientRow | undefined): Trust
 export async function raiseTrustAlarm(ctx: Context, p: PatientRow, reason: string, deliveries: readonly string[]): Promise<void> {
   ctx.alarm?.("approval-signature-invalid", { reason, deliveries: deliveries.length });
   const now = ctx.now();
-  const mail = ctx.store.transaction(() => {
-    ctx.store.audit({ actor: ctx.actor, action: "patient.approval-invalid", subject: p.email, details: { reason, deliveries } }, now);
-    const current = ctx.store.records.patient(p.email);
+  const mail = await ctx.store.transaction(async (tx) => {
+    await tx.audit({ actor: ctx.actor, action: "patient.approval-invalid", subject: p.email, details: { reason, deliveries } }, now);
+    const current = await tx.records.patient(p.email);
     const last = current?.alarmedAt ? Date.parse(current.alarmedAt) : NaN;
     // A time in the future (or garbage) does not silence the alarm.
     if (!current || (last <= now.getTime() && now.getTime() - last < ALARM_MAIL_EVERY_MS)) return false;
-    ctx.store.records.updatePatient({ ...current, alarmedAt: now.toISOString() });
+    await tx.records.updatePatient({ ...current, alarmedAt: now.toISOString() });
     return true;
   });
   if (!mail) return;
@@ -265,9 +266,9 @@ export function consumeInvite(home: string, inviteId: string): boolean {
  * @param ctx - The core context of the restored home.
  * @returns How many invites were marked.
  */
-export function markUsedInvites(ctx: Context): number {
+export async function markUsedInvites(ctx: Context): Promise<number> {
   let n = 0;
-  for (const p of ctx.store.records.patients()) {
+  for (const p of await ctx.store.records.patients()) {
     if (p.inviteId === null || parseApproval(p.approval)?.by !== "invite") continue;
     if (consumeInvite(ctx.home, p.inviteId)) n++;
   }

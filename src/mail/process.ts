@@ -234,7 +234,7 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
     const skip = new Set<string>();
     const again: CreatedDelivery[] = [];
     for (const [i, r] of take.recipients.entries()) {
-      const existing = ctx.store.records.deliveryBySource(keys[i] ?? "");
+      const existing = await ctx.store.records.deliveryBySource(keys[i] ?? "");
       // Where "sent" is not final, a delivery the patient opened (or that ended) did leave.
       const left = existing?.sentAt != null && ((opts.sentIsFinal ?? true) || !["pending-approval", "ready"].includes(existing.status));
       if (left) skip.add(r);
@@ -301,7 +301,7 @@ export async function deliverPrepared(ctx: Context, transport: Transport, envelo
   try {
     for (const c of p.copies) {
       await transport.sendRaw({ from: envelope.from, to: c.recipients }, c.bytes);
-      markSent(ctx, c.deliveries);
+      await markSent(ctx, c.deliveries);
       for (const id of c.deliveries) sent.add(id);
     }
     await p.original?.sink.end();

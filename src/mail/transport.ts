@@ -8,7 +8,7 @@ import { PassThrough } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import nodemailer, { type Transporter } from "nodemailer";
 import MailComposer from "nodemailer/lib/mail-composer";
-import { renameDurably } from "../store/index.js";
+import { renameDurably } from "../core/index.js";
 
 /** A message ready to leave. */
 export interface OutgoingMail {

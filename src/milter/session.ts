@@ -154,7 +154,7 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
       const out = headerEdits(m.headers, head);
       for (let i = 0; i < body.length; i += MAX_BODY_CHUNK) out.push(reply.replBody(body.subarray(i, i + MAX_BODY_CHUNK)));
       if (body.length === 0) out.push(reply.replBody(Buffer.alloc(0)));
-      markSent(ctx, only.deliveries);
+      await markSent(ctx, only.deliveries);
       out.push(reply.continue());
       return out;
     }
@@ -180,7 +180,8 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
       log.info({ level: p.level, recipients: m.to.length, deliveries: p.deliveries.length, copies: p.copies.length, outcome: "accepted" }, "milter message");
     } catch (e) {
       // Whatever did not leave stays invisible; remove it now rather than at the next gc.
-      const unsent = created.filter((id) => ctx.store.records.delivery(id)?.sentAt == null);
+      const unsent: string[] = [];
+      for (const id of created) if ((await ctx.store.records.delivery(id))?.sentAt == null) unsent.push(id);
       const failure = await cleanUpAfter(e, unsent.map((id) => () => discardDelivery(ctx, id, "milter failed")));
       if (failure instanceof MailRejection) {
         send(reply.replyCode(String(failure.responseCode), `${failure.enhanced} ${failure.message}`));

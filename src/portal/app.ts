@@ -143,7 +143,7 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
 
   app.decorateRequest("session", null as unknown as Session);
   app.addHook("onRequest", async (req, reply) => {
-    if (!req.url.startsWith("/static/")) req.session = sessions.get(req, reply);
+    if (!req.url.startsWith("/static/")) req.session = await sessions.get(req, reply);
   });
   // One line per request, by the route's pattern (never its URL, which may hold a token);
   // a request that failed or was refused carries its error on that line.
@@ -210,11 +210,11 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   replyRoutes(app, portal);
 
   // /static/ requests carry no session (onRequest); their 404 page needs one for the layout.
-  const withSession = (req: FastifyRequest, reply: FastifyReply): void => {
-    if (!(req.session as Session | null)) req.session = sessions.get(req, reply);
+  const withSession = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (!(req.session as Session | null)) req.session = await sessions.get(req, reply);
   };
   app.setNotFoundHandler(async (req, reply) => {
-    withSession(req, reply);
+    await withSession(req, reply);
     return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
   });
   app.setErrorHandler(async (err, req, reply) => {
@@ -230,7 +230,7 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
       const validation = (err as { validation?: unknown }).validation !== undefined;
       return reply.code(status === 413 ? 413 : 400).send({ error: status === 413 ? "too-large" : "bad-request", ...(validation ? { message: (err as Error).message } : {}) });
     }
-    withSession(req, reply);
+    await withSession(req, reply);
     if (badInput) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     if (missing) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
     return portal.notice(req, reply, 500, "errorTitle", "error");

@@ -31,7 +31,7 @@ export const LIMITS = {
 /** Attempts held by one request. */
 export interface Reservation {
   /** Gives the attempts back: what they guarded turned out not to count. */
-  release(): void;
+  release(): Promise<void>;
 }
 
 // Keys are hashed: a typed "address" is sometimes a password, and it is not kept in clear.
@@ -54,18 +54,12 @@ export class Limits {
    * @param claims - Pairs of a limit and its subject, e.g. `[LIMITS.loginIp, req.ip]`.
    * @returns The reservation, or null when the request must be refused (429).
    */
-  reserve(...claims: (readonly [Limit, string])[]): Reservation | null {
-    const held = this.store.attempts.reserve(
+  async reserve(...claims: (readonly [Limit, string])[]): Promise<Reservation | null> {
+    const held = await this.store.attempts.reserve(
       claims.map(([l, s]) => ({ key: keyOf(l, s), max: l.max, windowMs: l.windowMs })),
       this.now(),
     );
-    return (
-      held && {
-        release: () => {
-          this.store.attempts.release(held);
-        },
-      }
-    );
+    return held && { release: () => this.store.attempts.release(held) };
   }
 
   /**
@@ -74,7 +68,7 @@ export class Limits {
    * @param limit - The limit.
    * @param subject - Its subject.
    */
-  clear(limit: Limit, subject: string): void {
-    this.store.attempts.clear(keyOf(limit, subject));
+  clear(limit: Limit, subject: string): Promise<void> {
+    return this.store.attempts.clear(keyOf(limit, subject));
   }
 }

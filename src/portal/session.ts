@@ -79,10 +79,10 @@ export class Sessions {
    * @param reply - Where an ended session's cookie is cleared.
    * @returns The session.
    */
-  get(req: FastifyRequest, reply: FastifyReply): Session {
+  async get(req: FastifyRequest, reply: FastifyReply): Promise<Session> {
     const cookie = req.cookies[this.policy.name];
     if (cookie === undefined) return { idHash: null, email: null, csrf: this.visitorToken(req), expired: null };
-    const row = TOKEN.test(cookie) ? this.ctx.store.records.session(hash(cookie)) : undefined;
+    const row = TOKEN.test(cookie) ? await this.ctx.store.records.session(hash(cookie)) : undefined;
     let expired: Session["expired"] = null;
     if (row) {
       const now = this.ctx.now().getTime();
@@ -93,10 +93,10 @@ export class Sessions {
         // Recorded at most once a minute: a committed write per request (every page and
         // download) cost the portal 40% of its CPU. A session may so end up to a minute
         // early, never late.
-        if (idleSince >= TOUCH_EVERY_MS) this.ctx.store.records.touchSession(row.idHash, new Date(now).toISOString());
+        if (idleSince >= TOUCH_EVERY_MS) await this.ctx.store.records.touchSession(row.idHash, new Date(now).toISOString());
         return { idHash: row.idHash, email: row.email, csrf: row.csrf, expired: null };
       }
-      this.ctx.store.records.deleteSession(row.idHash);
+      await this.ctx.store.records.deleteSession(row.idHash);
       if (row.email !== null) expired = idle ? "idle" : "lifetime";
     }
     // An unknown or ended id: the browser forgets it.
@@ -131,13 +131,13 @@ export class Sessions {
    * @returns The new session.
    * @throws {@link PraxmailError} `wrong-state` when the account is revoked or unknown.
    */
-  login(req: FastifyRequest, reply: FastifyReply, email: string): Session & { readonly idHash: string } {
-    this.end(req);
+  async login(req: FastifyRequest, reply: FastifyReply, email: string): Promise<Session & { readonly idHash: string }> {
+    await this.end(req);
     const id = randomBytes(32).toString("base64url");
     const now = this.ctx.now().toISOString();
     const csrf = randomBytes(24).toString("base64url");
     const idHash = hash(id);
-    if (!this.ctx.store.records.insertSession({ idHash, email, csrf, createdAt: now, lastSeen: now })) {
+    if (!(await this.ctx.store.records.insertSession({ idHash, email, csrf, createdAt: now, lastSeen: now }))) {
       throw new PraxmailError("wrong-state", "this account may not log in");
     }
     this.setCookie(reply, this.policy.name, id);
@@ -150,9 +150,9 @@ export class Sessions {
    * @param req - The request.
    * @param reply - Where the cookie is cleared (omit when a new one follows).
    */
-  end(req: FastifyRequest, reply?: FastifyReply): void {
+  async end(req: FastifyRequest, reply?: FastifyReply): Promise<void> {
     const cookie = req.cookies[this.policy.name];
-    if (cookie) this.ctx.store.records.deleteSession(hash(cookie));
+    if (cookie) await this.ctx.store.records.deleteSession(hash(cookie));
     if (reply) this.clearCookie(reply);
   }
 }

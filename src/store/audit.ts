@@ -91,6 +91,20 @@ export function auditRows(db: Database, after = 0): IterableIterator<AuditRow> {
 }
 
 /**
+ * Reads one page of audit rows in order.
+ *
+ * @param db - The open database.
+ * @param after - Start after this sequence number.
+ * @param limit - At most this many rows.
+ * @returns The rows.
+ */
+export function auditPage(db: Database, after: number, limit: number): AuditRow[] {
+  return db
+    .prepare("SELECT seq, at, actor, action, subject, details, prev_hash AS prevHash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?")
+    .all(after, limit) as AuditRow[];
+}
+
+/**
  * Stores a signed checkpoint; call inside the transaction that appended the row it signs.
  *
  * @param db - The open database.

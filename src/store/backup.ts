@@ -17,7 +17,7 @@ import { chmod, lstat, mkdir, open, readdir, rename, rm, type FileHandle } from 
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { verifyAudit } from "./audit.js";
-import { fileStream, fsync, writeStream } from "./blobs.js";
+import { BLOB_KEY, fileStream, fsync, writeStream } from "./blobs.js";
 import { DB_FILE } from "./db.js";
 import { Records } from "./records.js";
 
@@ -37,7 +37,6 @@ export const FORMAT = "praxmail-backup";
 export const VERSION = 2;
 /** Where restore assembles a home before moving it into place. */
 export const STAGING = ".restore-partial";
-export const BLOB_PATH = /^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/;
 export const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 export const SHA256 = /^[0-9a-f]{64}$/;
 /** Snapshots to take before giving up on a home where blobs keep disappearing. */
@@ -287,7 +286,7 @@ async function writeBackup(home: string, dest: string, tmpDb: string, opts: Back
     const missing = new Set<string>();
     let bytes = 0;
     for (const [i, rel] of todo.entries()) {
-      if (!BLOB_PATH.test(rel)) throw new BackupError("corrupt", `the database names an invalid blob path ${JSON.stringify(rel)}`);
+      if (!BLOB_KEY.test(rel)) throw new BackupError("corrupt", `the database names an invalid blob path ${JSON.stringify(rel)}`);
       // Named by two snapshots in a row and still not on disk: lost, not deleted meanwhile.
       if (missingBefore.has(rel)) throw new BackupError("missing-blob", `the database names ${rel}, but it is missing from ${home}`);
       const entry = await copyIfPresent(join(home, rel), join(dest, rel), rel);

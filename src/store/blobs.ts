@@ -3,6 +3,10 @@
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import { randomBytes } from "node:crypto";
+import type { BlobStore, ScannedBlob } from "./types.js";
+
+/** The form of a blob's key (its path under home). */
+export const BLOB_KEY = /^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/;
 
 const TMP = "tmp";
 
@@ -100,15 +104,15 @@ export async function renameDurably(tmp: string, final: string): Promise<void> {
   await fsync(dirname(final));
 }
 
-/** The blob store of one home. Paths it returns are relative to home, with `/` separators. */
-export class BlobStore {
+/** The blobs of the embedded backend: files under <home>/blobs/, keyed by their path relative to home. */
+export class FileBlobs implements BlobStore {
   /**
    * @param home - The praxmail home folder.
    */
-  constructor(readonly home: string) {}
+  constructor(private readonly home: string) {}
 
   /** The absolute path of the blobs folder. */
-  get root(): string {
+  private get root(): string {
     return join(this.home, "blobs");
   }
 
@@ -116,7 +120,7 @@ export class BlobStore {
    * Streams data into a new blob.
    *
    * @param data - The bytes, usually age ciphertext.
-   * @returns The blob's path relative to home, e.g. `blobs/3f/3f9a….age`.
+   * @returns The blob's key: its path relative to home, e.g. `blobs/3f/3f9a….age`.
    * @throws If writing fails; no temp file is left.
    */
   async write(data: ReadableStream<Uint8Array>): Promise<string> {
@@ -146,41 +150,49 @@ export class BlobStore {
   /**
    * The absolute path of a blob.
    *
-   * @param rel - A path returned by {@link write}.
+   * @param key - A key returned by {@link write}.
    * @returns The absolute path.
-   * @throws If the path leaves the blobs folder.
+   * @throws If the key is not one of a blob (and so might leave the blobs folder).
    */
-  path(rel: string): string {
-    if (!/^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/.test(rel)) throw new Error("invalid blob path");
-    return join(this.home, ...rel.split("/"));
+  private path(key: string): string {
+    if (!BLOB_KEY.test(key)) throw new Error("invalid blob key");
+    return join(this.home, ...key.split("/"));
   }
 
   /**
    * Opens a blob for reading.
    *
-   * @param rel - A path returned by {@link write}.
+   * @param key - A key returned by {@link write}.
    * @returns A web stream of its bytes.
    */
-  read(rel: string): ReadableStream<Uint8Array> {
-    return fileStream(this.path(rel));
+  read(key: string): ReadableStream<Uint8Array> {
+    return fileStream(this.path(key));
+  }
+
+  /**
+   * @param key - A key returned by {@link write}.
+   * @returns The blob's size in bytes.
+   */
+  async size(key: string): Promise<number> {
+    return (await stat(this.path(key))).size;
   }
 
   /**
    * Deletes blobs; missing ones are ignored.
    *
-   * @param rels - Paths returned by {@link write}.
+   * @param keys - Keys returned by {@link write}.
    */
-  async remove(rels: readonly string[]): Promise<void> {
-    for (const rel of rels) await rm(this.path(rel), { force: true });
+  async remove(keys: readonly string[]): Promise<void> {
+    for (const key of keys) await rm(this.path(key), { force: true });
   }
 
   /**
    * Lists every blob and temp file with its modification time.
    *
-   * @returns Relative paths and mtimes; temp files are flagged.
+   * @returns Keys (paths relative to home) and mtimes; temp files are flagged.
    */
-  async scan(): Promise<{ rel: string; mtime: Date; temp: boolean }[]> {
-    const out: { rel: string; mtime: Date; temp: boolean }[] = [];
+  async scan(): Promise<ScannedBlob[]> {
+    const out: ScannedBlob[] = [];
     let subdirs: string[];
     try {
       subdirs = await readdir(this.root);
@@ -193,19 +205,19 @@ export class BlobStore {
       for (const name of await readdir(dir)) {
         const full = join(dir, name);
         const st = await stat(full);
-        out.push({ rel: relative(this.home, full).split(sep).join("/"), mtime: st.mtime, temp: sub === TMP });
+        out.push({ key: relative(this.home, full).split(sep).join("/"), mtime: st.mtime, temp: sub === TMP });
       }
     }
     return out;
   }
 
   /**
-   * Deletes any file under blobs/ by relative path (used by gc for orphans and temp files).
+   * Deletes any file under blobs/ by key (used by gc for orphans and temp files).
    *
-   * @param rel - A path from {@link scan}.
+   * @param key - A key from {@link scan}.
    */
-  async removeScanned(rel: string): Promise<void> {
-    if (!rel.startsWith("blobs/") || rel.includes("..")) throw new Error("invalid blob path");
-    await rm(join(this.home, ...rel.split("/")), { force: true });
+  async removeScanned(key: string): Promise<void> {
+    if (!key.startsWith("blobs/") || key.includes("..")) throw new Error("invalid blob key");
+    await rm(join(this.home, ...key.split("/")), { force: true });
   }
 }

@@ -36,7 +36,7 @@ export class Records {
    */
   private readonly sql: StatementCache;
 
-  constructor(readonly db: Database) {
+  constructor(private readonly db: Database) {
     this.sql = new StatementCache(db);
   }
 

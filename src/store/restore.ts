@@ -5,7 +5,6 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { verifyAudit } from "./audit.js";
 import {
-  BLOB_PATH,
   BackupError,
   FILE_NAME,
   FORMAT,
@@ -23,7 +22,7 @@ import {
   type ManifestEntry,
   type StreamMap,
 } from "./backup.js";
-import { fileStream, fsync } from "./blobs.js";
+import { BLOB_KEY, fileStream, fsync } from "./blobs.js";
 import { DB_FILE, openDatabase } from "./db.js";
 import { MIGRATIONS } from "./migrations.js";
 import { Records } from "./records.js";
@@ -90,7 +89,7 @@ export async function readManifest(dir: string, openSealed: StreamMap): Promise<
   if (typeof m !== "object" || m === null || m.format !== FORMAT) throw bad("not a praxmail backup manifest");
   if (m.version !== VERSION) throw bad(`backup format version ${String(m.version)} is not supported (this praxmail reads ${VERSION})`);
   if (!entryOk(m.database, new RegExp(`^${DB_FILE.replace(".", "\\.")}$`))) throw bad("database entry is invalid");
-  if (!Array.isArray(m.blobs) || !m.blobs.every((b) => entryOk(b, BLOB_PATH))) throw bad("blob entries are invalid");
+  if (!Array.isArray(m.blobs) || !m.blobs.every((b) => entryOk(b, BLOB_KEY))) throw bad("blob entries are invalid");
   const files: unknown = m.files;
   if (!Array.isArray(files) || !files.every((f) => entryOk(f, FILE_NAME) && ![DB_FILE, HEADER_FILE, PLAIN_MANIFEST, STAGING].includes(f.path))) {
     throw bad("file entries are invalid");

@@ -24,6 +24,6 @@ export async function registerThroughCore(
     await setSecuPassRecipient(ctx, email, await recipientOf(identity));
     return identity;
   } finally {
-    ctx.store.close();
+    await ctx.store.close();
   }
 }

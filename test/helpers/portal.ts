@@ -140,7 +140,7 @@ export function usePortal(opts: PortalOptions = {}): PortalFixture {
   });
   afterAll(async () => {
     await f.app.close();
-    f.ctx.store.close();
+    await f.ctx.store.close();
     await cleanup(f.dir);
   });
   beforeEach(() => {

@@ -56,7 +56,7 @@ export async function startTestRelay(home: string, patch: Record<string, unknown
     port: relay.address.port,
     async close() {
       await relay.close();
-      base.store.close();
+      await base.store.close();
     },
   };
 }

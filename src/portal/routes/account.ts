@@ -109,28 +109,28 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     const t = portal.texts(req);
     const account = f.email.trim().toLowerCase();
     // Counted before scrypt runs; only failures count, so a success gives its attempt back.
-    const held = limits.reserve([LIMITS.loginIp, req.ip], [LIMITS.loginAccount, account]);
+    const held = await limits.reserve([LIMITS.loginIp, req.ip], [LIMITS.loginAccount, account]);
     if (!held) return portal.page(req, reply, "login.eta", { next, info: null, error: t.tooMany, email: f.email }, 429);
     const patient = await authenticatePatient(ctx, f.email, f.password);
     const failed = (): Promise<FastifyReply> => portal.page(req, reply, "login.eta", { next, info: null, error: t.loginFailed, email: f.email }, 401);
     if (!patient) return failed();
     try {
       // Refused when the account was revoked while scrypt ran.
-      sessions.login(req, reply, patient.email);
+      await sessions.login(req, reply, patient.email);
     } catch (e) {
       if (e instanceof PraxmailError && e.code === "wrong-state") return failed();
       throw e;
     }
-    held.release();
-    limits.clear(LIMITS.loginAccount, account);
+    await held.release();
+    await limits.clear(LIMITS.loginAccount, account);
     // A later login is not necessarily the person who typed an invite code.
-    dropInviteSession(ctx, patient.email, "login");
+    await dropInviteSession(ctx, patient.email, "login");
     return reply.redirect(next, 303);
   });
 
   app.post("/logout", { schema: bodySchema("_csrf") }, async (req, reply) => {
     if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
-    sessions.end(req, reply);
+    await sessions.end(req, reply);
     return reply.redirect("/login?m=out", 303);
   });
 
@@ -143,7 +143,7 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     const t = portal.texts(req);
     let access;
     try {
-      access = resolveLink(ctx, f.token, null);
+      access = await resolveLink(ctx, f.token, null);
     } catch (e) {
       if (!(e instanceof PraxmailError)) throw e;
       return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
@@ -151,7 +151,7 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     // The address comes from the link, never from the form.
     if (access.kind !== "register") return reply.redirect(`/d/${f.token}`, 303);
     const again_ = { email: access.email, token: f.token };
-    if (!limits.reserve([LIMITS.registerIp, req.ip])) return portal.page(req, reply, "register.eta", { ...again_, error: t.tooMany }, 429);
+    if (!(await limits.reserve([LIMITS.registerIp, req.ip]))) return portal.page(req, reply, "register.eta", { ...again_, error: t.tooMany }, 429);
     if (f.password !== again) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordsDiffer }, 400);
     if (Array.from(f.password).length < 10) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordTooShort }, 400);
     try {
@@ -160,7 +160,7 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
       if (e instanceof PraxmailError && e.code === "wrong-state") return portal.page(req, reply, "register.eta", { ...again_, error: t.accountExists }, 409);
       throw e;
     }
-    sessions.login(req, reply, access.email);
+    await sessions.login(req, reply, access.email);
     return reply.redirect(`/d/${f.token}`, 303);
   });
 
@@ -168,10 +168,10 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
     const email = req.session.email ?? "";
-    const p = getPatient(ctx, email);
+    const p = await getPatient(ctx, email);
     if (p.status !== "pending-secupass") return reply.redirect("/waiting", 303);
     const next = safeNext((req.query as { next?: string }).next);
-    return portal.page(req, reply, "secupass.eta", { kdf: JSON.stringify(patientKdf(ctx, email)), next });
+    return portal.page(req, reply, "secupass.eta", { kdf: JSON.stringify(await patientKdf(ctx, email)), next });
   });
 
   app.post("/secupass", { schema: bodySchema("recipient"), config: API }, postRecipient(ctx, setSecuPassRecipient));
@@ -179,10 +179,10 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/waiting", async (req, reply) => {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
-    const p = getPatient(ctx, req.session.email ?? "");
+    const p = await getPatient(ctx, req.session.email ?? "");
     if (p.status === "pending-secupass") return reply.redirect("/secupass", 303);
     // An invited patient whose older deliveries still wait for the practice is told so.
-    const waiting = p.status === "approved" ? (listPending(ctx).find((q) => q.email === p.email)?.waiting ?? 0) : 0;
+    const waiting = p.status === "approved" ? ((await listPending(ctx)).find((q) => q.email === p.email)?.waiting ?? 0) : 0;
     if (p.status !== "pending-approval" && waiting === 0) return reply.redirect("/deliveries", 303);
     return portal.page(req, reply, "waiting.eta", { safetyCode: p.safetyCode, waiting });
   });

@@ -1,6 +1,4 @@
 // Links, the list of messages, one message, and the ciphertext and wraps behind it.
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
   PraxmailError,
@@ -42,14 +40,13 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
   const showDelivery = (req: FastifyRequest, reply: FastifyReply, d: PatientDelivery, base: string): Promise<FastifyReply> =>
     portal.page(req, reply, "delivery.eta", { d, data: clientData(d, base, req.session.email) });
 
-  const sendBlob = async (reply: FastifyReply, rel: string): Promise<FastifyReply> => {
-    const path = ctx.store.blobs.path(rel);
-    const { size } = await stat(path);
+  const sendBlob = async (reply: FastifyReply, key: string): Promise<FastifyReply> => {
+    const size = await ctx.store.blobs.size(key);
     return reply
       .type("application/octet-stream")
       .header("Content-Length", size)
       .header("Content-Disposition", "attachment")
-      .send(createReadStream(path));
+      .send(ctx.store.blobs.read(key));
   };
 
   /** The patient's delivery, or the page that says why not. */
@@ -58,7 +55,7 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
     if (redirect) return redirect;
     const { id } = req.params as { id: string };
     try {
-      return deliveryForPatient(ctx, id, req.session.email ?? "");
+      return await deliveryForPatient(ctx, id, req.session.email ?? "");
     } catch (e) {
       if (e instanceof PraxmailError && e.code === "wrong-state") return gone(req, reply, e.message);
       if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
@@ -71,7 +68,7 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
     const { token } = req.params as { token: string };
     let access;
     try {
-      access = resolveLink(ctx, token, req.session.email);
+      access = await resolveLink(ctx, token, req.session.email);
     } catch (e) {
       // No such link; anything else (the store failing) is a 500, logged.
       if (!(e instanceof PraxmailError)) throw e;
@@ -102,7 +99,7 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/d/:token/files/:fileId", async (req, reply) => {
     const { token, fileId } = req.params as { token: string; fileId: string };
     try {
-      const access = resolveLink(ctx, token, null);
+      const access = await resolveLink(ctx, token, null);
       if (access.kind === "gone") return await gone(req, reply, access.status);
       if (access.kind !== "open") return await portal.notice(req, reply, 404, "notFoundTitle", "notFound");
       return await sendBlob(reply, await fileForDownload(ctx, access.delivery, fileId));
@@ -115,7 +112,7 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/deliveries", async (req, reply) => {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
-    return portal.page(req, reply, "deliveries.eta", { list: deliveriesForPatient(ctx, req.session.email ?? "") });
+    return portal.page(req, reply, "deliveries.eta", { list: await deliveriesForPatient(ctx, req.session.email ?? "") });
   });
 
   app.get("/deliveries/:id", async (req, reply) => {
@@ -141,7 +138,7 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
     if (!isDelivery(d)) return d;
     let wrap: Uint8Array;
     try {
-      wrap = patientWrap(ctx, d);
+      wrap = await patientWrap(ctx, d);
     } catch (e) {
       if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
       throw e;

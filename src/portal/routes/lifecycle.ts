@@ -42,11 +42,11 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     const f = fields(req.body, "email");
     if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
-    if (!limits.reserve([LIMITS.resetIp, req.ip])) return portal.page(req, reply, "reset.eta", { sent: false, error: t.tooMany }, 429);
+    if (!(await limits.reserve([LIMITS.resetIp, req.ip]))) return portal.page(req, reply, "reset.eta", { sent: false, error: t.tooMany }, 429);
     // The same answer, in the same time, whether or not the address has an account: the
     // address as typed only joins a queue, and the worker looks it up and mails after this
     // answer. A flood of mails to one address, or a full queue, stops quietly.
-    if (limits.reserve([LIMITS.resetAddress, f.email.trim().toLowerCase()]) && !resets.push(f.email)) {
+    if ((await limits.reserve([LIMITS.resetAddress, f.email.trim().toLowerCase()])) && !resets.push(f.email)) {
       portal.log.warn({ waiting: resets.waiting }, "password reset queue full: request dropped");
     }
     return portal.page(req, reply, "reset.eta", { sent: true, error: null });
@@ -54,7 +54,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
 
   app.get("/reset/:token", async (req, reply) => {
     try {
-      checkPasswordReset(ctx, (req.params as { token: string }).token);
+      await checkPasswordReset(ctx, (req.params as { token: string }).token);
     } catch (e) {
       if (!(e instanceof PraxmailError)) throw e;
       return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
@@ -77,7 +77,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
       if (e instanceof PraxmailError && e.code === "wrong-state") return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
       throw e;
     }
-    sessions.end(req, reply);
+    await sessions.end(req, reply);
     return reply.redirect("/login?m=reset", 303);
   });
 
@@ -86,7 +86,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     if (redirect) return redirect;
     let kdf;
     try {
-      kdf = beginSecuPassReset(ctx, req.session.email ?? "");
+      kdf = await beginSecuPassReset(ctx, req.session.email ?? "");
     } catch (e) {
       if (e instanceof PraxmailError) return reply.redirect("/secupass", 303);
       throw e;
@@ -97,7 +97,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
   app.post("/secupass/reset", { schema: bodySchema("recipient"), config: API }, postRecipient(ctx, finishSecuPassReset));
 
   app.get("/invite/:id", async (req, reply) => {
-    if (!inviteOpen(ctx, (req.params as { id: string }).id)) return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
+    if (!(await inviteOpen(ctx, (req.params as { id: string }).id))) return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
     return portal.page(req, reply, "invite.eta", { error: null, email: "" });
   });
 
@@ -113,7 +113,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     const again = { email: f.email };
     if (f.password !== b.password2) return portal.page(req, reply, "invite.eta", { ...again, error: t.passwordsDiffer }, 400);
     if (Array.from(f.password).length < 10) return portal.page(req, reply, "invite.eta", { ...again, error: t.passwordTooShort }, 400);
-    const held = limits.reserve([LIMITS.inviteIp, req.ip]);
+    const held = await limits.reserve([LIMITS.inviteIp, req.ip]);
     if (!held) return portal.page(req, reply, "invite.eta", { ...again, error: t.tooMany }, 429);
     let patient;
     try {
@@ -121,14 +121,14 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     } catch (e) {
       // Only a wrong address or code counts.
       const mismatch = e instanceof PraxmailError && e.code === "invalid-input";
-      if (!mismatch) held.release();
+      if (!mismatch) await held.release();
       if (mismatch) return portal.page(req, reply, "invite.eta", { ...again, error: t.inviteMismatch }, 400);
       if (e instanceof PraxmailError && e.code === "wrong-state") return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
       throw e;
     }
-    held.release();
+    await held.release();
     // The invite's privilege stays with this session: a reset, another login or expiry drops it.
-    bindInviteSession(ctx, patient.email, sessions.login(req, reply, patient.email).idHash);
+    await bindInviteSession(ctx, patient.email, (await sessions.login(req, reply, patient.email)).idHash);
     return reply.redirect("/secupass", 303);
   });
 }

@@ -32,7 +32,7 @@ export function replyRoutes(app: FastifyInstance, portal: Portal): void {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
     try {
-      checkMayReply(ctx, req.session.email ?? "");
+      await checkMayReply(ctx, req.session.email ?? "");
     } catch (e) {
       if (e instanceof ReplyRefusedError) return portal.notice(req, reply, 403, "replyTitle", REFUSAL[e.status]);
       throw e;
@@ -61,9 +61,9 @@ export function replyRoutes(app: FastifyInstance, portal: Portal): void {
   };
 
   app.post("/reply", { schema: bodySchema("deliveryId"), config: API }, async (req, reply) =>
-    api(req, reply, (email) => {
+    api(req, reply, async (email) => {
       const d = (req.body as { deliveryId?: unknown } | undefined)?.deliveryId;
-      return Promise.resolve({ id: startReply(ctx, email, typeof d === "string" && d !== "" ? d : null) });
+      return { id: await startReply(ctx, email, typeof d === "string" && d !== "" ? d : null) };
     }),
   );
 
