@@ -4,12 +4,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { userInfo } from "node:os";
 import { CreateBucketCommand, type S3Client } from "@aws-sdk/client-s3";
 import { s3Client } from "../../src/store/s3/client.js";
-import { freePort } from "./serve.js";
+import { freePorts } from "./serve.js";
 
 /** Debian's python3: a python3 earlier on PATH (pyenv) cannot import Debian's swift. */
 const PYTHON = "/usr/bin/python3";
@@ -127,10 +127,22 @@ function stopChild(child: ChildProcess): Promise<void> {
  */
 export async function startS3(dir: string): Promise<TestS3> {
   if (!hasSwift()) throw new Error("OpenStack Swift is not installed (apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached)");
+  // A port chosen free can be taken by another process before swift binds it: start afresh.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startSwift(dir);
+    } catch (e) {
+      if (attempt === 3 || !(e as Error).message.includes("Address already in use")) throw e;
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+async function startSwift(dir: string): Promise<TestS3> {
   for (const d of ["etc", "srv/d1", "cache"]) await mkdir(join(dir, d), { recursive: true });
   const user = userInfo().username;
   const secret = randomBytes(18).toString("hex");
-  const [proxy, account, container, object, memcached] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [proxy = 0, account = 0, container = 0, object = 0, memcached = 0] = await freePorts(5);
   const etc = join(dir, "etc");
   await writeFile(join(etc, "account-server.conf"), backendConf("account", account, dir, user));
   await writeFile(join(etc, "container-server.conf"), backendConf("container", container, dir, user));

@@ -40,12 +40,12 @@ export interface S3Location {
  */
 export function parseBlobsUrl(url: string): S3Location {
   const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url);
-  if (!m) throw new Error(`not an s3://bucket/prefix URL: ${url}`);
-  const prefix = m[2] ?? "";
+  const [, bucket, prefix = ""] = m ?? [];
+  if (bucket === undefined) throw new Error(`not an s3://bucket/prefix URL: ${url}`);
   if (prefix.split("/").some((p, i, all) => p === "." || p === ".." || (p === "" && i < all.length - 1))) {
     throw new Error(`the prefix of ${url} has an empty, "." or ".." segment`);
   }
-  return { bucket: m[1]!, prefix: prefix === "" || prefix.endsWith("/") ? prefix : `${prefix}/` };
+  return { bucket, prefix: prefix === "" || prefix.endsWith("/") ? prefix : `${prefix}/` };
 }
 
 /** Blobs as objects in one bucket under one prefix. */
@@ -72,7 +72,7 @@ export class S3Blobs implements BlobStore {
     const key = `blobs/${name.slice(0, 2)}/${name}.age`;
     const upload = new Upload({
       client: this.s3,
-      params: { Bucket: this.at.bucket, Key: this.object(key), Body: Readable.fromWeb(data as import("node:stream/web").ReadableStream<Uint8Array>) },
+      params: { Bucket: this.at.bucket, Key: this.object(key), Body: Readable.fromWeb(data) },
       partSize: PART_SIZE,
       queueSize: QUEUE,
     });
@@ -96,7 +96,8 @@ export class S3Blobs implements BlobStore {
         body = r.Body.transformToWebStream().getReader() as ReadableStreamDefaultReader<Uint8Array>;
       },
       pull: async (ctl) => {
-        const { done, value } = await body!.read();
+        if (!body) throw new Error(`blob ${key} is not open`);
+        const { done, value } = await body.read();
         if (done) ctl.close();
         else ctl.enqueue(value);
       },
@@ -165,9 +166,9 @@ export class S3Blobs implements BlobStore {
    * @param key - A key from {@link scan}.
    */
   async removeScanned(key: string): Promise<void> {
-    const upload = UPLOAD_KEY.exec(key);
-    if (upload) {
-      await this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.at.bucket, Key: this.object(upload[1]!), UploadId: upload[2] }));
+    const [, object, uploadId] = UPLOAD_KEY.exec(key) ?? [];
+    if (object !== undefined && uploadId !== undefined) {
+      await this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.at.bucket, Key: this.object(object), UploadId: uploadId }));
       return;
     }
     await this.remove([key]);
