@@ -1,7 +1,9 @@
 // What the benchmarks share: a mail with one attachment, a counting SMTP sink, and
 // `praxmail init` for a fresh home.
 import { spawn } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { open, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { SMTPServer } from "smtp-server";
 
@@ -11,9 +13,15 @@ export interface Measured {
   readonly seconds: number;
   /** Bytes; 0 unless tracked. */
   readonly peak: number;
+  /** Seconds of CPU time (user + system) of the program and its children; 0 unless asked for. */
+  readonly cpu: number;
   /** The end of what it wrote to stderr. */
   readonly stderr: string;
 }
+
+// bash's `times` prints the CPU time of the shell, then of its finished children.
+const CPU_WRAPPER = '"$@"; status=$?; times >&2; exit $status';
+const TIMES = /(\d+)m([\d.]+)s (\d+)m([\d.]+)s\n?$/;
 
 /**
  * Runs a program to its end and times it, from spawn to exit.
@@ -21,12 +29,15 @@ export interface Measured {
  * @param cmd - The program.
  * @param args - Its arguments.
  * @param trackPeak - Poll its VmHWM every 10 ms (the last reading before exit is the peak).
+ * @param cpuTime - Also take its CPU time, through a bash that runs it and prints `times`
+ *   (the wall time then includes starting that bash, about a millisecond).
  * @returns How it went.
  */
-export function measure(cmd: string, args: readonly string[], trackPeak = false): Promise<Measured> {
+export function measure(cmd: string, args: readonly string[], trackPeak = false, cpuTime = false): Promise<Measured> {
+  if (trackPeak && cpuTime) throw new Error("peak and CPU time are measured in separate runs");
   return new Promise((resolvePromise, reject) => {
     const started = performance.now();
-    const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+    const child = cpuTime ? spawn("bash", ["-c", CPU_WRAPPER, "bash", cmd, ...args], { stdio: ["ignore", "ignore", "pipe"] }) : spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.setEncoding("utf8").on("data", (d: string) => {
       stderr = (stderr + d).slice(-4096);
@@ -42,15 +53,65 @@ export function measure(cmd: string, args: readonly string[], trackPeak = false)
         }, 10)
       : undefined;
     child.on("error", reject);
-    child.on("exit", (code) => {
+    let seconds = 0;
+    const done = (code: number | null): void => {
       clearInterval(timer);
-      resolvePromise({ code, peak, stderr, seconds: (performance.now() - started) / 1000 });
+      let cpu = 0;
+      if (cpuTime) {
+        const t = TIMES.exec(stderr);
+        if (!t) {
+          reject(new Error(`no CPU times from ${cmd}: ${stderr}`));
+          return;
+        }
+        cpu = Number(t[1]) * 60 + Number(t[2]) + Number(t[3]) * 60 + Number(t[4]);
+        stderr = stderr.slice(0, t.index).replace(/.*\n$/, "");
+      }
+      resolvePromise({ code, peak, cpu, stderr, seconds });
+    };
+    child.on("exit", (code) => {
+      seconds = (performance.now() - started) / 1000;
+      if (!cpuTime) done(code);
     });
+    // The CPU times are the last thing on stderr: wait until it is read to its end.
+    if (cpuTime) child.on("close", done);
   });
+}
+
+/**
+ * Writes a file of random bytes, cheaply: 64 KiB of fresh random bytes per MiB, repeated
+ * through it, with the MiB's number at its start.
+ *
+ * @param path - The file to create.
+ * @param size - Its size in bytes.
+ */
+export async function randomFile(path: string, size: number): Promise<void> {
+  const MiB = 1024 * 1024;
+  const fh = await open(path, "w");
+  const block = Buffer.alloc(MiB);
+  for (let at = 0; at < size; at += MiB) {
+    crypto.getRandomValues(block.subarray(0, 65536));
+    for (let i = 65536; i < MiB; i += 65536) block.copy(block, i, 0, 65536);
+    block.writeUInt32BE(at / MiB, 0);
+    await fh.write(block, 0, Math.min(MiB, size - at));
+  }
+  await fh.close();
+}
+
+/**
+ * @param path - A file.
+ * @returns Its SHA-256, hex.
+ */
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash("sha256");
+  for await (const c of createReadStream(path)) h.update(c as Buffer);
+  return h.digest("hex");
 }
 
 /** The binary under test. */
 export const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
+
+/** The part of {@link benchMail} after the header, per attachment: encoded once, not per mail. */
+const bodies = new WeakMap<Buffer, Buffer>();
 
 /**
  * A practice mail with one PDF attachment.
@@ -61,30 +122,38 @@ export const BIN = resolve(import.meta.dirname, "../../bin/praxmail");
  * @returns The raw message.
  */
 export function benchMail(subject: string, attachment: Buffer, id: string): Buffer {
-  const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
-  return Buffer.from(
-    [
-      "From: Praxis <praxis@praxis.example>",
-      "To: patient@patient.example",
-      `Subject: ${subject}`,
-      `Message-ID: <${id}@praxis.example>`,
-      "MIME-Version: 1.0",
-      'Content-Type: multipart/mixed; boundary="b"',
-      "",
-      "--b",
-      "Content-Type: text/plain; charset=utf-8",
-      "",
-      "Anbei der Befund.",
-      "--b",
-      "Content-Type: application/pdf",
-      "Content-Transfer-Encoding: base64",
-      'Content-Disposition: attachment; filename="befund.pdf"',
-      "",
-      b64,
-      "--b--",
-      "",
-    ].join("\r\n"),
-  );
+  let body = bodies.get(attachment);
+  if (!body) {
+    const b64 = attachment.toString("base64").replace(/.{76}/g, "$&\r\n");
+    body = Buffer.from(
+      [
+        "--b",
+        "Content-Type: text/plain; charset=utf-8",
+        "",
+        "Anbei der Befund.",
+        "--b",
+        "Content-Type: application/pdf",
+        "Content-Transfer-Encoding: base64",
+        'Content-Disposition: attachment; filename="befund.pdf"',
+        "",
+        b64,
+        "--b--",
+        "",
+      ].join("\r\n"),
+    );
+    bodies.set(attachment, body);
+  }
+  const head = [
+    "From: Praxis <praxis@praxis.example>",
+    "To: patient@patient.example",
+    `Subject: ${subject}`,
+    `Message-ID: <${id}@praxis.example>`,
+    "MIME-Version: 1.0",
+    'Content-Type: multipart/mixed; boundary="b"',
+    "",
+    "",
+  ].join("\r\n");
+  return Buffer.concat([Buffer.from(head), body]);
 }
 
 /** An SMTP server that reads and counts what it gets. */

@@ -27,7 +27,7 @@ const SECONDS = 5;
 // compiled into .bench-dist/test/helpers; parts.ts's BIN is right from .bench-dist/bench.
 
 /** Runs `praxmail ...args` to completion; rejects on a non-zero exit. */
-function praxmail(args: readonly string[]): Promise<string> {
+export function praxmail(args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -43,7 +43,7 @@ function praxmail(args: readonly string[]): Promise<string> {
 }
 
 /** A running `praxmail serve` (relay and portal). */
-interface Served {
+export interface Served {
   readonly child: ChildProcess;
   readonly pid: number;
   readonly smtpPort: number;
@@ -51,9 +51,9 @@ interface Served {
   stop(): Promise<void>;
 }
 
-/** Starts `praxmail serve` on free loopback ports and waits until both listen. */
-async function serve(home: string): Promise<Served> {
-  const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0"], {
+/** Starts `praxmail serve` on free loopback ports (or the portal on `httpPort`) and waits until both listen. */
+export async function serve(home: string, httpPort = 0): Promise<Served> {
+  const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", `127.0.0.1:${String(httpPort)}`], {
     env: { PATH: process.env.PATH, NO_COLOR: "1" },
     // Request log lines go to stdout; drop them rather than buffer them here.
     stdio: ["ignore", "ignore", "pipe"],
@@ -110,21 +110,23 @@ async function linkToken(home: string): Promise<string> {
   throw new Error("no link in the outbox");
 }
 
-/** A browser of one cookie: the portal's session cookie `praxmail` (http portal URL). */
+/** A browser with a cookie jar: the portal's session cookie and, before login, its CSRF cookie. */
 class Visitor {
-  private cookie = "";
+  private readonly cookies = new Map<string, string>();
   constructor(readonly base: string) {}
 
   /** The cookie header autocannon sends as this visitor. */
   get cookieHeader(): string {
-    return this.cookie;
+    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
   }
 
   async request(path: string, init: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<Response> {
-    const res = await fetch(this.base + path, { ...init, redirect: "manual", headers: { ...init.headers, cookie: this.cookie } });
+    const res = await fetch(this.base + path, { ...init, redirect: "manual", headers: { ...init.headers, cookie: this.cookieHeader } });
     for (const c of res.headers.getSetCookie()) {
-      const m = /^praxmail=([^;]*)/.exec(c);
-      if (m) this.cookie = m[1] ? `praxmail=${m[1]}` : "";
+      const [, name = "", value = ""] = /^([^=;\s]+)=([^;]*)/.exec(c) ?? [];
+      if (!name) continue;
+      if (value) this.cookies.set(name, value);
+      else this.cookies.delete(name);
     }
     return res;
   }
@@ -213,11 +215,13 @@ async function prepare(home: string, served: Served, log: (s: string) => void): 
   const page = await patient.redirect(link);
   const html = await patient.page(page);
   const data = JSON.parse(grab(html, /<script type="application\/json" id="delivery-data">(.*?)<\/script>/s, "delivery data")) as {
-    level: number;
+    keyInLink: boolean;
+    wrapUrl: string | null;
     files: { id: string; kind: string; url: string }[];
   };
   const file = data.files.find((f) => f.kind === "attachment");
-  if (data.level !== 3 || !file) throw new Error("the delivery page shows no level-3 attachment");
+  // Level 3: the key is not in the link; the patient's wrap is.
+  if (data.keyInLink || data.wrapUrl === null || !file) throw new Error("the delivery page shows no level-3 attachment");
 
   // Once before any load: the exact blob, its exact length, status 200.
   const db = new Database(join(home, "praxmail.db"), { readonly: true });

@@ -1,9 +1,10 @@
 // Relay benchmark: level-3 mails with a 1 MiB PDF against untagged passthrough through the
-// same relay process (the real `praxmail serve`), and the relay's peak RSS for a 10 MiB
-// and a 100 MiB attachment. Upstream is an smtp-server sink in this process.
+// same relay process (the real `praxmail serve`) with 1, 4 and 16 concurrent clients, and the
+// relay's peak RSS for a 10 MiB and a 100 MiB attachment. Upstream is an smtp-server sink in
+// this process.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
@@ -71,43 +72,60 @@ async function load(port: number, make: (i: number) => Buffer, count: number, co
   return { latencies, seconds: (performance.now() - started) / 1000 };
 }
 
+/** Concurrent SMTP clients for throughput and latency (issue 15, target 5). */
+const CLIENTS = [1, 4, 16] as const;
+
+/** Resets a process's peak RSS (VmHWM) to its current RSS, so the next reading covers what follows. */
+async function resetPeak(pid: number): Promise<void> {
+  await writeFile(`/proc/${pid}/clear_refs`, "5");
+}
+
 /** The relay figures. */
 export async function relayBench(runs: number, log: (s: string) => void): Promise<Figure[]> {
   const dir = await mkdtemp(join(tmpdir(), "praxmail-bench-"));
   const sink = await countingSink();
   try {
-    const home = join(dir, "throughput");
-    await initBenchHome(home, sink.url);
-    const relay = await startRelay(home);
     const pdf = randomBytes(MiB);
-    const count = 40;
-    const concurrency = 4;
-    const pass: number[] = [];
-    const l3: number[] = [];
-    const passLat: number[] = [];
-    const l3Lat: number[] = [];
+    const figures: Figure[] = [];
     let id = 0;
-    // Warm up both paths once.
-    await load(relay.port, () => benchMail("Befund", pdf, `w${id++}`), 5, concurrency);
-    await load(relay.port, () => benchMail("[S3] Befund", pdf, `w${id++}`), 5, concurrency);
-    for (let r = 0; r < runs; r++) {
-      const a = await load(relay.port, () => benchMail("Befund", pdf, `p${id++}`), count, concurrency);
-      pass.push(count / a.seconds);
-      passLat.push(...a.latencies);
-      const b = await load(relay.port, () => benchMail("[S3] Befund", pdf, `l${id++}`), count, concurrency);
-      l3.push(count / b.seconds);
-      l3Lat.push(...b.latencies);
-      log(`  relay run ${r + 1}/${runs}: passthrough ${(count / a.seconds).toFixed(1)}/s, level 3 ${(count / b.seconds).toFixed(1)}/s`);
+    // One relay process per concurrency, so that its peak RSS belongs to that load.
+    for (const clients of CLIENTS) {
+      const home = join(dir, `throughput-${clients}`);
+      await initBenchHome(home, sink.url);
+      const relay = await startRelay(home);
+      const pid = relay.child.pid ?? 0;
+      const count = Math.max(40, 5 * clients);
+      const pass: number[] = [];
+      const l3: number[] = [];
+      const passLat: number[] = [];
+      const l3Lat: number[] = [];
+      const peak: number[] = [];
+      // Warm up both paths once.
+      await load(relay.port, () => benchMail("Befund", pdf, `w${id++}`), clients, clients);
+      await load(relay.port, () => benchMail("[S3] Befund", pdf, `w${id++}`), clients, clients);
+      for (let r = 0; r < runs; r++) {
+        const a = await load(relay.port, () => benchMail("Befund", pdf, `p${id++}`), count, clients);
+        pass.push(count / a.seconds);
+        passLat.push(...a.latencies);
+        await resetPeak(pid);
+        const b = await load(relay.port, () => benchMail("[S3] Befund", pdf, `l${id++}`), count, clients);
+        peak.push((await peakRss(pid)) / MiB);
+        l3.push(count / b.seconds);
+        l3Lat.push(...b.latencies);
+        log(`  relay run ${r + 1}/${runs}, ${clients} clients: passthrough ${(count / a.seconds).toFixed(1)}/s, level 3 ${(count / b.seconds).toFixed(1)}/s, peak RSS ${peak.at(-1)!.toFixed(0)} MiB`);
+      }
+      await relay.stop();
+      const who = `${clients} ${clients === 1 ? "client" : "clients"}`;
+      figures.push(
+        { name: `relay: untagged 1 MiB mail, passthrough, ${who} (baseline)`, unit: "msg/s", runs: pass },
+        { name: `relay: level 3, 1 MiB PDF encrypted, ${who}`, unit: "msg/s", runs: l3 },
+        { name: `relay: level-3 throughput / passthrough, ${who} (target ≥ 0.8)`, unit: "×", runs: l3.map((v, i) => v / (pass[i] ?? 1)) },
+        { name: `relay: passthrough latency, ${who}`, unit: "ms", runs: passLat, text: `p50 ${round(percentile(passLat, 50))} ms, p99 ${round(percentile(passLat, 99))} ms` },
+        { name: `relay: level-3 latency, ${who}`, unit: "ms", runs: l3Lat, text: `p50 ${round(percentile(l3Lat, 50))} ms, p99 ${round(percentile(l3Lat, 99))} ms` },
+        { name: `relay: level-3 p99 / passthrough p99, ${who}`, unit: "×", runs: [percentile(l3Lat, 99) / percentile(passLat, 99)] },
+        { name: `relay: peak RSS while ${who} send level 3`, unit: "MiB", runs: peak },
+      );
     }
-    await relay.stop();
-    const ratio = l3.map((v, i) => v / (pass[i] ?? 1));
-    const figures: Figure[] = [
-      { name: "relay: untagged 1 MiB mail, passthrough (baseline)", unit: "msg/s", runs: pass },
-      { name: "relay: level 3, 1 MiB PDF encrypted", unit: "msg/s", runs: l3 },
-      { name: "relay: level-3 throughput / passthrough (target ≥ 0.5)", unit: "×", runs: ratio },
-      { name: "relay: passthrough latency, 4 clients", unit: "ms", runs: passLat, text: `p50 ${round(percentile(passLat, 50))} ms, p99 ${round(percentile(passLat, 99))} ms` },
-      { name: "relay: level-3 latency, 4 clients", unit: "ms", runs: l3Lat, text: `p50 ${round(percentile(l3Lat, 50))} ms, p99 ${round(percentile(l3Lat, 99))} ms` },
-    ];
 
     // Peak RSS: a fresh relay process per size, three messages each.
     const rss: Record<number, number[]> = { 10: [], 100: [] };

@@ -9,7 +9,9 @@ const root = join(import.meta.dirname, "..");
 const out = join(root, "dist", "portal");
 await mkdir(join(out, "static"), { recursive: true });
 await build({
-  entryPoints: { app: join(root, "src/portal/client/main.ts") },
+  // derive.js is the Secu-Pass worker (client/derive-worker.ts); client/derive.ts starts it
+  // from next to app.js.
+  entryPoints: { app: join(root, "src/portal/client/main.ts"), derive: join(root, "src/portal/client/derive-worker.ts") },
   bundle: true,
   format: "esm",
   // libsodium (stream.ts imports it dynamically) becomes its own file, fetched only on

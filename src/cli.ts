@@ -1,25 +1,10 @@
 // The praxmail command line: builds the commands and turns every failure into a message
 // and an exit code (0 success, 1 failure, 2 bad usage).
-import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { approveCommand } from "./commands/approve.js";
-import { auditCommand } from "./commands/audit.js";
-import { backupCommand } from "./commands/backup.js";
-import { doctorCommand } from "./commands/doctor.js";
-import { exportCommand } from "./commands/export.js";
-import { gcCommand } from "./commands/gc.js";
-import { inboxCommand } from "./commands/inbox.js";
-import { inviteCommand } from "./commands/invite.js";
-import { receiveCommand } from "./commands/receive.js";
-import { initCommand } from "./commands/init.js";
-import { listCommand } from "./commands/list.js";
-import { restoreCommand } from "./commands/restore.js";
-import { revokeCommand } from "./commands/revoke.js";
-import { sendCommand } from "./commands/send.js";
-import { serveCommand } from "./commands/serve.js";
-import { processIo, reportError, type Io } from "./commands/shared.js";
+import { COMMANDS, processIo, type Io } from "./commands/definitions.js";
 
-const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+/** Set by the build (scripts/build-cli.mjs) from package.json, so that --version reads no file. */
+declare const PRAXMAIL_VERSION: string;
 
 /**
  * Builds the program.
@@ -30,9 +15,9 @@ const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.
 export function program(io: Io): Command {
   const p = new Command("praxmail")
     .description("end-to-end encrypted delivery of practice mail to patients")
-    .version(VERSION, "-V, --version")
+    .version(PRAXMAIL_VERSION, "-V, --version")
     .showSuggestionAfterError(true);
-  for (const make of [initCommand, serveCommand, sendCommand, approveCommand, inviteCommand, listCommand, revokeCommand, inboxCommand, receiveCommand, exportCommand, auditCommand, gcCommand, doctorCommand, backupCommand, restoreCommand]) {
+  for (const make of COMMANDS) {
     p.addCommand(make(io));
   }
   const all = [p, ...p.commands];
@@ -69,6 +54,8 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
       io.err(`praxmail: hint: run praxmail ${sub ? `${sub} ` : ""}--help\n`);
       return 2;
     }
+    // An action failed: its modules, and with them the error types, are loaded by now.
+    const { reportError } = await import("./commands/shared.js");
     return reportError(io, e);
   }
 }

@@ -3,7 +3,9 @@
 import { spawnSync } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { stripVTControlCharacters } from "node:util";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { progress } from "../src/commands/shared.js";
 import { BIN, cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { needTool } from "./helpers/tools.js";
@@ -116,6 +118,28 @@ describe.runIf(needTool("tmux"))("on a terminal", () => {
     expect(screen).toContain("praxmail: nothing approved");
     const after = JSON.parse((await praxmail(["list", "pending", "--json", "--home", home])).stdout) as unknown[];
     expect(after).toHaveLength(1);
+  });
+});
+
+describe("progress()", () => {
+  it("builds its text only when it shows it: never in a pipe, at most every 100 ms on a terminal", () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    try {
+      for (const interactive of [false, true]) {
+        let built = 0;
+        const text = (): string => `encrypting ${String(++built)}`;
+        const lines: string[] = [];
+        const bar = progress({ out: () => undefined, err: (t) => lines.push(t), interactive, env: {} });
+        // send calls it once per MiB read.
+        for (let i = 0; i < 1000; i++) bar.update(text);
+        vi.advanceTimersByTime(100);
+        bar.update(text);
+        expect(built).toBe(interactive ? 2 : 0);
+        expect(lines.map((l) => stripVTControlCharacters(l))).toEqual(interactive ? ["\rencrypting 1", "\rencrypting 2"] : []);
+      }
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

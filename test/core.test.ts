@@ -8,6 +8,8 @@ import {
   PraxmailError,
   approvePatients,
   beginSecuPassReset,
+  DEFAULTS,
+  checkPracticeIdentity,
   finishSecuPassReset,
   Intake,
   collectGarbage,
@@ -18,6 +20,8 @@ import {
   listDeliveries,
   patientKdf,
   loadConfig,
+  loadPracticeIdentity,
+  readPracticeIdentity,
   registerPatient,
   revokeDelivery,
   revokePatient,
@@ -31,9 +35,11 @@ import {
   decryptBytes,
   decryptStream,
   generateIdentity,
+  practiceSigningKey,
   recipientOf,
   safetyCode,
   unwrapIdentity,
+  writeIdentityFile,
 } from "../src/crypto/index.js";
 import { renderNotification } from "../src/mail/index.js";
 import { fanOut } from "../src/core/fanout.js";
@@ -232,6 +238,40 @@ describe("approve", () => {
   });
 });
 
+describe("checkPracticeIdentity", () => {
+  it("knows P, another identity, and a pinned approval key that P does not derive", async () => {
+    const pinned = ctx.config.approvalKey;
+    expect(pinned).toBe(practiceSigningKey(practiceIdentity).publicKey);
+    expect(await checkPracticeIdentity(ctx.config, practiceIdentity)).toEqual({ kind: "practice", key: practiceSigningKey(practiceIdentity) });
+    expect(await checkPracticeIdentity({ ...ctx.config, approvalKey: null }, practiceIdentity)).toMatchObject({ kind: "practice" });
+    expect(await checkPracticeIdentity(ctx.config, generateIdentity("x25519"))).toEqual({ kind: "other-identity" });
+    const otherKey = practiceSigningKey(generateIdentity("x25519")).publicKey;
+    expect(await checkPracticeIdentity({ ...ctx.config, approvalKey: otherKey }, practiceIdentity)).toMatchObject({ kind: "other-approval-key" });
+  });
+
+  it("reads P from where init stored it or from a named file, and says why it cannot", async () => {
+    const none = () => Promise.resolve(undefined);
+    expect(await readPracticeIdentity(home, ctx.config, undefined, none)).toEqual({ kind: "loaded", identity: practiceIdentity });
+    const locked = join(home, "locked.age");
+    await writeIdentityFile(locked, practiceIdentity, "ein langes Passwort", clock);
+    expect(await readPracticeIdentity(home, ctx.config, locked, none)).toEqual({ kind: "passphrase-required" });
+    expect(await readPracticeIdentity(home, ctx.config, locked, () => Promise.resolve("ein langes Passwort"))).toEqual({ kind: "loaded", identity: practiceIdentity });
+    const missing = join(home, "missing.txt");
+    expect(await readPracticeIdentity(home, ctx.config, missing, none)).toMatchObject({ kind: "unreadable", path: missing, error: { code: "ENOENT" } });
+    await expect(loadPracticeIdentity(home, ctx.config, missing, none)).rejects.toMatchObject({ code: "identity", message: `cannot load the practice identity: ENOENT reading ${missing}` });
+    await expect(loadPracticeIdentity(home, ctx.config, locked, none)).rejects.toMatchObject({ code: "identity", message: "the identity file is passphrase-protected" });
+  });
+
+  it("makes approve refuse P when config.json pins an approval key P does not derive, and write nothing", async () => {
+    await patient("a@example.org");
+    ctx = { ...ctx, config: { ...ctx.config, approvalKey: practiceSigningKey(generateIdentity("x25519")).publicKey } };
+    const err = await approvePatients(ctx, [await target("a@example.org")], practiceIdentity).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "identity", message: "the practice identity does not derive the approval key pinned in config.json" });
+    expect((await ctx.store.records.patient("a@example.org"))!.status).toBe("pending-approval");
+    expect(sent.filter((n) => n.kind === "released")).toEqual([]);
+  });
+});
+
 describe("approve is bound to the safety code that was compared", () => {
   it("refuses when the patient posted a new key after the code was shown, and writes nothing", async () => {
     const d = await send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
@@ -332,6 +372,53 @@ describe("revoke, expiry and gc", () => {
     expect(status).toEqual({ [d.id]: "expired", [keep.id]: "pending-approval" });
     const left = (await walk(join(home, "blobs"))).map((f) => f.slice(home.length + 1));
     expect(left).toEqual([(await ctx.store.records.files(keep.id))[0]!.blob]);
+  });
+});
+
+describe("loadConfig", () => {
+  const patched = async (patch: Record<string, unknown>) => {
+    const path = join(home, "config.json");
+    const raw = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
+    await writeFile(path, JSON.stringify({ ...raw, ...patch }));
+    return () => loadConfig(home);
+  };
+  const otherKey = `ed25519:${"A".repeat(43)}=`;
+
+  it.each([
+    [{ crypto: { recipientType: "rsa" } }, "config.json: crypto.recipientType must be x25519 or mlkem768x25519"],
+    [{ deliveries: { expiryDays: 0 } }, "config.json: deliveries.expiryDays must be a whole number of days from 1 to 3650"],
+    [{ deliveries: { expiryDays: 7, remindBeforeDays: 7 } }, "config.json: deliveries.remindBeforeDays must be from 0 to expiryDays - 1"],
+    [{ identity: { kind: "file" } }, "config.json: identity must name a keyring account or an identity file"],
+    [{ practiceRecipient: "" }, "config.json: practiceRecipient must be a non-empty string"],
+    [{ practiceRecipient: "age1nicht" }, "config.json: practiceRecipient is not an age recipient"],
+    [{ approvalKey: "ed25519:kurz" }, "config.json: approvalKey must be an ed25519:<base64> public key, as praxmail init writes it"],
+    [{ portalKey: 7 }, "config.json: portalKey must be an ed25519:<base64> public key, as praxmail init writes it"],
+    [{ internalDomains: "praxis.example" }, "config.json: internalDomains must be a list of domain names"],
+    [{ upstream: 25 }, "config.json: upstream must be an smtp:// URL or null"],
+    [{ upstream: "http://mail.example" }, 'config.json:  unsupported URL scheme http: in "http://mail.example"'],
+    [{ practiceName: "" }, "config.json: practiceName must be a non-empty string"],
+    [{ relay: { maxSize: 10 } }, "config.json: relay.maxSize must be a number of bytes from 1024"],
+    [{ policy: { minLevel: 9 } }, "config.json: policy.minLevel must be a level from 0 to 4"],
+    [{ portal: { idleMinutes: 0 } }, "config.json: portal.idleMinutes must be from 1 to 1440"],
+    // Several faults: the first in the order loadConfig checks them is named.
+    [{ portal: { idleMinutes: 0 }, identity: null, crypto: { recipientType: "rsa" } }, "config.json: crypto.recipientType must be x25519 or mlkem768x25519"],
+    [{ upstream: 25, approvalKey: 1, identity: null }, "config.json: identity must name a keyring account or an identity file"],
+  ])("%j is refused: %s", async (patch, message) => {
+    const load = await patched(patch);
+    expect(load).toThrow(expect.objectContaining({ code: "invalid-config", message }) as Error);
+  });
+
+  it("fills what is left out with the defaults, and keeps what is set", async () => {
+    const config = await patched({ crypto: undefined, deliveries: { expiryDays: 30, remindBeforeDays: 3 }, portalKey: otherKey, internalDomains: ["Praxis.Example"], upstream: "" });
+    expect(config()).toMatchObject({
+      crypto: { recipientType: DEFAULTS.recipientType },
+      deliveries: { expiryDays: 30, remindBeforeDays: 3 },
+      identity: { kind: "file", file: "practice-identity.txt", protected: false },
+      approvalKey: ctx.config.approvalKey,
+      portalKey: otherKey,
+      internalDomains: ["praxis.example"],
+      upstream: null,
+    });
   });
 });
 
@@ -454,6 +541,24 @@ describe("fanOut", () => {
     });
     const results = await Promise.allSettled(fanOut(source, 3).map((b) => readAll(b)));
     expect(results.map((r) => (r.status === "rejected" ? (r.reason as Error).message : "ok"))).toEqual(["boom", "boom", "boom"]);
+  });
+
+  it("cancelling one branch cancels the source and errors the others", async () => {
+    const cancelled: unknown[] = [];
+    const source = new ReadableStream<Uint8Array>({
+      pull(c) {
+        c.enqueue(new Uint8Array(8));
+      },
+      cancel(reason) {
+        cancelled.push(reason);
+      },
+    });
+    const [a, b, c] = fanOut(source, 3);
+    const reason = new Error("der Empfänger ist weg");
+    await a!.cancel(reason);
+    const results = await Promise.allSettled([readAll(b!), readAll(c!)]);
+    expect(results.map((r) => (r.status === "rejected" ? (r.reason as Error).message : "ok"))).toEqual([reason.message, reason.message]);
+    expect(cancelled).toEqual([reason]);
   });
 });
 

@@ -94,6 +94,8 @@ describe("headers", () => {
       // WebAssembly (libsodium) may be compiled, but no JavaScript from strings: no 'unsafe-eval'.
       expect(csp).toContain("script-src 'self' 'wasm-unsafe-eval';");
       expect(csp).not.toContain("'unsafe-eval'");
+      // The Secu-Pass worker (client/derive.ts) comes from the portal itself, nowhere else.
+      expect(csp).toContain("worker-src 'self';");
       for (const tag of res.body.match(/<script[^>]*>/g) ?? []) expect(tag).toMatch(/ src="\/static\/app\.js"| type="application\/json"/);
     }
   });

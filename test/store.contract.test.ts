@@ -1,7 +1,8 @@
 // The contract of the store interface (src/store/types.ts), written against the interface
 // only: every backend runs this same suite through describeStore.
 import { randomBytes } from "node:crypto";
-import { basename } from "node:path";
+import { readdir, readlink } from "node:fs/promises";
+import { basename, join } from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { openStore, type PatientRow, type Store } from "../src/store/index.js";
@@ -211,6 +212,42 @@ export function describeStore(name: string, open: (where: string) => Promise<Sto
 }
 
 describeStore("embedded", (home) => Promise.resolve(openStore(home)));
+
+// Facts of the embedded backend alone: its blobs are files under home.
+describe("embedded store: blob files", () => {
+  let home: string;
+  let store: Store;
+  beforeEach(async () => {
+    home = await tempDir();
+    store = openStore(home);
+  });
+  afterEach(async () => {
+    await store.close();
+    await cleanup(home);
+  });
+
+  /** How many of this process's descriptors are open on the file. */
+  const openOn = async (file: string): Promise<number> => {
+    const fds = await readdir("/proc/self/fd");
+    const targets = await Promise.all(fds.map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")));
+    return targets.filter((t) => t === file).length;
+  };
+
+  it("keys a blob by its path under home, and a read cancelled at once (a HEAD request) leaves the file closed", async () => {
+    const key = await store.blobs.write(streamOf(new Uint8Array(randomBytes(4 * 1024 * 1024))));
+    expect(key).toMatch(/^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/);
+    const file = join(home, key);
+    for (let i = 0; i < 5; i++) await store.blobs.read(key).cancel();
+    await sleep(50);
+    expect(await openOn(file)).toBe(0);
+    // Read ahead stops before the end of a larger blob: the file stays open until cancel.
+    const reading = store.blobs.read(key);
+    await sleep(50);
+    expect(await openOn(file)).toBe(1);
+    await reading.cancel();
+    expect(await openOn(file)).toBe(0);
+  });
+});
 
 describe.runIf(
   needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&

@@ -1,4 +1,3 @@
-import { Command } from "commander";
 import { checkbox, password } from "@inquirer/prompts";
 import {
   PraxmailError,
@@ -14,9 +13,10 @@ import {
   type PendingPatient,
   type PinResult,
 } from "../core/index.js";
-import { common, confirmOrYes, note, printJson, progress, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
+import { confirmOrYes, note, printJson, progress, withContext } from "./shared.js";
 
-interface ApproveFlags extends HomeOptions, JsonOptions {
+export interface ApproveFlags extends HomeOptions, JsonOptions {
   yes?: boolean;
   identity?: string;
   code?: string;
@@ -126,29 +126,27 @@ export async function runApprove(ctx: Context, io: Io, flags: ApproveFlags, emai
   }
 }
 
-/** @returns The `approve` command. */
-export function approveCommand(io: Io): Command {
-  return common(new Command("approve"))
-    .description("approve patients who set their Secu-Pass-Key, releasing their deliveries")
-    .argument("[emails...]", "patients to approve (default: choose on a terminal)")
-    .option("--identity <file>", "practice identity file (default: PRAXMAIL_IDENTITY, then where init stored it)")
-    .option("--code <code>", "the safety code compared with the patient (one patient only); approve only if it is still theirs")
-    .option("-y, --yes", "do not ask for confirmation")
-    .action(async (emails: string[], flags: ApproveFlags) => {
-      const r = await withContext(flags, (ctx) => runApprove(ctx, io, flags, emails));
-      if (r === null) {
-        note(io, "praxmail: nothing approved");
-        return;
-      }
-      const pinned = r.pinned && { fingerprint: r.pinned.fingerprint, signed: r.pinned.signed };
-      if (flags.json) {
-        printJson(io, { approved: r.approved, ...(pinned ? { pinned } : {}) });
-        return;
-      }
-      if (pinned) {
-        io.out(`pinned approval key ${pinned.fingerprint}; signed ${pinned.signed.length} existing ${pinned.signed.length === 1 ? "approval" : "approvals"}\n`);
-        for (const p of pinned.signed) io.out(`signed ${p.email}  safety code ${p.safetyCode ?? "-"}\n`);
-      }
-      for (const a of r.approved) io.out(`approved ${a.email}: ${a.deliveries} ${a.deliveries === 1 ? "delivery" : "deliveries"} released\n`);
-    });
+/**
+ * Runs `praxmail approve` once its options are parsed (src/commands/definitions.ts).
+ *
+ * @param io - Where output goes.
+ * @param emails - The arguments.
+ * @param flags - The parsed options.
+ */
+export async function approveAction(io: Io, emails: string[], flags: ApproveFlags): Promise<void> {
+  const r = await withContext(flags, (ctx) => runApprove(ctx, io, flags, emails));
+  if (r === null) {
+    note(io, "praxmail: nothing approved");
+    return;
+  }
+  const pinned = r.pinned && { fingerprint: r.pinned.fingerprint, signed: r.pinned.signed };
+  if (flags.json) {
+    printJson(io, { approved: r.approved, ...(pinned ? { pinned } : {}) });
+    return;
+  }
+  if (pinned) {
+    io.out(`pinned approval key ${pinned.fingerprint}; signed ${pinned.signed.length} existing ${pinned.signed.length === 1 ? "approval" : "approvals"}\n`);
+    for (const p of pinned.signed) io.out(`signed ${p.email}  safety code ${p.safetyCode ?? "-"}\n`);
+  }
+  for (const a of r.approved) io.out(`approved ${a.email}: ${a.deliveries} ${a.deliveries === 1 ? "delivery" : "deliveries"} released\n`);
 }

@@ -1,20 +1,14 @@
-import { Command, InvalidArgumentError } from "commander";
 import { PraxmailError, signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint, type Context } from "../core/index.js";
 import type { AuditRow } from "../store/index.js";
 import { loadIdentityForCli } from "./approve.js";
-import { common, note, printJson, printTable, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
+import { note, printJson, printTable, withContext } from "./shared.js";
 
-interface AuditFlags extends HomeOptions, JsonOptions {
+export interface AuditFlags extends HomeOptions, JsonOptions {
   verify?: boolean;
   sign?: boolean;
   identity?: string;
   anchor?: AuditAnchor;
-}
-
-function anchor(v: string): AuditAnchor {
-  const m = /^([1-9]\d{0,15}):([0-9a-f]{64})$/.exec(v.trim().toLowerCase());
-  if (!m) throw new InvalidArgumentError("give SEQ:HASH, a row number and its 64 hex digits, as --sign prints them");
-  return { seq: Number(m[1]), hash: m[2] ?? "" };
 }
 
 function range(from: number, to: number): string {
@@ -68,28 +62,25 @@ async function runVerify(ctx: Context, io: Io, flags: AuditFlags): Promise<void>
   explain(io, report);
 }
 
-/** @returns The `audit` command. */
-export function auditCommand(io: Io): Command {
-  return common(new Command("audit"))
-    .description("print the audit log, or check its hash chain and signed checkpoints")
-    .option("--verify", "check the hash chain and every signed checkpoint; exit 1 naming the first row that does not fit")
-    .option("--sign", "after verifying, sign a checkpoint over the log with the practice identity (implies --verify)")
-    .option("--identity <file>", "practice identity file for --sign (default: PRAXMAIL_IDENTITY, then where init stored it)")
-    .option("--anchor <seq:hash>", "also check that row SEQ still has HASH, as an earlier --sign printed it (implies --verify)", anchor)
-    .action(async (flags: AuditFlags) => {
-      if (flags.identity !== undefined && !flags.sign) throw new PraxmailError("usage", "--identity is only used with --sign");
-      await withContext(flags, async (ctx) => {
-        if (flags.verify || flags.sign || flags.anchor) {
-          await runVerify(ctx, io, flags);
-          return;
-        }
-        const rows: AuditRow[] = [];
-        for await (const r of ctx.store.auditRows()) rows.push(r);
-        if (flags.json) {
-          printJson(io, rows.map((r) => ({ ...r, details: JSON.parse(r.details) as unknown })));
-          return;
-        }
-        printTable(io, ["SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAILS"], rows.map((r) => [String(r.seq), r.at, r.actor, r.action, r.subject ?? "-", r.details]));
-      });
-    });
+/**
+ * Runs `praxmail audit` once its options are parsed (src/commands/definitions.ts).
+ *
+ * @param io - Where output goes.
+ * @param flags - The parsed options.
+ */
+export async function auditAction(io: Io, flags: AuditFlags): Promise<void> {
+  if (flags.identity !== undefined && !flags.sign) throw new PraxmailError("usage", "--identity is only used with --sign");
+  await withContext(flags, async (ctx) => {
+    if (flags.verify || flags.sign || flags.anchor) {
+      await runVerify(ctx, io, flags);
+      return;
+    }
+    const rows: AuditRow[] = [];
+    for await (const r of ctx.store.auditRows()) rows.push(r);
+    if (flags.json) {
+      printJson(io, rows.map((r) => ({ ...r, details: JSON.parse(r.details) as unknown })));
+      return;
+    }
+    printTable(io, ["SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAILS"], rows.map((r) => [String(r.seq), r.at, r.actor, r.action, r.subject ?? "-", r.details]));
+  });
 }

@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
 import { isAbsolute, relative, resolve } from "node:path";
-import { Command } from "commander";
 import { encryptStream } from "../crypto/index.js";
 import { PraxmailError, type Context } from "../core/index.js";
 import { BackupError, type BackupManifest } from "../store/index.js";
-import { common, note, printJson, progress, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
+import { note, printJson, progress, withContext } from "./shared.js";
 
 const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
@@ -84,37 +84,38 @@ export async function runBackup(ctx: Context, io: Io, dir: string): Promise<Back
   }
 }
 
-/** @returns The `backup` command. */
-export function backupCommand(io: Io): Command {
-  return common(new Command("backup"))
-    .description("copy the database (online snapshot), its blobs and config.json into a new folder, encrypted to the practice recipient")
-    .argument("<dir>", "a new or empty folder for the backup")
-    .action(async (dirArg: string, flags: HomeOptions & JsonOptions) => {
-      const dir = resolve(dirArg);
-      const m = await withContext(flags, async (ctx) => {
-        const manifest = await runBackup(ctx, io, dir);
-        await ctx.store.transaction((tx) =>
-          tx.audit({ actor: ctx.actor, action: "backup", subject: dir, details: { blobs: manifest.counts.blobs, encryptedTo: ctx.config.practiceRecipient } }, ctx.now()),
-        );
-        return manifest;
-      });
-      const recipient = String(m.meta.practiceRecipient);
-      if (flags.json) {
-        printJson(io, {
-          dir,
-          createdAt: m.createdAt,
-          database: { size: m.database.size, sha256: m.database.sha256 },
-          counts: m.counts,
-          auditIntact: m.auditIntact,
-          encryptedTo: recipient,
-        });
-      } else {
-        io.out(
-          `backed up ${m.counts.deliveries} deliveries, ${m.counts.patients} patients, ${m.counts.replies} replies and ${m.counts.blobs} blobs (${bytes(m.counts.blobBytes)}) to ${dir}\n`,
-        );
-      }
-      if (!m.auditIntact) note(io, "praxmail: warning: the audit chain in this backup is broken (run praxmail audit --verify); restore will refuse it");
-      note(io, `praxmail: note: the backup is encrypted to the practice recipient ${recipient}; only the practice identity`);
-      note(io, "praxmail: note: restores it. Keep an offline copy of the identity apart from the backups: without it they are lost.");
+/**
+ * Runs `praxmail backup` once its options are parsed (src/commands/definitions.ts).
+ *
+ * @param io - Where output goes.
+ * @param dirArg - The argument.
+ * @param flags - The parsed options.
+ */
+export async function backupAction(io: Io, dirArg: string, flags: HomeOptions & JsonOptions): Promise<void> {
+  const dir = resolve(dirArg);
+  const m = await withContext(flags, async (ctx) => {
+    const manifest = await runBackup(ctx, io, dir);
+    await ctx.store.transaction((tx) =>
+      tx.audit({ actor: ctx.actor, action: "backup", subject: dir, details: { blobs: manifest.counts.blobs, encryptedTo: ctx.config.practiceRecipient } }, ctx.now()),
+    );
+    return manifest;
+  });
+  const recipient = String(m.meta.practiceRecipient);
+  if (flags.json) {
+    printJson(io, {
+      dir,
+      createdAt: m.createdAt,
+      database: { size: m.database.size, sha256: m.database.sha256 },
+      counts: m.counts,
+      auditIntact: m.auditIntact,
+      encryptedTo: recipient,
     });
+  } else {
+    io.out(
+      `backed up ${m.counts.deliveries} deliveries, ${m.counts.patients} patients, ${m.counts.replies} replies and ${m.counts.blobs} blobs (${bytes(m.counts.blobBytes)}) to ${dir}\n`,
+    );
+  }
+  if (!m.auditIntact) note(io, "praxmail: warning: the audit chain in this backup is broken (run praxmail audit --verify); restore will refuse it");
+  note(io, `praxmail: note: the backup is encrypted to the practice recipient ${recipient}; only the practice identity`);
+  note(io, "praxmail: note: restores it. Keep an offline copy of the identity apart from the backups: without it they are lost.");
 }

@@ -1,18 +1,17 @@
 import { lstat, readdir, stat, statfs } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import chalk from "chalk";
-import { Command, InvalidArgumentError, Option } from "commander";
 import nodemailer from "nodemailer";
-import { PassphraseRequiredError, keyFingerprint, loadFromKeyring, practiceSigningKey, readIdentityFile, recipientOf } from "../crypto/index.js";
-import { PraxmailError, isInitialised, loadConfig, loadPracticeIdentity, resolveHome, type Config } from "../core/index.js";
+import { keyFingerprint } from "../crypto/index.js";
+import { PraxmailError, checkPracticeIdentity, isInitialised, loadConfig, readPracticeIdentity, resolveHome, type Config } from "../core/index.js";
 import type { Listen } from "../relay/server.js";
-import { parseMilterListen, type MilterListen } from "../milter/server.js";
+import type { MilterListen } from "../milter/server.js";
 import { bytes } from "./backup.js";
 import { tcpPortState, unixSocketState, type PortState } from "./doctor-ports.js";
-import { parseListen } from "./serve.js";
-import { common, note, printJson, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
+import { note, printJson } from "./shared.js";
 
-interface DoctorFlags extends HomeOptions, JsonOptions {
+export interface DoctorFlags extends HomeOptions, JsonOptions {
   smtp: Listen;
   http: Listen;
   milter?: MilterListen;
@@ -74,19 +73,21 @@ async function checkPermissions(home: string): Promise<Check> {
   return fail(name, `${first.path} has mode ${mode(first.mode)}: ${what}${more}`, hint);
 }
 
+/** The passphrase of a protected identity file, from PRAXMAIL_IDENTITY_PASSPHRASE only: doctor never prompts. */
+const passphraseOf = (io: Io) => (): Promise<string | undefined> => Promise.resolve(io.env.PRAXMAIL_IDENTITY_PASSPHRASE || undefined);
+
 async function checkIdentity(home: string, config: Config, io: Io, flag: string | undefined): Promise<Check> {
   const name = "identity";
   const explicit = flag ?? (io.env.PRAXMAIL_IDENTITY || undefined);
   const matches = async (identity: string, where: string): Promise<Check> =>
-    (await recipientOf(identity)) === config.practiceRecipient
+    (await checkPracticeIdentity(config, identity)).kind !== "other-identity"
       ? ok(name, `${where} holds the practice identity`)
       : fail(name, `${where} holds an identity that does not belong to the practice recipient in config.json`, "approve would fail: put the right identity file in place");
   if (explicit === undefined && config.identity.kind === "keyring") {
-    try {
-      return await matches(await loadFromKeyring(config.identity.account), "the OS keyring");
-    } catch (e) {
-      return warn(name, `cannot read the practice identity from the OS keyring: ${(e as Error).message}`, "approve, invite, receive and export need it: run them where the keyring is unlocked, or pass --identity FILE");
-    }
+    const read = await readPracticeIdentity(home, config, undefined, passphraseOf(io));
+    if (read.kind === "loaded") return matches(read.identity, "the OS keyring");
+    const why = read.kind === "unreadable" ? read.error.message : "it is passphrase-protected";
+    return warn(name, `cannot read the practice identity from the OS keyring: ${why}`, "approve, invite, receive and export need it: run them where the keyring is unlocked, or pass --identity FILE");
   }
   const path = explicit !== undefined ? resolve(explicit) : join(home, config.identity.kind === "file" ? config.identity.file : "");
   let st;
@@ -104,14 +105,10 @@ async function checkIdentity(home: string, config: Config, io: Io, flag: string 
   if ((dir.mode & 0o022) !== 0) {
     return fail(name, `${dirname(path)} has mode ${mode(dir.mode)}: others may replace the identity file`, `chmod 700 ${dirname(path)}`);
   }
-  let identity: string;
-  try {
-    identity = await readIdentityFile(path, () => Promise.resolve(io.env.PRAXMAIL_IDENTITY_PASSPHRASE || undefined));
-  } catch (e) {
-    if (e instanceof PassphraseRequiredError) return ok(name, `${path} (mode ${mode(st.mode)}) is passphrase-protected; set PRAXMAIL_IDENTITY_PASSPHRASE to check its key too`);
-    return fail(name, `cannot read ${path}: ${errCode(e)}`, "check the file and its passphrase");
-  }
-  const verdict = await matches(identity, `${path} (mode ${mode(st.mode)})`);
+  const read = await readPracticeIdentity(home, config, path, passphraseOf(io));
+  if (read.kind === "passphrase-required") return ok(name, `${path} (mode ${mode(st.mode)}) is passphrase-protected; set PRAXMAIL_IDENTITY_PASSPHRASE to check its key too`);
+  if (read.kind === "unreadable") return fail(name, `cannot read ${path}: ${errCode(read.error)}`, "check the file and its passphrase");
+  const verdict = await matches(read.identity, `${path} (mode ${mode(st.mode)})`);
   if (verdict.status === "ok" && (dir.mode & 0o077) !== 0) {
     return warn(name, `${verdict.reason}, but ${dirname(path)} has mode ${mode(dir.mode)}: others can list it`, `chmod 700 ${dirname(path)}`);
   }
@@ -234,14 +231,11 @@ async function checkApprovalKey(home: string, config: Config, io: Io, flag: stri
   const name = "signing-key";
   if (config.approvalKey === null) return warn(name, "no approval key is pinned (a home made before signed approvals): deliveries to approved patients wait", "run praxmail approve once to pin it and sign the current approvals");
   const fingerprint = keyFingerprint(config.approvalKey);
-  let identity: string;
-  try {
-    identity = await loadPracticeIdentity(home, config, flag ?? (io.env.PRAXMAIL_IDENTITY || undefined), () => Promise.resolve(io.env.PRAXMAIL_IDENTITY_PASSPHRASE || undefined));
-  } catch {
-    return ok(name, `${fingerprint} pinned (the practice identity is not here to check it against)`);
-  }
-  if ((await recipientOf(identity)) !== config.practiceRecipient) return ok(name, `${fingerprint} pinned (see the identity check)`);
-  if (practiceSigningKey(identity).publicKey !== config.approvalKey) {
+  const read = await readPracticeIdentity(home, config, flag ?? (io.env.PRAXMAIL_IDENTITY || undefined), passphraseOf(io));
+  if (read.kind !== "loaded") return ok(name, `${fingerprint} pinned (the practice identity is not here to check it against)`);
+  const found = await checkPracticeIdentity(config, read.identity);
+  if (found.kind === "other-identity") return ok(name, `${fingerprint} pinned (see the identity check)`);
+  if (found.kind === "other-approval-key") {
     return fail(name, `${fingerprint} pinned in config.json is not the key the practice identity derives`, "config.json was altered or belongs to another practice: restore it from a backup");
   }
   return ok(name, `${fingerprint}, derived from the practice identity`);
@@ -274,50 +268,28 @@ export async function runDoctor(io: Io, flags: DoctorFlags): Promise<{ home: str
   return { home, checks };
 }
 
-function whole(lo: number, hi: number): (v: string) => number {
-  return (v) => {
-    if (!/^\d{1,9}$/.test(v) || Number(v) < lo || Number(v) > hi) throw new InvalidArgumentError(`give a whole number from ${lo} to ${hi}`);
-    return Number(v);
-  };
-}
-
 const LABEL = { ok: chalk.green("ok  "), warn: chalk.yellow("warn"), fail: chalk.red("fail"), skip: chalk.dim("skip") };
 
-/** @returns The `doctor` command. */
-export function doctorCommand(io: Io): Command {
-  return common(new Command("doctor"))
-    .description("check config, permissions under home, practice identity, upstream, listen addresses, disk space and the portal URL")
-    .addOption(new Option("--smtp <host:port>", "relay address serve uses").env("PRAXMAIL_SMTP").argParser(parseListen).default(parseListen("127.0.0.1:2525"), "127.0.0.1:2525"))
-    .addOption(new Option("--http <host:port>", "portal address serve uses").env("PRAXMAIL_HTTP").argParser(parseListen).default(parseListen("127.0.0.1:8080"), "127.0.0.1:8080"))
-    .addOption(
-      new Option("--milter <address>", "milter address serve uses (checked only when given)")
-        .env("PRAXMAIL_MILTER")
-        .argParser((v) => {
-          try {
-            return parseMilterListen(v);
-          } catch (e) {
-            throw new InvalidArgumentError((e as Error).message);
-          }
-        }),
-    )
-    .option("--identity <file>", "check this practice identity file (default: PRAXMAIL_IDENTITY, then where init stored it)")
-    .option("--min-free <MiB>", "fail when less disk space is free under home", whole(1, 10_000_000), 1024)
-    .option("--timeout <seconds>", "how long to wait for upstream and the portal URL", whole(1, 120), 5)
-    .action(async (flags: DoctorFlags) => {
-      const { home, checks } = await runDoctor(io, flags);
-      const failed = checks.filter((c) => c.status === "fail").length;
-      const warned = checks.filter((c) => c.status === "warn").length;
-      if (flags.json) printJson(io, { ok: failed === 0, home, checks });
-      else {
-        const width = Math.max(...checks.map((c) => c.name.length));
-        for (const c of checks) {
-          io.out(`${LABEL[c.status]}  ${c.name.padEnd(width)}  ${c.reason}\n`);
-          if (c.hint && c.status !== "ok") io.out(`${" ".repeat(width + 8)}hint: ${c.hint}\n`);
-        }
-      }
-      if (failed > 0) {
-        throw new PraxmailError("wrong-state", `${failed} of ${checks.length} checks failed`, "fix what the lines marked fail say, then run praxmail doctor again");
-      }
-      if (warned > 0) note(io, `praxmail: ${warned} ${warned === 1 ? "warning" : "warnings"}, no failures`);
-    });
+/**
+ * Runs `praxmail doctor` once its options are parsed (src/commands/definitions.ts).
+ *
+ * @param io - Where output goes.
+ * @param flags - The parsed options.
+ */
+export async function doctorAction(io: Io, flags: DoctorFlags): Promise<void> {
+  const { home, checks } = await runDoctor(io, flags);
+  const failed = checks.filter((c) => c.status === "fail").length;
+  const warned = checks.filter((c) => c.status === "warn").length;
+  if (flags.json) printJson(io, { ok: failed === 0, home, checks });
+  else {
+    const width = Math.max(...checks.map((c) => c.name.length));
+    for (const c of checks) {
+      io.out(`${LABEL[c.status]}  ${c.name.padEnd(width)}  ${c.reason}\n`);
+      if (c.hint && c.status !== "ok") io.out(`${" ".repeat(width + 8)}hint: ${c.hint}\n`);
+    }
+  }
+  if (failed > 0) {
+    throw new PraxmailError("wrong-state", `${failed} of ${checks.length} checks failed`, "fix what the lines marked fail say, then run praxmail doctor again");
+  }
+  if (warned > 0) note(io, `praxmail: ${warned} ${warned === 1 ? "warning" : "warnings"}, no failures`);
 }

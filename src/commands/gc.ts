@@ -1,16 +1,11 @@
-import { Command, InvalidArgumentError } from "commander";
 import { collectGarbage, signCheckpoint, type Context } from "../core/index.js";
 import { loadIdentityForCli } from "./approve.js";
-import { common, printJson, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
+import { printJson, withContext } from "./shared.js";
 
-interface GcFlags extends HomeOptions, JsonOptions {
+export interface GcFlags extends HomeOptions, JsonOptions {
   grace: number;
   identity?: string;
-}
-
-function minutes(v: string): number {
-  if (!/^\d{1,6}$/.test(v)) throw new InvalidArgumentError("give whole minutes");
-  return Number(v);
 }
 
 // gc usually runs from a timer without the practice identity: it signs a checkpoint only when
@@ -25,21 +20,20 @@ async function runGc(ctx: Context, io: Io, flags: GcFlags) {
   return { ...report, checkpoint: { ...signed.checkpoint, created: signed.created }, checkpointSkipped: null };
 }
 
-/** @returns The `gc` command. */
-export function gcCommand(io: Io): Command {
-  return common(new Command("gc"))
-    .description("expire deliveries that are due, delete files no delivery references, and with the practice identity sign an audit checkpoint")
-    .option("--grace <minutes>", "keep unreferenced files younger than this (a running relay may be writing them)", minutes, 60)
-    .option("--identity <file>", "practice identity file: sign an audit checkpoint (default: PRAXMAIL_IDENTITY; without either, none is signed)")
-    .action(async (flags: GcFlags) => {
-      const r = await withContext(flags, (ctx) => runGc(ctx, io, flags));
-      if (flags.json) printJson(io, r);
-      else {
-        io.out(
-          `expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, sent ${r.reminded} reminders, ended ${r.sessions} sessions, discarded ${r.unsent} unsent deliveries and ${r.unfinishedReplies} unfinished replies, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`,
-        );
-        if (r.checkpoint === null) io.out(`signed no audit checkpoint: ${r.checkpointSkipped}\n`);
-        else io.out(`${r.checkpoint.created ? "signed audit checkpoint" : "audit log already signed"} at row ${r.checkpoint.seq}: anchor ${r.checkpoint.seq}:${r.checkpoint.hash}\n`);
-      }
-    });
+/**
+ * Runs `praxmail gc` once its options are parsed (src/commands/definitions.ts).
+ *
+ * @param io - Where output goes.
+ * @param flags - The parsed options.
+ */
+export async function gcAction(io: Io, flags: GcFlags): Promise<void> {
+  const r = await withContext(flags, (ctx) => runGc(ctx, io, flags));
+  if (flags.json) printJson(io, r);
+  else {
+    io.out(
+      `expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, sent ${r.reminded} reminders, ended ${r.sessions} sessions, discarded ${r.unsent} unsent deliveries and ${r.unfinishedReplies} unfinished replies, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`,
+    );
+    if (r.checkpoint === null) io.out(`signed no audit checkpoint: ${r.checkpointSkipped}\n`);
+    else io.out(`${r.checkpoint.created ? "signed audit checkpoint" : "audit log already signed"} at row ${r.checkpoint.seq}: anchor ${r.checkpoint.seq}:${r.checkpoint.hash}\n`);
+  }
 }

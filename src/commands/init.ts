@@ -1,4 +1,3 @@
-import { Command, Option } from "commander";
 import { confirm, input, password, select } from "@inquirer/prompts";
 import { RECIPIENT_TYPES, isRecipientType, keyFingerprint, type RecipientType } from "../crypto/index.js";
 import {
@@ -11,9 +10,10 @@ import {
   resolveHome,
   type InitResult,
 } from "../core/index.js";
-import { common, note, printJson, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
+import { note, printJson } from "./shared.js";
 
-interface InitFlags extends HomeOptions, JsonOptions {
+export interface InitFlags extends HomeOptions, JsonOptions {
   practiceName?: string;
   practiceEmail?: string;
   portalUrl?: string;
@@ -95,38 +95,31 @@ export async function runInit(io: Io, flags: InitFlags): Promise<InitResult & { 
   return { ...result, home };
 }
 
-/** @returns The `init` command. */
-export function initCommand(io: Io): Command {
-  return common(new Command("init"))
-    .description("set up a practice: configuration and practice identity (re-run to change settings)")
-    .option("--practice-name <name>", "the practice's name, shown to patients")
-    .option("--practice-email <address>", "the practice's address, sender of notifications")
-    .option("--portal-url <url>", `public URL of the patient portal (default ${DEFAULTS.portalUrl})`)
-    .option("--upstream <url>", "smtp:// or smtps:// URL for outgoing mail (default: the outbox folder)")
-    .addOption(new Option("--recipient-type <type>", "key type for new keys").choices(RECIPIENT_TYPES))
-    .option("--no-keyring", "store the practice identity in a file even if an OS keyring answers")
-    .option("--protect", "protect the identity file with a passphrase (PRAXMAIL_IDENTITY_PASSPHRASE in scripts)")
-    .option("-y, --yes", "no wizard: take flags and defaults")
-    .action(async (flags: InitFlags) => {
-      const r = await runInit(io, flags);
-      const where = r.identityStore.kind === "keyring" ? "the OS keyring" : `${r.home}/${r.identityStore.file}`;
-      if (flags.json) {
-        printJson(io, {
-          home: r.home,
-          created: r.created,
-          practiceRecipient: r.config.practiceRecipient,
-          recipientType: r.config.crypto.recipientType,
-          approvalKey: r.config.approvalKey,
-          approvalKeyFingerprint: r.config.approvalKey === null ? null : keyFingerprint(r.config.approvalKey),
-          identity: r.identityStore.kind === "keyring" ? { store: "keyring" } : { store: "file", file: where, protected: r.identityStore.protected },
-        });
-        return;
-      }
-      note(io, r.created ? `praxmail: initialised ${r.home}` : `praxmail: updated the settings in ${r.home}; the practice identity is unchanged`);
-      if (r.keyringFailure !== undefined) note(io, `praxmail: ${r.keyringFailure}; using a file instead`);
-      note(io, `praxmail: practice identity in ${where}${r.identityStore.kind === "file" && !r.identityStore.protected ? " (mode 0600; keep a backup offline)" : ""}`);
-      if (r.config.approvalKey !== null) note(io, `praxmail: approval signing key ${keyFingerprint(r.config.approvalKey)} (pinned in config.json)`);
-      note(io, "praxmail: practice recipient:");
-      io.out(`${r.config.practiceRecipient}\n`);
+/**
+ * Runs `praxmail init` once its options are parsed (src/commands/definitions.ts).
+ *
+ * @param io - Where output goes.
+ * @param flags - The parsed options.
+ */
+export async function initAction(io: Io, flags: InitFlags): Promise<void> {
+  const r = await runInit(io, flags);
+  const where = r.identityStore.kind === "keyring" ? "the OS keyring" : `${r.home}/${r.identityStore.file}`;
+  if (flags.json) {
+    printJson(io, {
+      home: r.home,
+      created: r.created,
+      practiceRecipient: r.config.practiceRecipient,
+      recipientType: r.config.crypto.recipientType,
+      approvalKey: r.config.approvalKey,
+      approvalKeyFingerprint: r.config.approvalKey === null ? null : keyFingerprint(r.config.approvalKey),
+      identity: r.identityStore.kind === "keyring" ? { store: "keyring" } : { store: "file", file: where, protected: r.identityStore.protected },
     });
+    return;
+  }
+  note(io, r.created ? `praxmail: initialised ${r.home}` : `praxmail: updated the settings in ${r.home}; the practice identity is unchanged`);
+  if (r.keyringFailure !== undefined) note(io, `praxmail: ${r.keyringFailure}; using a file instead`);
+  note(io, `praxmail: practice identity in ${where}${r.identityStore.kind === "file" && !r.identityStore.protected ? " (mode 0600; keep a backup offline)" : ""}`);
+  if (r.config.approvalKey !== null) note(io, `praxmail: approval signing key ${keyFingerprint(r.config.approvalKey)} (pinned in config.json)`);
+  note(io, "praxmail: practice recipient:");
+  io.out(`${r.config.practiceRecipient}\n`);
 }

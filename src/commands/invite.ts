@@ -1,47 +1,45 @@
-import { Command } from "commander";
 import QRCode from "qrcode";
 import { PraxmailError, createInvite, listInvites, revokeInvite } from "../core/index.js";
 import { loadIdentityForCli } from "./approve.js";
-import { common, note, printJson, printTable, shortTime, withContext, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
+import { note, printJson, printTable, shortTime, withContext } from "./shared.js";
 
-interface InviteFlags extends HomeOptions, JsonOptions {
+export interface InviteFlags extends HomeOptions, JsonOptions {
   list?: boolean;
   revoke?: string;
   identity?: string;
 }
 
-/** @returns The `invite` command. */
-export function inviteCommand(io: Io): Command {
-  return common(new Command("invite"))
-    .description("invite a patient at the counter: a link, a one-time code and a QR code, signed with the practice identity; approved once the Secu-Pass-Key is set in the session that used the code")
-    .argument("[email]", "the patient's address (reception has checked who they are)")
-    .option("--list", "list invites and their status")
-    .option("--revoke <id>", "revoke an open invite")
-    .option("--identity <file>", "practice identity file, to sign the invite (default: PRAXMAIL_IDENTITY, then where init stored it)")
-    .action(async (email: string | undefined, flags: InviteFlags) => {
-      const modes = [email !== undefined, flags.list === true, flags.revoke !== undefined].filter(Boolean).length;
-      if (modes !== 1) throw new PraxmailError("usage", "give an address, --list, or --revoke ID", "praxmail invite patient@example.org");
-      await withContext(flags, async (ctx) => {
-        if (flags.list) {
-          const rows = await listInvites(ctx);
-          if (flags.json) { printJson(io, rows); return; }
-          printTable(io, ["ID", "EMAIL", "STATUS", "CREATED", "EXPIRES"], rows.map((i) => [i.id, i.email, i.status, shortTime(i.createdAt), shortTime(i.expiresAt)]));
-          return;
-        }
-        if (flags.revoke !== undefined) {
-          const i = await revokeInvite(ctx, flags.revoke);
-          if (flags.json) { printJson(io, i); return; }
-          io.out(`revoked ${i.id} (${i.email})\n`);
-          return;
-        }
-        const inv = await createInvite(ctx, email ?? "", await loadIdentityForCli(ctx, io, flags.identity));
-        if (flags.json) {
-          printJson(io, { id: inv.id, email: inv.email, link: inv.link, code: inv.code, expiresAt: inv.expiresAt.toISOString() });
-          return;
-        }
-        io.out(`link:    ${inv.link}\ncode:    ${inv.code}\nvalid:   until ${shortTime(inv.expiresAt.toISOString())} (once)\n`);
-        if (io.interactive || io.env.PRAXMAIL_QR === "1") io.out(await QRCode.toString(inv.link, { type: "terminal", small: true }));
-        note(io, "praxmail: hand the code to the patient in person; only its hash is stored");
-      });
-    });
+/**
+ * Runs `praxmail invite` once its options are parsed (src/commands/definitions.ts).
+ *
+ * @param io - Where output goes.
+ * @param email - The argument.
+ * @param flags - The parsed options.
+ */
+export async function inviteAction(io: Io, email: string | undefined, flags: InviteFlags): Promise<void> {
+  const modes = [email !== undefined, flags.list === true, flags.revoke !== undefined].filter(Boolean).length;
+  if (modes !== 1) throw new PraxmailError("usage", "give an address, --list, or --revoke ID", "praxmail invite patient@example.org");
+  await withContext(flags, async (ctx) => {
+    if (flags.list) {
+      const rows = await listInvites(ctx);
+      if (flags.json) { printJson(io, rows); return; }
+      printTable(io, ["ID", "EMAIL", "STATUS", "CREATED", "EXPIRES"], rows.map((i) => [i.id, i.email, i.status, shortTime(i.createdAt), shortTime(i.expiresAt)]));
+      return;
+    }
+    if (flags.revoke !== undefined) {
+      const i = await revokeInvite(ctx, flags.revoke);
+      if (flags.json) { printJson(io, i); return; }
+      io.out(`revoked ${i.id} (${i.email})\n`);
+      return;
+    }
+    const inv = await createInvite(ctx, email ?? "", await loadIdentityForCli(ctx, io, flags.identity));
+    if (flags.json) {
+      printJson(io, { id: inv.id, email: inv.email, link: inv.link, code: inv.code, expiresAt: inv.expiresAt.toISOString() });
+      return;
+    }
+    io.out(`link:    ${inv.link}\ncode:    ${inv.code}\nvalid:   until ${shortTime(inv.expiresAt.toISOString())} (once)\n`);
+    if (io.interactive || io.env.PRAXMAIL_QR === "1") io.out(await QRCode.toString(inv.link, { type: "terminal", small: true }));
+    note(io, "praxmail: hand the code to the patient in person; only its hash is stored");
+  });
 }

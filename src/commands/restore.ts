@@ -2,14 +2,14 @@ import { existsSync } from "node:fs";
 import { lchown, readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { password } from "@inquirer/prompts";
-import { Command } from "commander";
 import { decryptStream, recipientOf } from "../crypto/index.js";
 import { PraxmailError, isInitialised, loadConfig, loadPracticeIdentity, markUsedInvites, resolveHome, type IdentityStore } from "../core/index.js";
 import { readBackupHeader, restoreHome, type BackupManifest } from "../store/index.js";
 import { backupFailure, bytes } from "./backup.js";
-import { common, note, openContext, printJson, progress, type HomeOptions, type Io, type JsonOptions } from "./shared.js";
+import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
+import { note, openContext, printJson, progress } from "./shared.js";
 
-interface RestoreFlags extends HomeOptions {
+export interface RestoreFlags extends HomeOptions {
   identity?: string;
 }
 
@@ -147,29 +147,29 @@ export async function runRestore(io: Io, dir: string, flags: RestoreFlags): Prom
   return { home, manifest, auditRows, chownedTo: owner?.uid ?? null };
 }
 
-/** @returns The `restore` command. */
-export function restoreCommand(io: Io): Command {
-  return common(new Command("restore"))
-    .description("restore a backup made by praxmail backup into a new or empty home with the practice identity, checking every file against its manifest")
-    .argument("<dir>", "the backup folder")
-    .option("--identity <file>", "the practice identity file that opens the backup (default: PRAXMAIL_IDENTITY, then where the backed-up home kept it)")
-    .action(async (dirArg: string, flags: RestoreFlags & JsonOptions) => {
-      const dir = resolve(dirArg);
-      const { home, manifest: m, auditRows, chownedTo } = await runRestore(io, dir, flags);
-      if (flags.json) {
-        printJson(io, { home, dir, createdAt: m.createdAt, counts: m.counts, auditRows, encryptedTo: m.meta.practiceRecipient });
-      } else {
-        io.out(
-          `restored ${m.counts.deliveries} deliveries, ${m.counts.patients} patients, ${m.counts.replies} replies and ${m.counts.blobs} blobs (${bytes(m.counts.blobBytes)}) from the backup of ${m.createdAt} into ${home}; audit chain intact (${auditRows} rows)\n`,
-        );
-      }
-      const config = loadConfig(home);
-      if (config.identity.kind === "keyring" || !existsSync(join(home, config.identity.file))) {
-        const where = config.identity.kind === "file" ? `at ${join(home, config.identity.file)} (mode 0600)` : `in this machine's OS keyring (account "${config.identity.account}")`;
-        note(io, `praxmail: note: backups never hold the practice identity: put it back ${where},`);
-        note(io, "praxmail: note: or pass --identity FILE to approve and receive; praxmail doctor checks it");
-      }
-      if (chownedTo !== null) note(io, `praxmail: note: the restored files belong to uid ${chownedTo}, the owner of ${home}`);
-      else if (process.getuid?.() === 0) note(io, "praxmail: note: the restored files belong to root; chown -R them to the user that runs praxmail serve");
-    });
+/**
+ * Runs `praxmail restore` once its options are parsed (src/commands/definitions.ts).
+ *
+ * @param io - Where output goes.
+ * @param dirArg - The argument.
+ * @param flags - The parsed options.
+ */
+export async function restoreAction(io: Io, dirArg: string, flags: RestoreFlags & JsonOptions): Promise<void> {
+  const dir = resolve(dirArg);
+  const { home, manifest: m, auditRows, chownedTo } = await runRestore(io, dir, flags);
+  if (flags.json) {
+    printJson(io, { home, dir, createdAt: m.createdAt, counts: m.counts, auditRows, encryptedTo: m.meta.practiceRecipient });
+  } else {
+    io.out(
+      `restored ${m.counts.deliveries} deliveries, ${m.counts.patients} patients, ${m.counts.replies} replies and ${m.counts.blobs} blobs (${bytes(m.counts.blobBytes)}) from the backup of ${m.createdAt} into ${home}; audit chain intact (${auditRows} rows)\n`,
+    );
+  }
+  const config = loadConfig(home);
+  if (config.identity.kind === "keyring" || !existsSync(join(home, config.identity.file))) {
+    const where = config.identity.kind === "file" ? `at ${join(home, config.identity.file)} (mode 0600)` : `in this machine's OS keyring (account "${config.identity.account}")`;
+    note(io, `praxmail: note: backups never hold the practice identity: put it back ${where},`);
+    note(io, "praxmail: note: or pass --identity FILE to approve and receive; praxmail doctor checks it");
+  }
+  if (chownedTo !== null) note(io, `praxmail: note: the restored files belong to uid ${chownedTo}, the owner of ${home}`);
+  else if (process.getuid?.() === 0) note(io, "praxmail: note: the restored files belong to root; chown -R them to the user that runs praxmail serve");
 }

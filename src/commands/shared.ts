@@ -1,54 +1,14 @@
-// What every command shares: the home option, opening the core context, printing,
-// confirmation, and the one place where errors become messages and exit codes.
+// What the commands' actions share: opening the core context, printing, confirmation, and
+// the one place where errors become messages and exit codes.
 import { userInfo } from "node:os";
 import chalk from "chalk";
-import { Option, type Command } from "commander";
 import { confirm } from "@inquirer/prompts";
 import { openStore } from "../store/index.js";
 import { PraxmailError, errorFields, ensureWritableHome, loadConfig, resolveHome, type Context } from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
-
-/** Options every command has. */
-export interface HomeOptions {
-  home?: string;
-}
-
-/** Options of commands that print data. */
-export interface JsonOptions {
-  json?: boolean;
-}
-
-/** Where commands write; injected so that run* functions stay testable. */
-export interface Io {
-  readonly out: (text: string) => void;
-  readonly err: (text: string) => void;
-  /** True when both stdin and stderr are terminals: prompts and progress are allowed. */
-  readonly interactive: boolean;
-  readonly env: NodeJS.ProcessEnv;
-}
-
-/** The process's real streams. */
-export const processIo: Io = {
-  out: (t) => process.stdout.write(t),
-  err: (t) => process.stderr.write(t),
-  interactive: process.stdin.isTTY && process.stderr.isTTY,
-  env: process.env,
-};
+import type { HomeOptions, Io } from "./definitions.js";
 
 if ((process.env.NO_COLOR ?? "") !== "" || !process.stderr.isTTY) chalk.level = 0;
-
-/**
- * Adds `--home` (and `--json` when asked) to a command.
- *
- * @param cmd - The command.
- * @param json - Whether the command prints data.
- * @returns The same command.
- */
-export function common(cmd: Command, json = true): Command {
-  cmd.addOption(new Option("--home <dir>", "praxmail home (config and data)").env("PRAXMAIL_HOME"));
-  if (json) cmd.option("--json", "print machine-readable JSON on stdout");
-  return cmd;
-}
 
 /**
  * Opens the core context of an initialised home; close it with {@link closeContext}.
@@ -148,9 +108,10 @@ export function note(io: Io, text: string): void {
  * Shows progress of long work on a terminal; prints nothing elsewhere.
  *
  * @param io - The streams.
- * @returns update(text) and done().
+ * @returns update(text) and done(). update is called often (send: once per MiB), so text may
+ *   be a function, called only when a line is shown: at most every 100 ms, on a terminal.
  */
-export function progress(io: Io): { update(text: string): void; done(): void } {
+export function progress(io: Io): { update(text: string | (() => string)): void; done(): void } {
   let last = 0;
   let shown = false;
   return {
@@ -160,7 +121,7 @@ export function progress(io: Io): { update(text: string): void; done(): void } {
       if (now - last < 100) return;
       last = now;
       shown = true;
-      io.err(`\r\x1b[2K${chalk.dim(text)}`);
+      io.err(`\r\x1b[2K${chalk.dim(typeof text === "string" ? text : text())}`);
     },
     done() {
       if (shown) io.err("\r\x1b[2K");

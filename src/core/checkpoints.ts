@@ -11,7 +11,7 @@ import { PraxmailError } from "./errors.js";
 
 const KIND = "praxmail audit checkpoint v1";
 const ACTION = "audit.checkpoint";
-const TAMPERED_HINT = "the log was altered outside praxmail; keep a copy of praxmail.db for investigation";
+const TAMPERED_HINT = "the log was altered outside praxmail; keep a copy of the database for investigation";
 
 /** A signed checkpoint: the practice vouches for rows 1..seq. */
 export type Checkpoint = CheckpointRow;

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import Conf from "conf";
 import { isRecipientType, recipientType, type RecipientType } from "../crypto/index.js";
 import { PraxmailError } from "./errors.js";
+import { DEFAULTS } from "./defaults.js";
 import { LEVELS } from "./levels.js";
 
 /** Where the practice identity's secret lives. */
@@ -82,23 +83,6 @@ export interface PortalConfig {
 
 /** The file name of the configuration under home. */
 export const CONFIG_FILE = "config.json";
-
-/** Defaults for what `init` does not ask. */
-export const DEFAULTS = {
-  portalUrl: "http://127.0.0.1:8080",
-  recipientType: "mlkem768x25519" as RecipientType,
-  expiryDays: 30,
-  relay: {
-    allow: ["127.0.0.0/8", "::1/128"],
-    maxSize: 50 * 1024 * 1024,
-    maxRecipients: 100,
-    timeoutSeconds: 120,
-    users: [],
-    tls: null,
-  } satisfies RelayConfig,
-  policy: { minLevel: 0, minLevelWithAttachments: 0 } satisfies PolicyConfig,
-  portal: { idleMinutes: 15, sessionHours: 12, maxUploadBytes: 100 * 1024 * 1024 } satisfies PortalConfig,
-};
 
 function whole(v: unknown, lo: number, hi: number): v is number {
   return typeof v === "number" && Number.isInteger(v) && v >= lo && v <= hi;
@@ -191,6 +175,47 @@ export function checkUrl(value: string, protocols: readonly string[]): string {
   return value.replace(/\/+$/, "");
 }
 
+function readRaw(home: string): Record<string, unknown> {
+  try {
+    return conf(home).store;
+  } catch (e) {
+    throw bad("", `cannot be read: ${(e as Error).message}`);
+  }
+}
+
+function cryptoConfig(raw: unknown): Config["crypto"] {
+  const crypto = (raw ?? {}) as Record<string, unknown>;
+  const type = crypto.recipientType ?? DEFAULTS.recipientType;
+  if (!isRecipientType(type)) throw bad("crypto.recipientType", "must be x25519 or mlkem768x25519");
+  return { recipientType: type };
+}
+
+function deliveriesConfig(raw: unknown): Config["deliveries"] {
+  const deliveries = (raw ?? {}) as Record<string, unknown>;
+  const expiryDays = deliveries.expiryDays ?? DEFAULTS.expiryDays;
+  if (typeof expiryDays !== "number" || !Number.isInteger(expiryDays) || expiryDays < 1 || expiryDays > 3650) {
+    throw bad("deliveries.expiryDays", "must be a whole number of days from 1 to 3650");
+  }
+  const remindBeforeDays = deliveries.remindBeforeDays ?? 0;
+  if (!whole(remindBeforeDays, 0, expiryDays - 1 || 0)) throw bad("deliveries.remindBeforeDays", "must be from 0 to expiryDays - 1");
+  return { expiryDays, remindBeforeDays };
+}
+
+function identityStore(raw: unknown): IdentityStore {
+  const identity = raw as Record<string, unknown> | undefined;
+  if (identity?.kind === "keyring" && typeof identity.account === "string") return { kind: "keyring", account: identity.account };
+  if (identity?.kind === "file" && typeof identity.file === "string") return { kind: "file", file: identity.file, protected: identity.protected === true };
+  throw bad("identity", "must name a keyring account or an identity file");
+}
+
+function publicKey(raw: Record<string, unknown>, k: "approvalKey" | "portalKey"): string | null {
+  const v = raw[k] ?? null;
+  if (v !== null && (typeof v !== "string" || !/^ed25519:[A-Za-z0-9+/]{43}=$/.test(v))) {
+    throw bad(k, "must be an ed25519:<base64> public key, as praxmail init writes it");
+  }
+  return v;
+}
+
 /**
  * Loads and checks the configuration.
  *
@@ -202,47 +227,19 @@ export function loadConfig(home: string): Config {
   if (!isInitialised(home)) {
     throw new PraxmailError("not-initialised", `no praxmail configuration in ${home}`, "run praxmail init, or pass --home");
   }
-  let raw: Record<string, unknown>;
-  try {
-    raw = conf(home).store;
-  } catch (e) {
-    throw bad("", `cannot be read: ${(e as Error).message}`);
-  }
+  const raw = readRaw(home);
   const str = (k: string): string => {
     const v = raw[k];
     if (typeof v !== "string" || v === "") throw bad(k, "must be a non-empty string");
     return v;
   };
-  const crypto = (raw.crypto ?? {}) as Record<string, unknown>;
-  const deliveries = (raw.deliveries ?? {}) as Record<string, unknown>;
-  const identity = raw.identity as Record<string, unknown> | undefined;
-  const type = crypto.recipientType ?? DEFAULTS.recipientType;
-  if (!isRecipientType(type)) throw bad("crypto.recipientType", "must be x25519 or mlkem768x25519");
-  const expiryDays = deliveries.expiryDays ?? DEFAULTS.expiryDays;
-  if (typeof expiryDays !== "number" || !Number.isInteger(expiryDays) || expiryDays < 1 || expiryDays > 3650) {
-    throw bad("deliveries.expiryDays", "must be a whole number of days from 1 to 3650");
-  }
-  const remindBeforeDays = deliveries.remindBeforeDays ?? 0;
-  if (!whole(remindBeforeDays, 0, expiryDays - 1 || 0)) throw bad("deliveries.remindBeforeDays", "must be from 0 to expiryDays - 1");
-  let store: IdentityStore;
-  if (identity?.kind === "keyring" && typeof identity.account === "string") {
-    store = { kind: "keyring", account: identity.account };
-  } else if (identity?.kind === "file" && typeof identity.file === "string") {
-    store = { kind: "file", file: identity.file, protected: identity.protected === true };
-  } else {
-    throw bad("identity", "must name a keyring account or an identity file");
-  }
+  const crypto = cryptoConfig(raw.crypto);
+  const deliveries = deliveriesConfig(raw.deliveries);
+  const identity = identityStore(raw.identity);
   const practiceRecipient = str("practiceRecipient");
   if (recipientType(practiceRecipient) === null) throw bad("practiceRecipient", "is not an age recipient");
-  const publicKey = (k: "approvalKey" | "portalKey"): string | null => {
-    const v = raw[k] ?? null;
-    if (v !== null && (typeof v !== "string" || !/^ed25519:[A-Za-z0-9+/]{43}=$/.test(v))) {
-      throw bad(k, "must be an ed25519:<base64> public key, as praxmail init writes it");
-    }
-    return v;
-  };
-  const approvalKey = publicKey("approvalKey");
-  const portalKey = publicKey("portalKey");
+  const approvalKey = publicKey(raw, "approvalKey");
+  const portalKey = publicKey(raw, "portalKey");
   const internal = raw.internalDomains ?? [];
   if (!Array.isArray(internal) || !internal.every((d) => typeof d === "string")) {
     throw bad("internalDomains", "must be a list of domain names");
@@ -258,9 +255,9 @@ export function loadConfig(home: string): Config {
       practiceRecipient,
       approvalKey,
       portalKey,
-      identity: store,
-      crypto: { recipientType: type },
-      deliveries: { expiryDays, remindBeforeDays },
+      identity,
+      crypto,
+      deliveries,
       internalDomains: internal.map((d) => d.toLowerCase()),
       relay: relayConfig(raw.relay),
       policy: policyConfig(raw.policy),

@@ -16,6 +16,7 @@ import { fanOut } from "./fanout.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { raiseTrustAlarm, trustedRecipient } from "./trust.js";
 import { levelRules } from "./levels.js";
+import { deliveryState, nextState, reaches } from "./retry.js";
 import { checkLevel, cleanFileName, normaliseEmail } from "./validate.js";
 
 /** A file to deliver; open() is called once and must return a fresh stream. */
@@ -71,6 +72,27 @@ export interface CommitOptions {
   readonly sender?: string | null;
   /** Idempotency key per recipient (same order as the intake's recipients). */
   readonly sourceKeys?: readonly (string | null)[];
+}
+
+/** What every delivery of one commit shares. */
+interface RowTexts {
+  readonly level: number;
+  readonly subject: string | null;
+  readonly message: string | null;
+  readonly sender: string | null;
+  readonly now: Date;
+  readonly expiresAt: Date;
+}
+
+/** One recipient's rows, ready for the transaction, and what to tell the caller. */
+interface PreparedRow {
+  readonly row: DeliveryRow;
+  readonly files: FileRow[];
+  readonly wraps: WrapRow[];
+  readonly token: { hash: string; deliveryId: string; email: string; createdAt: string };
+  readonly created: CreatedDelivery;
+  /** The patient's stored approval does not verify: raise the alarm once the rows are in. */
+  readonly alarm: { patient: PatientRow; reason: string } | null;
 }
 
 const MAX_SUBJECT = 998;
@@ -185,83 +207,11 @@ export class Intake {
         throw new PraxmailError("invalid-input", "nothing to send", "give at least one file, or a level 4 message");
       }
       const now = this.ctx.now();
-      const at = now.toISOString();
       const expiresAt = new Date(now.getTime() + this.ctx.config.deliveries.expiryDays * 86_400_000);
-      const realNames = this.files.map((f) => f.name);
-      const prepared: {
-        row: DeliveryRow;
-        files: FileRow[];
-        wraps: WrapRow[];
-        token: { hash: string; deliveryId: string; email: string; createdAt: string };
-        created: CreatedDelivery;
-      }[] = [];
-      const alarms: { patient: PatientRow; reason: string; deliveryId: string }[] = [];
+      const texts: RowTexts = { level, subject, message, sender: opts.sender ?? null, now, expiresAt };
+      const prepared: PreparedRow[] = [];
       for (const [i, recipient] of this.recipients.entries()) {
-        if (this.dropped.has(i)) continue;
-        const identity = this.identities[i] ?? "";
-        const id = newId("d");
-        const files: FileRow[] = this.files.map((f, position) => ({
-          id: newId("f"),
-          deliveryId: id,
-          position,
-          kind: "attachment",
-          name: rules.encryptsContent ? neutralName(position, f.name) : f.name,
-          size: f.size,
-          blob: f.blobs[i] ?? null,
-        }));
-        if (rules.encryptsContent) {
-          const sealed: SealedMessage = { v: 1, subject, text: message, files: realNames };
-          const bytes = new TextEncoder().encode(JSON.stringify(sealed));
-          const ct = await encryptBytes(bytes, [this.deliveryRecipients[i] ?? ""]);
-          const blob = await this.ctx.store.blobs.write(new Blob([ct]).stream());
-          this.written.push(blob);
-          files.push({ id: newId("f"), deliveryId: id, position: files.length, kind: "message", name: "Nachricht", size: bytes.byteLength, blob });
-        }
-        const wraps: WrapRow[] = [
-          {
-            deliveryId: id,
-            holder: "practice",
-            recipient: this.ctx.config.practiceRecipient,
-            ciphertext: await wrapIdentity(identity, this.ctx.config.practiceRecipient),
-            createdAt: at,
-          },
-        ];
-        const patient = await this.ctx.store.records.patient(recipient);
-        const trust = rules.patientKey ? await trustedRecipient(this.ctx, this.ctx.store, patient) : ({ kind: "not-approved" } as const);
-        const approvedRecipient = trust.kind === "trusted" ? trust.recipient : null;
-        if (trust.kind === "untrusted" && patient) alarms.push({ patient, reason: trust.reason, deliveryId: id });
-        if (approvedRecipient !== null) {
-          wraps.push({ deliveryId: id, holder: "patient", recipient: approvedRecipient, ciphertext: await wrapIdentity(identity, approvedRecipient), createdAt: at });
-        }
-        const token = newToken();
-        const row: DeliveryRow = {
-          id,
-          recipient,
-          level,
-          status: rules.patientKey && approvedRecipient === null ? "pending-approval" : "ready",
-          subject: rules.encryptsContent ? null : subject,
-          sender: opts.sender ?? null,
-          createdAt: at,
-          expiresAt: expiresAt.toISOString(),
-          downloadedAt: null,
-          endedAt: null,
-          sourceKey: opts.sourceKeys?.[i] ?? null,
-          sentAt: null,
-          remindedAt: null,
-        };
-        const created: CreatedDelivery = {
-          id,
-          recipient,
-          level,
-          status: row.status,
-          link: `${this.ctx.config.portalUrl}/d/${token}${rules.keyInLink ? `#k=${identity}` : ""}`,
-          expiresAt,
-          files: this.fileSummaries,
-          firstTime: rules.login && (patient === undefined || patient.status === "revoked"),
-          subject: rules.encryptsContent ? null : subject,
-          message: rules.encryptsContent ? null : message,
-        };
-        prepared.push({ row, files, wraps, token: { hash: hashToken(token), deliveryId: id, email: recipient, createdAt: at }, created });
+        if (!this.dropped.has(i)) prepared.push(await this.prepareRow(i, recipient, texts, opts.sourceKeys?.[i] ?? null));
       }
       await this.ctx.store.transaction(async (tx) => {
         for (const p of prepared) {
@@ -273,11 +223,81 @@ export class Intake {
         }
       });
       this.written.length = 0;
-      for (const a of alarms) await raiseTrustAlarm(this.ctx, a.patient, a.reason, [a.deliveryId]);
+      for (const p of prepared) if (p.alarm) await raiseTrustAlarm(this.ctx, p.alarm.patient, p.alarm.reason, [p.row.id]);
       return prepared.map((p) => p.created);
     } catch (e) {
       throw await cleanUpAfter(e, [() => this.abort()]);
     }
+  }
+
+  /** One recipient's rows (files, wraps, token) and the delivery as the caller sees it; nothing is written to the database yet. */
+  private async prepareRow(i: number, recipient: string, t: RowTexts, sourceKey: string | null): Promise<PreparedRow> {
+    const rules = levelRules(t.level);
+    const at = t.now.toISOString();
+    const identity = this.identities[i] ?? "";
+    const id = newId("d");
+    const files = await this.fileRows(i, id, t);
+    const practice = this.ctx.config.practiceRecipient;
+    const wraps: WrapRow[] = [{ deliveryId: id, holder: "practice", recipient: practice, ciphertext: await wrapIdentity(identity, practice), createdAt: at }];
+    const patient = await this.ctx.store.records.patient(recipient);
+    const trust = rules.patientKey ? await trustedRecipient(this.ctx, this.ctx.store, patient) : ({ kind: "not-approved" } as const);
+    const approvedRecipient = trust.kind === "trusted" ? trust.recipient : null;
+    const alarm = trust.kind === "untrusted" && patient ? { patient, reason: trust.reason } : null;
+    if (approvedRecipient !== null) {
+      wraps.push({ deliveryId: id, holder: "patient", recipient: approvedRecipient, ciphertext: await wrapIdentity(identity, approvedRecipient), createdAt: at });
+    }
+    const token = newToken();
+    const row: DeliveryRow = {
+      id,
+      recipient,
+      level: t.level,
+      status: rules.patientKey && approvedRecipient === null ? "pending-approval" : "ready",
+      subject: rules.encryptsContent ? null : t.subject,
+      sender: t.sender,
+      createdAt: at,
+      expiresAt: t.expiresAt.toISOString(),
+      downloadedAt: null,
+      endedAt: null,
+      sourceKey,
+      sentAt: null,
+      remindedAt: null,
+    };
+    const created: CreatedDelivery = {
+      id,
+      recipient,
+      level: t.level,
+      status: row.status,
+      link: `${this.ctx.config.portalUrl}/d/${token}${rules.keyInLink ? `#k=${identity}` : ""}`,
+      expiresAt: t.expiresAt,
+      files: this.fileSummaries,
+      firstTime: rules.login && (patient === undefined || patient.status === "revoked"),
+      subject: rules.encryptsContent ? null : t.subject,
+      message: rules.encryptsContent ? null : t.message,
+    };
+    return { row, files, wraps, token: { hash: hashToken(token), deliveryId: id, email: recipient, createdAt: at }, created, alarm };
+  }
+
+  /** Recipient `i`'s file rows; at level 4 neutral names, and the sealed message written as one more blob. */
+  private async fileRows(i: number, id: string, t: RowTexts): Promise<FileRow[]> {
+    const rules = levelRules(t.level);
+    const files: FileRow[] = this.files.map((f, position) => ({
+      id: newId("f"),
+      deliveryId: id,
+      position,
+      kind: "attachment",
+      name: rules.encryptsContent ? neutralName(position, f.name) : f.name,
+      size: f.size,
+      blob: f.blobs[i] ?? null,
+    }));
+    if (rules.encryptsContent) {
+      const sealed: SealedMessage = { v: 1, subject: t.subject, text: t.message, files: this.files.map((f) => f.name) };
+      const bytes = new TextEncoder().encode(JSON.stringify(sealed));
+      const ct = await encryptBytes(bytes, [this.deliveryRecipients[i] ?? ""]);
+      const blob = await this.ctx.store.blobs.write(new Blob([ct]).stream());
+      this.written.push(blob);
+      files.push({ id: newId("f"), deliveryId: id, position: files.length, kind: "message", name: "Nachricht", size: bytes.byteLength, blob });
+    }
+    return files;
   }
 
   /**
@@ -310,19 +330,20 @@ export class Intake {
    *
    * @param existing - A delivery of an earlier attempt, for one of {@link recipients}.
    * @returns The delivery with a fresh link, to be sent and then marked sent.
-   * @throws If the delivery is not a level 3–4 delivery to one of the recipients.
+   * @throws If the retry rules refuse it (src/core/retry.ts: a level 1–2 or a discarded
+   *   delivery), or it is not for one of the recipients.
    */
   async announceAgain(existing: DeliveryRow): Promise<CreatedDelivery> {
-    if (!levelRules(existing.level).patientKey || !this.recipients.includes(existing.recipient)) {
-      throw new Error("delivery cannot be announced again");
-    }
-    await this.drop([existing.recipient]);
+    if (!this.recipients.includes(existing.recipient)) throw new Error("delivery cannot be announced again: not one of this intake's recipients");
     const now = this.ctx.now();
     const token = newToken();
     await this.ctx.store.transaction(async (tx) => {
+      // Asked of the row as it is now: another attempt may have discarded it meanwhile.
+      nextState(deliveryState(await tx.records.delivery(existing.id)), "announce-again", existing.level);
       await tx.records.insertToken({ hash: hashToken(token), deliveryId: existing.id, email: existing.recipient, createdAt: now.toISOString() });
       await tx.audit({ actor: this.ctx.actor, action: "delivery.announce-again", subject: existing.id, details: { level: existing.level } }, now);
     });
+    await this.drop([existing.recipient]);
     const patient = await this.ctx.store.records.patient(existing.recipient);
     return {
       id: existing.id,
@@ -345,14 +366,19 @@ export class Intake {
 }
 
 /**
- * Makes deliveries visible once their mail was accepted.
+ * Makes deliveries visible once their mail was accepted. One sent before keeps its first sent
+ * time.
  *
  * @param ctx - The core context.
  * @param ids - The deliveries.
+ * @throws Error, and marks none, if one was discarded (src/core/retry.ts): its link is dead.
  */
 export async function markSent(ctx: Context, ids: readonly string[]): Promise<void> {
   const now = ctx.now();
-  await ctx.store.transaction((tx) => tx.records.markSent(ids, now.toISOString()));
+  await ctx.store.transaction(async (tx) => {
+    for (const id of ids) nextState(deliveryState(await tx.records.delivery(id)), "accepted");
+    await tx.records.markSent(ids, now.toISOString());
+  });
 }
 
 /**
@@ -385,9 +411,12 @@ export async function createDelivery(ctx: Context, input: DeliveryInput): Promis
  * @param ctx - The core context.
  * @param id - The delivery.
  * @param reason - Why, for the audit log.
+ * @throws Error if it was discarded already (src/core/retry.ts).
  */
 export async function discardDelivery(ctx: Context, id: string, reason: string): Promise<void> {
   const blobs = await ctx.store.transaction(async (tx) => {
+    const state = deliveryState(await tx.records.delivery(id));
+    if (!reaches(state, "discarded")) throw new Error(`illegal retry transition: delivery ${id} is ${state} and cannot be discarded`);
     const blobs = (await tx.records.files(id)).flatMap((f) => (f.blob ? [f.blob] : []));
     await tx.records.deleteDelivery(id);
     await tx.audit({ actor: ctx.actor, action: "delivery.discard", subject: id, details: { reason } }, ctx.now());

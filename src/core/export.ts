@@ -1,6 +1,6 @@
 // Export: the practice opens one delivery with P (wrap[P] gives D, D opens the files) and
 // writes its plain files, with their real names, into a new folder. RECOVERY.md does the
-// same with sqlite3 and age alone.
+// same for a home of the embedded backend with sqlite3 and age alone.
 import { constants } from "node:fs";
 import { chmod, lstat, mkdir, open, rm } from "node:fs/promises";
 import { join } from "node:path";

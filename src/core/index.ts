@@ -1,6 +1,7 @@
 // The public door of src/core: the domain operations the CLI, relay, milter and portal call.
 export { PraxmailError, cleanUpAfter, cleanupFailures, errorFields, type ErrorCode, type ErrorFields } from "./errors.js";
-export { DEFAULTS, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+export { isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+export { DEFAULTS } from "./defaults.js";
 export { ensureWritableHome, resolveHome } from "./home.js";
 // Durable writes of local files (fsync, rename, fsync of the folder) for adapters that keep
 // files of their own, such as mail's outbox: they reach them here, never in src/store.
@@ -18,6 +19,19 @@ export {
   type LevelRules,
   type SubjectRule,
 } from "./levels.js";
+export {
+  NEEDS_PATIENT_KEY,
+  TRANSITIONS,
+  deliveryState,
+  discardedBy,
+  nextState,
+  reaches,
+  retryAction,
+  type AttemptOutcome,
+  type DeliveryEvent,
+  type DeliveryState,
+  type RetryAction,
+} from "./retry.js";
 export {
   Intake,
   createDelivery,
@@ -40,11 +54,11 @@ export {
   type PatientView,
 } from "./patients.js";
 export { approvePatients, listPending, pinApprovalKey, unsignedApprovals, type Approval, type ApprovalTarget, type PendingPatient, type PinResult } from "./approve.js";
-export { markUsedInvites } from "./trust.js";
+export { checkPracticeIdentity, markUsedInvites, type PracticeIdentityFinding } from "./trust.js";
 export { signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint } from "./checkpoints.js";
 export { collectGarbage, getDelivery, listDeliveries, purgeSessions, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
 export { MESSAGE_FILE, exportDelivery, type ExportResult, type ExportedFile } from "./export.js";
-export { initPractice, loadPracticeIdentity, type InitOptions, type InitResult } from "./practice.js";
+export { initPractice, loadPracticeIdentity, readPracticeIdentity, type InitOptions, type InitResult, type PracticeIdentityRead } from "./practice.js";
 export { hashToken } from "./tokens.js";
 export { WorkQueue, type WorkQueueOptions } from "./queue.js";
 export {

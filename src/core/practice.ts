@@ -11,7 +11,8 @@ import {
   writeIdentityFile,
   type RecipientType,
 } from "../crypto/index.js";
-import { DEFAULTS, checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+import { checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+import { DEFAULTS } from "./defaults.js";
 import { PraxmailError } from "./errors.js";
 import { ensurePortalKey } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
@@ -105,6 +106,40 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
   return { config, created: true, identityStore: store, ...(keyringFailure === undefined ? {} : { keyringFailure }) };
 }
 
+/** What reading P's secret found (see {@link readPracticeIdentity}). */
+export type PracticeIdentityRead =
+  | { readonly kind: "loaded"; readonly identity: string }
+  /** The identity file is passphrase-protected and no passphrase was given. */
+  | { readonly kind: "passphrase-required" }
+  /** The keyring or the file could not be read (the error as the keyring or file system gave it). */
+  | { readonly kind: "unreadable"; readonly path: string | undefined; readonly error: Error };
+
+/**
+ * Reads P's secret: from the file given (flag or PRAXMAIL_IDENTITY), else from where init
+ * stored it. Whether it is P is for checkPracticeIdentity (trust.ts) to say.
+ *
+ * @param home - The home.
+ * @param config - Its configuration (only where init stored the identity is read).
+ * @param file - An identity file that overrides the configured store.
+ * @param getPassphrase - Asked if the file is passphrase-protected.
+ * @returns The identity, or why it could not be read.
+ */
+export async function readPracticeIdentity(
+  home: string,
+  config: Pick<Config, "identity">,
+  file: string | undefined,
+  getPassphrase: () => Promise<string | undefined>,
+): Promise<PracticeIdentityRead> {
+  const path = file ?? (config.identity.kind === "file" ? join(home, config.identity.file) : undefined);
+  try {
+    if (path === undefined && config.identity.kind === "keyring") return { kind: "loaded", identity: await loadFromKeyring(config.identity.account) };
+    return { kind: "loaded", identity: await readIdentityFile(path ?? "", getPassphrase) };
+  } catch (e) {
+    if (e instanceof PassphraseRequiredError) return { kind: "passphrase-required" };
+    return { kind: "unreadable", path, error: e as Error };
+  }
+}
+
 /**
  * Loads P's secret: from the file given (flag or PRAXMAIL_IDENTITY), else from where init
  * stored it.
@@ -122,16 +157,12 @@ export async function loadPracticeIdentity(
   file: string | undefined,
   getPassphrase: () => Promise<string | undefined>,
 ): Promise<string> {
-  const path = file ?? (config.identity.kind === "file" ? join(home, config.identity.file) : undefined);
-  try {
-    if (path === undefined && config.identity.kind === "keyring") return await loadFromKeyring(config.identity.account);
-    return await readIdentityFile(path ?? "", getPassphrase);
-  } catch (e) {
-    if (e instanceof PassphraseRequiredError) {
-      throw new PraxmailError("identity", "the identity file is passphrase-protected", "run on a terminal, or set PRAXMAIL_IDENTITY_PASSPHRASE");
-    }
-    const code = (e as NodeJS.ErrnoException).code;
-    const why = code ? `${code} reading ${path ?? ""}` : (e as Error).message;
-    throw new PraxmailError("identity", `cannot load the practice identity: ${why}`, "pass --identity FILE or set PRAXMAIL_IDENTITY", { cause: e });
+  const read = await readPracticeIdentity(home, config, file, getPassphrase);
+  if (read.kind === "loaded") return read.identity;
+  if (read.kind === "passphrase-required") {
+    throw new PraxmailError("identity", "the identity file is passphrase-protected", "run on a terminal, or set PRAXMAIL_IDENTITY_PASSPHRASE");
   }
+  const code = (read.error as NodeJS.ErrnoException).code;
+  const why = code ? `${code} reading ${read.path ?? ""}` : read.error.message;
+  throw new PraxmailError("identity", `cannot load the practice identity: ${why}`, "pass --identity FILE or set PRAXMAIL_IDENTITY", { cause: read.error });
 }

@@ -201,6 +201,31 @@ export async function raiseTrustAlarm(ctx: Context, p: PatientRow, reason: strin
   }
 }
 
+/** What checking an identity against config.json found (see {@link checkPracticeIdentity}). */
+export type PracticeIdentityFinding =
+  /** P: its recipient is `practiceRecipient`, and it derives the pinned approval key (or none is pinned yet). */
+  | { readonly kind: "practice"; readonly key: SigningKey }
+  /** Another identity: its recipient is not `practiceRecipient`. */
+  | { readonly kind: "other-identity" }
+  /** P, but the approval key pinned in config.json is not the one P derives. */
+  | { readonly kind: "other-approval-key"; readonly key: SigningKey };
+
+/**
+ * Checks an identity against config.json: is it this practice's P, and does it derive the
+ * pinned approval key? The one place these questions are answered (approve, invite, export
+ * and doctor ask it).
+ *
+ * @param config - The configuration (its `practiceRecipient` and `approvalKey`).
+ * @param identity - The secret to check.
+ * @returns What was found; the signing key P derives unless it is another identity.
+ */
+export async function checkPracticeIdentity(config: Pick<Config, "practiceRecipient" | "approvalKey">, identity: string): Promise<PracticeIdentityFinding> {
+  if ((await recipientOf(identity)) !== config.practiceRecipient) return { kind: "other-identity" };
+  const key = practiceSigningKey(identity);
+  if (config.approvalKey !== null && config.approvalKey !== key.publicKey) return { kind: "other-approval-key", key };
+  return { kind: "practice", key };
+}
+
 /**
  * Checks that an identity is this practice's P and returns the signing key derived from it.
  *
@@ -211,14 +236,14 @@ export async function raiseTrustAlarm(ctx: Context, p: PatientRow, reason: strin
  *   the pinned approval key.
  */
 export async function practiceKey(config: Config, identity: string): Promise<SigningKey> {
-  if ((await recipientOf(identity)) !== config.practiceRecipient) {
+  const found = await checkPracticeIdentity(config, identity);
+  if (found.kind === "other-identity") {
     throw new PraxmailError("identity", "the identity is not this practice's identity", "pass the identity created by praxmail init for this home");
   }
-  const key = practiceSigningKey(identity);
-  if (config.approvalKey !== null && config.approvalKey !== key.publicKey) {
+  if (found.kind === "other-approval-key") {
     throw new PraxmailError("identity", "the practice identity does not derive the approval key pinned in config.json", "run praxmail doctor; config.json may have been altered");
   }
-  return key;
+  return found.key;
 }
 
 /**

@@ -47,6 +47,44 @@ async function writeHeader(recipients: readonly string[]): Promise<{ head: Uint8
   return { head: empty.subarray(0, empty.length - 32), fileKey: seen.fileKey };
 }
 
+/** Plaintext read ahead of sealing, as the pieces the input gave, in order. */
+class Pending {
+  private readonly pieces: Uint8Array[] = [];
+  /** How many bytes are waiting. */
+  length = 0;
+
+  push(piece: Uint8Array): void {
+    this.pieces.push(piece);
+    this.length += piece.length;
+  }
+
+  /** The next n bytes (n ≤ length), without copying when they lie in one piece. */
+  take(n: number): Uint8Array {
+    const pending = this.pieces;
+    const first = pending[0];
+    if (first && first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) pending.shift();
+      else pending[0] = first.subarray(n);
+      this.length -= n;
+      return out;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    while (at < n) {
+      const head = pending[0];
+      if (!head) break;
+      const part = head.subarray(0, n - at);
+      out.set(part, at);
+      at += part.length;
+      if (part.length === head.length) pending.shift();
+      else pending[0] = head.subarray(part.length);
+    }
+    this.length -= n;
+    return out;
+  }
+}
+
 /**
  * Encrypts a stream to age recipients: the header, then the payload sealed 64 KiB at a
  * time as the input arrives.
@@ -61,35 +99,10 @@ export async function encryptPayload(input: ReadableStream<Uint8Array>, recipien
   const key = new Uint8Array(hkdfSync("sha256", fileKey, nonce, "payload", 32));
   const reader = input.getReader();
   const nonceBuf = Buffer.alloc(12);
-  const pending: Uint8Array[] = [];
-  let pendingLength = 0;
+  const pending = new Pending();
   let counter = 0;
   let eof = false;
   let started = false;
-  // The next n bytes, without copying when they lie in one piece.
-  const take = (n: number): Uint8Array => {
-    const first = pending[0];
-    if (first && first.length >= n) {
-      const out = first.subarray(0, n);
-      if (first.length === n) pending.shift();
-      else pending[0] = first.subarray(n);
-      pendingLength -= n;
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let at = 0;
-    while (at < n) {
-      const head = pending[0];
-      if (!head) break;
-      const part = head.subarray(0, n - at);
-      out.set(part, at);
-      at += part.length;
-      if (part.length === head.length) pending.shift();
-      else pending[0] = head.subarray(part.length);
-    }
-    pendingLength -= n;
-    return out;
-  };
   return new ReadableStream<Uint8Array>(
     {
       async pull(ctl) {
@@ -100,19 +113,16 @@ export async function encryptPayload(input: ReadableStream<Uint8Array>, recipien
           return;
         }
         // A chunk is final only when nothing follows it, so read one byte beyond it.
-        while (!eof && pendingLength <= BATCH) {
+        while (!eof && pending.length <= BATCH) {
           const r = await reader.read();
           if (r.done) eof = true;
-          else if (r.value.length > 0) {
-            pending.push(r.value);
-            pendingLength += r.value.length;
-          }
+          else if (r.value.length > 0) pending.push(r.value);
         }
-        while (pendingLength > CHUNK) {
-          for (const b of seal(key, nonceBuf, counter++, false, take(CHUNK))) ctl.enqueue(b);
+        while (pending.length > CHUNK) {
+          for (const b of seal(key, nonceBuf, counter++, false, pending.take(CHUNK))) ctl.enqueue(b);
         }
         if (!eof) return;
-        for (const b of seal(key, nonceBuf, counter++, true, take(pendingLength))) ctl.enqueue(b);
+        for (const b of seal(key, nonceBuf, counter++, true, pending.take(pending.length))) ctl.enqueue(b);
         ctl.close();
       },
       cancel(reason) {

@@ -130,37 +130,39 @@ export function chunkNonce(into: Uint8Array, counter: number, last: boolean): Ui
   return into;
 }
 
-/**
- * Decrypts an age file.
- *
- * @param input - The binary age file.
- * @param opener - Header opener, payload HKDF and AEAD.
- * @returns The plaintext stream; it errors at the first damaged or missing chunk.
- * @throws If the header does not parse, no identity matches, the MAC is wrong, or the
- *   nonce is missing.
- */
-export async function openPayload(input: ReadableStream<Uint8Array>, opener: PayloadOpener): Promise<ReadableStream<Uint8Array>> {
-  const src = new ByteReader(input.getReader());
-  let key: Uint8Array;
+/** Reads the header and the payload nonce and derives the payload key; on failure cancels the input and throws. */
+async function readPayloadKey(src: ByteReader, opener: PayloadOpener): Promise<Uint8Array> {
   try {
     const header = await src.readHeader();
     const fileKey = await opener.openHeader(header);
     const nonce = await src.read(16);
     if (nonce.length !== 16) throw new Error("malformed header: payload nonce is truncated");
-    key = opener.payloadKey(fileKey, nonce);
+    return opener.payloadKey(fileKey, nonce);
   } catch (e) {
     await src.cancel(e).catch(() => undefined);
     throw e;
   }
-  const { aead } = opener;
-  const nonce = new Uint8Array(12);
-  let counter = 0;
-  let lastSeen = false;
-  let done = false;
+}
+
+/** Opens the payload's chunks in order, checking the last-chunk rules. */
+class ChunkOpener {
+  private readonly nonce = new Uint8Array(12);
+  private counter = 0;
+  private lastSeen = false;
+  /** The final chunk is open and was short, so the input has ended: nothing trails. */
+  done = false;
+
+  constructor(
+    private readonly src: ByteReader,
+    private readonly key: Uint8Array,
+    private readonly aead: Aead,
+  ) {}
+
   /** The next plaintext chunk, or null at a clean end; throws on damage. */
-  const next = async (): Promise<Uint8Array | null> => {
-    const chunk = await src.read(ENC_CHUNK);
-    if (lastSeen) {
+  async next(): Promise<Uint8Array | null> {
+    const { aead, key, nonce, counter } = this;
+    const chunk = await this.src.read(ENC_CHUNK);
+    if (this.lastSeen) {
       if (chunk.length > 0) throw new Error("trailing data after the final chunk");
       return null;
     }
@@ -171,23 +173,28 @@ export async function openPayload(input: ReadableStream<Uint8Array>, opener: Pay
       plain = aead.open(key, chunkNonce(nonce, counter, false), chunk);
       if (plain === null) {
         plain = aead.open(key, chunkNonce(nonce, counter, true), chunk);
-        lastSeen = plain !== null;
+        this.lastSeen = plain !== null;
       }
     } else {
       plain = aead.open(key, chunkNonce(nonce, counter, true), chunk);
-      lastSeen = true;
+      this.lastSeen = true;
     }
     if (plain === null) throw new Error(`payload chunk ${counter} failed to authenticate`);
-    if (lastSeen && plain.length === 0 && counter > 0) throw new Error("final chunk is empty");
-    counter++;
+    if (this.lastSeen && plain.length === 0 && counter > 0) throw new Error("final chunk is empty");
+    this.counter++;
     // A short final chunk ends the input (reads are short only at the end): nothing trails.
-    done = lastSeen && chunk.length < ENC_CHUNK;
+    this.done = this.lastSeen && chunk.length < ENC_CHUNK;
     return plain;
-  };
+  }
+}
+
+/**
+ * The plaintext stream: up to BATCH chunks per pull, each released as soon as it is
+ * verified. An error after some chunks of a pull waits for the next pull: erroring now would
+ * drop them from the queue, and the reader must get every good chunk before the error.
+ */
+function plaintextStream(chunks: ChunkOpener, src: ByteReader): ReadableStream<Uint8Array> {
   let failure: unknown = null;
-  // Up to BATCH chunks per pull, each released as soon as it is verified. An error after
-  // some chunks of a pull waits for the next pull: erroring now would drop them from the
-  // queue, and the reader must get every good chunk before the error.
   return new ReadableStream<Uint8Array>(
     {
       async pull(ctl) {
@@ -198,7 +205,7 @@ export async function openPayload(input: ReadableStream<Uint8Array>, opener: Pay
         for (let n = 0; n < BATCH; n++) {
           let plain: Uint8Array | null;
           try {
-            plain = await next();
+            plain = await chunks.next();
           } catch (e) {
             if (n === 0) ctl.error(e);
             else failure = e;
@@ -209,7 +216,7 @@ export async function openPayload(input: ReadableStream<Uint8Array>, opener: Pay
             return;
           }
           ctl.enqueue(plain);
-          if (done) {
+          if (chunks.done) {
             ctl.close();
             return;
           }
@@ -221,4 +228,19 @@ export async function openPayload(input: ReadableStream<Uint8Array>, opener: Pay
     },
     { highWaterMark: 0 },
   );
+}
+
+/**
+ * Decrypts an age file.
+ *
+ * @param input - The binary age file.
+ * @param opener - Header opener, payload HKDF and AEAD.
+ * @returns The plaintext stream; it errors at the first damaged or missing chunk.
+ * @throws If the header does not parse, no identity matches, the MAC is wrong, or the
+ *   nonce is missing.
+ */
+export async function openPayload(input: ReadableStream<Uint8Array>, opener: PayloadOpener): Promise<ReadableStream<Uint8Array>> {
+  const src = new ByteReader(input.getReader());
+  const key = await readPayloadKey(src, opener);
+  return plaintextStream(new ChunkOpener(src, key, opener.aead), src);
 }

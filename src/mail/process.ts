@@ -2,17 +2,17 @@
 // recipients who get it unchanged, split the rest, encrypt attachments into deliveries,
 // and render each external recipient's copy. The relay and the milter both use this; they
 // differ only in how the copies leave.
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { Readable } from "node:stream";
 import { Headers } from "@zone-eu/mailsplit";
 import { convert as htmlToText } from "html-to-text";
 import libmime from "libmime";
-import { Intake, PraxmailError, cleanUpAfter, discardDelivery, markSent, levelRules, needsDelivery, warnsWithoutDelivery, type Context, type CreatedDelivery, type Level } from "../core/index.js";
-import { applyPolicy, classify, isInternal, type Policy } from "./classify.js";
+import { Intake, PraxmailError, cleanUpAfter, discardDelivery, discardedBy, markSent, levelRules, needsDelivery, retryAction, warnsWithoutDelivery, type Context, type CreatedDelivery, type Level } from "../core/index.js";
+import { applyPolicy, classify, isInternal, type Classification, type Policy } from "./classify.js";
 import { MailRejection } from "./errors.js";
 import { hashHead, sourceKey } from "./idempotency.js";
 import { renderCopy, textOf } from "./render.js";
-import { SPLIT_LIMITS, splitMessage, type MimeNode, type Skeleton, type SplitLimits } from "./split.js";
+import { SPLIT_LIMITS, splitMessage, type AttachmentMeta, type MimeNode, type Skeleton, type SplitLimits } from "./split.js";
 import { renderBlock, renderNotification } from "./templates.js";
 import { compose, type Envelope, type RawSink, type Transport } from "./transport.js";
 
@@ -152,6 +152,139 @@ function withTrace(bytes: Buffer, trace: string | undefined): Buffer {
   return trace ? Buffer.concat([Buffer.from(`${trace}\r\n`), bytes]) : bytes;
 }
 
+/** What the header block says about a message, and who gets what. */
+interface Classified {
+  readonly cls: Classification;
+  readonly messageId: string;
+  /** Recipients outside the practice's domains. */
+  readonly externals: readonly string[];
+  /** The tag or the policy (at most: with attachments) asks for encryption. */
+  readonly rewrite: boolean;
+  /** Who gets the original: internal recipients, or everyone when it is not rewritten. */
+  readonly originalTo: readonly string[];
+}
+
+/**
+ * Classifies a message by its header block.
+ *
+ * @throws {@link MailRejection} for a header given twice, or a bad tag.
+ */
+function classifyHead(ctx: Context, envelope: Envelope, head: Buffer, policy: Policy): Classified {
+  const headers = new Headers(head);
+  checkSingleHeaders(headers);
+  const levels = headers.getDecoded("x-praxmail-level").map((h) => h.value);
+  const cls = classify(headers.hasHeader("subject") ? headers.getFirst("subject") : undefined, levels);
+  const messageId = headers.hasHeader("message-id") ? headers.getFirst("message-id") : "";
+  const externals = envelope.to.filter((r) => !isInternal(r, ctx.config.internalDomains));
+  const rewrite = externals.length > 0 && levelRules(applyPolicy(cls.level, policy, true)).encryptsAttachments;
+  const originalTo = rewrite ? envelope.to.filter((r) => !externals.includes(r)) : [...envelope.to];
+  return { cls, messageId, externals, rewrite, originalTo };
+}
+
+/**
+ * The message's bytes as they pass: each goes into the retry key's digest (after the head,
+ * which {@link hashHead} hashed without its trace fields) and to the original's sink.
+ */
+function tap(all: Readable, head: Buffer, digest: Hash, sink: RawSink | null): Readable {
+  let skipped = 0;
+  return Readable.from(
+    (async function* () {
+      for await (const chunk of all as AsyncIterable<Buffer>) {
+        const inHead = Math.min(chunk.length, head.length - skipped);
+        skipped += inHead;
+        digest.update(chunk.subarray(inHead));
+        if (sink) await sink.write(chunk);
+        yield chunk;
+      }
+    })(),
+    { objectMode: false },
+  );
+}
+
+/** What one attempt has written so far, for the cleanup when it fails. */
+interface Attempt {
+  /** Opened at the first attachment (or at the end, for a level-4 message without any). */
+  intake: Intake | null;
+  /** Deliveries this attempt created. */
+  readonly created: string[];
+  /** Deliveries of an earlier attempt that this one carries again. */
+  readonly carried: CreatedDelivery[];
+}
+
+/**
+ * What an earlier attempt of this message left for each recipient, as the retry rules say:
+ * recipients to skip, deliveries announced again (in `attempt.carried`), replaced ones
+ * discarded. Skipped recipients are dropped from the intake.
+ *
+ * @returns The recipients who already got this message.
+ */
+async function applyRetryRules(ctx: Context, take: Intake, keys: readonly string[], level: Level, sentIsFinal: boolean, attempt: Attempt): Promise<string[]> {
+  const skip: string[] = [];
+  for (const [i, r] of take.recipients.entries()) {
+    const existing = await ctx.store.records.deliveryBySource(keys[i] ?? "");
+    const action = retryAction(existing, level, sentIsFinal);
+    if (action === "skip") skip.push(r);
+    else if (existing && action === "announce-again") attempt.carried.push(await take.announceAgain(existing));
+    else if (existing && action === "replace") await discardDelivery(ctx, existing.id, "retried");
+  }
+  await take.drop(skip);
+  return skip;
+}
+
+/** One recipient's copy: the message with the block in place of its attachments, or the level-4 notice. */
+async function copyFor(ctx: Context, sk: Skeleton, level: Level, subject: string | null, d: CreatedDelivery, trace: string | undefined): Promise<Copy> {
+  const bytes = levelRules(level).noticeReplacesText
+    ? await notice(ctx, sk, d, trace)
+    : withTrace(
+        renderCopy(sk, {
+          subject,
+          block: renderBlock({ practiceName: ctx.config.practiceName, level, link: d.link, files: d.files, expiresAt: d.expiresAt, firstTime: d.firstTime }),
+          headers: { "X-Praxmail-Delivery": d.id },
+        }),
+        trace,
+      );
+  return { recipients: [d.recipient], bytes, deliveries: [d.id] };
+}
+
+/** A message that needs deliveries: the retry rules, the new deliveries, and every recipient's copy. */
+async function withDeliveries(
+  ctx: Context,
+  envelope: Envelope,
+  msg: Classified,
+  sk: Skeleton,
+  level: Level,
+  content: string,
+  attempt: Attempt,
+  opts: ProcessOptions,
+): Promise<Pick<Prepared, "copies" | "deliveries" | "announcedAgain" | "alreadyDelivered" | "warnings">> {
+  const rules = levelRules(level);
+  const take = (attempt.intake ??= await Intake.open(ctx, msg.externals));
+  // By the intake's recipients (normalised, without duplicates), so that index i matches.
+  const keys = take.recipients.map((r) => sourceKey(msg.messageId, envelope.from, r, content));
+  const skip = await applyRetryRules(ctx, take, keys, level, opts.sentIsFinal ?? true, attempt);
+  const fresh =
+    take.recipients.length === skip.length + attempt.carried.length
+      ? []
+      : await take.commit({
+          level,
+          subject: rules.encryptsContent ? msg.cls.subject : null,
+          message: rules.encryptsContent ? sealedText(sk) : null,
+          sender: envelope.from || null,
+          sourceKeys: keys,
+        });
+  attempt.created.push(...fresh.map((d) => d.id));
+  const copies: Copy[] = [];
+  for (const d of [...attempt.carried, ...fresh]) copies.push(await copyFor(ctx, sk, level, msg.cls.subject, d, opts.trace));
+  return { copies, deliveries: attempt.created, announcedAgain: attempt.carried.map((d) => d.id), alreadyDelivered: skip, warnings: [] };
+}
+
+/** A message at a level with nothing to protect: it leaves as it came, without the tag. */
+function withoutDelivery(sk: Skeleton, msg: Classified, level: Level, trace: string | undefined): Pick<Prepared, "copies" | "deliveries" | "announcedAgain" | "alreadyDelivered" | "warnings"> {
+  const bytes = withTrace(renderCopy(sk, { subject: levelRules(level).subject === "unchanged" ? null : msg.cls.subject, block: null }), trace);
+  const warnings = warnsWithoutDelivery(level, sk.attachments > 0) ? [`level ${level} message without attachments was sent without a delivery`] : [];
+  return { copies: [{ recipients: msg.externals, bytes, deliveries: [] }], deliveries: [], announcedAgain: [], alreadyDelivered: [], warnings };
+}
+
 /**
  * Processes one message up to the point where its copies can leave. Nothing is visible
  * yet: the original's sink has not ended and the deliveries are not marked sent. On
@@ -167,117 +300,40 @@ function withTrace(bytes: Buffer, trace: string | undefined): Buffer {
  */
 export async function prepareMessage(ctx: Context, envelope: Envelope, input: Readable, opts: ProcessOptions): Promise<Prepared> {
   const { head, all } = await readHead(input);
-  const headers = new Headers(head);
-  checkSingleHeaders(headers);
-  const levels = headers.getDecoded("x-praxmail-level").map((h) => h.value);
-  const cls = classify(headers.hasHeader("subject") ? headers.getFirst("subject") : undefined, levels);
-  const messageId = headers.hasHeader("message-id") ? headers.getFirst("message-id") : "";
-  const externals = envelope.to.filter((r) => !isInternal(r, ctx.config.internalDomains));
-  // Rewritten when the tag or the policy (at most: with attachments) asks for encryption.
-  const rewrite = externals.length > 0 && levelRules(applyPolicy(cls.level, opts.policy, true)).encryptsAttachments;
-  const originalTo = rewrite ? envelope.to.filter((r) => !externals.includes(r)) : [...envelope.to];
-
+  const msg = classifyHead(ctx, envelope, head, opts.policy);
   const digest = createHash("sha256");
-  const sink = originalTo.length > 0 ? opts.openOriginal(originalTo) : null;
-  // Opened at the first attachment (or at the end, for a level-4 message without any).
-  const state: { intake: Intake | null } = { intake: null };
-  const created: string[] = [];
+  const sink = msg.originalTo.length > 0 ? opts.openOriginal(msg.originalTo) : null;
+  const original = sink && { recipients: msg.originalTo, sink };
+  const attempt: Attempt = { intake: null, created: [], carried: [] };
   try {
     if (sink && opts.trace) await sink.write(Buffer.from(`${opts.trace}\r\n`));
     // The retry key covers the head without its trace fields, then every byte of the body;
     // every byte is streamed to the original's sink where there is one.
     hashHead(digest, head);
-    let skipped = 0;
-    const tapped = Readable.from(
-      (async function* () {
-        for await (const chunk of all as AsyncIterable<Buffer>) {
-          const inHead = Math.min(chunk.length, head.length - skipped);
-          skipped += inHead;
-          digest.update(chunk.subarray(inHead));
-          if (sink) await sink.write(chunk);
-          yield chunk;
-        }
-      })(),
-      { objectMode: false },
-    );
-    if (!rewrite) {
+    const tapped = tap(all, head, digest, sink);
+    if (!msg.rewrite) {
       // Untagged: the original goes to everyone; just drive the bytes through the tap.
       await new Promise<void>((resolve, reject) => {
         tapped.on("error", reject).on("end", resolve).resume();
       });
-      return { level: 0, attachments: 0, original: sink && { recipients: originalTo, sink }, copies: [], deliveries: [], announcedAgain: [], alreadyDelivered: [], warnings: [] };
+      return { level: 0, attachments: 0, original, copies: [], deliveries: [], announcedAgain: [], alreadyDelivered: [], warnings: [] };
     }
-    const sk = await splitMessage(
-      tapped,
-      {
-        async attachment(meta, body) {
-          state.intake ??= await Intake.open(ctx, externals);
-          await state.intake.addFile(meta.name, body);
-        },
-      },
-      opts.limits ?? SPLIT_LIMITS,
-    );
-    const level = applyPolicy(cls.level, opts.policy, sk.attachments > 0);
-    const rules = levelRules(level);
-    const base = { level, attachments: sk.attachments, original: sink && { recipients: originalTo, sink } };
-    if (!needsDelivery(level, sk.attachments > 0)) {
-      // Nothing to protect: the message leaves as it came, without the tag.
-      const bytes = withTrace(renderCopy(sk, { subject: rules.subject === "unchanged" ? null : cls.subject, block: null }), opts.trace);
-      const warnings = warnsWithoutDelivery(level, sk.attachments > 0) ? [`level ${level} message without attachments was sent without a delivery`] : [];
-      return { ...base, copies: [{ recipients: externals, bytes, deliveries: [] }], deliveries: [], announcedAgain: [], alreadyDelivered: [], warnings };
-    }
-
-    const content = digest.digest("hex");
-    const take = (state.intake ??= await Intake.open(ctx, externals));
-    // By the intake's recipients (normalised, without duplicates), so that index i matches.
-    const keys = take.recipients.map((r) => sourceKey(messageId, envelope.from, r, content));
-    const skip = new Set<string>();
-    const again: CreatedDelivery[] = [];
-    for (const [i, r] of take.recipients.entries()) {
-      const existing = await ctx.store.records.deliveryBySource(keys[i] ?? "");
-      // Where "sent" is not final, a delivery the patient opened (or that ended) did leave.
-      const left = existing?.sentAt != null && ((opts.sentIsFinal ?? true) || !["pending-approval", "ready"].includes(existing.status));
-      if (left) skip.add(r);
-      // An earlier attempt created it and then died or lost upstream's reply (or the milter
-      // cannot know whether Postfix kept it): its mail may have left, so the same delivery is
-      // announced again rather than replaced.
-      else if (existing && rules.patientKey && existing.level === level) again.push(await take.announceAgain(existing));
-      else if (existing) await discardDelivery(ctx, existing.id, "retried");
-    }
-    await take.drop([...skip]);
-    const fresh =
-      take.recipients.length === skip.size + again.length
-        ? []
-        : await take.commit({
-            level,
-            subject: rules.encryptsContent ? cls.subject : null,
-            message: rules.encryptsContent ? sealedText(sk) : null,
-            sender: envelope.from || null,
-            sourceKeys: keys,
-          });
-    created.push(...fresh.map((d) => d.id));
-    const deliveries = [...again, ...fresh];
-    const copies: Copy[] = [];
-    for (const d of deliveries) {
-      const bytes = rules.noticeReplacesText
-        ? await notice(ctx, sk, d, opts.trace)
-        : withTrace(
-            renderCopy(sk, {
-              subject: cls.subject,
-              block: renderBlock({ practiceName: ctx.config.practiceName, level, link: d.link, files: d.files, expiresAt: d.expiresAt, firstTime: d.firstTime }),
-              headers: { "X-Praxmail-Delivery": d.id },
-            }),
-            opts.trace,
-          );
-      copies.push({ recipients: [d.recipient], bytes, deliveries: [d.id] });
-    }
-    return { ...base, copies, deliveries: created, announcedAgain: again.map((d) => d.id), alreadyDelivered: [...skip], warnings: [] };
+    const attachment = async (meta: AttachmentMeta, body: ReadableStream<Uint8Array>): Promise<void> => {
+      attempt.intake ??= await Intake.open(ctx, msg.externals);
+      await attempt.intake.addFile(meta.name, body);
+    };
+    const sk = await splitMessage(tapped, { attachment }, opts.limits ?? SPLIT_LIMITS);
+    const level = applyPolicy(msg.cls.level, opts.policy, sk.attachments > 0);
+    const base = { level, attachments: sk.attachments, original };
+    if (!needsDelivery(level, sk.attachments > 0)) return { ...base, ...withoutDelivery(sk, msg, level, opts.trace) };
+    return { ...base, ...(await withDeliveries(ctx, envelope, msg, sk, level, digest.digest("hex"), attempt, opts)) };
   } catch (e) {
     const failure = e instanceof PraxmailError && e.code === "invalid-input" ? new MailRejection(554, e.message, "5.6.0") : e;
+    const discard = discardedBy("failed", { created: attempt.created, carried: attempt.carried.map((d) => d.id) });
     throw await cleanUpAfter(failure, [
       () => sink?.abort(e instanceof Error ? e : new Error(String(e))),
-      () => state.intake?.abort(),
-      ...created.map((id) => () => discardDelivery(ctx, id, "message refused")),
+      () => attempt.intake?.abort(),
+      ...discard.map((id) => () => discardDelivery(ctx, id, "message refused")),
     ]);
   }
 }
@@ -308,6 +364,7 @@ export async function deliverPrepared(ctx: Context, transport: Transport, envelo
   } catch (e) {
     const why = (e as NodeJS.ErrnoException).code ?? (e as { responseCode?: number }).responseCode ?? "error";
     const refusal = new MailRejection(451, `upstream did not accept the message (${String(why)}); try again later`, "4.4.1");
-    throw await cleanUpAfter(refusal, [() => p.original?.sink.abort(e instanceof Error ? e : new Error(String(e))), ...p.deliveries.filter((id) => !sent.has(id)).map((id) => () => discardDelivery(ctx, id, "upstream refused"))]);
+    const discard = discardedBy("refused", { created: p.deliveries, carried: p.announcedAgain, accepted: sent });
+    throw await cleanUpAfter(refusal, [() => p.original?.sink.abort(e instanceof Error ? e : new Error(String(e))), ...discard.map((id) => () => discardDelivery(ctx, id, "upstream refused"))]);
   }
 }

@@ -160,6 +160,133 @@ function decode(node: MimeNode, encoded: Buffer[]): Promise<Buffer> {
   return done.then(() => Buffer.concat(out));
 }
 
+/** The leaf whose body chunks are arriving: a text body kept, or an attachment streamed to its hook. */
+type Leaf =
+  | { readonly kind: "text"; readonly node: MimeNode; readonly textKind: "plain" | "html"; readonly chunks: Buffer[] }
+  | { readonly kind: "attachment"; readonly decoder: NodeJS.ReadWriteStream & { destroy(e?: Error): void }; readonly done: Promise<void> };
+
+/** The skeleton of one message, built from the splitter's objects as they arrive. */
+class SkeletonBuilder {
+  private readonly items: Item[] = [];
+  private readonly texts: TextPart[] = [];
+  private root: MimeNode | undefined;
+  private parts = 0;
+  private textBytes = 0;
+  private attachments = 0;
+  private rootIsAttachment = false;
+  private current: Leaf | null = null;
+
+  constructor(
+    private readonly hooks: SplitHooks,
+    private readonly limits: SplitLimits,
+  ) {}
+
+  /** Takes the splitter's next object: a body chunk of the current leaf, text between parts, or a node. */
+  async take(obj: SplitterChunk): Promise<void> {
+    if (obj.type === "body") {
+      await this.body(obj.value);
+      return;
+    }
+    await this.endLeaf();
+    if (obj.type === "data") this.data(obj.value);
+    else this.node(obj as MimeNode);
+  }
+
+  /** Ends the current leaf: a text body is checked and decoded, an attachment's stream ended. */
+  async endLeaf(): Promise<void> {
+    const c = this.current;
+    this.current = null;
+    if (c?.kind === "text") {
+      const encoded = Buffer.concat(c.chunks);
+      checkText(encoded, "a text body");
+      const bytes = await decode(c.node, c.chunks);
+      const part: TextPart = { node: c.node, kind: c.textKind, bytes, encoded, charset: c.node.charset || "utf-8" };
+      this.texts.push(part);
+      this.items.push({ kind: "text", part });
+    } else if (c?.kind === "attachment") {
+      c.decoder.end();
+      await c.done;
+    }
+  }
+
+  /** After a failure: stops the attachment being read, and waits for its hook to give up. */
+  async abort(e: unknown): Promise<void> {
+    const c = this.current;
+    if (c?.kind !== "attachment") return;
+    c.decoder.destroy(e instanceof Error ? e : new Error(String(e)));
+    await c.done.catch(() => undefined);
+  }
+
+  /**
+   * @returns The skeleton, once every object was taken.
+   * @throws {@link MailRejection} for a message without headers, or damaged text between parts.
+   */
+  skeleton(): Skeleton {
+    if (!this.root) throw new MailRejection(554, "message has no headers", "5.6.0");
+    for (const item of this.items) if (item.kind === "data") checkText(item.value, "the text between parts");
+    return { root: this.root, items: this.items, texts: this.texts, attachments: this.attachments, rootIsAttachment: this.rootIsAttachment };
+  }
+
+  private async body(value: Buffer): Promise<void> {
+    const c = this.current;
+    if (c?.kind === "text") {
+      this.textBytes += value.length;
+      if (this.textBytes > this.limits.maxTextBytes) {
+        throw new MailRejection(552, `message text is larger than ${this.limits.maxTextBytes >> 20} MiB; send long texts as an attachment`, "5.3.4");
+      }
+      c.chunks.push(value);
+    } else if (c?.kind === "attachment") {
+      if (!c.decoder.write(value)) {
+        await Promise.race([once(c.decoder, "drain"), c.done]);
+      }
+    }
+  }
+
+  private data(value: Buffer): void {
+    const last = this.items.at(-1);
+    // Text between parts is kept in memory and leaves in clear, as text bodies do.
+    this.textBytes += value.length;
+    if (this.textBytes > this.limits.maxTextBytes) throw damaged(`more than ${this.limits.maxTextBytes >> 20} MiB outside any part`);
+    if (last?.kind === "data") last.value = Buffer.concat([last.value, value]);
+    else this.items.push({ kind: "data", value });
+  }
+
+  private node(node: MimeNode): void {
+    if (++this.parts > this.limits.maxParts) throw new MailRejection(554, `message has more than ${this.limits.maxParts} MIME parts`, "5.6.0");
+    if (depthOf(node) > this.limits.maxDepth) throw new MailRejection(554, `message nests MIME parts deeper than ${this.limits.maxDepth}`, "5.6.0");
+    checkHeaders(node);
+    if (node.root) this.root = node;
+    if (node.multipart) {
+      this.items.push({ kind: "node", node });
+      return;
+    }
+    const kind = textKind(node);
+    if (kind !== null) {
+      this.items.push({ kind: "node", node });
+      this.current = { kind: "text", node, textKind: kind, chunks: [] };
+      return;
+    }
+    this.attachment(node);
+  }
+
+  /** Starts an attachment: its part leaves the skeleton (unless it is the whole message), its body goes to the hook. */
+  private attachment(node: MimeNode): void {
+    this.attachments++;
+    if (node.root) {
+      this.rootIsAttachment = true;
+      this.items.push({ kind: "node", node });
+    } else {
+      dropDelimiter(this.items, node);
+    }
+    const decoder = node.getDecoder() as unknown as NodeJS.ReadWriteStream & { destroy(e?: Error): void };
+    const meta = { name: attachmentName(node, this.attachments), contentType: node.contentType || "application/octet-stream" };
+    const done = this.hooks.attachment(meta, Readable.toWeb(decoder as unknown as Readable) as ReadableStream<Uint8Array>);
+    // Keep a rejection from going unhandled while body chunks are still being written.
+    done.catch(() => undefined);
+    this.current = { kind: "attachment", decoder, done };
+  }
+}
+
 /**
  * Splits a message, streaming every attachment to `hooks.attachment` and keeping the rest.
  *
@@ -171,120 +298,26 @@ function decode(node: MimeNode, encoded: Buffer[]): Promise<Buffer> {
  *   whatever the hooks throw.
  */
 export async function splitMessage(input: Readable, hooks: SplitHooks, limits: SplitLimits = SPLIT_LIMITS): Promise<Skeleton> {
-  const items: Item[] = [];
-  const texts: TextPart[] = [];
-  let root: MimeNode | undefined;
-  let parts = 0;
-  let textBytes = 0;
-  let attachments = 0;
-  let rootIsAttachment = false;
-  // The leaf whose body chunks are arriving now.
-  let current:
-    | { kind: "text"; node: MimeNode; textKind: "plain" | "html"; chunks: Buffer[] }
-    | { kind: "attachment"; decoder: NodeJS.ReadWriteStream & { destroy(e?: Error): void }; done: Promise<void> }
-    | null = null;
-
-  const finish = async (): Promise<void> => {
-    const c = current;
-    current = null;
-    if (c?.kind === "text") {
-      const encoded = Buffer.concat(c.chunks);
-      checkText(encoded, "a text body");
-      const bytes = await decode(c.node, c.chunks);
-      const part: TextPart = { node: c.node, kind: c.textKind, bytes, encoded, charset: c.node.charset || "utf-8" };
-      texts.push(part);
-      items.push({ kind: "text", part });
-    } else if (c?.kind === "attachment") {
-      c.decoder.end();
-      await c.done;
-    }
-  };
-
+  const builder = new SkeletonBuilder(hooks, limits);
   const splitter = new Splitter({ ignoreEmbedded: true, maxHeadSize: 256 * 1024 });
   // What the loop below threw. pipeline() may reject instead with the AbortError that the
   // loop's iterator gives the splitter on the way out, which turned refusals into 451s.
   let thrown: unknown = null;
-  const remember =
-    (f: (objects: AsyncIterable<SplitterChunk>) => Promise<void>) =>
-    async (objects: AsyncIterable<SplitterChunk>): Promise<void> => {
+  try {
+    await pipeline(input, splitter, async (objects: AsyncIterable<SplitterChunk>) => {
       try {
-        await f(objects);
+        for await (const obj of objects) await builder.take(obj);
+        await builder.endLeaf();
       } catch (e) {
         thrown ??= e;
         throw e;
       }
-    };
-  try {
-    await pipeline(input, splitter, remember(async (objects: AsyncIterable<SplitterChunk>) => {
-      for await (const obj of objects) {
-        if (obj.type === "body") {
-          const value = obj.value;
-          if (current?.kind === "text") {
-            textBytes += value.length;
-            if (textBytes > limits.maxTextBytes) {
-              throw new MailRejection(552, `message text is larger than ${limits.maxTextBytes >> 20} MiB; send long texts as an attachment`, "5.3.4");
-            }
-            current.chunks.push(value);
-          } else if (current?.kind === "attachment") {
-            if (!current.decoder.write(value)) {
-              await Promise.race([once(current.decoder, "drain"), current.done]);
-            }
-          }
-          continue;
-        }
-        await finish();
-        if (obj.type === "data") {
-          const last = items.at(-1);
-          const value = obj.value;
-          // Text between parts is kept in memory and leaves in clear, as text bodies do.
-          textBytes += value.length;
-          if (textBytes > limits.maxTextBytes) throw damaged(`more than ${limits.maxTextBytes >> 20} MiB outside any part`);
-          if (last?.kind === "data") last.value = Buffer.concat([last.value, value]);
-          else items.push({ kind: "data", value });
-          continue;
-        }
-        const node = obj as MimeNode;
-        if (++parts > limits.maxParts) throw new MailRejection(554, `message has more than ${limits.maxParts} MIME parts`, "5.6.0");
-        if (depthOf(node) > limits.maxDepth) throw new MailRejection(554, `message nests MIME parts deeper than ${limits.maxDepth}`, "5.6.0");
-        checkHeaders(node);
-        if (node.root) root = node;
-        if (node.multipart) {
-          items.push({ kind: "node", node });
-          continue;
-        }
-        const kind = textKind(node);
-        if (kind !== null) {
-          items.push({ kind: "node", node });
-          current = { kind: "text", node, textKind: kind, chunks: [] };
-          continue;
-        }
-        attachments++;
-        if (node.root) {
-          rootIsAttachment = true;
-          items.push({ kind: "node", node });
-        } else {
-          dropDelimiter(items, node);
-        }
-        const decoder = node.getDecoder() as unknown as NodeJS.ReadWriteStream & { destroy(e?: Error): void };
-        const meta = { name: attachmentName(node, attachments), contentType: node.contentType || "application/octet-stream" };
-        const done = hooks.attachment(meta, Readable.toWeb(decoder as unknown as Readable) as ReadableStream<Uint8Array>);
-        // Keep a rejection from going unhandled while body chunks are still being written.
-        done.catch(() => undefined);
-        current = { kind: "attachment", decoder, done };
-      }
-      await finish();
-    }));
+    });
   } catch (caught) {
     const e = thrown ?? caught;
-    const open = current as { kind: string; decoder?: { destroy(e?: Error): void }; done?: Promise<void> } | null;
-    if (open?.decoder && open.done) {
-      open.decoder.destroy(e instanceof Error ? e : new Error(String(e)));
-      await open.done.catch(() => undefined);
-    }
+    await builder.abort(e);
     if ((e as { code?: string }).code === "EMAXLEN") throw new MailRejection(554, "message headers are too large", "5.6.0");
     throw e;
   }
-  if (!root) throw new MailRejection(554, "message has no headers", "5.6.0");
-  for (const item of items) if (item.kind === "data") checkText(item.value, "the text between parts");
-  return { root, items, texts, attachments, rootIsAttachment };
+  return builder.skeleton();
 }

@@ -107,6 +107,8 @@ function newDelivery(n: NewDelivery, practiceName: string): RenderedMail {
   return compose(showContent && n.subject ? n.subject : neutral, de, en);
 }
 
+// Long for a good reason: a catalogue, one case per kind of notification holding only its
+// German and English text; split up, the texts would scatter.
 /**
  * Renders a notification.
  *

@@ -6,8 +6,7 @@ import { basename, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { PassThrough } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import nodemailer, { type Transporter } from "nodemailer";
-import MailComposer from "nodemailer/lib/mail-composer";
+import type { Transporter } from "nodemailer";
 import { renameDurably } from "../core/index.js";
 
 /** A message ready to leave. */
@@ -76,6 +75,8 @@ export interface Transport {
  * @returns Its bytes.
  */
 export async function compose(mail: OutgoingMail): Promise<Buffer> {
+  // Loaded on first use: commands that never mail (praxmail list) do not pay for it.
+  const { default: MailComposer } = await import("nodemailer/lib/mail-composer");
   const domain = mail.from.address.split("@")[1] ?? "praxmail.invalid";
   const composer = new MailComposer({
     from: mail.from,
@@ -132,10 +133,10 @@ function outboxSink(home: string): RawSink {
   return streamSink(body, done, () => rm(tmp, { force: true }));
 }
 
-function smtpSink(smtp: Transporter, envelope: Envelope): RawSink {
+function smtpSink(smtp: Promise<Transporter>, envelope: Envelope): RawSink {
   const body = new PassThrough();
   // Destroying the stream makes nodemailer drop the connection before the final dot.
-  const done = smtp.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: body }).then((info) => ({ response: info.response }));
+  const done = smtp.then((t) => t.sendMail({ envelope: { from: envelope.from, to: [...envelope.to] }, raw: body })).then((info) => ({ response: info.response }));
   return streamSink(body, done);
 }
 
@@ -155,8 +156,11 @@ function withTimeouts(upstream: string): string {
  * @returns The transport.
  */
 export function createTransport(home: string, upstream: string | null): Transport {
-  const smtp = upstream === null ? null : nodemailer.createTransport(withTimeouts(upstream));
-  const openRaw = (envelope: Envelope): RawSink => (smtp ? smtpSink(smtp, envelope) : outboxSink(home));
+  // nodemailer's SMTP client is loaded only for an upstream, and only when the first mail goes.
+  let smtp: Promise<Transporter> | null = null;
+  const client = (url: string): Promise<Transporter> =>
+    (smtp ??= import("nodemailer").then(({ default: nodemailer }) => nodemailer.createTransport(withTimeouts(url))));
+  const openRaw = (envelope: Envelope): RawSink => (upstream === null ? outboxSink(home) : smtpSink(client(upstream), envelope));
   const sendRaw = async (envelope: Envelope, raw: Uint8Array): Promise<SentMail> => {
     const sink = openRaw(envelope);
     try {

@@ -2,9 +2,9 @@
 import { rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { serveConnection, type MilterDeps } from "./session.js";
+import type { MilterListen } from "./listen.js";
 
-/** Where the milter listens. */
-export type MilterListen = { readonly host: string; readonly port: number } | { readonly path: string };
+export type { MilterListen } from "./listen.js";
 
 /** A running milter. */
 export interface Milter {
@@ -51,23 +51,4 @@ export async function startMilter(deps: MilterDeps, listen: MilterListen): Promi
         });
       }),
   };
-}
-
-/**
- * Parses `--milter`: `host:port`, `inet:host:port` or `unix:/path`.
- *
- * @param v - The flag value.
- * @returns Where to listen.
- * @throws Error for anything else.
- */
-export function parseMilterListen(v: string): MilterListen {
-  if (v.startsWith("unix:")) {
-    const path = v.slice(5);
-    if (!path.startsWith("/")) throw new Error("use unix:/absolute/path");
-    return { path };
-  }
-  const m = /^(?:inet:)?(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
-  const port = Number(m?.[3]);
-  if (!m || port > 65535) throw new Error("use HOST:PORT or unix:/path");
-  return { host: m[1] ?? m[2] ?? "127.0.0.1", port };
 }

@@ -5,8 +5,8 @@ import type { Socket } from "node:net";
 import { PassThrough } from "node:stream";
 import { Headers } from "@zone-eu/mailsplit";
 import type { Logger } from "pino";
-import { cleanUpAfter, cleanupFailures, discardDelivery, errorFields, levelRules, markSent, type Context } from "../core/index.js";
-import { MailRejection, deliverPrepared, loggableReason, prepareMessage, type Prepared, type RawSink, type Transport } from "../mail/index.js";
+import { cleanUpAfter, cleanupFailures, discardDelivery, discardedBy, errorFields, levelRules, markSent, type Context } from "../core/index.js";
+import { MailRejection, deliverPrepared, loggableReason, prepareMessage, type Copy, type Prepared, type RawSink, type Transport } from "../mail/index.js";
 import {
   Action,
   Cmd,
@@ -94,35 +94,171 @@ export function headerEdits(original: readonly { name: string; value: string }[]
  * @param deps - Core context, transport for copies, log.
  */
 export function serveConnection(socket: Socket, deps: MilterDeps): void {
-  const { ctx, transport, log } = deps;
-  let buf: Buffer = Buffer.alloc(0);
-  const queue: Packet[] = [];
-  let busy = false;
-  let steps = 0;
-  let msg: Message | null = null;
+  new Connection(socket, deps).start();
+}
 
-  const send = (b: Buffer): void => {
-    if (!socket.destroyed) socket.write(b);
-  };
-  const close = (why: string): void => {
-    log.warn({ remote: socket.remoteAddress ?? "unix" }, `milter connection closed: ${why}`);
-    void abortMessage();
-    socket.destroy();
-  };
-  const abortMessage = async (): Promise<void> => {
-    const m = msg;
-    msg = null;
+/** One milter connection: its packets handled in order, and the message in progress. */
+class Connection {
+  private buf: Buffer = Buffer.alloc(0);
+  private readonly queue: Packet[] = [];
+  private busy = false;
+  private steps = 0;
+  private msg: Message | null = null;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly deps: MilterDeps,
+  ) {}
+
+  /** Reads packets until the connection closes. */
+  start(): void {
+    this.socket.on("data", (chunk: Buffer) => {
+      this.received(chunk);
+    });
+    this.socket.on("error", () => undefined);
+    this.socket.on("close", () => {
+      this.queue.length = 0;
+      void this.abortMessage();
+    });
+  }
+
+  private received(chunk: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    let packets: Packet[];
+    try {
+      ({ packets, rest: this.buf } = decode(this.buf, MAX_PACKET));
+    } catch (e) {
+      this.close((e as Error).message);
+      return;
+    }
+    this.queue.push(...packets);
+    // Stop reading while we are behind: memory stays bounded by a few packets.
+    if (this.queue.length >= 32) this.socket.pause();
+    void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    while (this.queue.length > 0 && !this.socket.destroyed) {
+      const p = this.queue.shift();
+      if (!p) break;
+      try {
+        await this.handle(p);
+      } catch (e) {
+        this.close(e instanceof ProtocolError ? e.message : `error: ${(e as Error).message}`);
+        this.queue.length = 0;
+      }
+      if (this.queue.length < 8 && this.socket.isPaused()) this.socket.resume();
+    }
+    this.busy = false;
+  }
+
+  private send(b: Buffer): void {
+    if (!this.socket.destroyed) this.socket.write(b);
+  }
+
+  private close(why: string): void {
+    this.deps.log.warn({ remote: this.socket.remoteAddress ?? "unix" }, `milter connection closed: ${why}`);
+    void this.abortMessage();
+    this.socket.destroy();
+  }
+
+  private async abortMessage(): Promise<void> {
+    const m = this.msg;
+    this.msg = null;
     if (!m?.input) return;
     m.input.destroy(new Error("aborted"));
     // The MTA gave up on the message, so its failure is no news; a failed cleanup is.
     await m.prepared?.catch((e: unknown) => {
       const failed = cleanupFailures(e);
-      if (failed.cleanup) log.warn(failed, "milter message aborted: cleanup failed");
+      if (failed.cleanup) this.deps.log.warn(failed, "milter message aborted: cleanup failed");
     });
-  };
+  }
 
-  const startBody = (m: Message): PassThrough => {
+  /** Commands outside a message: negotiation, macros, the steps we skip, abort and quit. */
+  private async handle(p: Packet): Promise<void> {
+    switch (p.cmd) {
+      case Cmd.OPTNEG:
+        this.negotiate(p.data);
+        return;
+      case Cmd.MACRO:
+        return;
+      case Cmd.CONNECT:
+      case Cmd.HELO:
+      case Cmd.DATA:
+      case Cmd.UNKNOWN:
+        this.send(reply.continue());
+        return;
+      case Cmd.ABORT:
+        await this.abortMessage();
+        return;
+      case Cmd.QUIT_NC:
+        await this.abortMessage();
+        this.steps = 0;
+        return;
+      case Cmd.QUIT:
+        await this.abortMessage();
+        this.socket.end();
+        return;
+      default:
+        await this.messageCommand(p);
+    }
+  }
+
+  private negotiate(data: Buffer): void {
+    const offer = parseOptneg(data);
+    if (offer.version < 6) throw new ProtocolError(`milter protocol ${offer.version} is too old`);
+    this.steps = WANT_STEPS & offer.protocol;
+    const actions = WANT_ACTIONS & offer.actions;
+    if (actions !== WANT_ACTIONS) this.deps.log.warn({ offered: offer.actions }, "the MTA does not offer every milter action we use");
+    this.send(reply.optneg(actions, this.steps));
+  }
+
+  /** The commands of a message: envelope, headers, body chunks and end of message. */
+  private async messageCommand(p: Packet): Promise<void> {
+    switch (p.cmd) {
+      case Cmd.MAIL:
+        await this.abortMessage();
+        this.msg = { from: parseAddress(p.data), to: [], headers: [], input: null, prepared: null };
+        if (!(this.steps & Step.NR_MAIL)) this.send(reply.continue());
+        return;
+      case Cmd.RCPT:
+        this.current("RCPT").to.push(parseAddress(p.data));
+        if (!(this.steps & Step.NR_RCPT)) this.send(reply.continue());
+        return;
+      case Cmd.HEADER:
+        this.current("header").headers.push(parseHeader(p.data));
+        if (!(this.steps & Step.NR_HDR)) this.send(reply.continue());
+        return;
+      case Cmd.EOH:
+        this.startBody(this.current("end of headers"));
+        if (!(this.steps & Step.NR_EOH)) this.send(reply.continue());
+        return;
+      case Cmd.BODY:
+        await this.write(this.current("body"), p.data);
+        this.send(reply.continue());
+        return;
+      case Cmd.BODYEOB: {
+        const m = this.current("end of message");
+        this.msg = null;
+        await this.endOfMessage(m, p.data);
+        return;
+      }
+      default:
+        throw new ProtocolError(`unknown command ${JSON.stringify(p.cmd)}`);
+    }
+  }
+
+  /** @throws {@link ProtocolError} when `what` came before MAIL. */
+  private current(what: string): Message {
+    if (!this.msg) throw new ProtocolError(`${what} before MAIL`);
+    return this.msg;
+  }
+
+  private startBody(m: Message): PassThrough {
     if (m.input) return m.input;
+    const { ctx } = this.deps;
     const input = new PassThrough();
     m.input = input;
     const head = m.headers.map((h) => `${h.name}: ${h.value.replace(/^[ \t]+/, "").replace(/\r?\n/g, "\r\n")}\r\n`).join("") + "\r\n";
@@ -133,21 +269,64 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
       input.destroy();
     });
     return input;
-  };
+  }
 
-  const write = async (m: Message, chunk: Buffer): Promise<void> => {
-    const input = startBody(m);
+  private async write(m: Message, chunk: Buffer): Promise<void> {
+    const input = this.startBody(m);
     if (input.destroyed) return;
     if (!input.write(chunk)) await Promise.race([new Promise((r) => input.once("drain", r)), m.prepared?.then(() => undefined, () => undefined)]);
-  };
+  }
+
+  private async endOfMessage(m: Message, last: Buffer): Promise<void> {
+    if (last.length) await this.write(m, last);
+    const input = this.startBody(m);
+    input.end();
+    const timer = setInterval(() => {
+      this.send(reply.progress());
+    }, this.deps.progressMs ?? 10_000);
+    const { log } = this.deps;
+    try {
+      const p = await (m.prepared ?? Promise.reject(new Error("no message")));
+      for (const b of await this.finish(m, p)) this.send(b);
+      log.info({ level: p.level, recipients: m.to.length, deliveries: p.deliveries.length, copies: p.copies.length, outcome: "accepted" }, "milter message");
+    } catch (failure) {
+      // What did not leave was discarded where it failed (prepareMessage, deliverPrepared, inPlace).
+      if (failure instanceof MailRejection) {
+        this.send(reply.replyCode(String(failure.responseCode), `${failure.enhanced} ${failure.message}`));
+        log.warn({ recipients: m.to.length, outcome: failure.responseCode, reason: loggableReason(failure), ...cleanupFailures(failure) }, "milter message refused");
+      } else {
+        log.error({ err: errorFields(failure), ...cleanupFailures(failure) }, "milter message failed");
+        this.send(reply.tempfail());
+      }
+    } finally {
+      clearInterval(timer);
+    }
+  }
 
   /** Applies a prepared message: in place for a single recipient, by reinjection otherwise. */
-  const finish = async (m: Message, p: Prepared): Promise<Buffer[]> => {
+  private async finish(m: Message, p: Prepared): Promise<Buffer[]> {
     // Untagged (also when a policy looked): the original is what leaves.
     if (!levelRules(p.level).encryptsAttachments || (p.copies.length === 0 && p.alreadyDelivered.length === 0)) return [reply.continue()];
     const [only] = p.copies;
     const all = new Set(m.to.map((r) => r.toLowerCase()));
     if (p.copies.length === 1 && only && p.alreadyDelivered.length === 0 && only.recipients.length === all.size && only.recipients.every((r) => all.has(r.toLowerCase()))) {
+      return this.inPlace(m, p, only);
+    }
+    await deliverPrepared(this.deps.ctx, this.deps.transport, { from: m.from, to: m.to }, p);
+    const handled = new Set([...p.copies.flatMap((c) => c.recipients), ...p.alreadyDelivered].map((r) => r.toLowerCase()));
+    const out = m.to.filter((r) => handled.has(r.toLowerCase())).map((r) => reply.delRcpt(r));
+    out.push(m.to.every((r) => handled.has(r.toLowerCase())) ? reply.discard() : reply.continue());
+    return out;
+  }
+
+  /**
+   * The edits that make the message its one copy; its deliveries are marked sent. On failure
+   * what this attempt created is discarded, as the retry rules say (deliverPrepared does the
+   * same for reinjected copies).
+   */
+  private async inPlace(m: Message, p: Prepared, only: Copy): Promise<Buffer[]> {
+    const { ctx } = this.deps;
+    try {
       const split = only.bytes.indexOf("\r\n\r\n");
       const head = only.bytes.subarray(0, split + 2);
       const body = only.bytes.subarray(split + 4);
@@ -157,145 +336,9 @@ export function serveConnection(socket: Socket, deps: MilterDeps): void {
       await markSent(ctx, only.deliveries);
       out.push(reply.continue());
       return out;
-    }
-    await deliverPrepared(ctx, transport, { from: m.from, to: m.to }, p);
-    const handled = new Set([...p.copies.flatMap((c) => c.recipients), ...p.alreadyDelivered].map((r) => r.toLowerCase()));
-    const out = m.to.filter((r) => handled.has(r.toLowerCase())).map((r) => reply.delRcpt(r));
-    out.push(m.to.every((r) => handled.has(r.toLowerCase())) ? reply.discard() : reply.continue());
-    return out;
-  };
-
-  const endOfMessage = async (m: Message, last: Buffer): Promise<void> => {
-    if (last.length) await write(m, last);
-    const input = startBody(m);
-    input.end();
-    const timer = setInterval(() => {
-      send(reply.progress());
-    }, deps.progressMs ?? 10_000);
-    let created: readonly string[] = [];
-    try {
-      const p = await (m.prepared ?? Promise.reject(new Error("no message")));
-      created = p.deliveries;
-      for (const b of await finish(m, p)) send(b);
-      log.info({ level: p.level, recipients: m.to.length, deliveries: p.deliveries.length, copies: p.copies.length, outcome: "accepted" }, "milter message");
     } catch (e) {
-      // Whatever did not leave stays invisible; remove it now rather than at the next gc.
-      const unsent: string[] = [];
-      for (const id of created) if ((await ctx.store.records.delivery(id))?.sentAt == null) unsent.push(id);
-      const failure = await cleanUpAfter(e, unsent.map((id) => () => discardDelivery(ctx, id, "milter failed")));
-      if (failure instanceof MailRejection) {
-        send(reply.replyCode(String(failure.responseCode), `${failure.enhanced} ${failure.message}`));
-        log.warn({ recipients: m.to.length, outcome: failure.responseCode, reason: loggableReason(failure), ...cleanupFailures(failure) }, "milter message refused");
-      } else {
-        log.error({ err: errorFields(failure), ...cleanupFailures(failure) }, "milter message failed");
-        send(reply.tempfail());
-      }
-    } finally {
-      clearInterval(timer);
+      const discard = discardedBy("failed", { created: p.deliveries, carried: p.announcedAgain });
+      throw await cleanUpAfter(e, discard.map((id) => () => discardDelivery(ctx, id, "milter failed")));
     }
-  };
-
-  const handle = async (p: Packet): Promise<void> => {
-    switch (p.cmd) {
-      case Cmd.OPTNEG: {
-        const offer = parseOptneg(p.data);
-        if (offer.version < 6) throw new ProtocolError(`milter protocol ${offer.version} is too old`);
-        steps = WANT_STEPS & offer.protocol;
-        const actions = WANT_ACTIONS & offer.actions;
-        if (actions !== WANT_ACTIONS) log.warn({ offered: offer.actions }, "the MTA does not offer every milter action we use");
-        send(reply.optneg(actions, steps));
-        return;
-      }
-      case Cmd.MACRO:
-        return;
-      case Cmd.CONNECT:
-      case Cmd.HELO:
-      case Cmd.DATA:
-      case Cmd.UNKNOWN:
-        send(reply.continue());
-        return;
-      case Cmd.MAIL:
-        await abortMessage();
-        msg = { from: parseAddress(p.data), to: [], headers: [], input: null, prepared: null };
-        if (!(steps & Step.NR_MAIL)) send(reply.continue());
-        return;
-      case Cmd.RCPT:
-        if (!msg) throw new ProtocolError("RCPT before MAIL");
-        msg.to.push(parseAddress(p.data));
-        if (!(steps & Step.NR_RCPT)) send(reply.continue());
-        return;
-      case Cmd.HEADER:
-        if (!msg) throw new ProtocolError("header before MAIL");
-        msg.headers.push(parseHeader(p.data));
-        if (!(steps & Step.NR_HDR)) send(reply.continue());
-        return;
-      case Cmd.EOH:
-        if (!msg) throw new ProtocolError("end of headers before MAIL");
-        startBody(msg);
-        if (!(steps & Step.NR_EOH)) send(reply.continue());
-        return;
-      case Cmd.BODY:
-        if (!msg) throw new ProtocolError("body before MAIL");
-        await write(msg, p.data);
-        send(reply.continue());
-        return;
-      case Cmd.BODYEOB: {
-        if (!msg) throw new ProtocolError("end of message before MAIL");
-        const m = msg;
-        msg = null;
-        await endOfMessage(m, p.data);
-        return;
-      }
-      case Cmd.ABORT:
-        await abortMessage();
-        return;
-      case Cmd.QUIT_NC:
-        await abortMessage();
-        steps = 0;
-        return;
-      case Cmd.QUIT:
-        await abortMessage();
-        socket.end();
-        return;
-      default:
-        throw new ProtocolError(`unknown command ${JSON.stringify(p.cmd)}`);
-    }
-  };
-
-  const pump = async (): Promise<void> => {
-    if (busy) return;
-    busy = true;
-    while (queue.length > 0 && !socket.destroyed) {
-      const p = queue.shift();
-      if (!p) break;
-      try {
-        await handle(p);
-      } catch (e) {
-        close(e instanceof ProtocolError ? e.message : `error: ${(e as Error).message}`);
-        queue.length = 0;
-      }
-      if (queue.length < 8 && socket.isPaused()) socket.resume();
-    }
-    busy = false;
-  };
-
-  socket.on("data", (chunk: Buffer) => {
-    buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
-    let packets: Packet[];
-    try {
-      ({ packets, rest: buf } = decode(buf, MAX_PACKET));
-    } catch (e) {
-      close((e as Error).message);
-      return;
-    }
-    queue.push(...packets);
-    // Stop reading while we are behind: memory stays bounded by a few packets.
-    if (queue.length >= 32) socket.pause();
-    void pump();
-  });
-  socket.on("error", () => undefined);
-  socket.on("close", () => {
-    queue.length = 0;
-    void abortMessage();
-  });
+  }
 }

@@ -53,14 +53,16 @@ export interface Assets {
 export function defaultAssets(): Assets {
   const here = import.meta.dirname;
   const built = join(here, "..", "..", "dist", "portal");
-  // From src/ (tests), the bundle only exists in dist/.
+  // From src/ (tests), the bundle only exists in dist/; from the CLI's bundle (dist/chunks/),
+  // views and bundle are both in dist/portal/.
   const root = existsSync(join(here, "static", "app.js")) ? here : built;
-  return { views: join(here, "views"), static: join(root, "static") };
+  return { views: join(existsSync(join(here, "views")) ? here : built, "views"), static: join(root, "static") };
 }
 
 const CSP = [
   "default-src 'self'",
   "script-src 'self' 'wasm-unsafe-eval'", // libsodium's WASM (client/sodium.ts); never 'unsafe-eval'
+  "worker-src 'self'", // the Secu-Pass derivation (client/derive.ts), from our own origin only
   "style-src 'self'",
   "img-src 'self' data: blob:",
   "connect-src 'self'",

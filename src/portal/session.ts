@@ -1,4 +1,4 @@
-// Server-side sessions in SQLite. The cookie holds 32 random bytes; the database holds only
+// Server-side sessions in the store. The cookie holds 32 random bytes; the database holds only
 // their SHA-256. A row is written only at login: a visitor who is not logged in has none, so
 // a flood of requests without a cookie writes nothing. Logging in issues a new id, so an id
 // planted before login is worthless afterwards. A session ends after `portal.idleMinutes`

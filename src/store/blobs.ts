@@ -25,6 +25,7 @@ export async function fsync(path: string): Promise<void> {
 }
 
 const READ = 1 << 20;
+const WRITE = 1 << 20;
 
 /**
  * Reads a file as a web stream, 1 MiB per read with one read ahead: about a quarter of the
@@ -37,14 +38,21 @@ const READ = 1 << 20;
 export function fileStream(source: FileHandle | string, start = 0): ReadableStream<Uint8Array> {
   let fh = typeof source === "string" ? undefined : source;
   let pos = start;
+  // A stream may be cancelled before start() has opened the file (a HEAD request): cancel
+  // waits for the open, so that it closes what the open gives.
+  let opening: Promise<unknown> = Promise.resolve();
   const done = async (): Promise<void> => {
+    await opening.catch(() => undefined);
     if (typeof source === "string" && fh) await fh.close();
     fh = undefined;
   };
   return new ReadableStream<Uint8Array>(
     {
       async start() {
-        if (typeof source === "string") fh = await open(source, "r");
+        if (typeof source !== "string") return;
+        const opened = open(source, "r");
+        opening = opened;
+        fh = await opened;
       },
       async pull(ctl) {
         if (!fh) throw new Error("file is closed");
@@ -71,24 +79,44 @@ export function fileStream(source: FileHandle | string, start = 0): ReadableStre
 
 /**
  * Writes a web stream to a file handle, gathering chunks into writes of about 1 MiB: far
- * fewer system calls than one per chunk, and no copy (writev).
+ * fewer system calls than one per chunk, and no copy (writev). One write is in flight
+ * while the next batch is pulled, so producing (encrypting, decrypting) and writing run
+ * side by side instead of taking turns.
  *
  * @param data - The bytes.
  * @param fh - An open file handle.
+ * @throws What reading or writing throws; the stream is then cancelled.
  */
 export async function writeStream(data: ReadableStream<Uint8Array>, fh: FileHandle): Promise<void> {
+  const reader = data.getReader();
+  let inFlight: Promise<unknown> = Promise.resolve();
   let batch: Uint8Array[] = [];
   let size = 0;
-  for await (const chunk of data as unknown as AsyncIterable<Uint8Array>) {
-    batch.push(chunk);
-    size += chunk.length;
-    if (size >= 1 << 20) {
-      await fh.writev(batch);
+  try {
+    for (;;) {
+      const r = await reader.read();
+      if (!r.done) {
+        batch.push(r.value);
+        size += r.value.length;
+        if (size < WRITE) continue;
+      }
+      await inFlight;
+      if (batch.length) {
+        inFlight = fh.writev(batch);
+        // Handled here so that a failure during the next read is not an unhandled
+        // rejection; the await above still throws it.
+        inFlight.catch(() => undefined);
+      }
       batch = [];
       size = 0;
+      if (r.done) break;
     }
+    await inFlight;
+  } catch (e) {
+    await inFlight.catch(() => undefined);
+    await reader.cancel(e).catch(() => undefined);
+    throw e;
   }
-  if (batch.length) await fh.writev(batch);
 }
 
 /**

@@ -72,6 +72,9 @@ function migrate(db: Database.Database): void {
   for (const m of MIGRATIONS) {
     if (m.version <= current) continue;
     db.transaction(() => {
+      // Another process opening the same new database may have applied it while this one
+      // waited for the write lock.
+      if ((db.pragma("user_version", { simple: true }) as number) >= m.version) return;
       db.exec(m.sql);
       db.pragma(`user_version = ${m.version}`);
     }).immediate();

@@ -88,20 +88,24 @@ export class S3Blobs implements BlobStore {
    */
   read(key: string): ReadableStream<Uint8Array> {
     const object = this.object(key);
-    let body: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    // A read cancelled before the object is open (a HEAD download) still closes its body.
+    let opening: Promise<ReadableStreamDefaultReader<Uint8Array>> | undefined;
+    const open = (): Promise<ReadableStreamDefaultReader<Uint8Array>> =>
+      (opening ??= this.s3.send(new GetObjectCommand({ Bucket: this.at.bucket, Key: object })).then((r) => {
+        if (!r.Body) throw new Error(`blob ${key} has no body`);
+        return r.Body.transformToWebStream().getReader() as ReadableStreamDefaultReader<Uint8Array>;
+      }));
     return new ReadableStream<Uint8Array>({
       start: async () => {
-        const r = await this.s3.send(new GetObjectCommand({ Bucket: this.at.bucket, Key: object }));
-        if (!r.Body) throw new Error(`blob ${key} has no body`);
-        body = r.Body.transformToWebStream().getReader() as ReadableStreamDefaultReader<Uint8Array>;
+        await open();
       },
       pull: async (ctl) => {
-        if (!body) throw new Error(`blob ${key} is not open`);
-        const { done, value } = await body.read();
+        const { done, value } = await (await open()).read();
         if (done) ctl.close();
         else ctl.enqueue(value);
       },
       cancel: async (reason) => {
+        const body = await open().catch(() => undefined);
         await body?.cancel(reason);
       },
     });
