@@ -104,6 +104,7 @@ export class PostgresStore extends PgRows implements Store {
     private readonly pool: Pool,
     readonly blobs: BlobStore,
     guard: TxGuard,
+    private readonly release: () => void,
   ) {
     const outer = checked(pool, () => guard.outerCall());
     // Attempt counters need no write lock: their upserts are atomic; a transaction makes
@@ -121,9 +122,10 @@ export class PostgresStore extends PgRows implements Store {
    *
    * @param url - `postgres://…`.
    * @param blobs - Where the blobs live.
+   * @param release - Frees what the blobs hold (their client) when the store closes.
    * @returns The store.
    */
-  static async open(url: string, blobs: BlobStore): Promise<PostgresStore> {
+  static async open(url: string, blobs: BlobStore, release: () => void = () => undefined): Promise<PostgresStore> {
     const pool = connectPostgres(url);
     try {
       await migratePostgres(pool);
@@ -131,7 +133,7 @@ export class PostgresStore extends PgRows implements Store {
       await pool.end();
       throw e;
     }
-    return new PostgresStore(pool, blobs, new TxGuard());
+    return new PostgresStore(pool, blobs, new TxGuard(), release);
   }
 
   /** Outside a transaction, an audit row still needs the write lock to chain in order. */
@@ -171,5 +173,6 @@ export class PostgresStore extends PgRows implements Store {
 
   async close(): Promise<void> {
     await this.pool.end();
+    this.release();
   }
 }

@@ -24,6 +24,10 @@ export interface S3Settings {
  * @returns The client.
  */
 export function s3Client(settings: S3Settings = {}): S3Client {
+  // The SDK warns on every start under Node 20 that SDK releases after January 2027 will
+  // need Node 22. praxmail pins its SDK version, so the warning says nothing to an admin;
+  // the SDK's own switch turns it off.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
   const endpoint = settings.endpoint ?? process.env.AWS_ENDPOINT_URL_S3;
   const s3 = new S3Client({
     ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
