@@ -48,11 +48,11 @@ async function recorded(args: readonly string[]): Promise<Recorded> {
   return { run, modules: pick("module"), files: pick("file") };
 }
 
-/** The packages of the server stack a module list names (nodemailer: its SMTP client, the package's main entry). */
+/** The packages of the server stack and of the shared backend (PostgreSQL, S3) a module list names (nodemailer: its SMTP client, the package's main entry). */
 function serverStack(modules: readonly string[]): string[] {
   const found = new Set<string>();
   for (const url of modules) {
-    const m = /\/node_modules\/(fastify|@fastify\/[^/]+|smtp-server|mailparser)\//.exec(url);
+    const m = /\/node_modules\/(fastify|@fastify\/[^/]+|smtp-server|mailparser|postgres|@aws-sdk\/[^/]+)\//.exec(url);
     if (m?.[1]) found.add(m[1]);
     if (/\/node_modules\/nodemailer\/dist\/(esm|cjs)\/nodemailer\.js$/.test(url)) found.add("nodemailer");
   }

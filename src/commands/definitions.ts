@@ -113,6 +113,8 @@ function initCommand(io: Io): Command {
     .option("--practice-email <address>", "the practice's address, sender of notifications")
     .option("--portal-url <url>", `public URL of the patient portal (default ${DEFAULTS.portalUrl})`)
     .option("--upstream <url>", "smtp:// or smtps:// URL for outgoing mail (default: the outbox folder)")
+    .option("--database <url>", "postgres:// URL of the shared backend's database (with --blobs; default: SQLite under home)")
+    .option("--blobs <url>", "s3://bucket/prefix of the shared backend's blobs (with --database; default: files under home)")
     .addOption(new Option("--recipient-type <type>", "key type for new keys").choices(RECIPIENT_TYPES))
     .option("--no-keyring", "store the practice identity in a file even if an OS keyring answers")
     .option("--protect", "protect the identity file with a passphrase (PRAXMAIL_IDENTITY_PASSPHRASE in scripts)")

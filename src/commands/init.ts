@@ -18,6 +18,8 @@ export interface InitFlags extends HomeOptions, JsonOptions {
   practiceEmail?: string;
   portalUrl?: string;
   upstream?: string;
+  database?: string;
+  blobs?: string;
   recipientType?: string;
   keyring: boolean;
   protect?: boolean;
@@ -91,8 +93,18 @@ export async function runInit(io: Io, flags: InitFlags): Promise<InitResult & { 
     recipientType: type,
     keyring: flags.keyring && !flags.protect,
     ...(passphrase !== undefined ? { passphrase } : {}),
+    ...sharedFlags(flags),
   });
   return { ...result, home };
+}
+
+/** --database and --blobs, which come as a pair. */
+function sharedFlags(flags: InitFlags): { shared?: { database: string; blobs: string } } {
+  if (flags.database === undefined && flags.blobs === undefined) return {};
+  if (flags.database === undefined || flags.blobs === undefined) {
+    throw new PraxmailError("usage", "--database and --blobs go together", "give both for the shared backend (PostgreSQL + S3), or neither for SQLite and files under home");
+  }
+  return { shared: { database: flags.database, blobs: flags.blobs } };
 }
 
 /**

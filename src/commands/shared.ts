@@ -3,8 +3,8 @@
 import { userInfo } from "node:os";
 import chalk from "chalk";
 import { confirm } from "@inquirer/prompts";
-import { openStore } from "../store/index.js";
-import { PraxmailError, errorFields, ensureWritableHome, loadConfig, resolveHome, type Context } from "../core/index.js";
+import { openSharedStore, openStore, type Store } from "../store/index.js";
+import { PraxmailError, errorFields, ensureWritableHome, loadConfig, resolveHome, sharedBackend, type Config, type Context } from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
 import type { HomeOptions, Io } from "./definitions.js";
 
@@ -22,7 +22,7 @@ export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().u
   const home = resolveHome(opts.home);
   await ensureWritableHome(home);
   const config = loadConfig(home);
-  const store = openStore(home);
+  const store = await openBackend(home, config);
   return {
     home,
     config,
@@ -34,6 +34,27 @@ export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().u
       process.stderr.write(`praxmail: alarm: ${event} ${JSON.stringify(fields)}\n`);
     },
   };
+}
+
+/**
+ * Opens the home's store: the shared backend when PRAXMAIL_DATABASE and PRAXMAIL_BLOBS or
+ * config.json name one, else SQLite and files under home.
+ *
+ * @param home - The home.
+ * @param config - Its configuration.
+ * @returns The store.
+ * @throws {@link PraxmailError} `backend` if the shared backend cannot be reached (the
+ *   message names the host, never the password).
+ */
+async function openBackend(home: string, config: Config): Promise<Store> {
+  const shared = sharedBackend(config, process.env);
+  if (shared === null) return openStore(home);
+  try {
+    return await openSharedStore(shared.database, shared.blobs);
+  } catch (e) {
+    const at = new URL(shared.database);
+    throw new PraxmailError("backend", `cannot open the shared backend at ${at.hostname}:${at.port || "5432"}${at.pathname}: ${(e as Error).message}`, "check PRAXMAIL_DATABASE, PRAXMAIL_BLOBS and the AWS_* settings, and that both services answer; praxmail doctor checks them", { cause: e });
+  }
 }
 
 /**

@@ -69,6 +69,16 @@ export interface Config {
   /** Mail the practice when a patient first downloads a delivery. */
   readonly notifyOnDownload: boolean;
   readonly portal: PortalConfig;
+  /** The shared backend (several nodes, PostgreSQL + S3); null: SQLite and files under home. */
+  readonly shared: SharedBackend | null;
+}
+
+/** Where the shared backend keeps rows and blobs. */
+export interface SharedBackend {
+  /** `postgres://user:password@host:port/database`. */
+  readonly database: string;
+  /** `s3://bucket/prefix`. */
+  readonly blobs: string;
 }
 
 /** The patient portal's settings. */
@@ -208,6 +218,57 @@ function identityStore(raw: unknown): IdentityStore {
   throw bad("identity", "must name a keyring account or an identity file");
 }
 
+/**
+ * Checks the shared backend's two URLs. Messages never repeat the database URL: it holds a
+ * password.
+ *
+ * @param database - A postgres:// URL.
+ * @param blobs - An s3://bucket/prefix URL.
+ * @returns Both.
+ * @throws {@link PraxmailError} `invalid-input`.
+ */
+export function checkShared(database: string, blobs: string): SharedBackend {
+  let db: URL | null = null;
+  try {
+    db = new URL(database);
+  } catch {
+    // Refused below.
+  }
+  if (db === null || !["postgres:", "postgresql:"].includes(db.protocol) || db.hostname === "" || db.pathname.length < 2) {
+    throw new PraxmailError("invalid-input", "the database must be a postgres://user:password@host:port/database URL", "give PRAXMAIL_DATABASE or --database in that form");
+  }
+  if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/|$)/.test(blobs)) {
+    throw new PraxmailError("invalid-input", `the blobs must be an s3://bucket/prefix URL, not ${JSON.stringify(blobs)}`, "give PRAXMAIL_BLOBS or --blobs in that form");
+  }
+  return { database, blobs };
+}
+
+function sharedConfig(raw: unknown): SharedBackend | null {
+  if (raw === undefined || raw === null) return null;
+  const r = raw as Record<string, unknown>;
+  if (typeof r.database !== "string" || typeof r.blobs !== "string") throw bad("shared", "must name both database (postgres://…) and blobs (s3://bucket/prefix)");
+  return checkShared(r.database, r.blobs);
+}
+
+/**
+ * The shared backend a command uses: PRAXMAIL_DATABASE and PRAXMAIL_BLOBS, where set, over
+ * config.json's `shared`.
+ *
+ * @param config - The configuration.
+ * @param env - The environment.
+ * @returns The backend, or null for the embedded one.
+ * @throws {@link PraxmailError} `invalid-input` when only one of the two is given.
+ */
+export function sharedBackend(config: Config, env: Readonly<Record<string, string | undefined>>): SharedBackend | null {
+  const database = env.PRAXMAIL_DATABASE || config.shared?.database;
+  const blobs = env.PRAXMAIL_BLOBS || config.shared?.blobs;
+  if (database === undefined && blobs === undefined) return null;
+  if (database === undefined || blobs === undefined) {
+    throw new PraxmailError("invalid-input", "the shared backend needs both a database and a bucket", "set both PRAXMAIL_DATABASE and PRAXMAIL_BLOBS (or neither, for SQLite and files under home)");
+  }
+  return checkShared(database, blobs);
+}
+
 function publicKey(raw: Record<string, unknown>, k: "approvalKey" | "portalKey"): string | null {
   const v = raw[k] ?? null;
   if (v !== null && (typeof v !== "string" || !/^ed25519:[A-Za-z0-9+/]{43}=$/.test(v))) {
@@ -263,6 +324,7 @@ export function loadConfig(home: string): Config {
       policy: policyConfig(raw.policy),
       notifyOnDownload: raw.notifyOnDownload === true,
       portal: portalConfig(raw.portal),
+      shared: sharedConfig(raw.shared),
     };
   } catch (e) {
     if (e instanceof PraxmailError && e.code === "invalid-input") throw bad("", e.message);

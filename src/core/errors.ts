@@ -11,7 +11,8 @@ export type ErrorCode =
   | "identity"
   | "file"
   | "too-large"
-  | "mail";
+  | "mail"
+  | "backend";
 
 /** An error with a message and hint meant for the person at the keyboard. */
 export class PraxmailError extends Error {

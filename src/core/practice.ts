@@ -11,7 +11,7 @@ import {
   writeIdentityFile,
   type RecipientType,
 } from "../crypto/index.js";
-import { checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
+import { checkShared, checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
 import { DEFAULTS } from "./defaults.js";
 import { PraxmailError } from "./errors.js";
 import { ensurePortalKey } from "./trust.js";
@@ -28,6 +28,8 @@ export interface InitOptions {
   readonly keyring?: boolean;
   /** Protect the identity file with this passphrase. */
   readonly passphrase?: string;
+  /** The shared backend (PostgreSQL + S3); undefined keeps what a re-run finds, null is the embedded one. */
+  readonly shared?: { readonly database: string; readonly blobs: string } | null;
   readonly now?: Date;
 }
 
@@ -60,7 +62,8 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
   const practiceEmail = normaliseEmail(opts.practiceEmail);
   const portalUrl = checkUrl(opts.portalUrl ?? DEFAULTS.portalUrl, ["http:", "https:"]);
   const upstream = opts.upstream ? checkUrl(opts.upstream, ["smtp:", "smtps:"]) : null;
-  const settings = { practiceName, practiceEmail, portalUrl, upstream };
+  const shared = opts.shared ? checkShared(opts.shared.database, opts.shared.blobs) : opts.shared;
+  const settings = { practiceName, practiceEmail, portalUrl, upstream, ...(shared === undefined ? {} : { shared }) };
 
   if (isInitialised(home)) {
     const old = loadConfig(home);
@@ -101,6 +104,7 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     policy: DEFAULTS.policy,
     notifyOnDownload: false,
     portal: DEFAULTS.portal,
+    shared: shared ?? null,
   };
   saveConfig(home, config);
   return { config, created: true, identityStore: store, ...(keyringFailure === undefined ? {} : { keyringFailure }) };

@@ -59,6 +59,22 @@ export function appendAudit(db: Database, entry: AuditEntry, at: Date): AuditRow
   const last = db.prepare("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").get() as
     | { seq: number; hash: string }
     | undefined;
+  const row = nextAuditRow(last, entry, at);
+  db.prepare(
+    "INSERT INTO audit (seq, at, actor, action, subject, details, prev_hash, hash) VALUES (@seq, @at, @actor, @action, @subject, @details, @prevHash, @hash)",
+  ).run(row);
+  return row;
+}
+
+/**
+ * The row that follows the last one: every backend chains rows with this.
+ *
+ * @param last - The last row's seq and hash, or undefined for the first row.
+ * @param entry - What happened.
+ * @param at - When.
+ * @returns The new row, hash included.
+ */
+export function nextAuditRow(last: { readonly seq: number; readonly hash: string } | undefined, entry: AuditEntry, at: Date): AuditRow {
   const base = {
     seq: (last?.seq ?? 0) + 1,
     at: at.toISOString(),
@@ -68,11 +84,7 @@ export function appendAudit(db: Database, entry: AuditEntry, at: Date): AuditRow
     details: JSON.stringify(entry.details ?? {}),
     prevHash: last?.hash ?? GENESIS,
   };
-  const row = { ...base, hash: rowHash(base) };
-  db.prepare(
-    "INSERT INTO audit (seq, at, actor, action, subject, details, prev_hash, hash) VALUES (@seq, @at, @actor, @action, @subject, @details, @prevHash, @hash)",
-  ).run(row);
-  return row;
+  return { ...base, hash: rowHash(base) };
 }
 
 /**
@@ -138,24 +150,63 @@ export function verifyAudit(
   check: (row: AuditRow) => string | null = () => null,
   from?: { readonly seq: number; readonly hash: string },
 ): AuditVerdict {
-  let prev = GENESIS;
-  let rows = 0;
-  if (from !== undefined && from.seq > 0) {
-    const r = db.prepare("SELECT hash FROM audit WHERE seq = ?").get(from.seq) as { hash: string } | undefined;
-    if (r?.hash !== from.hash) return { ok: false, rows: from.seq, seq: from.seq, reason: "row changed while it was being verified" };
-    prev = from.hash;
-    rows = from.seq;
+  const moved = from && from.seq > 0 ? fromChanged(from, (db.prepare("SELECT hash FROM audit WHERE seq = ?").get(from.seq) as { hash: string } | undefined)?.hash) : null;
+  if (moved) return moved;
+  const walk = new AuditWalk(check, from);
+  for (const r of auditRows(db, walk.rows)) {
+    const broken = walk.feed(r);
+    if (broken) return broken;
   }
-  let expectSeq = rows + 1;
-  for (const r of auditRows(db, rows)) {
-    rows++;
-    if (r.seq !== expectSeq) return { ok: false, rows, seq: r.seq, reason: `row ${expectSeq} is missing` };
-    if (r.prevHash !== prev) return { ok: false, rows, seq: r.seq, reason: "previous-hash link does not match" };
-    if (rowHash(r) !== r.hash) return { ok: false, rows, seq: r.seq, reason: "row content does not match its hash" };
-    const reason = check(r);
-    if (reason !== null) return { ok: false, rows, seq: r.seq, reason };
-    prev = r.hash;
-    expectSeq++;
+  return walk.end();
+}
+
+/**
+ * @param from - A row verified before.
+ * @param hashNow - Its hash in the store now (undefined: gone).
+ * @returns A failed verdict if the row changed or is gone, else null.
+ */
+export function fromChanged(from: { readonly seq: number; readonly hash: string }, hashNow: string | undefined): AuditVerdict | null {
+  return hashNow === from.hash ? null : { ok: false, rows: from.seq, seq: from.seq, reason: "row changed while it was being verified" };
+}
+
+/** Walks the chain row by row, as every backend reads it: fed in order, it finds the first row that does not fit. */
+export class AuditWalk {
+  /** The rows walked so far (those before the start included). */
+  rows = 0;
+  private prev = GENESIS;
+
+  /**
+   * @param check - A further check of each intact row; returns why it does not fit, or null.
+   * @param from - A row verified before: the walk goes on after it (check it with {@link fromChanged}).
+   */
+  constructor(
+    private readonly check: (row: AuditRow) => string | null = () => null,
+    from?: { readonly seq: number; readonly hash: string },
+  ) {
+    if (from !== undefined && from.seq > 0) {
+      this.prev = from.hash;
+      this.rows = from.seq;
+    }
   }
-  return { ok: true, rows, hash: prev };
+
+  /**
+   * @param r - The next row.
+   * @returns A failed verdict at this row, or null if it fits.
+   */
+  feed(r: AuditRow): AuditVerdict | null {
+    const expectSeq = this.rows + 1;
+    this.rows++;
+    if (r.seq !== expectSeq) return { ok: false, rows: this.rows, seq: r.seq, reason: `row ${expectSeq} is missing` };
+    if (r.prevHash !== this.prev) return { ok: false, rows: this.rows, seq: r.seq, reason: "previous-hash link does not match" };
+    if (rowHash(r) !== r.hash) return { ok: false, rows: this.rows, seq: r.seq, reason: "row content does not match its hash" };
+    const reason = this.check(r);
+    if (reason !== null) return { ok: false, rows: this.rows, seq: r.seq, reason };
+    this.prev = r.hash;
+    return null;
+  }
+
+  /** @returns The verdict when every row fitted. */
+  end(): AuditVerdict {
+    return { ok: true, rows: this.rows, hash: this.prev };
+  }
 }

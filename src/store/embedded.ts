@@ -3,7 +3,6 @@
 // most one transaction is open on it at a time: an async mutex queues transactions, and a
 // call on the store outside a transaction waits while another task's transaction is open
 // (else it would run inside it). Without an open transaction a call runs at once.
-import { AsyncLocalStorage } from "node:async_hooks";
 import type { Database } from "better-sqlite3";
 import { AccountRecords } from "./accounts.js";
 import { AttemptRecords } from "./attempts.js";
@@ -11,6 +10,7 @@ import { appendAudit, appendCheckpoint, auditCheckpoints, auditPage, verifyAudit
 import { backupHome } from "./backup.js";
 import { FileBlobs } from "./blobs.js";
 import { openDatabase } from "./db.js";
+import { TxGuard, type OpenTx } from "./guard.js";
 import { Records } from "./records.js";
 import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx } from "./types.js";
 
@@ -94,11 +94,6 @@ abstract class Rows implements StoreTx {
   }
 }
 
-/** The transaction a task has open, as AsyncLocalStorage carries it into the body's awaits. */
-interface OpenTx {
-  open: boolean;
-}
-
 /** The handle a transaction body gets: runs at once while its transaction is open. */
 class TxRows extends Rows {
   constructor(
@@ -109,7 +104,8 @@ class TxRows extends Rows {
   }
 
   protected gate<R>(work: () => R): Promise<R> {
-    return this.state.open ? settle(work) : Promise.reject(new Error("store: the transaction has ended; its handle (tx) is no longer usable"));
+    const refused = TxGuard.handleCall(this.state);
+    return refused ? Promise.reject(refused) : settle(work);
   }
 }
 
@@ -118,7 +114,7 @@ export class EmbeddedStore extends Rows implements Store {
   readonly blobs: BlobStore;
   /** Settles when the open transaction ends; undefined while none is open. */
   private busy: Promise<void> | undefined;
-  private readonly inside = new AsyncLocalStorage<OpenTx>();
+  private readonly guard = new TxGuard();
 
   private constructor(
     db: Database,
@@ -144,9 +140,8 @@ export class EmbeddedStore extends Rows implements Store {
    * the body's own transaction forever).
    */
   protected gate<R>(work: () => R): Promise<R> {
-    if (this.inside.getStore()?.open) {
-      return Promise.reject(new Error("store: called on the store inside a transaction; use the transaction's handle (tx) passed to the body"));
-    }
+    const refused = this.guard.outerCall();
+    if (refused) return Promise.reject(refused);
     return this.busy ? this.whenIdle(work) : settle(work);
   }
 
@@ -165,15 +160,14 @@ export class EmbeddedStore extends Rows implements Store {
   }
 
   private async run<T>(begin: string, fn: (tx: StoreTx) => Promise<T>): Promise<T> {
-    if (this.inside.getStore()?.open) throw new Error("store: a transaction was started inside another; use the handle (tx) of the open one");
+    this.guard.beginning();
     while (this.busy) await this.busy;
     let end = (): void => undefined;
     this.busy = new Promise<void>((resolve) => (end = resolve));
-    const state: OpenTx = { open: true };
     try {
       this.db.exec(begin);
       try {
-        const result = await this.inside.run(state, () => fn(new TxRows(this.db, state)));
+        const result = await this.guard.run((state) => fn(new TxRows(this.db, state)));
         this.db.exec("COMMIT");
         return result;
       } catch (e) {
@@ -181,7 +175,6 @@ export class EmbeddedStore extends Rows implements Store {
         throw e;
       }
     } finally {
-      state.open = false;
       this.busy = undefined;
       end();
     }

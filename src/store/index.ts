@@ -1,6 +1,7 @@
 // The public door of src/store: the store interface, the factory that picks its backend,
 // and the backend-specific restore.
 import { EmbeddedStore } from "./embedded.js";
+import type { S3Settings } from "./s3/client.js";
 import type { Store } from "./types.js";
 
 export type { AccountStore, AttemptStore, BlobStore, RecordStore, ScannedBlob, Store, StoreTx } from "./types.js";
@@ -35,12 +36,35 @@ export type {
 } from "./rows.js";
 
 /**
- * Opens the store of a home. This is where the backend is chosen; the embedded one
- * (SQLite and blob files under home) is the only one so far.
+ * Opens the embedded store of a home: SQLite and blob files under home, the default.
  *
  * @param home - An existing, writable folder.
  * @returns The store, creating and migrating its database as needed.
  */
 export function openStore(home: string): Store {
   return EmbeddedStore.open(home);
+}
+
+/**
+ * Opens the shared store that several praxmail nodes use at once: rows in PostgreSQL,
+ * blobs in an S3 bucket.
+ *
+ * @param database - `postgres://user:password@host:port/database`.
+ * @param blobs - `s3://bucket/prefix`.
+ * @param s3 - Endpoint, region and credentials; unset ones come from the AWS_* environment.
+ * @returns The store, its database migrated (one node at a time).
+ */
+export async function openSharedStore(database: string, blobs: string, s3: S3Settings = {}): Promise<Store> {
+  // Loaded only here: a home on the embedded backend never loads PostgreSQL's client or the
+  // AWS SDK (test/cli.start.test.ts).
+  const [{ PostgresStore }, { S3Blobs, parseBlobsUrl }, { s3Client }] = await Promise.all([import("./postgres/store.js"), import("./s3/blobs.js"), import("./s3/client.js")]);
+  const client = s3Client(s3);
+  try {
+    return await PostgresStore.open(database, new S3Blobs(client, parseBlobsUrl(blobs)), () => {
+      client.destroy();
+    });
+  } catch (e) {
+    client.destroy();
+    throw e;
+  }
 }

@@ -64,14 +64,19 @@ export async function startPostgres(dir: string): Promise<TestPostgres> {
     for (const p of [data, sock, log]) await chown(p, uid, gid);
   }
   await as("initdb", ["-D", data, "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"]);
-  const port = await freePort();
-  // Durability of the test cluster itself is not under test: no fsync, for speed.
-  const options = `-p ${port} -k ${sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off`;
-  try {
-    await as("pg_ctl", ["-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start"]);
-  } catch (e) {
-    const { stdout } = await run("tail", ["-n", "20", log]);
-    throw new Error(`PostgreSQL did not start:\n${stdout}`, { cause: e });
+  // A port chosen free can be taken by another process before PostgreSQL binds it: try another.
+  let port = 0;
+  for (let attempt = 1; port === 0; attempt++) {
+    const candidate = await freePort();
+    // Durability of the test cluster itself is not under test: no fsync, for speed.
+    const options = `-p ${candidate} -k ${sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off`;
+    try {
+      await as("pg_ctl", ["-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start"]);
+      port = candidate;
+    } catch (e) {
+      const { stdout } = await run("tail", ["-n", "20", log]);
+      if (attempt === 3 || !stdout.includes("Address already in use")) throw new Error(`PostgreSQL did not start:\n${stdout}`, { cause: e });
+    }
   }
   const psql = (sql: string): Promise<string> => as("psql", ["-h", sock, "-p", String(port), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qAtc", sql]);
   const password = randomBytes(18).toString("hex");

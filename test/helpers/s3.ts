@@ -2,13 +2,14 @@
 // middleware and tempauth credentials, one replica on a plain folder, every server on a
 // loopback port of its own, in one Python process (test/helpers/swift-s3.py). stop() ends it.
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes, createHash } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { userInfo } from "node:os";
-import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
-import { freePort } from "./serve.js";
+import { CreateBucketCommand, type S3Client } from "@aws-sdk/client-s3";
+import { s3Client } from "../../src/store/s3/client.js";
+import { freePorts } from "./serve.js";
 
 /** Debian's python3: a python3 earlier on PATH (pyenv) cannot import Debian's swift. */
 const PYTHON = "/usr/bin/python3";
@@ -21,7 +22,7 @@ export interface TestS3 {
   readonly region: string;
   readonly accessKeyId: string;
   readonly secretAccessKey: string;
-  /** A client for the endpoint, with the settings Swift needs. */
+  /** A client for the endpoint (the shared backend's own, src/store/s3/client.ts). */
   client(credentials?: { accessKeyId: string; secretAccessKey: string }): S3Client;
   /**
    * @param name - A DNS-compliant bucket name.
@@ -36,35 +37,6 @@ export interface TestS3 {
 /** @returns Whether Debian's swift packages are installed. */
 export function hasSwift(): boolean {
   return existsSync("/usr/bin/swift-proxy-server") && existsSync("/usr/lib/python3/dist-packages/swift");
-}
-
-/**
- * An S3 client for a Swift s3api endpoint.
- *
- * - Checksums only where S3 requires them: the SDK's default since 2025 sends a streamed
- *   body as aws-chunked with a trailing checksum, which Swift 2.30 answers with 501.
- * - DeleteObjects carries Content-MD5, which Swift requires and the SDK no longer sends.
- */
-function swiftClient(endpoint: string, credentials: { accessKeyId: string; secretAccessKey: string }): S3Client {
-  const s3 = new S3Client({
-    endpoint,
-    region: REGION,
-    forcePathStyle: true,
-    credentials,
-    requestChecksumCalculation: "WHEN_REQUIRED",
-    responseChecksumValidation: "WHEN_REQUIRED",
-  });
-  s3.middlewareStack.add(
-    (next, context) => async (args) => {
-      const request = args.request as { headers?: Record<string, string>; body?: unknown };
-      if (context.commandName === "DeleteObjectsCommand" && typeof request.body === "string" && request.headers) {
-        request.headers["content-md5"] = createHash("md5").update(request.body).digest("base64");
-      }
-      return next(args);
-    },
-    { step: "build", name: "contentMd5ForSwift" },
-  );
-  return s3;
 }
 
 function backendConf(name: string, port: number, dir: string, user: string): string {
@@ -155,10 +127,22 @@ function stopChild(child: ChildProcess): Promise<void> {
  */
 export async function startS3(dir: string): Promise<TestS3> {
   if (!hasSwift()) throw new Error("OpenStack Swift is not installed (apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached)");
+  // A port chosen free can be taken by another process before swift binds it: start afresh.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startSwift(dir);
+    } catch (e) {
+      if (attempt === 3 || !(e as Error).message.includes("Address already in use")) throw e;
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+async function startSwift(dir: string): Promise<TestS3> {
   for (const d of ["etc", "srv/d1", "cache"]) await mkdir(join(dir, d), { recursive: true });
   const user = userInfo().username;
   const secret = randomBytes(18).toString("hex");
-  const [proxy, account, container, object, memcached] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [proxy = 0, account = 0, container = 0, object = 0, memcached = 0] = await freePorts(5);
   const etc = join(dir, "etc");
   await writeFile(join(etc, "account-server.conf"), backendConf("account", account, dir, user));
   await writeFile(join(etc, "container-server.conf"), backendConf("container", container, dir, user));
@@ -194,12 +178,12 @@ export async function startS3(dir: string): Promise<TestS3> {
   }
   const endpoint = `http://127.0.0.1:${proxy}`;
   const own = { accessKeyId: "test:tester", secretAccessKey: secret };
-  const s3 = swiftClient(endpoint, own);
+  const s3 = s3Client({ endpoint, region: REGION, credentials: own });
   return {
     endpoint,
     region: REGION,
     ...own,
-    client: (credentials = own) => swiftClient(endpoint, credentials),
+    client: (credentials = own) => s3Client({ endpoint, region: REGION, credentials }),
     async bucket(name) {
       await s3.send(new CreateBucketCommand({ Bucket: name }));
       return name;

@@ -19,15 +19,29 @@ export interface Served {
 
 /** @returns A port that was free a moment ago. */
 export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => {
-    s.close(() => {
-      r();
-    });
-  });
-  return port;
+  const [port] = await freePorts(1);
+  return port ?? 0;
+}
+
+/**
+ * @param n - How many.
+ * @returns n distinct ports that were free a moment ago (all held at once while chosen).
+ */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => createServer());
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.listen(0, "127.0.0.1", r))));
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(
+    servers.map(
+      (s) =>
+        new Promise<void>((r) => {
+          s.close(() => {
+            r();
+          });
+        }),
+    ),
+  );
+  return ports;
 }
 
 /**
