@@ -1,5 +1,6 @@
-// SECURITY.md links each claim to the test that proves it, as [“part of the test's name”](test/file).
-// This keeps those links true: the file must exist and hold a test whose name contains the text.
+// SECURITY.md (and README.md where it promises something) links each claim to the test that
+// proves it, as [“part of the test's name”](test/file). This keeps those links true: the file
+// must exist and hold a test whose name contains the text.
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -7,7 +8,9 @@ import { describe, expect, it } from "vitest";
 const ROOT = resolve(import.meta.dirname, "..");
 const security = readFileSync(resolve(ROOT, "SECURITY.md"), "utf8");
 const LINK = /\[“([^”]+)”\]\(([^)]+)\)/g;
-const links = [...security.matchAll(LINK)].map((m) => ({ text: (m[1] ?? "").replace(/\s+/g, " "), file: m[2] ?? "" }));
+const linksIn = (doc: string): { text: string; file: string }[] => [...doc.matchAll(LINK)].map((m) => ({ text: (m[1] ?? "").replace(/\s+/g, " "), file: m[2] ?? "" }));
+const links = linksIn(security);
+const readmeLinks = linksIn(readFileSync(resolve(ROOT, "README.md"), "utf8"));
 
 /** The names given to it/describe/test in a test file, as written (template parts included). */
 function testNames(source: string): string[] {
@@ -24,7 +27,7 @@ describe("SECURITY.md", () => {
   });
 
   it("every linked test exists under that name", () => {
-    const missing = links.filter((l) => {
+    const missing = [...links, ...readmeLinks].filter((l) => {
       const path = resolve(ROOT, l.file);
       return !existsSync(path) || !testNames(readFileSync(path, "utf8")).some((n) => n.includes(l.text));
     });
@@ -36,6 +39,11 @@ describe("SECURITY.md", () => {
     const rows = model.split("\n").filter((l) => l.startsWith("| ") && !l.startsWith("| what") && !l.startsWith("| event"));
     expect(rows.length).toBeGreaterThan(20);
     for (const row of rows) expect(row.includes("](test/") || row.includes("see above"), row.slice(0, 80)).toBe(true);
+  });
+
+  it("README.md links its claims to test files too", () => {
+    expect(readmeLinks.length).toBeGreaterThanOrEqual(2);
+    for (const l of readmeLinks) expect(l.file, l.text).toMatch(/^test\/[\w.]+\.test\.ts$/);
   });
 
   it("the check can fail: a name no test has is not found", () => {

@@ -249,10 +249,11 @@ describe("embedded store: blob files", () => {
   });
 });
 
-describe.runIf(
+const ENGINES =
   needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-    needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached"),
-)("the shared backend on real engines", () => {
+  needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached");
+
+describe.runIf(ENGINES)("the shared backend on real engines", () => {
   let engines: string;
   let pg: TestPostgres | undefined;
   let s3: TestS3 | undefined;
