@@ -169,6 +169,7 @@ async function registerPlugins(app: FastifyInstance, assets: Assets): Promise<vo
   await app.register(fastifyFormbody);
   // production: templates are compiled once, not re-read on every request.
   await app.register(fastifyView, { engine: { eta: new Eta() }, root: assets.views, layout: "layout.eta", viewExt: "eta", production: true });
+  // @fastify/static takes no route config: its routes are the ones added while it registers.
   let addingAssets = true;
   app.addHook("onRoute", (route) => {
     if (addingAssets) route.config = { ...route.config, ...ASSET };
@@ -337,6 +338,7 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   const plog = log.child({ part: "portal" });
   const sessions = new Sessions(ctx, cookiePolicy(ctx.config.portalUrl));
   app.decorateRequest("session", null as unknown as Session);
+  // A static file carries no session: it neither extends nor ends one (and stays cacheable).
   app.addHook("onRequest", async (req, reply) => {
     if (req.routeOptions.config.asset !== true) req.session = await sessions.get(req, reply);
   });
