@@ -152,6 +152,36 @@ describe("ended sessions", () => {
   });
 });
 
+describe("static files and sessions", () => {
+  it("a static file neither reads nor ends a session and stays cacheable; a page with the same cookie is no-store", async () => {
+    const c = await loggedIn(A);
+    const lastSeen = (): unknown => readDb(portal.home, (db) => db.prepare("SELECT last_seen FROM sessions WHERE id_hash = ?").pluck().get(createHash("sha256").update(c.sid ?? "").digest("hex")));
+    const seen = lastSeen();
+    expect(seen).toBeDefined();
+    // Long enough that a page would record the visit; an unknown id would be cleared.
+    portal.clock = new Date(portal.clock.getTime() + 5 * 60_000);
+    const stranger = new Client(portal.app);
+    stranger.cookies.set(c.cookies.has("praxmail") ? "praxmail" : "__Host-praxmail", "A".repeat(43));
+    for (const who of [c, stranger]) {
+      for (const method of ["GET", "HEAD"]) {
+        const res = await who.request(method, "/static/style.css");
+        expect(res.statusCode, method).toBe(200);
+        expect(res.headers["set-cookie"], method).toBeUndefined();
+        expect(res.headers["cache-control"], method).toBe("public, max-age=300");
+      }
+    }
+    expect(lastSeen()).toBe(seen);
+    expect(stranger.sid).toBe("A".repeat(43));
+    const page = await c.get("/deliveries");
+    expect(page.statusCode).toBe(200);
+    expect(page.headers["cache-control"]).toBe("no-store");
+    expect(lastSeen()).not.toBe(seen);
+    const gone = await stranger.get("/help");
+    expect(gone.headers["cache-control"]).toBe("no-store");
+    expect(stranger.sid).toBeUndefined();
+  });
+});
+
 describe("paths under /static/", () => {
   /** A GET with the path exactly as given, over real HTTP. */
   function raw(path: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {

@@ -37,6 +37,13 @@ declare module "fastify" {
   interface FastifyRequest {
     session: Session;
   }
+  /** What a route is, for the hooks and the error handler (see {@link API} and {@link ASSET}). */
+  interface FastifyContextConfig {
+    /** A JSON route: its errors are JSON too. */
+    readonly api?: boolean;
+    /** A static file: it reads no session, and only its answers may be cached. */
+    readonly asset?: boolean;
+  }
 }
 
 /** Where the views and the built browser assets are. */
@@ -113,43 +120,99 @@ async function formViewsIn(dir: string): Promise<Set<string>> {
 /** Route config of the JSON routes: their errors are JSON too. */
 export const API = { api: true } as const;
 
+/** Route config of the static files: they carry no session, and only they may be cached. */
+const ASSET = { asset: true } as const;
+
 /**
- * Builds the portal app.
+ * The fastify instance. Fastify's own request lines would carry URLs, and URLs carry link
+ * tokens: we log the route pattern instead (see {@link logRequests}).
  *
- * @param ctx - The core context.
- * @param log - Request logging goes here (method, route, status; never bodies).
- * @param assets - Views and static files.
- * @returns The fastify instance, not yet listening.
+ * @param secure - Whether the portal is served over https.
+ * @returns The instance, without plugins or routes.
  */
-export async function buildPortal(ctx: Context, log: Logger, assets: Assets = defaultAssets()): Promise<FastifyInstance> {
-  // Fastify's own request lines would carry URLs, and URLs carry link tokens: we log the
-  // route pattern instead.
-  const app = Fastify({
+function createApp(secure: boolean): FastifyInstance {
+  return Fastify({
     logger: false,
     bodyLimit: 64 * 1024,
     trustProxy: false,
     // A URL that does not decode (e.g. "/static/%zz") never reaches the hooks or handlers.
     frameworkErrors: (_err, req, reply) => {
-      badUrl(req, reply);
+      badUrl(req, reply, secure);
     },
   });
-  const plog = log.child({ part: "portal" });
-  const secure = ctx.config.portalUrl.startsWith("https:");
-  const sessions = new Sessions(ctx, cookiePolicy(ctx.config.portalUrl));
-  const formViews = await formViewsIn(assets.views);
+}
+
+/**
+ * The answer to a URL that does not decode. No hook or plugin ran for such a request (no
+ * cookies, no views): a short text, with the same headers as every other answer.
+ *
+ * @param req - The request.
+ * @param reply - The reply.
+ * @param secure - Whether the portal is served over https.
+ * @returns The reply, sent.
+ */
+function badUrl(req: FastifyRequest, reply: FastifyReply, secure: boolean): FastifyReply {
+  securityHeaders(req, reply, secure);
+  return reply.code(400).type("text/plain; charset=utf-8").send(TEXTS[pickLang(undefined, req.headers["accept-language"])].badInput);
+}
+
+/**
+ * Registers cookies, forms, the views and the static files. Every route @fastify/static adds
+ * is marked {@link ASSET}, so that the session and cache rules read the route's config, not
+ * its path.
+ *
+ * @param app - The fastify app.
+ * @param assets - Views and static files.
+ */
+async function registerPlugins(app: FastifyInstance, assets: Assets): Promise<void> {
   await app.register(fastifyCookie);
   await app.register(fastifyFormbody);
   // production: templates are compiled once, not re-read on every request.
   await app.register(fastifyView, { engine: { eta: new Eta() }, root: assets.views, layout: "layout.eta", viewExt: "eta", production: true });
-  await app.register(fastifyStatic, { root: assets.static, prefix: "/static/", cacheControl: false });
-
-  app.decorateRequest("session", null as unknown as Session);
-  app.addHook("onRequest", async (req, reply) => {
-    if (!req.url.startsWith("/static/")) req.session = await sessions.get(req, reply);
+  // @fastify/static takes no route config: its routes are the ones added while it registers.
+  let addingAssets = true;
+  app.addHook("onRoute", (route) => {
+    if (addingAssets) route.config = { ...route.config, ...ASSET };
   });
-  // One line per request, by the route's pattern (never its URL, which may hold a token);
-  // a request that failed or was refused carries its error on that line.
-  const failures = new WeakMap<FastifyRequest, ErrorFields & { status: number }>();
+  await app.register(fastifyStatic, { root: assets.static, prefix: "/static/", cacheControl: false });
+  addingAssets = false;
+}
+
+/**
+ * The headers of every answer, including the 400 for a URL that does not decode.
+ *
+ * @param req - The request.
+ * @param reply - The reply, about to be sent.
+ * @param secure - Whether the portal is served over https (then with HSTS).
+ */
+function securityHeaders(req: FastifyRequest, reply: FastifyReply, secure: boolean): void {
+  reply.header("Content-Security-Policy", CSP);
+  reply.header("X-Content-Type-Options", "nosniff");
+  reply.header("Referrer-Policy", "no-referrer");
+  reply.header("X-Frame-Options", "DENY");
+  reply.header("Cross-Origin-Opener-Policy", "same-origin");
+  reply.header("Cross-Origin-Resource-Policy", "same-origin");
+  reply.header("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()");
+  // Only a static asset itself may be cached; never a page, an error page or a response
+  // that sets a cookie (a shared cache would hand it to the next visitor).
+  const asset = req.routeOptions.config.asset === true && (reply.statusCode === 200 || reply.statusCode === 304) && !reply.hasHeader("set-cookie");
+  reply.header("Cache-Control", asset ? "public, max-age=300" : "no-store");
+  if (secure) reply.header("Strict-Transport-Security", "max-age=31536000; includeSubDomains");
+}
+
+/** Why a request failed or was refused, for its log line. */
+type Failures = WeakMap<FastifyRequest, ErrorFields & { status: number }>;
+
+/**
+ * One line per request, by the route's pattern (never its URL, which may hold a token); a
+ * request that failed or was refused carries its error on that line.
+ *
+ * @param app - The fastify app.
+ * @param plog - The portal's log.
+ * @returns Where the error handler records a request's error.
+ */
+function logRequests(app: FastifyInstance, plog: Logger): Failures {
+  const failures: Failures = new WeakMap();
   app.addHook("onResponse", async (req, reply) => {
     const err = failures.get(req);
     const line = { method: req.method, route: req.routeOptions.url ?? "(none)", status: reply.statusCode, ms: Math.round(reply.elapsedTime), ...(err ? { err } : {}) };
@@ -157,35 +220,36 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
     else if (err) plog.warn(line, "request refused");
     else plog.info(line, "request");
   });
-  const securityHeaders = (req: FastifyRequest, reply: FastifyReply): void => {
-    reply.header("Content-Security-Policy", CSP);
-    reply.header("X-Content-Type-Options", "nosniff");
-    reply.header("Referrer-Policy", "no-referrer");
-    reply.header("X-Frame-Options", "DENY");
-    reply.header("Cross-Origin-Opener-Policy", "same-origin");
-    reply.header("Cross-Origin-Resource-Policy", "same-origin");
-    reply.header("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()");
-    // Only a static asset itself may be cached; never a page, an error page or a response
-    // that sets a cookie (a shared cache would hand it to the next visitor).
-    const asset = req.routeOptions.url === "/static/*" && (reply.statusCode === 200 || reply.statusCode === 304) && !reply.hasHeader("set-cookie");
-    reply.header("Cache-Control", asset ? "public, max-age=300" : "no-store");
-    if (secure) reply.header("Strict-Transport-Security", "max-age=31536000; includeSubDomains");
-  };
-  app.addHook("onSend", async (req, reply) => {
-    securityHeaders(req, reply);
-  });
+  return failures;
+}
 
-  const texts = (req: FastifyRequest): Texts => TEXTS[pickLang(req.cookies.lang, req.headers["accept-language"])];
+/**
+ * @param req - The request.
+ * @returns The texts in the visitor's language (cookie, else Accept-Language).
+ */
+function textsOf(req: FastifyRequest): Texts {
+  return TEXTS[pickLang(req.cookies.lang, req.headers["accept-language"])];
+}
+
+/**
+ * The state and page rendering every route shares.
+ *
+ * @param ctx - The core context.
+ * @param plog - The portal's log.
+ * @param sessions - The sessions.
+ * @param formViews - The views that render a form (see {@link formViewsIn}).
+ * @returns The portal.
+ */
+function makePortal(ctx: Context, plog: Logger, sessions: Sessions, formViews: Set<string>): Portal {
   const portal: Portal = {
     ctx,
     log: plog,
     sessions,
     limits: new Limits(ctx.store, () => ctx.now().getTime()),
-    texts,
+    texts: textsOf,
     async page(req, reply, view, data, status = 200) {
-      const t = texts(req);
       const html = await reply.viewAsync(view, {
-        t,
+        t: textsOf(req),
         practice: ctx.config.practiceName,
         // A visitor who is not logged in gets a CSRF cookie only with a page that has a form.
         csrf: req.session.email !== null || formViews.has(view) ? sessions.formToken(req, reply) : "",
@@ -196,10 +260,20 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
       return reply.code(status).type("text/html; charset=utf-8").send(html);
     },
     async notice(req, reply, status, title, text) {
-      return portal.page(req, reply, "notice.eta", { title: texts(req)[title], text: texts(req)[text] }, status);
+      return portal.page(req, reply, "notice.eta", { title: textsOf(req)[title], text: textsOf(req)[text] }, status);
     },
   };
+  return portal;
+}
 
+/**
+ * Registers every page and API route: the language switch here, the rest by group.
+ *
+ * @param app - The fastify app.
+ * @param portal - Shared portal state.
+ * @param secure - Whether the language cookie is https-only.
+ */
+function registerRoutes(app: FastifyInstance, portal: Portal, secure: boolean): void {
   app.get("/lang/:code", async (req, reply) => {
     const { code } = req.params as { code: string };
     const back = (req.query as { back?: string }).back;
@@ -210,10 +284,20 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   deliveryRoutes(app, portal);
   lifecycleRoutes(app, portal);
   replyRoutes(app, portal);
+}
 
-  // /static/ requests carry no session (onRequest); their 404 page needs one for the layout.
+/**
+ * The 404 page and the error handler: bad input is a 400, any other refusal a 404, the rest
+ * a 500; JSON for the {@link API} routes, a page for the others.
+ *
+ * @param app - The fastify app.
+ * @param portal - Shared portal state.
+ * @param failures - Where each error is recorded for the request's log line.
+ */
+function handleErrors(app: FastifyInstance, portal: Portal, failures: Failures): void {
+  // Static files carry no session (onRequest); their 404 page needs one for the layout.
   const withSession = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    if (!(req.session as Session | null)) req.session = await sessions.get(req, reply);
+    if (!(req.session as Session | null)) req.session = await portal.sessions.get(req, reply);
   };
   app.setNotFoundHandler(async (req, reply) => {
     await withSession(req, reply);
@@ -226,7 +310,7 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
     // Any other refusal (@fastify/static's 403 for "..", "//" or "/./" in a path) is a page
     // that does not exist; it must not pass for a server fault.
     const missing = status >= 400 && status < 500 && !badInput;
-    if ((req.routeOptions.config as { api?: boolean }).api) {
+    if (req.routeOptions.config.api === true) {
       if (missing) return reply.code(404).send({ error: "not-found" });
       if (!badInput) return reply.code(500).send({ error: "internal" });
       const validation = (err as { validation?: unknown }).validation !== undefined;
@@ -237,11 +321,33 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
     if (missing) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
     return portal.notice(req, reply, 500, "errorTitle", "error");
   });
-  // No hook or plugin ran for such a request (no cookies, no views): a short text, with the
-  // same headers as every other answer.
-  const badUrl = (req: FastifyRequest, reply: FastifyReply): FastifyReply => {
-    securityHeaders(req, reply);
-    return reply.code(400).type("text/plain; charset=utf-8").send(TEXTS[pickLang(undefined, req.headers["accept-language"])].badInput);
-  };
+}
+
+/**
+ * Builds the portal app.
+ *
+ * @param ctx - The core context.
+ * @param log - Request logging goes here (method, route, status; never bodies).
+ * @param assets - Views and static files.
+ * @returns The fastify instance, not yet listening.
+ */
+export async function buildPortal(ctx: Context, log: Logger, assets: Assets = defaultAssets()): Promise<FastifyInstance> {
+  const secure = ctx.config.portalUrl.startsWith("https:");
+  const app = createApp(secure);
+  await registerPlugins(app, assets);
+  const plog = log.child({ part: "portal" });
+  const sessions = new Sessions(ctx, cookiePolicy(ctx.config.portalUrl));
+  app.decorateRequest("session", null as unknown as Session);
+  // A static file carries no session: it neither extends nor ends one (and stays cacheable).
+  app.addHook("onRequest", async (req, reply) => {
+    if (req.routeOptions.config.asset !== true) req.session = await sessions.get(req, reply);
+  });
+  app.addHook("onSend", async (req, reply) => {
+    securityHeaders(req, reply, secure);
+  });
+  const failures = logRequests(app, plog);
+  const portal = makePortal(ctx, plog, sessions, await formViewsIn(assets.views));
+  registerRoutes(app, portal, secure);
+  handleErrors(app, portal, failures);
   return app;
 }

@@ -19,6 +19,9 @@ import { csrfOk } from "../session.js";
 
 type Form = Record<string, unknown>;
 
+/** A route handler over the shared portal state. */
+export type Handler = (req: FastifyRequest, reply: FastifyReply) => Promise<FastifyReply>;
+
 /** A local path to go to after login; anything else becomes the message list. */
 export function safeNext(next: unknown): string {
   return typeof next === "string" && next.length <= FIELD_MAX.next && /^\/(?!\/)[\w\-./]*$/.test(next) ? next : "/deliveries";
@@ -63,8 +66,8 @@ export function needLogin(req: FastifyRequest, reply: FastifyReply): FastifyRepl
  * @param set - What core does with it.
  * @returns The route handler.
  */
-export function postRecipient(ctx: Context, set: (ctx: Context, email: string, recipient: string, session: string) => Promise<unknown>) {
-  return async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+export function postRecipient(ctx: Context, set: (ctx: Context, email: string, recipient: string, session: string) => Promise<unknown>): Handler {
+  return async (req, reply) => {
     if (req.session.email === null) return reply.code(401).send({ error: "login required" });
     if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
     const f = fields(req.body, "recipient");
@@ -86,22 +89,39 @@ export function postRecipient(ctx: Context, set: (ctx: Context, email: string, r
  * @param portal - Shared portal state.
  */
 export function accountRoutes(app: FastifyInstance, portal: Portal): void {
-  const { ctx, sessions, limits } = portal;
-
   app.get("/", async (req, reply) => {
     if (req.session.email !== null) return reply.redirect("/deliveries", 303);
     return portal.page(req, reply, "landing.eta", {});
   });
+  app.get("/login", loginPage(portal));
+  app.post("/login", { schema: bodySchema("_csrf", "email", "password", "next") }, login(portal));
+  app.post("/logout", { schema: bodySchema("_csrf") }, async (req, reply) => {
+    if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
+    await portal.sessions.end(req, reply);
+    return reply.redirect("/login?m=out", 303);
+  });
+  // The address shown on the form is read-only and ignored; it is still bounded.
+  app.post("/register", { schema: bodySchema("_csrf", "token", "email", "password", "password2") }, register(portal));
+  app.get("/secupass", secuPassPage(portal));
+  app.post("/secupass", { schema: bodySchema("recipient"), config: API }, postRecipient(portal.ctx, setSecuPassRecipient));
+  app.get("/waiting", waitingPage(portal));
+}
 
-  app.get("/login", async (req, reply) => {
+/** GET /login: the form, with why the last session ended or what just happened. */
+function loginPage(portal: Portal): Handler {
+  return async (req, reply) => {
     const q = req.query as { next?: string; m?: string; email?: string };
     const t = portal.texts(req);
     const ended = req.session.expired ?? (q.m === "expired" ? "idle" : q.m === "ended" ? "lifetime" : null);
     const info = ended === "idle" ? t.sessionExpired : ended === "lifetime" ? t.sessionEnded : q.m === "out" ? t.loggedOut : q.m === "reset" ? t.resetDone : null;
     return portal.page(req, reply, "login.eta", { next: safeNext(q.next), info, error: null, email: typeof q.email === "string" ? q.email.slice(0, FIELD_MAX.email) : "" });
-  });
+  };
+}
 
-  app.post("/login", { schema: bodySchema("_csrf", "email", "password", "next") }, async (req, reply) => {
+/** POST /login: within the attempt limits, a new session for the right password. */
+function login(portal: Portal): Handler {
+  const { ctx, sessions, limits } = portal;
+  return async (req, reply) => {
     if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "email", "password");
     const next = safeNext((req.body as Form | undefined)?.next);
@@ -126,16 +146,13 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     // A later login is not necessarily the person who typed an invite code.
     await dropInviteSession(ctx, patient.email, "login");
     return reply.redirect(next, 303);
-  });
+  };
+}
 
-  app.post("/logout", { schema: bodySchema("_csrf") }, async (req, reply) => {
-    if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
-    await sessions.end(req, reply);
-    return reply.redirect("/login?m=out", 303);
-  });
-
-  // The address shown on the form is read-only and ignored; it is still bounded.
-  app.post("/register", { schema: bodySchema("_csrf", "token", "email", "password", "password2") }, async (req, reply) => {
+/** POST /register: the password for the address a registration link was sent to. */
+function register(portal: Portal): Handler {
+  const { ctx, sessions, limits } = portal;
+  return async (req, reply) => {
     if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "token", "password");
     const again = (req.body as Form | undefined)?.password2;
@@ -162,21 +179,26 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     }
     await sessions.login(req, reply, access.email);
     return reply.redirect(`/d/${f.token}`, 303);
-  });
+  };
+}
 
-  app.get("/secupass", async (req, reply) => {
+/** GET /secupass: the page that makes the first Secu-Pass-Key, while the account waits for one. */
+function secuPassPage(portal: Portal): Handler {
+  return async (req, reply) => {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
     const email = req.session.email ?? "";
-    const p = await getPatient(ctx, email);
+    const p = await getPatient(portal.ctx, email);
     if (p.status !== "pending-secupass") return reply.redirect("/waiting", 303);
     const next = safeNext((req.query as { next?: string }).next);
-    return portal.page(req, reply, "secupass.eta", { kdf: JSON.stringify(await patientKdf(ctx, email)), next });
-  });
+    return portal.page(req, reply, "secupass.eta", { kdf: JSON.stringify(await patientKdf(portal.ctx, email)), next });
+  };
+}
 
-  app.post("/secupass", { schema: bodySchema("recipient"), config: API }, postRecipient(ctx, setSecuPassRecipient));
-
-  app.get("/waiting", async (req, reply) => {
+/** GET /waiting: the safety code while the practice has not approved the account. */
+function waitingPage(portal: Portal): Handler {
+  const { ctx } = portal;
+  return async (req, reply) => {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
     const p = await getPatient(ctx, req.session.email ?? "");
@@ -185,5 +207,5 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     const waiting = p.status === "approved" ? ((await listPending(ctx)).find((q) => q.email === p.email)?.waiting ?? 0) : 0;
     if (p.status !== "pending-approval" && waiting === 0) return reply.redirect("/deliveries", 303);
     return portal.page(req, reply, "waiting.eta", { safetyCode: p.safetyCode, waiting });
-  });
+  };
 }

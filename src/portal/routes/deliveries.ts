@@ -10,7 +10,7 @@ import {
   type PatientDelivery,
 } from "../../core/index.js";
 import type { Portal } from "../app.js";
-import { needLogin } from "./account.js";
+import { needLogin, type Handler } from "./account.js";
 
 /** What the browser needs to open a delivery; no key material. */
 function clientData(d: PatientDelivery, base: string, address: string | null): string {
@@ -32,43 +32,61 @@ function clientData(d: PatientDelivery, base: string, address: string | null): s
  * @param portal - Shared portal state.
  */
 export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
-  const { ctx } = portal;
-
-  const gone = (req: FastifyRequest, reply: FastifyReply, status: string): Promise<FastifyReply> =>
-    portal.notice(req, reply, 410, "goneTitle", status === "revoked" ? "goneRevoked" : "goneExpired");
-
-  const showDelivery = (req: FastifyRequest, reply: FastifyReply, d: PatientDelivery, base: string): Promise<FastifyReply> =>
-    portal.page(req, reply, "delivery.eta", { d, data: clientData(d, base, req.session.email) });
-
-  const sendBlob = async (reply: FastifyReply, key: string): Promise<FastifyReply> => {
-    const size = await ctx.store.blobs.size(key);
-    return reply
-      .type("application/octet-stream")
-      .header("Content-Length", size)
-      .header("Content-Disposition", "attachment")
-      .send(ctx.store.blobs.read(key));
-  };
-
-  /** The patient's delivery, or the page that says why not. */
-  const own = async (req: FastifyRequest, reply: FastifyReply): Promise<PatientDelivery | FastifyReply> => {
+  app.get("/d/:token", linkPage(portal));
+  app.get("/d/:token/files/:fileId", linkFile(portal));
+  app.get("/deliveries", async (req, reply) => {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
-    const { id } = req.params as { id: string };
-    try {
-      return await deliveryForPatient(ctx, id, req.session.email ?? "");
-    } catch (e) {
-      if (e instanceof PraxmailError && e.code === "wrong-state") return gone(req, reply, e.message);
-      if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
-      throw e;
-    }
-  };
-  const isDelivery = (x: PatientDelivery | FastifyReply): x is PatientDelivery => "files" in x && "level" in x;
+    return portal.page(req, reply, "deliveries.eta", { list: await deliveriesForPatient(portal.ctx, req.session.email ?? "") });
+  });
+  app.get("/deliveries/:id", deliveryPage(portal));
+  app.get("/deliveries/:id/files/:fileId", deliveryFile(portal));
+  app.get("/deliveries/:id/wrap", deliveryWrap(portal));
+}
 
-  app.get("/d/:token", async (req, reply) => {
+/** The page that says a delivery is revoked or expired. */
+function gone(portal: Portal, req: FastifyRequest, reply: FastifyReply, status: string): Promise<FastifyReply> {
+  return portal.notice(req, reply, 410, "goneTitle", status === "revoked" ? "goneRevoked" : "goneExpired");
+}
+
+/** The page of one delivery, whose files and wrap are under `base`. */
+function showDelivery(portal: Portal, req: FastifyRequest, reply: FastifyReply, d: PatientDelivery, base: string): Promise<FastifyReply> {
+  return portal.page(req, reply, "delivery.eta", { d, data: clientData(d, base, req.session.email) });
+}
+
+/** A stored blob (ciphertext only) as a download. */
+async function sendBlob(portal: Portal, reply: FastifyReply, key: string): Promise<FastifyReply> {
+  const size = await portal.ctx.store.blobs.size(key);
+  return reply
+    .type("application/octet-stream")
+    .header("Content-Length", size)
+    .header("Content-Disposition", "attachment")
+    .send(portal.ctx.store.blobs.read(key));
+}
+
+/** The logged-in patient's delivery `:id`, or the page that says why not. */
+async function own(portal: Portal, req: FastifyRequest, reply: FastifyReply): Promise<PatientDelivery | FastifyReply> {
+  const redirect = needLogin(req, reply);
+  if (redirect) return redirect;
+  const { id } = req.params as { id: string };
+  try {
+    return await deliveryForPatient(portal.ctx, id, req.session.email ?? "");
+  } catch (e) {
+    if (e instanceof PraxmailError && e.code === "wrong-state") return gone(portal, req, reply, e.message);
+    if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+    throw e;
+  }
+}
+
+const isDelivery = (x: PatientDelivery | FastifyReply): x is PatientDelivery => "files" in x && "level" in x;
+
+/** GET /d/:token: wherever the link leads this visitor (core decides). */
+function linkPage(portal: Portal): Handler {
+  return async (req, reply) => {
     const { token } = req.params as { token: string };
     let access;
     try {
-      access = await resolveLink(ctx, token, req.session.email);
+      access = await resolveLink(portal.ctx, token, req.session.email);
     } catch (e) {
       // No such link; anything else (the store failing) is a 500, logged.
       if (!(e instanceof PraxmailError)) throw e;
@@ -77,9 +95,9 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
     const here = `/d/${token}`;
     switch (access.kind) {
       case "gone":
-        return gone(req, reply, access.status);
+        return gone(portal, req, reply, access.status);
       case "open":
-        return showDelivery(req, reply, access.delivery, here);
+        return showDelivery(portal, req, reply, access.delivery, here);
       case "register":
         return portal.page(req, reply, "register.eta", { email: access.email, token, error: null });
       case "login":
@@ -94,55 +112,61 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
       case "deliver":
         return reply.redirect(`/deliveries/${access.delivery.id}`, 303);
     }
-  });
+  };
+}
 
-  app.get("/d/:token/files/:fileId", async (req, reply) => {
+/** GET /d/:token/files/:fileId: a file of a delivery that its link opens without login. */
+function linkFile(portal: Portal): Handler {
+  return async (req, reply) => {
     const { token, fileId } = req.params as { token: string; fileId: string };
     try {
-      const access = await resolveLink(ctx, token, null);
-      if (access.kind === "gone") return await gone(req, reply, access.status);
+      const access = await resolveLink(portal.ctx, token, null);
+      if (access.kind === "gone") return await gone(portal, req, reply, access.status);
       if (access.kind !== "open") return await portal.notice(req, reply, 404, "notFoundTitle", "notFound");
-      return await sendBlob(reply, await fileForDownload(ctx, access.delivery, fileId));
+      return await sendBlob(portal, reply, await fileForDownload(portal.ctx, access.delivery, fileId));
     } catch (e) {
       if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
       throw e;
     }
-  });
+  };
+}
 
-  app.get("/deliveries", async (req, reply) => {
-    const redirect = needLogin(req, reply);
-    if (redirect) return redirect;
-    return portal.page(req, reply, "deliveries.eta", { list: await deliveriesForPatient(ctx, req.session.email ?? "") });
-  });
-
-  app.get("/deliveries/:id", async (req, reply) => {
-    const d = await own(req, reply);
+/** GET /deliveries/:id: one of the patient's deliveries, once the practice approved them. */
+function deliveryPage(portal: Portal): Handler {
+  return async (req, reply) => {
+    const d = await own(portal, req, reply);
     if (!isDelivery(d)) return d;
     if (d.patientKey && d.status === "pending-approval") return reply.redirect("/waiting", 303);
-    return showDelivery(req, reply, d, `/deliveries/${d.id}`);
-  });
+    return showDelivery(portal, req, reply, d, `/deliveries/${d.id}`);
+  };
+}
 
-  app.get("/deliveries/:id/files/:fileId", async (req, reply) => {
-    const d = await own(req, reply);
+/** GET /deliveries/:id/files/:fileId: a file of one of the patient's deliveries. */
+function deliveryFile(portal: Portal): Handler {
+  return async (req, reply) => {
+    const d = await own(portal, req, reply);
     if (!isDelivery(d)) return d;
     try {
-      return await sendBlob(reply, await fileForDownload(ctx, d, (req.params as { fileId: string }).fileId));
+      return await sendBlob(portal, reply, await fileForDownload(portal.ctx, d, (req.params as { fileId: string }).fileId));
     } catch (e) {
       if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
       throw e;
     }
-  });
+  };
+}
 
-  app.get("/deliveries/:id/wrap", async (req, reply) => {
-    const d = await own(req, reply);
+/** GET /deliveries/:id/wrap: the delivery's wrap, which only the patient's Secu-Pass-Key opens. */
+function deliveryWrap(portal: Portal): Handler {
+  return async (req, reply) => {
+    const d = await own(portal, req, reply);
     if (!isDelivery(d)) return d;
     let wrap: Uint8Array;
     try {
-      wrap = await patientWrap(ctx, d);
+      wrap = await patientWrap(portal.ctx, d);
     } catch (e) {
       if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
       throw e;
     }
     return reply.type("application/octet-stream").send(Buffer.from(wrap));
-  });
+  };
 }

@@ -9,14 +9,17 @@ import {
   finishSecuPassReset,
   inviteOpen,
   passwordResetQueue,
+  type WorkQueue,
   redeemInvite,
 } from "../../core/index.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
 import { LIMITS } from "../limits.js";
 import { csrfOk } from "../session.js";
-import { fields, needLogin, postRecipient } from "./account.js";
+import { fields, needLogin, postRecipient, type Handler } from "./account.js";
 
 type Form = Record<string, unknown>;
+
+const csrf = (body: unknown): unknown => (body as Form | undefined)?._csrf;
 
 /**
  * Registers the lifecycle routes.
@@ -25,19 +28,38 @@ type Form = Record<string, unknown>;
  * @param portal - Shared portal state.
  */
 export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
-  const { ctx, sessions, limits } = portal;
-  const csrf = (body: unknown): unknown => (body as Form | undefined)?._csrf;
   // Only the error's code is logged: the token lives in the mail and nowhere else.
-  const resets = passwordResetQueue(ctx, (e) => {
+  const resets = passwordResetQueue(portal.ctx, (e) => {
     portal.log.error({ err: { code: (e as { code?: unknown }).code ?? null, responseCode: (e as { responseCode?: unknown }).responseCode ?? null } }, "password reset mail failed");
   });
   app.addHook("onClose", () => resets.close());
 
   app.get("/help", async (req, reply) => portal.page(req, reply, "help.eta", {}));
-
   app.get("/reset", async (req, reply) => portal.page(req, reply, "reset.eta", { sent: false, error: null }));
+  app.post("/reset", { schema: bodySchema("_csrf", "email") }, askReset(portal, resets));
+  app.get("/reset/:token", async (req, reply) => {
+    try {
+      await checkPasswordReset(portal.ctx, (req.params as { token: string }).token);
+    } catch (e) {
+      if (!(e instanceof PraxmailError)) throw e;
+      return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
+    }
+    return portal.page(req, reply, "reset-password.eta", { error: null });
+  });
+  app.post("/reset/:token", { schema: bodySchema("_csrf", "password", "password2") }, resetPassword(portal));
+  app.get("/secupass/reset", secuPassResetPage(portal));
+  app.post("/secupass/reset", { schema: bodySchema("recipient"), config: API }, postRecipient(portal.ctx, finishSecuPassReset));
+  app.get("/invite/:id", async (req, reply) => {
+    if (!(await inviteOpen(portal.ctx, (req.params as { id: string }).id))) return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
+    return portal.page(req, reply, "invite.eta", { error: null, email: "" });
+  });
+  app.post("/invite/:id", { schema: bodySchema("_csrf", "email", "code", "password", "password2") }, redeem(portal));
+}
 
-  app.post("/reset", { schema: bodySchema("_csrf", "email") }, async (req, reply) => {
+/** POST /reset: asks for a password reset mail (the same answer for every address). */
+function askReset(portal: Portal, resets: WorkQueue<string>): Handler {
+  const { limits } = portal;
+  return async (req, reply) => {
     if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "email");
     if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
@@ -50,19 +72,12 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
       portal.log.warn({ waiting: resets.waiting }, "password reset queue full: request dropped");
     }
     return portal.page(req, reply, "reset.eta", { sent: true, error: null });
-  });
+  };
+}
 
-  app.get("/reset/:token", async (req, reply) => {
-    try {
-      await checkPasswordReset(ctx, (req.params as { token: string }).token);
-    } catch (e) {
-      if (!(e instanceof PraxmailError)) throw e;
-      return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
-    }
-    return portal.page(req, reply, "reset-password.eta", { error: null });
-  });
-
-  app.post("/reset/:token", { schema: bodySchema("_csrf", "password", "password2") }, async (req, reply) => {
+/** POST /reset/:token: the new password; every session of the account ends. */
+function resetPassword(portal: Portal): Handler {
+  return async (req, reply) => {
     const { token } = req.params as { token: string };
     if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "password");
@@ -72,36 +87,36 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     if (f.password !== again) return portal.page(req, reply, "reset-password.eta", { error: t.passwordsDiffer }, 400);
     if (Array.from(f.password).length < 10) return portal.page(req, reply, "reset-password.eta", { error: t.passwordTooShort }, 400);
     try {
-      await completePasswordReset(ctx, token, f.password);
+      await completePasswordReset(portal.ctx, token, f.password);
     } catch (e) {
       if (e instanceof PraxmailError && e.code === "wrong-state") return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
       throw e;
     }
-    await sessions.end(req, reply);
+    await portal.sessions.end(req, reply);
     return reply.redirect("/login?m=reset", 303);
-  });
+  };
+}
 
-  app.get("/secupass/reset", async (req, reply) => {
+/** GET /secupass/reset: the page that makes a new Secu-Pass-Key. */
+function secuPassResetPage(portal: Portal): Handler {
+  return async (req, reply) => {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
     let kdf;
     try {
-      kdf = await beginSecuPassReset(ctx, req.session.email ?? "");
+      kdf = await beginSecuPassReset(portal.ctx, req.session.email ?? "");
     } catch (e) {
       if (e instanceof PraxmailError) return reply.redirect("/secupass", 303);
       throw e;
     }
     return portal.page(req, reply, "secupass-reset.eta", { kdf: JSON.stringify(kdf) });
-  });
+  };
+}
 
-  app.post("/secupass/reset", { schema: bodySchema("recipient"), config: API }, postRecipient(ctx, finishSecuPassReset));
-
-  app.get("/invite/:id", async (req, reply) => {
-    if (!(await inviteOpen(ctx, (req.params as { id: string }).id))) return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
-    return portal.page(req, reply, "invite.eta", { error: null, email: "" });
-  });
-
-  app.post("/invite/:id", { schema: bodySchema("_csrf", "email", "code", "password", "password2") }, async (req, reply) => {
+/** POST /invite/:id: registration with an invite's address and code, within the attempt limit. */
+function redeem(portal: Portal): Handler {
+  const { ctx, sessions, limits } = portal;
+  return async (req, reply) => {
     const { id } = req.params as { id: string };
     if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     const f = fields(req.body, "email", "password");
@@ -130,5 +145,5 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
     // The invite's privilege stays with this session: a reset, another login or expiry drops it.
     await bindInviteSession(ctx, patient.email, (await sessions.login(req, reply, patient.email)).idHash);
     return reply.redirect("/secupass", 303);
-  });
+  };
 }

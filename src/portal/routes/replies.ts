@@ -5,7 +5,7 @@ import { PraxmailError, ReplyRefusedError, addReplyPart, checkMayReply, finishRe
 import { API, bodySchema, type Portal } from "../app.js";
 import type { Texts } from "../i18n.js";
 import { csrfOk } from "../session.js";
-import { needLogin } from "./account.js";
+import { needLogin, type Handler } from "./account.js";
 
 /** The text that tells a patient why they may not reply yet (or any more). */
 const REFUSAL: Readonly<Record<ReplyRefusal, keyof Texts>> = {
@@ -22,13 +22,31 @@ const REFUSAL: Readonly<Record<ReplyRefusal, keyof Texts>> = {
  */
 export function replyRoutes(app: FastifyInstance, portal: Portal): void {
   const { ctx } = portal;
-  const max = ctx.config.portal.maxUploadBytes;
   // Uploads stream straight into the blob store, counted and cut off at the limit.
   app.addContentTypeParser("application/octet-stream", (_req, payload, done) => {
     done(null, payload);
   });
+  app.get("/reply", replyPage(portal));
+  app.post("/reply", { schema: bodySchema("deliveryId"), config: API }, async (req, reply) =>
+    api(portal, req, reply, async (email) => {
+      const d = (req.body as { deliveryId?: unknown } | undefined)?.deliveryId;
+      return { id: await startReply(ctx, email, typeof d === "string" && d !== "" ? d : null) };
+    }),
+  );
+  app.post("/reply/:id/parts", { config: API }, uploadPart(portal));
+  app.post("/reply/:id/finish", { config: API }, async (req, reply) =>
+    api(portal, req, reply, async (email) => {
+      await finishReply(ctx, email, (req.params as { id: string }).id);
+      return { ok: true };
+    }),
+  );
+}
 
-  app.get("/reply", async (req, reply) => {
+/** GET /reply: the form, for a patient who may reply. */
+function replyPage(portal: Portal): Handler {
+  const { ctx } = portal;
+  const max = ctx.config.portal.maxUploadBytes;
+  return async (req, reply) => {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
     try {
@@ -43,31 +61,39 @@ export function replyRoutes(app: FastifyInstance, portal: Portal): void {
       delivery: typeof d === "string" && /^d_[a-z0-9]{12}$/.test(d) ? d : "",
       max,
     });
-  });
-
-  const api = async (req: FastifyRequest, reply: FastifyReply, work: (email: string) => Promise<unknown>): Promise<FastifyReply> => {
-    if (req.session.email === null) return reply.code(401).send({ error: "login required" });
-    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
-    let result: unknown;
-    try {
-      result = await work(req.session.email);
-    } catch (e) {
-      if (e instanceof ReplyRefusedError) return reply.code(403).send({ error: e.code, status: e.status, message: portal.texts(req)[REFUSAL[e.status]] });
-      if (!(e instanceof PraxmailError)) throw e;
-      const status = e.code === "too-large" ? 413 : e.code === "wrong-state" ? 403 : e.code === "no-such-delivery" ? 404 : 400;
-      return reply.code(status).send({ error: e.code, message: e.message });
-    }
-    return reply.send(result);
   };
+}
 
-  app.post("/reply", { schema: bodySchema("deliveryId"), config: API }, async (req, reply) =>
-    api(req, reply, async (email) => {
-      const d = (req.body as { deliveryId?: unknown } | undefined)?.deliveryId;
-      return { id: await startReply(ctx, email, typeof d === "string" && d !== "" ? d : null) };
-    }),
-  );
+/**
+ * Runs one step of a reply for the logged-in patient, with the CSRF header checked, and
+ * answers its result or its refusal as JSON.
+ *
+ * @param portal - Shared portal state.
+ * @param req - The request.
+ * @param reply - The reply.
+ * @param work - The step, given the patient's address.
+ * @returns The reply, sent.
+ */
+async function api(portal: Portal, req: FastifyRequest, reply: FastifyReply, work: (email: string) => Promise<unknown>): Promise<FastifyReply> {
+  if (req.session.email === null) return reply.code(401).send({ error: "login required" });
+  if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+  let result: unknown;
+  try {
+    result = await work(req.session.email);
+  } catch (e) {
+    if (e instanceof ReplyRefusedError) return reply.code(403).send({ error: e.code, status: e.status, message: portal.texts(req)[REFUSAL[e.status]] });
+    if (!(e instanceof PraxmailError)) throw e;
+    const status = e.code === "too-large" ? 413 : e.code === "wrong-state" ? 403 : e.code === "no-such-delivery" ? 404 : 400;
+    return reply.code(status).send({ error: e.code, message: e.message });
+  }
+  return reply.send(result);
+}
 
-  app.post("/reply/:id/parts", { config: API }, async (req, reply) => {
+/** POST /reply/:id/parts: one encrypted part, streamed into the store up to the upload limit. */
+function uploadPart(portal: Portal): Handler {
+  const { ctx } = portal;
+  const max = ctx.config.portal.maxUploadBytes;
+  return async (req, reply) => {
     const declared = Number(req.headers["content-length"] ?? 0);
     const body = req.body as Readable | undefined;
     if (declared > max) {
@@ -81,7 +107,7 @@ export function replyRoutes(app: FastifyInstance, portal: Portal): void {
     const pass = new PassThrough();
     body.pipe(pass);
     reply.header("Connection", "close");
-    const res = await api(req, reply, async (email) => ({ size: await addReplyPart(ctx, email, (req.params as { id: string }).id, kind, pass, max) }));
+    const res = await api(portal, req, reply, async (email) => ({ size: await addReplyPart(ctx, email, (req.params as { id: string }).id, kind, pass, max) }));
     if (!body.readableEnded) {
       body.unpipe(pass);
       let drained = 0;
@@ -92,12 +118,5 @@ export function replyRoutes(app: FastifyInstance, portal: Portal): void {
       body.resume();
     }
     return res;
-  });
-
-  app.post("/reply/:id/finish", { config: API }, async (req, reply) =>
-    api(req, reply, async (email) => {
-      await finishReply(ctx, email, (req.params as { id: string }).id);
-      return { ok: true };
-    }),
-  );
+  };
 }
