@@ -8,7 +8,7 @@ import { decryptBytes, decryptStream, unwrapIdentity } from "../crypto/index.js"
 import { isEmptyDir, renameDurably, writeStream, type FileRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import type { SealedMessage } from "./deliveries.js";
-import { PraxmailError } from "./errors.js";
+import { PraxmailError, cleanUpAfter } from "./errors.js";
 import { levelRules } from "./levels.js";
 import { practiceKey } from "./trust.js";
 import { cleanFileName, uniqueFileName } from "./validate.js";
@@ -178,8 +178,6 @@ export async function exportDelivery(ctx: Context, id: string, loadIdentity: () 
     }
     return { id, recipient: d.recipient, level: d.level, dir, subject, files };
   } catch (e) {
-    if (created) await rm(dir, { recursive: true, force: true });
-    else for (const p of written) await rm(p, { force: true });
-    throw e;
+    throw await cleanUpAfter(e, created ? [() => rm(dir, { recursive: true, force: true })] : written.map((p) => () => rm(p, { force: true })));
   }
 }

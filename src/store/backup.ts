@@ -16,6 +16,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { chmod, lstat, mkdir, open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
+import { cleanUpAfter } from "./cleanup.js";
 import { verifyAudit } from "./audit.js";
 import { BLOB_KEY, fileStream, fsync, writeStream } from "./blobs.js";
 import { DB_FILE } from "./db.js";
@@ -251,11 +252,13 @@ export async function backupHome(home: string, dest: string, opts: BackupOptions
     await fsync(dest);
     return manifest;
   } catch (e) {
-    if (created) await rm(dest, { recursive: true, force: true });
-    else for (const n of await readdir(dest)) await rm(join(dest, n), { recursive: true, force: true });
-    throw e;
-  } finally {
-    await rm(tmpDb, { force: true });
+    // writeBackup removes the snapshot itself once it is sealed.
+    throw await cleanUpAfter(e, [
+      created ? () => rm(dest, { recursive: true, force: true }) : async () => {
+        for (const n of await readdir(dest)) await rm(join(dest, n), { recursive: true, force: true });
+      },
+      () => rm(tmpDb, { force: true }),
+    ]);
   }
 }
 

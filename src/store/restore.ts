@@ -3,6 +3,7 @@
 import { lstat, mkdir, readFile, rename, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import { cleanUpAfter } from "./cleanup.js";
 import { verifyAudit } from "./audit.js";
 import {
   BackupError,
@@ -190,8 +191,6 @@ export async function restoreHome(dir: string, home: string, opts: RestoreOption
     await fsync(home);
     return { manifest, auditRows };
   } catch (e) {
-    for (const name of moved) await rm(join(home, name), { recursive: true, force: true });
-    await rm(staging, { recursive: true, force: true });
-    throw e;
+    throw await cleanUpAfter(e, [...moved.map((name) => () => rm(join(home, name), { recursive: true, force: true })), () => rm(staging, { recursive: true, force: true })]);
   }
 }
