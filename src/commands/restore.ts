@@ -2,10 +2,9 @@ import { existsSync } from "node:fs";
 import { lchown, readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { password } from "@inquirer/prompts";
-import { decryptStream, recipientOf } from "../crypto/index.js";
-import { PraxmailError, isInitialised, loadConfig, loadPracticeIdentity, markUsedInvites, resolveHome, type IdentityStore } from "../core/index.js";
-import { readBackupHeader, restoreHome, type BackupManifest } from "../store/index.js";
-import { backupFailure, bytes } from "./backup.js";
+import { loadConfig, resolveHome, restorePractice, type RestoredPractice } from "../core/index.js";
+import type { BackupManifest } from "../store/index.js";
+import { bytes } from "./backup.js";
 import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
 import { note, openContext, printJson, progress } from "./shared.js";
 
@@ -30,121 +29,43 @@ async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
   }
 }
 
-/** Where the backup's header says init kept the identity; null if it says nothing usable. */
-function identityStore(header: Readonly<Record<string, unknown>>): IdentityStore | null {
-  const id = header.identity as Record<string, unknown> | null | undefined;
-  if (id?.kind === "keyring" && typeof id.account === "string") return { kind: "keyring", account: id.account };
-  // A bare file name: the header is not sealed, so it must not point anywhere else.
-  if (id?.kind === "file" && typeof id.file === "string" && /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(id.file)) {
-    return { kind: "file", file: id.file, protected: id.protected === true };
-  }
-  return null;
-}
-
 /**
- * Loads the practice identity that opens a backup, as approve loads it: --identity,
- * PRAXMAIL_IDENTITY, or where the backed-up home kept it (the OS keyring account, or the
- * identity file put back into the new home first); a passphrase from
- * PRAXMAIL_IDENTITY_PASSPHRASE or the terminal. It must belong to the backup's recipient.
- */
-async function identityFor(io: Io, dir: string, home: string, flag: string | undefined): Promise<{ identity: string; store: IdentityStore | null }> {
-  const header = await readBackupHeader(dir);
-  const file = flag ?? (io.env.PRAXMAIL_IDENTITY || undefined);
-  const store = identityStore(header);
-  if (file === undefined && store === null) {
-    throw new PraxmailError("identity", `the backup in ${dir} is encrypted: restoring it needs the practice identity`, "pass its file with --identity FILE or PRAXMAIL_IDENTITY");
-  }
-  const identity = await loadPracticeIdentity(home, { identity: store ?? { kind: "file", file: "", protected: false } }, file, async () => {
-    const env = io.env.PRAXMAIL_IDENTITY_PASSPHRASE;
-    if (env !== undefined && env !== "") return env;
-    if (!io.interactive) return undefined;
-    return password({ message: "Passphrase of the practice identity", mask: "*" }, { output: process.stderr });
-  });
-  const mine = await recipientOf(identity);
-  if (mine !== header.encryptedTo) {
-    const where = file !== undefined ? resolve(file) : "the OS keyring";
-    throw new PraxmailError(
-      "identity",
-      `the identity from ${where} (${mine}) does not open the backup in ${dir}, which is encrypted to ${String(header.encryptedTo)}`,
-      "pass the practice identity of the home that made the backup, with --identity FILE or PRAXMAIL_IDENTITY",
-    );
-  }
-  return { identity, store };
-}
-
-/**
- * Restores an encrypted backup folder into an empty home, checks it, and records the
- * restore in the restored audit log.
+ * Restores an encrypted backup folder into an empty home (src/core/backup.ts), with the
+ * identity from --identity or PRAXMAIL_IDENTITY (else where the backed-up home kept it) and
+ * a passphrase from PRAXMAIL_IDENTITY_PASSPHRASE or the terminal; then hands the files to
+ * the owner of an empty home root restored into.
  *
  * @param io - The streams.
  * @param dir - The backup folder.
  * @param flags - Parsed options.
  * @returns What was restored.
- * @throws {@link PraxmailError} if home is set up already, the identity does not open the
- *   backup, or the backup does not check out.
  */
-export async function runRestore(io: Io, dir: string, flags: RestoreFlags): Promise<Restored> {
+async function runRestore(io: Io, dir: string, flags: RestoreFlags): Promise<Restored> {
   const home = resolveHome(flags.home);
-  if (isInitialised(home)) {
-    throw new PraxmailError("wrong-state", `${home} is set up already; restore never overwrites a home`, "restore into a new folder with --home DIR, or move this home away first");
-  }
-  let identity: string;
-  let store: IdentityStore | null;
-  try {
-    ({ identity, store } = await identityFor(io, dir, home, flags.identity));
-  } catch (e) {
-    throw backupFailure(e, dir, home);
-  }
-  const recipient = await recipientOf(identity);
-  // Checked in the staging folder, before anything is moved into home.
-  const check = (staging: string): void => {
-    let config;
-    try {
-      config = loadConfig(staging);
-    } catch (e) {
-      if (e instanceof PraxmailError) throw new PraxmailError("invalid-config", `the backup's ${e.message}`, "use another backup");
-      throw e;
-    }
-    if (config.practiceRecipient !== recipient) {
-      throw new PraxmailError("invalid-config", `the backup's config.json names the practice recipient ${config.practiceRecipient}, not ${recipient}`, "use another backup");
-    }
-  };
   // Root restoring into the service user's empty home (e.g. systemd's StateDirectory) hands
   // the files to that user, so that praxmail serve can read them.
   const owner = await stat(home).then((st) => (process.getuid?.() === 0 && st.uid !== 0 ? st : null), () => null);
   const bar = progress(io);
-  let manifest: BackupManifest;
+  let restored: RestoredPractice;
   try {
-    const r = await restoreHome(dir, home, {
-      open: (sealed) => decryptStream(sealed, [identity]),
-      check,
-      // The identity file may be put back into the new home before restoring.
-      keep: store?.kind === "file" ? [store.file] : [],
+    restored = await restorePractice(home, dir, {
+      identityFile: flags.identity ?? (io.env.PRAXMAIL_IDENTITY || undefined),
+      passphrase: async () => {
+        const env = io.env.PRAXMAIL_IDENTITY_PASSPHRASE;
+        if (env !== undefined && env !== "") return env;
+        if (!io.interactive) return undefined;
+        return password({ message: "Passphrase of the practice identity", mask: "*" }, { output: process.stderr });
+      },
+      open: (h) => openContext({ home: h }),
       progress: (p) => {
         if (p.phase === "blobs") bar.update(`restoring blobs: ${p.done}/${p.total} (${bytes(p.bytes)})`);
       },
     });
-    manifest = r.manifest;
-  } catch (e) {
-    throw backupFailure(e, dir, home);
   } finally {
     bar.done();
   }
-  const ctx = await openContext({ home });
-  let auditRows: number;
-  try {
-    await ctx.store.transaction((tx) =>
-      tx.audit({ actor: ctx.actor, action: "restore", subject: dir, details: { backupCreatedAt: manifest.createdAt, encryptedTo: recipient } }, ctx.now()),
-    );
-    const v = await ctx.store.verifyAudit();
-    if (!v.ok) throw new PraxmailError("wrong-state", `audit chain broken at row ${v.seq} after restoring: ${v.reason}`);
-    auditRows = v.rows;
-    await markUsedInvites(ctx);
-  } finally {
-    await ctx.store.close();
-  }
   if (owner) await chownTree(home, owner.uid, owner.gid);
-  return { home, manifest, auditRows, chownedTo: owner?.uid ?? null };
+  return { home, ...restored, chownedTo: owner?.uid ?? null };
 }
 
 /**

@@ -1,8 +1,8 @@
 // Approval: unwrap wrap[P] with the practice identity, write wrap[U]. O(1) per delivery;
 // no payload is read or re-encrypted. Each approval is signed with the practice signing key
 // and bound to the safety code the admin was shown.
-import { keyFingerprint, safetyCode, unwrapIdentity, wrapIdentity } from "../crypto/index.js";
-import type { PatientRow, StoreTx, WrapRow } from "../store/index.js";
+import { keyFingerprint, safetyCode, unwrapIdentity, wrapIdentity, type SigningKey } from "../crypto/index.js";
+import type { DeliveryRow, PatientRow, StoreTx, WrapRow } from "../store/index.js";
 import { saveConfig, type Config } from "./config.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
@@ -71,6 +71,83 @@ async function checkTarget(ctx: Context, rows: StoreTx, p: PatientRow, expected:
   }
 }
 
+/** A patient checked for approval, with the safety code the admin compared. */
+interface Checked {
+  readonly p: PatientRow;
+  readonly expected: string;
+}
+
+/** The wraps to the patient of one approval, made outside the transaction. */
+interface Rewrapped {
+  readonly now: Date;
+  readonly due: readonly DeliveryRow[];
+  readonly wraps: readonly WrapRow[];
+}
+
+/** Checks every target before any is touched; each patient once. */
+async function checkTargets(ctx: Context, targets: readonly ApprovalTarget[]): Promise<Checked[]> {
+  const patients: Checked[] = [];
+  for (const t of targets) {
+    const p = await mustGetPatient(ctx.store, t.email);
+    await checkTarget(ctx, ctx.store, p, t.safetyCode);
+    if (!patients.some((q) => q.p.email === p.email)) patients.push({ p, expected: t.safetyCode });
+  }
+  return patients;
+}
+
+/** Unwraps wrap[P] of each of the patient's unexpired deliveries and wraps it to U. */
+async function rewrap(ctx: Context, p: PatientRow, practiceIdentity: string, onDelivery?: (email: string, done: number, total: number) => void | Promise<void>): Promise<Rewrapped> {
+  const recipient = p.recipient ?? "";
+  const now = ctx.now();
+  const at = now.toISOString();
+  const due = (await ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval", "ready", "downloaded"] })).filter(
+    (d) => levelRules(d.level).patientKey && d.expiresAt > at,
+  );
+  const wraps: WrapRow[] = [];
+  for (const d of due) {
+    const wrapP = await ctx.store.records.wrap(d.id, "practice");
+    if (!wrapP) throw new Error(`delivery ${d.id} has no practice wrap`);
+    const identity = await unwrapIdentity(wrapP.ciphertext, practiceIdentity);
+    wraps.push({ deliveryId: d.id, holder: "patient", recipient, ciphertext: await wrapIdentity(identity, recipient), createdAt: at });
+    await onDelivery?.(p.email, wraps.length, due.length);
+  }
+  return { now, due, wraps };
+}
+
+/**
+ * Commits one approval: the signed approval, the wraps, the released deliveries and the audit
+ * row, if the patient's recipient still is the one wrapped to and still has the safety code
+ * that was compared.
+ */
+async function commitApproval(ctx: Context, key: SigningKey, { p, expected }: Checked, { now, due, wraps }: Rewrapped): Promise<void> {
+  const at = now.toISOString();
+  await ctx.store.transaction(async (tx) => {
+    const current = await tx.records.patient(p.email);
+    // The patient's session may have posted a new recipient since the code was shown.
+    if (!current || current.recipient !== (p.recipient ?? "")) {
+      throw new PraxmailError(
+        "wrong-state",
+        `the Secu-Pass-Key of ${p.email} changed while approving; nothing was approved`,
+        "compare the new safety code with the patient, then run praxmail approve again",
+      );
+    }
+    await checkTarget(ctx, tx, current, expected);
+    const signed: PatientRow = { ...current, status: "approved", approvedAt: current.approvedAt ?? at, approval: signPracticeApproval(key, current, at) };
+    // The one rule for every wrap[U], here too: the new approval must verify against config.json.
+    if ((await trustedRecipient(ctx, tx, signed)).kind !== "trusted") throw new Error("a fresh approval does not verify against the pinned key");
+    for (const w of wraps) {
+      await tx.records.putWrap(w);
+      const d = due.find((x) => x.id === w.deliveryId);
+      if (d?.status === "pending-approval") await tx.records.setDeliveryStatus(d.id, "ready", at);
+    }
+    await tx.records.updatePatient(signed);
+    await tx.audit(
+      { actor: ctx.actor, action: "patient.approve", subject: p.email, details: { safetyCode: current.safetyCode, deliveries: wraps.length, signed: true } },
+      now,
+    );
+  });
+}
+
 /**
  * Approves patients, after checking every one of them first: either all given patients can
  * be approved, or none is touched. Each approval commits only if the patient's recipient
@@ -95,59 +172,17 @@ export async function approvePatients(
   if (ctx.config.approvalKey === null) {
     throw new PraxmailError("identity", "no approval key is pinned in config.json yet", "run praxmail approve on this home once to pin it");
   }
-  const patients: { p: PatientRow; expected: string }[] = [];
-  for (const t of targets) {
-    const p = await mustGetPatient(ctx.store, t.email);
-    await checkTarget(ctx, ctx.store, p, t.safetyCode);
-    if (!patients.some((q) => q.p.email === p.email)) patients.push({ p, expected: t.safetyCode });
-  }
   const out: Approval[] = [];
   const failures: string[] = [];
-  for (const { p, expected } of patients) {
-    const recipient = p.recipient ?? "";
-    const now = ctx.now();
-    const at = now.toISOString();
-    const due = (await ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval", "ready", "downloaded"] })).filter(
-      (d) => levelRules(d.level).patientKey && d.expiresAt > at,
-    );
-    const wraps: WrapRow[] = [];
-    for (const d of due) {
-      const wrapP = await ctx.store.records.wrap(d.id, "practice");
-      if (!wrapP) throw new Error(`delivery ${d.id} has no practice wrap`);
-      const identity = await unwrapIdentity(wrapP.ciphertext, practiceIdentity);
-      wraps.push({ deliveryId: d.id, holder: "patient", recipient, ciphertext: await wrapIdentity(identity, recipient), createdAt: at });
-      await onDelivery?.(p.email, wraps.length, due.length);
-    }
-    await ctx.store.transaction(async (tx) => {
-      const current = await tx.records.patient(p.email);
-      // The patient's session may have posted a new recipient since the code was shown.
-      if (!current || current.recipient !== recipient) {
-        throw new PraxmailError(
-          "wrong-state",
-          `the Secu-Pass-Key of ${p.email} changed while approving; nothing was approved`,
-          "compare the new safety code with the patient, then run praxmail approve again",
-        );
-      }
-      await checkTarget(ctx, tx, current, expected);
-      const signed: PatientRow = { ...current, status: "approved", approvedAt: current.approvedAt ?? at, approval: signPracticeApproval(key, current, at) };
-      // The one rule for every wrap[U], here too: the new approval must verify against config.json.
-      if ((await trustedRecipient(ctx, tx, signed)).kind !== "trusted") throw new Error("a fresh approval does not verify against the pinned key");
-      for (const w of wraps) {
-        await tx.records.putWrap(w);
-        const d = due.find((x) => x.id === w.deliveryId);
-        if (d?.status === "pending-approval") await tx.records.setDeliveryStatus(d.id, "ready", at);
-      }
-      await tx.records.updatePatient(signed);
-      await tx.audit(
-        { actor: ctx.actor, action: "patient.approve", subject: p.email, details: { safetyCode: current.safetyCode, deliveries: wraps.length, signed: true } },
-        now,
-      );
-    });
-    out.push({ email: p.email, deliveries: wraps.length });
+  for (const checked of await checkTargets(ctx, targets)) {
+    const email = checked.p.email;
+    const rewrapped = await rewrap(ctx, checked.p, practiceIdentity, onDelivery);
+    await commitApproval(ctx, key, checked, rewrapped);
+    out.push({ email, deliveries: rewrapped.wraps.length });
     try {
-      await ctx.notifier.send({ kind: "released", to: p.email, loginUrl: `${ctx.config.portalUrl}/login`, deliveries: wraps.length });
+      await ctx.notifier.send({ kind: "released", to: email, loginUrl: `${ctx.config.portalUrl}/login`, deliveries: rewrapped.wraps.length });
     } catch (e) {
-      failures.push(`${p.email}: ${(e as Error).message}`);
+      failures.push(`${email}: ${(e as Error).message}`);
     }
   }
   await signCheckpoint(ctx, practiceIdentity);

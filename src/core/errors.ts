@@ -1,3 +1,7 @@
+import { cleanUpAfter, suppressedBy } from "../store/index.js";
+
+export { cleanUpAfter };
+
 /** Codes of the errors a user can act on. The CLI maps `usage` to exit 2, the rest to 1. */
 export type ErrorCode =
   | "usage"
@@ -55,29 +59,6 @@ export function errorFields(e: unknown): ErrorFields {
   return { name: err?.name ?? typeof e, code, message: first.replace(/(?:\/[^\s'",):]+)+/g, "<path>").slice(0, 200) };
 }
 
-// Cleanup failures of an error that was rethrown unchanged (Java's suppressed exceptions).
-const suppressed = new WeakMap<Error, unknown[]>();
-
-/**
- * Runs cleanup steps after a failure. A step that throws does not stop the others and never
- * replaces the failure: it is kept for {@link cleanupFailures}, which the adapter logs with it.
- *
- * @param failure - What went wrong first.
- * @param steps - The cleanup steps, in order.
- * @returns The failure as an Error, to rethrow.
- */
-export async function cleanUpAfter(failure: unknown, steps: readonly (() => unknown)[]): Promise<Error> {
-  const e = failure instanceof Error ? failure : new Error(String(failure));
-  for (const step of steps) {
-    try {
-      await step();
-    } catch (c) {
-      suppressed.set(e, [...(suppressed.get(e) ?? []), c]);
-    }
-  }
-  return e;
-}
-
 /**
  * The cleanup failures kept with an error by {@link cleanUpAfter}, as the adapter logs them
  * on the failure's one line.
@@ -86,6 +67,6 @@ export async function cleanUpAfter(failure: unknown, steps: readonly (() => unkn
  * @returns `{ cleanup: [...] }` with each failure's log fields, or nothing when cleanup went well.
  */
 export function cleanupFailures(e: unknown): { cleanup?: ErrorFields[] } {
-  const failed = e instanceof Error ? suppressed.get(e) : undefined;
-  return failed ? { cleanup: failed.map(errorFields) } : {};
+  const failed = suppressedBy(e);
+  return failed.length > 0 ? { cleanup: failed.map(errorFields) } : {};
 }

@@ -5,10 +5,10 @@ import { constants } from "node:fs";
 import { chmod, lstat, mkdir, open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { decryptBytes, decryptStream, unwrapIdentity } from "../crypto/index.js";
-import { isEmptyDir, renameDurably, writeStream, type FileRow } from "../store/index.js";
+import { isEmptyDir, renameDurably, writeStream, type DeliveryRow, type FileRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import type { SealedMessage } from "./deliveries.js";
-import { PraxmailError } from "./errors.js";
+import { PraxmailError, cleanUpAfter } from "./errors.js";
 import { levelRules } from "./levels.js";
 import { practiceKey } from "./trust.js";
 import { cleanFileName, uniqueFileName } from "./validate.js";
@@ -95,6 +95,71 @@ async function prepareDir(dir: string): Promise<boolean> {
 }
 
 /**
+ * Plans the files of a delivery: their real names (at level 4 from the sealed message part,
+ * which also gives the subject and the text for {@link MESSAGE_FILE}), cleaned and numbered.
+ *
+ * @param key - The delivery's identity D.
+ * @returns The subject and the files to write, in order.
+ */
+async function planFiles(ctx: Context, d: DeliveryRow, key: string): Promise<{ subject: string | null; planned: Planned[] }> {
+  const rows = await ctx.store.records.files(d.id);
+  const attachments = rows.filter((f) => f.kind === "attachment");
+  let subject = d.subject;
+  let names = attachments.map((f) => f.name);
+  const planned: Planned[] = [];
+  const taken = new Set<string>();
+  if (levelRules(d.level).encryptsContent) {
+    const part = rows.find((f) => f.kind === "message");
+    if (!part?.blob) throw new Error(`level 4 delivery ${d.id} has no message part`);
+    const sealed = parseSealed(await decryptBytes(new Uint8Array(await new Response(ctx.store.blobs.read(part.blob)).arrayBuffer()), [key]), attachments.length);
+    subject = sealed.subject;
+    names = [...sealed.files];
+    const text = `${sealed.subject === null ? "" : `Subject: ${sealed.subject}\n\n`}${sealed.text ?? ""}`;
+    planned.push({ name: uniqueFileName(MESSAGE_FILE, taken), kind: "message", bytes: new TextEncoder().encode(text), blob: null });
+  }
+  for (const [i, f] of attachments.entries()) {
+    planned.push({ name: uniqueFileName(cleanFileName(names[i] ?? f.name), taken), kind: "attachment", bytes: null, blob: f.blob });
+  }
+  return { subject, planned };
+}
+
+/**
+ * Writes one planned file under a temp name and renames it into place when whole.
+ *
+ * @param written - Gets every path made, for the cleanup.
+ * @returns The file written.
+ */
+async function writePlanned(ctx: Context, id: string, dir: string, key: string, i: number, p: Planned, written: string[]): Promise<ExportedFile> {
+  // A temp name no cleaned name can have (they never start with a dot), renamed when whole.
+  const tmp = join(dir, `.export-${i}.partial`);
+  written.push(tmp);
+  const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600);
+  let size: number;
+  try {
+    if (p.bytes) {
+      await fh.writeFile(p.bytes);
+      size = p.bytes.byteLength;
+    } else {
+      if (!p.blob) throw new Error(`a file of delivery ${id} has no blob`);
+      try {
+        await writeStream(await decryptStream(ctx.store.blobs.read(p.blob), [key]), fh);
+      } catch (e) {
+        // System errors (a full disk) pass as they are; the others are about the blob.
+        if ((e as NodeJS.ErrnoException).code !== undefined) throw e;
+        throw new PraxmailError("file", `${p.blob} (${p.name}) does not decrypt: ${(e as Error).message}`, "the file was damaged or altered on disk; take it from a backup");
+      }
+      size = (await fh.stat()).size;
+    }
+  } finally {
+    await fh.close();
+  }
+  const final = join(dir, p.name);
+  written.push(final);
+  await renameDurably(tmp, final);
+  return { name: p.name, size, kind: p.kind };
+}
+
+/**
  * Writes the plain files of one delivery into a new or empty folder (mode 0700, files 0600):
  * the attachments under their real names (at level 4 from the sealed message part), cleaned
  * ({@link cleanFileName}) and numbered where two collide, and at level 4 the subject and
@@ -121,25 +186,7 @@ export async function exportDelivery(ctx: Context, id: string, loadIdentity: () 
   const wrap = await ctx.store.records.wrap(id, "practice");
   if (!wrap) throw new Error(`delivery ${id} has no practice wrap`);
   const key = await unwrapIdentity(wrap.ciphertext, identity);
-
-  const rows = await ctx.store.records.files(id);
-  const attachments = rows.filter((f) => f.kind === "attachment");
-  let subject = d.subject;
-  let names = attachments.map((f) => f.name);
-  const planned: Planned[] = [];
-  const taken = new Set<string>();
-  if (levelRules(d.level).encryptsContent) {
-    const part = rows.find((f) => f.kind === "message");
-    if (!part?.blob) throw new Error(`level 4 delivery ${id} has no message part`);
-    const sealed = parseSealed(await decryptBytes(new Uint8Array(await new Response(ctx.store.blobs.read(part.blob)).arrayBuffer()), [key]), attachments.length);
-    subject = sealed.subject;
-    names = [...sealed.files];
-    const text = `${sealed.subject === null ? "" : `Subject: ${sealed.subject}\n\n`}${sealed.text ?? ""}`;
-    planned.push({ name: uniqueFileName(MESSAGE_FILE, taken), kind: "message", bytes: new TextEncoder().encode(text), blob: null });
-  }
-  for (const [i, f] of attachments.entries()) {
-    planned.push({ name: uniqueFileName(cleanFileName(names[i] ?? f.name), taken), kind: "attachment", bytes: null, blob: f.blob });
-  }
+  const { subject, planned } = await planFiles(ctx, d, key);
 
   const created = await prepareDir(dir);
   const written: string[] = [];
@@ -147,39 +194,9 @@ export async function exportDelivery(ctx: Context, id: string, loadIdentity: () 
     const now = ctx.now();
     await ctx.store.transaction((tx) => tx.audit({ actor: ctx.actor, action: "delivery.export", subject: id, details: { dir, files: planned.length } }, now));
     const files: ExportedFile[] = [];
-    for (const [i, p] of planned.entries()) {
-      // A temp name no cleaned name can have (they never start with a dot), renamed when whole.
-      const tmp = join(dir, `.export-${i}.partial`);
-      written.push(tmp);
-      const fh = await open(tmp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW, 0o600);
-      let size = 0;
-      try {
-        if (p.bytes) {
-          await fh.writeFile(p.bytes);
-          size = p.bytes.byteLength;
-        } else {
-          if (!p.blob) throw new Error(`a file of delivery ${id} has no blob`);
-          try {
-            await writeStream(await decryptStream(ctx.store.blobs.read(p.blob), [key]), fh);
-          } catch (e) {
-            // System errors (a full disk) pass as they are; the others are about the blob.
-            if ((e as NodeJS.ErrnoException).code !== undefined) throw e;
-            throw new PraxmailError("file", `${p.blob} (${p.name}) does not decrypt: ${(e as Error).message}`, "the file was damaged or altered on disk; take it from a backup");
-          }
-          size = (await fh.stat()).size;
-        }
-      } finally {
-        await fh.close();
-      }
-      const final = join(dir, p.name);
-      written.push(final);
-      await renameDurably(tmp, final);
-      files.push({ name: p.name, size, kind: p.kind });
-    }
+    for (const [i, p] of planned.entries()) files.push(await writePlanned(ctx, id, dir, key, i, p, written));
     return { id, recipient: d.recipient, level: d.level, dir, subject, files };
   } catch (e) {
-    if (created) await rm(dir, { recursive: true, force: true });
-    else for (const p of written) await rm(p, { force: true });
-    throw e;
+    throw await cleanUpAfter(e, created ? [() => rm(dir, { recursive: true, force: true })] : written.map((p) => () => rm(p, { force: true })));
   }
 }

@@ -57,6 +57,7 @@ export { approvePatients, listPending, pinApprovalKey, unsignedApprovals, type A
 export { checkPracticeIdentity, markUsedInvites, type PracticeIdentityFinding } from "./trust.js";
 export { signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint } from "./checkpoints.js";
 export { collectGarbage, getDelivery, listDeliveries, purgeSessions, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
+export { backupPractice, restorePractice, type BackupPracticeOptions, type RestorePracticeOptions, type RestoredPractice } from "./backup.js";
 export { MESSAGE_FILE, exportDelivery, type ExportResult, type ExportedFile } from "./export.js";
 export { initPractice, loadPracticeIdentity, readPracticeIdentity, type InitOptions, type InitResult, type PracticeIdentityRead } from "./practice.js";
 export { hashToken } from "./tokens.js";

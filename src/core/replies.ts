@@ -8,7 +8,7 @@ import { Readable } from "node:stream";
 import { decryptBytes, decryptStream } from "../crypto/index.js";
 import { writeStream, type PatientStatus, type ReplyRow, type StoreTx } from "../store/index.js";
 import type { Context } from "./context.js";
-import { PraxmailError } from "./errors.js";
+import { PraxmailError, cleanUpAfter } from "./errors.js";
 import { newId } from "./tokens.js";
 import { cleanFileName, uniqueFileName } from "./validate.js";
 
@@ -158,8 +158,7 @@ export async function addReplyPart(ctx: Context, email: string, id: string, kind
       await tx.accounts.insertReplyPart({ replyId: id, position: parts.length, kind, size, blob });
     });
   } catch (e) {
-    await ctx.store.blobs.remove([blob]);
-    throw e;
+    throw await cleanUpAfter(e, [() => ctx.store.blobs.remove([blob])]);
   }
   return size;
 }
@@ -283,8 +282,7 @@ export async function receiveReply(ctx: Context, id: string, practiceIdentity: s
       }
     }
   } catch (e) {
-    for (const p of written) await rm(p, { force: true });
-    throw e;
+    throw await cleanUpAfter(e, written.map((p) => () => rm(p, { force: true })));
   }
   const now = ctx.now();
   await ctx.store.transaction(async (tx) => {

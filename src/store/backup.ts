@@ -16,6 +16,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { chmod, lstat, mkdir, open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
+import { cleanUpAfter } from "./cleanup.js";
 import { verifyAudit } from "./audit.js";
 import { BLOB_KEY, fileStream, fsync, writeStream } from "./blobs.js";
 import { DB_FILE } from "./db.js";
@@ -251,11 +252,13 @@ export async function backupHome(home: string, dest: string, opts: BackupOptions
     await fsync(dest);
     return manifest;
   } catch (e) {
-    if (created) await rm(dest, { recursive: true, force: true });
-    else for (const n of await readdir(dest)) await rm(join(dest, n), { recursive: true, force: true });
-    throw e;
-  } finally {
-    await rm(tmpDb, { force: true });
+    // writeBackup removes the snapshot itself once it is sealed.
+    throw await cleanUpAfter(e, [
+      created ? () => rm(dest, { recursive: true, force: true }) : async () => {
+        for (const n of await readdir(dest)) await rm(join(dest, n), { recursive: true, force: true });
+      },
+      () => rm(tmpDb, { force: true }),
+    ]);
   }
 }
 
@@ -272,13 +275,17 @@ async function writeSmall(dest: string, name: string, data: Uint8Array | string)
   await rename(tmp, join(dest, name));
 }
 
-async function writeBackup(home: string, dest: string, tmpDb: string, opts: BackupOptions): Promise<BackupManifest> {
-  // An existing empty folder may have been made with the umask's mode.
-  await chmod(dest, 0o700);
-  await writeSmall(dest, HEADER_FILE, `${JSON.stringify({ format: FORMAT, version: VERSION, ...opts.header }, null, 2)}\n`);
+/**
+ * Snapshots the database into tmpDb and copies the blobs it names, snapshotting again while
+ * blobs disappear (deleted after the snapshot); blobs no longer named by the last snapshot
+ * are removed again. The blob folders are fsynced.
+ *
+ * @returns The last snapshot and the blobs copied, by key.
+ */
+async function copySnapshotBlobs(home: string, dest: string, tmpDb: string, opts: BackupOptions): Promise<{ snap: Snapshot; copied: Map<string, ManifestEntry> }> {
   const copied = new Map<string, ManifestEntry>();
   let missingBefore = new Set<string>();
-  let snap: Snapshot | undefined;
+  let snap: Snapshot;
   for (let attempt = 1; ; attempt++) {
     snap = await snapshot(home, tmpDb);
     await opts.progress?.({ phase: "database", attempt });
@@ -309,23 +316,41 @@ async function writeBackup(home: string, dest: string, tmpDb: string, opts: Back
   const blobDirs = new Set([...copied.keys()].map((r) => dirname(r)));
   for (const d of blobDirs) await fsync(join(dest, d));
   if (blobDirs.size > 0) await fsync(join(dest, "blobs"));
+  return { snap, copied };
+}
 
-  const seal = { seal: opts.seal };
+/** Seals the database snapshot into the backup and removes the snapshot. */
+async function sealDatabase(tmpDb: string, dest: string, seal: StreamMap): Promise<ManifestEntry> {
   const dbIn = await open(tmpDb, "r");
   let database: ManifestEntry;
   try {
-    database = { path: DB_FILE, ...(await copyHashed(dbIn, join(dest, DB_FILE + SEALED), seal)) };
+    database = { path: DB_FILE, ...(await copyHashed(dbIn, join(dest, DB_FILE + SEALED), { seal })) };
   } finally {
     await dbIn.close();
   }
   await rm(tmpDb);
+  return database;
+}
+
+/** Seals the named files of home into the backup, in order. */
+async function sealFiles(home: string, dest: string, names: readonly string[], seal: StreamMap): Promise<ManifestEntry[]> {
   const files: ManifestEntry[] = [];
-  for (const name of opts.files ?? []) {
+  for (const name of names) {
     if (!FILE_NAME.test(name) || [DB_FILE, HEADER_FILE, PLAIN_MANIFEST].includes(name)) throw new Error(`cannot back up a file named ${JSON.stringify(name)}`);
-    const entry = await copyIfPresent(join(home, name), join(dest, name + SEALED), name, seal);
+    const entry = await copyIfPresent(join(home, name), join(dest, name + SEALED), name, { seal });
     if (!entry) throw Object.assign(new Error(`${join(home, name)} does not exist`), { code: "ENOENT" });
     files.push(entry);
   }
+  return files;
+}
+
+async function writeBackup(home: string, dest: string, tmpDb: string, opts: BackupOptions): Promise<BackupManifest> {
+  // An existing empty folder may have been made with the umask's mode.
+  await chmod(dest, 0o700);
+  await writeSmall(dest, HEADER_FILE, `${JSON.stringify({ format: FORMAT, version: VERSION, ...opts.header }, null, 2)}\n`);
+  const { snap, copied } = await copySnapshotBlobs(home, dest, tmpDb, opts);
+  const database = await sealDatabase(tmpDb, dest, opts.seal);
+  const files = await sealFiles(home, dest, opts.files ?? [], opts.seal);
   const blobs = [...copied.values()].sort((a, b) => a.path.localeCompare(b.path));
   const manifest: BackupManifest = {
     format: FORMAT,

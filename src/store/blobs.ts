@@ -3,6 +3,7 @@
 import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import { randomBytes } from "node:crypto";
+import { cleanUpAfter } from "./cleanup.js";
 import type { BlobStore, ScannedBlob } from "./types.js";
 
 /** The form of a blob's key (its path under home). */
@@ -169,8 +170,7 @@ export class FileBlobs implements BlobStore {
       }
       await renameDurably(tmp, final);
     } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
+      throw await cleanUpAfter(e, [() => rm(tmp, { force: true })]);
     }
     return relative(this.home, final).split(sep).join("/");
   }

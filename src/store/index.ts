@@ -6,6 +6,7 @@ import type { Store } from "./types.js";
 
 export type { AccountStore, AttemptStore, BlobStore, RecordStore, ScannedBlob, Store, StoreTx } from "./types.js";
 export { fileStream, renameDurably, writeStream } from "./blobs.js";
+export { cleanUpAfter, suppressedBy } from "./cleanup.js";
 export { readBackupHeader, readManifest, restoreHome } from "./restore.js";
 export {
   BackupError,

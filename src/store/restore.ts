@@ -3,6 +3,7 @@
 import { lstat, mkdir, readFile, rename, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import { cleanUpAfter } from "./cleanup.js";
 import { verifyAudit } from "./audit.js";
 import {
   BackupError,
@@ -119,6 +120,33 @@ export interface RestoreOptions {
 }
 
 /**
+ * Checks the staged database: a schema this praxmail knows (migrated if older), an intact
+ * audit chain, and every blob it names listed in the manifest.
+ *
+ * @returns The audit rows.
+ * @throws {@link BackupError} `schema`, `audit` or `mismatch`.
+ */
+function verifyStaged(staging: string, manifest: BackupManifest): number {
+  const raw = new Database(join(staging, DB_FILE), { readonly: true, fileMustExist: true });
+  const schema = raw.pragma("user_version", { simple: true }) as number;
+  raw.close();
+  const latest = MIGRATIONS.at(-1)?.version ?? 0;
+  if (schema > latest) throw new BackupError("schema", `the backup's database schema ${schema} is newer than this praxmail (${latest})`);
+  const db = openDatabase(staging);
+  try {
+    const audit = verifyAudit(db);
+    if (!audit.ok) throw new BackupError("audit", `the audit chain of the backup is broken at row ${audit.seq}: ${audit.reason}`);
+    const listed = new Set(manifest.blobs.map((b) => b.path));
+    for (const rel of new Records(db).referencedBlobs()) {
+      if (!listed.has(rel)) throw new BackupError("mismatch", `the database names ${rel}, which the backup does not hold`);
+    }
+    return audit.rows;
+  } finally {
+    db.close();
+  }
+}
+
+/**
  * Restores a backup into an empty (or missing) home. The manifest is opened first; every
  * file is copied (and opened) into a staging folder under home and checked against it, the
  * database is opened (and migrated if older), its audit chain verified and every blob it
@@ -162,24 +190,7 @@ export async function restoreHome(dir: string, home: string, opts: RestoreOption
     }
     for (const f of manifest.files) await take(f, true);
 
-    const raw = new Database(join(staging, DB_FILE), { readonly: true, fileMustExist: true });
-    const schema = raw.pragma("user_version", { simple: true }) as number;
-    raw.close();
-    const latest = MIGRATIONS.at(-1)?.version ?? 0;
-    if (schema > latest) throw new BackupError("schema", `the backup's database schema ${schema} is newer than this praxmail (${latest})`);
-    let auditRows: number;
-    const db = openDatabase(staging);
-    try {
-      const audit = verifyAudit(db);
-      if (!audit.ok) throw new BackupError("audit", `the audit chain of the backup is broken at row ${audit.seq}: ${audit.reason}`);
-      auditRows = audit.rows;
-      const listed = new Set(manifest.blobs.map((b) => b.path));
-      for (const rel of new Records(db).referencedBlobs()) {
-        if (!listed.has(rel)) throw new BackupError("mismatch", `the database names ${rel}, which the backup does not hold`);
-      }
-    } finally {
-      db.close();
-    }
+    const auditRows = verifyStaged(staging, manifest);
     await opts.check?.(staging);
 
     for (const name of [DB_FILE, ...(manifest.blobs.length > 0 ? ["blobs"] : []), ...manifest.files.map((f) => f.path)]) {
@@ -190,8 +201,6 @@ export async function restoreHome(dir: string, home: string, opts: RestoreOption
     await fsync(home);
     return { manifest, auditRows };
   } catch (e) {
-    for (const name of moved) await rm(join(home, name), { recursive: true, force: true });
-    await rm(staging, { recursive: true, force: true });
-    throw e;
+    throw await cleanUpAfter(e, [...moved.map((name) => () => rm(join(home, name), { recursive: true, force: true })), () => rm(staging, { recursive: true, force: true })]);
   }
 }
