@@ -4,7 +4,7 @@ import { userInfo } from "node:os";
 import chalk from "chalk";
 import { confirm } from "@inquirer/prompts";
 import { openSharedStore, openStore, type Store } from "../store/index.js";
-import { PraxmailError, errorFields, ensureWritableHome, loadConfig, resolveHome, sharedBackend, type Config, type Context } from "../core/index.js";
+import { PraxmailError, cleanupFailures, errorFields, ensureWritableHome, loadConfig, resolveHome, sharedBackend, type Config, type Context } from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
 import type { HomeOptions, Io } from "./definitions.js";
 
@@ -159,6 +159,15 @@ export function progress(io: Io): { update(text: string | (() => string)): void;
  */
 export function reportError(io: Io, e: unknown): number {
   const say = (label: string, text: string): void => { io.err(`praxmail: ${label}: ${text}\n`); };
+  const code = reportFailure(io, e, say);
+  // Cleanup steps that failed after it (cleanUpAfter): what may be left behind, and why.
+  for (const c of cleanupFailures(e).cleanup ?? []) {
+    say(chalk.yellow("warning"), `cleaning up after this failed too: ${c.name}${c.code === null ? "" : ` ${String(c.code)}`}: ${c.message}`);
+  }
+  return code;
+}
+
+function reportFailure(io: Io, e: unknown, say: (label: string, text: string) => void): number {
   if (e instanceof PraxmailError) {
     say(chalk.red("error"), e.message);
     // What lies underneath (the keyring's or the file system's words): class, code and first
