@@ -1,7 +1,7 @@
 // The layering of DESIGN.md §4 is a lint rule (eslint.config.js, no-restricted-imports per
 // folder). This proves each refusal fires: it takes the rule exactly as `npm run lint`
 // configures it for a file's folder, and lints a one-line import with it (no type
-// information needed, so it is fast).
+// information needed, so it is fast). The last block does the same for the function length rule.
 import { resolve } from "node:path";
 import { ESLint, type Linter } from "eslint";
 import tseslint from "typescript-eslint";
@@ -74,5 +74,26 @@ describe("layering lint rule (DESIGN.md §4)", () => {
     ["src/cli.ts", 'import { serveCommand } from "./commands/serve.js";'],
   ])("%s: %s is allowed", async (file, code) => {
     expect(await lintImport(file, code)).toEqual([]);
+  });
+});
+
+describe("named steps lint rule (issue 17)", () => {
+  /** The project's max-lines-per-function rule for a file in src/, applied to `code`. */
+  async function lintLength(code: string): Promise<string[]> {
+    const filePath = "src/core/x.ts";
+    const config = (await project.calculateConfigForFile(filePath)) as Linter.Config;
+    const rule = config.rules?.["max-lines-per-function"];
+    expect(rule, "src/ has the function length rule").toBeDefined();
+    const eslint = new ESLint({ cwd: ROOT, overrideConfigFile: true, overrideConfig: { files: ["**/*.ts"], languageOptions: { parser: tseslint.parser }, rules: { "max-lines-per-function": rule } } });
+    const [result] = await eslint.lintText(code, { filePath });
+    return (result?.messages ?? []).map((m) => `${m.ruleId ?? "parse"}: ${m.message}`);
+  }
+  const body = (n: number): string => Array.from({ length: n }, (_, i) => `  total += ${i};`).join("\n");
+
+  it("refuses a function of more than 60 lines, blank lines and comments not counted", async () => {
+    expect(await lintLength(`export function long(): number {\n  let total = 0;\n${body(57)}\n  return total;\n}\n`)).toEqual([
+      "max-lines-per-function: Function 'long' has too many lines (61). Maximum allowed is 60.",
+    ]);
+    expect(await lintLength(`export function short(): number {\n  let total = 0;\n\n  // counts\n${body(56)}\n  return total;\n}\n`)).toEqual([]);
   });
 });

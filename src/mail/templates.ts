@@ -116,6 +116,7 @@ function newDelivery(n: NewDelivery, practiceName: string): RenderedMail {
  * @param practiceName - Shown as the sender.
  * @returns Subject, text and HTML.
  */
+// eslint-disable-next-line max-lines-per-function -- a catalogue of texts (see above)
 export function renderNotification(n: Notification, practiceName: string): RenderedMail {
   switch (n.kind) {
     case "new-delivery":
