@@ -16,6 +16,7 @@ import { Limits } from "./limits.js";
 import { accountRoutes } from "./routes/account.js";
 import { deliveryRoutes } from "./routes/deliveries.js";
 import { lifecycleRoutes } from "./routes/lifecycle.js";
+import { probeRoutes } from "./routes/probes.js";
 import { replyRoutes } from "./routes/replies.js";
 import { Sessions, cookiePolicy, type Session } from "./session.js";
 
@@ -43,6 +44,8 @@ declare module "fastify" {
     readonly api?: boolean;
     /** A static file: it reads no session, and only its answers may be cached. */
     readonly asset?: boolean;
+    /** A load balancer's probe: it reads no session and is never cached. */
+    readonly probe?: boolean;
   }
 }
 
@@ -284,6 +287,7 @@ function registerRoutes(app: FastifyInstance, portal: Portal, secure: boolean): 
   deliveryRoutes(app, portal);
   lifecycleRoutes(app, portal);
   replyRoutes(app, portal);
+  probeRoutes(app, portal);
 }
 
 /**
@@ -340,7 +344,8 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   app.decorateRequest("session", null as unknown as Session);
   // A static file carries no session: it neither extends nor ends one (and stays cacheable).
   app.addHook("onRequest", async (req, reply) => {
-    if (req.routeOptions.config.asset !== true) req.session = await sessions.get(req, reply);
+    const { asset, probe } = req.routeOptions.config;
+    if (asset !== true && probe !== true) req.session = await sessions.get(req, reply);
   });
   app.addHook("onSend", async (req, reply) => {
     securityHeaders(req, reply, secure);

@@ -1,6 +1,6 @@
 // Ciphertext files under <home>/blobs/. A blob is written to a temp name, fsynced, renamed
 // into place, and the folder fsynced, so a crash leaves either a whole blob or a temp file.
-import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
+import { access, constants, mkdir, open, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
 import { randomBytes } from "node:crypto";
 import { cleanUpAfter } from "./cleanup.js";
@@ -247,5 +247,10 @@ export class FileBlobs implements BlobStore {
   async removeScanned(key: string): Promise<void> {
     if (!key.startsWith("blobs/") || key.includes("..")) throw new Error("invalid blob key");
     await rm(join(this.home, ...key.split("/")), { force: true });
+  }
+
+  /** Checks that home, where blobs/ is made, can be written. */
+  async ping(): Promise<void> {
+    await access(this.home, constants.W_OK);
   }
 }

@@ -184,6 +184,12 @@ export class EmbeddedStore extends Rows implements Store {
     return backupHome(this.home, ...args);
   }
 
+  ping(): Promise<void> {
+    return this.gate(() => {
+      this.db.prepare("SELECT 1").get();
+    });
+  }
+
   close(): Promise<void> {
     return this.whenIdle(() => {
       this.db.close();

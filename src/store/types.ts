@@ -161,6 +161,8 @@ export interface BlobStore {
   scan(): Promise<ScannedBlob[]>;
   /** Removes a blob or unfinished write that {@link scan} found (gc of orphans). */
   removeScanned(key: string): Promise<void>;
+  /** Checks that blobs can be written where they live (the folder; the bucket). @throws What failed. */
+  ping(): Promise<void>;
 }
 
 /** What a transaction handle (and the store outside one) offers: rows and the audit chain. */
@@ -212,6 +214,8 @@ export interface Store extends StoreTx {
    * @returns The manifest written.
    */
   backup(dest: string, opts: BackupOptions): Promise<BackupManifest>;
+  /** Checks that the database answers a query. @throws What failed. */
+  ping(): Promise<void>;
   /** Closes the store; waits for an open transaction first. */
   close(): Promise<void>;
 }

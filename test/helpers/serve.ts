@@ -49,11 +49,13 @@ export async function freePorts(n: number): Promise<number[]> {
  *
  * @param home - The home.
  * @param httpPort - The portal port (0 for any).
+ * @param extra - More flags.
+ * @param env - More environment (e.g. the shared backend's AWS_* settings).
  * @returns The running process.
  */
-export async function startServe(home: string, httpPort = 0, extra: readonly string[] = []): Promise<Served> {
+export async function startServe(home: string, httpPort = 0, extra: readonly string[] = [], env: Record<string, string> = {}): Promise<Served> {
   const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", `127.0.0.1:${httpPort}`, ...extra], {
-    env: { PATH: process.env.PATH, NO_COLOR: "1" },
+    env: { PATH: process.env.PATH, NO_COLOR: "1", ...env },
   });
   let out = "";
   let err = "";

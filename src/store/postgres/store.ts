@@ -171,6 +171,10 @@ export class PostgresStore extends PgRows implements Store {
     return Promise.reject(new Error("backup of the shared backend is not built yet (issue 14, item 4)"));
   }
 
+  async ping(): Promise<void> {
+    await this.q`SELECT 1`;
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
     this.release();

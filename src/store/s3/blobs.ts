@@ -7,6 +7,7 @@ import { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
   DeleteObjectsCommand,
+  HeadBucketCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
@@ -162,6 +163,11 @@ export class S3Blobs implements BlobStore {
       [keyMarker, idMarker] = r.IsTruncated ? [r.NextKeyMarker, r.NextUploadIdMarker] : [undefined, undefined];
     } while (keyMarker);
     return out;
+  }
+
+  /** Checks that the bucket exists and these credentials reach it. */
+  async ping(): Promise<void> {
+    await this.s3.send(new HeadBucketCommand({ Bucket: this.at.bucket }));
   }
 
   /**
