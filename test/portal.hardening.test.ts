@@ -159,6 +159,8 @@ describe("headers on every route", () => {
     { route: "GET /static/*", send: (c) => c.get("/static/style.css") },
     { route: "GET /lang/:code", send: (c) => c.get("/lang/de?back=/login") },
     { route: "GET /help", send: (c) => c.get("/help") },
+    { route: "GET /healthz", send: (c) => c.get("/healthz") },
+    { route: "GET /readyz", send: (c) => c.get("/readyz") },
     { route: "GET /login", send: (c) => c.get("/login?next=/deliveries") },
     {
       route: "POST /login",
