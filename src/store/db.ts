@@ -31,6 +31,20 @@ function tighten(path: string): void {
  * @throws If the database was written by a newer praxmail.
  */
 export function openDatabase(home: string): Database.Database {
+  // Processes opening a new database at once can get SQLITE_BUSY from SQLite without its
+  // busy handler being asked (switching to WAL, or a read that must become a write): open
+  // afresh after a short random pause, for up to about five seconds.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return openOnce(home);
+    } catch (e) {
+      if ((e as { code?: unknown }).code !== "SQLITE_BUSY" || attempt === 100) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10 + Math.random() * 80);
+    }
+  }
+}
+
+function openOnce(home: string): Database.Database {
   const file = join(home, DB_FILE);
   // SQLite would create the file 0644 under umask 0022 (it asks for 0644); create it 0600
   // first, and tighten one that exists. SQLite gives a -wal or -shm it creates (also later,
