@@ -20,10 +20,10 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
-import { ageDecrypt, crashSeed, crashServe, pool, seeded, sleep, startCrashSink, storeViolations, type Attempt, type CrashServe, type CrashSink, type Upstreamed } from "./helpers/crash.js";
+import { ageDecrypt, crashSeed, crashServe, pool, seeded, sleep, startCrashSink, storeViolations, submitUntilAnswered, type Attempt, type CrashServe, type CrashSink, type Upstreamed } from "./helpers/crash.js";
 import { openByToken } from "./helpers/deliveries.js";
 import { startPostfix, type TestPostfix } from "./helpers/postfix.js";
-import { befundMail, submit } from "./helpers/relay.js";
+import { befundMail } from "./helpers/relay.js";
 import { freePort } from "./helpers/serve.js";
 import { needRoot, needTool } from "./helpers/tools.js";
 
@@ -32,7 +32,6 @@ const SENDERS = FULL ? 12 : 4;
 const PER_SENDER = FULL ? 15 : 5;
 const KILLS = FULL ? 6 : 3;
 const TOTAL = SENDERS * PER_SENDER;
-const MAX_ATTEMPTS = 40;
 const SEED = crashSeed(0x3f1e7d);
 
 interface Sent {
@@ -178,20 +177,12 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))(
       await Promise.all(
         senders.map(async (msgs) => {
           for (const msg of msgs) {
-            for (;;) {
-              if (broken.error) return;
-              const start = performance.now();
-              const r = await submit(postfix.smtpPort, msg.from, [...msg.to], msg.raw, { ignoreTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 60_000 });
-              msg.attempts.push({ start, end: performance.now(), code: r.code, text: r.text });
-              if (r.code === 250) {
-                accepted++;
-                arm();
-                break;
-              }
-              // 4xx (Postfix deferring while the milter is gone) means try again; 5xx is final.
-              if (r.code >= 500 || msg.attempts.length >= MAX_ATTEMPTS) break;
-              await sleep(25 * Math.min(msg.attempts.length, 8));
+            // 4xx (Postfix deferring while the milter is gone) means try again.
+            if (await submitUntilAnswered(postfix.smtpPort, msg, [...msg.to], broken)) {
+              accepted++;
+              arm();
             }
+            if (broken.error) return;
           }
         }),
       );

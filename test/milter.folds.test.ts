@@ -5,9 +5,10 @@ import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { encodeWords, foldLines } from "nodemailer/lib/mime-funcs";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { openByToken, tokens } from "./helpers/deliveries.js";
-import { startPostfixMilter, waitForSink, type PostfixMilter, type TestPostfix } from "./helpers/postfix.js";
+import { usePostfixMilter } from "./helpers/postfix-fixture.js";
+import { waitForSink, type TestPostfix } from "./helpers/postfix.js";
 import { submit } from "./helpers/relay.js";
 import type { Received, Sink } from "./helpers/sink.js";
 import { needRoot, needTool } from "./helpers/tools.js";
@@ -66,20 +67,12 @@ async function level3(id: string, subject: string, to: string[], fixture = "01-l
 }
 
 describe.runIf(needRoot("the Postfix test instance") && needTool("postfix") && needTool("python3"))("folded headers through the milter in Postfix", () => {
-  let chain: PostfixMilter | undefined;
   let home: string;
   let sink: Sink;
   let pf: TestPostfix;
 
-  beforeAll(async () => {
-    chain = await startPostfixMilter();
-    ({ home, sink, pf } = chain);
-  });
-  afterAll(async () => {
-    await chain?.stop();
-  });
-  beforeEach(() => {
-    sink.messages.length = 0;
+  usePostfixMilter((c) => {
+    ({ home, sink, pf } = c);
   });
 
   it("a level-4 notice (rewritten in place) keeps its multipart boundary and link for a strict parser", async () => {

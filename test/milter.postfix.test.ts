@@ -5,9 +5,10 @@ import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { simpleParser, type Attachment } from "mailparser";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { openByToken, tokens } from "./helpers/deliveries.js";
-import { startPostfixMilter, waitForSink, type PostfixMilter, type TestPostfix } from "./helpers/postfix.js";
+import { usePostfixMilter } from "./helpers/postfix-fixture.js";
+import { waitForSink, type PostfixMilter, type TestPostfix } from "./helpers/postfix.js";
 import { submit } from "./helpers/relay.js";
 import { freePort } from "./helpers/serve.js";
 import type { Received, Sink } from "./helpers/sink.js";
@@ -39,15 +40,9 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("pr
   let sink: Sink;
   let pf: TestPostfix;
 
-  beforeAll(async () => {
-    chain = await startPostfixMilter();
-    ({ dir, home, sink, pf } = chain);
-  });
-  afterAll(async () => {
-    await chain?.stop();
-  });
-  beforeEach(() => {
-    sink.messages.length = 0;
+  usePostfixMilter((c) => {
+    chain = c;
+    ({ dir, home, sink, pf } = c);
   });
 
   it("01: rewrites a level-3 mail in place: no attachment bytes, a link that opens the file", async () => {

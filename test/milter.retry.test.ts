@@ -7,10 +7,11 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { praxmail } from "./helpers/cli.js";
 import { openByToken, tokens } from "./helpers/deliveries.js";
-import { startPostfixMilter, waitForSink, type PostfixMilter, type TestPostfix } from "./helpers/postfix.js";
+import { usePostfixMilter } from "./helpers/postfix-fixture.js";
+import { waitForSink, type TestPostfix } from "./helpers/postfix.js";
 import { befundMail, submit } from "./helpers/relay.js";
 import type { Received, Sink } from "./helpers/sink.js";
 import { needRoot, needTool } from "./helpers/tools.js";
@@ -26,7 +27,6 @@ async function waitFor(sink: Sink, n: number, pf: TestPostfix): Promise<Received
 }
 
 describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("retries through Postfix with the praxmail milter", () => {
-  let chain: PostfixMilter | undefined;
   let home: string;
   let sink: Sink;
   let pf: TestPostfix;
@@ -37,15 +37,8 @@ describe.runIf(needRoot("the Postfix test instance") && needTool("postfix"))("re
     return JSON.parse(r.stdout) as { id: string; recipient: string; status: string }[];
   };
 
-  beforeAll(async () => {
-    chain = await startPostfixMilter();
-    ({ home, sink, pf } = chain);
-  });
-  afterAll(async () => {
-    await chain?.stop();
-  });
-  beforeEach(() => {
-    sink.messages.length = 0;
+  usePostfixMilter((c) => {
+    ({ home, sink, pf } = c);
   });
 
   it("one patient (edited in place): sent twice, one delivery; the second copy carries the same delivery with a working link", async () => {

@@ -27,13 +27,14 @@ import {
   sleep,
   startCrashSink,
   storeViolations,
+  submitUntilAnswered,
   type CrashServe,
   type Attempt,
   type CrashSink,
   type Upstreamed,
 } from "./helpers/crash.js";
 import { openByToken } from "./helpers/deliveries.js";
-import { befundMail, patchConfig, submit } from "./helpers/relay.js";
+import { befundMail, patchConfig } from "./helpers/relay.js";
 import { freePort } from "./helpers/serve.js";
 import { needTool } from "./helpers/tools.js";
 
@@ -42,7 +43,6 @@ const SENDERS = FULL ? 20 : 5;
 const PER_SENDER = FULL ? 25 : 6;
 const KILLS = FULL ? 6 : 2;
 const TOTAL = SENDERS * PER_SENDER;
-const MAX_ATTEMPTS = 40;
 
 const SEED = crashSeed(0x8c1a55);
 
@@ -187,20 +187,11 @@ describe(`relay crash safety (${SENDERS} senders × ${PER_SENDER} level-3 messag
     await Promise.all(
       senders.map(async (msgs) => {
         for (const msg of msgs) {
-          for (;;) {
-            if (broken.error) return;
-            const start = performance.now();
-            const r = await submit(serve.port, msg.from, [msg.to], msg.raw, { ignoreTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 60_000 });
-            msg.attempts.push({ start, end: performance.now(), code: r.code, text: r.text });
-            if (r.code === 250) {
-              accepted++;
-              arm();
-              break;
-            }
-            // A connection error (-1) or 4xx means try again; 5xx is refused for good.
-            if (r.code >= 500 || msg.attempts.length >= MAX_ATTEMPTS) break;
-            await sleep(25 * Math.min(msg.attempts.length, 8));
+          if (await submitUntilAnswered(serve.port, msg, [msg.to], broken)) {
+            accepted++;
+            arm();
           }
+          if (broken.error) return;
         }
       }),
     );

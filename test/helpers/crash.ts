@@ -12,6 +12,7 @@ import Database from "better-sqlite3";
 import { SMTPServer } from "smtp-server";
 import { simpleParser, type ParsedMail } from "mailparser";
 import { BIN, walk } from "./cli.js";
+import { submit } from "./relay.js";
 import { tokens } from "./deliveries.js";
 
 /**
@@ -142,6 +143,37 @@ export interface Attempt {
   readonly end: number;
   readonly code: number;
   readonly text: string;
+}
+
+/** At most this many attempts per message in the crash tests. */
+const MAX_ATTEMPTS = 40;
+
+/**
+ * Submits one message of a crash test until the relay (or Postfix) gives a final answer,
+ * recording every attempt: 250 is accepted; a connection error (-1) or a 4xx means try
+ * again after a short pause; a 5xx is final.
+ *
+ * @param port - Where to submit.
+ * @param msg - The message; its attempts grow.
+ * @param to - Its recipients.
+ * @param broken - Set when the run broke: stop at once.
+ * @returns True when it was accepted.
+ */
+export async function submitUntilAnswered(
+  port: number,
+  msg: { readonly from: string; readonly raw: Buffer | string; readonly attempts: Attempt[] },
+  to: string[],
+  broken: { readonly error: Error | null },
+): Promise<boolean> {
+  for (;;) {
+    if (broken.error) return false;
+    const start = performance.now();
+    const r = await submit(port, msg.from, to, msg.raw, { ignoreTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 60_000 });
+    msg.attempts.push({ start, end: performance.now(), code: r.code, text: r.text });
+    if (r.code === 250) return true;
+    if (r.code >= 500 || msg.attempts.length >= MAX_ATTEMPTS) return false;
+    await sleep(25 * Math.min(msg.attempts.length, 8));
+  }
 }
 
 /** One message as the upstream received it. */

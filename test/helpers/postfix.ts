@@ -182,3 +182,4 @@ export async function startPostfixMilter(): Promise<PostfixMilter> {
   }
   return chain;
 }
+
