@@ -1,9 +1,11 @@
 // Bad input gets a precise error, the right exit code, and leaves nothing behind.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { chmod, mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerThroughCore } from "./helpers/patient.js";
-import { cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
+import { BIN, cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
 
 let dir: string;
 let home: string;
@@ -168,5 +170,17 @@ describe("a home that is not writable", () => {
     const r = await praxmail(["list", "--home", fresh]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`praxmail: error: no praxmail configuration in ${fresh}\npraxmail: hint: run praxmail init, or pass --home\n`);
+  });
+});
+
+describe("a reader that goes away", () => {
+  it("praxmail --help into a closed pipe (praxmail … | head): exit 0 and no stack trace", async () => {
+    const child = spawn(BIN, ["--help"], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stdout.destroy();
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    const [code] = (await once(child, "close")) as [number];
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
   });
 });
