@@ -406,16 +406,18 @@ export async function createDelivery(ctx: Context, input: DeliveryInput): Promis
 
 /**
  * Removes a delivery that was created but whose mail could not be sent, so the sender can
- * retry without a dead link staying behind. The audit log keeps both events.
+ * retry without a dead link staying behind. The audit log keeps both events. A delivery
+ * that is gone already (discarded by gc or another node first) is left as it is.
  *
  * @param ctx - The core context.
  * @param id - The delivery.
  * @param reason - Why, for the audit log.
- * @throws Error if it was discarded already (src/core/retry.ts).
  */
 export async function discardDelivery(ctx: Context, id: string, reason: string): Promise<void> {
   const blobs = await ctx.store.transaction(async (tx) => {
     const state = deliveryState(await tx.records.delivery(id));
+    // Another process (gc, or a node racing this one) discarded it first: done, once.
+    if (state === "discarded") return [];
     if (!reaches(state, "discarded")) throw new Error(`illegal retry transition: delivery ${id} is ${state} and cannot be discarded`);
     const blobs = (await tx.records.files(id)).flatMap((f) => (f.blob ? [f.blob] : []));
     await tx.records.deleteDelivery(id);
