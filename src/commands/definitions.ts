@@ -131,6 +131,8 @@ function serveCommand(io: Io): Command {
     .addOption(new Option("--smtp <host:port>", "SMTP relay listen address").env("PRAXMAIL_SMTP").argParser(parseListen).default(parseListen("127.0.0.1:2525"), "127.0.0.1:2525"))
     .addOption(new Option("--http <host:port>", "portal listen address").env("PRAXMAIL_HTTP").argParser(parseListen).default(parseListen("127.0.0.1:8080"), "127.0.0.1:8080"))
     .addOption(new Option("--milter <address>", "also run the Postfix milter on host:port or unix:/path (e.g. 127.0.0.1:8891)").env("PRAXMAIL_MILTER").argParser(milterArg))
+    .addOption(new Option("--metrics <host:port>", "serve Prometheus metrics at /metrics on a plain-HTTP listener of their own (e.g. 127.0.0.1:9464; loopback only unless --metrics-remote); default off").env("PRAXMAIL_METRICS").argParser(parseListen))
+    .option("--metrics-remote", "allow a --metrics address that other machines can reach (the metrics hold counts, no patient data)")
     .action(async (flags: ServeFlags) => {
       const { serveAction } = await import("./serve.js");
       await serveAction(io, flags);
