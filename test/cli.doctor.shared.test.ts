@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { ListObjectsV2Command, type S3Client } from "@aws-sdk/client-s3";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LATENCY_WARN_MS, judgeDatabase } from "../src/commands/doctor-shared.js";
 import { PG_MIGRATIONS } from "../src/store/postgres/schema.js";
 import { cleanup, initHome, praxmail, tempDir, type Run } from "./helpers/cli.js";
 import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
@@ -25,6 +26,31 @@ interface DoctorJson {
 
 const LATEST = PG_MIGRATIONS.at(-1)!.version;
 const SHARED = ["database", "schema", "latency", "bucket"];
+
+// What no engine on this machine shows: a server older than 15, and a slow round trip.
+describe("the database verdicts", () => {
+  const facts = { major: 16, version: "16.4", applied: 3, expected: 3, latencyMs: 0.4 };
+  it("refuses PostgreSQL older than 15 with the fix", () => {
+    const [database] = judgeDatabase("db.praxis.internal:5432/praxmail", { ...facts, major: 14, version: "14.12 (Debian 14.12-1)" }, 15);
+    expect(database).toEqual({
+      name: "database",
+      status: "fail",
+      reason: "db.praxis.internal:5432/praxmail runs PostgreSQL 14.12 (Debian 14.12-1), older than 15",
+      hint: "praxmail needs PostgreSQL 15 or newer: upgrade the server (pg_upgrade), then run praxmail doctor again",
+    });
+    expect(judgeDatabase("db:5432/p", { ...facts, major: 15 }, 15)[0]!.status).toBe("ok");
+  });
+
+  it(`warns when a query's round trip is above ${String(LATENCY_WARN_MS)} ms`, () => {
+    expect(judgeDatabase("db:5432/p", { ...facts, latencyMs: 35.26 }, 15)[2]).toEqual({
+      name: "latency",
+      status: "warn",
+      reason: `a query takes 35.3 ms there and back, more than ${String(LATENCY_WARN_MS)} ms`,
+      hint: "run the nodes near the database: every write holds the one lock all nodes share for about ten round trips",
+    });
+    expect(judgeDatabase("db:5432/p", { ...facts, latencyMs: LATENCY_WARN_MS }, 15)[2]!.status).toBe("ok");
+  });
+});
 
 describe.runIf(
   needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&

@@ -2,7 +2,7 @@
 // bucket (write, read back, delete a probe object). The facts come from src/store; the
 // verdicts, thresholds and hints are here. No line ever shows a password or an S3 secret.
 import { PraxmailError, errorFields, sharedBackend, type Config } from "../core/index.js";
-import { inspectDatabase, probeBlobs, type BucketProbe } from "../store/index.js";
+import { inspectDatabase, probeBlobs, type BucketProbe, type DatabaseFacts } from "../store/index.js";
 import type { Check } from "./doctor.js";
 
 /**
@@ -49,7 +49,18 @@ async function databaseChecks(url: string, timeoutSeconds: number): Promise<Chec
       skip("latency", needs),
     ];
   }
-  const { facts, minMajor } = found;
+  return judgeDatabase(at, found.facts, found.minMajor);
+}
+
+/**
+ * The verdicts on what the database said about itself.
+ *
+ * @param at - `host:port/database`, for the lines.
+ * @param facts - Version, schema versions and round trip.
+ * @param minMajor - The oldest PostgreSQL supported.
+ * @returns The database, schema and latency checks.
+ */
+export function judgeDatabase(at: string, facts: DatabaseFacts, minMajor: number): Check[] {
   const database =
     facts.major < minMajor
       ? fail("database", `${at} runs PostgreSQL ${facts.version}, older than ${minMajor}`, `praxmail needs PostgreSQL ${minMajor} or newer: upgrade the server (pg_upgrade), then run praxmail doctor again`)
