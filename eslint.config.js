@@ -32,9 +32,13 @@ const into = (/** @type {string} */ area) => `^\\.{1,2}/(\\.\\./)*${area === "cl
  * @param {string} from the folder, as src/… names it in the messages
  * @param {string[]} allowed
  * @param {Record<string, string[]>} [doors] the files of an allowed area this code may import, if not its door
+ * @param {boolean} [metrics] whether this code may import prom-client (src/commands/metrics.ts only)
  */
-function layer(from, allowed, doors = {}) {
+function layer(from, allowed, doors = {}, metrics = false) {
   const patterns = [];
+  if (!metrics) {
+    patterns.push({ regex: "^prom-client(/|$)", message: "metrics (issue 14): only src/commands/metrics.ts imports prom-client; report through the core's Meter (ctx.meter)." });
+  }
   for (const other of AREAS) {
     if (`src/${other}` === from) continue;
     if (!allowed.includes(other)) {
@@ -69,6 +73,12 @@ const layering = [
     // would load the whole area (and with the bundle, its chunk) into every start.
     files: ["src/commands/definitions.ts"],
     rules: layer("src/commands", MAY_IMPORT.commands, { core: ["index.js", "defaults.js"], crypto: ["identity.js"], milter: ["listen.js"] }),
+  },
+  {
+    // Metrics are an adapter concern: prom-client lives behind the core's Meter interface in
+    // this one file, which serve loads only with --metrics.
+    files: ["src/commands/metrics.ts"],
+    rules: layer("src/commands", MAY_IMPORT.commands, {}, true),
   },
   {
     // no-restricted-imports does not see import(): an import that leaves its folder is static.

@@ -48,11 +48,11 @@ async function recorded(args: readonly string[]): Promise<Recorded> {
   return { run, modules: pick("module"), files: pick("file") };
 }
 
-/** The packages of the server stack and of the shared backend (PostgreSQL, S3) a module list names (nodemailer: its SMTP client, the package's main entry). */
+/** The packages of the server stack, of the shared backend (PostgreSQL, S3) and of metrics a module list names (nodemailer: its SMTP client, the package's main entry). */
 function serverStack(modules: readonly string[]): string[] {
   const found = new Set<string>();
   for (const url of modules) {
-    const m = /\/node_modules\/(fastify|@fastify\/[^/]+|smtp-server|mailparser|postgres|@aws-sdk\/[^/]+)\//.exec(url);
+    const m = /\/node_modules\/(fastify|@fastify\/[^/]+|smtp-server|mailparser|postgres|@aws-sdk\/[^/]+|prom-client)\//.exec(url);
     if (m?.[1]) found.add(m[1]);
     if (/\/node_modules\/nodemailer\/dist\/(esm|cjs)\/nodemailer\.js$/.test(url)) found.add("nodemailer");
   }
@@ -109,6 +109,13 @@ describe("what a command loads", () => {
     const r = await recorded(["serve", "--home", join(letter, "home"), "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
     expect(r.run.code).toBe(1);
     expect(serverStack(r.modules)).toEqual(expect.arrayContaining(["fastify", "smtp-server"]));
+    expect(serverStack(r.modules)).not.toContain("prom-client");
+  });
+
+  it("serve loads prom-client only with --metrics", async () => {
+    const r = await recorded(["serve", "--home", join(letter, "home"), "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    expect(r.run.code).toBe(1);
+    expect(serverStack(r.modules)).toContain("prom-client");
   });
 });
 

@@ -51,6 +51,11 @@ describe("layering lint rule (DESIGN.md §4)", () => {
     ["src/commands/x.ts", 'import { MilterSession } from "../milter/session.js";', "layering (DESIGN.md §4): src/commands reaches src/milter only through milter/server.js."],
     ["src/commands/x.ts", 'import { hashPassword } from "../crypto/password.js";', "layering (DESIGN.md §4): src/commands reaches src/crypto only through crypto/index.js."],
     ["src/cli.ts", 'import { Store } from "./store/index.js";', "layering (DESIGN.md §4): src/cli.ts must not import src/store."],
+    ["src/core/x.ts", 'import { Counter } from "prom-client";', "metrics (issue 14): only src/commands/metrics.ts imports prom-client; report through the core's Meter (ctx.meter)."],
+    ["src/store/x.ts", 'import { Histogram } from "prom-client";', "metrics (issue 14): only src/commands/metrics.ts imports prom-client; report through the core's Meter (ctx.meter)."],
+    ["src/portal/x.ts", 'import { Registry } from "prom-client";', "metrics (issue 14): only src/commands/metrics.ts imports prom-client; report through the core's Meter (ctx.meter)."],
+    ["src/relay/x.ts", 'import { Counter } from "prom-client";', "metrics (issue 14): only src/commands/metrics.ts imports prom-client; report through the core's Meter (ctx.meter)."],
+    ["src/commands/serve.ts", 'import { Registry } from "prom-client";', "metrics (issue 14): only src/commands/metrics.ts imports prom-client; report through the core's Meter (ctx.meter)."],
   ])("%s: %s is refused", async (file, code, message) => {
     expect(await lintImport(file, code)).toEqual(refusal(code, message));
   });
@@ -72,6 +77,7 @@ describe("layering lint rule (DESIGN.md §4)", () => {
     ["src/milter/x.ts", 'import { markSent } from "../core/index.js";'],
     ["src/commands/x.ts", 'import { startRelay } from "../relay/server.js";\nimport { startPortal } from "../portal/index.js";'],
     ["src/cli.ts", 'import { serveCommand } from "./commands/serve.js";'],
+    ["src/commands/metrics.ts", 'import { Counter } from "prom-client";\nimport type { Meter } from "../core/index.js";'],
   ])("%s: %s is allowed", async (file, code) => {
     expect(await lintImport(file, code)).toEqual([]);
   });

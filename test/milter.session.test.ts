@@ -7,7 +7,7 @@ import libmime from "libmime";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
-import type { Context } from "../src/core/index.js";
+import type { Context, Meter } from "../src/core/index.js";
 import { createTransport } from "../src/mail/index.js";
 import { Cmd, Step, decode, encode, type Packet } from "../src/milter/protocol.js";
 import { startMilter, type Milter } from "../src/milter/server.js";
@@ -205,6 +205,60 @@ describe("failures are logged once", () => {
       ctx.store.blobs.remove = remove;
       await down.close();
     }
+  });
+});
+
+describe("metrics", () => {
+  it("reports each answer with its level and code, deliveries, blob writes and an internal failure's code to the context's meter", async () => {
+    const calls: unknown[][] = [];
+    const seconds: number[] = [];
+    const meter: Meter = {
+      mail: (door, level, answer, s) => {
+        calls.push(["mail", door, level, answer]);
+        seconds.push(s);
+      },
+      deliveriesCreated: (level, count) => calls.push(["deliveries", level, count]),
+      downloaded: () => calls.push(["downloaded"]),
+      response: (status) => calls.push(["response", status]),
+      blobWritten: (s) => {
+        calls.push(["blob"]);
+        seconds.push(s);
+      },
+      failed: (source, code) => calls.push(["failed", source, code]),
+      queue: (name) => calls.push(["queue", name]),
+    };
+    const metered = await startMilter({ ctx: { ...ctx, meter }, transport: createTransport(ctx.home, null), log: pino({ level: "silent" }), progressMs: 60_000 }, { host: "127.0.0.1", port: 0 });
+    const write = ctx.store.blobs.write.bind(ctx.store.blobs);
+    const mta = await Mta.open(metered);
+    const tagged = (to: string, id: string): Promise<Packet[]> =>
+      mta.message(
+        [to],
+        [["Subject", "[S3] Befund"], ["Message-ID", `<${id}@x>`], ["MIME-Version", "1.0"], ["Content-Type", 'multipart/mixed; boundary="b"']],
+        "--b\r\nContent-Type: text/plain\r\n\r\nAnbei.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n%PDF-geheim\r\n--b--\r\n",
+      );
+    try {
+      await mta.negotiate();
+      expect((await mta.message(["m@patient.example"], [["Subject", "Termin"], ["Message-ID", "<m0@x>"]], "Ihr Termin.\r\n")).map((p) => p.cmd)).toEqual(["c"]);
+      expect((await tagged("n@patient.example", "m3")).at(-1)?.cmd).toBe("c");
+      expect((await mta.message(["o@patient.example"], [["Subject", "[S9] x"]], "x\r\n")).map((p) => p.cmd)).toEqual(["y"]);
+      ctx.store.blobs.write = () => Promise.reject(Object.assign(new Error("permission denied, open '/srv/praxmail/blobs/ab'"), { code: "EACCES" }));
+      expect((await tagged("p@patient.example", "m4")).map((p) => p.cmd)).toEqual(["t"]);
+    } finally {
+      ctx.store.blobs.write = write;
+      mta.socket.destroy();
+      await metered.close();
+    }
+    expect(calls).toEqual([
+      ["mail", "milter", 0, 250],
+      ["blob"],
+      ["deliveries", 3, 1],
+      ["mail", "milter", 3, 250],
+      ["mail", "milter", null, 554],
+      ["failed", "blob", "EACCES"],
+      ["mail", "milter", null, 451],
+      ["failed", "milter", "EACCES"],
+    ]);
+    for (const s of seconds) expect(s).toBeGreaterThanOrEqual(0);
   });
 });
 

@@ -131,6 +131,8 @@ function serveCommand(io: Io): Command {
     .addOption(new Option("--smtp <host:port>", "SMTP relay listen address").env("PRAXMAIL_SMTP").argParser(parseListen).default(parseListen("127.0.0.1:2525"), "127.0.0.1:2525"))
     .addOption(new Option("--http <host:port>", "portal listen address").env("PRAXMAIL_HTTP").argParser(parseListen).default(parseListen("127.0.0.1:8080"), "127.0.0.1:8080"))
     .addOption(new Option("--milter <address>", "also run the Postfix milter on host:port or unix:/path (e.g. 127.0.0.1:8891)").env("PRAXMAIL_MILTER").argParser(milterArg))
+    .addOption(new Option("--metrics <host:port>", "serve Prometheus metrics at /metrics on a plain-HTTP listener of their own (e.g. 127.0.0.1:9464; loopback only unless --metrics-remote); default off").env("PRAXMAIL_METRICS").argParser(parseListen))
+    .option("--metrics-remote", "allow a --metrics address that other machines can reach (the metrics hold counts, no patient data)")
     .action(async (flags: ServeFlags) => {
       const { serveAction } = await import("./serve.js");
       await serveAction(io, flags);
@@ -259,13 +261,13 @@ function gcCommand(io: Io): Command {
 
 function doctorCommand(io: Io): Command {
   return common(new Command("doctor"))
-    .description("check config, permissions under home, practice identity, upstream, listen addresses, disk space and the portal URL")
+    .description("check config, permissions under home, practice identity, upstream, listen addresses, disk space, the portal URL, and on the shared backend the database and the bucket")
     .addOption(new Option("--smtp <host:port>", "relay address serve uses").env("PRAXMAIL_SMTP").argParser(parseListen).default(parseListen("127.0.0.1:2525"), "127.0.0.1:2525"))
     .addOption(new Option("--http <host:port>", "portal address serve uses").env("PRAXMAIL_HTTP").argParser(parseListen).default(parseListen("127.0.0.1:8080"), "127.0.0.1:8080"))
     .addOption(new Option("--milter <address>", "milter address serve uses (checked only when given)").env("PRAXMAIL_MILTER").argParser(milterArg))
     .option("--identity <file>", "check this practice identity file (default: PRAXMAIL_IDENTITY, then where init stored it)")
     .option("--min-free <MiB>", "fail when less disk space is free under home", whole(1, 10_000_000), 1024)
-    .option("--timeout <seconds>", "how long to wait for upstream and the portal URL", whole(1, 120), 5)
+    .option("--timeout <seconds>", "how long to wait for upstream, the portal URL, the database and each bucket request", whole(1, 120), 5)
     .action(async (flags: DoctorFlags) => {
       const { doctorAction } = await import("./doctor.js");
       await doctorAction(io, flags);

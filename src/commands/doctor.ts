@@ -8,6 +8,7 @@ import type { Listen } from "../relay/server.js";
 import type { MilterListen } from "../milter/server.js";
 import { bytes } from "./backup.js";
 import { tcpPortState, unixSocketState, type PortState } from "./doctor-ports.js";
+import { sharedChecks } from "./doctor-shared.js";
 import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
 import { note, printJson } from "./shared.js";
 
@@ -242,18 +243,27 @@ async function checkApprovalKey(home: string, config: Config, io: Io, flag: stri
 }
 
 /**
- * Runs every check. Checks that need the configuration are skipped when it does not load.
+ * Runs every check. Checks that need the configuration are skipped when it does not load; the
+ * shared backend's (database, schema, latency, bucket) come last, and only on such a home.
  *
  * @param io - The streams.
  * @param flags - Parsed options.
- * @returns The verdicts, in a fixed order.
+ * @returns The verdicts, in a fixed order, and the backend (null without a valid config).
  */
-export async function runDoctor(io: Io, flags: DoctorFlags): Promise<{ home: string; checks: Check[] }> {
+export async function runDoctor(io: Io, flags: DoctorFlags): Promise<{ home: string; backend: "embedded" | "shared" | null; checks: Check[] }> {
   const home = resolveHome(flags.home);
-  const timeoutMs = flags.timeout * 1000;
   const { check, config } = checkConfig(home);
+  const [checks, shared] = await Promise.all([
+    localChecks(io, flags, home, check, config),
+    config ? sharedChecks(config, io.env, flags.timeout) : null,
+  ]);
+  return { home, backend: shared?.backend ?? null, checks: [...checks, ...(shared?.checks ?? [])] };
+}
+
+function localChecks(io: Io, flags: DoctorFlags, home: string, check: Check, config: Config | null): Promise<Check[]> {
+  const timeoutMs = flags.timeout * 1000;
   const skip = (name: string): Promise<Check> => Promise.resolve({ name, status: "skip", reason: "needs a valid config.json" });
-  const checks = await Promise.all([
+  return Promise.all([
     Promise.resolve(check),
     checkPermissions(home),
     config ? checkIdentity(home, config, io, flags.identity) : skip("identity"),
@@ -265,7 +275,6 @@ export async function runDoctor(io: Io, flags: DoctorFlags): Promise<{ home: str
     checkDisk(home, flags.minFree * 1024 * 1024),
     config ? checkPortalUrl(config, timeoutMs) : skip("portal-url"),
   ]);
-  return { home, checks };
 }
 
 const LABEL = { ok: chalk.green("ok  "), warn: chalk.yellow("warn"), fail: chalk.red("fail"), skip: chalk.dim("skip") };
@@ -277,10 +286,10 @@ const LABEL = { ok: chalk.green("ok  "), warn: chalk.yellow("warn"), fail: chalk
  * @param flags - The parsed options.
  */
 export async function doctorAction(io: Io, flags: DoctorFlags): Promise<void> {
-  const { home, checks } = await runDoctor(io, flags);
+  const { home, backend, checks } = await runDoctor(io, flags);
   const failed = checks.filter((c) => c.status === "fail").length;
   const warned = checks.filter((c) => c.status === "warn").length;
-  if (flags.json) printJson(io, { ok: failed === 0, home, checks });
+  if (flags.json) printJson(io, { ok: failed === 0, home, backend, checks });
   else {
     const width = Math.max(...checks.map((c) => c.name.length));
     for (const c of checks) {

@@ -5,12 +5,24 @@ import { startRelay, type Listen } from "../relay/server.js";
 import { startMilter, type MilterListen } from "../milter/server.js";
 import { startPortal } from "../portal/index.js";
 import type { HomeOptions, Io } from "./definitions.js";
+import type { Metrics } from "./metrics.js";
 import { note, openContext } from "./shared.js";
 
 export interface ServeFlags extends HomeOptions {
   smtp: Listen;
   http: Listen;
   milter?: MilterListen;
+  /** Prometheus metrics on a listener of their own; off when unset. */
+  metrics?: Listen;
+  /** Allow a --metrics address other than loopback. */
+  metricsRemote?: boolean;
+}
+
+/** The metrics of --metrics, or null: prom-client loads only when they are asked for. */
+async function metricsOf(flags: ServeFlags): Promise<Metrics | null> {
+  if (!flags.metrics) return null;
+  const { createMetrics } = await import("./metrics.js");
+  return createMetrics(flags.metrics, flags.metricsRemote === true);
 }
 
 /**
@@ -20,6 +32,7 @@ export interface ServeFlags extends HomeOptions {
  * @param flags - The parsed options.
  */
 export async function serveAction(io: Io, flags: ServeFlags): Promise<void> {
+  const metrics = await metricsOf(flags);
   const log = pino({ base: { app: "praxmail", pid: process.pid } });
   const home = resolveHome(flags.home);
   if (!isInitialised(home)) {
@@ -33,7 +46,10 @@ export async function serveAction(io: Io, flags: ServeFlags): Promise<void> {
     alarm: (event: string, fields: Readonly<Record<string, string | number>>) => {
       log.error({ ...fields, alarm: event }, `alarm: ${event}`);
     },
+    ...(metrics ? { meter: metrics.meter } : {}),
   };
+  // Before the relay: a metrics address that is taken stops serve before it takes mail.
+  const scrape = metrics ? await metrics.listen() : null;
   const transport = createTransport(home, ctx.config.upstream);
   const relay = await startRelay(ctx, transport, flags.smtp, log);
   const portal = await startPortal({ ...ctx, actor: "portal" }, flags.http, log);
@@ -41,6 +57,7 @@ export async function serveAction(io: Io, flags: ServeFlags): Promise<void> {
   note(io, `praxmail: relay listening on ${relay.address.host}:${relay.address.port}; mail goes to ${ctx.config.upstream ?? `${home}/outbox/`}`);
   note(io, `praxmail: portal listening on http://${portal.address.host}:${portal.address.port} (public URL ${ctx.config.portalUrl})`);
   if (milter) note(io, `praxmail: milter listening on ${milter.address}`);
+  if (scrape) note(io, `praxmail: metrics listening on http://${scrape.address.host}:${scrape.address.port}/metrics`);
   log.info({ smtp: relay.address, http: portal.address, upstream: ctx.config.upstream !== null, home }, "started");
   // Expiry reminders (deliveries.remindBeforeDays) go out hourly; gc sends them too.
   const reminders = setInterval(() => {
@@ -59,7 +76,7 @@ export async function serveAction(io: Io, flags: ServeFlags): Promise<void> {
       log.info({ signal }, "stopping");
       clearInterval(reminders);
       clearInterval(purge);
-      void Promise.all([relay.close(), portal.close(), milter?.close()])
+      void Promise.all([relay.close(), portal.close(), milter?.close(), scrape?.close()])
         .then(() => ctx.store.close())
         .then(resolve);
     };

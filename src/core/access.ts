@@ -149,6 +149,7 @@ export async function fileForDownload(ctx: Context, d: PatientDelivery, fileId: 
       await ctx.notifier.send({ kind: "downloaded", to: ctx.config.practiceEmail, patient: d.recipient, deliveryId: d.id, at: now });
     }
   }
+  ctx.meter?.downloaded();
   return f.blob;
 }
 

@@ -1,5 +1,6 @@
 import type { Store } from "../store/index.js";
 import type { Config } from "./config.js";
+import type { Meter } from "./meter.js";
 
 /** A file as the patient will see it. */
 export interface FileSummary {
@@ -67,4 +68,6 @@ export interface Context {
    * without secrets or addresses. Omitted, alarms go only to the audit log and the practice.
    */
   readonly alarm?: (event: string, fields: Readonly<Record<string, string | number>>) => void;
+  /** Counts events for the operator's metrics (serve --metrics); omitted, nothing is counted. */
+  readonly meter?: Meter;
 }

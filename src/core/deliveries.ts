@@ -13,6 +13,7 @@ import type { DeliveryRow, DeliveryStatus, FileRow, PatientRow, WrapRow } from "
 import type { Context, FileSummary, Notification } from "./context.js";
 import { PraxmailError, cleanUpAfter } from "./errors.js";
 import { fanOut } from "./fanout.js";
+import { writeBlob } from "./meter.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { raiseTrustAlarm, trustedRecipient } from "./trust.js";
 import { levelRules } from "./levels.js";
@@ -177,7 +178,7 @@ export class Intake {
     );
     const branches = fanOut(plain, this.recipients.length);
     const results = await Promise.allSettled(
-      branches.map(async (b, i) => this.ctx.store.blobs.write(await encryptStream(b, [this.deliveryRecipients[i] ?? ""]))),
+      branches.map(async (b, i) => writeBlob(this.ctx, await encryptStream(b, [this.deliveryRecipients[i] ?? ""]))),
     );
     const blobs = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
     const failed = results.find((r) => r.status === "rejected");
@@ -223,6 +224,7 @@ export class Intake {
         }
       });
       this.written.length = 0;
+      this.ctx.meter?.deliveriesCreated(level, prepared.length);
       for (const p of prepared) if (p.alarm) await raiseTrustAlarm(this.ctx, p.alarm.patient, p.alarm.reason, [p.row.id]);
       return prepared.map((p) => p.created);
     } catch (e) {
@@ -293,7 +295,7 @@ export class Intake {
       const sealed: SealedMessage = { v: 1, subject: t.subject, text: t.message, files: this.files.map((f) => f.name) };
       const bytes = new TextEncoder().encode(JSON.stringify(sealed));
       const ct = await encryptBytes(bytes, [this.deliveryRecipients[i] ?? ""]);
-      const blob = await this.ctx.store.blobs.write(new Blob([ct]).stream());
+      const blob = await writeBlob(this.ctx, new Blob([ct]).stream());
       this.written.push(blob);
       files.push({ id: newId("f"), deliveryId: id, position: files.length, kind: "message", name: "Nachricht", size: bytes.byteLength, blob });
     }

@@ -7,6 +7,7 @@ export { ensureWritableHome, resolveHome } from "./home.js";
 // files of their own, such as mail's outbox: they reach them here, never in src/store.
 export { renameDurably } from "../store/index.js";
 export type { Context, FileSummary, Notification, Notifier } from "./context.js";
+export type { MailDoor, Meter } from "./meter.js";
 export { normaliseEmail } from "./validate.js";
 export {
   LEVELS,

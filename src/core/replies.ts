@@ -9,6 +9,7 @@ import { decryptBytes, decryptStream } from "../crypto/index.js";
 import { writeStream, type PatientStatus, type ReplyRow, type StoreTx } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError, cleanUpAfter } from "./errors.js";
+import { writeBlob } from "./meter.js";
 import { newId } from "./tokens.js";
 import { cleanFileName, uniqueFileName } from "./validate.js";
 
@@ -151,7 +152,7 @@ export async function addReplyPart(ctx: Context, email: string, id: string, kind
       if (size < AGE_MAGIC.length) throw new PraxmailError("invalid-input", "upload is not an age file");
     },
   });
-  const blob = await ctx.store.blobs.write((Readable.toWeb(body) as ReadableStream<Uint8Array>).pipeThrough(checked));
+  const blob = await writeBlob(ctx, (Readable.toWeb(body) as ReadableStream<Uint8Array>).pipeThrough(checked));
   try {
     await ctx.store.transaction(async (tx) => {
       await stillOpen(tx, email, id);

@@ -284,19 +284,26 @@ class Connection {
     const timer = setInterval(() => {
       this.send(reply.progress());
     }, this.deps.progressMs ?? 10_000);
-    const { log } = this.deps;
+    const { log, ctx } = this.deps;
+    const started = Date.now();
+    const answered = (level: number | null, code: number): void => ctx.meter?.mail("milter", level, code, (Date.now() - started) / 1000);
     try {
       const p = await (m.prepared ?? Promise.reject(new Error("no message")));
       for (const b of await this.finish(m, p)) this.send(b);
       log.info({ level: p.level, recipients: m.to.length, deliveries: p.deliveries.length, copies: p.copies.length, outcome: "accepted" }, "milter message");
+      answered(p.level, 250);
     } catch (failure) {
       // What did not leave was discarded where it failed (prepareMessage, deliverPrepared, inPlace).
       if (failure instanceof MailRejection) {
         this.send(reply.replyCode(String(failure.responseCode), `${failure.enhanced} ${failure.message}`));
         log.warn({ recipients: m.to.length, outcome: failure.responseCode, reason: loggableReason(failure), ...cleanupFailures(failure) }, "milter message refused");
+        answered(null, failure.responseCode);
       } else {
-        log.error({ err: errorFields(failure), ...cleanupFailures(failure) }, "milter message failed");
+        const err = errorFields(failure);
+        log.error({ err, ...cleanupFailures(failure) }, "milter message failed");
         this.send(reply.tempfail());
+        answered(null, 451);
+        ctx.meter?.failed("milter", err.code);
       }
     } finally {
       clearInterval(timer);

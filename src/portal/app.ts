@@ -10,7 +10,7 @@ import fastifyView from "@fastify/view";
 import { Eta } from "eta";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
-import { errorFields, type Context, type ErrorFields } from "../core/index.js";
+import { errorFields, type Context, type ErrorFields, type Meter } from "../core/index.js";
 import { TEXTS, pickLang, type Texts } from "./i18n.js";
 import { Limits } from "./limits.js";
 import { accountRoutes } from "./routes/account.js";
@@ -212,15 +212,19 @@ type Failures = WeakMap<FastifyRequest, ErrorFields & { status: number }>;
  *
  * @param app - The fastify app.
  * @param plog - The portal's log.
+ * @param meter - Counts each response by status, and each failure by error code.
  * @returns Where the error handler records a request's error.
  */
-function logRequests(app: FastifyInstance, plog: Logger): Failures {
+function logRequests(app: FastifyInstance, plog: Logger, meter: Meter | undefined): Failures {
   const failures: Failures = new WeakMap();
   app.addHook("onResponse", async (req, reply) => {
     const err = failures.get(req);
     const line = { method: req.method, route: req.routeOptions.url ?? "(none)", status: reply.statusCode, ms: Math.round(reply.elapsedTime), ...(err ? { err } : {}) };
-    if (reply.statusCode >= 500) plog.error(line, "request failed");
-    else if (err) plog.warn(line, "request refused");
+    meter?.response(reply.statusCode);
+    if (reply.statusCode >= 500) {
+      meter?.failed("portal", err?.code ?? null);
+      plog.error(line, "request failed");
+    } else if (err) plog.warn(line, "request refused");
     else plog.info(line, "request");
   });
   return failures;
@@ -350,7 +354,7 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   app.addHook("onSend", async (req, reply) => {
     securityHeaders(req, reply, secure);
   });
-  const failures = logRequests(app, plog);
+  const failures = logRequests(app, plog, ctx.meter);
   const portal = makePortal(ctx, plog, sessions, await formViewsIn(assets.views));
   registerRoutes(app, portal, secure);
   handleErrors(app, portal, failures);

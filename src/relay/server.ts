@@ -105,7 +105,9 @@ async function relayMessage(ctx: Context, transport: Transport, log: Logger, ses
       log.warn({ tx: session.id, outcome: e.responseCode, reason: loggableReason(e), ...cleanupFailures(e) }, "message refused");
       return { outcome: { code: e.responseCode, text: `${e.enhanced} ${e.message}` }, fields };
     }
-    log.error({ tx: session.id, err: errorFields(e), ...cleanupFailures(e) }, "message failed");
+    const err = errorFields(e);
+    log.error({ tx: session.id, err, ...cleanupFailures(e) }, "message failed");
+    ctx.meter?.failed("relay", err.code);
     return { outcome: { code: 451, text: "4.3.0 temporary failure, try again later" }, fields };
   }
 }
@@ -206,7 +208,9 @@ export async function startRelay(ctx: Context, transport: Transport, listen: Lis
     }
     await arrival.ended;
     const outcome = arrival.tooLarge() ? { code: 552, text: `5.3.4 message is larger than ${cfg.maxSize} bytes` } : result.outcome;
-    log.info({ tx: session.id, recipients: session.envelope.rcptTo.length, ...result.fields, outcome: outcome.code, ms: Date.now() - started }, "message");
+    const ms = Date.now() - started;
+    log.info({ tx: session.id, recipients: session.envelope.rcptTo.length, ...result.fields, outcome: outcome.code, ms }, "message");
+    ctx.meter?.mail("relay", typeof result.fields.level === "number" ? result.fields.level : null, outcome.code, ms / 1000);
     return outcome;
   }
 

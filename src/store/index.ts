@@ -1,8 +1,13 @@
 // The public door of src/store: the store interface, the factory that picks its backend,
 // and the backend-specific restore.
 import { EmbeddedStore } from "./embedded.js";
+import type { DatabaseFacts } from "./postgres/inspect.js";
 import type { S3Settings } from "./s3/client.js";
+import type { BucketProbe } from "./s3/probe.js";
 import type { Store } from "./types.js";
+
+export type { DatabaseFacts } from "./postgres/inspect.js";
+export type { BucketProbe, ProbeStep } from "./s3/probe.js";
 
 export type { AccountStore, AttemptStore, BlobStore, RecordStore, ScannedBlob, Store, StoreTx } from "./types.js";
 export { fileStream, renameDurably, writeStream } from "./blobs.js";
@@ -67,5 +72,38 @@ export async function openSharedStore(database: string, blobs: string, s3: S3Set
   } catch (e) {
     client.destroy();
     throw e;
+  }
+}
+
+/**
+ * Reads the shared database's version, schema version and round trip, without migrating or
+ * writing anything (for `praxmail doctor`).
+ *
+ * @param database - `postgres://user:password@host:port/database`.
+ * @param timeoutSeconds - How long to wait for the connection and each query.
+ * @returns The facts, and the oldest PostgreSQL major version the backend supports.
+ * @throws The driver's error when the server cannot be reached or refuses the login.
+ */
+export async function inspectDatabase(database: string, timeoutSeconds: number): Promise<{ facts: DatabaseFacts; minMajor: number }> {
+  const { inspectPostgres, MIN_POSTGRES } = await import("./postgres/inspect.js");
+  return { facts: await inspectPostgres(database, timeoutSeconds), minMajor: MIN_POSTGRES };
+}
+
+/**
+ * Writes, reads back and deletes a small probe object under the blobs' prefix (for
+ * `praxmail doctor`).
+ *
+ * @param blobs - `s3://bucket/prefix`.
+ * @param timeoutSeconds - How long each request may take.
+ * @param s3 - Endpoint, region and credentials; unset ones come from the AWS_* environment.
+ * @returns How the probe went.
+ */
+export async function probeBlobs(blobs: string, timeoutSeconds: number, s3: S3Settings = {}): Promise<BucketProbe> {
+  const [{ parseBlobsUrl }, { s3Client }, { probeBucket }] = await Promise.all([import("./s3/blobs.js"), import("./s3/client.js"), import("./s3/probe.js")]);
+  const client = s3Client(s3);
+  try {
+    return await probeBucket(client, parseBlobsUrl(blobs), timeoutSeconds * 1000);
+  } finally {
+    client.destroy();
   }
 }

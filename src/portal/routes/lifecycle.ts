@@ -6,6 +6,7 @@ import {
   bindInviteSession,
   checkPasswordReset,
   completePasswordReset,
+  errorFields,
   finishSecuPassReset,
   inviteOpen,
   passwordResetQueue,
@@ -31,7 +32,9 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
   // Only the error's code is logged: the token lives in the mail and nowhere else.
   const resets = passwordResetQueue(portal.ctx, (e) => {
     portal.log.error({ err: { code: (e as { code?: unknown }).code ?? null, responseCode: (e as { responseCode?: unknown }).responseCode ?? null } }, "password reset mail failed");
+    portal.ctx.meter?.failed("reset-mail", errorFields(e).code);
   });
+  portal.ctx.meter?.queue("password-reset", () => resets.waiting);
   app.addHook("onClose", () => resets.close());
 
   app.get("/help", async (req, reply) => portal.page(req, reply, "help.eta", {}));
