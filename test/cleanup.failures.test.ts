@@ -20,6 +20,7 @@ import {
 } from "../src/core/index.js";
 import { encryptBytes, generateIdentity, recipientOf } from "../src/crypto/index.js";
 import { openStore, restoreHome, type Store } from "../src/store/index.js";
+import { describeBackends } from "./helpers/backends.js";
 import { cleanup, practiceIdentityOf, tempDir } from "./helpers/cli.js";
 import { streamOf } from "./helpers/streams.js";
 
@@ -42,31 +43,34 @@ const failureOf = (p: Promise<unknown>): Promise<unknown> => p.then(() => expect
 
 const EISDIR = { cleanup: [{ name: "SystemError", code: "ERR_FS_EISDIR", message: expect.stringContaining("is a directory") as unknown }] };
 
-describe("failed cleanups in the store", () => {
-  it("blobs.write: the stream's failure reaches the caller when removing the temp file fails", async () => {
-    const store = openStore(dir);
-    const tmpDir = join(dir, "blobs", "tmp");
+describeBackends("failed cleanups in the store", (backend) => {
+  it("blobs.write: the stream's failure reaches the caller when removing what was written fails", async () => {
+    const store = await backend.open(dir);
     let pulls = 0;
+    let spoiled: Record<string, unknown> = {};
     const data = new ReadableStream<Uint8Array>({
       async pull(ctl) {
+        // More than a part of the shared backend's multipart upload (8 MiB), then a failure.
         if (pulls++ === 0) {
-          ctl.enqueue(new Uint8Array(10));
+          ctl.enqueue(new Uint8Array(9 << 20));
           return;
         }
-        const [partial] = await readdir(tmpDir);
-        await folderInstead(join(tmpDir, partial!));
+        spoiled = await backend.spoilWriteCleanup(dir);
         ctl.error(new Error("upload cut off"));
       },
     });
     try {
       const e = await failureOf(store.blobs.write(data));
       expect(e).toMatchObject({ message: "upload cut off" });
-      expect(cleanupFailures(e)).toEqual(EISDIR);
+      expect(cleanupFailures(e)).toEqual({ cleanup: [spoiled] });
     } finally {
       await store.close();
     }
   });
+});
 
+// Backup and restore of the embedded backend: its database snapshot and staging folder.
+describe("failed cleanups in the embedded store's backup and restore", () => {
   it("backup: the seal's failure reaches the caller when removing the database snapshot fails", async () => {
     const store = openStore(dir);
     const dest = join(dir, "backup");

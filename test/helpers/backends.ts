@@ -4,11 +4,20 @@
 // on first use; every location a test opens gets a database and a blob prefix of its own.
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { CreateMultipartUploadCommand, GetObjectCommand, ListObjectsV2Command, UploadPartCommand, type S3Client } from "@aws-sdk/client-s3";
-import { afterAll, beforeAll, describe } from "vitest";
+import {
+  AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  UploadPartCommand,
+  type S3Client,
+} from "@aws-sdk/client-s3";
+import { afterAll, beforeAll, describe, expect } from "vitest";
 import { openSharedStore, openStore, type Store } from "../../src/store/index.js";
 import { cleanup, tempDir, walk } from "./cli.js";
 import { postgresBin, startPostgres, type TestPostgres } from "./postgres.js";
@@ -43,6 +52,17 @@ export interface Backend {
    * @param where - A location opened before.
    */
   readonly abandonWrite: (where: string) => Promise<void>;
+  /**
+   * Makes the cleanup of the write in progress fail, as a disk or bucket that fails at the
+   * wrong moment. Once the write has stored data, a folder takes the place of its temp file
+   * (removing that fails: EISDIR); its multipart upload, once it holds a part, is aborted
+   * behind its back (aborting it again fails: NoSuchUpload). The write's data stream calls
+   * it before it fails; the shared backend uploads parts of 8 MiB, so it must have sent more.
+   *
+   * @param where - The location of the store that writes.
+   * @returns What the failed cleanup step reports (core's errorFields), to expect.
+   */
+  readonly spoilWriteCleanup: (where: string) => Promise<Record<string, unknown>>;
   /**
    * @param where - A location opened before.
    * @returns Everything the backend keeps at rest for it: every file under where, and for
@@ -104,6 +124,14 @@ const embedded: Backend = {
     await mkdir(tmp, { recursive: true, mode: 0o700 });
     await writeFile(join(tmp, `${randomBytes(16).toString("hex")}.partial`), randomBytes(1000));
   },
+  async spoilWriteCleanup(where) {
+    const tmp = join(where, "blobs", "tmp");
+    const [partial] = await readdir(tmp);
+    if (partial === undefined) throw new Error(`no write in progress under ${tmp}`);
+    await rm(join(tmp, partial));
+    await mkdir(join(tmp, partial));
+    return { name: "SystemError", code: "ERR_FS_EISDIR", message: expect.stringContaining("is a directory") as unknown };
+  },
   async atRest(where) {
     return Promise.all((await walk(where)).map(async (f) => ({ name: f, bytes: await readFile(f) })));
   },
@@ -135,6 +163,21 @@ const shared: Backend = {
     const Key = `${prefix}blobs/${name.slice(0, 2)}/${name}.age`;
     const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key }));
     await client.send(new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber: 1, Body: randomBytes(1000) }));
+  },
+  async spoilWriteCleanup(where) {
+    const { client, bucket, prefix } = await locate(where);
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+      const { Uploads = [] } = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
+      const [upload, ...more] = Uploads;
+      if (upload === undefined) continue;
+      if (more.length > 0) throw new Error(`more than one write in progress under ${prefix}`);
+      const at = { Bucket: bucket, Key: upload.Key, UploadId: upload.UploadId };
+      const { Parts = [] } = await client.send(new ListPartsCommand(at));
+      if (Parts.length === 0) continue;
+      await client.send(new AbortMultipartUploadCommand(at));
+      return { name: "NoSuchUpload", code: null, message: expect.any(String) as unknown };
+    }
+    throw new Error(`no multipart upload with a part under ${prefix} within 60 s`);
   },
   async atRest(where) {
     const { url, client, bucket, prefix } = await locate(where);
