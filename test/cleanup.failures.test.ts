@@ -1,8 +1,10 @@
 // A cleanup that fails after a failure never replaces it: the caller gets the first failure,
 // and what the cleanup threw travels with it (cleanupFailures) for the adapter's one log line.
 // The cleanups are made to fail for real: a file the cleanup removes is replaced by a folder
-// (rm without recursive: EISDIR), or home by a file (ENOTDIR). Read-only folders would not
-// do, since the tests may run as root.
+// (rm without recursive: EISDIR), or home by a file (ENOTDIR); on the shared backend, a
+// multipart upload is aborted behind the writer's back (NoSuchUpload). Read-only folders
+// would not do, since the tests may run as root. What concerns the store or a real store runs
+// on both backends (helpers/backends.ts).
 import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -172,12 +174,16 @@ describe("failed cleanups in core", () => {
     // The other file written is removed all the same.
     expect(await readdir(out)).toEqual(["message.txt"]);
   });
+});
+
+describeBackends("failed cleanups in core on a real store", (backend) => {
+  const email = "p@example.org";
 
   it("exportDelivery: a damaged blob is what the caller hears when removing the files written fails", async () => {
     const home = join(dir, "home");
     await mkdir(home);
     await initPractice(home, { practiceName: "Praxis Dr. Weber", practiceEmail: "praxis@praxis-weber.example", recipientType: "x25519", keyring: false });
-    const real = openStore(home);
+    const real = await backend.open(home);
     const base: Context = { home, config: loadConfig(home), store: real, notifier: { send: () => Promise.resolve() }, actor: "test", now: () => new Date() };
     try {
       const file = (name: string) => ({ name, open: () => streamOf(new TextEncoder().encode(name)) });
