@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { readdir, readlink } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { openStore, type PatientRow, type Store } from "../src/store/index.js";
+import { openStore, type DeliveryRow, type PatientRow, type Store } from "../src/store/index.js";
 import { describeBackends } from "./helpers/backends.js";
 import { cleanup, tempDir } from "./helpers/cli.js";
 import { sleep } from "./helpers/crash.js";
@@ -171,6 +171,116 @@ describeBackends("store contract", ({ open }) => {
     expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 1234 }, (_, i) => i + 1));
     expect((await collect(store.auditRows(1200))).map((r) => r.action)).toEqual(Array.from({ length: 34 }, (_, i) => `a${1200 + i}`));
     expect(await store.verifyAudit()).toMatchObject({ ok: true, rows: 1234 });
+  });
+
+  it("counts attempts under every claim or none, up to each limit; gives back only within the window", async () => {
+    const t = AT.getTime();
+    const W = 60_000;
+    const ip = { key: "ip", max: 3, windowMs: W };
+    const user = { key: "user", max: 1, windowMs: W };
+    const { attempts } = store;
+    expect(await attempts.reserve([ip, user], t)).toEqual([{ key: "ip", until: t + W }, { key: "user", until: t + W }]);
+    // user is used up: nothing is counted, under ip neither, so ip has two attempts left.
+    expect(await attempts.reserve([ip, user], t + 1)).toBeNull();
+    expect(await attempts.reserve([ip], t + 2)).toEqual([{ key: "ip", until: t + W }]);
+    const third = await attempts.reserve([ip], t + 3);
+    expect(third).toEqual([{ key: "ip", until: t + W }]);
+    expect(await attempts.reserve([ip], t + 4)).toBeNull();
+    await attempts.release(third!);
+    expect(await attempts.reserve([ip], t + 5)).toEqual([{ key: "ip", until: t + W }]);
+    expect(await attempts.reserve([ip], t + 6)).toBeNull();
+    // The window has ended: counting starts again, and an attempt of the old window is not given back.
+    expect(await attempts.reserve([user], t + W)).toEqual([{ key: "user", until: t + 2 * W }]);
+    await attempts.release([{ key: "user", until: t + W }]);
+    expect(await attempts.reserve([user], t + W + 1)).toBeNull();
+    expect(await attempts.purge(t + W)).toBe(1);
+    expect(await attempts.reserve([ip], t + W + 2)).toEqual([{ key: "ip", until: t + 2 * W + 2 }]);
+    await attempts.clear("user");
+    expect(await attempts.reserve([user], t + W + 3)).toEqual([{ key: "user", until: t + 2 * W + 3 }]);
+    // Inside a transaction too: a refused claim counts nothing, and the transaction goes on.
+    const fresh = { key: "fresh", max: 1, windowMs: W };
+    const refused = await store.transaction(async (tx) => {
+      const r = await tx.attempts.reserve([fresh, user], t + W + 4);
+      await tx.records.insertPatient(patientRow("a@example.org"));
+      return r;
+    });
+    expect(refused).toBeNull();
+    expect((await store.records.patient("a@example.org"))?.email).toBe("a@example.org");
+    expect(await attempts.reserve([fresh], t + W + 5)).toEqual([{ key: "fresh", until: t + 2 * W + 5 }]);
+  });
+
+  it("gives each attempt, reset link and first download to one caller, however many handles race for it", async () => {
+    const other = await open(where);
+    others.push(other);
+    const t = AT.getTime();
+    const claim = [{ key: "login", max: 5, windowMs: 60_000 }];
+    const taken = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? store : other).attempts.reserve(claim, t)));
+    expect(taken.filter((h) => h !== null)).toHaveLength(5);
+    await store.accounts.insertReset({ hash: "r1", email: "a@example.org", createdAt: AT.toISOString(), expiresAt: "2026-05-04T11:00:00.000Z", usedAt: null });
+    const used = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? store : other).accounts.useReset("r1", AT.toISOString())));
+    expect(used.filter(Boolean)).toHaveLength(1);
+    expect(await store.accounts.reset("r1")).toMatchObject({ usedAt: AT.toISOString() });
+    const delivery: DeliveryRow = {
+      id: "d1",
+      recipient: "a@example.org",
+      level: 3,
+      status: "ready",
+      subject: null,
+      sender: null,
+      createdAt: AT.toISOString(),
+      expiresAt: "2026-06-03T10:00:00.000Z",
+      downloadedAt: null,
+      endedAt: null,
+      sourceKey: null,
+      sentAt: AT.toISOString(),
+      remindedAt: null,
+    };
+    await store.transaction((tx) => tx.records.insertDelivery(delivery, [], [], { hash: "t1", deliveryId: "d1", email: "a@example.org", createdAt: AT.toISOString() }));
+    const first = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? store : other).records.markDownloaded("d1", new Date(AT.getTime() + i).toISOString())));
+    expect(first.filter(Boolean)).toHaveLength(1);
+    expect(await store.records.delivery("d1")).toMatchObject({ status: "downloaded", downloadedAt: new Date(AT.getTime() + first.indexOf(true)).toISOString() });
+  });
+
+  it("writes a session only for a patient who exists and is not revoked, and ends every session of a patient", async () => {
+    const session = (idHash: string, email: string) => ({ idHash, email, csrf: "c", createdAt: AT.toISOString(), lastSeen: AT.toISOString() });
+    await store.transaction((tx) => tx.records.insertPatient(patientRow("a@example.org")));
+    expect(await store.records.insertSession(session("s1", "a@example.org"))).toBe(true);
+    expect(await store.records.insertSession(session("s2", "a@example.org"))).toBe(true);
+    expect(await store.records.insertSession(session("s3", "nobody@example.org"))).toBe(false);
+    expect(await store.records.session("s3")).toBeUndefined();
+    expect(await store.records.session("s1")).toMatchObject({ email: "a@example.org", csrf: "c" });
+    await store.transaction((tx) => tx.records.updatePatient({ ...patientRow("a@example.org"), status: "revoked", revokedAt: AT.toISOString() }));
+    expect(await store.records.insertSession(session("s4", "a@example.org"))).toBe(false);
+    expect(await store.records.deleteSessionsOf("a@example.org")).toBe(2);
+    expect(await store.records.session("s1")).toBeUndefined();
+  });
+
+  it("gives a wrap's ciphertext back byte for byte", async () => {
+    const ciphertext = new Uint8Array(randomBytes(4096));
+    ciphertext.set([0, 0, 39, 92, 0], 0);
+    const delivery: DeliveryRow = {
+      id: "d1",
+      recipient: "a@example.org",
+      level: 3,
+      status: "pending-approval",
+      subject: "Befund",
+      sender: null,
+      createdAt: AT.toISOString(),
+      expiresAt: "2026-06-03T10:00:00.000Z",
+      downloadedAt: null,
+      endedAt: null,
+      sourceKey: "msg-1/a",
+      sentAt: null,
+      remindedAt: null,
+    };
+    const wrap = { deliveryId: "d1", holder: "practice" as const, recipient: "age1practice", ciphertext, createdAt: AT.toISOString() };
+    await store.transaction((tx) => tx.records.insertDelivery(delivery, [], [wrap], { hash: "t1", deliveryId: "d1", email: "a@example.org", createdAt: AT.toISOString() }));
+    const got = await store.records.wrap("d1", "practice");
+    expect(Buffer.from(got!.ciphertext).equals(Buffer.from(ciphertext))).toBe(true);
+    expect(await store.records.deliveryBySource("msg-1/a")).toEqual(delivery);
+    // Not yet sent: invisible to the lists, due for gc's unsent check.
+    expect(await store.records.deliveries()).toEqual([]);
+    expect(await store.records.unsentBefore("2026-05-04T10:00:00.001Z")).toEqual(["d1"]);
   });
 
   it("gives a blob back byte for byte, with its size", async () => {
