@@ -46,7 +46,7 @@ const failureOf = (p: Promise<unknown>): Promise<unknown> => p.then(() => expect
 const EISDIR = { cleanup: [{ name: "SystemError", code: "ERR_FS_EISDIR", message: expect.stringContaining("is a directory") as unknown }] };
 
 describeBackends("failed cleanups in the store", (backend) => {
-  it("blobs.write: the stream's failure reaches the caller when removing what was written fails", async () => {
+  it("blobs.write: the stream's failure reaches the caller when removing the temp file fails (aborting the upload, on S3)", async () => {
     const store = await backend.open(dir);
     let pulls = 0;
     let spoiled: Record<string, unknown> = {};

@@ -322,7 +322,7 @@ describeBackends("core", (backend) => {
       expect((await ctx.store.records.patient("p@example.org"))!.status).toBe("revoked");
     });
 
-    it("gc expires what is due and removes orphaned blobs and unfinished writes past the grace time", async () => {
+    it("gc expires what is due and removes orphaned blobs and temp files past the grace time (an unfinished upload, on S3)", async () => {
       // Blobs get the machine's time, so the clock is set around it: d expires 90 minutes
       // from now, keep in expiryDays; the orphan and the unfinished write are made now.
       const start = Date.now();

@@ -196,17 +196,23 @@ const shared: Backend = {
   },
 };
 
+/** What {@link describeBackends} adds to a suite's title on each backend (docs.test.ts reads it). */
+export const ON_BACKEND = {
+  embedded: "on the embedded backend (SQLite + files)",
+  shared: "on the shared backend on real engines (PostgreSQL + S3)",
+} as const;
+
 /**
  * Runs a suite once on the embedded backend and once on the shared one (PostgreSQL + S3).
  * The shared run is skipped, with a printed reason, only when the engines are not installed;
  * with PRAXMAIL_REQUIRE_E2E=1 (CI) that fails instead. Call it at the top level of a test
  * file: the engines start on the first shared suite that runs and stop after the file.
  *
- * @param title - The suite's title; each run adds the backend's name.
+ * @param title - The suite's title; each run adds ", " and its {@link ON_BACKEND} text.
  * @param suite - Declares the tests (describe, it, hooks) against a backend.
  */
 export function describeBackends(title: string, suite: (backend: Backend) => void): void {
-  describe(`${title} [embedded]`, () => {
+  describe(`${title}, ${ON_BACKEND.embedded}`, () => {
     suite(embedded);
   });
   const present = enginesInstalled();
@@ -214,7 +220,7 @@ export function describeBackends(title: string, suite: (backend: Backend) => voi
     stopRegistered = true;
     afterAll(stopEngines);
   }
-  describe.runIf(present)(`${title} [shared: PostgreSQL + S3]`, () => {
+  describe.runIf(present)(`${title}, ${ON_BACKEND.shared}`, () => {
     beforeAll(async () => {
       engines ??= startEngines();
       await engines;
