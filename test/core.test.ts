@@ -3,9 +3,11 @@
 import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   PraxmailError,
+  addReplyPart,
   approvePatients,
   beginSecuPassReset,
   DEFAULTS,
@@ -14,18 +16,22 @@ import {
   Intake,
   collectGarbage,
   createDelivery,
+  finishReply,
   getDelivery,
   initPractice,
   markSent,
   listDeliveries,
+  listReplies,
   patientKdf,
   loadConfig,
   loadPracticeIdentity,
   readPracticeIdentity,
+  receiveReply,
   registerPatient,
   revokeDelivery,
   revokePatient,
   setSecuPassRecipient,
+  startReply,
   type Context,
   type DeliveryInput,
   type Notification,
@@ -34,6 +40,7 @@ import {
 import {
   decryptBytes,
   decryptStream,
+  encryptBytes,
   generateIdentity,
   practiceSigningKey,
   recipientOf,
@@ -427,6 +434,70 @@ describeBackends("core", (backend) => {
       await intake.addFile("a.pdf", streamOf(randomBytes(1000)));
       expect((await ctx.store.blobs.scan()).filter((b) => !b.temp)).toHaveLength(2);
       await intake.abort();
+      expect(await ctx.store.blobs.scan()).toEqual([]);
+    });
+  });
+
+  describe("replies", () => {
+    const email = "p@example.org";
+    /** An upload as the portal gets it: a part encrypted to the practice in the browser. */
+    const sealed = async (data: Uint8Array | string): Promise<Buffer> => Buffer.from(await encryptBytes(data, [ctx.config.practiceRecipient]));
+    const approved = async (): Promise<void> => {
+      await patient(email);
+      await approvePatients(ctx, [await target(email)], practiceIdentity);
+    };
+    const message = (text: string, files: string[]) => sealed(JSON.stringify({ v: 1, text, files }));
+
+    it("an approved patient's reply is stored part by part, and the practice receives it byte for byte", async () => {
+      await approved();
+      const id = await startReply(ctx, email, null);
+      const attachment = randomBytes(300_000);
+      await addReplyPart(ctx, email, id, "message", Readable.from([await message("Guten Tag, anbei der Befund.", ["Befund.pdf"])]));
+      await addReplyPart(ctx, email, id, "file", Readable.from([await sealed(attachment)]));
+      expect(await listReplies(ctx)).toEqual([]);
+      await finishReply(ctx, email, id);
+      expect(sent.at(-1)).toEqual({ kind: "reply", to: "praxis@praxis-weber.example", replyId: id });
+      expect(await listReplies(ctx)).toMatchObject([{ id, from: email, status: "new", files: 1 }]);
+      const out = join(home, "eingang");
+      const written = await receiveReply(ctx, id, practiceIdentity, out);
+      expect(written.map((p) => p.slice(p.lastIndexOf("/") + 1))).toEqual(["message.txt", "Befund.pdf"]);
+      expect(await readFile(join(out, "message.txt"), "utf8")).toBe("Guten Tag, anbei der Befund.");
+      expect((await readFile(join(out, "Befund.pdf"))).equals(attachment)).toBe(true);
+      expect(await listReplies(ctx)).toMatchObject([{ id, status: "received" }]);
+    });
+
+    it("a part that is not an age file, or that arrives while the patient is revoked, leaves no blob", async () => {
+      await approved();
+      const id = await startReply(ctx, email, null);
+      const notAge = Readable.from([Buffer.from("kein age\n".repeat(10_000))]);
+      await expect(addReplyPart(ctx, email, id, "message", notAge)).rejects.toMatchObject({ code: "invalid-input", message: "upload is not an age file" });
+      expect(await ctx.store.blobs.scan()).toEqual([]);
+      // The practice revokes the patient while the part streams in: it is stored, then refused
+      // where it would be recorded, and its blob goes again.
+      const part = await message("Hallo", []);
+      const revoking = Readable.from(
+        (async function* () {
+          yield part.subarray(0, 100);
+          await revokePatient(ctx, email);
+          yield part.subarray(100);
+        })(),
+      );
+      await expect(addReplyPart(ctx, email, id, "message", revoking)).rejects.toMatchObject({ name: "ReplyRefusedError", status: "revoked" });
+      expect(await ctx.store.accounts.reply(id)).toBeUndefined();
+      expect(await ctx.store.blobs.scan()).toEqual([]);
+    });
+
+    it("gc drops a reply whose upload never finished, and its parts' blobs, after an hour", async () => {
+      await approved();
+      const id = await startReply(ctx, email, null);
+      await addReplyPart(ctx, email, id, "message", Readable.from([await message("Hallo", ["a.pdf"])]));
+      expect(await ctx.store.blobs.scan()).toHaveLength(1);
+      clock = new Date(clock.getTime() + 59 * 60_000);
+      expect((await collectGarbage(ctx, 0)).unfinishedReplies).toBe(0);
+      expect(await ctx.store.blobs.scan()).toHaveLength(1);
+      clock = new Date(clock.getTime() + 2 * 60_000);
+      expect((await collectGarbage(ctx, 0)).unfinishedReplies).toBe(1);
+      expect(await ctx.store.accounts.reply(id)).toBeUndefined();
       expect(await ctx.store.blobs.scan()).toEqual([]);
     });
   });
