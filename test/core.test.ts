@@ -10,12 +10,16 @@ import {
   addReplyPart,
   approvePatients,
   beginSecuPassReset,
+  checkPasswordReset,
+  completePasswordReset,
   DEFAULTS,
   checkPracticeIdentity,
   finishSecuPassReset,
   Intake,
   collectGarbage,
   createDelivery,
+  deliveriesForPatient,
+  fileForDownload,
   finishReply,
   getDelivery,
   initPractice,
@@ -23,11 +27,14 @@ import {
   listDeliveries,
   listReplies,
   patientKdf,
+  patientWrap,
   loadConfig,
   loadPracticeIdentity,
   readPracticeIdentity,
   receiveReply,
   registerPatient,
+  requestPasswordReset,
+  resolveLink,
   revokeDelivery,
   revokePatient,
   setSecuPassRecipient,
@@ -435,6 +442,56 @@ describeBackends("core", (backend) => {
       expect((await ctx.store.blobs.scan()).filter((b) => !b.temp)).toHaveLength(2);
       await intake.abort();
       expect(await ctx.store.blobs.scan()).toEqual([]);
+    });
+  });
+
+  describe("patient access", () => {
+    const token = (link: string): string => link.slice(link.lastIndexOf("/") + 1);
+
+    it("a level-3 link leads from register to login to the delivery; the first download is recorded once, and the patient's wrap opens the file", async () => {
+      const data = randomBytes(100_000);
+      const d = await send({ recipient: "p@example.org", level: 3, files: [file("Befund.pdf", data)] });
+      expect(await resolveLink(ctx, token(d.link), null)).toEqual({ kind: "register", email: "p@example.org" });
+      const u = await patient("p@example.org");
+      expect(await resolveLink(ctx, token(d.link), null)).toEqual({ kind: "login", email: "p@example.org" });
+      expect(await resolveLink(ctx, token(d.link), "q@example.org")).toEqual({ kind: "other-account" });
+      expect(await resolveLink(ctx, token(d.link), "p@example.org")).toMatchObject({ kind: "wait", email: "p@example.org" });
+      await approvePatients(ctx, [await target("p@example.org")], practiceIdentity);
+      const access = await resolveLink(ctx, token(d.link), "p@example.org");
+      expect(access).toMatchObject({ kind: "deliver", delivery: { id: d.id, status: "ready", files: [{ name: "Befund.pdf", size: data.length }] } });
+      const view = (await deliveriesForPatient(ctx, "p@example.org"))[0]!;
+      ctx = { ...ctx, config: { ...ctx.config, notifyOnDownload: true } };
+      const keys = await Promise.all([1, 2, 3].map(() => fileForDownload(ctx, view, view.files[0]!.id)));
+      expect(new Set(keys).size).toBe(1);
+      expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "delivery.download").map((r) => r.subject)).toEqual([d.id]);
+      expect(sent.filter((n) => n.kind === "downloaded")).toHaveLength(1);
+      expect(await ctx.store.records.delivery(d.id)).toMatchObject({ status: "downloaded", downloadedAt: clock.toISOString() });
+      const dk = await unwrapIdentity(await patientWrap(ctx, view), u);
+      expect((await readAll(await decryptStream(ctx.store.blobs.read(keys[0]!), [dk]))).equals(data)).toBe(true);
+      await revokeDelivery(ctx, d.id);
+      expect(await resolveLink(ctx, token(d.link), "p@example.org")).toEqual({ kind: "gone", status: "revoked" });
+      expect(await deliveriesForPatient(ctx, "p@example.org")).toEqual([]);
+    });
+
+    it("a password reset link works once and ends every session; a second use is refused", async () => {
+      await patient("p@example.org");
+      const session = (idHash: string) => ({ idHash, email: "p@example.org", csrf: "c", createdAt: clock.toISOString(), lastSeen: clock.toISOString() });
+      expect(await ctx.store.records.insertSession(session("s1"))).toBe(true);
+      expect(await ctx.store.records.insertSession(session("s2"))).toBe(true);
+      await requestPasswordReset(ctx, "P@Example.org");
+      const mail = sent.find((n): n is Extract<Notification, { kind: "password-reset" }> => n.kind === "password-reset");
+      expect(mail).toMatchObject({ to: "p@example.org" });
+      const t = token(mail!.link);
+      expect(await checkPasswordReset(ctx, t)).toBe("p@example.org");
+      const before = (await ctx.store.records.patient("p@example.org"))!.passwordHash;
+      const results = await Promise.allSettled([completePasswordReset(ctx, t, "ein neues Passwort 1"), completePasswordReset(ctx, t, "ein neues Passwort 2")]);
+      expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+      expect(results.find((r) => r.status === "rejected")).toMatchObject({ reason: { code: "wrong-state", message: "the reset link is unknown, used or expired" } });
+      expect((await ctx.store.records.patient("p@example.org"))!.passwordHash).not.toBe(before);
+      expect(await ctx.store.records.session("s1")).toBeUndefined();
+      expect(await ctx.store.records.session("s2")).toBeUndefined();
+      expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "patient.password-reset")).toHaveLength(1);
+      await expect(checkPasswordReset(ctx, t)).rejects.toMatchObject({ code: "wrong-state" });
     });
   });
 
