@@ -96,13 +96,21 @@ function enginesInstalled(): boolean {
 async function startEngines(): Promise<Engines> {
   const dir = await tempDir("praxmail-be-");
   const [pg, s3] = await Promise.allSettled([startPostgres(join(dir, "pg")), startS3(join(dir, "s3"))]);
-  if (pg.status === "rejected" || s3.status === "rejected") {
+  const stop = async (): Promise<void> => {
     await Promise.allSettled([pg.status === "fulfilled" && pg.value.stop(), s3.status === "fulfilled" && s3.value.stop()]);
     await cleanup(dir);
+  };
+  if (pg.status === "rejected" || s3.status === "rejected") {
+    await stop();
     throw new Error("the test engines did not start", { cause: pg.status === "rejected" ? pg.reason : (s3 as PromiseRejectedResult).reason });
   }
-  const bucket = await s3.value.bucket("praxmail-tests");
-  return { dir, pg: pg.value, s3: s3.value, client: s3.value.client(), bucket, locations: new Map() };
+  try {
+    const bucket = await s3.value.bucket("praxmail-tests");
+    return { dir, pg: pg.value, s3: s3.value, client: s3.value.client(), bucket, locations: new Map() };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
 }
 
 async function stopEngines(): Promise<void> {
