@@ -1,8 +1,10 @@
 // A cleanup that fails after a failure never replaces it: the caller gets the first failure,
 // and what the cleanup threw travels with it (cleanupFailures) for the adapter's one log line.
 // The cleanups are made to fail for real: a file the cleanup removes is replaced by a folder
-// (rm without recursive: EISDIR), or home by a file (ENOTDIR). Read-only folders would not
-// do, since the tests may run as root.
+// (rm without recursive: EISDIR), or home by a file (ENOTDIR); on the shared backend, a
+// multipart upload is aborted behind the writer's back (NoSuchUpload). Read-only folders
+// would not do, since the tests may run as root. What concerns the store or a real store runs
+// on both backends (helpers/backends.ts).
 import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -20,6 +22,7 @@ import {
 } from "../src/core/index.js";
 import { encryptBytes, generateIdentity, recipientOf } from "../src/crypto/index.js";
 import { openStore, restoreHome, type Store } from "../src/store/index.js";
+import { describeBackends } from "./helpers/backends.js";
 import { cleanup, practiceIdentityOf, tempDir } from "./helpers/cli.js";
 import { streamOf } from "./helpers/streams.js";
 
@@ -42,31 +45,34 @@ const failureOf = (p: Promise<unknown>): Promise<unknown> => p.then(() => expect
 
 const EISDIR = { cleanup: [{ name: "SystemError", code: "ERR_FS_EISDIR", message: expect.stringContaining("is a directory") as unknown }] };
 
-describe("failed cleanups in the store", () => {
-  it("blobs.write: the stream's failure reaches the caller when removing the temp file fails", async () => {
-    const store = openStore(dir);
-    const tmpDir = join(dir, "blobs", "tmp");
+describeBackends("failed cleanups in the store", (backend) => {
+  it("blobs.write: the stream's failure reaches the caller when removing the temp file fails (aborting the upload, on S3)", async () => {
+    const store = await backend.open(dir);
     let pulls = 0;
+    let spoiled: Record<string, unknown> = {};
     const data = new ReadableStream<Uint8Array>({
       async pull(ctl) {
+        // More than a part of the shared backend's multipart upload (8 MiB), then a failure.
         if (pulls++ === 0) {
-          ctl.enqueue(new Uint8Array(10));
+          ctl.enqueue(new Uint8Array(9 << 20));
           return;
         }
-        const [partial] = await readdir(tmpDir);
-        await folderInstead(join(tmpDir, partial!));
+        spoiled = await backend.spoilWriteCleanup(dir);
         ctl.error(new Error("upload cut off"));
       },
     });
     try {
       const e = await failureOf(store.blobs.write(data));
       expect(e).toMatchObject({ message: "upload cut off" });
-      expect(cleanupFailures(e)).toEqual(EISDIR);
+      expect(cleanupFailures(e)).toEqual({ cleanup: [spoiled] });
     } finally {
       await store.close();
     }
   });
+});
 
+// Backup and restore of the embedded backend: its database snapshot and staging folder.
+describe("failed cleanups in the embedded store's backup and restore", () => {
   it("backup: the seal's failure reaches the caller when removing the database snapshot fails", async () => {
     const store = openStore(dir);
     const dest = join(dir, "backup");
@@ -168,12 +174,16 @@ describe("failed cleanups in core", () => {
     // The other file written is removed all the same.
     expect(await readdir(out)).toEqual(["message.txt"]);
   });
+});
+
+describeBackends("failed cleanups in core on a real store", (backend) => {
+  const email = "p@example.org";
 
   it("exportDelivery: a damaged blob is what the caller hears when removing the files written fails", async () => {
     const home = join(dir, "home");
     await mkdir(home);
     await initPractice(home, { practiceName: "Praxis Dr. Weber", practiceEmail: "praxis@praxis-weber.example", recipientType: "x25519", keyring: false });
-    const real = openStore(home);
+    const real = await backend.open(home);
     const base: Context = { home, config: loadConfig(home), store: real, notifier: { send: () => Promise.resolve() }, actor: "test", now: () => new Date() };
     try {
       const file = (name: string) => ({ name, open: () => streamOf(new TextEncoder().encode(name)) });

@@ -1,6 +1,7 @@
 // The specification of the retry rules (src/core/retry.ts): every pair of state and event,
 // legal or not; what a retry does with the delivery an earlier attempt left; what an attempt's
-// outcome discards. Then the same rules where core/deliveries.ts asks them, on a real store.
+// outcome discards. Then the same rules where core/deliveries.ts asks them, on a real store of
+// each backend.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   Intake,
@@ -22,7 +23,8 @@ import {
   type DeliveryState,
   type RetryAction,
 } from "../src/core/index.js";
-import { openStore, type DeliveryStatus } from "../src/store/index.js";
+import type { DeliveryStatus } from "../src/store/index.js";
+import { describeBackends } from "./helpers/backends.js";
 import { cleanup, tempDir } from "./helpers/cli.js";
 import { collect } from "./helpers/store.js";
 import { streamOf } from "./helpers/streams.js";
@@ -157,14 +159,14 @@ describe("what an attempt's outcome discards", () => {
   });
 });
 
-describe("core/deliveries.ts asks the rules", () => {
+describeBackends("core/deliveries.ts asks the rules", (backend) => {
   let home: string;
   let ctx: Context;
 
   beforeAll(async () => {
     home = await tempDir();
     await initPractice(home, { practiceName: "Praxis Dr. Weber", practiceEmail: "praxis@praxis-weber.example", recipientType: "x25519", keyring: false });
-    ctx = { home, config: loadConfig(home), store: openStore(home), notifier: { send: () => Promise.resolve() }, actor: "test", now: () => new Date() };
+    ctx = { home, config: loadConfig(home), store: await backend.open(home), notifier: { send: () => Promise.resolve() }, actor: "test", now: () => new Date() };
   });
   afterAll(async () => {
     await ctx.store.close();

@@ -4,6 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { describe, expect, it } from "vitest";
+import { ON_BACKEND } from "./helpers/backends.js";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const security = readFileSync(resolve(ROOT, "SECURITY.md"), "utf8");
@@ -12,11 +13,18 @@ const linksIn = (doc: string): { text: string; file: string }[] => [...doc.match
 const links = linksIn(security);
 const readmeLinks = linksIn(readFileSync(resolve(ROOT, "README.md"), "utf8"));
 
-/** The names given to it/describe/test in a test file, as written (template parts included). */
+/**
+ * The names given to it/describe/test in a test file, as written (template parts included),
+ * and those of describeBackends, once for each backend.
+ */
 function testNames(source: string): string[] {
   const names: string[] = [];
-  const call = /\b(?:it|describe|test)(?:\.(?:each\([^)]*\)|runIf\([^)]*\)|skipIf\([^)]*\)))*\(\s*(["'`])((?:\\.|(?!\1)[^\\])*)\1/g;
-  for (const m of source.matchAll(call)) names.push((m[2] ?? "").replace(/\\(.)/g, "$1"));
+  const call = /\b(it|describe|describeBackends|test)(?:\.(?:each\([^)]*\)|runIf\([^)]*\)|skipIf\([^)]*\)))*\(\s*(["'`])((?:\\.|(?!\2)[^\\])*)\2/g;
+  for (const m of source.matchAll(call)) {
+    const name = (m[3] ?? "").replace(/\\(.)/g, "$1");
+    if (m[1] === "describeBackends") names.push(...Object.values(ON_BACKEND).map((on) => `${name}, ${on}`));
+    else names.push(name);
+  }
   return names;
 }
 
@@ -49,5 +57,7 @@ describe("SECURITY.md", () => {
   it("the check can fail: a name no test has is not found", () => {
     expect(testNames(readFileSync(resolve(ROOT, "test/docs.test.ts"), "utf8"))).toContain("every linked test exists under that name");
     expect(testNames(readFileSync(resolve(ROOT, "test/core.test.ts"), "utf8")).some((n) => n.includes("no such test name anywhere"))).toBe(false);
+    // A suite of describeBackends is named once for each backend.
+    expect(testNames(readFileSync(resolve(ROOT, "test/store.contract.test.ts"), "utf8"))).toContain(`store contract, ${ON_BACKEND.shared}`);
   });
 });

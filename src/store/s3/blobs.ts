@@ -15,6 +15,7 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
+import { cleanUpAfter } from "../cleanup.js";
 import type { BlobStore, ScannedBlob } from "../types.js";
 
 /** A blob's key, as the embedded backend names it. */
@@ -66,20 +67,23 @@ export class S3Blobs implements BlobStore {
    *
    * @param data - The bytes, usually age ciphertext.
    * @returns The blob's key, once the upload is complete (durable in the bucket).
-   * @throws If the stream or the upload fails; the upload is aborted, no object is left.
+   * @throws If the stream or the upload fails; the upload is aborted, no object is left
+   *   (an abort that fails travels with the failure: cleanUpAfter).
    */
   async write(data: ReadableStream<Uint8Array>): Promise<string> {
     const name = randomBytes(16).toString("hex");
     const key = `blobs/${name.slice(0, 2)}/${name}.age`;
-    const upload = new Upload({
-      client: this.s3,
-      params: { Bucket: this.at.bucket, Key: this.object(key), Body: Readable.fromWeb(data) },
-      partSize: PART_SIZE,
-      queueSize: QUEUE,
-    });
-    // On any failure lib-storage aborts the multipart upload itself (leavePartsOnError is
-    // off); what a dead node leaves behind, scan() finds and gc aborts.
-    await upload.done();
+    const at = { Bucket: this.at.bucket, Key: this.object(key) };
+    // lib-storage would abort the multipart upload itself, but an abort that fails then
+    // replaces the failure the caller must hear: the upload is aborted here instead, as a
+    // cleanup step. What a dead node leaves behind, scan() finds and gc aborts.
+    const upload = new Upload({ client: this.s3, params: { ...at, Body: Readable.fromWeb(data) }, partSize: PART_SIZE, queueSize: QUEUE, leavePartsOnError: true });
+    try {
+      await upload.done();
+    } catch (e) {
+      const { uploadId } = upload;
+      throw await cleanUpAfter(e, uploadId === undefined ? [] : [() => this.s3.send(new AbortMultipartUploadCommand({ ...at, UploadId: uploadId }))]);
+    }
     return key;
   }
 
