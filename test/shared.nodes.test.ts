@@ -4,7 +4,7 @@
 // across nodes. gc's lock is also checked on one home with two processes (embedded).
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile, readdir, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { pino } from "pino";
@@ -42,6 +42,12 @@ async function patchConfig(home: string, patch: Record<string, unknown>): Promis
   const file = join(home, "config.json");
   const config = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
   await writeFile(file, JSON.stringify({ ...config, ...patch }), { mode: 0o600 });
+}
+
+/** Adds a node by hand, as the man page says: a copy of config.json, the identity file and portal-signing.key (mode 0600). */
+async function copyNode(from: string, to: string): Promise<void> {
+  await mkdir(to, { mode: 0o700 });
+  for (const f of ["config.json", "practice-identity.txt", "portal-signing.key"]) await copyFile(join(from, f), join(to, f));
 }
 
 /** Audit actions of a store, counted. */
@@ -160,7 +166,7 @@ describe.runIf(ENGINES)("nodes of one practice on the shared backend (PostgreSQL
 
   it("a node whose config.json pins other keys or another address refuses every command and serve, naming what differs and no secret", async () => {
     await freshBackend("pins");
-    expect((await node("pins-b", ["init", "--join", home("pins-a")])).code).toBe(0);
+    await copyNode(home("pins-a"), home("pins-b"));
     const other = (await node("pins-o", ["init", ...OTHER, "--json"])).stdout;
     const { approvalKey } = JSON.parse(other) as { approvalKey: string };
     await patchConfig(home("pins-b"), { approvalKey });
@@ -189,7 +195,7 @@ describe.runIf(ENGINES)("nodes of one practice on the shared backend (PostgreSQL
 
   it("a used invite stays used on every node when the database row is put back to 'no key yet', bound to the same session", async () => {
     await freshBackend("invite");
-    expect((await node("invite-b", ["init", "--join", home("invite-a")])).code).toBe(0);
+    await copyNode(home("invite-a"), home("invite-b"));
     const practice = await practiceIdentityOf(home("invite-a"));
     const a = await openContext({ home: home("invite-a") }, "portal");
     const b = await openContext({ home: home("invite-b") }, "portal");
@@ -217,7 +223,7 @@ describe.runIf(ENGINES)("nodes of one practice on the shared backend (PostgreSQL
 
   it("a session made on one node is valid on another, and the login limit counts across both", async () => {
     await freshBackend("portal");
-    expect((await node("portal-b", ["init", "--join", home("portal-a")])).code).toBe(0);
+    await copyNode(home("portal-a"), home("portal-b"));
     const contexts: Context[] = [await openContext({ home: home("portal-a") }, "portal"), await openContext({ home: home("portal-b") }, "portal")];
     const [appA, appB] = await Promise.all(contexts.map((c) => buildPortal(c, pino({ level: "silent" }))));
     try {
@@ -260,7 +266,7 @@ describe.runIf(ENGINES)("nodes of one practice on the shared backend (PostgreSQL
     it("a gc while another node holds gc's lock does nothing, says so and exits 0", async () => {
       await freshBackend("gclock");
       await patchConfig(home("gclock-a"), { deliveries: { expiryDays: 30, remindBeforeDays: 2 } });
-      expect((await node("gclock-b", ["init", "--join", home("gclock-a")])).code).toBe(0);
+      await copyNode(home("gclock-a"), home("gclock-b"));
       const due = await dueDeliveries((args) => node("gclock-a", args), dir, setExpiry, "lock");
       const holder = await openShared("gclock-a");
       try {
@@ -284,7 +290,7 @@ describe.runIf(ENGINES)("nodes of one practice on the shared backend (PostgreSQL
     it("two nodes' gc at once expire and remind each delivery exactly once", async () => {
       await freshBackend("gcrace");
       await patchConfig(home("gcrace-a"), { deliveries: { expiryDays: 30, remindBeforeDays: 2 } });
-      expect((await node("gcrace-b", ["init", "--join", home("gcrace-a")])).code).toBe(0);
+      await copyNode(home("gcrace-a"), home("gcrace-b"));
       const due = await dueDeliveries((args) => node("gcrace-a", args), dir, setExpiry, "race");
       const runs = await Promise.all([node("gcrace-a", ["gc", "--json"]), node("gcrace-b", ["gc", "--json"])]);
       for (const r of runs) expect(r.code, r.stderr).toBe(0);
@@ -304,7 +310,8 @@ describe.runIf(ENGINES)("nodes of one practice on the shared backend (PostgreSQL
 
 describe("gc on one home from two processes (embedded)", () => {
   let dir: string;
-  const home = (): string => join(dir, "home");
+  let name = "";
+  const home = (): string => join(dir, name);
   const run = (args: readonly string[]): Promise<Run> => praxmail([...args, "--home", home()]);
   const setExpiry = (ids: readonly string[], at: string): Promise<void> => {
     const db = new Database(join(home(), "praxmail.db"));
@@ -323,22 +330,41 @@ describe("gc on one home from two processes (embedded)", () => {
     await cleanup(dir);
   });
 
-  it("a gc while another process holds the lock does nothing; two at once expire and remind each delivery once", async () => {
+  /** A new home with reminders two days before expiry. */
+  const newHome = async (n: string): Promise<void> => {
+    name = n;
     expect((await run(["init", ...PRACTICE])).code).toBe(0);
     await patchConfig(home(), { deliveries: { expiryDays: 30, remindBeforeDays: 2 } });
-    const first = await dueDeliveries(run, dir, setExpiry, "one");
+  };
+
+  it("a gc while another process holds the lock does nothing, says so and exits 0", async () => {
+    await newHome("held");
+    const due = await dueDeliveries(run, dir, setExpiry, "one");
     const store = openStore(home());
     try {
       const held = await store.exclusive("gc", () => run(["gc", "--json"]));
       expect(held?.code, held?.stderr).toBe(0);
       expect(JSON.parse(held!.stdout)).toMatchObject({ skipped: "another node is running gc", expired: [], reminded: 0 });
       expect(await reminders(home())).toEqual([]);
-      const second = await dueDeliveries(run, dir, setExpiry, "two");
-      const runs = await Promise.all([run(["gc", "--json"]), run(["gc", "--json"])]);
-      const reports = runs.map((r) => JSON.parse(r.stdout) as GcJson);
-      expect(reports.flatMap((r) => r.expired).sort()).toEqual([...first.expire, ...second.expire].sort());
-      expect(await reminders(home())).toEqual([...first.remind, ...second.remind].sort());
-      expect(await actions(store)).toMatchObject({ "delivery.expire": DUE, "delivery.remind": DUE });
+      expect(await actions(store)).not.toHaveProperty("delivery.expire");
+    } finally {
+      await store.close();
+    }
+    const after = await run(["gc", "--json"]);
+    expect(JSON.parse(after.stdout)).toMatchObject({ skipped: null, expired: due.expire, reminded: DUE / 2 });
+  });
+
+  it("two gc processes at once on one home expire and remind each delivery once", async () => {
+    await newHome("race");
+    const due = await dueDeliveries(run, dir, setExpiry, "two");
+    const runs = await Promise.all([run(["gc", "--json"]), run(["gc", "--json"])]);
+    for (const r of runs) expect(r.code, r.stderr).toBe(0);
+    const reports = runs.map((r) => JSON.parse(r.stdout) as GcJson);
+    expect(reports.flatMap((r) => r.expired).sort()).toEqual([...due.expire].sort());
+    expect(reports.reduce((n, r) => n + r.reminded, 0)).toBe(DUE / 2);
+    const store = openStore(home());
+    try {
+      expect(await actions(store)).toMatchObject({ "delivery.expire": DUE / 2, "delivery.remind": DUE / 2 });
     } finally {
       await store.close();
     }
