@@ -183,6 +183,10 @@ describe.runIf(ENGINES)("nodes of one practice on the shared backend (PostgreSQL
       expect(r.stderr, args.join(" ")).toContain("does not match the practice the shared backend");
     }
     await expect(startServe(home("pins-b"), 0, [], env)).rejects.toThrow(/serve exited: [^]*does not match the practice the shared backend[^]*approvalKey/);
+    await patchConfig(home("pins-b"), { approvalKey: null });
+    const unpinned = await node("pins-b", ["list", "deliveries"]);
+    expect(unpinned.code).toBe(1);
+    expect(unpinned.stderr).toContain("praxmail: error: config.json pins no approval key or no portal key, which every node of a shared backend needs");
     const original = JSON.parse(await readFile(join(home("pins-a"), "config.json"), "utf8")) as { approvalKey: string };
     await patchConfig(home("pins-b"), { approvalKey: original.approvalKey, practiceEmail: "empfang@praxis-weber.example" });
     const moved = await node("pins-b", ["list", "deliveries"]);

@@ -44,7 +44,7 @@ const JOIN_HINT =
 function practiceRow(config: Config, now: Date): PracticeRow {
   const { approvalKey, portalKey } = config;
   if (approvalKey === null || portalKey === null) {
-    throw new PraxmailError("backend", "config.json pins no approval key or no portal key, which every node of a shared backend needs", "run praxmail approve --pin-key and praxmail init once on this home, then start it again");
+    throw new PraxmailError("backend", "config.json pins no approval key or no portal key, which every node of a shared backend needs", "pin both before the home uses a shared backend: on its embedded backend, run praxmail approve once (approval key) and praxmail init once (portal key)");
   }
   return { practiceEmail: config.practiceEmail, practiceRecipient: config.practiceRecipient, approvalKey, portalKey, pinnedAt: now.toISOString() };
 }
