@@ -134,6 +134,19 @@ describe.runIf(ENGINES)("nodes of one practice on the shared backend (PostgreSQL
     expect(help.stdout).toContain("praxmail init --home /var/lib/praxmail --join /mnt/node-a/praxmail");
   });
 
+  it("two practices' inits racing on a fresh backend: one wins, the other leaves no config.json, identity or portal key", async () => {
+    if (!pg) throw new Error("PostgreSQL did not start");
+    const url = await pg.database("racing");
+    const inits = await Promise.all([
+      node("racing-a", ["init", ...PRACTICE, "--database", url, "--blobs", "s3://nodes/racing"]),
+      node("racing-b", ["init", ...OTHER, "--database", url, "--blobs", "s3://nodes/racing"]),
+    ]);
+    expect(inits.map((r) => r.code).sort()).toEqual([0, 1]);
+    const lost = inits[0].code === 1 ? "racing-a" : "racing-b";
+    expect(inits.find((r) => r.code === 1)?.stderr).toMatch(/the shared backend at 127\.0\.0\.1:\d+\/racing already belongs to the practice praxis@praxis-(weber|roth)\.example/);
+    expect(await readdir(home(lost))).toEqual([]);
+  });
+
   it("init --join makes a further node: the same config.json, identity file and portal key (mode 0600), and it runs on the backend", async () => {
     await freshBackend("joining");
     const joined = await node("joining-b", ["init", "--join", home("joining-a"), "--json"]);
