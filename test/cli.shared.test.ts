@@ -2,7 +2,7 @@
 // blobs are in an S3 bucket, on real engines. Two homes on one backend are two nodes.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
@@ -69,7 +69,7 @@ describe.runIf(
   });
 
   it("a second home on the same backend is a second node: it sees the same deliveries", async () => {
-    const init = await node("b", ["init", ...PRACTICE, "--database", database, "--blobs", "s3://praxis/site-a"]);
+    const init = await node("b", ["init", "--join", join(dir, "a")]);
     expect(init.code, init.stderr).toBe(0);
     const fromA = JSON.parse((await node("a", ["list", "deliveries", "--json"])).stdout) as { id: string }[];
     const fromB = JSON.parse((await node("b", ["list", "deliveries", "--json"])).stdout) as { id: string }[];
@@ -78,8 +78,12 @@ describe.runIf(
   });
 
   it("PRAXMAIL_DATABASE and PRAXMAIL_BLOBS choose the backend over config.json, and a wrong password is a precise error without it", async () => {
-    const init = await node("c", ["init", ...PRACTICE]);
+    // A node of the practice whose config.json names no shared backend.
+    const init = await node("c", ["init", "--join", join(dir, "a")]);
     expect(init.code, init.stderr).toBe(0);
+    const config = JSON.parse(await readFile(join(dir, "c", "config.json"), "utf8")) as Record<string, unknown>;
+    await writeFile(join(dir, "c", "config.json"), JSON.stringify({ ...config, shared: null }), { mode: 0o600 });
+    expect((await node("c", ["list", "deliveries", "--json"])).stdout.trim()).toBe("[]");
     const viaEnv = await node("c", ["list", "deliveries", "--json"], { PRAXMAIL_DATABASE: database, PRAXMAIL_BLOBS: "s3://praxis/site-a" });
     expect(viaEnv.code, viaEnv.stderr).toBe(0);
     expect(JSON.parse(viaEnv.stdout)).toHaveLength(1);

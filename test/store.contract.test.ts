@@ -306,6 +306,49 @@ describeBackends("store contract", ({ open }) => {
     await expect(store.blobs.write(failingStream(new Uint8Array(randomBytes(2 * 1024 * 1024))))).rejects.toThrow("client went away");
     expect(await store.blobs.scan()).toEqual([]);
   });
+
+  it("creates a marker once for every handle on the store, beside the blobs and never among them", async () => {
+    const other = await open(where);
+    others.push(other);
+    const name = "invite-approvals/i_abcdefghijk1";
+    expect(await store.blobs.mark(name)).toBe(true);
+    expect(await store.blobs.mark(name)).toBe(false);
+    expect(await other.blobs.mark(name)).toBe(false);
+    expect(await other.blobs.mark("invite-approvals/i_abcdefghijk2")).toBe(true);
+    expect(await store.blobs.scan()).toEqual([]);
+    for (const bad of ["blobs/00/x", "invite-approvals/../x", "invite-approvals/a/b", "../invite-approvals/x", "Invite/x", "invite-approvals/"]) {
+      await expect(store.blobs.mark(bad), bad).rejects.toThrow("invalid marker name");
+    }
+  });
+
+  it("runs one holder of a named lock at a time across handles, and frees it after a return or a throw", async () => {
+    const other = await open(where);
+    others.push(other);
+    const inside = await store.exclusive("gc", async () => ({
+      sameName: await other.exclusive("gc", () => Promise.resolve("ran")),
+      otherName: await other.exclusive("reminders", () => Promise.resolve("ran")),
+    }));
+    expect(inside).toEqual({ sameName: null, otherName: "ran" });
+    expect(await other.exclusive("gc", () => Promise.resolve("after"))).toBe("after");
+    const boom = new Error("boom");
+    await expect(other.exclusive("gc", () => Promise.reject(boom))).rejects.toBe(boom);
+    expect(await store.exclusive("gc", () => Promise.resolve("after a throw"))).toBe("after a throw");
+    await expect(store.exclusive("../gc", () => Promise.resolve(1))).rejects.toThrow("invalid lock name");
+  });
+
+  it("pins one practice: the first pin holds for every handle, the same practice may change its address, another one is not pinned", async () => {
+    const other = await open(where);
+    others.push(other);
+    const weber = { practiceEmail: "praxis@weber.example", practiceRecipient: "age1weber", approvalKey: "ed25519:A", portalKey: "ed25519:B", pinnedAt: AT.toISOString() };
+    expect(await store.practice()).toBeUndefined();
+    expect(await store.pinPractice(weber)).toEqual(weber);
+    expect(await other.practice()).toEqual(weber);
+    const intruder = { ...weber, practiceEmail: "praxis@other.example", portalKey: "ed25519:C", pinnedAt: "2026-06-01T00:00:00.000Z" };
+    expect(await other.pinPractice(intruder)).toEqual(weber);
+    const moved = { ...weber, practiceEmail: "empfang@weber.example", pinnedAt: "2026-06-01T00:00:00.000Z" };
+    expect(await other.pinPractice(moved)).toEqual({ ...weber, practiceEmail: "empfang@weber.example" });
+    expect(await store.practice()).toEqual({ ...weber, practiceEmail: "empfang@weber.example" });
+  });
 });
 
 // Facts of the embedded backend alone: its blobs are files under home.

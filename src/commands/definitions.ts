@@ -119,6 +119,18 @@ function initCommand(io: Io): Command {
     .option("--no-keyring", "store the practice identity in a file even if an OS keyring answers")
     .option("--protect", "protect the identity file with a passphrase (PRAXMAIL_IDENTITY_PASSPHRASE in scripts)")
     .option("-y, --yes", "no wizard: take flags and defaults")
+    .option("--join <home>", "make this home a further node of the practice whose node home this is (copies its config.json, identity file and portal-signing.key)")
+    .addHelpText(
+      "after",
+      `
+A shared backend (--database, --blobs) belongs to the practice whose init ran first on it;
+init refuses to make a second practice there. To add a node of that practice, give the new
+home a copy of an existing node's config.json, practice identity and portal-signing.key:
+
+  praxmail init --home /var/lib/praxmail --join /mnt/node-a/praxmail
+
+or copy the three files by hand (mode 0600). An identity kept in the OS keyring stays there.`,
+    )
     .action(async (flags: InitFlags) => {
       const { initAction } = await import("./init.js");
       await initAction(io, flags);

@@ -1,4 +1,4 @@
-import { collectGarbage, signCheckpoint, type Context } from "../core/index.js";
+import { GC_BUSY, collectGarbage, oneNodeAtATime, signCheckpoint, type Context, type GcReport } from "../core/index.js";
 import { loadIdentityForCli } from "./approve.js";
 import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
 import { printJson, withContext } from "./shared.js";
@@ -13,12 +13,18 @@ export interface GcFlags extends HomeOptions, JsonOptions {
 async function runGc(ctx: Context, io: Io, flags: GcFlags) {
   const file = flags.identity ?? (io.env.PRAXMAIL_IDENTITY || undefined);
   const identity = file === undefined ? null : await loadIdentityForCli(ctx, io, file);
-  const report = await collectGarbage(ctx, flags.grace * 60_000);
-  if (identity === null) return { ...report, checkpoint: null, checkpointSkipped: "no practice identity given (--identity or PRAXMAIL_IDENTITY)" };
-  const signed = await signCheckpoint(ctx, identity);
-  if (signed === null) return { ...report, checkpoint: null, checkpointSkipped: "no approval key is pinned in config.json" };
-  return { ...report, checkpoint: { ...signed.checkpoint, created: signed.created }, checkpointSkipped: null };
+  const ran = await oneNodeAtATime(ctx, async () => {
+    const report = { ...(await collectGarbage(ctx, flags.grace * 60_000)), skipped: null };
+    if (identity === null) return { ...report, checkpoint: null, checkpointSkipped: "no practice identity given (--identity or PRAXMAIL_IDENTITY)" };
+    const signed = await signCheckpoint(ctx, identity);
+    if (signed === null) return { ...report, checkpoint: null, checkpointSkipped: "no approval key is pinned in config.json" };
+    return { ...report, checkpoint: { ...signed.checkpoint, created: signed.created }, checkpointSkipped: null };
+  });
+  return ran ?? { ...NOTHING, skipped: GC_BUSY, checkpoint: null, checkpointSkipped: GC_BUSY };
 }
+
+/** The report of a gc that did nothing. */
+const NOTHING: GcReport = { expired: [], reminded: 0, sessions: 0, unfinishedReplies: 0, unsent: 0, orphanBlobs: 0, tempFiles: 0 };
 
 /**
  * Runs `praxmail gc` once its options are parsed (src/commands/definitions.ts).
@@ -29,6 +35,7 @@ async function runGc(ctx: Context, io: Io, flags: GcFlags) {
 export async function gcAction(io: Io, flags: GcFlags): Promise<void> {
   const r = await withContext(flags, (ctx) => runGc(ctx, io, flags));
   if (flags.json) printJson(io, r);
+  else if (r.skipped !== null) io.out(`did nothing: ${r.skipped}\n`);
   else {
     io.out(
       `expired ${r.expired.length} ${r.expired.length === 1 ? "delivery" : "deliveries"}, sent ${r.reminded} reminders, ended ${r.sessions} sessions, discarded ${r.unsent} unsent deliveries and ${r.unfinishedReplies} unfinished replies, removed ${r.orphanBlobs} orphaned blobs and ${r.tempFiles} temp files\n`,

@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import { confirm, input, password, select } from "@inquirer/prompts";
 import { RECIPIENT_TYPES, isRecipientType, keyFingerprint, type RecipientType } from "../crypto/index.js";
 import {
@@ -6,12 +7,13 @@ import {
   ensureWritableHome,
   initPractice,
   isInitialised,
+  joinPractice,
   loadConfig,
   resolveHome,
   type InitResult,
 } from "../core/index.js";
 import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
-import { note, printJson } from "./shared.js";
+import { note, openShared, printJson } from "./shared.js";
 
 export interface InitFlags extends HomeOptions, JsonOptions {
   practiceName?: string;
@@ -24,6 +26,7 @@ export interface InitFlags extends HomeOptions, JsonOptions {
   keyring: boolean;
   protect?: boolean;
   yes?: boolean;
+  join?: string;
 }
 
 const ctxOut = { output: process.stderr };
@@ -51,9 +54,10 @@ async function askPassphrase(io: Io, flags: InitFlags): Promise<string | undefin
  * @param flags - Parsed options.
  * @returns What init did.
  */
-export async function runInit(io: Io, flags: InitFlags): Promise<InitResult & { home: string }> {
+export async function runInit(io: Io, flags: InitFlags): Promise<InitResult & { home: string; joined: boolean }> {
   const home = resolveHome(flags.home);
   await ensureWritableHome(home);
+  if (flags.join !== undefined) return runJoin(home, flags.join, flags);
   const old = isInitialised(home) ? loadConfig(home) : undefined;
   const wizard = io.interactive && !flags.yes;
   let name = flags.practiceName ?? old?.practiceName;
@@ -84,18 +88,37 @@ export async function runInit(io: Io, flags: InitFlags): Promise<InitResult & { 
   if (name === undefined || email === undefined) {
     throw new PraxmailError("usage", "--practice-name and --practice-email are required", "run praxmail init on a terminal for the wizard, or pass both flags");
   }
-  const passphrase = old ? undefined : await askPassphrase(io, flags);
-  const result = await initPractice(home, {
-    practiceName: name,
-    practiceEmail: email,
-    portalUrl,
-    upstream: upstream === "" ? null : upstream,
-    recipientType: type,
-    keyring: flags.keyring && !flags.protect,
-    ...(passphrase !== undefined ? { passphrase } : {}),
-    ...sharedFlags(flags),
-  });
-  return { ...result, home };
+  const shared = sharedFlags(flags);
+  // The backend the home will use (flags, else config.json, under PRAXMAIL_DATABASE and
+  // PRAXMAIL_BLOBS), open before anything is written: init refuses one of another practice.
+  const backend = await openShared({ shared: shared.shared ?? old?.shared ?? null });
+  try {
+    const passphrase = old ? undefined : await askPassphrase(io, flags);
+    const result = await initPractice(home, {
+      practiceName: name,
+      practiceEmail: email,
+      portalUrl,
+      upstream: upstream === "" ? null : upstream,
+      recipientType: type,
+      keyring: flags.keyring && !flags.protect,
+      ...(passphrase !== undefined ? { passphrase } : {}),
+      ...shared,
+      ...(backend === null ? {} : { backend }),
+    });
+    return { ...result, home, joined: false };
+  } finally {
+    await backend?.store.close();
+  }
+}
+
+/** init --join: this home becomes a further node of the practice of another node's home. */
+async function runJoin(home: string, from: string, flags: InitFlags): Promise<InitResult & { home: string; joined: boolean }> {
+  const settings = [flags.practiceName, flags.practiceEmail, flags.portalUrl, flags.upstream, flags.database, flags.blobs, flags.recipientType, flags.protect];
+  if (settings.some((v) => v !== undefined) || !flags.keyring) {
+    throw new PraxmailError("usage", "--join takes every setting from the other node's home", "give --join with --home only; change settings afterwards with praxmail init on one node, and copy its config.json to the others");
+  }
+  const config = await joinPractice(home, resolve(from), openShared);
+  return { config, created: false, identityStore: config.identity, home, joined: true };
 }
 
 /** --database and --blobs, which come as a pair. */
@@ -120,6 +143,7 @@ export async function initAction(io: Io, flags: InitFlags): Promise<void> {
     printJson(io, {
       home: r.home,
       created: r.created,
+      joined: r.joined,
       practiceRecipient: r.config.practiceRecipient,
       recipientType: r.config.crypto.recipientType,
       approvalKey: r.config.approvalKey,
@@ -128,7 +152,9 @@ export async function initAction(io: Io, flags: InitFlags): Promise<void> {
     });
     return;
   }
-  note(io, r.created ? `praxmail: initialised ${r.home}` : `praxmail: updated the settings in ${r.home}; the practice identity is unchanged`);
+  if (r.joined) note(io, `praxmail: ${r.home} is a further node of ${r.config.practiceName} <${r.config.practiceEmail}>`);
+  else note(io, r.created ? `praxmail: initialised ${r.home}` : `praxmail: updated the settings in ${r.home}; the practice identity is unchanged`);
+  if (r.joined && r.identityStore.kind === "keyring") note(io, "praxmail: the practice identity is in the OS keyring of the other node, not here: approve there, or pass --identity FILE");
   if (r.keyringFailure !== undefined) note(io, `praxmail: ${r.keyringFailure}; using a file instead`);
   note(io, `praxmail: practice identity in ${where}${r.identityStore.kind === "file" && !r.identityStore.protected ? " (mode 0600; keep a backup offline)" : ""}`);
   if (r.config.approvalKey !== null) note(io, `praxmail: approval signing key ${keyFingerprint(r.config.approvalKey)} (pinned in config.json)`);

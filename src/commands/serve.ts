@@ -1,5 +1,5 @@
 import { pino } from "pino";
-import { ensureWritableHome, initPractice, isInitialised, purgeSessions, resolveHome, sendReminders } from "../core/index.js";
+import { ensureWritableHome, initPractice, isInitialised, oneNodeAtATime, purgeSessions, resolveHome, sendReminders } from "../core/index.js";
 import { createTransport } from "../mail/index.js";
 import { startRelay, type Listen } from "../relay/server.js";
 import { startMilter, type MilterListen } from "../milter/server.js";
@@ -59,9 +59,10 @@ export async function serveAction(io: Io, flags: ServeFlags): Promise<void> {
   if (milter) note(io, `praxmail: milter listening on ${milter.address}`);
   if (scrape) note(io, `praxmail: metrics listening on http://${scrape.address.host}:${scrape.address.port}/metrics`);
   log.info({ smtp: relay.address, http: portal.address, upstream: ctx.config.upstream !== null, home }, "started");
-  // Expiry reminders (deliveries.remindBeforeDays) go out hourly; gc sends them too.
+  // Expiry reminders (deliveries.remindBeforeDays) go out hourly; gc sends them too. Under
+  // gc's lock: of several nodes (and a gc running meanwhile) one sends, the others skip.
   const reminders = setInterval(() => {
-    sendReminders({ ...ctx, actor: "serve" }).catch((e: unknown) => {
+    oneNodeAtATime(ctx, () => sendReminders({ ...ctx, actor: "serve" })).catch((e: unknown) => {
       log.error({ err: { message: (e as Error).message } }, "reminders failed");
     });
   }, 60 * 60_000);

@@ -4,7 +4,21 @@ import { userInfo } from "node:os";
 import chalk from "chalk";
 import { confirm } from "@inquirer/prompts";
 import { openSharedStore, openStore, type Store } from "../store/index.js";
-import { PraxmailError, cleanupFailures, errorFields, ensureWritableHome, loadConfig, resolveHome, sharedBackend, type Config, type Context } from "../core/index.js";
+import {
+  PraxmailError,
+  backendName,
+  checkNode,
+  cleanUpAfter,
+  cleanupFailures,
+  errorFields,
+  ensureWritableHome,
+  loadConfig,
+  resolveHome,
+  sharedBackend,
+  type Backend,
+  type Config,
+  type Context,
+} from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
 import type { HomeOptions, Io } from "./definitions.js";
 
@@ -38,22 +52,43 @@ export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().u
 
 /**
  * Opens the home's store: the shared backend when PRAXMAIL_DATABASE and PRAXMAIL_BLOBS or
- * config.json name one, else SQLite and files under home.
+ * config.json name one, else SQLite and files under home. A node refuses a shared backend
+ * that belongs to another practice.
  *
  * @param home - The home.
  * @param config - Its configuration.
  * @returns The store.
- * @throws {@link PraxmailError} `backend` if the shared backend cannot be reached (the
- *   message names the host, never the password).
+ * @throws {@link PraxmailError} `backend` if the shared backend cannot be reached, or its
+ *   practice is not the one config.json pins.
  */
 async function openBackend(home: string, config: Config): Promise<Store> {
-  const shared = sharedBackend(config, process.env);
-  if (shared === null) return openStore(home);
+  const backend = await openShared(config);
+  if (backend === null) return openStore(home);
   try {
-    return await openSharedStore(shared.database, shared.blobs);
+    await checkNode(backend, config);
   } catch (e) {
-    const at = new URL(shared.database);
-    throw new PraxmailError("backend", `cannot open the shared backend at ${at.hostname}:${at.port || "5432"}${at.pathname}: ${(e as Error).message}`, "check PRAXMAIL_DATABASE, PRAXMAIL_BLOBS and the AWS_* settings, and that both services answer; praxmail doctor checks them", { cause: e });
+    throw await cleanUpAfter(e, [() => backend.store.close()]);
+  }
+  return backend.store;
+}
+
+/**
+ * Opens the shared backend a configuration (or PRAXMAIL_DATABASE and PRAXMAIL_BLOBS) names,
+ * without checking whose it is.
+ *
+ * @param config - A configuration.
+ * @returns The store and its name, or null for the embedded backend.
+ * @throws {@link PraxmailError} `backend` if it cannot be reached (the message names the
+ *   host, never the password).
+ */
+export async function openShared(config: Pick<Config, "shared">): Promise<Backend | null> {
+  const shared = sharedBackend(config, process.env);
+  if (shared === null) return null;
+  const name = backendName(shared);
+  try {
+    return { store: await openSharedStore(shared.database, shared.blobs), name };
+  } catch (e) {
+    throw new PraxmailError("backend", `cannot open the shared backend at ${name}: ${(e as Error).message}`, "check PRAXMAIL_DATABASE, PRAXMAIL_BLOBS and the AWS_* settings, and that both services answer; praxmail doctor checks them", { cause: e });
   }
 }
 

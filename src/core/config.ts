@@ -259,7 +259,7 @@ function sharedConfig(raw: unknown): SharedBackend | null {
  * @returns The backend, or null for the embedded one.
  * @throws {@link PraxmailError} `invalid-input` when only one of the two is given.
  */
-export function sharedBackend(config: Config, env: Readonly<Record<string, string | undefined>>): SharedBackend | null {
+export function sharedBackend(config: Pick<Config, "shared">, env: Readonly<Record<string, string | undefined>>): SharedBackend | null {
   const database = env.PRAXMAIL_DATABASE || config.shared?.database;
   const blobs = env.PRAXMAIL_BLOBS || config.shared?.blobs;
   if (database === undefined && blobs === undefined) return null;

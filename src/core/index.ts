@@ -2,6 +2,7 @@
 export { PraxmailError, cleanUpAfter, cleanupFailures, errorFields, type ErrorCode, type ErrorFields } from "./errors.js";
 export { isInitialised, loadConfig, saveConfig, sharedBackend, type Config, type IdentityStore, type SharedBackend } from "./config.js";
 export { DEFAULTS } from "./defaults.js";
+export { backendName, checkNode, joinPractice, type Backend } from "./nodes.js";
 export { ensureWritableHome, resolveHome } from "./home.js";
 // Durable writes of local files (fsync, rename, fsync of the folder) for adapters that keep
 // files of their own, such as mail's outbox: they reach them here, never in src/store.
@@ -57,7 +58,19 @@ export {
 export { approvePatients, listPending, pinApprovalKey, unsignedApprovals, type Approval, type ApprovalTarget, type PendingPatient, type PinResult } from "./approve.js";
 export { checkPracticeIdentity, markUsedInvites, type PracticeIdentityFinding } from "./trust.js";
 export { signCheckpoint, verifyAuditLog, type AuditAnchor, type AuditReport, type Checkpoint } from "./checkpoints.js";
-export { collectGarbage, getDelivery, listDeliveries, purgeSessions, revokeDelivery, revokePatient, sendReminders, type DeliveryView, type GcReport } from "./lifecycle.js";
+export {
+  GC_BUSY,
+  collectGarbage,
+  getDelivery,
+  listDeliveries,
+  oneNodeAtATime,
+  purgeSessions,
+  revokeDelivery,
+  revokePatient,
+  sendReminders,
+  type DeliveryView,
+  type GcReport,
+} from "./lifecycle.js";
 export { backupPractice, restorePractice, type BackupPracticeOptions, type RestorePracticeOptions, type RestoredPractice } from "./backup.js";
 export { MESSAGE_FILE, exportDelivery, type ExportResult, type ExportedFile } from "./export.js";
 export { initPractice, loadPracticeIdentity, readPracticeIdentity, type InitOptions, type InitResult, type PracticeIdentityRead } from "./practice.js";

@@ -171,6 +171,22 @@ export async function purgeSessions(ctx: Context): Promise<number> {
   });
 }
 
+/** What gc says when it did nothing because another process holds its lock. */
+export const GC_BUSY = "another node is running gc";
+
+/**
+ * Runs fn under gc's lock: one process of all the nodes on a store at a time expires,
+ * reminds and discards (else two would both mail a reminder and audit each expiry twice).
+ * Does not wait for the lock.
+ *
+ * @param ctx - The core context.
+ * @param fn - gc's work, or serve's hourly reminders.
+ * @returns What fn returns, or null (fn not run) while another process holds the lock.
+ */
+export function oneNodeAtATime<T>(ctx: Context, fn: () => Promise<T>): Promise<T | null> {
+  return ctx.store.exclusive("gc", fn);
+}
+
 /** What gc did. */
 export interface GcReport {
   readonly expired: readonly string[];

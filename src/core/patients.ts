@@ -202,7 +202,7 @@ export async function setSecuPassRecipient(ctx: Context, email: string, recipien
   const portalKey = session === undefined ? null : inviteSessionKey(ctx, p, session);
   const candidate: PatientRow | null =
     portalKey && p.inviteId !== null ? { ...keyed, status: "approved", approvedAt: at, approval: signInviteApproval(portalKey, p.inviteId, keyed, at) } : null;
-  const invited = candidate !== null && (await trustedRecipient(ctx, ctx.store, candidate)).kind === "trusted" && consumeInvite(ctx.home, p.inviteId ?? "");
+  const invited = candidate !== null && (await trustedRecipient(ctx, ctx.store, candidate)).kind === "trusted" && (await consumeInvite(ctx.store.blobs, p.inviteId ?? ""));
   const next = invited ? candidate : keyed;
   const waiting = invited
     ? (await ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval"] })).filter((d) => levelRules(d.level).patientKey && d.expiresAt > at).length

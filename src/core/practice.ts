@@ -1,4 +1,5 @@
 // The practice identity P: created once by init, loaded only by approve (and later receive).
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import {
   PassphraseRequiredError,
@@ -13,8 +14,9 @@ import {
 } from "../crypto/index.js";
 import { checkShared, checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
 import { DEFAULTS } from "./defaults.js";
-import { PraxmailError } from "./errors.js";
-import { ensurePortalKey } from "./trust.js";
+import { PraxmailError, cleanUpAfter } from "./errors.js";
+import { pinNode, refuseTakenBackend, type Backend } from "./nodes.js";
+import { PORTAL_KEY_FILE, ensurePortalKey } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
 /** What init needs. */
@@ -30,6 +32,8 @@ export interface InitOptions {
   readonly passphrase?: string;
   /** The shared backend (PostgreSQL + S3); undefined keeps what a re-run finds, null is the embedded one. */
   readonly shared?: { readonly database: string; readonly blobs: string } | null;
+  /** The shared backend the home will use, open: init refuses one of another practice and pins this one. */
+  readonly backend?: Backend;
   readonly now?: Date;
 }
 
@@ -71,10 +75,13 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     // A home made before invite approvals were signed gets its portal key now.
     const portalKey = await ensurePortalKey(home, old.portalKey);
     const config: Config = { ...old, ...settings, portalKey, crypto: { recipientType: opts.recipientType ?? old.crypto.recipientType } };
+    if (opts.backend) await pinNode(opts.backend, config, opts.now ?? new Date());
     saveConfig(home, config);
     return { config, created: false, identityStore: config.identity };
   }
 
+  // Before anything is written: a backend of another practice is not this home's to take.
+  if (opts.backend) await refuseTakenBackend(opts.backend);
   const type = opts.recipientType ?? DEFAULTS.recipientType;
   const identity = generateIdentity(type);
   const practiceRecipient = await recipientOf(identity);
@@ -106,8 +113,29 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     portal: DEFAULTS.portal,
     shared: shared ?? null,
   };
+  if (opts.backend) await pinNewPractice(home, opts.backend, config, opts.now ?? new Date());
   saveConfig(home, config);
   return { config, created: true, identityStore: store, ...(keyringFailure === undefined ? {} : { keyringFailure }) };
+}
+
+/**
+ * Pins a new practice to its shared backend. Another practice's init may have pinned it
+ * meanwhile: then the home stays uninitialised (config.json is written last) and the
+ * secrets just made for it are deleted.
+ *
+ * @param home - The home being initialised.
+ * @param backend - Its shared backend.
+ * @param config - The configuration about to be saved.
+ * @param now - The time to record.
+ * @throws {@link PraxmailError} `backend` when the backend belongs to another practice.
+ */
+async function pinNewPractice(home: string, backend: Backend, config: Config, now: Date): Promise<void> {
+  const file = config.identity.kind === "file" ? join(home, config.identity.file) : null;
+  try {
+    await pinNode(backend, config, now);
+  } catch (e) {
+    throw await cleanUpAfter(e, [() => rm(join(home, PORTAL_KEY_FILE), { force: true }), ...(file === null ? [] : [() => rm(file, { force: true })])]);
+  }
 }
 
 /** What reading P's secret found (see {@link readPracticeIdentity}). */

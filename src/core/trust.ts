@@ -3,7 +3,7 @@
 // signature that verifies against a key pinned in config.json, never against one read from
 // the database. Every path that writes wrap[U] asks trustedRecipient first.
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   practiceSigningKey,
@@ -16,14 +16,14 @@ import {
   writeSecretFile,
   type SigningKey,
 } from "../crypto/index.js";
-import type { InviteRow, PatientRow, StoreTx } from "../store/index.js";
+import type { BlobStore, InviteRow, PatientRow, StoreTx } from "../store/index.js";
 import type { Config } from "./config.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 
 /** The portal's signing key seed under home (32 bytes, mode 0600). */
-const PORTAL_KEY_FILE = "portal-signing.key";
-/** One empty file per invite that has approved a patient. */
+export const PORTAL_KEY_FILE = "portal-signing.key";
+/** One empty marker per invite that has approved a patient (`invite-approvals/i_…`). */
 const INVITES_DIR = "invite-approvals";
 const ALARM_MAIL_EVERY_MS = 60 * 60_000;
 
@@ -263,30 +263,23 @@ export async function ensurePortalKey(home: string, pinned: string | null): Prom
 
 /**
  * Uses up an invite's one approval: the portal signs at most one recipient per invite, ever.
- * The mark is a file under home, out of reach of someone who can only write the database
- * (who could otherwise put a used invite's patient back to "no key yet").
+ * The mark is a marker beside the blobs (a file under home; an object in the bucket, which
+ * every node sees), out of reach of someone who can only write the database (who could
+ * otherwise put a used invite's patient back to "no key yet").
  *
- * @param home - The home.
+ * @param blobs - The store's blobs.
  * @param inviteId - The invite (`i_` and 12 characters, checked).
  * @returns True if the invite had not approved anybody until now.
+ * @throws If the marker cannot be written (the invite then approves nobody).
  */
-export function consumeInvite(home: string, inviteId: string): boolean {
+export async function consumeInvite(blobs: BlobStore, inviteId: string): Promise<boolean> {
   if (!/^i_[a-z0-9]{12}$/.test(inviteId)) return false;
-  const dir = join(home, INVITES_DIR);
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const fd = openSync(join(dir, inviteId), "wx", 0o600);
-    fsyncSync(fd);
-    closeSync(fd);
-    return true;
-  } catch {
-    return false;
-  }
+  return blobs.mark(`${INVITES_DIR}/${inviteId}`);
 }
 
 /**
- * Marks again, after a restore, every invite that approved a patient: the marks are files
- * under home, not in the backup, and without them a used invite could approve a second key.
+ * Marks again, after a restore, every invite that approved a patient: the marks are not in
+ * the backup, and without them a used invite could approve a second key.
  *
  * @param ctx - The core context of the restored home.
  * @returns How many invites were marked.
@@ -295,7 +288,7 @@ export async function markUsedInvites(ctx: Context): Promise<number> {
   let n = 0;
   for (const p of await ctx.store.records.patients()) {
     if (p.inviteId === null || parseApproval(p.approval)?.by !== "invite") continue;
-    if (consumeInvite(ctx.home, p.inviteId)) n++;
+    if (await consumeInvite(ctx.store.blobs, p.inviteId)) n++;
   }
   return n;
 }

@@ -9,6 +9,9 @@ import type { BlobStore, ScannedBlob } from "./types.js";
 /** The form of a blob's key (its path under home). */
 export const BLOB_KEY = /^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/;
 
+/** The form of a marker's name (see {@link BlobStore.mark}): a folder beside blobs/, and a name. */
+export const MARKER_NAME = /^(?!blobs\/)[a-z][a-z-]{0,31}\/[A-Za-z0-9_-]{1,64}$/;
+
 const TMP = "tmp";
 
 /**
@@ -247,6 +250,33 @@ export class FileBlobs implements BlobStore {
   async removeScanned(key: string): Promise<void> {
     if (!key.startsWith("blobs/") || key.includes("..")) throw new Error("invalid blob key");
     await rm(join(this.home, ...key.split("/")), { force: true });
+  }
+
+  /**
+   * Creates a marker file under home (`invite-approvals/i_…`: the path homes have always
+   * used), mode 0600, and flushes it and its folder to disk.
+   *
+   * @param name - A marker name.
+   * @returns True if this call created it, false if it was there.
+   */
+  async mark(name: string): Promise<boolean> {
+    if (!MARKER_NAME.test(name)) throw new Error("invalid marker name");
+    const file = join(this.home, ...name.split("/"));
+    await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    let fh: FileHandle;
+    try {
+      fh = await open(file, "wx", 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
+      throw e;
+    }
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsync(dirname(file));
+    return true;
   }
 
   /** Checks that home, where blobs/ is made, can be written. */

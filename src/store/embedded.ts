@@ -11,6 +11,8 @@ import { backupHome } from "./backup.js";
 import { FileBlobs } from "./blobs.js";
 import { openDatabase } from "./db.js";
 import { TxGuard, type OpenTx } from "./guard.js";
+import { tryLock } from "./lock.js";
+import { pinPractice, practiceOf, type PracticeRow } from "./practice.js";
 import { Records } from "./records.js";
 import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx } from "./types.js";
 
@@ -178,6 +180,24 @@ export class EmbeddedStore extends Rows implements Store {
       this.busy = undefined;
       end();
     }
+  }
+
+  async exclusive<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
+    const release = tryLock(this.home, name);
+    if (release === null) return null;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  practice(): Promise<PracticeRow | undefined> {
+    return this.gate(() => practiceOf(this.db));
+  }
+
+  pinPractice(p: PracticeRow): Promise<PracticeRow> {
+    return this.gate(() => pinPractice(this.db, p));
   }
 
   backup(...args: Parameters<Store["backup"]>): ReturnType<Store["backup"]> {

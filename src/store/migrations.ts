@@ -197,4 +197,18 @@ CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
   BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
 `,
   },
+  {
+    // The practice this database belongs to (src/store/practice.ts): one row, written at init.
+    version: 8,
+    sql: `
+CREATE TABLE practice (
+  id                  INTEGER PRIMARY KEY CHECK (id = 1),
+  practice_email      TEXT NOT NULL,
+  practice_recipient  TEXT NOT NULL,
+  approval_key        TEXT NOT NULL,
+  portal_key          TEXT NOT NULL,
+  pinned_at           TEXT NOT NULL
+) STRICT;
+`,
+  },
 ];

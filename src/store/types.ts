@@ -5,6 +5,7 @@ import type { AttemptClaim, HeldAttempt } from "./attempts.js";
 import type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
 import type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 import type { BackupManifest, BackupOptions } from "./backup.js";
+import type { PracticeRow } from "./practice.js";
 import type { DeliveryRow, DeliveryStatus, FileRow, PatientRow, PatientStatus, SessionRow, TokenRow, WrapHolder, WrapRow } from "./rows.js";
 
 /** Patients, deliveries with their files, wraps and link tokens, and portal sessions. */
@@ -163,6 +164,17 @@ export interface BlobStore {
   removeScanned(key: string): Promise<void>;
   /** Checks that blobs can be written where they live (the folder; the bucket). @throws What failed. */
   ping(): Promise<void>;
+  /**
+   * Creates a marker once, beside the blobs and off the database, never overwritten nor
+   * removed: every node sees it, and a database writer cannot undo it (used invites).
+   *
+   * @param name - `folder/name`: a lowercase folder other than blobs, and a name of letters,
+   *   digits, `_` and `-`.
+   * @returns True if this call created it, false if it was there already. Two calls racing
+   *   on an S3 server without conditional PUTs (Swift) may both return true.
+   * @throws If the name is not a marker name, or it cannot be written.
+   */
+  mark(name: string): Promise<boolean>;
 }
 
 /** What a transaction handle (and the store outside one) offers: rows and the audit chain. */
@@ -214,6 +226,24 @@ export interface Store extends StoreTx {
    * @returns The manifest written.
    */
   backup(dest: string, opts: BackupOptions): Promise<BackupManifest>;
+  /**
+   * Runs fn while holding a named lock that one process of every node on this store can
+   * hold at a time (gc's expiry, reminders and discards); does not wait for it. A process
+   * that dies releases its locks.
+   *
+   * @param name - The lock's name: lowercase letters.
+   * @returns What fn returns, or null (fn not run) while another holds the lock.
+   */
+  exclusive<T>(name: string, fn: () => Promise<T>): Promise<T | null>;
+  /** @returns The practice the store belongs to, or undefined before the first init pinned one. */
+  practice(): Promise<PracticeRow | undefined>;
+  /**
+   * Pins the practice the store belongs to, unless another one is pinned; the same practice
+   * (same recipient and keys) may change its address.
+   *
+   * @returns The practice pinned afterwards: p, or the other one.
+   */
+  pinPractice(p: PracticeRow): Promise<PracticeRow>;
   /** Checks that the database answers a query. @throws What failed. */
   ping(): Promise<void>;
   /** Closes the store; waits for an open transaction first. */

@@ -13,9 +13,13 @@ import { PgAttempts } from "./attempts.js";
 import { connectPostgres, type Pool, type Query } from "./connect.js";
 import { migratePostgres } from "./migrate.js";
 import { PgRecords } from "./records.js";
+import { PIN_PRACTICE, PRACTICE_COLS, type PracticeRow } from "../practice.js";
 
 /** The advisory lock every write transaction holds ("prax" "wrtx" in ASCII). */
 const WRITE_LOCK = (0x70726178_77727478n).toString();
+/** The first key of every named lock ("prax" in ASCII); the second is the name's hash. */
+const NAMED_LOCKS = 0x70726178;
+const LOCK_NAME = /^[a-z]{1,32}$/;
 /** Rows of audit read per query of {@link PgRows.auditRows}. */
 const AUDIT_PAGE = 500;
 const AUDIT_COLS = `seq, at, actor, action, subject, details, prev_hash AS "prevHash", hash`;
@@ -101,6 +105,7 @@ export class PostgresStore extends PgRows implements Store {
   private readonly guard: TxGuard;
 
   private constructor(
+    private readonly url: string,
     private readonly pool: Pool,
     readonly blobs: BlobStore,
     guard: TxGuard,
@@ -133,7 +138,7 @@ export class PostgresStore extends PgRows implements Store {
       await pool.end();
       throw e;
     }
-    return new PostgresStore(pool, blobs, new TxGuard(), release);
+    return new PostgresStore(url, pool, blobs, new TxGuard(), release);
   }
 
   /** Outside a transaction, an audit row still needs the write lock to chain in order. */
@@ -165,6 +170,34 @@ export class PostgresStore extends PgRows implements Store {
       });
     });
     return result as T;
+  }
+
+  /**
+   * The lock is a session-level advisory lock on a connection of its own, which is closed
+   * afterwards: closing the session is what releases it, so no pooled connection can keep
+   * it by mistake, and a node that dies (or loses its connection) frees it.
+   */
+  async exclusive<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
+    if (!LOCK_NAME.test(name)) throw new Error(`invalid lock name ${JSON.stringify(name)}`);
+    const session = connectPostgres(this.url, 1);
+    try {
+      const [row] = await session<{ ok: boolean }[]>`SELECT pg_try_advisory_lock(${NAMED_LOCKS}, hashtext(${name})) AS ok`;
+      return row?.ok ? await fn() : null;
+    } finally {
+      await session.end();
+    }
+  }
+
+  async practice(): Promise<PracticeRow | undefined> {
+    const [row] = await this.q.unsafe<PracticeRow[]>(`SELECT ${PRACTICE_COLS} FROM practice WHERE id = 1`);
+    return row;
+  }
+
+  async pinPractice(p: PracticeRow): Promise<PracticeRow> {
+    await this.q.unsafe(PIN_PRACTICE, [p.practiceEmail, p.practiceRecipient, p.approvalKey, p.portalKey, p.pinnedAt]);
+    const row = await this.practice();
+    if (!row) throw new Error("the practice row is missing right after pinning it");
+    return row;
   }
 
   backup(): Promise<never> {

@@ -12,9 +12,11 @@ import {
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
+import { MARKER_NAME } from "../blobs.js";
 import { cleanUpAfter } from "../cleanup.js";
 import type { BlobStore, ScannedBlob } from "../types.js";
 
@@ -52,6 +54,9 @@ export function parseBlobsUrl(url: string): S3Location {
 
 /** Blobs as objects in one bucket under one prefix. */
 export class S3Blobs implements BlobStore {
+  /** Whether the server honours If-None-Match on PUT (Swift's s3api refuses it). */
+  private conditionalPut = true;
+
   constructor(
     private readonly s3: S3Client,
     private readonly at: S3Location,
@@ -167,6 +172,41 @@ export class S3Blobs implements BlobStore {
       [keyMarker, idMarker] = r.IsTruncated ? [r.NextKeyMarker, r.NextUploadIdMarker] : [undefined, undefined];
     } while (keyMarker);
     return out;
+  }
+
+  /**
+   * Creates an empty object under the prefix unless one is there: HEAD, then a conditional
+   * PUT (If-None-Match: *), which AWS, MinIO and Ceph honour. Swift's s3api (2.30) answers
+   * that with 501 NotImplemented, so there the PUT goes without the condition, and two
+   * racing calls may both return true. That is still safe for what markers guard: the race
+   * is decided in the database (setSecuPassRecipient re-reads the patient in its write
+   * transaction, so one of two racing requests commits); the marker only keeps a later
+   * database rewrite from re-opening what was used, and by then it exists.
+   *
+   * @param name - A marker name.
+   * @returns True if this call created it, false if it was there.
+   */
+  async mark(name: string): Promise<boolean> {
+    if (!MARKER_NAME.test(name)) throw new Error("invalid marker name");
+    const Key = this.at.prefix + name;
+    const status = (e: unknown): number | undefined => (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    try {
+      await this.s3.send(new HeadObjectCommand({ Bucket: this.at.bucket, Key }));
+      return false;
+    } catch (e) {
+      if (status(e) !== 404) throw e;
+    }
+    const put = (IfNoneMatch?: string) => this.s3.send(new PutObjectCommand({ Bucket: this.at.bucket, Key, Body: new Uint8Array(0), ...(IfNoneMatch ? { IfNoneMatch } : {}) }));
+    try {
+      await (this.conditionalPut ? put("*") : put());
+      return true;
+    } catch (e) {
+      if (status(e) === 412) return false;
+      if (status(e) !== 501) throw e;
+    }
+    this.conditionalPut = false;
+    await put();
+    return true;
   }
 
   /** Checks that the bucket exists and these credentials reach it. */
