@@ -51,6 +51,8 @@ describe("layering lint rule (DESIGN.md §4)", () => {
     ["src/commands/x.ts", 'import { MilterSession } from "../milter/session.js";', "layering (DESIGN.md §4): src/commands reaches src/milter only through milter/server.js."],
     ["src/commands/x.ts", 'import { hashPassword } from "../crypto/password.js";', "layering (DESIGN.md §4): src/commands reaches src/crypto only through crypto/index.js."],
     ["src/cli.ts", 'import { Store } from "./store/index.js";', "layering (DESIGN.md §4): src/cli.ts must not import src/store."],
+    ["src/i18n/x.ts", 'import { levelRules } from "../core/index.js";', "layering (DESIGN.md §4): src/i18n must not import src/core."],
+    ["src/portal/x.ts", 'import { de } from "../i18n/de.js";', "layering (DESIGN.md §4): src/portal reaches src/i18n only through i18n/index.js."],
   ])("%s: %s is refused", async (file, code, message) => {
     expect(await lintImport(file, code)).toEqual(refusal(code, message));
   });
@@ -72,6 +74,7 @@ describe("layering lint rule (DESIGN.md §4)", () => {
     ["src/milter/x.ts", 'import { markSent } from "../core/index.js";'],
     ["src/commands/x.ts", 'import { startRelay } from "../relay/server.js";\nimport { startPortal } from "../portal/index.js";'],
     ["src/cli.ts", 'import { serveCommand } from "./commands/serve.js";'],
+    ["src/mail/x.ts", 'import { translator } from "../i18n/index.js";'],
   ])("%s: %s is allowed", async (file, code) => {
     expect(await lintImport(file, code)).toEqual([]);
   });

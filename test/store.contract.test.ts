@@ -35,6 +35,7 @@ const patientRow = (email: string, safetyCode: string | null = null): PatientRow
   inviteId: null,
   inviteSession: null,
   alarmedAt: null,
+  lang: null,
 });
 
 /** A stream that yields `good` bytes and then fails, as a client that hangs up mid-upload. */

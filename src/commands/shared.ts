@@ -4,7 +4,7 @@ import { userInfo } from "node:os";
 import chalk from "chalk";
 import { confirm } from "@inquirer/prompts";
 import { openSharedStore, openStore, type Store } from "../store/index.js";
-import { PraxmailError, cleanupFailures, errorFields, ensureWritableHome, loadConfig, resolveHome, sharedBackend, type Config, type Context } from "../core/index.js";
+import { PraxmailError, cleanupFailures, errorFields, ensureWritableHome, loadConfig, patientLanguage, resolveHome, sharedBackend, type Config, type Context } from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
 import type { HomeOptions, Io } from "./definitions.js";
 
@@ -27,7 +27,7 @@ export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().u
     home,
     config,
     store,
-    notifier: notifierFor(home, config),
+    notifier: notifierFor(home, config, (email) => patientLanguage(store, email)),
     actor,
     now: () => new Date(),
     alarm: (event, fields) => {

@@ -197,4 +197,11 @@ CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
   BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
 `,
   },
+  {
+    // The patient's language, for the portal and their mails (src/i18n); null while unknown.
+    version: 8,
+    sql: `
+ALTER TABLE patients ADD COLUMN lang TEXT;
+`,
+  },
 ];

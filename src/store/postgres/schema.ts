@@ -1,5 +1,5 @@
 // The shared backend's schema in PostgreSQL 15+: the same tables, columns and rules as the
-// embedded SQLite schema after its migration 7 (src/store/migrations.ts), so that rows read
+// embedded SQLite schema after its migration 8 (src/store/migrations.ts), so that rows read
 // the same from either backend and `praxmail migrate` copies them column for column.
 // Append only: never edit a migration that has shipped; schema_migrations records each one.
 //
@@ -166,6 +166,13 @@ CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_ch
   FOR EACH ROW EXECUTE FUNCTION praxmail_append_only();
 CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoints
   FOR EACH STATEMENT EXECUTE FUNCTION praxmail_append_only();
+`,
+  },
+  {
+    // The patient's language (SQLite's migration 8).
+    version: 2,
+    sql: `
+ALTER TABLE patients ADD COLUMN lang TEXT;
 `,
   },
 ];
