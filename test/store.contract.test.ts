@@ -85,6 +85,15 @@ export function describeStore(name: string, open: (where: string) => Promise<Sto
       expect(await store.verifyAudit()).toMatchObject({ ok: true, rows: 1 });
     });
 
+    it("writes every field of a patient and reads it back, the language included", async () => {
+      const row = { ...patientRow("lang@example.org", "1234"), lang: "tr" };
+      await store.transaction((tx) => tx.records.insertPatient(row));
+      expect(await store.records.patient("lang@example.org")).toEqual(row);
+      await store.transaction((tx) => tx.records.updatePatient({ ...row, lang: "ar" }));
+      expect((await store.records.patient("lang@example.org"))?.lang).toBe("ar");
+      expect((await store.records.patients()).map((p) => p.lang)).toEqual(["ar"]);
+    });
+
     it("rolls back every write and the audit row when the body throws", async () => {
       await store.transaction(async (tx) => {
         await tx.records.insertPatient(patientRow("keep@example.org"));
