@@ -3,9 +3,11 @@
 // cookie before login and by the account after; mails in the patient's language. Against the
 // real app over a real home and store.
 import type { FastifyInstance, LightMyRequestResponse } from "fastify";
-import { describe, expect, it } from "vitest";
+import type { Browser as Chromium, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { approvePatients, createDelivery, createInvite, markSent, requestPasswordReset, type CreatedDelivery } from "../src/core/index.js";
 import { format, type Lang, type MessageKey, type Values } from "../src/i18n/index.js";
+import { launch, needChromium } from "./helpers/browser.js";
 import { outbox, practiceIdentityOf } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
@@ -35,6 +37,7 @@ const portal = usePortal({
     await requestPasswordReset(ctx, W);
     reset = /\/reset\/([\w-]{43})/.exec((await outbox(ctx.home)).at(-1)?.text ?? "")![1]!;
   },
+  listen: true,
 });
 
 async function deliver(ctx: typeof portal.ctx, to: string): Promise<CreatedDelivery> {
@@ -220,5 +223,57 @@ describe("the account remembers the language", () => {
     expect(english).toEqual([
       "In English: Account created – Praxis Dr. Weber. The portal is also available in English, Türkçe, Русский, Українська, Polski and العربية.",
     ]);
+  });
+});
+
+describe.runIf(needChromium())("in Chromium on a 360 px phone", () => {
+  let chromium: Chromium;
+  beforeAll(async () => {
+    chromium = await launch();
+  });
+  afterAll(async () => {
+    await chromium.close();
+  });
+
+  async function open(locale: string, path: string): Promise<Page> {
+    const page = await (await chromium.newContext({ viewport: { width: 360, height: 740 }, locale })).newPage();
+    await page.goto(`http://127.0.0.1:${String(portal.port)}${path}`);
+    return page;
+  }
+  const htmlLangDir = async (page: Page): Promise<(string | null)[]> => [await page.locator("html").getAttribute("lang"), await page.locator("html").getAttribute("dir")];
+  const box = async (page: Page, selector: string): Promise<{ x: number; y: number; width: number; height: number }> => (await page.locator(selector).boundingBox())!;
+
+  it("Arabic mirrors the layout: the brand and the focused skip link sit on the right, German's on the left", async () => {
+    for (const [locale, side] of [["ar", "right"], ["de-DE", "left"]] as const) {
+      const page = await open(locale, "/login");
+      expect(await htmlLangDir(page)).toEqual([locale.slice(0, 2), side === "right" ? "rtl" : "ltr"]);
+      const brand = await box(page, ".brand");
+      await page.keyboard.press("Tab");
+      expect(await page.locator(":focus").getAttribute("class")).toBe("skip");
+      const skip = await box(page, ".skip");
+      for (const b of [brand, skip]) {
+        if (side === "right") expect(360 - (b.x + b.width), locale).toBeLessThan(24);
+        else expect(b.x, locale).toBeLessThan(24);
+      }
+      await page.context().close();
+    }
+  });
+
+  it("the language menu fits one line, has its name for screen readers, and works from the keyboard", async () => {
+    const page = await open("ar", "/help");
+    const select = page.getByRole("combobox", { name: "اللغة" });
+    const button = page.getByRole("button", { name: "تغيير" });
+    const [s, b] = [(await select.boundingBox())!, (await button.boundingBox())!];
+    expect(Math.abs(s.y - b.y)).toBeLessThan(2);
+    expect(Math.max(s.x + s.width, b.x + b.width) - Math.min(s.x, b.x)).toBeLessThan(360);
+    expect(Math.min(s.height, b.height)).toBeGreaterThanOrEqual(44);
+    await select.focus();
+    await select.selectOption("tr");
+    await page.keyboard.press("Tab");
+    expect(await page.locator(":focus").textContent()).toBe("تغيير");
+    await Promise.all([page.waitForURL(/\/help$/), page.keyboard.press("Enter")]);
+    expect(await htmlLangDir(page)).toEqual(["tr", "ltr"]);
+    expect(await page.locator("h1").textContent()).toBe("Yardım: Şifre ve Secu-Pass-Key");
+    await page.context().close();
   });
 });
