@@ -50,7 +50,7 @@ export const de = {
   waitTitle: "Ihre Praxis gibt Ihren Zugang frei",
   waitLead: "Ihr Konto und Ihr Secu-Pass-Key sind eingerichtet. Ihre Praxis prüft nun Ihre Anmeldung – das geschieht zu den Öffnungszeiten. Sie erhalten eine E-Mail, sobald Ihr Zugang freigegeben ist.",
   waitReleaseTitle: "Ältere Nachrichten warten auf Ihre Praxis",
-  waitRelease: "{n, plural, one {# Zustellung wartet} other {# Zustellungen warten}} auf Freigabe durch die Praxis. Sie wurden vor Ihrer Einladung verschickt; nur Ihre Praxis kann sie für Ihren neuen Secu-Pass-Key freigeben. Sie erhalten eine E-Mail, sobald das geschehen ist. Neue Nachrichten können Sie schon jetzt öffnen.",
+  waitRelease: "{n, plural, one {# Zustellung wartet} other {# Zustellungen warten}} auf Freigabe durch die Praxis. {n, plural, one {Sie wurde} other {Sie wurden}} vor Ihrer Einladung verschickt; nur Ihre Praxis kann sie für Ihren neuen Secu-Pass-Key freigeben. Sie erhalten eine E-Mail, sobald das geschehen ist. Neue Nachrichten können Sie schon jetzt öffnen.",
   safetyCode: "Ihr Sicherheitscode",
   safetyCodeHint: "Die Praxis sieht denselben Code. Wenn die Praxis anruft oder Sie in der Praxis sind, vergleichen Sie ihn bitte.",
   loginTitle: "Anmelden",

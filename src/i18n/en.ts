@@ -48,7 +48,7 @@ export const en: Catalogue = {
   waitTitle: "Your practice will approve your access",
   waitLead: "Your account and Secu-Pass-Key are set up. Your practice now checks your registration during opening hours. You will get an e-mail once your access is approved.",
   waitReleaseTitle: "Older messages wait for your practice",
-  waitRelease: "{n, plural, one {# delivery waits} other {# deliveries wait}} for approval by the practice. They were sent before your invite; only your practice can release them to your new Secu-Pass-Key. You will get an e-mail once that is done. You can open new messages already.",
+  waitRelease: "{n, plural, one {# delivery waits} other {# deliveries wait}} for approval by the practice. {n, plural, one {It was sent before your invite; only your practice can release it} other {They were sent before your invite; only your practice can release them}} to your new Secu-Pass-Key. You will get an e-mail once that is done. You can open new messages already.",
   safetyCode: "Your safety code",
   safetyCodeHint: "The practice sees the same code. If the practice calls or you are at the practice, please compare it.",
   loginTitle: "Log in",

@@ -48,7 +48,7 @@ export const pl: Catalogue = {
   waitTitle: "Gabinet zatwierdzi dostęp",
   waitLead: "Konto i Secu-Pass-Key są gotowe. Gabinet sprawdza teraz rejestrację – dzieje się to w godzinach przyjęć. Po zatwierdzeniu dostępu przyjdzie e-mail.",
   waitReleaseTitle: "Starsze wiadomości czekają na gabinet",
-  waitRelease: "{n, plural, one {# przesyłka czeka} few {# przesyłki czekają} many {# przesyłek czeka} other {# przesyłki czeka}} na zatwierdzenie przez gabinet. Zostały wysłane przed zaproszeniem; tylko gabinet może je udostępnić dla nowego klucza Secu-Pass-Key. Gdy to nastąpi, przyjdzie e-mail. Nowe wiadomości można otwierać już teraz.",
+  waitRelease: "{n, plural, one {# przesyłka czeka} few {# przesyłki czekają} many {# przesyłek czeka} other {# przesyłki czeka}} na zatwierdzenie przez gabinet. To, co wysłano przed zaproszeniem, może udostępnić dla nowego klucza Secu-Pass-Key tylko gabinet. Gdy to nastąpi, przyjdzie e-mail. Nowe wiadomości można otwierać już teraz.",
   safetyCode: "Kod bezpieczeństwa",
   safetyCodeHint: "Gabinet widzi ten sam kod. Prosimy go porównać, gdy gabinet zadzwoni albo podczas wizyty.",
   loginTitle: "Logowanie",

@@ -48,7 +48,7 @@ export const tr: Catalogue = {
   waitTitle: "Muayenehaneniz erişiminizi onaylayacak",
   waitLead: "Hesabınız ve Secu-Pass-Key anahtarınız hazır. Muayenehaneniz şimdi kaydınızı kontrol ediyor – bu, çalışma saatlerinde olur. Erişiminiz onaylanınca bir e-posta alacaksınız.",
   waitReleaseTitle: "Eski mesajlar muayenehanenizi bekliyor",
-  waitRelease: "{n, plural, one {# gönderi} other {# gönderi}} muayenehanenin onayını bekliyor. Bunlar davetinizden önce gönderildi; onları yeni Secu-Pass-Key anahtarınız için yalnızca muayenehaneniz açabilir. Bu yapılınca bir e-posta alacaksınız. Yeni mesajları şimdiden açabilirsiniz.",
+  waitRelease: "{n, plural, one {# gönderi} other {# gönderi}} muayenehanenin onayını bekliyor. Davetinizden önce gönderilenleri yeni Secu-Pass-Key anahtarınız için yalnızca muayenehaneniz açabilir. Bu yapılınca bir e-posta alacaksınız. Yeni mesajları şimdiden açabilirsiniz.",
   safetyCode: "Güvenlik kodunuz",
   safetyCodeHint: "Muayenehane aynı kodu görür. Muayenehane sizi aradığında veya muayenehanedeyken lütfen kodu karşılaştırın.",
   loginTitle: "Giriş yap",
