@@ -138,6 +138,8 @@ export const de = {
   // Mails to the patient.
   mailHello: "Guten Tag,",
   mailFooter: "Diese E-Mail wurde automatisch erzeugt. Bitte antworten Sie nicht darauf.",
+  // The one line under a German mail while the patient's language is unknown: always taken
+  // from the English catalogue; every catalogue carries it so that the keys stay the same.
   mailOtherLanguages: "In English: {subject}. The portal is also available in English, Türkçe, Русский, Українська, Polski and العربية.",
   mailMessageLanguage: "(Die Nachricht Ihrer Praxis oben steht in der Sprache, in der die Praxis sie geschrieben hat.)",
   download: "Herunterladen",
