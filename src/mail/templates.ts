@@ -242,7 +242,7 @@ export interface BlockInput {
  */
 export function renderBlock(b: BlockInput, lang: Lang | null = null): { text: string; html: string } {
   const { sections } = patientSections(lang, (t) => ({
-    subject: "",
+    subject: t("newDeliverySubject", { practice: b.practiceName }),
     blocks: [
       t("blockLead", { practice: b.practiceName, n: b.files.length }),
       { list: fileLines(b.files, t) },
