@@ -9,19 +9,20 @@ import tseslint from "typescript-eslint";
  * only through its door (its index.ts; the relay's and the milter's server.ts).
  * test/layering.test.ts proves that each refusal fires.
  */
-const AREAS = ["cli", "commands", "relay", "milter", "portal", "mail", "core", "store", "crypto"];
+const AREAS = ["cli", "commands", "relay", "milter", "portal", "mail", "core", "store", "crypto", "i18n"];
 /** @type {Record<string, string>} */
-const DOORS = { core: "index.js", crypto: "index.js", store: "index.js", mail: "index.js", portal: "index.js", relay: "server.js", milter: "server.js" };
+const DOORS = { core: "index.js", crypto: "index.js", store: "index.js", mail: "index.js", portal: "index.js", relay: "server.js", milter: "server.js", i18n: "index.js" };
 /** @type {Record<string, string[]>} */
 const MAY_IMPORT = {
   crypto: [],
   store: [],
-  core: ["crypto", "store"],
-  mail: ["core", "crypto"],
+  i18n: [],
+  core: ["crypto", "store", "i18n"],
+  mail: ["core", "crypto", "i18n"],
   relay: ["mail", "core", "crypto"],
   milter: ["mail", "core"],
-  portal: ["core", "store"],
-  commands: ["relay", "milter", "portal", "mail", "core", "store", "crypto"],
+  portal: ["core", "store", "i18n"],
+  commands: ["relay", "milter", "portal", "mail", "core", "store", "crypto", "i18n"],
   cli: ["commands"],
 };
 /** A relative import of `area` from anywhere in src/ (`../core/x.js`, `../../core/x.js`, `./core/x.js` from cli.ts). */

@@ -56,6 +56,8 @@ describe("layering lint rule (DESIGN.md §4)", () => {
     ["src/portal/x.ts", 'import { Registry } from "prom-client";', "metrics (issue 14): only src/commands/metrics.ts imports prom-client; report through the core's Meter (ctx.meter)."],
     ["src/relay/x.ts", 'import { Counter } from "prom-client";', "metrics (issue 14): only src/commands/metrics.ts imports prom-client; report through the core's Meter (ctx.meter)."],
     ["src/commands/serve.ts", 'import { Registry } from "prom-client";', "metrics (issue 14): only src/commands/metrics.ts imports prom-client; report through the core's Meter (ctx.meter)."],
+    ["src/i18n/x.ts", 'import { levelRules } from "../core/index.js";', "layering (DESIGN.md §4): src/i18n must not import src/core."],
+    ["src/portal/x.ts", 'import { de } from "../i18n/de.js";', "layering (DESIGN.md §4): src/portal reaches src/i18n only through i18n/index.js."],
   ])("%s: %s is refused", async (file, code, message) => {
     expect(await lintImport(file, code)).toEqual(refusal(code, message));
   });
@@ -78,6 +80,7 @@ describe("layering lint rule (DESIGN.md §4)", () => {
     ["src/commands/x.ts", 'import { startRelay } from "../relay/server.js";\nimport { startPortal } from "../portal/index.js";'],
     ["src/cli.ts", 'import { serveCommand } from "./commands/serve.js";'],
     ["src/commands/metrics.ts", 'import { Counter } from "prom-client";\nimport type { Meter } from "../core/index.js";'],
+    ["src/mail/x.ts", 'import { translator } from "../i18n/index.js";'],
   ])("%s: %s is allowed", async (file, code) => {
     expect(await lintImport(file, code)).toEqual([]);
   });

@@ -158,6 +158,8 @@ describe("headers on every route", () => {
     { route: "GET /", send: (c) => c.get("/") },
     { route: "GET /static/*", send: (c) => c.get("/static/style.css") },
     { route: "GET /lang/:code", send: (c) => c.get("/lang/de?back=/login") },
+    { route: "GET /lang", send: (c) => c.get("/lang?code=de&back=/login") },
+    { route: "POST /lang", send: (c) => c.post("/lang", { code: "de", back: "/login", _csrf: c.csrf }) },
     { route: "GET /help", send: (c) => c.get("/help") },
     { route: "GET /healthz", send: (c) => c.get("/healthz") },
     { route: "GET /readyz", send: (c) => c.get("/readyz") },
@@ -690,6 +692,8 @@ describe("every form field has a server-side limit", () => {
       fields: { _csrf: 64, email: 254, password: 1024, next: 200 },
     },
     { route: "POST /logout", kind: "form", url: () => Promise.resolve("/logout"), base: () => Promise.resolve({}), fields: { _csrf: 64 } },
+    // The language menu of a logged-in patient (before login, the same menu is a GET form).
+    { route: "POST /lang", kind: "form", url: () => Promise.resolve("/lang"), base: () => Promise.resolve({ code: "de", back: "/login" }), fields: { _csrf: 64, code: 40, back: 200 } },
     {
       route: "POST /register",
       kind: "form",
@@ -777,6 +781,11 @@ describe("every form field has a server-side limit", () => {
       expect(res.statusCode, url).toBe(200);
       for (const [, attrs = "", inner = ""] of res.body.matchAll(/<form\b([^>]*)>([\s\S]*?)<\/form>/g)) {
         const fields = [...inner.matchAll(/<(?:input|textarea|select|button)\b[^>]*\bname="([^"]+)"[^>]*>/g)].map((m) => m[1]!);
+        if (/\bmethod="get"/.test(attrs)) {
+          // The language menu before login only navigates: to /lang, with the language and the way back.
+          expect([/\baction="([^"]+)"/.exec(attrs)?.[1], fields.sort()], `${url}: <form${attrs}>`).toEqual(["/lang", ["back", "code"]]);
+          continue;
+        }
         if (!/\bmethod="post"/.test(attrs)) {
           // A script form: its inputs have no names, so nothing leaves the page but the JSON the script sends.
           expect(fields, `${url}: <form${attrs}>`).toEqual([]);

@@ -30,6 +30,7 @@ const patientRow = (email: string, safetyCode: string | null = null): PatientRow
   inviteId: null,
   inviteSession: null,
   alarmedAt: null,
+  lang: null,
 });
 
 /** A stream that yields `good` bytes and then fails, as a client that hangs up mid-upload. */
@@ -70,6 +71,15 @@ describeBackends("store contract", ({ open }) => {
     expect((await store.records.patient("a@example.org"))?.email).toBe("a@example.org");
     expect((await collect(store.auditRows())).map((r) => r.action)).toEqual(["patient.register"]);
     expect(await store.verifyAudit()).toMatchObject({ ok: true, rows: 1 });
+  });
+
+  it("writes every field of a patient and reads it back, the language included", async () => {
+    const row = { ...patientRow("lang@example.org", "1234"), lang: "tr" };
+    await store.transaction((tx) => tx.records.insertPatient(row));
+    expect(await store.records.patient("lang@example.org")).toEqual(row);
+    await store.transaction((tx) => tx.records.updatePatient({ ...row, lang: "ar" }));
+    expect((await store.records.patient("lang@example.org"))?.lang).toBe("ar");
+    expect((await store.records.patients()).map((p) => p.lang)).toEqual(["ar"]);
   });
 
   it("rolls back every write and the audit row when the body throws", async () => {

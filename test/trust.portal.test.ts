@@ -262,7 +262,8 @@ describe("item 16: deliveries sent before an invite", () => {
 
     const waiting = await portal.app.inject({ method: "GET", url: "/waiting", headers: { cookie: a.cookie } });
     expect(waiting.statusCode).toBe(200);
-    expect(waiting.body).toContain("1 Zustellungen warten auf Freigabe durch die Praxis.");
+    // ICU's plural (src/i18n): one delivery is singular now, no longer "1 Zustellungen warten".
+    expect(waiting.body).toContain("1 Zustellung wartet auf Freigabe durch die Praxis. Sie wurde vor Ihrer Einladung verschickt;");
     expect(waiting.body).toContain(code);
     const [mail] = await practiceMails(`Freigabe erforderlich: ${email} (1 wartend)`);
     expect(mail?.text).toContain(`Sicherheitscode: ${code}`);

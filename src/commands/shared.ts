@@ -13,6 +13,7 @@ import {
   errorFields,
   ensureWritableHome,
   loadConfig,
+  patientLanguage,
   resolveHome,
   sharedBackend,
   type Backend,
@@ -41,7 +42,7 @@ export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().u
     home,
     config,
     store,
-    notifier: notifierFor(home, config),
+    notifier: notifierFor(home, config, (email) => patientLanguage(store, email)),
     actor,
     now: () => new Date(),
     alarm: (event, fields) => {

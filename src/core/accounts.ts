@@ -2,6 +2,7 @@
 // invite codes that reception hands out so a patient need not wait for approval.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { hashPassword, newKdfParams, recipientType, safetyCode, signStatement, type KdfParams } from "../crypto/index.js";
+import type { Lang } from "../i18n/index.js";
 import type { InviteRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
@@ -283,11 +284,12 @@ export async function inviteOpen(ctx: Context, id: string): Promise<boolean> {
  * @param email - The address the patient typed.
  * @param code - The code from reception.
  * @param password - The new portal password.
+ * @param lang - The language the patient used, if known.
  * @returns The new patient.
  * @throws {@link PraxmailError} `wrong-state` for an unusable invite, `invalid-input` when
  *   address or code do not match (one answer for both).
  */
-export async function redeemInvite(ctx: Context, id: string, email: string, code: string, password: string): Promise<PatientView> {
+export async function redeemInvite(ctx: Context, id: string, email: string, code: string, password: string, lang: Lang | null = null): Promise<PatientView> {
   const i = /^i_[a-z0-9]{12}$/.test(id) ? await ctx.store.accounts.invite(id) : undefined;
   if (!i || inviteView(ctx, i).status !== "open") throw new PraxmailError("wrong-state", "the invite is unknown, used, revoked or expired");
   let addr = "";
@@ -305,7 +307,7 @@ export async function redeemInvite(ctx: Context, id: string, email: string, code
     if (!(await tx.accounts.useInvite(id, now.toISOString()))) throw new PraxmailError("wrong-state", "the invite is unknown, used, revoked or expired");
     await tx.audit({ actor: ctx.actor, action: "invite.use", subject: id, details: { email: addr } }, now);
   });
-  return registerPatient(ctx, addr, password, { inviteId: id });
+  return registerPatient(ctx, addr, password, { inviteId: id, lang });
 }
 
 /**

@@ -51,7 +51,9 @@ export {
   getPatient,
   listPatients,
   patientKdf,
+  patientLanguage,
   registerPatient,
+  setPatientLanguage,
   setSecuPassRecipient,
   type PatientView,
 } from "./patients.js";

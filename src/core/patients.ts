@@ -1,5 +1,6 @@
 // Patient accounts: registration, the Secu-Pass recipient, listing. The portal calls these.
 import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, parseNewKeyKdfParams, recipientType, safetyCode, verifyPassword, type KdfParams } from "../crypto/index.js";
+import { isLang, type Lang } from "../i18n/index.js";
 import type { PatientRow, PatientStatus, StoreTx } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
@@ -61,6 +62,7 @@ export async function mustGetActivePatient(tx: StoreTx, email: string): Promise<
  * @param ctx - The core context.
  * @param email - The address the link was sent to.
  * @param password - The portal password (hashed with scrypt; never derives a key).
+ * @param opts - The invite it was registered with, and the language the patient used.
  * @returns The new patient, status `pending-secupass`, with fresh KDF parameters.
  * @throws {@link PraxmailError} `wrong-state` if the address already has an account.
  */
@@ -68,7 +70,7 @@ export async function registerPatient(
   ctx: Context,
   email: string,
   password: string,
-  opts: { inviteId?: string } = {},
+  opts: { inviteId?: string; lang?: Lang | null } = {},
 ): Promise<PatientView & { kdf: KdfParams }> {
   const addr = normaliseEmail(email);
   checkPassword(password);
@@ -92,6 +94,7 @@ export async function registerPatient(
     inviteId: opts.inviteId ?? null,
     inviteSession: null,
     alarmedAt: null,
+    lang: opts.lang ?? null,
   };
   await ctx.store.transaction(async (tx) => {
     if (await tx.records.patient(addr)) {
@@ -102,6 +105,35 @@ export async function registerPatient(
   });
   await ctx.notifier.send({ kind: "account-created", to: addr, loginUrl: `${ctx.config.portalUrl}/login` });
   return { ...patientView(row), kdf };
+}
+
+/**
+ * Remembers the language a patient chose in the portal; their mails follow it.
+ *
+ * @param ctx - The core context.
+ * @param email - The logged-in patient.
+ * @param lang - The language.
+ * @throws {@link PraxmailError} `no-such-patient`, or `wrong-state` for a revoked account.
+ */
+export async function setPatientLanguage(ctx: Context, email: string, lang: Lang): Promise<void> {
+  const now = ctx.now();
+  await ctx.store.transaction(async (tx) => {
+    const p = await mustGetActivePatient(tx, email);
+    if (p.lang === lang) return;
+    await tx.records.updatePatient({ ...p, lang });
+    await tx.audit({ actor: ctx.actor, action: "patient.language", subject: p.email, details: { lang } }, now);
+  });
+}
+
+/**
+ * @param rows - The store, or a transaction.
+ * @param email - A patient's address (lowercased).
+ * @returns The patient's language, or null when unknown (no account, never chosen, or a value
+ *   this version does not speak).
+ */
+export async function patientLanguage(rows: Pick<StoreTx, "records">, email: string): Promise<Lang | null> {
+  const lang = (await rows.records.patient(email))?.lang;
+  return isLang(lang) ? lang : null;
 }
 
 // Checked against when the address is unknown, so both paths cost one scrypt, the first

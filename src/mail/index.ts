@@ -1,5 +1,6 @@
 // The public door of src/mail.
 import type { Config, Notifier } from "../core/index.js";
+import type { Lang } from "../i18n/index.js";
 import { renderNotification } from "./templates.js";
 import { createTransport, type Transport } from "./transport.js";
 
@@ -11,12 +12,13 @@ export { createTransport, type Envelope, type OutgoingMail, type RawSink, type S
  *
  * @param config - The practice configuration (name, address).
  * @param transport - Where mail goes.
+ * @param langOf - The language of a recipient, null while unknown (see {@link renderNotification}).
  * @returns The notifier.
  */
-export function createNotifier(config: Config, transport: Transport): Notifier {
+export function createNotifier(config: Config, transport: Transport, langOf: (email: string) => Promise<Lang | null>): Notifier {
   return {
     async send(n) {
-      const r = renderNotification(n, config.practiceName);
+      const r = renderNotification(n, config.practiceName, await langOf(n.to));
       await transport.send({ from: { name: config.practiceName, address: config.practiceEmail }, to: n.to, ...r });
     },
   };
@@ -25,10 +27,11 @@ export function createNotifier(config: Config, transport: Transport): Notifier {
 /**
  * @param home - The praxmail home.
  * @param config - Its configuration.
+ * @param langOf - The language of a recipient, null while unknown.
  * @returns A notifier over the configured upstream or the outbox.
  */
-export function notifierFor(home: string, config: Config): Notifier {
-  return createNotifier(config, createTransport(home, config.upstream));
+export function notifierFor(home: string, config: Config, langOf: (email: string) => Promise<Lang | null>): Notifier {
+  return createNotifier(config, createTransport(home, config.upstream), langOf);
 }
 export { MailRejection, loggableReason } from "./errors.js";
 export { applyPolicy, classify, isInternal, type Classification, type Policy } from "./classify.js";

@@ -7,7 +7,22 @@ import { Readable } from "node:stream";
 import { Headers } from "@zone-eu/mailsplit";
 import { convert as htmlToText } from "html-to-text";
 import libmime from "libmime";
-import { Intake, PraxmailError, cleanUpAfter, discardDelivery, discardedBy, markSent, levelRules, needsDelivery, retryAction, warnsWithoutDelivery, type Context, type CreatedDelivery, type Level } from "../core/index.js";
+import {
+  Intake,
+  PraxmailError,
+  cleanUpAfter,
+  discardDelivery,
+  discardedBy,
+  markSent,
+  levelRules,
+  needsDelivery,
+  patientLanguage,
+  retryAction,
+  warnsWithoutDelivery,
+  type Context,
+  type CreatedDelivery,
+  type Level,
+} from "../core/index.js";
 import { applyPolicy, classify, isInternal, type Classification, type Policy } from "./classify.js";
 import { MailRejection } from "./errors.js";
 import { hashHead, sourceKey } from "./idempotency.js";
@@ -136,6 +151,7 @@ async function notice(ctx: Context, sk: Skeleton, d: CreatedDelivery, trace: str
   const r = renderNotification(
     { kind: "new-delivery", to: d.recipient, level: d.level, link: d.link, firstTime: d.firstTime, files: d.files, expiresAt: d.expiresAt, subject: null, message: null },
     ctx.config.practiceName,
+    await patientLanguage(ctx.store, d.recipient),
   );
   const raw = await compose({
     from: { name: ctx.config.practiceName, address: ctx.config.practiceEmail },
@@ -238,7 +254,10 @@ async function copyFor(ctx: Context, sk: Skeleton, level: Level, subject: string
     : withTrace(
         renderCopy(sk, {
           subject,
-          block: renderBlock({ practiceName: ctx.config.practiceName, level, link: d.link, files: d.files, expiresAt: d.expiresAt, firstTime: d.firstTime }),
+          block: renderBlock(
+            { practiceName: ctx.config.practiceName, level, link: d.link, files: d.files, expiresAt: d.expiresAt, firstTime: d.firstTime },
+            await patientLanguage(ctx.store, d.recipient),
+          ),
           headers: { "X-Praxmail-Delivery": d.id },
         }),
         trace,

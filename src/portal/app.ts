@@ -11,10 +11,11 @@ import { Eta } from "eta";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { errorFields, type Context, type ErrorFields, type Meter } from "../core/index.js";
-import { TEXTS, pickLang, type Texts } from "./i18n.js";
+import { CATALOGUES, LANGS, fromAcceptLanguage, isLang, pickLang, translator, type Lang, type MessageKey, type Translator } from "../i18n/index.js";
 import { Limits } from "./limits.js";
 import { accountRoutes } from "./routes/account.js";
 import { deliveryRoutes } from "./routes/deliveries.js";
+import { languageRoutes } from "./routes/language.js";
 import { lifecycleRoutes } from "./routes/lifecycle.js";
 import { probeRoutes } from "./routes/probes.js";
 import { replyRoutes } from "./routes/replies.js";
@@ -30,8 +31,13 @@ export interface Portal {
   /** Renders a page inside the layout. */
   page(req: FastifyRequest, reply: FastifyReply, view: string, data: Record<string, unknown>, status?: number): Promise<FastifyReply>;
   /** Renders a short page with a title and a text (errors, notices). */
-  notice(req: FastifyRequest, reply: FastifyReply, status: number, title: keyof Texts, text: keyof Texts): Promise<FastifyReply>;
-  texts(req: FastifyRequest): Texts;
+  notice(req: FastifyRequest, reply: FastifyReply, status: number, title: MessageKey, text: MessageKey): Promise<FastifyReply>;
+  /** The texts in the visitor's language (see {@link textsOf}). */
+  texts(req: FastifyRequest): Translator;
+  /** The language the visitor chose (cookie) or their browser asks for; null when neither names one we speak. */
+  knownLang(req: FastifyRequest): Lang | null;
+  /** Sets the language cookie, which remembers the choice before login. */
+  rememberLang(reply: FastifyReply, lang: Lang): void;
 }
 
 declare module "fastify" {
@@ -90,6 +96,7 @@ export const FIELD_MAX = {
   password2: 1024,
   token: 43,
   next: 200,
+  back: 200,
   code: 40,
   recipient: 2100,
   deliveryId: 32,
@@ -156,7 +163,7 @@ function createApp(secure: boolean): FastifyInstance {
  */
 function badUrl(req: FastifyRequest, reply: FastifyReply, secure: boolean): FastifyReply {
   securityHeaders(req, reply, secure);
-  return reply.code(400).type("text/plain; charset=utf-8").send(TEXTS[pickLang(undefined, req.headers["accept-language"])].badInput);
+  return reply.code(400).type("text/plain; charset=utf-8").send(translator(pickLang(undefined, req.headers["accept-language"]))("badInput"));
 }
 
 /**
@@ -234,9 +241,15 @@ function logRequests(app: FastifyInstance, plog: Logger, meter: Meter | undefine
  * @param req - The request.
  * @returns The texts in the visitor's language (cookie, else Accept-Language).
  */
-function textsOf(req: FastifyRequest): Texts {
-  return TEXTS[pickLang(req.cookies.lang, req.headers["accept-language"])];
+function textsOf(req: FastifyRequest): Translator {
+  return translator(pickLang(req.cookies.lang, req.headers["accept-language"]));
 }
+
+/** A year: the language cookie outlives the browser session, so that the next visit speaks the same language. */
+const LANG_COOKIE_SECONDS = 365 * 24 * 3600;
+
+/** The language menu: each language by its own name. */
+const LANGUAGES = LANGS.map((code) => ({ code, name: CATALOGUES[code].languageName }));
 
 /**
  * The state and page rendering every route shares.
@@ -245,18 +258,24 @@ function textsOf(req: FastifyRequest): Texts {
  * @param plog - The portal's log.
  * @param sessions - The sessions.
  * @param formViews - The views that render a form (see {@link formViewsIn}).
+ * @param secure - Whether the portal is served over https (then the language cookie is too).
  * @returns The portal.
  */
-function makePortal(ctx: Context, plog: Logger, sessions: Sessions, formViews: Set<string>): Portal {
+function makePortal(ctx: Context, plog: Logger, sessions: Sessions, formViews: Set<string>, secure: boolean): Portal {
   const portal: Portal = {
     ctx,
     log: plog,
     sessions,
     limits: new Limits(ctx.store, () => ctx.now().getTime()),
     texts: textsOf,
+    knownLang: (req) => (isLang(req.cookies.lang) ? req.cookies.lang : fromAcceptLanguage(req.headers["accept-language"])),
+    rememberLang(reply, lang) {
+      reply.setCookie("lang", lang, { path: "/", sameSite: "strict", httpOnly: true, secure, maxAge: LANG_COOKIE_SECONDS });
+    },
     async page(req, reply, view, data, status = 200) {
       const html = await reply.viewAsync(view, {
         t: textsOf(req),
+        languages: LANGUAGES,
         practice: ctx.config.practiceName,
         // A visitor who is not logged in gets a CSRF cookie only with a page that has a form.
         csrf: req.session.email !== null || formViews.has(view) ? sessions.formToken(req, reply) : "",
@@ -267,26 +286,20 @@ function makePortal(ctx: Context, plog: Logger, sessions: Sessions, formViews: S
       return reply.code(status).type("text/html; charset=utf-8").send(html);
     },
     async notice(req, reply, status, title, text) {
-      return portal.page(req, reply, "notice.eta", { title: textsOf(req)[title], text: textsOf(req)[text] }, status);
+      return portal.page(req, reply, "notice.eta", { title: textsOf(req)(title), text: textsOf(req)(text) }, status);
     },
   };
   return portal;
 }
 
 /**
- * Registers every page and API route: the language switch here, the rest by group.
+ * Registers every page and API route, by group.
  *
  * @param app - The fastify app.
  * @param portal - Shared portal state.
- * @param secure - Whether the language cookie is https-only.
  */
-function registerRoutes(app: FastifyInstance, portal: Portal, secure: boolean): void {
-  app.get("/lang/:code", async (req, reply) => {
-    const { code } = req.params as { code: string };
-    const back = (req.query as { back?: string }).back;
-    if (code === "de" || code === "en") reply.setCookie("lang", code, { path: "/", sameSite: "strict", httpOnly: true, secure });
-    return reply.redirect(typeof back === "string" && /^\/(?!\/)[\w\-./?=&%]*$/.test(back) ? back : "/", 303);
-  });
+function registerRoutes(app: FastifyInstance, portal: Portal): void {
+  languageRoutes(app, portal);
   accountRoutes(app, portal);
   deliveryRoutes(app, portal);
   lifecycleRoutes(app, portal);
@@ -355,8 +368,8 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
     securityHeaders(req, reply, secure);
   });
   const failures = logRequests(app, plog, ctx.meter);
-  const portal = makePortal(ctx, plog, sessions, await formViewsIn(assets.views));
-  registerRoutes(app, portal, secure);
+  const portal = makePortal(ctx, plog, sessions, await formViewsIn(assets.views), secure);
+  registerRoutes(app, portal);
   handleErrors(app, portal, failures);
   return app;
 }

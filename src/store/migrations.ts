@@ -211,4 +211,11 @@ CREATE TABLE practice (
 ) STRICT;
 `,
   },
+  {
+    // The patient's language, for the portal and their mails (src/i18n); null while unknown.
+    version: 9,
+    sql: `
+ALTER TABLE patients ADD COLUMN lang TEXT;
+`,
+  },
 ];

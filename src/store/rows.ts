@@ -31,6 +31,8 @@ export interface PatientRow {
   inviteSession: string | null;
   /** When the practice was last mailed that this patient's approval does not verify. */
   alarmedAt: string | null;
+  /** The language the patient chose or registered in (de, en, …); null while unknown. */
+  lang: string | null;
 }
 
 /** A delivery row. */

@@ -8,11 +8,14 @@ import {
   getPatient,
   listPending,
   patientKdf,
+  patientLanguage,
   registerPatient,
   resolveLink,
+  setPatientLanguage,
   setSecuPassRecipient,
   type Context,
 } from "../../core/index.js";
+import { isLang } from "../../i18n/index.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
 import { LIMITS } from "../limits.js";
 import { csrfOk } from "../session.js";
@@ -113,9 +116,25 @@ function loginPage(portal: Portal): Handler {
     const q = req.query as { next?: string; m?: string; email?: string };
     const t = portal.texts(req);
     const ended = req.session.expired ?? (q.m === "expired" ? "idle" : q.m === "ended" ? "lifetime" : null);
-    const info = ended === "idle" ? t.sessionExpired : ended === "lifetime" ? t.sessionEnded : q.m === "out" ? t.loggedOut : q.m === "reset" ? t.resetDone : null;
+    const info = ended === "idle" ? t("sessionExpired") : ended === "lifetime" ? t("sessionEnded") : q.m === "out" ? t("loggedOut") : q.m === "reset" ? t("resetDone") : null;
     return portal.page(req, reply, "login.eta", { next: safeNext(q.next), info, error: null, email: typeof q.email === "string" ? q.email.slice(0, FIELD_MAX.email) : "" });
   };
+}
+
+/**
+ * At login, account and cookie come to agree: a language chosen before login goes into the
+ * account; else the account's language sets the cookie.
+ *
+ * @param portal - Shared portal state.
+ * @param req - The login request.
+ * @param reply - Its reply.
+ * @param email - The patient who logged in.
+ */
+async function agreeOnLanguage(portal: Portal, req: FastifyRequest, reply: FastifyReply, email: string): Promise<void> {
+  const chosen = req.cookies.lang;
+  if (isLang(chosen)) return setPatientLanguage(portal.ctx, email, chosen);
+  const stored = await patientLanguage(portal.ctx.store, email);
+  if (stored !== null) portal.rememberLang(reply, stored);
 }
 
 /** POST /login: within the attempt limits, a new session for the right password. */
@@ -130,9 +149,9 @@ function login(portal: Portal): Handler {
     const account = f.email.trim().toLowerCase();
     // Counted before scrypt runs; only failures count, so a success gives its attempt back.
     const held = await limits.reserve([LIMITS.loginIp, req.ip], [LIMITS.loginAccount, account]);
-    if (!held) return portal.page(req, reply, "login.eta", { next, info: null, error: t.tooMany, email: f.email }, 429);
+    if (!held) return portal.page(req, reply, "login.eta", { next, info: null, error: t("tooMany"), email: f.email }, 429);
     const patient = await authenticatePatient(ctx, f.email, f.password);
-    const failed = (): Promise<FastifyReply> => portal.page(req, reply, "login.eta", { next, info: null, error: t.loginFailed, email: f.email }, 401);
+    const failed = (): Promise<FastifyReply> => portal.page(req, reply, "login.eta", { next, info: null, error: t("loginFailed"), email: f.email }, 401);
     if (!patient) return failed();
     try {
       // Refused when the account was revoked while scrypt ran.
@@ -143,6 +162,7 @@ function login(portal: Portal): Handler {
     }
     await held.release();
     await limits.clear(LIMITS.loginAccount, account);
+    await agreeOnLanguage(portal, req, reply, patient.email);
     // A later login is not necessarily the person who typed an invite code.
     await dropInviteSession(ctx, patient.email, "login");
     return reply.redirect(next, 303);
@@ -168,13 +188,13 @@ function register(portal: Portal): Handler {
     // The address comes from the link, never from the form.
     if (access.kind !== "register") return reply.redirect(`/d/${f.token}`, 303);
     const again_ = { email: access.email, token: f.token };
-    if (!(await limits.reserve([LIMITS.registerIp, req.ip]))) return portal.page(req, reply, "register.eta", { ...again_, error: t.tooMany }, 429);
-    if (f.password !== again) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordsDiffer }, 400);
-    if (Array.from(f.password).length < 10) return portal.page(req, reply, "register.eta", { ...again_, error: t.passwordTooShort }, 400);
+    if (!(await limits.reserve([LIMITS.registerIp, req.ip]))) return portal.page(req, reply, "register.eta", { ...again_, error: t("tooMany") }, 429);
+    if (f.password !== again) return portal.page(req, reply, "register.eta", { ...again_, error: t("passwordsDiffer") }, 400);
+    if (Array.from(f.password).length < 10) return portal.page(req, reply, "register.eta", { ...again_, error: t("passwordTooShort") }, 400);
     try {
-      await registerPatient(ctx, access.email, f.password);
+      await registerPatient(ctx, access.email, f.password, { lang: portal.knownLang(req) });
     } catch (e) {
-      if (e instanceof PraxmailError && e.code === "wrong-state") return portal.page(req, reply, "register.eta", { ...again_, error: t.accountExists }, 409);
+      if (e instanceof PraxmailError && e.code === "wrong-state") return portal.page(req, reply, "register.eta", { ...again_, error: t("accountExists") }, 409);
       throw e;
     }
     await sessions.login(req, reply, access.email);

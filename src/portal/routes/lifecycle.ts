@@ -67,7 +67,7 @@ function askReset(portal: Portal, resets: WorkQueue<string>): Handler {
     const f = fields(req.body, "email");
     if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
-    if (!(await limits.reserve([LIMITS.resetIp, req.ip]))) return portal.page(req, reply, "reset.eta", { sent: false, error: t.tooMany }, 429);
+    if (!(await limits.reserve([LIMITS.resetIp, req.ip]))) return portal.page(req, reply, "reset.eta", { sent: false, error: t("tooMany") }, 429);
     // The same answer, in the same time, whether or not the address has an account: the
     // address as typed only joins a queue, and the worker looks it up and mails after this
     // answer. A flood of mails to one address, or a full queue, stops quietly.
@@ -87,8 +87,8 @@ function resetPassword(portal: Portal): Handler {
     const again = (req.body as Form | undefined)?.password2;
     if (!f || typeof again !== "string" || again.length > FIELD_MAX.password2) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
-    if (f.password !== again) return portal.page(req, reply, "reset-password.eta", { error: t.passwordsDiffer }, 400);
-    if (Array.from(f.password).length < 10) return portal.page(req, reply, "reset-password.eta", { error: t.passwordTooShort }, 400);
+    if (f.password !== again) return portal.page(req, reply, "reset-password.eta", { error: t("passwordsDiffer") }, 400);
+    if (Array.from(f.password).length < 10) return portal.page(req, reply, "reset-password.eta", { error: t("passwordTooShort") }, 400);
     try {
       await completePasswordReset(portal.ctx, token, f.password);
     } catch (e) {
@@ -129,18 +129,18 @@ function redeem(portal: Portal): Handler {
     }
     const t = portal.texts(req);
     const again = { email: f.email };
-    if (f.password !== b.password2) return portal.page(req, reply, "invite.eta", { ...again, error: t.passwordsDiffer }, 400);
-    if (Array.from(f.password).length < 10) return portal.page(req, reply, "invite.eta", { ...again, error: t.passwordTooShort }, 400);
+    if (f.password !== b.password2) return portal.page(req, reply, "invite.eta", { ...again, error: t("passwordsDiffer") }, 400);
+    if (Array.from(f.password).length < 10) return portal.page(req, reply, "invite.eta", { ...again, error: t("passwordTooShort") }, 400);
     const held = await limits.reserve([LIMITS.inviteIp, req.ip]);
-    if (!held) return portal.page(req, reply, "invite.eta", { ...again, error: t.tooMany }, 429);
+    if (!held) return portal.page(req, reply, "invite.eta", { ...again, error: t("tooMany") }, 429);
     let patient;
     try {
-      patient = await redeemInvite(ctx, id, f.email, b.code, f.password);
+      patient = await redeemInvite(ctx, id, f.email, b.code, f.password, portal.knownLang(req));
     } catch (e) {
       // Only a wrong address or code counts.
       const mismatch = e instanceof PraxmailError && e.code === "invalid-input";
       if (!mismatch) await held.release();
-      if (mismatch) return portal.page(req, reply, "invite.eta", { ...again, error: t.inviteMismatch }, 400);
+      if (mismatch) return portal.page(req, reply, "invite.eta", { ...again, error: t("inviteMismatch") }, 400);
       if (e instanceof PraxmailError && e.code === "wrong-state") return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
       throw e;
     }

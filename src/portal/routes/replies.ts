@@ -3,12 +3,12 @@ import { PassThrough, type Readable } from "node:stream";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { PraxmailError, ReplyRefusedError, addReplyPart, checkMayReply, finishReply, startReply, type ReplyRefusal } from "../../core/index.js";
 import { API, bodySchema, type Portal } from "../app.js";
-import type { Texts } from "../i18n.js";
+import type { MessageKey } from "../../i18n/index.js";
 import { csrfOk } from "../session.js";
 import { needLogin, type Handler } from "./account.js";
 
 /** The text that tells a patient why they may not reply yet (or any more). */
-const REFUSAL: Readonly<Record<ReplyRefusal, keyof Texts>> = {
+const REFUSAL: Readonly<Record<ReplyRefusal, MessageKey>> = {
   "pending-secupass": "replyRefusedPendingSecupass",
   "pending-approval": "replyRefusedPendingApproval",
   revoked: "replyRefusedRevoked",
@@ -81,7 +81,7 @@ async function api(portal: Portal, req: FastifyRequest, reply: FastifyReply, wor
   try {
     result = await work(req.session.email);
   } catch (e) {
-    if (e instanceof ReplyRefusedError) return reply.code(403).send({ error: e.code, status: e.status, message: portal.texts(req)[REFUSAL[e.status]] });
+    if (e instanceof ReplyRefusedError) return reply.code(403).send({ error: e.code, status: e.status, message: portal.texts(req)(REFUSAL[e.status]) });
     if (!(e instanceof PraxmailError)) throw e;
     const status = e.code === "too-large" ? 413 : e.code === "wrong-state" ? 403 : e.code === "no-such-delivery" ? 404 : 400;
     return reply.code(status).send({ error: e.code, message: e.message });

@@ -182,4 +182,11 @@ CREATE TABLE practice (
 );
 `,
   },
+  {
+    // The patient's language (SQLite's migration 9).
+    version: 3,
+    sql: `
+ALTER TABLE patients ADD COLUMN lang TEXT;
+`,
+  },
 ];
