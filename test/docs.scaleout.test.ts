@@ -5,18 +5,20 @@
 // A's config.json, identity and portal-signing.key).
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { request } from "node:https";
 import { connect } from "node:net";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { simpleParser } from "mailparser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, praxmail, tempDir } from "./helpers/cli.js";
 import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
 import { befundMail, submit } from "./helpers/relay.js";
+import { startPostfix, type TestPostfix } from "./helpers/postfix.js";
 import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
 import { freePorts, startServe, type Served } from "./helpers/serve.js";
-import { needInstalled, needTool } from "./helpers/tools.js";
+import { needInstalled, needRoot, needTool } from "./helpers/tools.js";
 
 const run = promisify(execFile);
 const DOC = resolve(import.meta.dirname, "../docs/scale-out.md");
@@ -399,6 +401,47 @@ describe.runIf(
           return requestsTo(nodes[name]!, "/login") > before;
         });
       await sessionOnEitherNode(lb, links.nginx, () => Promise.resolve(), back);
+    }, 120_000);
+  });
+
+  describe.runIf(needTool("postfix") && needRoot("a Postfix instance"))("Postfix with two relays", () => {
+    let pf: TestPostfix | undefined;
+
+    beforeAll(async () => {
+      const block = await docBlock("# main.cf: two praxmail relays");
+      const relays = fill(block, [
+        ["[10.0.0.11]:2525", `[127.0.0.1]:${ports.smtpA}`],
+        ["[10.0.0.12]:2525", `[127.0.0.1]:${ports.smtpB}`],
+      ]);
+      const [smtp = 0, reinject = 0, unused = 0] = await freePorts(3);
+      // The test instance's milter lines are turned off, and its relayhost replaced by the block's.
+      pf = await startPostfix(join(dir, "postfix"), { smtp, reinject, milter: unused, sink: unused }, `smtpd_milters =\nnon_smtpd_milters =\n${relays}`);
+    }, 60_000);
+    afterAll(async () => {
+      await pf?.stop();
+    });
+
+    it("with node A stopped, Postfix hands the mail to node B, which encrypts it", async () => {
+      await stopNode("a");
+      try {
+        const pdf = randomBytes(4096);
+        const r = await submit(pf!.smtpPort, "praxis@praxis-weber.example", ["carla@patient.example"], befundMail({ from: "praxis@praxis-weber.example", to: "carla@patient.example", messageId: "fallback-1@praxis-weber.example", attachment: pdf }));
+        expect(r.code, r.text).toBe(250);
+        await until("Postfix delivers the mail", 60_000, async () => /status=sent/.test(await pf!.log()));
+        const log = await pf!.log();
+        expect(log).toMatch(new RegExp(`connect to 127\\.0\\.0\\.1\\[127\\.0\\.0\\.1\\]:${ports.smtpA}: Connection refused`));
+        expect(log).toMatch(new RegExp(`relay=127\\.0\\.0\\.1\\[127\\.0\\.0\\.1\\]:${ports.smtpB}.*status=sent \\(250 .*1 encrypted`));
+        // Node B's outgoing mail (its outbox, no upstream here) carries a link, not the PDF.
+        const outbox = join(homes.b, "outbox");
+        const mails = await Promise.all((await readdir(outbox)).map(async (f) => simpleParser(await readFile(join(outbox, f)))));
+        const carla = mails.filter((m) => m.messageId === "<fallback-1@praxis-weber.example>");
+        expect(carla).toHaveLength(1);
+        expect(carla[0]!.text).toMatch(/\/d\/[A-Za-z0-9_-]{43}/);
+        expect(carla[0]!.attachments.map((a) => a.contentType)).not.toContain("application/pdf");
+        expect(carla[0]!.attachments.some((a) => a.content.includes(pdf))).toBe(false);
+      } finally {
+        await startNode("a");
+      }
     }, 120_000);
   });
 });
