@@ -13,6 +13,7 @@ import { milterBench } from "./milter.js";
 import { portalBench } from "./portal.js";
 import { relayBench } from "./relay.js";
 import { sendBench } from "./send.js";
+import { sharedBench } from "./shared.js";
 import { machine, median, round, show, type Figure } from "./stats.js";
 
 type Log = (s: string) => void;
@@ -30,6 +31,7 @@ const SECTIONS: { key: string; title: string; run: (runs: number, log: Log) => P
   { key: "milter", title: "Postfix milter", run: milterBench },
   { key: "approve", title: "Approve (rewrap only)", run: approveBench },
   { key: "portal", title: "Portal under load", run: portalBench },
+  { key: "shared", title: "Shared backend (PostgreSQL + S3)", run: sharedBench },
   {
     key: "browser",
     title: "In Chromium",
