@@ -14,10 +14,11 @@ import { simpleParser } from "mailparser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, praxmail, tempDir } from "./helpers/cli.js";
 import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
-import { befundMail, submit } from "./helpers/relay.js";
+import { befundMail, patchConfig, submit } from "./helpers/relay.js";
 import { startPostfix, type TestPostfix } from "./helpers/postfix.js";
 import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
 import { freePorts, startServe, type Served } from "./helpers/serve.js";
+import { startSink, type Sink } from "./helpers/sink.js";
 import { needInstalled, needRoot, needTool } from "./helpers/tools.js";
 
 const run = promisify(execFile);
@@ -167,9 +168,12 @@ describe.runIf(
   const nodes: { a?: Served; b?: Served } = {};
   const links = { haproxy: "", nginx: "" };
 
+  /** Extra `serve` flags per node (the milter describe adds --milter). */
+  const serveFlags = { a: [] as string[], b: [] as string[] };
+
   const startNode = async (name: "a" | "b"): Promise<Served> => {
     const [http, smtp] = name === "a" ? [ports.httpA, ports.smtpA] : [ports.httpB, ports.smtpB];
-    const node = await startServe(homes[name], http, ["--smtp", `127.0.0.1:${smtp}`], env);
+    const node = await startServe(homes[name], http, ["--smtp", `127.0.0.1:${smtp}`, ...serveFlags[name]], env);
     nodes[name] = node;
     return node;
   };
@@ -441,6 +445,93 @@ describe.runIf(
         expect(carla[0]!.attachments.some((a) => a.content.includes(pdf))).toBe(false);
       } finally {
         await startNode("a");
+      }
+    }, 120_000);
+  });
+
+  describe.runIf(needTool("postfix") && needRoot("a Postfix instance"))("Postfix with two milters", () => {
+    let pf: TestPostfix | undefined;
+    let sink: Sink | undefined;
+    let next = 0;
+
+    /** Sends a level-3 mail with a PDF through Postfix; returns its reply and what it carried. */
+    async function send(): Promise<{ code: number; text: string; pdf: Buffer; messageId: string }> {
+      const pdf = randomBytes(4096);
+      const messageId = `milter-${next++}@praxis-weber.example`;
+      const r = await submit(pf!.smtpPort, "praxis@praxis-weber.example", ["dora@patient.example"], befundMail({ from: "praxis@praxis-weber.example", to: "dora@patient.example", messageId, attachment: pdf }));
+      return { ...r, pdf, messageId };
+    }
+
+    /** The delivered copy of a mail: a link instead of the PDF, and no byte of it. */
+    async function delivered(sent: { pdf: Buffer; messageId: string }): Promise<void> {
+      await until("the sink gets the mail", 60_000, () => Promise.resolve(sink!.messages.some((m) => m.mail.messageId === `<${sent.messageId}>`)));
+      const copies = sink!.messages.filter((m) => m.mail.messageId === `<${sent.messageId}>`);
+      expect(copies).toHaveLength(1);
+      expect(copies[0]!.mail.text).toMatch(/\/d\/[A-Za-z0-9_-]{43}/);
+      expect(copies[0]!.mail.attachments).toEqual([]);
+      expect(copies[0]!.raw.includes(Buffer.from(sent.pdf.toString("base64").slice(0, 40)))).toBe(false);
+    }
+
+    /** @returns dora's deliveries, as the shared backend lists them. */
+    async function deliveries(): Promise<number> {
+      const r = await praxmail(["list", "deliveries", "--json", "--home", homes.b], { env });
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { recipient: string }[]).filter((d) => d.recipient === "dora@patient.example").length;
+    }
+
+    beforeAll(async () => {
+      sink = await startSink();
+      const [smtp = 0, reinject = 0, milterA = 0, milterB = 0, unused = 0] = await freePorts(5);
+      const block = await docBlock("# main.cf: two praxmail milters");
+      const milters = fill(block, [
+        ["inet:10.0.0.11:8891", `inet:127.0.0.1:${milterA}`],
+        ["inet:10.0.0.12:8891", `inet:127.0.0.1:${milterB}`],
+      ]);
+      // The test instance's single-milter lines come first; the block's settings replace them.
+      pf = await startPostfix(join(dir, "postfix-milters"), { smtp, reinject, milter: unused, sink: sink.port }, milters);
+      // Both nodes as milters, their upstream the Postfix host's reinjection smtpd.
+      await Promise.all([stopNode("a"), stopNode("b")]);
+      for (const name of ["a", "b"] as const) await patchConfig(homes[name], { upstream: `smtp://127.0.0.1:${reinject}` });
+      serveFlags.a = ["--milter", `127.0.0.1:${milterA}`];
+      serveFlags.b = ["--milter", `127.0.0.1:${milterB}`];
+      await startNode("a");
+      await startNode("b");
+    }, 60_000);
+    afterAll(async () => {
+      await pf?.stop();
+      await sink?.close();
+    });
+
+    it("with both nodes up, node A rewrites the mail and node B passes it on: one delivery, one mail", async () => {
+      const sent = await send();
+      expect(sent.code, sent.text).toBe(250);
+      await delivered(sent);
+      expect(await deliveries()).toBe(1);
+    }, 120_000);
+
+    it("with node A down, node B rewrites the mail", async () => {
+      await stopNode("a");
+      try {
+        const sent = await send();
+        expect(sent.code, sent.text).toBe(250);
+        await delivered(sent);
+        expect(await deliveries()).toBe(2);
+      } finally {
+        await startNode("a");
+      }
+    }, 120_000);
+
+    it("with both nodes down, Postfix defers the mail with 451 and nothing leaves", async () => {
+      await Promise.all([stopNode("a"), stopNode("b")]);
+      try {
+        const before = sink!.messages.length;
+        const sent = await send();
+        expect(sent.code, sent.text).toBe(451);
+        await new Promise((r) => setTimeout(r, 2000));
+        expect(sink!.messages.length).toBe(before);
+      } finally {
+        await startNode("a");
+        await startNode("b");
       }
     }, 120_000);
   });
