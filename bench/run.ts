@@ -137,6 +137,39 @@ blocking the event loop; validating the base64; garbage collection; and the blob
 The load generator shares the two vCPUs with the relay.`,
   },
   {
+    prefix: "shared: relay throughput, one shared node / one embedded node",
+    title: "the relay on the shared backend",
+    text: `Per level-3 mail the shared node commits 4.4 PostgreSQL transactions (counted in
+pg_stat_database, see the figure), each several round trips (BEGIN, the write lock, the
+statements, COMMIT) where SQLite commits in-process, and every write transaction of every
+node first takes one advisory lock; it writes the blob as an S3 PutObject through Swift's
+proxy, a Python process on the same two vCPUs, instead of a local file and two fsyncs.
+The CPU work per mail (key wrap, base64, MIME) is the same on both backends, so on an
+idle machine the difference is mostly waiting for PostgreSQL and S3.`,
+  },
+  {
+    prefix: "shared: portal delivery",
+    title: "portal pages on the shared backend",
+    text: `A delivery page is four reads (the session, the delivery, the patient, its files)
+and the delivery list three (session, patient, deliveries), each its own query: on
+PostgreSQL each is a round trip over TCP with its own implicit transaction (the figure
+"transactions per delivery page view"), on SQLite a read in the portal's process. The
+session's last-seen time is written at most once a minute per session, so the write lock
+plays no part here. At p99 with 10 connections the page also waits behind the other
+requests' queries on the pool's connections; the medians differ far less.`,
+  },
+  {
+    prefix: "shared: approve, PostgreSQL / SQLite",
+    title: "approve on PostgreSQL",
+    text: `\`approvePatients\` (src/core/approve.ts) reads each delivery's practice wrap with its own
+query before it unwraps and rewraps (one query per delivery: the figure "transactions
+per approved delivery" is 1.0), then writes the wraps and statuses in one transaction with
+two statements per delivery, each awaited in turn. On SQLite those are function calls; on
+PostgreSQL 3,000 round trips. The process's CPU time differs far less than its wall time
+(see the CPU rows), so the rest is waiting. Reading the wraps of all due deliveries in
+one query and writing them with multi-row statements would remove most of it.`,
+  },
+  {
     prefix: "browser: decrypt-and-save",
     title: "decrypt-and-save in Chromium",
     text: `Chromium's profiler shows libsodium's WASM AEAD as the largest part, then the Blob and its
@@ -234,6 +267,21 @@ ${skipped.length ? `\n## Skipped\n\n${skipped.join("\n")}\n` : ""}${missProfiles
   with node:http keep-alive clients instead, because autocannon turns every body chunk into
   a string, so that it measures itself rather than the portal; each response is checked for
   status 200 and the exact blob size. Any non-2xx answer fails the benchmark.
+- **Shared backend.** A PostgreSQL 15 cluster and an OpenStack Swift with s3api, both
+  started by the section itself (test/helpers/postgres.ts and s3.ts, fsync off in
+  PostgreSQL), on the same machine as the nodes and the load. The relay rows send 1 MiB
+  level-3 mails with 8 nodemailer clients to one embedded node, one shared node, and two
+  shared nodes (two \`praxmail serve\` on one backend; node B is a home with copies of node
+  A's config.json, identity and portal-signing.key) with 4 clients each. Level 3 is bound
+  by CPU, and two vCPUs are shared by both nodes, PostgreSQL, Swift and the load
+  generator, so on this machine a second node adds availability, not throughput; the
+  share of sampled transactions waiting for the write lock (pg_stat_activity, every 20 ms)
+  says how much of the rest is the lock. The portal rows are autocannon's p99 over 10
+  connections for a logged-in patient's delivery list and a level-3 delivery page, both
+  backends alternately in each run. Approve uses X25519 and 1 KiB files, so that neither
+  the key wrap nor the setup hides the store's share. Transactions are PostgreSQL's own
+  count of commits in the database (pg_stat_database) over a serve or approve process
+  from start to exit, less those of a run that does nothing.
 - **Chromium.** Headless Chromium runs the portal's own code. Unlocking is timed in the
   portal's worker and, as the portal did before, on the page's thread, counting the frames
   painted meanwhile. Decrypt-and-save runs until the download is on disk, once from a file

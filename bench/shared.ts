@@ -14,7 +14,7 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { startPostgres, type TestPostgres } from "../test/helpers/postgres.js";
 import { startS3, type TestS3 } from "../test/helpers/s3.js";
-import { approve, buildHome, resetPatient, type Home } from "./approve.js";
+import { buildHome, checkApproved, resetPatient, runApprove, type Home } from "./approve.js";
 import { benchMail, countingSink, initBenchHome } from "./parts.js";
 import { pageLoad, praxmail, prepare, serve, type Served } from "./portal.js";
 import { load } from "./relay.js";
@@ -24,11 +24,11 @@ const MiB = 1024 * 1024;
 type Log = (s: string) => void;
 type Env = Record<string, string>;
 
-/** Relay load: 8 clients, 32 level-3 mails of 1 MiB per figure and run. */
+/** Relay load: 8 clients, 24 level-3 mails of 1 MiB per figure and run. */
 const CLIENTS = 8;
-const MAILS = 32;
+const MAILS = 24;
 /** Portal load: requests per page, backend and run, with autocannon's 10 connections. */
-const REQUESTS = 400;
+const REQUESTS = 300;
 /** The files node B copies from node A (docs/scale-out.md, "Adding a node"). */
 const NODE_FILES = ["config.json", "practice-identity.txt", "portal-signing.key"] as const;
 
@@ -83,6 +83,54 @@ async function commits(database: string, work: () => Promise<void>): Promise<num
   return (await read()) - before - 1;
 }
 
+/** What praxmail's connections were doing, sampled from pg_stat_activity. */
+interface Waits {
+  /** Connection samples inside a transaction (active or idle in transaction). */
+  readonly inTransaction: number;
+  /** Of those, waiting for the write transactions' advisory lock. */
+  readonly lockWait: number;
+  /** Of those, idle in transaction: the node works (or waits for S3) with the transaction open. */
+  readonly nodeSide: number;
+}
+
+/**
+ * Samples every 20 ms what praxmail's connections to a database do while `work` runs.
+ *
+ * @param database - The database URL.
+ * @param work - The work.
+ * @returns The counts.
+ */
+async function sampleWaits(database: string, work: () => Promise<void>): Promise<Waits> {
+  const sql = postgres(database, { max: 1, onnotice: () => undefined });
+  const w = { inTransaction: 0, lockWait: 0, nodeSide: 0 };
+  const stop = { now: false };
+  const sampler = (async () => {
+    while (!stop.now) {
+      const rows = await sql<{ state: string; wait: string | null }[]>`
+        SELECT state, wait_event_type || '/' || wait_event AS wait FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'praxmail' AND pid <> pg_backend_pid()`;
+      for (const r of rows) {
+        if (r.state === "idle in transaction") {
+          w.inTransaction++;
+          w.nodeSide++;
+        } else if (r.state === "active") {
+          w.inTransaction++;
+          if (r.wait === "Lock/advisory") w.lockWait++;
+        }
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  try {
+    await work();
+  } finally {
+    stop.now = true;
+    await sampler;
+    await sql.end();
+  }
+  return w;
+}
+
 /** Relay figures: level-3 throughput embedded, shared, and on two shared nodes. */
 async function relayPart(backend: Backend, dir: string, runs: number, log: Log): Promise<Figure[]> {
   const sink = await countingSink();
@@ -117,11 +165,17 @@ async function relayPart(backend: Backend, dir: string, runs: number, log: Log):
     nodes.push(e, sa, sb);
     for (const s of nodes) await load(s.smtpPort, mail, CLIENTS, CLIENTS);
     const f = { embedded: [] as number[], shared: [] as number[], two: [] as number[], eLat: [] as number[], sLat: [] as number[] };
+    let waits: Waits | undefined;
     for (let r = 0; r < runs; r++) {
       const one = await load(e.smtpPort, mail, MAILS, CLIENTS);
       const shared = await load(sa.smtpPort, mail, MAILS, CLIENTS);
       const started = performance.now();
-      await Promise.all([load(sa.smtpPort, mail, MAILS / 2, CLIENTS / 2), load(sb.smtpPort, mail, MAILS / 2, CLIENTS / 2)]);
+      const both = async (): Promise<void> => {
+        await Promise.all([load(sa.smtpPort, mail, MAILS / 2, CLIENTS / 2), load(sb.smtpPort, mail, MAILS / 2, CLIENTS / 2)]);
+      };
+      // The first run also samples what the nodes' connections wait for.
+      if (r === 0) waits = await sampleWaits(database, both);
+      else await both();
       const two = MAILS / ((performance.now() - started) / 1000);
       f.embedded.push(MAILS / one.seconds);
       f.shared.push(MAILS / shared.seconds);
@@ -131,6 +185,8 @@ async function relayPart(backend: Backend, dir: string, runs: number, log: Log):
       log(`  shared relay run ${r + 1}/${runs}: embedded ${round(MAILS / one.seconds)}/s, shared ${round(MAILS / shared.seconds)}/s, two shared nodes ${round(two)}/s`);
     }
     const who = `${CLIENTS} clients`;
+    const share = (n: number): number => (waits && waits.inTransaction > 0 ? (100 * n) / waits.inTransaction : 0);
+    log(`  shared relay, two nodes: of ${waits?.inTransaction ?? 0} connection samples in a transaction, ${round(share(waits?.lockWait ?? 0))}% waited for the write lock, ${round(share(waits?.nodeSide ?? 0))}% were idle in the transaction`);
     return [
       { name: `shared: relay level 3, 1 MiB PDF, one node embedded, ${who} (baseline)`, unit: "msg/s", runs: f.embedded },
       { name: `shared: relay level 3, one node on PostgreSQL + S3, ${who}`, unit: "msg/s", runs: f.shared },
@@ -140,6 +196,7 @@ async function relayPart(backend: Backend, dir: string, runs: number, log: Log):
       { name: `shared: relay level-3 latency embedded, ${who}`, unit: "ms", runs: f.eLat, text: `p50 ${round(percentile(f.eLat, 50))} ms, p99 ${round(percentile(f.eLat, 99))} ms` },
       { name: `shared: relay level-3 latency shared, ${who}`, unit: "ms", runs: f.sLat, text: `p50 ${round(percentile(f.sLat, 50))} ms, p99 ${round(percentile(f.sLat, 99))} ms` },
       { name: "shared: PostgreSQL transactions per relayed level-3 mail", unit: "transactions", runs: [perMail] },
+      { name: "shared: two nodes, samples of a transaction waiting for the write lock", unit: "%", runs: [share(waits?.lockWait ?? 0)] },
     ];
   } finally {
     await Promise.all(nodes.map((s) => s.stop()));
@@ -156,7 +213,8 @@ async function portalPart(backend: Backend, dir: string, runs: number, log: Log)
     const shared = join(dir, "portal-shared");
     const init = ["init", "--yes", "--no-keyring", "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example"];
     await praxmail([...init, "--home", embedded]);
-    await praxmail([...init, "--home", shared, ...(await backend.fresh("portal")).args], backend.env);
+    const { database: portalDb, args } = await backend.fresh("portal");
+    await praxmail([...init, "--home", shared, ...args], backend.env);
     const homes = [
       { label: "embedded", home: embedded, env: {} },
       { label: "shared", home: shared, env: backend.env },
@@ -187,6 +245,22 @@ async function portalPart(backend: Backend, dir: string, runs: number, log: Log)
           `page p99 ${round(p99.embedded.page.at(-1)!)} → ${round(p99.shared.page.at(-1)!)} ms (embedded → shared)`,
       );
     }
+    // Transactions per delivery page view: a fresh serve that answers REQUESTS views, less one that answers none.
+    const sharedNode = nodes.pop()!;
+    await sharedNode.stop();
+    const view = served.find((x) => x.label === "shared")!;
+    const perServe = (views: number): Promise<number> =>
+      commits(portalDb, async () => {
+        const s = await serve(shared, 0, backend.env);
+        try {
+          if (views > 0) await pageLoad(`http://127.0.0.1:${s.httpPort}`, view.page, view.cookie, { amount: views });
+        } finally {
+          await s.stop();
+        }
+      });
+    const idle = await perServe(0);
+    const perView = ((await perServe(REQUESTS)) - idle) / REQUESTS;
+    log(`  shared portal: ${round(perView)} PostgreSQL transactions per delivery page view`);
     const c = "10 connections";
     const ratio = (a: number[], b: number[]): number[] => a.map((v, i) => v / (b[i] ?? v));
     return [
@@ -196,6 +270,7 @@ async function portalPart(backend: Backend, dir: string, runs: number, log: Log)
       { name: `shared: portal delivery page p99, embedded, ${c} (baseline)`, unit: "ms", runs: p99.embedded.page },
       { name: `shared: portal delivery page p99, PostgreSQL + S3, ${c}`, unit: "ms", runs: p99.shared.page },
       { name: "shared: portal delivery page p99, shared / embedded (target ≤ 2)", unit: "×", runs: ratio(p99.shared.page, p99.embedded.page) },
+      { name: "shared: PostgreSQL transactions per delivery page view", unit: "transactions", runs: [perView] },
     ];
   } finally {
     await Promise.all(nodes.map((s) => s.stop()));
@@ -209,12 +284,13 @@ async function approvePart(backend: Backend, dir: string, runs: number, log: Log
   const x25519 = ["--recipient-type", "x25519"];
   const { database, args } = await backend.fresh("approve");
   const started = performance.now();
-  const sqlite = await buildHome(join(dir, "approve-sqlite"), "SQLite", 1024, log, { init: x25519 });
-  // Each delivery waits on an S3 upload and PostgreSQL: more at once keep both busy.
-  const pg = await buildHome(join(dir, "approve-pg"), "PostgreSQL", 1024, log, { init: [...x25519, ...args], concurrency: 16 });
+  // Both at once: SQLite waits for fsyncs, the shared home for S3 and PostgreSQL (more at once keep both busy).
+  const [sqlite, pg] = await Promise.all([
+    buildHome(join(dir, "approve-sqlite"), "SQLite", 1024, log, { init: x25519 }),
+    buildHome(join(dir, "approve-pg"), "PostgreSQL", 1024, log, { init: [...x25519, ...args], concurrency: 16 }),
+  ]);
   log(`  shared approve setup: 2 × 1,000 deliveries in ${((performance.now() - started) / 1000).toFixed(0)} s`);
-  const s: number[] = [];
-  const p: number[] = [];
+  const t = { sqlite: [] as number[], pg: [] as number[], sqliteCpu: [] as number[], pgCpu: [] as number[] };
   let perDelivery = 0;
   for (let r = 0; r < runs; r++) {
     if (r > 0) {
@@ -223,20 +299,26 @@ async function approvePart(backend: Backend, dir: string, runs: number, log: Log
     }
     const order: Home[] = r % 2 === 0 ? [sqlite, pg] : [pg, sqlite];
     for (const h of order) {
-      if (h === pg && r === 0) {
-        // approve is one process: its commits are all reported when it exits.
-        let t = 0;
-        perDelivery = (await commits(database, async () => void (t = (await approve(h)).seconds))) / 1000;
-        p.push(t);
-      } else (h === pg ? p : s).push((await approve(h)).seconds);
+      let m = { seconds: 0, cpu: 0 };
+      // approve is one process: its commits are all reported when it exits.
+      if (h === pg && r === 0) perDelivery = (await commits(database, async () => void (m = await runApprove(h)))) / 1000;
+      else m = await runApprove(h);
+      await checkApproved(h);
+      (h === pg ? t.pg : t.sqlite).push(m.seconds);
+      (h === pg ? t.pgCpu : t.sqliteCpu).push(m.cpu);
     }
-    log(`  shared approve run ${r + 1}/${runs}: SQLite ${round(s.at(-1)!)} s, PostgreSQL ${round(p.at(-1)!)} s`);
+    log(
+      `  shared approve run ${r + 1}/${runs}: SQLite ${round(t.sqlite.at(-1)!)} s (${round(t.sqliteCpu.at(-1)!)} s CPU), ` +
+        `PostgreSQL ${round(t.pg.at(-1)!)} s (${round(t.pgCpu.at(-1)!)} s CPU)`,
+    );
   }
-  log(`  shared approve: ${round(perDelivery)} PostgreSQL transactions per approved delivery (with approve's checks)`);
+  log(`  shared approve: ${round(perDelivery)} PostgreSQL transactions per approved delivery`);
   return [
-    { name: "shared: approve 1,000 deliveries, SQLite (baseline)", unit: "s", runs: s },
-    { name: "shared: approve 1,000 deliveries, PostgreSQL", unit: "s", runs: p },
-    { name: "shared: approve, PostgreSQL / SQLite (target ≤ 2)", unit: "×", runs: p.map((v, i) => v / (s[i] ?? v)) },
+    { name: "shared: approve 1,000 deliveries, SQLite (baseline)", unit: "s", runs: t.sqlite },
+    { name: "shared: approve 1,000 deliveries, PostgreSQL", unit: "s", runs: t.pg },
+    { name: "shared: approve, PostgreSQL / SQLite (target ≤ 2)", unit: "×", runs: t.pg.map((v, i) => v / (t.sqlite[i] ?? v)) },
+    { name: "shared: approve CPU time of the process, SQLite", unit: "s", runs: t.sqliteCpu },
+    { name: "shared: approve CPU time of the process, PostgreSQL", unit: "s", runs: t.pgCpu },
     { name: "shared: PostgreSQL transactions per approved delivery", unit: "transactions", runs: [perDelivery] },
   ];
 }
