@@ -144,19 +144,27 @@ pg_stat_database, see the figure), each several round trips (BEGIN, the write lo
 statements, COMMIT) where SQLite commits in-process, and every write transaction of every
 node first takes one advisory lock; it writes the blob as an S3 PutObject through Swift's
 proxy, a Python process on the same two vCPUs, instead of a local file and two fsyncs.
-The CPU work per mail (key wrap, base64, MIME) is the same on both backends, so on an
-idle machine the difference is mostly waiting for PostgreSQL and S3.`,
+With two nodes, a large share of the sampled transactions wait for that lock (the row
+"waiting for the write lock"), and about as many are idle in the transaction: the node
+works between its statements while it holds the lock, which the other node then waits
+for. The CPU work per mail (key wrap, base64, MIME) is the same on both backends.`,
   },
   {
     prefix: "shared: portal delivery",
     title: "portal pages on the shared backend",
-    text: `A delivery page is four reads (the session, the delivery, the patient, its files)
-and the delivery list three (session, patient, deliveries), each its own query: on
-PostgreSQL each is a round trip over TCP with its own implicit transaction (the figure
-"transactions per delivery page view"), on SQLite a read in the portal's process. The
-session's last-seen time is written at most once a minute per session, so the write lock
-plays no part here. At p99 with 10 connections the page also waits behind the other
-requests' queries on the pool's connections; the medians differ far less.`,
+    text: `A delivery page is four queries (the session, the delivery, the patient, its files) and
+the delivery list three (session, patient, deliveries), one after the other, each its own
+implicit transaction on PostgreSQL (the row "transactions per delivery page view"); on
+SQLite each is a read in the portal's own process. A PostgreSQL round trip is short at the
+median but has a long tail on this machine (the row "one PostgreSQL round trip": compare
+its p99 with its p50): each query wakes PostgreSQL's backend process and then the node,
+and on two vCPUs shared with Swift, PostgreSQL and the load generator a wake-up can wait
+for a time slice. A page that waits for three or four round trips in a row meets that tail
+far more often than one does, which is what moves its p99. The medians (the p50 rows)
+differ by the CPU that PostgreSQL and the client library add per query, since with 10
+connections on two vCPUs the portal is CPU-bound. The session's last-seen time is written
+at most once a minute per session, so the write lock plays no part. Reading session and
+patient in one query would shorten both.`,
   },
   {
     prefix: "shared: approve, PostgreSQL / SQLite",
@@ -267,9 +275,11 @@ ${skipped.length ? `\n## Skipped\n\n${skipped.join("\n")}\n` : ""}${missProfiles
   with node:http keep-alive clients instead, because autocannon turns every body chunk into
   a string, so that it measures itself rather than the portal; each response is checked for
   status 200 and the exact blob size. Any non-2xx answer fails the benchmark.
-- **Shared backend.** A PostgreSQL 15 cluster and an OpenStack Swift with s3api, both
-  started by the section itself (test/helpers/postgres.ts and s3.ts, fsync off in
-  PostgreSQL), on the same machine as the nodes and the load. The relay rows send 1 MiB
+- **Shared backend.** A PostgreSQL cluster (Debian's, 15 or newer) and an OpenStack Swift
+  with s3api, both started by the section itself (test/helpers/postgres.ts and s3.ts), on
+  the same machine as the nodes and the load. That PostgreSQL runs with fsync off, so its
+  commits cost no disk flush while the embedded backend's do: on real hardware the shared
+  figures would be somewhat slower, on a real network more so. The relay rows send 1 MiB
   level-3 mails with 8 nodemailer clients to one embedded node, one shared node, and two
   shared nodes (two \`praxmail serve\` on one backend; node B is a home with copies of node
   A's config.json, identity and portal-signing.key) with 4 clients each. Level 3 is bound

@@ -18,7 +18,7 @@ import { buildHome, checkApproved, resetPatient, runApprove, type Home } from ".
 import { benchMail, countingSink, initBenchHome } from "./parts.js";
 import { pageLoad, praxmail, prepare, serve, type Served } from "./portal.js";
 import { load } from "./relay.js";
-import { percentile, round, type Figure } from "./stats.js";
+import { median, percentile, round, type Figure } from "./stats.js";
 
 const MiB = 1024 * 1024;
 type Log = (s: string) => void;
@@ -131,6 +131,36 @@ async function sampleWaits(database: string, work: () => Promise<void>): Promise
   return w;
 }
 
+/**
+ * Times one PostgreSQL round trip (`SELECT 1` on a connection of its own) again and again
+ * while `work` runs: what each of a page's queries costs at least under that load.
+ *
+ * @param database - The database URL.
+ * @param work - The work.
+ * @param into - Gets the round trips' times (ms).
+ * @returns What `work` returned.
+ */
+async function roundTrips<T>(database: string, work: () => Promise<T>, into: number[]): Promise<T> {
+  const sql = postgres(database, { max: 1, onnotice: () => undefined });
+  await sql`SELECT 1`;
+  const stop = { now: false };
+  const pinger = (async () => {
+    while (!stop.now) {
+      const t0 = performance.now();
+      await sql`SELECT 1`;
+      into.push(performance.now() - t0);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  try {
+    return await work();
+  } finally {
+    stop.now = true;
+    await pinger;
+    await sql.end();
+  }
+}
+
 /** Relay figures: level-3 throughput embedded, shared, and on two shared nodes. */
 async function relayPart(backend: Backend, dir: string, runs: number, log: Log): Promise<Figure[]> {
   const sink = await countingSink();
@@ -197,6 +227,7 @@ async function relayPart(backend: Backend, dir: string, runs: number, log: Log):
       { name: `shared: relay level-3 latency shared, ${who}`, unit: "ms", runs: f.sLat, text: `p50 ${round(percentile(f.sLat, 50))} ms, p99 ${round(percentile(f.sLat, 99))} ms` },
       { name: "shared: PostgreSQL transactions per relayed level-3 mail", unit: "transactions", runs: [perMail] },
       { name: "shared: two nodes, samples of a transaction waiting for the write lock", unit: "%", runs: [share(waits?.lockWait ?? 0)] },
+      { name: "shared: two nodes, samples of a transaction idle in it (the node at work)", unit: "%", runs: [share(waits?.nodeSide ?? 0)] },
     ];
   } finally {
     await Promise.all(nodes.map((s) => s.stop()));
@@ -227,6 +258,8 @@ async function portalPart(backend: Backend, dir: string, runs: number, log: Log)
       served.push({ label: h.label, base: `http://127.0.0.1:${s.httpPort}`, page: t.page, cookie: t.cookie });
     }
     const p99 = { embedded: { list: [] as number[], page: [] as number[] }, shared: { list: [] as number[], page: [] as number[] } };
+    const p50 = { embedded: { list: [] as number[], page: [] as number[] }, shared: { list: [] as number[], page: [] as number[] } };
+    const rtt: number[] = [];
     for (const s of served) {
       await pageLoad(s.base, "/deliveries", s.cookie, { amount: 100 }, s.page);
       await pageLoad(s.base, s.page, s.cookie, { amount: 100 });
@@ -234,11 +267,15 @@ async function portalPart(backend: Backend, dir: string, runs: number, log: Log)
     for (let r = 0; r < runs; r++) {
       // Alternate which backend goes first, so that drift hits both.
       for (const s of r % 2 === 0 ? served : [...served].reverse()) {
-        const list = await pageLoad(s.base, "/deliveries", s.cookie, { amount: REQUESTS }, s.page);
+        const shared = s.label === "shared";
+        const listLoad = (): ReturnType<typeof pageLoad> => pageLoad(s.base, "/deliveries", s.cookie, { amount: REQUESTS }, s.page);
+        const list = shared ? await roundTrips(portalDb, listLoad, rtt) : await listLoad();
         const page = await pageLoad(s.base, s.page, s.cookie, { amount: REQUESTS });
-        const into = s.label === "shared" ? p99.shared : p99.embedded;
-        into.list.push(list.latency.p99);
-        into.page.push(page.latency.p99);
+        for (const [into, p] of [[p99, 99], [p50, 50]] as const) {
+          const at = shared ? into.shared : into.embedded;
+          at.list.push(p === 99 ? list.latency.p99 : list.latency.p50);
+          at.page.push(p === 99 ? page.latency.p99 : page.latency.p50);
+        }
       }
       log(
         `  shared portal run ${r + 1}/${runs}: list p99 ${round(p99.embedded.list.at(-1)!)} → ${round(p99.shared.list.at(-1)!)} ms, ` +
@@ -264,6 +301,9 @@ async function portalPart(backend: Backend, dir: string, runs: number, log: Log)
     const c = "10 connections";
     const ratio = (a: number[], b: number[]): number[] => a.map((v, i) => v / (b[i] ?? v));
     return [
+      { name: `shared: portal delivery list p50, embedded / PostgreSQL + S3, ${c}`, unit: "ms", runs: p50.shared.list, text: `${round(median(p50.embedded.list))} ms / ${round(median(p50.shared.list))} ms` },
+      { name: `shared: portal delivery page p50, embedded / PostgreSQL + S3, ${c}`, unit: "ms", runs: p50.shared.page, text: `${round(median(p50.embedded.page))} ms / ${round(median(p50.shared.page))} ms` },
+      { name: "shared: one PostgreSQL round trip (SELECT 1) during the shared list load", unit: "ms", runs: rtt, text: `p50 ${round(percentile(rtt, 50))} ms, p99 ${round(percentile(rtt, 99))} ms` },
       { name: `shared: portal delivery list p99, embedded, ${c} (baseline)`, unit: "ms", runs: p99.embedded.list },
       { name: `shared: portal delivery list p99, PostgreSQL + S3, ${c}`, unit: "ms", runs: p99.shared.list },
       { name: "shared: portal delivery list p99, shared / embedded (target ≤ 2)", unit: "×", runs: ratio(p99.shared.list, p99.embedded.list) },
