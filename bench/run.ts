@@ -155,16 +155,19 @@ for. The CPU work per mail (key wrap, base64, MIME) is the same on both backends
     text: `A delivery page is four queries (the session, the delivery, the patient, its files) and
 the delivery list three (session, patient, deliveries), one after the other, each its own
 implicit transaction on PostgreSQL (the row "transactions per delivery page view"); on
-SQLite each is a read in the portal's own process. A PostgreSQL round trip is short at the
-median but has a long tail on this machine (the row "one PostgreSQL round trip": compare
-its p99 with its p50): each query wakes PostgreSQL's backend process and then the node,
-and on two vCPUs shared with Swift, PostgreSQL and the load generator a wake-up can wait
-for a time slice. A page that waits for three or four round trips in a row meets that tail
-far more often than one does, which is what moves its p99. The medians (the p50 rows)
-differ by the CPU that PostgreSQL and the client library add per query, since with 10
-connections on two vCPUs the portal is CPU-bound. The session's last-seen time is written
-at most once a minute per session, so the write lock plays no part. Reading session and
-patient in one query would shorten both.`,
+SQLite each is a function call in the portal's process. CPU profiles of \`praxmail serve\`
+(\`node --cpu-prof\`) under the list load, one per backend, show the shared node with about
+twice the busy time per request: the extra is, largest first, the socket writes of its
+queries (libuv's writeBuffer, one system call per query, as nothing is batched), postgres.js
+parsing the answers, and garbage collection; routing, templates and the HTTP writes cost
+the same on both. PostgreSQL's backend needs CPU for every query too, on the same two
+vCPUs, so with 10 connections the shared portal answers fewer requests per second and each
+waits longer (the p50 rows). The p99 adds the tail of the round trips (the row "one
+PostgreSQL round trip": its p99 is many times its p50): each query wakes PostgreSQL's
+process and then the node, and on a busy machine a wake-up can wait for a time slice; a
+page that waits for three or four in a row meets that tail more often. The session's
+last-seen time is written at most once a minute, so the write lock plays no part. Reading
+session and patient in one query would save a round trip on every page.`,
   },
   {
     prefix: "shared: approve, PostgreSQL / SQLite",
