@@ -30,10 +30,11 @@ const CONCURRENCY = 4;
 // USER_HZ of /proc/<pid>/stat; 100 on every Linux build we run on.
 const CLOCK_TICKS = 100;
 
-interface Home {
+export interface Home {
   readonly label: string;
   readonly dir: string;
-  readonly mib: number;
+  /** The size of each delivery's file. */
+  readonly bytes: number;
   /** The patient's current Secu-Pass identity U. */
   identity: string;
 }
@@ -84,17 +85,29 @@ function blocks(block: Uint8Array, count: number): ReadableStream<Uint8Array> {
   });
 }
 
-/** A fresh home with DELIVERIES sent deliveries and their patient waiting for approval. */
-async function buildHome(dir: string, label: string, mib: number, log: (s: string) => void): Promise<Home> {
-  const init = await cli(["init", "--yes", "--no-keyring", "--home", dir, "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example"]);
+/**
+ * A fresh home with DELIVERIES sent deliveries and their patient waiting for approval.
+ *
+ * @param dir - The home.
+ * @param label - Its name in progress lines and errors.
+ * @param bytes - The size of each delivery's file (a multiple of 1 MiB, or less than 1 MiB).
+ * @param log - Progress lines.
+ * @param opts - More `praxmail init` flags (e.g. the shared backend, the recipient type; the
+ *   shared backend's AWS_* come from this process's environment), and how many deliveries
+ *   are created at once (default CONCURRENCY).
+ * @returns The home.
+ */
+export async function buildHome(dir: string, label: string, bytes: number, log: (s: string) => void, opts: { init?: readonly string[]; concurrency?: number } = {}): Promise<Home> {
+  const init = await cli(["init", "--yes", "--no-keyring", "--home", dir, "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example", ...(opts.init ?? [])]);
   if (init.code !== 0) throw new Error(`init failed: ${init.err}`);
   const started = performance.now();
   const identity = await withBenchContext(dir, async (ctx) => {
-    const block = randomBytes(MiB);
+    const block = randomBytes(Math.min(bytes, MiB));
+    const count = Math.max(1, bytes / MiB);
     let next = 0;
     let done = 0;
     await Promise.all(
-      Array.from({ length: CONCURRENCY }, async () => {
+      Array.from({ length: opts.concurrency ?? CONCURRENCY }, async () => {
         while (next < DELIVERIES) {
           next++;
           // As `praxmail send`: create durably, then make it visible once "mailed".
@@ -102,7 +115,7 @@ async function buildHome(dir: string, label: string, mib: number, log: (s: strin
             recipient: PATIENT,
             level: 3,
             subject: "Befund",
-            files: [{ name: "befund.pdf", open: () => blocks(block, mib) }],
+            files: [{ name: "befund.pdf", open: () => blocks(block, count) }],
           });
           await markSent(ctx, [d.id]);
           if (++done % 100 === 0) log(`  approve setup ${label}: ${String(done)}/${String(DELIVERIES)} deliveries (${((performance.now() - started) / 1000).toFixed(0)} s)`);
@@ -117,11 +130,11 @@ async function buildHome(dir: string, label: string, mib: number, log: (s: strin
     if (pending !== DELIVERIES) throw new Error(`${label}: ${String(pending)} deliveries pending approval, expected ${String(DELIVERIES)}`);
     return u;
   });
-  return { label, dir, mib, identity };
+  return { label, dir, bytes, identity };
 }
 
 /** Back to pending approval under a fresh key, as after the patient reset their Secu-Pass-Key. */
-async function resetPatient(home: Home): Promise<void> {
+export async function resetPatient(home: Home): Promise<void> {
   home.identity = await withBenchContext(home.dir, async (ctx) => {
     await beginSecuPassReset(ctx, PATIENT);
     const u = generateIdentity(ctx.config.crypto.recipientType);
@@ -131,7 +144,7 @@ async function resetPatient(home: Home): Promise<void> {
 }
 
 /** Every delivery is ready and holds a wrap that the patient's current identity opens. */
-async function checkApproved(home: Home): Promise<void> {
+export async function checkApproved(home: Home): Promise<void> {
   await withBenchContext(home.dir, async (ctx) => {
     if ((await getPatient(ctx, PATIENT)).status !== "approved") throw new Error(`${home.label}: patient not approved`);
     const recipient = await recipientOf(home.identity);
@@ -145,13 +158,25 @@ async function checkApproved(home: Home): Promise<void> {
   });
 }
 
-async function approve(home: Home): Promise<{ seconds: number; cpu: number }> {
+/**
+ * Runs the real `praxmail approve --yes`; check its work with {@link checkApproved}.
+ *
+ * @param home - The home.
+ * @returns Its wall and CPU time.
+ * @throws If it fails or does not release every delivery.
+ */
+export async function runApprove(home: Home): Promise<{ seconds: number; cpu: number }> {
   const r = await cli(["approve", "--home", home.dir, "--yes", "--json", PATIENT]);
   if (r.code !== 0) throw new Error(`${home.label}: approve exited with ${String(r.code)}: ${r.err}`);
   const released = (JSON.parse(r.out) as { approved: { email: string; deliveries: number }[] }).approved[0]?.deliveries;
   if (released !== DELIVERIES) throw new Error(`${home.label}: approve released ${String(released)} deliveries`);
-  await checkApproved(home);
   return { seconds: r.seconds, cpu: r.cpu };
+}
+
+async function approve(home: Home): Promise<{ seconds: number; cpu: number }> {
+  const t = await runApprove(home);
+  await checkApproved(home);
+  return t;
 }
 
 /** The approve figures. */
@@ -159,8 +184,8 @@ export async function approveBench(runs: number, log: (s: string) => void): Prom
   const dir = await mkdtemp(join(tmpdir(), "praxmail-bench-approve-"));
   try {
     const started = performance.now();
-    const small = await buildHome(join(dir, "1mib"), "1 MiB", 1, log);
-    const big = await buildHome(join(dir, "10mib"), "10 MiB", 10, log);
+    const small = await buildHome(join(dir, "1mib"), "1 MiB", MiB, log);
+    const big = await buildHome(join(dir, "10mib"), "10 MiB", 10 * MiB, log);
     log(`  approve setup: 1,000 × 1 MiB and 1,000 × 10 MiB in ${((performance.now() - started) / 1000).toFixed(0)} s`);
     const a: number[] = [];
     const b: number[] = [];

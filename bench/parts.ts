@@ -200,10 +200,11 @@ export async function countingSink(): Promise<CountingSink> {
  *
  * @param home - The folder.
  * @param upstream - smtp:// URL.
+ * @param extra - More init flags, e.g. `--database … --blobs …` (AWS_* from this process's environment).
  */
-export async function initBenchHome(home: string, upstream: string): Promise<void> {
+export async function initBenchHome(home: string, upstream: string, extra: readonly string[] = []): Promise<void> {
   await new Promise<void>((res, rej) => {
-    const c = spawn(process.execPath, [BIN, "init", "--yes", "--no-keyring", "--home", home, "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example", "--upstream", upstream], { stdio: "ignore" });
+    const c = spawn(process.execPath, [BIN, "init", "--yes", "--no-keyring", "--home", home, "--practice-name", "Praxis", "--practice-email", "praxis@praxis.example", "--upstream", upstream, ...extra], { stdio: "ignore" });
     c.on("exit", (code) => {
       if (code === 0) res();
       else rej(new Error(`init failed: ${String(code)}`));

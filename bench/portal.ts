@@ -9,9 +9,9 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import autocannon from "autocannon";
-import Database from "better-sqlite3";
 import { simpleParser } from "mailparser";
 import nodemailer from "nodemailer";
+import { openContext } from "../src/commands/shared.js";
 import { deriveSecuPassIdentity, parseKdfParams, recipientOf } from "../src/crypto/index.js";
 import { BIN, benchMail } from "./parts.js";
 import { peakRss, percentile, round, type Figure } from "./stats.js";
@@ -26,10 +26,10 @@ const SECONDS = 5;
 // test/helpers/cli.ts and serve.ts find bin/ relative to themselves, which is wrong once
 // compiled into .bench-dist/test/helpers; parts.ts's BIN is right from .bench-dist/bench.
 
-/** Runs `praxmail ...args` to completion; rejects on a non-zero exit. */
-export function praxmail(args: readonly string[]): Promise<string> {
+/** Runs `praxmail ...args` (with more environment, e.g. AWS_*) to completion; rejects on a non-zero exit. */
+export function praxmail(args: readonly string[], env: Record<string, string> = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, NO_COLOR: "1", ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
@@ -51,10 +51,10 @@ export interface Served {
   stop(): Promise<void>;
 }
 
-/** Starts `praxmail serve` on free loopback ports (or the portal on `httpPort`) and waits until both listen. */
-export async function serve(home: string, httpPort = 0): Promise<Served> {
+/** Starts `praxmail serve` (with more environment, e.g. AWS_*) on free loopback ports (or the portal on `httpPort`) and waits until both listen. */
+export async function serve(home: string, httpPort = 0, env: Record<string, string> = {}): Promise<Served> {
   const child = spawn(process.execPath, [BIN, "serve", "--home", home, "--smtp", "127.0.0.1:0", "--http", `127.0.0.1:${String(httpPort)}`], {
-    env: { PATH: process.env.PATH, NO_COLOR: "1" },
+    env: { PATH: process.env.PATH, NO_COLOR: "1", ...env },
     // Request log lines go to stdout; drop them rather than buffer them here.
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -168,7 +168,7 @@ function grab(html: string, re: RegExp, what: string): string {
 const sha256 = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
 /** What the load runs against. */
-interface Target {
+export interface Target {
   /** The delivery page, e.g. /deliveries/d_…. */
   page: string;
   /** The ciphertext of the attachment. */
@@ -178,12 +178,21 @@ interface Target {
 }
 
 /**
- * Relays a level-3 mail with a 10 MiB PDF, registers the patient through the link, sets the
- * Secu-Pass-Key, approves with the CLI, logs in afresh and checks the download byte for byte.
+ * Relays a level-3 mail with a PDF of `mib` MiB, registers the patient through the link, sets
+ * the Secu-Pass-Key, approves with the CLI, logs in afresh and checks the download byte for
+ * byte against the blob in the home's store (embedded or shared).
+ *
+ * @param home - The home that `served` runs on.
+ * @param served - Its `praxmail serve`.
+ * @param log - Progress lines.
+ * @param mib - The attachment's size.
+ * @param env - More environment for the CLI (the shared backend's AWS_*; this process's own
+ *   environment must carry them too, for the blob check).
+ * @returns What the load runs against.
  */
-async function prepare(home: string, served: Served, log: (s: string) => void): Promise<Target> {
+export async function prepare(home: string, served: Served, log: (s: string) => void, mib = 10, env: Record<string, string> = {}): Promise<Target> {
   const t = nodemailer.createTransport({ host: "127.0.0.1", port: served.smtpPort, secure: false, ignoreTLS: true });
-  const info = await t.sendMail({ envelope: { from: "praxis@praxis.example", to: [PATIENT] }, raw: benchMail("[S3] CT-Serie", randomBytes(10 * MiB), "portal-bench") });
+  const info = await t.sendMail({ envelope: { from: "praxis@praxis.example", to: [PATIENT] }, raw: benchMail("[S3] CT-Serie", randomBytes(mib * MiB), "portal-bench") });
   t.close();
   if (!info.response.startsWith("250")) throw new Error(`not accepted: ${info.response}`);
   const token = await linkToken(home);
@@ -205,7 +214,7 @@ async function prepare(home: string, served: Served, log: (s: string) => void): 
   });
   if (set.status !== 200) throw new Error(`POST /secupass: ${set.status} ${await set.text()}`);
   await set.arrayBuffer();
-  await praxmail(["approve", PATIENT, "--yes", "--home", home]);
+  await praxmail(["approve", PATIENT, "--yes", "--home", home], env);
 
   // A fresh login, as the patient coming back from the release mail.
   const patient = new Visitor(base);
@@ -224,28 +233,43 @@ async function prepare(home: string, served: Served, log: (s: string) => void): 
   if (data.keyInLink || data.wrapUrl === null || !file) throw new Error("the delivery page shows no level-3 attachment");
 
   // Once before any load: the exact blob, its exact length, status 200.
-  const db = new Database(join(home, "praxmail.db"), { readonly: true });
-  const row = db.prepare("SELECT blob FROM files WHERE id = ?").get(file.id) as { blob: string } | undefined;
-  db.close();
-  if (!row) throw new Error("no blob for the file");
-  const blob = await readFile(join(home, row.blob));
+  const ctx = await openContext({ home }, "bench");
+  let blob: Buffer;
+  let key: string;
+  try {
+    const row = (await ctx.store.records.files(page.replace(/^\/deliveries\//, ""))).find((f) => f.id === file.id);
+    if (!row?.blob) throw new Error("no blob for the file");
+    key = row.blob;
+    blob = Buffer.from(await new Response(ctx.store.blobs.read(key)).arrayBuffer());
+  } finally {
+    await ctx.store.close();
+  }
   const res = await patient.request(file.url);
   const body = new Uint8Array(await res.arrayBuffer());
   if (res.status !== 200) throw new Error(`download: ${res.status}`);
   if (res.headers.get("content-length") !== String(blob.length)) throw new Error(`download: Content-Length ${String(res.headers.get("content-length"))}, blob has ${blob.length}`);
   if (sha256(body) !== sha256(blob)) throw new Error("download differs from the blob");
-  if (blob.length < 10 * MiB) throw new Error("blob is smaller than the attachment");
-  log(`  portal: ${page} and ${file.url} (${(blob.length / MiB).toFixed(2)} MiB ciphertext, sha256 matches home/${row.blob})`);
+  if (blob.length < mib * MiB) throw new Error("blob is smaller than the attachment");
+  log(`  portal: ${page} and ${file.url} (${(blob.length / MiB).toFixed(2)} MiB ciphertext, sha256 matches blob ${key})`);
   return { page, download: file.url, size: blob.length, cookie: patient.cookieHeader };
 }
 
-/** Loads the delivery page with autocannon; fails on anything but 2xx with the delivery in it. */
-async function pageLoad(base: string, path: string, cookie: string, opts: { duration?: number; amount?: number }): Promise<autocannon.Result> {
+/**
+ * Loads a page with autocannon; fails on anything but 2xx with `expect` in it.
+ *
+ * @param base - The portal's base URL.
+ * @param path - The page.
+ * @param cookie - The patient's cookies.
+ * @param opts - How long or how many requests.
+ * @param expect - What every answer must contain (default: the delivery page's data).
+ * @returns autocannon's result.
+ */
+export async function pageLoad(base: string, path: string, cookie: string, opts: { duration?: number; amount?: number }, expect = 'id="delivery-data"'): Promise<autocannon.Result> {
   const r = await autocannon({
     url: base + path,
     connections: CONNECTIONS,
     headers: { cookie },
-    verifyBody: (body) => typeof body === "string" && body.includes('id="delivery-data"'),
+    verifyBody: (body) => typeof body === "string" && body.includes(expect),
     ...opts,
   });
   if (r.non2xx > 0 || r.errors > 0 || r.timeouts > 0 || r.mismatches > 0 || r["2xx"] === 0) {

@@ -52,7 +52,7 @@ async function startRelay(home: string): Promise<RelayProc> {
 }
 
 /** Sends `count` messages with `concurrency` clients; returns per-message latencies (ms) and wall time. */
-async function load(port: number, make: (i: number) => Buffer, count: number, concurrency: number): Promise<{ latencies: number[]; seconds: number }> {
+export async function load(port: number, make: (i: number) => Buffer, count: number, concurrency: number): Promise<{ latencies: number[]; seconds: number }> {
   const latencies: number[] = [];
   let next = 0;
   const started = performance.now();

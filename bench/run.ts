@@ -13,6 +13,7 @@ import { milterBench } from "./milter.js";
 import { portalBench } from "./portal.js";
 import { relayBench } from "./relay.js";
 import { sendBench } from "./send.js";
+import { sharedBench } from "./shared.js";
 import { machine, median, round, show, type Figure } from "./stats.js";
 
 type Log = (s: string) => void;
@@ -30,6 +31,7 @@ const SECTIONS: { key: string; title: string; run: (runs: number, log: Log) => P
   { key: "milter", title: "Postfix milter", run: milterBench },
   { key: "approve", title: "Approve (rewrap only)", run: approveBench },
   { key: "portal", title: "Portal under load", run: portalBench },
+  { key: "shared", title: "Shared backend (PostgreSQL + S3)", run: sharedBench },
   {
     key: "browser",
     title: "In Chromium",
@@ -135,6 +137,50 @@ blocking the event loop; validating the base64; garbage collection; and the blob
 The load generator shares the two vCPUs with the relay.`,
   },
   {
+    prefix: "shared: relay throughput, one shared node / one embedded node",
+    title: "the relay on the shared backend",
+    text: `Per level-3 mail the shared node commits 4.4 PostgreSQL transactions (counted in
+pg_stat_database, see the figure), each several round trips (BEGIN, the write lock, the
+statements, COMMIT) where SQLite commits in-process, and every write transaction of every
+node first takes one advisory lock; it writes the blob as an S3 PutObject through Swift's
+proxy, a Python process on the same two vCPUs, instead of a local file and two fsyncs.
+With two nodes, a large share of the sampled transactions wait for that lock (the row
+"waiting for the write lock"), and about as many are idle in the transaction: the node
+works between its statements while it holds the lock, which the other node then waits
+for. The CPU work per mail (key wrap, base64, MIME) is the same on both backends.`,
+  },
+  {
+    prefix: "shared: portal delivery",
+    title: "portal pages on the shared backend",
+    text: `A delivery page is four queries (the session, the delivery, the patient, its files) and
+the delivery list three (session, patient, deliveries), one after the other, each its own
+implicit transaction on PostgreSQL (the row "transactions per delivery page view"); on
+SQLite each is a function call in the portal's process. CPU profiles of \`praxmail serve\`
+(\`node --cpu-prof\`) under the list load, one per backend, show the shared node with about
+twice the busy time per request: the extra is, largest first, the socket writes of its
+queries (libuv's writeBuffer, one system call per query, as nothing is batched), postgres.js
+parsing the answers, and garbage collection; routing, templates and the HTTP writes cost
+the same on both. PostgreSQL's backend needs CPU for every query too, on the same two
+vCPUs, so with 10 connections the shared portal answers fewer requests per second and each
+waits longer (the p50 rows). The p99 adds the tail of the round trips (the row "one
+PostgreSQL round trip": its p99 is many times its p50): each query wakes PostgreSQL's
+process and then the node, and on a busy machine a wake-up can wait for a time slice; a
+page that waits for three or four in a row meets that tail more often. The session's
+last-seen time is written at most once a minute, so the write lock plays no part. Reading
+session and patient in one query would save a round trip on every page.`,
+  },
+  {
+    prefix: "shared: approve, PostgreSQL / SQLite",
+    title: "approve on PostgreSQL",
+    text: `\`approvePatients\` (src/core/approve.ts) reads each delivery's practice wrap with its own
+query before it unwraps and rewraps (one query per delivery: the figure "transactions
+per approved delivery" is 1.0), then writes the wraps and statuses in one transaction with
+two statements per delivery, each awaited in turn. On SQLite those are function calls; on
+PostgreSQL 3,000 round trips. The process's CPU time differs far less than its wall time
+(see the CPU rows), so the rest is waiting. Reading the wraps of all due deliveries in
+one query and writing them with multi-row statements would remove most of it.`,
+  },
+  {
     prefix: "browser: decrypt-and-save",
     title: "decrypt-and-save in Chromium",
     text: `Chromium's profiler shows libsodium's WASM AEAD as the largest part, then the Blob and its
@@ -232,6 +278,23 @@ ${skipped.length ? `\n## Skipped\n\n${skipped.join("\n")}\n` : ""}${missProfiles
   with node:http keep-alive clients instead, because autocannon turns every body chunk into
   a string, so that it measures itself rather than the portal; each response is checked for
   status 200 and the exact blob size. Any non-2xx answer fails the benchmark.
+- **Shared backend.** A PostgreSQL cluster (Debian's, 15 or newer) and an OpenStack Swift
+  with s3api, both started by the section itself (test/helpers/postgres.ts and s3.ts), on
+  the same machine as the nodes and the load. That PostgreSQL runs with fsync off, so its
+  commits cost no disk flush while the embedded backend's do: on real hardware the shared
+  figures would be somewhat slower, on a real network more so. The relay rows send 1 MiB
+  level-3 mails with 8 nodemailer clients to one embedded node, one shared node, and two
+  shared nodes (two \`praxmail serve\` on one backend; node B is a home with copies of node
+  A's config.json, identity and portal-signing.key) with 4 clients each. Level 3 is bound
+  by CPU, and two vCPUs are shared by both nodes, PostgreSQL, Swift and the load
+  generator, so on this machine a second node adds availability, not throughput; the
+  share of sampled transactions waiting for the write lock (pg_stat_activity, every 20 ms)
+  says how much of the rest is the lock. The portal rows are autocannon's p99 over 10
+  connections for a logged-in patient's delivery list and a level-3 delivery page, both
+  backends alternately in each run. Approve uses X25519 and 1 KiB files, so that neither
+  the key wrap nor the setup hides the store's share. Transactions are PostgreSQL's own
+  count of commits in the database (pg_stat_database) over a serve or approve process
+  from start to exit, less those of a run that does nothing.
 - **Chromium.** Headless Chromium runs the portal's own code. Unlocking is timed in the
   portal's worker and, as the portal did before, on the page's thread, counting the frames
   painted meanwhile. Decrypt-and-save runs until the download is on disk, once from a file

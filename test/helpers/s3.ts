@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { userInfo } from "node:os";
 import { CreateBucketCommand, type S3Client } from "@aws-sdk/client-s3";
 import { s3Client } from "../../src/store/s3/client.js";
@@ -13,7 +13,8 @@ import { freePorts } from "./serve.js";
 
 /** Debian's python3: a python3 earlier on PATH (pyenv) cannot import Debian's swift. */
 const PYTHON = "/usr/bin/python3";
-const LAUNCHER = join(import.meta.dirname, "swift-s3.py");
+/** From test/helpers/ or from its compiled copy under .bench-dist/ (the bench's shared section). */
+const LAUNCHER = [join(import.meta.dirname, "swift-s3.py"), resolve(import.meta.dirname, "../../../test/helpers/swift-s3.py")].find((p) => existsSync(p)) ?? join(import.meta.dirname, "swift-s3.py");
 const REGION = "us-east-1";
 
 /** A running test S3 endpoint. */
