@@ -4,7 +4,7 @@ import { userInfo } from "node:os";
 import chalk from "chalk";
 import { confirm } from "@inquirer/prompts";
 import { openSharedStore, openStore, type Store } from "../store/index.js";
-import { PraxmailError, cleanupFailures, errorFields, ensureWritableHome, loadConfig, resolveHome, sharedBackend, type Config, type Context } from "../core/index.js";
+import { PraxmailError, cleanupFailures, errorFields, ensureWritableHome, loadConfig, resolveHome, sharedBackend, type Config, type Context, type SharedBackend } from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
 import type { HomeOptions, Io } from "./definitions.js";
 
@@ -15,14 +15,16 @@ if ((process.env.NO_COLOR ?? "") !== "" || !process.stderr.isTTY) chalk.level = 
  *
  * @param opts - The command's options.
  * @param actor - Who acts, for the audit log.
+ * @param backend - `embedded`: SQLite and files under home, whatever the config and the
+ *   environment name (praxmail migrate reads the home it moves).
  * @returns The context.
  * @throws {@link PraxmailError} if home is not writable or not initialised.
  */
-export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().username}`): Promise<Context> {
+export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().username}`, backend: "configured" | "embedded" = "configured"): Promise<Context> {
   const home = resolveHome(opts.home);
   await ensureWritableHome(home);
   const config = loadConfig(home);
-  const store = await openBackend(home, config);
+  const store = backend === "embedded" ? openStore(home) : await openBackend(home, config);
   return {
     home,
     config,
@@ -48,7 +50,18 @@ export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().u
  */
 async function openBackend(home: string, config: Config): Promise<Store> {
   const shared = sharedBackend(config, process.env);
-  if (shared === null) return openStore(home);
+  return shared === null ? openStore(home) : openShared(shared);
+}
+
+/**
+ * Opens the shared backend.
+ *
+ * @param shared - Its database and bucket.
+ * @returns The store.
+ * @throws {@link PraxmailError} `backend` if it cannot be reached (the message names the
+ *   host, never the password).
+ */
+export async function openShared(shared: SharedBackend): Promise<Store> {
   try {
     return await openSharedStore(shared.database, shared.blobs);
   } catch (e) {

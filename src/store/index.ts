@@ -4,10 +4,11 @@ import { EmbeddedStore } from "./embedded.js";
 import type { S3Settings } from "./s3/client.js";
 import type { Store } from "./types.js";
 
-export type { AccountStore, AttemptStore, BlobStore, RecordStore, ScannedBlob, Store, StoreTx } from "./types.js";
+export type { AccountStore, AttemptStore, BlobStore, RecordStore, ScannedBlob, Store, StoreTx, TableRow } from "./types.js";
 export { fileStream, renameDurably, writeStream } from "./blobs.js";
 export { cleanUpAfter, suppressedBy } from "./cleanup.js";
 export { readBackupHeader, readManifest, restoreHome } from "./restore.js";
+export { TransferError, copyBlob, copyRows, tablesWithRows, type CopiedBlob } from "./transfer.js";
 export {
   BackupError,
   HEADER_FILE,

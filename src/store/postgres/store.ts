@@ -7,7 +7,9 @@
 // committed state; a snapshot is a REPEATABLE READ, READ ONLY transaction.
 import { AuditWalk, fromChanged, nextAuditRow, type AuditEntry, type AuditRow, type AuditVerdict, type CheckpointRow } from "../audit.js";
 import { TxGuard, type OpenTx } from "../guard.js";
-import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx } from "../types.js";
+import type postgres from "postgres";
+import { IDENTIFIER } from "../tables.js";
+import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx, TableRow } from "../types.js";
 import { PgAccounts } from "./accounts.js";
 import { PgAttempts } from "./attempts.js";
 import { connectPostgres, type Pool, type Query } from "./connect.js";
@@ -16,7 +18,7 @@ import { PgRecords } from "./records.js";
 
 /** The advisory lock every write transaction holds ("prax" "wrtx" in ASCII). */
 const WRITE_LOCK = (0x70726178_77727478n).toString();
-/** Rows of audit read per query of {@link PgRows.auditRows}. */
+/** Rows of audit read per query of {@link PgRows.auditRows}, and rows per page of tableRows and insertRows. */
 const AUDIT_PAGE = 500;
 const AUDIT_COLS = `seq, at, actor, action, subject, details, prev_hash AS "prevHash", hash`;
 
@@ -93,6 +95,28 @@ class PgRows implements StoreTx {
       if (broken) return broken;
     }
     return walk.end();
+  }
+
+  async tables(): Promise<Map<string, string[]>> {
+    const rows = await this.q<{ table: string; column: string }[]>`SELECT table_name AS "table", column_name AS "column" FROM information_schema.columns
+      WHERE table_schema = current_schema() AND table_name <> 'schema_migrations' ORDER BY table_name, ordinal_position`;
+    const out = new Map<string, string[]>();
+    for (const r of rows) out.set(r.table, [...(out.get(r.table) ?? []), r.column]);
+    return out;
+  }
+
+  async *tableRows(table: string): AsyncIterable<TableRow> {
+    if (!IDENTIFIER.test(table)) throw new Error(`not a table name: ${JSON.stringify(table)}`);
+    // Ordered by the first column (each table's key or the start of it), so that two reads agree.
+    for await (const page of this.q.unsafe<TableRow[]>(`SELECT * FROM "${table}" ORDER BY 1`).cursor(AUDIT_PAGE)) yield* page;
+  }
+
+  async insertRows(table: string, rows: readonly TableRow[]): Promise<void> {
+    const columns = Object.keys(rows[0] ?? {});
+    if (![table, ...columns].every((n) => IDENTIFIER.test(n))) throw new Error(`not a table or column name in ${JSON.stringify(table)}`);
+    for (let i = 0; i < rows.length; i += AUDIT_PAGE) {
+      await this.q`INSERT INTO ${this.q(table)} ${this.q(rows.slice(i, i + AUDIT_PAGE) as Record<string, postgres.ParameterOrJSON<never>>[], columns)}`;
+    }
   }
 }
 

@@ -71,6 +71,19 @@ export class S3Blobs implements BlobStore {
   async write(data: ReadableStream<Uint8Array>): Promise<string> {
     const name = randomBytes(16).toString("hex");
     const key = `blobs/${name.slice(0, 2)}/${name}.age`;
+    await this.put(key, data);
+    return key;
+  }
+
+  /**
+   * Streams data into the object of a given key by multipart upload.
+   *
+   * @param key - A blob key, e.g. from another store.
+   * @param data - The bytes.
+   * @throws If the key is not a blob key, or the stream or the upload fails; the upload is
+   *   aborted, no object is left (an object that was there before stays as it was).
+   */
+  async put(key: string, data: ReadableStream<Uint8Array>): Promise<void> {
     const upload = new Upload({
       client: this.s3,
       params: { Bucket: this.at.bucket, Key: this.object(key), Body: Readable.fromWeb(data) },
@@ -80,7 +93,6 @@ export class S3Blobs implements BlobStore {
     // On any failure lib-storage aborts the multipart upload itself (leavePartsOnError is
     // off); what a dead node leaves behind, scan() finds and gc aborts.
     await upload.done();
-    return key;
   }
 
   /**
