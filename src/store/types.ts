@@ -167,7 +167,7 @@ export interface BlobStore {
   put(key: string, data: ReadableStream<Uint8Array>): Promise<void>;
   /** @returns The blob's bytes; a missing blob errors the stream. */
   read(key: string): ReadableStream<Uint8Array>;
-  /** @returns The blob's size in bytes. @throws If it does not exist. */
+  /** @returns The blob's size in bytes. @throws If it does not exist (with code `ENOENT`). */
   size(key: string): Promise<number>;
   /** Removes blobs; missing ones are ignored. */
   remove(keys: readonly string[]): Promise<void>;

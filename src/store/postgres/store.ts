@@ -5,8 +5,14 @@
 // chain is appended in order across nodes) at the cost of parallel writes, which a
 // practice's load does not need. Reads outside a transaction run in parallel and see
 // committed state; a snapshot is a REPEATABLE READ, READ ONLY transaction.
+import { mkdtemp, rename, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { AuditWalk, fromChanged, nextAuditRow, type AuditEntry, type AuditRow, type AuditVerdict, type CheckpointRow } from "../audit.js";
+import { backupFrom, type BackupManifest, type BackupOptions, type BackupSource } from "../backup.js";
+import { DB_FILE } from "../db.js";
+import { EmbeddedStore } from "../embedded.js";
 import { TxGuard, type OpenTx } from "../guard.js";
+import { copyRows } from "../transfer.js";
 import type postgres from "postgres";
 import { IDENTIFIER } from "../tables.js";
 import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx, TableRow } from "../types.js";
@@ -191,8 +197,45 @@ export class PostgresStore extends PgRows implements Store {
     return result as T;
   }
 
-  backup(): Promise<never> {
-    return Promise.reject(new Error("backup of the shared backend is not built yet (issue 14, item 4)"));
+  /**
+   * Backs up in the embedded backend's format: the rows of one snapshot written into a new
+   * SQLite database of the same schema (in home, then sealed), and the blobs it names
+   * streamed out of the bucket.
+   */
+  backup(dest: string, opts: BackupOptions): Promise<BackupManifest> {
+    const home = opts.home;
+    if (home === undefined) return Promise.reject(new Error("a backup of the shared backend needs the home (BackupOptions.home) for its files"));
+    return backupFrom(this.backupSource(home), dest, opts);
+  }
+
+  private backupSource(home: string): BackupSource {
+    return {
+      scratch: home,
+      snapshotInto: async (file) => {
+        // A folder of its own beside file, 0700, for the database's -wal while it is written.
+        const folder = await mkdtemp(join(dirname(file), ".snapshot-"));
+        try {
+          const copy = EmbeddedStore.open(folder);
+          try {
+            await this.snapshot((from) => copy.transaction((to) => copyRows(from, to)));
+          } finally {
+            await copy.close();
+          }
+          await rename(join(folder, DB_FILE), file);
+        } finally {
+          await rm(folder, { recursive: true, force: true });
+        }
+      },
+      openBlob: async (key) => {
+        try {
+          await this.blobs.size(key);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+          throw e;
+        }
+        return this.blobs.read(key);
+      },
+    };
   }
 
   async ping(): Promise<void> {

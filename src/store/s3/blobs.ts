@@ -127,10 +127,17 @@ export class S3Blobs implements BlobStore {
   /**
    * @param key - A key returned by {@link write}.
    * @returns The object's size in bytes.
+   * @throws An Error with code `ENOENT` if there is no such object.
    */
   async size(key: string): Promise<number> {
-    const r = await this.s3.send(new HeadObjectCommand({ Bucket: this.at.bucket, Key: this.object(key) }));
-    return r.ContentLength ?? 0;
+    try {
+      const r = await this.s3.send(new HeadObjectCommand({ Bucket: this.at.bucket, Key: this.object(key) }));
+      return r.ContentLength ?? 0;
+    } catch (e) {
+      // As a missing file says it: callers tell a missing blob from a failing bucket by code.
+      if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) throw Object.assign(new Error(`no blob ${key}`), { code: "ENOENT" });
+      throw e;
+    }
   }
 
   /**
