@@ -127,6 +127,16 @@ export async function migratePractice(ctx: Context, target: Store, opts: Migrate
       }
       return copyPractice(ctx, source, target, head, opts);
     });
+    // Rows written to the home after its snapshot (a praxmail serve still running) are not in
+    // the target: then the home must not switch over.
+    const later = await ctx.store.snapshot(async (tx) => (await headOf(tx, audit.rows + 1)).seq);
+    if (later > audit.rows) {
+      throw new PraxmailError(
+        "wrong-state",
+        `${ctx.home} changed while praxmail migrate ran (audit rows after row ${String(audit.rows)}); config.json still names SQLite and files`,
+        "stop praxmail serve on this home, give an empty database and bucket prefix, and run praxmail migrate again",
+      );
+    }
     const verified = await verifyAuditLog({ ...ctx, store: target });
     await markUsedInvites({ ...ctx, store: target });
     saveConfig(ctx.home, { ...ctx.config, shared: opts.shared });
