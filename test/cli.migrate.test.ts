@@ -4,6 +4,7 @@
 // deliveries, a reply, a session, a signed checkpoint); the migration is the real binary.
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { cp, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -47,6 +48,16 @@ async function fingerprint(home: string): Promise<Record<string, string>> {
     out[f.slice(home.length + 1)] = `${sha(await readFile(f))} ${String((await stat(f)).mtimeMs)}`;
   }
   return out;
+}
+
+/** @returns The peak resident memory of a running process (VmHWM), in bytes; 0 once it is gone. */
+function peakMemory(pid: number): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${String(pid)}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 /** Rows of a table in a stable order, for comparing two stores. */
@@ -279,6 +290,59 @@ describe.runIf(
       await c.close();
     }
     expect(await objects("zweite")).toEqual(ob);
+  });
+
+  it("streams blobs: memory stays flat in the blob's size (a 192 MiB blob peaks within 48 MiB of a 64 MiB one)", async () => {
+    const peakOf = async (size: number, name: string): Promise<number> => {
+      const h = join(dir, name);
+      await initHome(h, ["--recipient-type", "x25519"]);
+      const ctx = await openContext({ home: h });
+      try {
+        const chunk = randomBytes(Math.min(size, 1 << 20));
+        let left = size;
+        const d = await createDelivery(ctx, {
+          recipient: PATIENT,
+          level: 1,
+          files: [
+            {
+              name: "aufnahme.dcm",
+              open: () =>
+                new ReadableStream<Uint8Array>({
+                  pull(ctl) {
+                    if (left <= 0) {
+                      ctl.close();
+                      return;
+                    }
+                    ctl.enqueue(chunk.subarray(0, Math.min(left, chunk.length)));
+                    left -= chunk.length;
+                  },
+                }),
+            },
+          ],
+        });
+        await markSent(ctx, [d.id]);
+      } finally {
+        await ctx.store.close();
+      }
+      const database = await pg!.database(name);
+      const child = spawn(process.execPath, [BIN, "migrate", "--home", h, "--database", database, "--blobs", `s3://praxis/${name}`], { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      child.stderr.setEncoding("utf8").on("data", (t: string) => (err += t));
+      let peak = 0;
+      const poll = setInterval(() => {
+        peak = Math.max(peak, peakMemory(child.pid ?? 0));
+      }, 20);
+      const code = await new Promise<number | null>((r) => child.on("exit", r));
+      clearInterval(poll);
+      expect(code, err).toBe(0);
+      return peak;
+    };
+    // The multipart upload's parts (8 MiB, two in flight) and the SDK's buffers cost the same
+    // for either; a copy that held the blob would need 128 MiB more for the bigger one.
+    const mid = await peakOf(64 << 20, "mittel");
+    const big = await peakOf(192 << 20, "gross");
+    expect(mid).toBeGreaterThan(0);
+    expect(big - mid).toBeLessThan(48 << 20);
   });
 
   it("refuses a database or a bucket that holds another practice's data, precisely, and writes nothing", async () => {
