@@ -2,7 +2,7 @@
 // (PostgreSQL and S3), on real engines. The home is built through src/core in-process (200
 // deliveries at levels 1 to 4, a registered and approved patient, revoked and expired
 // deliveries, a reply, a session, a signed checkpoint); the migration is the real binary.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { cp, readFile, stat, writeFile } from "node:fs/promises";
@@ -32,7 +32,7 @@ import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgre
 import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
 import { startServe } from "./helpers/serve.js";
 import { collect, readDb } from "./helpers/store.js";
-import { needInstalled } from "./helpers/tools.js";
+import { needInstalled, needTool } from "./helpers/tools.js";
 
 const PATIENT = "anna@patient.example";
 const PASSWORD = "ein gutes Passwort 2026";
@@ -191,6 +191,7 @@ describe.runIf(
     expect(out).toMatchObject({ alreadyDone: false, blobs: blobFiles.length, resumed: 0, configWritten: true });
     expect(out.rows.deliveries).toBe(DELIVERIES);
     expect(r.stderr).toContain("praxmail: note: config.json in");
+    expect(r.stderr).not.toContain("copying");
     expect(r.stderr).not.toContain(new URL(database).password);
 
     // The source: not a byte nor an mtime changed.
@@ -343,6 +344,30 @@ describe.runIf(
     const big = await peakOf(192 << 20, "gross");
     expect(mid).toBeGreaterThan(0);
     expect(big - mid).toBeLessThan(48 << 20);
+  });
+
+  it.runIf(needTool("script"))("shows progress on a terminal", async () => {
+    const h = join(dir, "terminal");
+    await initHome(h, ["--recipient-type", "x25519"]);
+    const ctx = await openContext({ home: h });
+    try {
+      for (let i = 0; i < 30; i++) {
+        const d = await createDelivery(ctx, { recipient: PATIENT, level: 1, files: [{ name: "a.pdf", open: () => Readable.toWeb(Readable.from([randomBytes(4096)])) as ReadableStream<Uint8Array> }] });
+        await markSent(ctx, [d.id]);
+      }
+    } finally {
+      await ctx.store.close();
+    }
+    const database = await pg!.database("terminal");
+    const vars = Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(" ");
+    const onTty = spawnSync("script", ["-qec", `env ${vars} '${process.execPath}' '${BIN}' migrate --home '${h}' --database '${database}' --blobs s3://praxis/terminal`, "/dev/null"], {
+      encoding: "utf8",
+      env: { PATH: process.env.PATH, NO_COLOR: "1" },
+      timeout: 120_000,
+    });
+    expect(onTty.status, onTty.stdout).toBe(0);
+    expect(onTty.stdout).toMatch(/copying blobs: \d+\/30 \([\d.]+ KiB\)/);
+    expect(onTty.stdout).toContain("migrated ");
   });
 
   it("refuses a database or a bucket that holds another practice's data, precisely, and writes nothing", async () => {
