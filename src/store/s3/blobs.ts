@@ -127,7 +127,7 @@ export class S3Blobs implements BlobStore {
   /**
    * @param key - A key returned by {@link write}.
    * @returns The object's size in bytes.
-   * @throws An Error with code `ENOENT` if there is no such object.
+   * @throws The SDK's NotFound, with code `ENOENT`, if there is no such object.
    */
   async size(key: string): Promise<number> {
     try {
@@ -135,7 +135,7 @@ export class S3Blobs implements BlobStore {
       return r.ContentLength ?? 0;
     } catch (e) {
       // As a missing file says it: callers tell a missing blob from a failing bucket by code.
-      if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) throw Object.assign(new Error(`no blob ${key}`), { code: "ENOENT" });
+      if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) Object.assign(e as object, { code: "ENOENT" });
       throw e;
     }
   }
