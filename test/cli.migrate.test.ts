@@ -413,6 +413,13 @@ describe.runIf(
     }
     expect((JSON.parse(await readFile(join(other, "config.json"), "utf8")) as { shared: unknown }).shared).toBeNull();
 
+    const wrong = new URL(empty);
+    wrong.password = "nicht-das-passwort";
+    const denied = await migrate(other, wrong.href, "s3://fremd/x");
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toMatch(new RegExp(`^praxmail: error: cannot open the shared backend at 127\\.0\\.0\\.1:${wrong.port}/leer: password authentication failed`));
+    expect(denied.stderr).not.toContain("nicht-das-passwort");
+
     const half = await praxmail(["migrate", "--home", other, "--database", empty], { env });
     expect(half.code).toBe(2);
     expect(half.stderr).toContain("praxmail: error: praxmail migrate needs the shared backend's --database and --blobs");

@@ -4,7 +4,7 @@ import { userInfo } from "node:os";
 import chalk from "chalk";
 import { confirm } from "@inquirer/prompts";
 import { openSharedStore, openStore, type Store } from "../store/index.js";
-import { PraxmailError, cleanupFailures, errorFields, ensureWritableHome, loadConfig, resolveHome, sharedBackend, type Config, type Context, type SharedBackend } from "../core/index.js";
+import { PraxmailError, cleanupFailures, databaseWhere, errorFields, ensureWritableHome, loadConfig, resolveHome, sharedBackend, type Config, type Context, type SharedBackend } from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
 import type { HomeOptions, Io } from "./definitions.js";
 
@@ -65,8 +65,7 @@ export async function openShared(shared: SharedBackend): Promise<Store> {
   try {
     return await openSharedStore(shared.database, shared.blobs);
   } catch (e) {
-    const at = new URL(shared.database);
-    throw new PraxmailError("backend", `cannot open the shared backend at ${at.hostname}:${at.port || "5432"}${at.pathname}: ${(e as Error).message}`, "check PRAXMAIL_DATABASE, PRAXMAIL_BLOBS and the AWS_* settings, and that both services answer; praxmail doctor checks them", { cause: e });
+    throw new PraxmailError("backend", `cannot open the shared backend at ${databaseWhere(shared.database)}: ${(e as Error).message}`, "check PRAXMAIL_DATABASE, PRAXMAIL_BLOBS and the AWS_* settings, and that both services answer; praxmail doctor checks them", { cause: e });
   }
 }
 

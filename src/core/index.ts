@@ -1,6 +1,6 @@
 // The public door of src/core: the domain operations the CLI, relay, milter and portal call.
 export { PraxmailError, cleanUpAfter, cleanupFailures, errorFields, type ErrorCode, type ErrorFields } from "./errors.js";
-export { checkShared, isInitialised, loadConfig, saveConfig, sharedBackend, type Config, type IdentityStore, type SharedBackend } from "./config.js";
+export { checkShared, databaseWhere, isInitialised, loadConfig, saveConfig, sharedBackend, type Config, type IdentityStore, type SharedBackend } from "./config.js";
 export { DEFAULTS } from "./defaults.js";
 export { ensureWritableHome, resolveHome } from "./home.js";
 // Durable writes of local files (fsync, rename, fsync of the folder) for adapters that keep

@@ -6,7 +6,7 @@
 // equal are kept, and a target whose rows are there says so. The home's database and blob
 // files are only read; config.json names the shared backend at the end.
 import { TransferError, copyBlob, copyRows, tablesWithRows, type Store, type StoreTx } from "../store/index.js";
-import { saveConfig, type SharedBackend } from "./config.js";
+import { databaseWhere, saveConfig, type SharedBackend } from "./config.js";
 import { verifyAuditLog } from "./checkpoints.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
@@ -75,16 +75,10 @@ async function migratedHere(tx: StoreTx, head: Head, recipient: string): Promise
   return false;
 }
 
-/** The database URL without its password, for messages and the audit log. */
-function where(shared: SharedBackend): string {
-  const u = new URL(shared.database);
-  return `${u.hostname}:${u.port || "5432"}${u.pathname}`;
-}
-
 function transferFailure(e: unknown, shared: SharedBackend): unknown {
   if (!(e instanceof TransferError)) return e;
   const hints: Record<TransferError["code"], string> = {
-    schema: `the database at ${where(shared)} was set up by another praxmail version; use the same version on both sides`,
+    schema: `the database at ${databaseWhere(shared.database)} was set up by another praxmail version; use the same version on both sides`,
     mismatch: `the bucket ${shared.blobs} does not keep what it is given; check the S3 server, then run praxmail migrate again`,
     foreign: `give an empty bucket or prefix; praxmail migrate never merges two practices`,
   };
@@ -121,7 +115,7 @@ export async function migratePractice(ctx: Context, target: Store, opts: Migrate
         }
         throw new PraxmailError(
           "wrong-state",
-          `the database at ${where(opts.shared)} holds another practice's data (rows in ${holding.join(", ")})`,
+          `the database at ${databaseWhere(opts.shared.database)} holds another practice's data (rows in ${holding.join(", ")})`,
           "give an empty database; praxmail migrate never merges two practices",
         );
       }
@@ -170,7 +164,7 @@ async function copyPractice(ctx: Context, source: StoreTx, target: Store, head: 
         actor: ctx.actor,
         action: ACTION,
         subject: opts.shared.blobs,
-        details: { from: ctx.home, database: where(opts.shared), practiceRecipient: ctx.config.practiceRecipient, auditHead: head, blobs: keys.length, bytes },
+        details: { from: ctx.home, database: databaseWhere(opts.shared.database), practiceRecipient: ctx.config.practiceRecipient, auditHead: head, blobs: keys.length, bytes },
       },
       ctx.now(),
     );
