@@ -10,10 +10,11 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import { createDelivery, markSent, revokeDelivery } from "../src/core/index.js";
-import { decryptStream, encryptStream, generateIdentity, readIdentityFile, recipientOf, unwrapIdentity, writeIdentityFile } from "../src/crypto/index.js";
+import { decryptStream, encryptStream, generateIdentity, readIdentityFile, recipientOf, writeIdentityFile } from "../src/crypto/index.js";
 import { backupHome, fileStream, readManifest, type BackupManifest } from "../src/store/index.js";
 import { cleanup, initHome, outbox, praxmail, tempDir, walk, type Run } from "./helpers/cli.js";
 import { openByToken } from "./helpers/deliveries.js";
+import { patientAtPortal } from "./helpers/download.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { befundMail, patchConfig, submit } from "./helpers/relay.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
@@ -551,38 +552,11 @@ describe("praxmail backup and restore", () => {
 
     const served = await startServe(restored);
     try {
-      const base = `http://127.0.0.1:${served.httpPort}`;
-      const cookies = new Map<string, string>();
-      const get = async (path: string, init: RequestInit = {}): Promise<Response> => {
-        const res = await fetch(base + path, { ...init, redirect: "manual", headers: { ...(init.headers as Record<string, string>), cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join("; ") } });
-        for (const c of res.headers.getSetCookie()) {
-          const [pair = ""] = c.split(";");
-          const eq = pair.indexOf("=");
-          cookies.set(pair.slice(0, eq), pair.slice(eq + 1));
-        }
-        return res;
-      };
-      const loginPage = await (await get("/login")).text();
-      const csrf = /name="_csrf" value="([^"]+)"/.exec(loginPage)![1]!;
-      const login = await get("/login", {
-        method: "POST",
-        headers: { "content-type": "application/x-www-form-urlencoded" },
-        body: new URLSearchParams({ email: PATIENT, password: PASSWORD, _csrf: csrf, next: "/deliveries" }).toString(),
-      });
-      expect(login.status).toBe(303);
-      expect(login.headers.get("location")).toBe("/deliveries");
+      const patient = await patientAtPortal(`http://127.0.0.1:${served.httpPort}`, PATIENT, PASSWORD);
+      expect(patient.login.status).toBe(303);
+      expect(patient.login.headers.get("location")).toBe("/deliveries");
       expect(originals.size).toBe(2);
-      for (const [id, original] of originals) {
-        const page = await get(`/deliveries/${id}`);
-        expect(page.status).toBe(200);
-        const data = JSON.parse(/<script type="application\/json" id="delivery-data">([^<]*)<\/script>/.exec(await page.text())![1]!) as { files: { id: string; url: string }[] };
-        const ciphertext = Buffer.from(await (await get(data.files[0]!.url.replace(base, ""))).arrayBuffer());
-        const wrapRes = await get(`/deliveries/${id}/wrap`);
-        expect(wrapRes.status).toBe(200);
-        const d = await unwrapIdentity(new Uint8Array(await wrapRes.arrayBuffer()), patientIdentity);
-        const plain = await readAll(await decryptStream(new Blob([ciphertext]).stream(), [d]));
-        expect(plain.equals(original), id).toBe(true);
-      }
+      for (const [id, original] of originals) expect((await patient.open(id, patientIdentity)).equals(original), id).toBe(true);
     } finally {
       expect(await served.stop()).toBe(0);
     }

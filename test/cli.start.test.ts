@@ -84,7 +84,7 @@ describe("what a command loads", () => {
   it("--help lists every command and loads nothing from node_modules", async () => {
     const r = await recorded(["--help"]);
     expect(r.run.code).toBe(0);
-    for (const c of ["init", "serve", "send", "approve", "invite", "list", "revoke", "inbox", "receive", "export", "audit", "gc", "doctor", "backup", "restore"]) {
+    for (const c of ["init", "serve", "send", "approve", "invite", "list", "revoke", "inbox", "receive", "export", "audit", "gc", "doctor", "backup", "restore", "migrate"]) {
       expect(r.run.stdout).toMatch(new RegExp(`^  ${c} `, "m"));
     }
     expect(r.modules.filter((u) => u.includes("/node_modules/"))).toEqual([]);

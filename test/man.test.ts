@@ -47,7 +47,7 @@ describe("man/praxmail.1", () => {
     expect(documented).toEqual(commands);
   });
 
-  it.each(["init", "serve", "send", "approve", "list", "revoke", "export", "audit", "gc"])("documents every option of %s, and no other", async (cmd) => {
+  it.each(["init", "serve", "send", "approve", "list", "revoke", "export", "audit", "gc", "migrate"])("documents every option of %s, and no other", async (cmd) => {
     const help = await praxmail([cmd, "--help"]);
     expect(help.code).toBe(0);
     const fromHelp = longOptions(help.stdout).filter((o) => !COMMON.includes(o));

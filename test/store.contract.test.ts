@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { readdir, readlink } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { openStore, type DeliveryRow, type PatientRow, type Store } from "../src/store/index.js";
+import { copyRows, openStore, tablesWithRows, type DeliveryRow, type PatientRow, type Store } from "../src/store/index.js";
 import { describeBackends } from "./helpers/backends.js";
 import { cleanup, tempDir } from "./helpers/cli.js";
 import { sleep } from "./helpers/crash.js";
@@ -315,6 +315,48 @@ describeBackends("store contract", ({ open }) => {
   it("leaves nothing of a write whose stream fails", async () => {
     await expect(store.blobs.write(failingStream(new Uint8Array(randomBytes(2 * 1024 * 1024))))).rejects.toThrow("client went away");
     expect(await store.blobs.scan()).toEqual([]);
+  });
+
+  it("puts a blob under a key another store gave it, replacing a blob there whole; a failed put leaves the old one", async () => {
+    const key = await store.blobs.write(streamOf(new Uint8Array([1, 2, 3])));
+    const given = `blobs/ab/${"ab".repeat(16)}.age`;
+    await expect(store.blobs.size(given)).rejects.toMatchObject({ code: "ENOENT" });
+    await store.blobs.put(given, streamOf(new Uint8Array([7, 8])));
+    await store.blobs.put(key, streamOf(new Uint8Array([9])));
+    expect([...(await readAll(store.blobs.read(key)))]).toEqual([9]);
+    expect([...(await readAll(store.blobs.read(given)))]).toEqual([7, 8]);
+    await expect(store.blobs.put(given, failingStream(new Uint8Array(randomBytes(1024))))).rejects.toThrow("client went away");
+    expect([...(await readAll(store.blobs.read(given)))]).toEqual([7, 8]);
+    await expect(store.blobs.put("blobs/../config.json", streamOf(new Uint8Array([1])))).rejects.toThrow("invalid blob key");
+    expect((await store.blobs.scan()).map((b) => [b.key, b.temp]).sort()).toEqual([[given, false], [key, false]].sort());
+  });
+
+  it("hands out every table's rows as stored, and another store takes them as they were", async () => {
+    const wrap = new Uint8Array(randomBytes(300));
+    await store.transaction(async (tx) => {
+      await tx.records.insertPatient(patientRow("a@example.org", "1234"));
+      await tx.records.insertDelivery(
+        { id: "d_1", recipient: "a@example.org", level: 3, status: "ready", subject: "Befund", sender: null, createdAt: AT.toISOString(), expiresAt: AT.toISOString(), downloadedAt: null, endedAt: null, sourceKey: null, sentAt: AT.toISOString(), remindedAt: null },
+        [{ id: "f_1", deliveryId: "d_1", position: 0, kind: "attachment", name: "a.pdf", size: 3 * 2 ** 31, blob: `blobs/cd/${"cd".repeat(16)}.age` }],
+        [{ deliveryId: "d_1", holder: "practice", recipient: "age1x", ciphertext: wrap, createdAt: AT.toISOString() }],
+        { hash: "h".repeat(64), deliveryId: "d_1", email: "a@example.org", createdAt: AT.toISOString() },
+      );
+      await tx.audit({ actor: "test", action: "delivery.create", subject: "d_1" }, AT);
+    });
+    expect(await store.snapshot(tablesWithRows)).toEqual(expect.arrayContaining(["audit", "deliveries", "files", "link_tokens", "patients", "wraps"]));
+    const at = await tempDir();
+    const copy = await open(at);
+    try {
+      expect(await copy.snapshot(tablesWithRows)).toEqual([]);
+      await store.snapshot((from) => copy.transaction((to) => copyRows(from, to)));
+      for (const t of (await store.tables()).keys()) expect(await collect(copy.tableRows(t)), t).toEqual(await collect(store.tableRows(t)));
+      expect((await copy.records.wrap("d_1", "practice"))?.ciphertext).toEqual(wrap);
+      expect((await copy.records.files("d_1"))[0]?.size).toBe(3 * 2 ** 31);
+      expect(await copy.verifyAudit()).toMatchObject({ ok: true, rows: 1 });
+    } finally {
+      await copy.close();
+      await cleanup(at);
+    }
   });
 
   it("creates a marker once for every handle on the store, beside the blobs and never among them", async () => {

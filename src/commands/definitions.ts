@@ -14,6 +14,7 @@ import type { ExportFlags } from "./export.js";
 import type { GcFlags } from "./gc.js";
 import type { InitFlags } from "./init.js";
 import type { InviteFlags } from "./invite.js";
+import type { MigrateFlags } from "./migrate.js";
 import type { What } from "./list.js";
 import type { ReceiveFlags } from "./receive.js";
 import type { RestoreFlags } from "./restore.js";
@@ -307,6 +308,17 @@ function restoreCommand(io: Io): Command {
     });
 }
 
+function migrateCommand(io: Io): Command {
+  return common(new Command("migrate"))
+    .description("copy this home's practice (SQLite and blob files) into an empty shared backend, check every blob, and switch config.json to it; resumes after an interruption")
+    .addOption(new Option("--database <url>", "postgres:// URL of the shared backend's database").env("PRAXMAIL_DATABASE"))
+    .addOption(new Option("--blobs <url>", "s3://bucket/prefix of the shared backend's blobs").env("PRAXMAIL_BLOBS"))
+    .action(async (flags: MigrateFlags) => {
+      const { migrateAction } = await import("./migrate.js");
+      await migrateAction(io, flags);
+    });
+}
+
 /** Every command in the order --help lists them. */
 export const COMMANDS: readonly ((io: Io) => Command)[] = [
   initCommand,
@@ -324,4 +336,5 @@ export const COMMANDS: readonly ((io: Io) => Command)[] = [
   doctorCommand,
   backupCommand,
   restoreCommand,
+  migrateCommand,
 ];

@@ -6,7 +6,7 @@ import { loadConfig, resolveHome, restorePractice, type RestoredPractice } from 
 import type { BackupManifest } from "../store/index.js";
 import { bytes } from "./backup.js";
 import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
-import { note, openContext, printJson, progress } from "./shared.js";
+import { note, openContext, openShared, printJson, progress } from "./shared.js";
 
 export interface RestoreFlags extends HomeOptions {
   identity?: string;
@@ -30,10 +30,11 @@ async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
 }
 
 /**
- * Restores an encrypted backup folder into an empty home (src/core/backup.ts), with the
- * identity from --identity or PRAXMAIL_IDENTITY (else where the backed-up home kept it) and
- * a passphrase from PRAXMAIL_IDENTITY_PASSPHRASE or the terminal; then hands the files to
- * the owner of an empty home root restored into.
+ * Restores an encrypted backup folder into an empty home (src/core/backup.ts), its rows and
+ * blobs into the shared backend when the restored config.json or the environment names one
+ * (which must be empty), with the identity from --identity or PRAXMAIL_IDENTITY (else where
+ * the backed-up home kept it) and a passphrase from PRAXMAIL_IDENTITY_PASSPHRASE or the
+ * terminal; then hands the files to the owner of an empty home root restored into.
  *
  * @param io - The streams.
  * @param dir - The backup folder.
@@ -57,6 +58,8 @@ async function runRestore(io: Io, dir: string, flags: RestoreFlags): Promise<Res
         return password({ message: "Passphrase of the practice identity", mask: "*" }, { output: process.stderr });
       },
       open: (h) => openContext({ home: h }),
+      // The backend the restored config.json names, or PRAXMAIL_DATABASE and PRAXMAIL_BLOBS over it, as for every command.
+      shared: async (config) => (await openShared(config))?.store ?? null,
       progress: (p) => {
         if (p.phase === "blobs") bar.update(`restoring blobs: ${p.done}/${p.total} (${bytes(p.bytes)})`);
       },

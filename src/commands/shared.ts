@@ -6,10 +6,10 @@ import { confirm } from "@inquirer/prompts";
 import { openSharedStore, openStore, type Store } from "../store/index.js";
 import {
   PraxmailError,
-  backendName,
   checkNode,
   cleanUpAfter,
   cleanupFailures,
+  databaseWhere,
   errorFields,
   ensureWritableHome,
   loadConfig,
@@ -19,6 +19,7 @@ import {
   type Backend,
   type Config,
   type Context,
+  type SharedBackend,
 } from "../core/index.js";
 import { notifierFor } from "../mail/index.js";
 import type { HomeOptions, Io } from "./definitions.js";
@@ -30,14 +31,16 @@ if ((process.env.NO_COLOR ?? "") !== "" || !process.stderr.isTTY) chalk.level = 
  *
  * @param opts - The command's options.
  * @param actor - Who acts, for the audit log.
+ * @param backend - `embedded`: SQLite and files under home, whatever the config and the
+ *   environment name (praxmail migrate reads the home it moves).
  * @returns The context.
  * @throws {@link PraxmailError} if home is not writable or not initialised.
  */
-export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().username}`): Promise<Context> {
+export async function openContext(opts: HomeOptions, actor = `cli:${userInfo().username}`, backend: "configured" | "embedded" = "configured"): Promise<Context> {
   const home = resolveHome(opts.home);
   await ensureWritableHome(home);
   const config = loadConfig(home);
-  const store = await openBackend(home, config);
+  const store = backend === "embedded" ? openStore(home) : await openBackend(home, config);
   return {
     home,
     config,
@@ -84,8 +87,19 @@ async function openBackend(home: string, config: Config): Promise<Store> {
  */
 export async function openShared(config: Pick<Config, "shared">): Promise<Backend | null> {
   const shared = sharedBackend(config, process.env);
-  if (shared === null) return null;
-  const name = backendName(shared);
+  return shared === null ? null : openSharedAt(shared);
+}
+
+/**
+ * Opens the shared backend at exactly these URLs (the AWS_* settings still apply).
+ *
+ * @param shared - Its database and bucket.
+ * @returns The store and its name.
+ * @throws {@link PraxmailError} `backend` if it cannot be reached (the message names the
+ *   host, never the password).
+ */
+export async function openSharedAt(shared: SharedBackend): Promise<Backend> {
+  const name = databaseWhere(shared.database);
   try {
     return { store: await openSharedStore(shared.database, shared.blobs), name };
   } catch (e) {

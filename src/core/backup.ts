@@ -3,10 +3,21 @@
 // opens it, and writes the audit rows. src/commands only parses, calls these and prints.
 import { isAbsolute, relative, resolve } from "node:path";
 import { decryptStream, encryptStream, recipientOf } from "../crypto/index.js";
-import { BackupError, readBackupHeader, restoreHome, type BackupManifest, type BackupProgress } from "../store/index.js";
-import { isInitialised, loadConfig, type IdentityStore } from "./config.js";
+import {
+  BackupError,
+  copyBlob,
+  copyRows,
+  openStore,
+  readBackupHeader,
+  restoreHome,
+  tablesWithRows,
+  type BackupManifest,
+  type BackupProgress,
+  type Store,
+} from "../store/index.js";
+import { isInitialised, loadConfig, type Config, type IdentityStore } from "./config.js";
 import type { Context } from "./context.js";
-import { PraxmailError } from "./errors.js";
+import { PraxmailError, cleanUpAfter } from "./errors.js";
 import { loadPracticeIdentity } from "./practice.js";
 import { markUsedInvites } from "./trust.js";
 
@@ -60,6 +71,7 @@ export async function backupPractice(ctx: Context, dir: string, opts: BackupPrac
   let manifest: BackupManifest;
   try {
     manifest = await ctx.store.backup(dir, {
+      home: ctx.home,
       seal: (plain) => encryptStream(plain, [recipient]),
       // Public facts restore needs before it can open anything: which identity, and where init kept it.
       header: { encryptedTo: recipient, identity: ctx.config.identity },
@@ -97,6 +109,11 @@ export interface RestorePracticeOptions {
   readonly passphrase: () => Promise<string | undefined>;
   /** Opens the context of the restored home, for its audit row. */
   readonly open: (home: string) => Promise<Context>;
+  /**
+   * Opens the shared backend that the restored config.json (or the environment) names, to
+   * restore the rows and blobs into; null restores them into home (the embedded backend).
+   */
+  readonly shared?: (config: Config) => Promise<Store | null>;
   readonly progress?: (p: BackupProgress) => void;
 }
 
@@ -155,6 +172,42 @@ function stagedConfigCheck(recipient: string): (staging: string) => void {
 }
 
 /**
+ * Restores the staged database and blobs into the shared backend, which must be empty:
+ * every blob read back and checked, then every row in one transaction. On failure the blobs
+ * written are removed again (the rows were never committed).
+ */
+async function restoreShared(staging: string, target: Store, progress?: (p: BackupProgress) => void): Promise<void> {
+  const holding = await target.snapshot(tablesWithRows);
+  const present = (await target.blobs.scan()).filter((b) => !b.temp);
+  if (holding.length > 0 || present.length > 0) {
+    const what = [...(holding.length > 0 ? [`rows in ${holding.join(", ")}`] : []), ...(present.length > 0 ? [`${present.length} blob(s)`] : [])];
+    throw new PraxmailError(
+      "wrong-state",
+      `the shared backend that the restored config.json (or PRAXMAIL_DATABASE and PRAXMAIL_BLOBS) names is not empty: ${what.join(", ")}`,
+      "restore into an empty database and bucket prefix (set PRAXMAIL_DATABASE and PRAXMAIL_BLOBS to them); restore never overwrites",
+    );
+  }
+  const source = openStore(staging);
+  const written: string[] = [];
+  try {
+    await source.snapshot(async (from) => {
+      const keys = [...(await from.records.referencedBlobs())].sort();
+      let bytes = 0;
+      for (const [i, key] of keys.entries()) {
+        written.push(key);
+        bytes += (await copyBlob(source.blobs, target.blobs, key, false)).size;
+        progress?.({ phase: "blobs", done: i + 1, total: keys.length, bytes });
+      }
+      await target.transaction((to) => copyRows(from, to));
+    });
+  } catch (e) {
+    throw await cleanUpAfter(e, [() => target.blobs.remove(written)]);
+  } finally {
+    await source.close();
+  }
+}
+
+/**
  * Records a restore in the restored audit log, verifies the chain and marks the invites the
  * restored patients used.
  *
@@ -193,6 +246,16 @@ export async function restorePractice(home: string, dir: string, opts: RestorePr
     ({ manifest } = await restoreHome(dir, home, {
       open: (sealed) => decryptStream(sealed, [identity]),
       check: stagedConfigCheck(recipient),
+      into: async (staging) => {
+        const target = (await opts.shared?.(loadConfig(staging))) ?? null;
+        if (target === null) return false;
+        try {
+          await restoreShared(staging, target, opts.progress);
+        } finally {
+          await target.close();
+        }
+        return true;
+      },
       // The identity file may be put back into the new home before restoring.
       keep: store?.kind === "file" ? [store.file] : [],
       ...(opts.progress ? { progress: opts.progress } : {}),

@@ -243,6 +243,16 @@ export function checkShared(database: string, blobs: string): SharedBackend {
   return { database, blobs };
 }
 
+/**
+ * @param database - A postgres:// URL.
+ * @returns Where it points, for messages and the audit log: host, port and database, never
+ *   the user or password.
+ */
+export function databaseWhere(database: string): string {
+  const u = new URL(database);
+  return `${u.hostname}:${u.port || "5432"}${u.pathname}`;
+}
+
 function sharedConfig(raw: unknown): SharedBackend | null {
   if (raw === undefined || raw === null) return null;
   const r = raw as Record<string, unknown>;

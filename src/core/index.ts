@@ -1,8 +1,8 @@
 // The public door of src/core: the domain operations the CLI, relay, milter and portal call.
 export { PraxmailError, cleanUpAfter, cleanupFailures, errorFields, type ErrorCode, type ErrorFields } from "./errors.js";
-export { isInitialised, loadConfig, saveConfig, sharedBackend, type Config, type IdentityStore, type SharedBackend } from "./config.js";
+export { checkShared, databaseWhere, isInitialised, loadConfig, saveConfig, sharedBackend, type Config, type IdentityStore, type SharedBackend } from "./config.js";
 export { DEFAULTS } from "./defaults.js";
-export { backendName, checkNode, joinPractice, type Backend } from "./nodes.js";
+export { checkNode, joinPractice, type Backend } from "./nodes.js";
 export { ensureWritableHome, resolveHome } from "./home.js";
 // Durable writes of local files (fsync, rename, fsync of the folder) for adapters that keep
 // files of their own, such as mail's outbox: they reach them here, never in src/store.
@@ -117,3 +117,4 @@ export {
   type ReplyRefusal,
   type ReplyView,
 } from "./replies.js";
+export { migratePractice, type MigrateOptions, type MigrateProgress, type MigrateReport } from "./migrate.js";

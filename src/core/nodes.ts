@@ -8,7 +8,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { writeSecretFile } from "../crypto/index.js";
 import type { PracticeRow, Store } from "../store/index.js";
-import { isInitialised, loadConfig, saveConfig, type Config, type SharedBackend } from "./config.js";
+import { isInitialised, loadConfig, saveConfig, type Config } from "./config.js";
 import { PraxmailError } from "./errors.js";
 import { PORTAL_KEY_FILE } from "./trust.js";
 
@@ -20,15 +20,6 @@ export interface Backend {
   readonly store: Store;
   /** `host:port/database`, never the password. */
   readonly name: string;
-}
-
-/**
- * @param shared - The shared backend's URLs.
- * @returns `host:port/database` of its database, for messages (no user, no password).
- */
-export function backendName(shared: SharedBackend): string {
-  const at = new URL(shared.database);
-  return `${at.hostname}:${at.port || "5432"}${at.pathname}`;
 }
 
 /** The hint of every refusal: how to add a node of the practice the backend belongs to. */

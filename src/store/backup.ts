@@ -111,6 +111,11 @@ export interface BackupOptions {
   readonly seal: StreamMap;
   /** Public facts for {@link HEADER_FILE} (never secrets: it is not sealed). */
   readonly header?: Readonly<Record<string, unknown>>;
+  /**
+   * The home: where the named files are, and where the unsealed copy of the database is made.
+   * The shared backend needs it; the embedded one uses its own.
+   */
+  readonly home?: string;
   /** Files under home to back up (sealed), by name (e.g. `config.json`), in restore order. */
   readonly files?: readonly string[];
   /** Goes into the sealed manifest. */
@@ -121,12 +126,12 @@ export interface BackupOptions {
 }
 
 /**
- * Copies an open file to a new file (mode 0600), hashing the plaintext on the way (after
+ * Copies a stream to a new file (mode 0600), hashing the plaintext on the way (after
  * `open`, before `seal`), and fsyncs it.
  *
  * @returns Size and SHA-256 of the plaintext.
  */
-async function copyHashed(input: FileHandle, dest: string, how: { seal?: StreamMap; open?: StreamMap } = {}): Promise<{ size: number; sha256: string }> {
+async function copyHashed(input: ReadableStream<Uint8Array>, dest: string, how: { seal?: StreamMap; open?: StreamMap } = {}): Promise<{ size: number; sha256: string }> {
   const hash = createHash("sha256");
   let size = 0;
   const tap = new TransformStream<Uint8Array, Uint8Array>({
@@ -139,7 +144,7 @@ async function copyHashed(input: FileHandle, dest: string, how: { seal?: StreamM
   await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
   const out = await open(dest, "wx", 0o600);
   try {
-    let data = fileStream(input);
+    let data = input;
     if (how.open) data = await how.open(data);
     data = data.pipeThrough(tap);
     if (how.seal) data = await how.seal(data);
@@ -165,7 +170,7 @@ export async function copyIfPresent(source: string, dest: string, rel: string, h
     throw e;
   }
   try {
-    return { path: rel, ...(await copyHashed(input, dest, how)) };
+    return { path: rel, ...(await copyHashed(fileStream(input), dest, how)) };
   } finally {
     await input.close();
   }
@@ -192,19 +197,81 @@ interface Snapshot {
   readonly auditIntact: boolean;
 }
 
-/** Takes an online snapshot of home's database into file and reads what it references. */
-async function snapshot(home: string, file: string): Promise<Snapshot> {
+/**
+ * What a backup is taken from: a consistent copy of the database and the blobs it names.
+ * The embedded backend copies its SQLite file ({@link homeSource}); the shared one writes
+ * the rows of one PostgreSQL snapshot into a new SQLite file of the same schema.
+ */
+export interface BackupSource {
+  /** Where the unsealed copy of the database is made (home, never the backup folder). */
+  readonly scratch: string;
+  /**
+   * Writes a consistent copy of the database, as an SQLite database of this praxmail's
+   * schema, into file (which exists, empty, mode 0600).
+   */
+  snapshotInto(file: string): Promise<void>;
+  /** @returns The blob's bytes, or null if it no longer exists (deleted after the snapshot). */
+  openBlob(key: string): Promise<ReadableStream<Uint8Array> | null>;
+}
+
+/**
+ * @param home - An embedded home.
+ * @returns Its database (SQLite's online backup API) and blob files as a backup source.
+ */
+export function homeSource(home: string): BackupSource {
+  return {
+    scratch: home,
+    async snapshotInto(file) {
+      const live = new Database(join(home, DB_FILE), { fileMustExist: true });
+      try {
+        live.pragma("busy_timeout = 5000");
+        // All remaining pages in one step: a busy relay cannot keep restarting the copy.
+        await live.backup(file, { progress: () => 0x7fffffff });
+      } finally {
+        live.close();
+      }
+    },
+    async openBlob(key) {
+      let fh: FileHandle;
+      try {
+        fh = await open(join(home, key), "r");
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+        throw e;
+      }
+      // The open handle keeps a blob that is deleted meanwhile whole; closed at the end, on
+      // failure and when the reader cancels.
+      const inner = fileStream(fh).getReader();
+      return new ReadableStream<Uint8Array>({
+        async pull(ctl) {
+          try {
+            const r = await inner.read();
+            if (!r.done) {
+              ctl.enqueue(r.value);
+              return;
+            }
+            await fh.close();
+            ctl.close();
+          } catch (e) {
+            await fh.close();
+            throw e;
+          }
+        },
+        async cancel(reason) {
+          await inner.cancel(reason);
+          await fh.close();
+        },
+      });
+    },
+  };
+}
+
+/** Takes a snapshot of the source's database into file and reads what it references. */
+async function snapshot(source: BackupSource, file: string): Promise<Snapshot> {
   await rm(file, { force: true });
   // SQLite would create it 0644 under umask 0022.
   await (await open(file, "wx", 0o600)).close();
-  const live = new Database(join(home, DB_FILE), { fileMustExist: true });
-  try {
-    live.pragma("busy_timeout = 5000");
-    // All remaining pages in one step: a busy relay cannot keep restarting the copy.
-    await live.backup(file, { progress: () => 0x7fffffff });
-  } finally {
-    live.close();
-  }
+  await source.snapshotInto(file);
   const db = new Database(file);
   try {
     // A single self-contained file: no -wal beside it, and its SHA-256 stays put.
@@ -237,7 +304,21 @@ async function snapshot(home: string, file: string): Promise<Snapshot> {
  * @returns The manifest written.
  * @throws {@link BackupError} `not-empty`, `missing-blob` or `corrupt`; system errors as they come.
  */
-export async function backupHome(home: string, dest: string, opts: BackupOptions): Promise<BackupManifest> {
+export function backupHome(home: string, dest: string, opts: BackupOptions): Promise<BackupManifest> {
+  return backupFrom(homeSource(home), dest, opts);
+}
+
+/**
+ * Backs up a source (see {@link backupHome}), in the same format whatever its backend.
+ *
+ * @param source - The database and blobs to back up; named files come from its scratch folder (home).
+ * @param dest - The backup folder.
+ * @param opts - The seal, extra files, metadata, progress.
+ * @returns The manifest written.
+ * @throws {@link BackupError} `not-empty`, `missing-blob` or `corrupt`; system errors as they come.
+ */
+export async function backupFrom(source: BackupSource, dest: string, opts: BackupOptions): Promise<BackupManifest> {
+  const home = source.scratch;
   if (!(await isEmptyDir(dest))) throw new BackupError("not-empty", `${dest} is not empty`);
   let created = false;
   try {
@@ -248,7 +329,7 @@ export async function backupHome(home: string, dest: string, opts: BackupOptions
   await mkdir(dest, { recursive: true, mode: 0o700 });
   const tmpDb = join(home, `.backup-${randomBytes(6).toString("hex")}.partial`);
   try {
-    const manifest = await writeBackup(home, dest, tmpDb, opts);
+    const manifest = await writeBackup(source, dest, tmpDb, opts);
     await fsync(dest);
     return manifest;
   } catch (e) {
@@ -282,12 +363,12 @@ async function writeSmall(dest: string, name: string, data: Uint8Array | string)
  *
  * @returns The last snapshot and the blobs copied, by key.
  */
-async function copySnapshotBlobs(home: string, dest: string, tmpDb: string, opts: BackupOptions): Promise<{ snap: Snapshot; copied: Map<string, ManifestEntry> }> {
+async function copySnapshotBlobs(source: BackupSource, dest: string, tmpDb: string, opts: BackupOptions): Promise<{ snap: Snapshot; copied: Map<string, ManifestEntry> }> {
   const copied = new Map<string, ManifestEntry>();
   let missingBefore = new Set<string>();
   let snap: Snapshot;
   for (let attempt = 1; ; attempt++) {
-    snap = await snapshot(home, tmpDb);
+    snap = await snapshot(source, tmpDb);
     await opts.progress?.({ phase: "database", attempt });
     const todo = [...snap.refs].filter((r) => !copied.has(r)).sort();
     const missing = new Set<string>();
@@ -295,9 +376,10 @@ async function copySnapshotBlobs(home: string, dest: string, tmpDb: string, opts
     for (const [i, rel] of todo.entries()) {
       if (!BLOB_KEY.test(rel)) throw new BackupError("corrupt", `the database names an invalid blob path ${JSON.stringify(rel)}`);
       // Named by two snapshots in a row and still not on disk: lost, not deleted meanwhile.
-      if (missingBefore.has(rel)) throw new BackupError("missing-blob", `the database names ${rel}, but it is missing from ${home}`);
-      const entry = await copyIfPresent(join(home, rel), join(dest, rel), rel);
-      if (entry) {
+      if (missingBefore.has(rel)) throw new BackupError("missing-blob", `the database names ${rel}, but it is missing from ${source.scratch}`);
+      const data = await source.openBlob(rel);
+      if (data) {
+        const entry = { path: rel, ...(await copyHashed(data, join(dest, rel))) };
         copied.set(rel, entry);
         bytes += entry.size;
       } else missing.add(rel);
@@ -324,7 +406,7 @@ async function sealDatabase(tmpDb: string, dest: string, seal: StreamMap): Promi
   const dbIn = await open(tmpDb, "r");
   let database: ManifestEntry;
   try {
-    database = { path: DB_FILE, ...(await copyHashed(dbIn, join(dest, DB_FILE + SEALED), { seal })) };
+    database = { path: DB_FILE, ...(await copyHashed(fileStream(dbIn), join(dest, DB_FILE + SEALED), { seal })) };
   } finally {
     await dbIn.close();
   }
@@ -344,13 +426,13 @@ async function sealFiles(home: string, dest: string, names: readonly string[], s
   return files;
 }
 
-async function writeBackup(home: string, dest: string, tmpDb: string, opts: BackupOptions): Promise<BackupManifest> {
+async function writeBackup(source: BackupSource, dest: string, tmpDb: string, opts: BackupOptions): Promise<BackupManifest> {
   // An existing empty folder may have been made with the umask's mode.
   await chmod(dest, 0o700);
   await writeSmall(dest, HEADER_FILE, `${JSON.stringify({ format: FORMAT, version: VERSION, ...opts.header }, null, 2)}\n`);
-  const { snap, copied } = await copySnapshotBlobs(home, dest, tmpDb, opts);
+  const { snap, copied } = await copySnapshotBlobs(source, dest, tmpDb, opts);
   const database = await sealDatabase(tmpDb, dest, opts.seal);
-  const files = await sealFiles(home, dest, opts.files ?? [], opts.seal);
+  const files = await sealFiles(source.scratch, dest, opts.files ?? [], opts.seal);
   const blobs = [...copied.values()].sort((a, b) => a.path.localeCompare(b.path));
   const manifest: BackupManifest = {
     format: FORMAT,

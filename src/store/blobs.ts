@@ -157,13 +157,25 @@ export class FileBlobs implements BlobStore {
    */
   async write(data: ReadableStream<Uint8Array>): Promise<string> {
     const name = randomBytes(16).toString("hex");
-    const dir = join(this.root, name.slice(0, 2));
+    const key = `blobs/${name.slice(0, 2)}/${name}.age`;
+    await this.put(key, data);
+    return key;
+  }
+
+  /**
+   * Streams data into a blob of a given key (temp file, fsync, rename, fsync of the folder).
+   *
+   * @param key - A blob key, e.g. from another store.
+   * @param data - The bytes.
+   * @throws If the key is not a blob key or writing fails; no temp file is left.
+   */
+  async put(key: string, data: ReadableStream<Uint8Array>): Promise<void> {
+    const final = this.path(key);
     const tmpDir = join(this.root, TMP);
     // 0700 whatever the umask (the mode only loses bits to it); existing folders keep theirs.
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await mkdir(dirname(final), { recursive: true, mode: 0o700 });
     await mkdir(tmpDir, { recursive: true, mode: 0o700 });
-    const tmp = join(tmpDir, `${name}.partial`);
-    const final = join(dir, `${name}.age`);
+    const tmp = join(tmpDir, `${randomBytes(16).toString("hex")}.partial`);
     try {
       const fh = await open(tmp, "wx", 0o600);
       try {
@@ -175,7 +187,6 @@ export class FileBlobs implements BlobStore {
     } catch (e) {
       throw await cleanUpAfter(e, [() => rm(tmp, { force: true })]);
     }
-    return relative(this.home, final).split(sep).join("/");
   }
 
   /**

@@ -14,7 +14,8 @@ import { TxGuard, type OpenTx } from "./guard.js";
 import { tryLock } from "./lock.js";
 import { pinPractice, practiceOf, type PracticeRow } from "./practice.js";
 import { Records } from "./records.js";
-import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx } from "./types.js";
+import { insertTableRows, tableColumns, tablePage } from "./tables.js";
+import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx, TableRow } from "./types.js";
 
 /** The methods of a synchronous row class, each returning a Promise instead. */
 type Promised<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<R> : never };
@@ -47,7 +48,7 @@ function settle<R>(work: () => R): Promise<R> {
   }
 }
 
-/** Rows of audit read per step of {@link StoreTx.auditRows}. */
+/** Rows read per step of {@link StoreTx.auditRows} and {@link StoreTx.tableRows}. */
 const AUDIT_PAGE = 500;
 
 /** The rows and the audit chain on one connection; every call passes {@link gate}. */
@@ -93,6 +94,25 @@ abstract class Rows implements StoreTx {
 
   verifyAudit(...args: Parameters<StoreTx["verifyAudit"]>): ReturnType<StoreTx["verifyAudit"]> {
     return this.gate(() => verifyAudit(this.db, ...args));
+  }
+
+  tables(): Promise<Map<string, string[]>> {
+    return this.gate(() => tableColumns(this.db));
+  }
+
+  async *tableRows(table: string): AsyncIterable<TableRow> {
+    for (let after = 0; ; ) {
+      const page = await this.gate(() => tablePage(this.db, table, after, AUDIT_PAGE));
+      yield* page.rows;
+      if (page.rows.length < AUDIT_PAGE) return;
+      after = page.last;
+    }
+  }
+
+  insertRows(table: string, rows: readonly TableRow[]): Promise<void> {
+    return this.gate(() => {
+      insertTableRows(this.db, table, rows);
+    });
   }
 }
 

@@ -9,10 +9,11 @@ import type { Store } from "./types.js";
 export type { DatabaseFacts } from "./postgres/inspect.js";
 export type { BucketProbe, ProbeStep } from "./s3/probe.js";
 
-export type { AccountStore, AttemptStore, BlobStore, RecordStore, ScannedBlob, Store, StoreTx } from "./types.js";
+export type { AccountStore, AttemptStore, BlobStore, RecordStore, ScannedBlob, Store, StoreTx, TableRow } from "./types.js";
 export { fileStream, renameDurably, writeStream } from "./blobs.js";
 export { cleanUpAfter, suppressedBy } from "./cleanup.js";
 export { readBackupHeader, readManifest, restoreHome } from "./restore.js";
+export { TransferError, copyBlob, copyRows, tablesWithRows, type CopiedBlob } from "./transfer.js";
 export {
   BackupError,
   HEADER_FILE,

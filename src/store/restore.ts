@@ -114,6 +114,11 @@ export interface RestoreOptions {
   readonly open: StreamMap;
   /** Checks the staged files (e.g. config.json) before anything is moved into place. */
   readonly check?: (staging: string) => void | Promise<void>;
+  /**
+   * Called after every check: may take the staged database and blobs elsewhere (into the
+   * shared backend) and return true; then only the manifest's files move into home.
+   */
+  readonly into?: (staging: string) => Promise<boolean>;
   /** Files that may be in home already (the identity file); restore leaves them alone. */
   readonly keep?: readonly string[];
   readonly progress?: (p: BackupProgress) => void | Promise<void>;
@@ -150,8 +155,9 @@ function verifyStaged(staging: string, manifest: BackupManifest): number {
  * Restores a backup into an empty (or missing) home. The manifest is opened first; every
  * file is copied (and opened) into a staging folder under home and checked against it, the
  * database is opened (and migrated if older), its audit chain verified and every blob it
- * names found, and `check` is run; only then are the files moved into place, the manifest's
- * `files` last and in order. On failure home is left empty.
+ * names found, and `check` is run; only then are the files moved into place (the database
+ * and blobs into home, or where `into` takes them), the manifest's `files` last and in
+ * order. On failure home is left empty.
  *
  * @param dir - The backup folder.
  * @param home - The home to fill.
@@ -192,12 +198,14 @@ export async function restoreHome(dir: string, home: string, opts: RestoreOption
 
     const auditRows = verifyStaged(staging, manifest);
     await opts.check?.(staging);
+    const elsewhere = (await opts.into?.(staging)) ?? false;
 
-    for (const name of [DB_FILE, ...(manifest.blobs.length > 0 ? ["blobs"] : []), ...manifest.files.map((f) => f.path)]) {
+    for (const name of [...(elsewhere ? [] : [DB_FILE, ...(manifest.blobs.length > 0 ? ["blobs"] : [])]), ...manifest.files.map((f) => f.path)]) {
       await rename(join(staging, name), join(home, name));
       moved.push(name);
     }
-    await rmdir(staging);
+    if (elsewhere) await rm(staging, { recursive: true, force: true });
+    else await rmdir(staging);
     await fsync(home);
     return { manifest, auditRows };
   } catch (e) {

@@ -132,6 +132,12 @@ export interface AttemptStore {
   purge(now: number): Promise<number>;
 }
 
+/**
+ * A row of any table, by column, as it moves between backends (praxmail migrate, backup and
+ * restore of the shared backend): text, numbers, bytes or null.
+ */
+export type TableRow = Readonly<Record<string, unknown>>;
+
 /** A blob or an unfinished write found by {@link BlobStore.scan}. */
 export interface ScannedBlob {
   readonly key: string;
@@ -152,9 +158,17 @@ export interface BlobStore {
    * @throws If writing or the stream fails; nothing of the write is left then.
    */
   write(data: ReadableStream<Uint8Array>): Promise<string>;
+  /**
+   * Streams data into a blob under a key another store gave it (moving a practice between
+   * backends); an existing blob of that key is replaced whole.
+   *
+   * @throws If the key is not a blob key, or writing or the stream fails; nothing of the
+   *   write is left then.
+   */
+  put(key: string, data: ReadableStream<Uint8Array>): Promise<void>;
   /** @returns The blob's bytes; a missing blob errors the stream. */
   read(key: string): ReadableStream<Uint8Array>;
-  /** @returns The blob's size in bytes. @throws If it does not exist. */
+  /** @returns The blob's size in bytes. @throws If it does not exist (with code `ENOENT`). */
   size(key: string): Promise<number>;
   /** Removes blobs; missing ones are ignored. */
   remove(keys: readonly string[]): Promise<void>;
@@ -196,6 +210,12 @@ export interface StoreTx {
    * @returns Whether the audit chain is intact, and where it breaks.
    */
   verifyAudit(check?: (row: AuditRow) => string | null, from?: { readonly seq: number; readonly hash: string }): Promise<AuditVerdict>;
+  /** @returns Every table of the schema with its columns (not the schema's own bookkeeping). */
+  tables(): Promise<Map<string, string[]>>;
+  /** @returns Every row of a table as stored, page by page, in a stable order. */
+  tableRows(table: string): AsyncIterable<TableRow>;
+  /** Inserts rows as another store gave them, column by column (moving a practice). */
+  insertRows(table: string, rows: readonly TableRow[]): Promise<void>;
 }
 
 /**

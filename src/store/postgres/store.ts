@@ -5,9 +5,17 @@
 // chain is appended in order across nodes) at the cost of parallel writes, which a
 // practice's load does not need. Reads outside a transaction run in parallel and see
 // committed state; a snapshot is a REPEATABLE READ, READ ONLY transaction.
+import { mkdtemp, rename, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { AuditWalk, fromChanged, nextAuditRow, type AuditEntry, type AuditRow, type AuditVerdict, type CheckpointRow } from "../audit.js";
+import { backupFrom, type BackupManifest, type BackupOptions, type BackupSource } from "../backup.js";
+import { DB_FILE } from "../db.js";
+import { EmbeddedStore } from "../embedded.js";
 import { TxGuard, type OpenTx } from "../guard.js";
-import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx } from "../types.js";
+import { copyRows } from "../transfer.js";
+import type postgres from "postgres";
+import { IDENTIFIER } from "../tables.js";
+import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx, TableRow } from "../types.js";
 import { PgAccounts } from "./accounts.js";
 import { PgAttempts } from "./attempts.js";
 import { connectPostgres, type Pool, type Query } from "./connect.js";
@@ -20,7 +28,7 @@ const WRITE_LOCK = (0x70726178_77727478n).toString();
 /** The first key of every named lock ("prax" in ASCII); the second is the name's hash. */
 const NAMED_LOCKS = 0x70726178;
 const LOCK_NAME = /^[a-z]{1,32}$/;
-/** Rows of audit read per query of {@link PgRows.auditRows}. */
+/** Rows of audit read per query of {@link PgRows.auditRows}, and rows per page of tableRows and insertRows. */
 const AUDIT_PAGE = 500;
 const AUDIT_COLS = `seq, at, actor, action, subject, details, prev_hash AS "prevHash", hash`;
 
@@ -97,6 +105,28 @@ class PgRows implements StoreTx {
       if (broken) return broken;
     }
     return walk.end();
+  }
+
+  async tables(): Promise<Map<string, string[]>> {
+    const rows = await this.q<{ table: string; column: string }[]>`SELECT table_name AS "table", column_name AS "column" FROM information_schema.columns
+      WHERE table_schema = current_schema() AND table_name <> 'schema_migrations' ORDER BY table_name, ordinal_position`;
+    const out = new Map<string, string[]>();
+    for (const r of rows) out.set(r.table, [...(out.get(r.table) ?? []), r.column]);
+    return out;
+  }
+
+  async *tableRows(table: string): AsyncIterable<TableRow> {
+    if (!IDENTIFIER.test(table)) throw new Error(`not a table name: ${JSON.stringify(table)}`);
+    // Ordered by the first column (each table's key or the start of it), so that two reads agree.
+    for await (const page of this.q.unsafe<TableRow[]>(`SELECT * FROM "${table}" ORDER BY 1`).cursor(AUDIT_PAGE)) yield* page;
+  }
+
+  async insertRows(table: string, rows: readonly TableRow[]): Promise<void> {
+    const columns = Object.keys(rows[0] ?? {});
+    if (![table, ...columns].every((n) => IDENTIFIER.test(n))) throw new Error(`not a table or column name in ${JSON.stringify(table)}`);
+    for (let i = 0; i < rows.length; i += AUDIT_PAGE) {
+      await this.q`INSERT INTO ${this.q(table)} ${this.q(rows.slice(i, i + AUDIT_PAGE) as Record<string, postgres.ParameterOrJSON<never>>[], columns)}`;
+    }
   }
 }
 
@@ -200,8 +230,45 @@ export class PostgresStore extends PgRows implements Store {
     return row;
   }
 
-  backup(): Promise<never> {
-    return Promise.reject(new Error("backup of the shared backend is not built yet (issue 14, item 4)"));
+  /**
+   * Backs up in the embedded backend's format: the rows of one snapshot written into a new
+   * SQLite database of the same schema (in home, then sealed), and the blobs it names
+   * streamed out of the bucket.
+   */
+  backup(dest: string, opts: BackupOptions): Promise<BackupManifest> {
+    const home = opts.home;
+    if (home === undefined) return Promise.reject(new Error("a backup of the shared backend needs the home (BackupOptions.home) for its files"));
+    return backupFrom(this.backupSource(home), dest, opts);
+  }
+
+  private backupSource(home: string): BackupSource {
+    return {
+      scratch: home,
+      snapshotInto: async (file) => {
+        // A folder of its own beside file, 0700, for the database's -wal while it is written.
+        const folder = await mkdtemp(join(dirname(file), ".snapshot-"));
+        try {
+          const copy = EmbeddedStore.open(folder);
+          try {
+            await this.snapshot((from) => copy.transaction((to) => copyRows(from, to)));
+          } finally {
+            await copy.close();
+          }
+          await rename(join(folder, DB_FILE), file);
+        } finally {
+          await rm(folder, { recursive: true, force: true });
+        }
+      },
+      openBlob: async (key) => {
+        try {
+          await this.blobs.size(key);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+          throw e;
+        }
+        return this.blobs.read(key);
+      },
+    };
   }
 
   async ping(): Promise<void> {

@@ -78,6 +78,19 @@ export class S3Blobs implements BlobStore {
   async write(data: ReadableStream<Uint8Array>): Promise<string> {
     const name = randomBytes(16).toString("hex");
     const key = `blobs/${name.slice(0, 2)}/${name}.age`;
+    await this.put(key, data);
+    return key;
+  }
+
+  /**
+   * Streams data into the object of a given key by multipart upload.
+   *
+   * @param key - A blob key, e.g. from another store.
+   * @param data - The bytes.
+   * @throws If the key is not a blob key, or the stream or the upload fails; the upload is
+   *   aborted, no object is left (an object that was there before stays as it was).
+   */
+  async put(key: string, data: ReadableStream<Uint8Array>): Promise<void> {
     const at = { Bucket: this.at.bucket, Key: this.object(key) };
     // lib-storage would abort the multipart upload itself, but an abort that fails then
     // replaces the failure the caller must hear: the upload is aborted here instead, as a
@@ -89,7 +102,6 @@ export class S3Blobs implements BlobStore {
       const { uploadId } = upload;
       throw await cleanUpAfter(e, uploadId === undefined ? [] : [() => this.s3.send(new AbortMultipartUploadCommand({ ...at, UploadId: uploadId }))]);
     }
-    return key;
   }
 
   /**
@@ -124,10 +136,17 @@ export class S3Blobs implements BlobStore {
   /**
    * @param key - A key returned by {@link write}.
    * @returns The object's size in bytes.
+   * @throws The SDK's NotFound, with code `ENOENT`, if there is no such object.
    */
   async size(key: string): Promise<number> {
-    const r = await this.s3.send(new HeadObjectCommand({ Bucket: this.at.bucket, Key: this.object(key) }));
-    return r.ContentLength ?? 0;
+    try {
+      const r = await this.s3.send(new HeadObjectCommand({ Bucket: this.at.bucket, Key: this.object(key) }));
+      return r.ContentLength ?? 0;
+    } catch (e) {
+      // As a missing file says it: callers tell a missing blob from a failing bucket by code.
+      if ((e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) Object.assign(e as object, { code: "ENOENT" });
+      throw e;
+    }
   }
 
   /**
