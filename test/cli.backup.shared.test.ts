@@ -67,6 +67,8 @@ describe.runIf(
     }
     return out;
   };
+  // The blobs among them; the invite marks beside them are not blobs (src/store/s3/blobs.ts).
+  const blobsIn = async (bucket: string, prefix: string): Promise<Map<string, string>> => new Map([...(await objects(bucket, prefix))].filter(([key]) => key.startsWith("blobs/")));
   const tables = async (store: Store): Promise<Map<string, string[]>> =>
     store.snapshot(async (tx) => {
       const out = new Map<string, string[]>();
@@ -134,7 +136,7 @@ describe.runIf(
     const bk = join(dir, "backup");
     const r = await run(["backup", bk, "--home", home, "--json"]);
     expect(r.code, r.stderr).toBe(0);
-    const inBucket = await objects("praxis", "a/");
+    const inBucket = await blobsIn("praxis", "a/");
     expect(JSON.parse(r.stdout)).toMatchObject({ counts: { deliveries: 12, patients: 1, blobs: inBucket.size }, auditIntact: true });
     const m = await readManifest(bk, await opener());
     expect(m.files.map((f) => f.path)).toEqual(["portal-signing.key", "config.json"]);
@@ -207,7 +209,7 @@ describe.runIf(
     const r = await run(["restore", bk, "--home", first, "--identity", identityFile]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(
-      `praxmail: error: the shared backend that the restored config.json (or PRAXMAIL_DATABASE and PRAXMAIL_BLOBS) names is not empty: rows in ${[...live].filter(([, rows]) => rows.length > 0).map(([t]) => t).join(", ")}, ${String((await objects("praxis", "a/")).size)} blob(s)\n` +
+      `praxmail: error: the shared backend that the restored config.json (or PRAXMAIL_DATABASE and PRAXMAIL_BLOBS) names is not empty: rows in ${[...live].filter(([, rows]) => rows.length > 0).map(([t]) => t).join(", ")}, ${String((await blobsIn("praxis", "a/")).size)} blob(s)\n` +
         "praxmail: hint: restore into an empty database and bucket prefix (set PRAXMAIL_DATABASE and PRAXMAIL_BLOBS to them); restore never overwrites\n",
     );
     expect(await readdir(first).catch(() => [])).toEqual([]);
