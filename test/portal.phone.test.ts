@@ -86,7 +86,7 @@ describe("no dead end", () => {
   it.each([
     ["revoked", () => revoked, "goneRevoked"],
     ["expired", () => expired, "goneExpired"],
-  ] as const)("a %s message's page says so with 410, leads back to the list and says whom to ask to send it again", async (_, d, text) => {
+  ] as const)("the page of a message that was %s says so with 410, leads back to the list and says whom to ask to send it again", async (_, d, text) => {
     const res = await (await loggedIn(A)).get(`/deliveries/${d().id}`);
     expect(res.statusCode).toBe(410);
     expect(res.body).toContain(`<h1>${de("goneTitle")}</h1>`);
