@@ -128,7 +128,7 @@ describe.runIf(needChromium()).each([
     await page.getByLabel("Secu-Pass-Key wiederholen").fill(SECU_PASS);
     await page.getByRole("button", { name: "Secu-Pass-Key festlegen" }).click();
 
-    await page.getByRole("heading", { name: "Ihre Praxis gibt Ihren Zugang frei" }).waitFor({ timeout: 60_000 });
+    await page.getByRole("heading", { name: "Fast geschafft: Ihre Praxis schaltet Sie frei" }).waitFor({ timeout: 60_000 });
     const code = (await page.locator("#safety-code").textContent())?.trim() ?? "";
     expect(code).toMatch(/^\d{4} \d{4} \d{4}$/);
     await screenshot("waiting");
@@ -164,7 +164,7 @@ describe.runIf(needChromium()).each([
     // A wrong key first: a clear message, and no lock-out.
     await page.getByLabel("Secu-Pass-Key").fill("falscher Schlüssel 123");
     await page.getByRole("button", { name: "Entsperren" }).click();
-    await page.getByText(/Dieser Secu-Pass-Key passt nicht/).waitFor({ timeout: 60_000 });
+    await page.getByText(/Der Secu-Pass-Key ist falsch/).waitFor({ timeout: 60_000 });
     await screenshot("wrong-key");
     const bytes = await download();
     await screenshot("downloaded");

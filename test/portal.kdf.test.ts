@@ -134,7 +134,7 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
     });
     const { page, posts } = await open(OLD, "/secupass");
     await setKey(page, "Secu-Pass-Key festlegen");
-    await page.getByRole("heading", { name: "Ihre Praxis gibt Ihren Zugang frei" }).waitFor({ timeout: 60_000 });
+    await page.getByRole("heading", { name: "Fast geschafft: Ihre Praxis schaltet Sie frei" }).waitFor({ timeout: 60_000 });
     expect(posts).toEqual([`${base}/secupass`]);
     const after = (await ctx.store.records.patient(OLD))!;
     const kdf = parseKdfParams(JSON.parse(after.kdf!));

@@ -108,7 +108,7 @@ describe.runIf(needChromium())("the way back", () => {
     await p.goto(`${base}/secupass/reset`);
     await p.getByText("Es geht nichts verloren.").waitFor();
     await setKey(p, NEW_KEY, "Neuen Secu-Pass-Key festlegen");
-    await p.getByRole("heading", { name: "Ihre Praxis gibt Ihren Zugang frei" }).waitFor({ timeout: 60_000 });
+    await p.getByRole("heading", { name: "Fast geschafft: Ihre Praxis schaltet Sie frei" }).waitFor({ timeout: 60_000 });
     const code = (await p.locator("#safety-code").textContent())?.trim() ?? "";
     const practice = (await outbox(home)).filter((m) => m.subject === `Freigabe erforderlich: ${PATIENT}`).at(-1);
     expect(practice?.text).toContain(`Sicherheitscode: ${code}`);
@@ -121,7 +121,7 @@ describe.runIf(needChromium())("the way back", () => {
     await p.goto(`${base}/deliveries/${older.id}`);
     await p.getByLabel("Secu-Pass-Key").fill(OLD_KEY);
     await p.getByRole("button", { name: "Entsperren" }).click();
-    await p.getByText(/Dieser Secu-Pass-Key passt nicht/).waitFor({ timeout: 60_000 });
+    await p.getByText(/Der Secu-Pass-Key ist falsch/).waitFor({ timeout: 60_000 });
     expect(sha(await unlockAndSave(p, NEW_KEY))).toBe(sha(pdf));
   });
 

@@ -15,6 +15,8 @@ export interface PatientDelivery {
   readonly status: DeliveryRow["status"];
   readonly recipient: string;
   readonly sender: string;
+  /** The subject as the practice wrote it; null at level 4 (sealed with the text) or when there was none. */
+  readonly subject: string | null;
   readonly createdAt: string;
   readonly expiresAt: string;
   readonly downloadedAt: string | null;
@@ -49,6 +51,7 @@ async function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefine
     status: d.status,
     recipient: d.recipient,
     sender: ctx.config.practiceName,
+    subject: d.subject,
     createdAt: d.createdAt,
     expiresAt: d.expiresAt,
     downloadedAt: d.downloadedAt,
@@ -124,6 +127,37 @@ export async function deliveriesForPatient(ctx: Context, email: string): Promise
   const now = ctx.now().toISOString();
   const active = (await ctx.store.records.deliveries({ recipient: email })).filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && levelRules(d.level).login);
   return Promise.all(active.reverse().map((d) => view(ctx, d, patient)));
+}
+
+/** A delivery that has ended, as its patient's list still shows it. */
+export interface EndedDelivery {
+  readonly id: string;
+  readonly level: number;
+  readonly status: "revoked" | "expired";
+  /** As in {@link PatientDelivery}: null at level 4. */
+  readonly subject: string | null;
+  readonly createdAt: string;
+  /** When it was revoked, or when its time ran out. */
+  readonly endedAt: string;
+}
+
+/**
+ * The ended (revoked or expired) deliveries of a patient, newest first: their files are gone,
+ * but the list still names them, so that the patient knows what happened and whom to ask.
+ *
+ * @param ctx - The core context.
+ * @param email - The logged-in patient.
+ * @returns Their ended deliveries; none for a revoked patient.
+ */
+export async function endedDeliveriesForPatient(ctx: Context, email: string): Promise<EndedDelivery[]> {
+  const patient = await ctx.store.records.patient(email);
+  if (patient?.status === "revoked") return [];
+  const out: EndedDelivery[] = [];
+  for (const d of await ctx.store.records.deliveries({ recipient: email })) {
+    const status = d.sentAt != null && levelRules(d.level).login ? ended(ctx, d) : null;
+    if (status) out.push({ id: d.id, level: d.level, status, subject: d.subject, createdAt: d.createdAt, endedAt: status === "revoked" ? (d.endedAt ?? d.expiresAt) : d.expiresAt });
+  }
+  return out.reverse();
 }
 
 /**

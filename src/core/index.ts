@@ -81,9 +81,11 @@ export { WorkQueue, type WorkQueueOptions } from "./queue.js";
 export {
   deliveriesForPatient,
   deliveryForPatient,
+  endedDeliveriesForPatient,
   fileForDownload,
   patientWrap,
   resolveLink,
+  type EndedDelivery,
   type LinkAccess,
   type PatientDelivery,
 } from "./access.js";

@@ -32,6 +32,12 @@ export interface Portal {
   page(req: FastifyRequest, reply: FastifyReply, view: string, data: Record<string, unknown>, status?: number): Promise<FastifyReply>;
   /** Renders a short page with a title and a text (errors, notices). */
   notice(req: FastifyRequest, reply: FastifyReply, status: number, title: MessageKey, text: MessageKey): Promise<FastifyReply>;
+  /**
+   * A notice that is no dead end: it leads to the patient's messages (or the login) and
+   * names the practice to call. `way` says what to ask the practice: help in general, or
+   * to send a message again.
+   */
+  lost(req: FastifyRequest, reply: FastifyReply, status: number, title: MessageKey, text: MessageKey, way?: "wayPractice" | "wayResend"): Promise<FastifyReply>;
   /** The texts in the visitor's language (see {@link textsOf}). */
   texts(req: FastifyRequest): Translator;
   /** The language the visitor chose (cookie) or their browser asks for; null when neither names one we speak. */
@@ -288,6 +294,9 @@ function makePortal(ctx: Context, plog: Logger, sessions: Sessions, formViews: S
     async notice(req, reply, status, title, text) {
       return portal.page(req, reply, "notice.eta", { title: textsOf(req)(title), text: textsOf(req)(text) }, status);
     },
+    async lost(req, reply, status, title, text, way = "wayPractice") {
+      return portal.page(req, reply, "notice.eta", { title: textsOf(req)(title), text: textsOf(req)(text), way }, status);
+    },
   };
   return portal;
 }
@@ -322,7 +331,7 @@ function handleErrors(app: FastifyInstance, portal: Portal, failures: Failures):
   };
   app.setNotFoundHandler(async (req, reply) => {
     await withSession(req, reply);
-    return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+    return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
   });
   app.setErrorHandler(async (err, req, reply) => {
     const status = (err as { statusCode?: number }).statusCode ?? 500;
@@ -339,7 +348,7 @@ function handleErrors(app: FastifyInstance, portal: Portal, failures: Failures):
     }
     await withSession(req, reply);
     if (badInput) return portal.notice(req, reply, 400, "errorTitle", "badInput");
-    if (missing) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+    if (missing) return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
     return portal.notice(req, reply, 500, "errorTitle", "error");
   });
 }

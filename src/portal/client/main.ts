@@ -88,7 +88,7 @@ function secupassPage(form: HTMLFormElement): void {
     }
     if (err) err.hidden = true;
     if (box) box.hidden = false;
-    const button = form.querySelector("button");
+    const button = form.querySelector<HTMLButtonElement>("button[type=submit]");
     if (button) button.disabled = true;
     setKey(form, key, kdf).catch(() => {
       if (button) button.disabled = false;
@@ -170,6 +170,38 @@ function replyPage(form: HTMLFormElement): void {
   });
 }
 
+/**
+ * Gives every secret field a show/hide toggle: a real button after the field, labelled in
+ * the page's language (the layout's `data-show`), whose aria-pressed says whether the secret
+ * is shown. It is added here, so that a page without JavaScript has no button that does nothing.
+ */
+function secretToggles(): void {
+  const label = document.body.dataset.show ?? "";
+  for (const input of Array.from(document.querySelectorAll<HTMLInputElement>("input[type=password]"))) {
+    const row = document.createElement("div");
+    row.className = "secret";
+    input.replaceWith(row);
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary reveal";
+    button.textContent = label;
+    button.setAttribute("aria-pressed", "false");
+    button.setAttribute("aria-controls", input.id);
+    button.addEventListener("click", () => {
+      const shown = input.type === "password";
+      input.type = shown ? "text" : "password";
+      button.setAttribute("aria-pressed", String(shown));
+    });
+    // A secret shown on screen is hidden again when its form is sent.
+    input.form?.addEventListener("submit", () => {
+      input.type = "password";
+      button.setAttribute("aria-pressed", "false");
+    });
+    row.append(input, button);
+  }
+}
+
+secretToggles();
 if (byId("register-form")) registerPage();
 const replyForm = byId<HTMLFormElement>("reply-form");
 if (replyForm) replyPage(replyForm);

@@ -183,7 +183,7 @@ function register(portal: Portal): Handler {
       access = await resolveLink(ctx, f.token, null);
     } catch (e) {
       if (!(e instanceof PraxmailError)) throw e;
-      return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+      return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
     }
     // The address comes from the link, never from the form.
     if (access.kind !== "register") return reply.redirect(`/d/${f.token}`, 303);

@@ -4,6 +4,7 @@ import {
   PraxmailError,
   deliveriesForPatient,
   deliveryForPatient,
+  endedDeliveriesForPatient,
   fileForDownload,
   patientWrap,
   resolveLink,
@@ -37,16 +38,17 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/deliveries", async (req, reply) => {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
-    return portal.page(req, reply, "deliveries.eta", { list: await deliveriesForPatient(portal.ctx, req.session.email ?? "") });
+    const email = req.session.email ?? "";
+    return portal.page(req, reply, "deliveries.eta", { list: await deliveriesForPatient(portal.ctx, email), ended: await endedDeliveriesForPatient(portal.ctx, email) });
   });
   app.get("/deliveries/:id", deliveryPage(portal));
   app.get("/deliveries/:id/files/:fileId", deliveryFile(portal));
   app.get("/deliveries/:id/wrap", deliveryWrap(portal));
 }
 
-/** The page that says a delivery is revoked or expired. */
+/** The page that says a delivery is revoked or expired, and whom to ask to send it again. */
 function gone(portal: Portal, req: FastifyRequest, reply: FastifyReply, status: string): Promise<FastifyReply> {
-  return portal.notice(req, reply, 410, "goneTitle", status === "revoked" ? "goneRevoked" : "goneExpired");
+  return portal.lost(req, reply, 410, "goneTitle", status === "revoked" ? "goneRevoked" : "goneExpired", "wayResend");
 }
 
 /** The page of one delivery, whose files and wrap are under `base`. */
@@ -73,7 +75,7 @@ async function own(portal: Portal, req: FastifyRequest, reply: FastifyReply): Pr
     return await deliveryForPatient(portal.ctx, id, req.session.email ?? "");
   } catch (e) {
     if (e instanceof PraxmailError && e.code === "wrong-state") return gone(portal, req, reply, e.message);
-    if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+    if (e instanceof PraxmailError) return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
     throw e;
   }
 }
@@ -90,7 +92,7 @@ function linkPage(portal: Portal): Handler {
     } catch (e) {
       // No such link; anything else (the store failing) is a 500, logged.
       if (!(e instanceof PraxmailError)) throw e;
-      return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+      return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
     }
     const here = `/d/${token}`;
     switch (access.kind) {
@@ -122,10 +124,10 @@ function linkFile(portal: Portal): Handler {
     try {
       const access = await resolveLink(portal.ctx, token, null);
       if (access.kind === "gone") return await gone(portal, req, reply, access.status);
-      if (access.kind !== "open") return await portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+      if (access.kind !== "open") return await portal.lost(req, reply, 404, "notFoundTitle", "notFound");
       return await sendBlob(portal, reply, await fileForDownload(portal.ctx, access.delivery, fileId));
     } catch (e) {
-      if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+      if (e instanceof PraxmailError) return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
       throw e;
     }
   };
@@ -149,7 +151,7 @@ function deliveryFile(portal: Portal): Handler {
     try {
       return await sendBlob(portal, reply, await fileForDownload(portal.ctx, d, (req.params as { fileId: string }).fileId));
     } catch (e) {
-      if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+      if (e instanceof PraxmailError) return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
       throw e;
     }
   };
@@ -164,7 +166,7 @@ function deliveryWrap(portal: Portal): Handler {
     try {
       wrap = await patientWrap(portal.ctx, d);
     } catch (e) {
-      if (e instanceof PraxmailError) return portal.notice(req, reply, 404, "notFoundTitle", "notFound");
+      if (e instanceof PraxmailError) return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
       throw e;
     }
     return reply.type("application/octet-stream").send(Buffer.from(wrap));

@@ -38,7 +38,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
   app.addHook("onClose", () => resets.close());
 
   app.get("/help", async (req, reply) => portal.page(req, reply, "help.eta", {}));
-  app.get("/reset", async (req, reply) => portal.page(req, reply, "reset.eta", { sent: false, error: null }));
+  app.get("/reset", async (req, reply) => portal.page(req, reply, "reset.eta", { sent: false, error: null, email: "" }));
   app.post("/reset", { schema: bodySchema("_csrf", "email") }, askReset(portal, resets));
   app.get("/reset/:token", async (req, reply) => {
     try {
@@ -54,7 +54,10 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
   app.post("/secupass/reset", { schema: bodySchema("recipient"), config: API }, postRecipient(portal.ctx, finishSecuPassReset));
   app.get("/invite/:id", async (req, reply) => {
     if (!(await inviteOpen(portal.ctx, (req.params as { id: string }).id))) return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
-    return portal.page(req, reply, "invite.eta", { error: null, email: "" });
+    // The address may come with the link (`?email=`, as reception hands it out); it is only
+    // a default for the field, checked against the invite when the form is sent.
+    const { email } = req.query as { email?: unknown };
+    return portal.page(req, reply, "invite.eta", { error: null, email: typeof email === "string" && email.length <= FIELD_MAX.email ? email : "" });
   });
   app.post("/invite/:id", { schema: bodySchema("_csrf", "email", "code", "password", "password2") }, redeem(portal));
 }
@@ -67,7 +70,7 @@ function askReset(portal: Portal, resets: WorkQueue<string>): Handler {
     const f = fields(req.body, "email");
     if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     const t = portal.texts(req);
-    if (!(await limits.reserve([LIMITS.resetIp, req.ip]))) return portal.page(req, reply, "reset.eta", { sent: false, error: t("tooMany") }, 429);
+    if (!(await limits.reserve([LIMITS.resetIp, req.ip]))) return portal.page(req, reply, "reset.eta", { sent: false, error: t("tooMany"), email: f.email }, 429);
     // The same answer, in the same time, whether or not the address has an account: the
     // address as typed only joins a queue, and the worker looks it up and mails after this
     // answer. A flood of mails to one address, or a full queue, stops quietly.
