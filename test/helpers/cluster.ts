@@ -4,6 +4,7 @@
 // identity file and portal-signing.key, which is how an admin adds a node.
 import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { openSharedStore, type Store } from "../../src/store/index.js";
 import { praxmail, type Run } from "./cli.js";
 import { startPostgres, type TestPostgres } from "./postgres.js";
 import { patchConfig } from "./relay.js";
@@ -58,6 +59,8 @@ export interface Cluster {
    * @returns Exit code and output.
    */
   praxmail(node: number, args: readonly string[]): Promise<Run>;
+  /** @returns The shared store, opened in the test's process as a node opens it; close it after use. */
+  store(): Promise<Store>;
   /** Stops every node, then the engines. */
   stop(): Promise<void>;
 }
@@ -121,6 +124,7 @@ export async function startCluster(dir: string, opts: ClusterOptions): Promise<C
       prefix: `${PREFIX}/`,
       env,
       praxmail: (node, args) => praxmail([...args, "--home", homes[node] ?? ""], { env }),
+      store: () => openSharedStore(database, `s3://${BUCKET}/${PREFIX}`, { endpoint: s3.endpoint, region: s3.region, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } }),
       stop,
     };
   } catch (e) {
