@@ -16,6 +16,8 @@ import { PgRecords } from "./records.js";
 
 /** The advisory lock every write transaction holds ("prax" "wrtx" in ASCII). */
 const WRITE_LOCK = (0x70726178_77727478n).toString();
+/** How long {@link PostgresStore.close} lets running queries finish. */
+const CLOSE_SECONDS = 5;
 /** Rows of audit read per query of {@link PgRows.auditRows}. */
 const AUDIT_PAGE = 500;
 const AUDIT_COLS = `seq, at, actor, action, subject, details, prev_hash AS "prevHash", hash`;
@@ -176,7 +178,10 @@ export class PostgresStore extends PgRows implements Store {
   }
 
   async close(): Promise<void> {
-    await this.pool.end();
+    // Queries get CLOSE_SECONDS to finish; then their connections are ended regardless. The
+    // client waits forever otherwise for a query it failed when its connection died, and a
+    // node stopped after PostgreSQL had restarted never exited (test/scaleout.failures.test.ts).
+    await this.pool.end({ timeout: CLOSE_SECONDS });
     this.release();
   }
 }
