@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ListMultipartUploadsCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
+import { ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { decryptStream, unwrapIdentity } from "../src/crypto/index.js";
 import { cleanup, tempDir, walk } from "./helpers/cli.js";
@@ -30,7 +30,7 @@ const KILL_AFTER = 30;
  * (sender, message) of the 9 MiB attachments, more than one 8 MiB part of the shared
  * backend's multipart upload; sent about when the kill is due, so that it hits one.
  */
-const LARGE: readonly (readonly [number, number])[] = [[0, 4], [1, 5], [2, 6], [3, 7]];
+const LARGE: readonly (readonly [number, number])[] = [[0, 4], [1, 5], [2, 6], [3, 7], [4, 8], [5, 9]];
 /** The SMTP client's waits: generous, so that only a dead node ends an attempt early. */
 const CLIENT = { ignoreTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 60_000 };
 const SECU_PASS = "Secu-Pass-Key der Patientin 2026";
@@ -101,13 +101,22 @@ describe.runIf(ENGINES)(`kill -9 of one of two nodes (${String(SENDERS)} senders
     const kill: { sent: number; at: number | null; open: string[] } = { sent: Infinity, at: null, open: [] };
     const s3 = c.s3.client();
     const openUploads = async (): Promise<string[]> => ((await s3.send(new ListMultipartUploadsCommand({ Bucket: c.bucket }))).Uploads ?? []).map((u) => u.Key ?? "");
+    /** Whether an upload is open that has no part yet: it is far from complete. */
+    const uploadStarting = async (): Promise<boolean> => {
+      for (const u of (await s3.send(new ListMultipartUploadsCommand({ Bucket: c.bucket }))).Uploads ?? []) {
+        const parts = await s3.send(new ListPartsCommand({ Bucket: c.bucket, Key: u.Key, UploadId: u.UploadId }));
+        if ((parts.Parts ?? []).length === 0) return true;
+      }
+      return false;
+    };
     // Part way (KILL_AFTER messages accepted), at a moment node A streams a large blob into a
-    // multipart upload: it dies in the middle of traffic and of an upload.
+    // multipart upload whose first part is still on its way: it dies in the middle of traffic
+    // and of an upload.
     let killed: Promise<void> = Promise.resolve();
     const killDuringUpload = async (): Promise<void> => {
-      while ((await openUploads()).length === 0) {
+      while (!(await uploadStarting())) {
         if (all.every((m) => m.firstOnB !== null || m.attempts.at(-1)?.code === 250)) throw new Error("node A never had a multipart upload open after the kill threshold");
-        await sleep(20);
+        await sleep(10);
       }
       kill.sent = performance.now();
       await nodeA.kill("SIGKILL");
