@@ -241,10 +241,10 @@ describe.runIf(ENGINES)(`kill -9 of one of two nodes (${String(SENDERS)} senders
     const report = JSON.parse(gc.stdout) as { unsent: number; orphanBlobs: number; tempFiles: number };
     // The upload node A was streaming when it died is aborted by gc, with what else it left.
     expect(report.tempFiles).toBeGreaterThanOrEqual(1);
-    // After gc the bucket holds exactly the referenced blobs, and no unfinished upload.
+    // After gc the bucket holds exactly the referenced blobs (under blobs/), and no unfinished upload.
     const after = c.s3.client();
     try {
-      const objects = await after.send(new ListObjectsV2Command({ Bucket: c.bucket }));
+      const objects = await after.send(new ListObjectsV2Command({ Bucket: c.bucket, Prefix: `${c.prefix}blobs/` }));
       const keys = (objects.Contents ?? []).map((o) => o.Key ?? "").sort();
       const referenced = rows.flatMap((r) => r.files.map((f) => c.prefix + f.blob)).sort();
       expect(objects.IsTruncated).toBe(false);

@@ -87,7 +87,7 @@ describe.runIf(ENGINES)("a node on the shared backend when PostgreSQL or the buc
     return JSON.parse(r.stdout) as { id: string; recipient: string; files: { blob: string }[] }[];
   }
 
-  /** gc, then: the bucket holds exactly the blobs of visible deliveries, and no unfinished upload. */
+  /** gc, then: the bucket holds exactly the blobs of visible deliveries (under blobs/), and no unfinished upload. */
   async function gcLeavesNothingHalf(): Promise<void> {
     const c = cluster!;
     const gc = await c.praxmail(0, ["gc", "--grace", "0", "--json"]);
@@ -95,7 +95,7 @@ describe.runIf(ENGINES)("a node on the shared backend when PostgreSQL or the buc
     const referenced = (await visible()).flatMap((d) => d.files.map((f) => c.prefix + f.blob)).sort();
     const s3 = c.s3.client();
     try {
-      const objects = await s3.send(new ListObjectsV2Command({ Bucket: c.bucket }));
+      const objects = await s3.send(new ListObjectsV2Command({ Bucket: c.bucket, Prefix: `${c.prefix}blobs/` }));
       expect(objects.IsTruncated).toBe(false);
       expect((objects.Contents ?? []).map((o) => o.Key).sort()).toEqual(referenced);
       expect((await s3.send(new ListMultipartUploadsCommand({ Bucket: c.bucket }))).Uploads ?? []).toEqual([]);
