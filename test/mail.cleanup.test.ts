@@ -57,4 +57,40 @@ describe("cleanup after a failure", () => {
     expect(e).toMatchObject({ responseCode: 451, enhanced: "4.4.1", message: "upstream did not accept the message (ECONNREFUSED); try again later" });
     expect(cleanupFailures(e)).toEqual({ cleanup: [{ name: "Error", code: "SQLITE_BUSY", message: "database is locked" }] });
   });
+
+  it("deliverPrepared: a copy upstream accepted whose recording fails keeps its delivery, and the store's error is what the caller gets", async () => {
+    // A unit test of process.ts alone: upstream takes the copy, then the database connection
+    // is gone (test/scaleout.failures.test.ts restarts a real one). The mail with the link is
+    // out, so its delivery must not be discarded: the sender's retry announces it again.
+    const lost = Object.assign(new Error("write CONNECTION_CLOSED 127.0.0.1:5432"), { code: "CONNECTION_CLOSED" });
+    const transactions: number[] = [];
+    const ctx = {
+      now: () => new Date(),
+      store: {
+        transaction: () => {
+          transactions.push(1);
+          return Promise.reject(lost);
+        },
+      },
+    } as unknown as Context;
+    const sent: string[][] = [];
+    const transport = { sendRaw: (env: { to: string[] }) => Promise.resolve(sent.push(env.to)) } as unknown as Transport;
+    const p: Prepared = {
+      level: 3,
+      attachments: 1,
+      original: null,
+      copies: [{ recipients: ["a@patient.example"], bytes: Buffer.from("x"), deliveries: ["d_1"] }],
+      deliveries: ["d_1"],
+      announcedAgain: [],
+      alreadyDelivered: [],
+      warnings: [],
+    };
+    const e: unknown = await deliverPrepared(ctx, transport, { from: "praxis@praxis-weber.example", to: ["a@patient.example"] }, p).catch((x: unknown) => x);
+    expect(sent).toEqual([["a@patient.example"]]);
+    // Not "upstream did not accept": upstream did; the relay answers its 451 4.3.0 for this.
+    expect(e).toBe(lost);
+    // markSent's transaction only: no discard of the delivery whose link is out.
+    expect(transactions).toHaveLength(1);
+    expect(cleanupFailures(e)).toEqual({});
+  });
 });

@@ -360,30 +360,39 @@ export async function prepareMessage(ctx: Context, envelope: Envelope, input: Re
 /**
  * Sends a prepared message: every copy to upstream (or the outbox), then the original.
  * A delivery becomes visible as soon as its copy was accepted. If anything fails, what this
- * attempt created and was not accepted is discarded and the message is refused with 451, so
- * the sender retries; the retry skips the recipients whose copy was accepted. Deliveries
- * announced again stay (unsent): a mail of theirs may be out, and the retry announces them
- * once more.
+ * attempt created and did not send is discarded and the message is refused with 451, so the
+ * sender retries; the retry skips the recipients whose copy was accepted. Deliveries whose
+ * copy left stay, also when recording that failed (the store went away): their link is out,
+ * and the retry announces them again. So do deliveries announced again (unsent): a mail of
+ * theirs may be out, and the retry announces them once more.
  *
  * @param ctx - The core context.
  * @param transport - Where mail goes.
  * @param envelope - The SMTP envelope of the message.
  * @param p - From {@link prepareMessage}.
- * @throws {@link MailRejection} 451 when a copy or the original was not accepted.
+ * @throws {@link MailRejection} 451 when a copy or the original was not accepted; what the
+ *   store threw when a copy left and could not be recorded as sent.
  */
 export async function deliverPrepared(ctx: Context, transport: Transport, envelope: Envelope, p: Prepared): Promise<void> {
-  const sent = new Set<string>();
+  const out = new Set<string>();
+  const refused = (e: unknown): MailRejection => {
+    const why = (e as NodeJS.ErrnoException).code ?? (e as { responseCode?: number }).responseCode ?? "error";
+    return new MailRejection(451, `upstream did not accept the message (${String(why)}); try again later`, "4.4.1");
+  };
   try {
     for (const c of p.copies) {
-      await transport.sendRaw({ from: envelope.from, to: c.recipients }, c.bytes);
+      await transport.sendRaw({ from: envelope.from, to: c.recipients }, c.bytes).catch((e: unknown) => {
+        throw refused(e);
+      });
+      for (const id of c.deliveries) out.add(id);
       await markSent(ctx, c.deliveries);
-      for (const id of c.deliveries) sent.add(id);
     }
-    await p.original?.sink.end();
+    await p.original?.sink.end().catch((e: unknown) => {
+      throw refused(e);
+    });
   } catch (e) {
-    const why = (e as NodeJS.ErrnoException).code ?? (e as { responseCode?: number }).responseCode ?? "error";
-    const refusal = new MailRejection(451, `upstream did not accept the message (${String(why)}); try again later`, "4.4.1");
-    const discard = discardedBy("refused", { created: p.deliveries, carried: p.announcedAgain, accepted: sent });
-    throw await cleanUpAfter(refusal, [() => p.original?.sink.abort(e instanceof Error ? e : new Error(String(e))), ...discard.map((id) => () => discardDelivery(ctx, id, "upstream refused"))]);
+    const upstream = e instanceof MailRejection;
+    const discard = discardedBy(upstream ? "refused" : "failed", { created: p.deliveries, carried: p.announcedAgain, accepted: out });
+    throw await cleanUpAfter(e, [() => p.original?.sink.abort(e instanceof Error ? e : new Error(String(e))), ...discard.map((id) => () => discardDelivery(ctx, id, upstream ? "upstream refused" : "send failed"))]);
   }
 }

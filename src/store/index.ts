@@ -64,7 +64,9 @@ export function openStore(home: string): Store {
  */
 export async function openSharedStore(database: string, blobs: string, s3: S3Settings = {}): Promise<Store> {
   // Loaded only here: a home on the embedded backend never loads PostgreSQL's client or the
-  // AWS SDK (test/cli.start.test.ts).
+  // AWS SDK (test/cli.start.test.ts). The client is fixed before it loads (postgres/client-fix.ts).
+  const { fixPostgresClient } = await import("./postgres/client-fix.js");
+  fixPostgresClient();
   const [{ PostgresStore }, { S3Blobs, parseBlobsUrl }, { s3Client }] = await Promise.all([import("./postgres/store.js"), import("./s3/blobs.js"), import("./s3/client.js")]);
   const client = s3Client(s3);
   try {

@@ -24,6 +24,8 @@ export interface TestPostgres {
   database(name: string): Promise<string>;
   /** Stops the cluster (fast shutdown) and waits until it is gone. */
   stop(): Promise<void>;
+  /** Starts a stopped cluster again, on the same port and data, and waits until it accepts connections. */
+  start(): Promise<void>;
 }
 
 /** @returns The bin folder of the newest installed PostgreSQL, or null. */
@@ -66,12 +68,15 @@ export async function startPostgres(dir: string): Promise<TestPostgres> {
   await as("initdb", ["-D", data, "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"]);
   // A port chosen free can be taken by another process before PostgreSQL binds it: try another.
   let port = 0;
+  // Durability of the test cluster itself is not under test: no fsync, for speed.
+  const options = (p: number): string => `-p ${p} -k ${sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off`;
+  const start = async (p: number): Promise<void> => {
+    await as("pg_ctl", ["-D", data, "-l", log, "-w", "-t", "60", "-o", options(p), "start"]);
+  };
   for (let attempt = 1; port === 0; attempt++) {
     const candidate = await freePort();
-    // Durability of the test cluster itself is not under test: no fsync, for speed.
-    const options = `-p ${candidate} -k ${sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off`;
     try {
-      await as("pg_ctl", ["-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start"]);
+      await start(candidate);
       port = candidate;
     } catch (e) {
       const { stdout } = await run("tail", ["-n", "20", log]);
@@ -94,5 +99,6 @@ export async function startPostgres(dir: string): Promise<TestPostgres> {
     async stop() {
       await as("pg_ctl", ["-D", data, "-m", "fast", "-w", "-t", "60", "stop"]);
     },
+    start: () => start(port),
   };
 }

@@ -30,6 +30,15 @@ export interface TestS3 {
    * @returns The name, once the bucket exists.
    */
   bucket(name: string): Promise<string>;
+  /**
+   * Sets or removes a byte quota on a bucket (Swift's container quota, as a full quota of a
+   * hosted object store): past it, the bucket refuses every write with content (413,
+   * EntityTooLarge) and still serves reads, listings and deletes.
+   *
+   * @param bucket - The bucket.
+   * @param bytes - The quota; 0 refuses every write; null removes it.
+   */
+  quota(bucket: string, bytes: number | null): Promise<void>;
   /** @returns The pids of its processes (swift, memcached). */
   pids(): number[];
   stop(): Promise<void>;
@@ -64,7 +73,7 @@ use = egg:swift#healthcheck
 }
 
 function proxyConf(port: number, dir: string, user: string, secret: string, memcached: number): string {
-  const filters = ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging", "listing_formats", "bulk", "copy", "slo", "dlo"];
+  const filters = ["catch_errors", "gatekeeper", "healthcheck", "proxy_logging", "listing_formats", "bulk", "copy", "container_quotas", "slo", "dlo"];
   return `[DEFAULT]
 bind_ip = 127.0.0.1
 bind_port = ${port}
@@ -75,7 +84,8 @@ log_name = proxy-server
 
 [pipeline:main]
 # s3api before the auth filter (tempauth); slo after s3api, or multipart uploads are off.
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk s3api tempauth copy slo dlo proxy-logging proxy-server
+# container_quotas: a bucket can be made to refuse writes (TestS3.quota).
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk s3api tempauth copy container_quotas slo dlo proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -188,6 +198,15 @@ async function startSwift(dir: string): Promise<TestS3> {
     async bucket(name) {
       await s3.send(new CreateBucketCommand({ Bucket: name }));
       return name;
+    },
+    async quota(bucket, bytes) {
+      // Swift's own API, logged in through tempauth with the same credentials.
+      const auth = await fetch(`${endpoint}/auth/v1.0`, { headers: { "x-auth-user": own.accessKeyId, "x-auth-key": own.secretAccessKey } });
+      const [url, token] = [auth.headers.get("x-storage-url"), auth.headers.get("x-auth-token")];
+      if (!auth.ok || !url || !token) throw new Error(`swift login failed: ${auth.status}`);
+      const quota: Record<string, string> = bytes === null ? { "x-remove-container-meta-quota-bytes": "1" } : { "x-container-meta-quota-bytes": String(bytes) };
+      const r = await fetch(`${url}/${bucket}`, { method: "POST", headers: { "x-auth-token": token, ...quota } });
+      if (r.status !== 204) throw new Error(`setting the quota of ${bucket} failed: ${r.status} ${await r.text()}`);
     },
     pids: () => children.flatMap((c) => (c.pid === undefined ? [] : [c.pid])),
     async stop() {

@@ -32,6 +32,11 @@ const bigint = {
 export function connectPostgres(url: string, max = 10): Pool {
   return postgres(url, {
     max,
+    // Reconnecting after PostgreSQL went away: 50 ms, doubling, at most 1 s apart. The client's
+    // own backoff grows to 10-20 s after a few refused attempts, and a node that had been
+    // refused for a few seconds then kept every request waiting that long once PostgreSQL was
+    // back (test/scaleout.failures.test.ts).
+    backoff: (attempts: number) => Math.min(0.05 * 2 ** attempts, 1),
     onnotice: () => undefined,
     types: { bigint },
     connection: { application_name: "praxmail" },

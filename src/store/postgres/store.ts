@@ -28,6 +28,8 @@ const WRITE_LOCK = (0x70726178_77727478n).toString();
 /** The first key of every named lock ("prax" in ASCII); the second is the name's hash. */
 const NAMED_LOCKS = 0x70726178;
 const LOCK_NAME = /^[a-z]{1,32}$/;
+/** How long {@link PostgresStore.close} lets running queries finish. */
+const CLOSE_SECONDS = 5;
 /** Rows of audit read per query of {@link PgRows.auditRows}, and rows per page of tableRows and insertRows. */
 const AUDIT_PAGE = 500;
 const AUDIT_COLS = `seq, at, actor, action, subject, details, prev_hash AS "prevHash", hash`;
@@ -214,7 +216,7 @@ export class PostgresStore extends PgRows implements Store {
       const [row] = await session<{ ok: boolean }[]>`SELECT pg_try_advisory_lock(${NAMED_LOCKS}, hashtext(${name})) AS ok`;
       return row?.ok ? await fn() : null;
     } finally {
-      await session.end();
+      await session.end({ timeout: CLOSE_SECONDS });
     }
   }
 
@@ -276,7 +278,10 @@ export class PostgresStore extends PgRows implements Store {
   }
 
   async close(): Promise<void> {
-    await this.pool.end();
+    // Queries get CLOSE_SECONDS to finish; then their connections are ended regardless. The
+    // client waits forever otherwise for a query it failed when its connection died, and a
+    // node stopped after PostgreSQL had restarted never exited (test/scaleout.failures.test.ts).
+    await this.pool.end({ timeout: CLOSE_SECONDS });
     this.release();
   }
 }
