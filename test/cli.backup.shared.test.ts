@@ -26,11 +26,12 @@ import {
 import { decryptStream, deriveSecuPassIdentity, recipientOf, readIdentityFile } from "../src/crypto/index.js";
 import { fileStream, openSharedStore, readManifest, type Store, type TableRow } from "../src/store/index.js";
 import { cleanup, initHome, praxmail, practiceIdentityOf, tempDir, walk, type Run } from "./helpers/cli.js";
-import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
-import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
+import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { startS3, type TestS3 } from "./helpers/s3.js";
 import { collect } from "./helpers/store.js";
 import { readAll } from "./helpers/streams.js";
-import { needInstalled } from "./helpers/tools.js";
+
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const INVITED = "berta@patient.example";
 const PASSWORD = "ein gutes Passwort 2026";
@@ -43,8 +44,7 @@ function sorted(rows: readonly TableRow[]): string[] {
 }
 
 describe.runIf(
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-    needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached"),
+  sharedEnginesInstalled(),
 )("backup and restore on the shared backend", () => {
   let dir: string;
   let home: string;

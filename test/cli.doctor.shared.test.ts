@@ -8,9 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LATENCY_WARN_MS, judgeDatabase } from "../src/commands/doctor-shared.js";
 import { PG_MIGRATIONS } from "../src/store/postgres/schema.js";
 import { cleanup, initHome, praxmail, tempDir, type Run } from "./helpers/cli.js";
-import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
-import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
-import { needInstalled } from "./helpers/tools.js";
+import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { startS3, type TestS3 } from "./helpers/s3.js";
+
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 interface Check {
   name: string;
@@ -53,8 +54,7 @@ describe("the database verdicts", () => {
 });
 
 describe.runIf(
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-    needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached"),
+  sharedEnginesInstalled(),
 )("praxmail doctor on the shared backend (PostgreSQL + S3)", () => {
   let dir: string;
   let pg: TestPostgres | undefined;

@@ -28,11 +28,12 @@ import { openSharedStore, type Store, type TableRow } from "../src/store/index.j
 import { BIN, cleanup, initHome, praxmail, practiceIdentityOf, tempDir, walk, type Run } from "./helpers/cli.js";
 import { patientAtPortal } from "./helpers/download.js";
 import { registerThroughCore } from "./helpers/patient.js";
-import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
-import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
+import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { startS3, type TestS3 } from "./helpers/s3.js";
 import { startServe } from "./helpers/serve.js";
 import { collect, readDb } from "./helpers/store.js";
-import { needInstalled, needTool } from "./helpers/tools.js";
+import { needTool } from "./helpers/tools.js";
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const PATIENT = "anna@patient.example";
 const PASSWORD = "ein gutes Passwort 2026";
@@ -66,8 +67,7 @@ function sorted(rows: readonly TableRow[]): string[] {
 }
 
 describe.runIf(
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-    needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached"),
+  sharedEnginesInstalled(),
 )("praxmail migrate: an embedded home into the shared backend", () => {
   let dir: string;
   let home: string;

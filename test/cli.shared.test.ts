@@ -8,16 +8,16 @@ import { promisify } from "node:util";
 import { GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, praxmail, tempDir, type Run } from "./helpers/cli.js";
-import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
-import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
-import { needInstalled, needTool } from "./helpers/tools.js";
+import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { startS3, type TestS3 } from "./helpers/s3.js";
+import { needTool } from "./helpers/tools.js";
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const run = promisify(execFile);
 const PRACTICE = ["--practice-name", "Praxis Dr. Weber", "--practice-email", "praxis@praxis-weber.example", "--recipient-type", "x25519", "--no-keyring", "--yes"];
 
 describe.runIf(
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-    needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached") &&
+  sharedEnginesInstalled() &&
     needTool("age"),
 )("a home on the shared backend (PostgreSQL + S3)", () => {
   let dir: string;

@@ -13,13 +13,14 @@ import { promisify } from "node:util";
 import { simpleParser } from "mailparser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, praxmail, tempDir } from "./helpers/cli.js";
-import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
 import { befundMail, patchConfig, submit } from "./helpers/relay.js";
 import { startPostfix, type TestPostfix } from "./helpers/postfix.js";
-import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
+import { startS3, type TestS3 } from "./helpers/s3.js";
 import { freePorts, startServe, type Served } from "./helpers/serve.js";
 import { startSink, type Sink } from "./helpers/sink.js";
-import { needInstalled, needRoot, needTool } from "./helpers/tools.js";
+import { needRoot, needTool } from "./helpers/tools.js";
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const run = promisify(execFile);
 const DOC = resolve(import.meta.dirname, "../docs/scale-out.md");
@@ -152,8 +153,7 @@ async function logged(served: readonly Served[], route: string, total: number): 
 }
 
 describe.runIf(
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-    needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached") &&
+  sharedEnginesInstalled() &&
     needTool("haproxy") &&
     needTool("nginx") &&
     needTool("openssl"),

@@ -4,6 +4,18 @@ import { describe, expect, it } from "vitest";
 import { cleanUpAfter, cleanupFailures, type Context } from "../src/core/index.js";
 import { MailRejection, deliverPrepared, type Prepared, type Transport } from "../src/mail/index.js";
 
+/** A prepared level-3 mail of one copy to one patient, carrying delivery d_1. */
+const prepared = (): Prepared => ({
+  level: 3,
+  attachments: 1,
+  original: null,
+  copies: [{ recipients: ["a@patient.example"], bytes: Buffer.from("x"), deliveries: ["d_1"] }],
+  deliveries: ["d_1"],
+  announcedAgain: [],
+  alreadyDelivered: [],
+  warnings: [],
+});
+
 describe("cleanup after a failure", () => {
   it("runs every step, rethrows the first failure and keeps the failed steps with it", async () => {
     const first = Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
@@ -42,17 +54,7 @@ describe("cleanup after a failure", () => {
       },
     } as unknown as Context;
     const transport = { sendRaw: () => Promise.reject(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" })) } as unknown as Transport;
-    const p: Prepared = {
-      level: 3,
-      attachments: 1,
-      original: null,
-      copies: [{ recipients: ["a@patient.example"], bytes: Buffer.from("x"), deliveries: ["d_1"] }],
-      deliveries: ["d_1"],
-      announcedAgain: [],
-      alreadyDelivered: [],
-      warnings: [],
-    };
-    const e: unknown = await deliverPrepared(ctx, transport, { from: "praxis@praxis-weber.example", to: ["a@patient.example"] }, p).catch((x: unknown) => x);
+    const e: unknown = await deliverPrepared(ctx, transport, { from: "praxis@praxis-weber.example", to: ["a@patient.example"] }, prepared()).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(MailRejection);
     expect(e).toMatchObject({ responseCode: 451, enhanced: "4.4.1", message: "upstream did not accept the message (ECONNREFUSED); try again later" });
     expect(cleanupFailures(e)).toEqual({ cleanup: [{ name: "Error", code: "SQLITE_BUSY", message: "database is locked" }] });
@@ -75,17 +77,7 @@ describe("cleanup after a failure", () => {
     } as unknown as Context;
     const sent: string[][] = [];
     const transport = { sendRaw: (env: { to: string[] }) => Promise.resolve(sent.push(env.to)) } as unknown as Transport;
-    const p: Prepared = {
-      level: 3,
-      attachments: 1,
-      original: null,
-      copies: [{ recipients: ["a@patient.example"], bytes: Buffer.from("x"), deliveries: ["d_1"] }],
-      deliveries: ["d_1"],
-      announcedAgain: [],
-      alreadyDelivered: [],
-      warnings: [],
-    };
-    const e: unknown = await deliverPrepared(ctx, transport, { from: "praxis@praxis-weber.example", to: ["a@patient.example"] }, p).catch((x: unknown) => x);
+    const e: unknown = await deliverPrepared(ctx, transport, { from: "praxis@praxis-weber.example", to: ["a@patient.example"] }, prepared()).catch((x: unknown) => x);
     expect(sent).toEqual([["a@patient.example"]]);
     // Not "upstream did not accept": upstream did; the relay answers its 451 4.3.0 for this.
     expect(e).toBe(lost);

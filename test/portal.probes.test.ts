@@ -4,10 +4,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, initHome, tempDir } from "./helpers/cli.js";
 import { captureLog } from "./helpers/log.js";
 import { usePortal } from "./helpers/portal.js";
-import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
-import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
+import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { startS3, type TestS3 } from "./helpers/s3.js";
 import { startServe, type Served } from "./helpers/serve.js";
-import { needInstalled } from "./helpers/tools.js";
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const captured = captureLog();
 const portal = usePortal({ log: captured.log });
@@ -62,8 +62,7 @@ describe("probes on the embedded backend", () => {
 });
 
 const ENGINES =
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-  needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached");
+  sharedEnginesInstalled();
 
 describe.runIf(ENGINES)("probes of a node on the shared backend", () => {
   let dir: string;

@@ -15,11 +15,12 @@ import { cleanup, tempDir, walk } from "./helpers/cli.js";
 import { startCluster, type Cluster, type ClusterNode } from "./helpers/cluster.js";
 import { sleep, startCrashSink, submitUntilAnswered, type Attempt, type CrashSink, type Upstreamed } from "./helpers/crash.js";
 import { registerThroughCore } from "./helpers/patient.js";
-import { postgresBin } from "./helpers/postgres.js";
+
 import { befundMail, submit } from "./helpers/relay.js";
-import { hasSwift } from "./helpers/s3.js";
+
 import { readAll } from "./helpers/streams.js";
-import { needInstalled } from "./helpers/tools.js";
+
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const SENDERS = 10;
 const PER_SENDER = 10;
@@ -35,8 +36,7 @@ const LARGE: readonly (readonly [number, number])[] = [[0, 4], [1, 5], [2, 6], [
 const CLIENT = { ignoreTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 60_000 };
 const SECU_PASS = "Secu-Pass-Key der Patientin 2026";
 const ENGINES =
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-  needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached");
+  sharedEnginesInstalled();
 
 interface Sent {
   readonly messageId: string;

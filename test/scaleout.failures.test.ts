@@ -9,14 +9,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, tempDir } from "./helpers/cli.js";
 import { startCluster, type Cluster, type ClusterNode } from "./helpers/cluster.js";
 import { sleep, startCrashSink, type Attempt, type CrashSink, type Upstreamed } from "./helpers/crash.js";
-import { postgresBin } from "./helpers/postgres.js";
+
 import { befundMail, submit } from "./helpers/relay.js";
-import { hasSwift } from "./helpers/s3.js";
-import { needInstalled } from "./helpers/tools.js";
+
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const ENGINES =
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-  needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached");
+  sharedEnginesInstalled();
 /** The SMTP client's waits: an answer later than this counts as a hang. */
 const CLIENT = { ignoreTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000 };
 /** The relay's reply when it cannot make a mail durable now. */

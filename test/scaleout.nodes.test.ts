@@ -7,19 +7,19 @@ import { decryptStream, deriveSecuPassIdentity, parseKdfParams, recipientOf, unw
 import { cleanup, tempDir } from "./helpers/cli.js";
 import { startCluster, WebClient, type Cluster } from "./helpers/cluster.js";
 import { tokens } from "./helpers/deliveries.js";
-import { postgresBin } from "./helpers/postgres.js";
+
 import { befundMail, submit } from "./helpers/relay.js";
-import { hasSwift } from "./helpers/s3.js";
+
 import { startSink, type Sink } from "./helpers/sink.js";
 import { readAll } from "./helpers/streams.js";
-import { needInstalled } from "./helpers/tools.js";
+
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const PATIENT = "anna.schaefer@patient.example";
 const PASSWORD = "Kaffee und Kuchen 2026";
 const SECU_PASS = "Mein geheimer Secu-Pass-Key – Grüße";
 const ENGINES =
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-  needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached");
+  sharedEnginesInstalled();
 
 /** The text an Eta `<%= %>` attribute holds, unescaped. */
 const attribute = (html: string, name: string): string =>

@@ -17,11 +17,12 @@ import { buildPortal } from "../src/portal/index.js";
 import { openStore, type Store } from "../src/store/index.js";
 import { cleanup, outbox, practiceIdentityOf, praxmail, tempDir, type Run } from "./helpers/cli.js";
 import { Client, PASSWORD } from "./helpers/portal.js";
-import { postgresBin, startPostgres, type TestPostgres } from "./helpers/postgres.js";
-import { hasSwift, startS3, type TestS3 } from "./helpers/s3.js";
+import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
+import { startS3, type TestS3 } from "./helpers/s3.js";
 import { startServe } from "./helpers/serve.js";
 import { collect } from "./helpers/store.js";
-import { needInstalled } from "./helpers/tools.js";
+
+import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const PRACTICE = ["--practice-name", "Praxis Dr. Weber", "--practice-email", "praxis@praxis-weber.example", "--recipient-type", "x25519", "--no-keyring", "--yes"];
 const OTHER = ["--practice-name", "Praxis Dr. Roth", "--practice-email", "praxis@praxis-roth.example", "--recipient-type", "x25519", "--no-keyring", "--yes"];
@@ -84,8 +85,7 @@ async function dueDeliveries(run: (args: readonly string[]) => Promise<Run>, dir
 }
 
 const ENGINES =
-  needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
-  needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached");
+  sharedEnginesInstalled();
 
 describe.runIf(ENGINES)("nodes of one practice on the shared backend (PostgreSQL + S3)", () => {
   let dir: string;

@@ -12,13 +12,13 @@
 // Only `backup.json` is clear: the format and what the caller puts there (public facts
 // such as the recipient the backup is sealed to). The SHA-256 sums are those of the
 // plaintext, as in home. Format 1 (plain) is refused.
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { chmod, lstat, mkdir, open, readdir, rename, rm, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { cleanUpAfter } from "./cleanup.js";
 import { verifyAudit } from "./audit.js";
-import { BLOB_KEY, fileStream, fsync, writeStream } from "./blobs.js";
+import { BLOB_KEY, fileStream, fsync, sha256Tap, writeStream } from "./blobs.js";
 import { DB_FILE } from "./db.js";
 import { Records } from "./records.js";
 
@@ -132,15 +132,7 @@ export interface BackupOptions {
  * @returns Size and SHA-256 of the plaintext.
  */
 async function copyHashed(input: ReadableStream<Uint8Array>, dest: string, how: { seal?: StreamMap; open?: StreamMap } = {}): Promise<{ size: number; sha256: string }> {
-  const hash = createHash("sha256");
-  let size = 0;
-  const tap = new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, ctl) {
-      hash.update(chunk);
-      size += chunk.length;
-      ctl.enqueue(chunk);
-    },
-  });
+  const { tap, result } = sha256Tap();
   await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
   const out = await open(dest, "wx", 0o600);
   try {
@@ -153,7 +145,7 @@ async function copyHashed(input: ReadableStream<Uint8Array>, dest: string, how: 
   } finally {
     await out.close();
   }
-  return { size, sha256: hash.digest("hex") };
+  return result();
 }
 
 /**

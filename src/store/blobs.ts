@@ -2,7 +2,7 @@
 // into place, and the folder fsynced, so a crash leaves either a whole blob or a temp file.
 import { access, constants, mkdir, open, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { cleanUpAfter } from "./cleanup.js";
 import type { BlobStore, ScannedBlob } from "./types.js";
 
@@ -121,6 +121,24 @@ export async function writeStream(data: ReadableStream<Uint8Array>, fh: FileHand
     await reader.cancel(e).catch(() => undefined);
     throw e;
   }
+}
+
+/**
+ * A pass-through stream that counts and hashes what flows through it.
+ *
+ * @returns The stream, and a function that gives size and SHA-256 (hex) once it has ended.
+ */
+export function sha256Tap(): { tap: TransformStream<Uint8Array, Uint8Array>; result: () => { size: number; sha256: string } } {
+  const hash = createHash("sha256");
+  let size = 0;
+  const tap = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, ctl) {
+      hash.update(chunk);
+      size += chunk.length;
+      ctl.enqueue(chunk);
+    },
+  });
+  return { tap, result: () => ({ size, sha256: hash.digest("hex") }) };
 }
 
 /**

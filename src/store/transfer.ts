@@ -3,6 +3,7 @@
 // column by column, and blobs under their keys, each checked by SHA-256 as read back from
 // the target. The core decides when and what; this module only copies and checks.
 import { createHash } from "node:crypto";
+import { sha256Tap } from "./blobs.js";
 import type { BlobStore, StoreTx, TableRow } from "./types.js";
 
 /** Tables whose rows others reference, copied first (PostgreSQL checks foreign keys at once). */
@@ -126,17 +127,9 @@ export async function copyBlob(from: BlobStore, to: BlobStore, key: string, pres
   if (present) {
     source = await hashStream(from.read(key));
   } else {
-    const hash = createHash("sha256");
-    let size = 0;
-    const tap = new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, ctl) {
-        hash.update(chunk);
-        size += chunk.length;
-        ctl.enqueue(chunk);
-      },
-    });
+    const { tap, result } = sha256Tap();
     await to.put(key, from.read(key).pipeThrough(tap));
-    source = { size, sha256: hash.digest("hex") };
+    source = result();
   }
   const back = await hashStream(to.read(key));
   if (back.size !== source.size || back.sha256 !== source.sha256) {

@@ -86,7 +86,7 @@ let stopRegistered = false;
 let installed: boolean | undefined;
 
 /** @returns Whether both engines are installed; throws if not and PRAXMAIL_REQUIRE_E2E=1. */
-function enginesInstalled(): boolean {
+export function sharedEnginesInstalled(): boolean {
   installed ??=
     needInstalled("PostgreSQL 15+", postgresBin() !== null, "apt-get install postgresql") &&
     needInstalled("OpenStack Swift", hasSwift(), "apt-get install swift-proxy swift-object swift-container swift-account python3-swift memcached");
@@ -223,7 +223,7 @@ export function describeBackends(title: string, suite: (backend: Backend) => voi
   describe(`${title}, ${ON_BACKEND.embedded}`, () => {
     suite(embedded);
   });
-  const present = enginesInstalled();
+  const present = sharedEnginesInstalled();
   if (present && !stopRegistered) {
     stopRegistered = true;
     afterAll(stopEngines);
