@@ -73,7 +73,7 @@ const layering = [
     // few constants and parsers they show or call from leaf modules, not from a door that
     // would load the whole area (and with the bundle, its chunk) into every start.
     files: ["src/commands/definitions.ts"],
-    rules: layer("src/commands", MAY_IMPORT.commands, { core: ["index.js", "defaults.js"], crypto: ["identity.js"], milter: ["listen.js"] }),
+    rules: layer("src/commands", MAY_IMPORT.commands, { core: ["index.js", "defaults.js"], crypto: ["identity.js"], milter: ["listen.js"], portal: ["proxies.js"] }),
   },
   {
     // Metrics are an adapter concern: prom-client lives behind the core's Meter interface in

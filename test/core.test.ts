@@ -91,6 +91,28 @@ async function patient(email: string): Promise<string> {
 /** A patient to approve, with the safety code the admin compared: the current one. */
 const target = async (email: string) => ({ email, safetyCode: (await ctx.store.records.patient(email))?.safetyCode ?? "" });
 
+/**
+ * Runs work on a context whose store counts the calls of each records method outside a
+ * transaction: on the shared backend, each call is one round trip to PostgreSQL.
+ *
+ * @returns The calls by method, and what work returned.
+ */
+async function countingReads<T>(work: (counted: Context) => Promise<T>): Promise<{ calls: Record<string, number>; result: T }> {
+  const calls: Record<string, number> = {};
+  const records = new Proxy(ctx.store.records, {
+    get(target, name, receiver) {
+      const v: unknown = Reflect.get(target, name, receiver);
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]): unknown => {
+        calls[String(name)] = (calls[String(name)] ?? 0) + 1;
+        return (v as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  const store = Object.create(ctx.store, { records: { value: records } }) as Store;
+  return { calls, result: await work({ ...ctx, store }) };
+}
+
 /** A blob's bytes, read through the store. */
 async function blobBytes(key: string): Promise<Buffer> {
   return readAll(ctx.store.blobs.read(key));
@@ -244,6 +266,31 @@ describeBackends("core", (backend) => {
       expect(await ctx.store.records.wrap(fresh.id, "patient")).toBeDefined();
       expect((await blobBytes(blob)).equals(before)).toBe(true);
       expect(sent.at(-1)).toEqual({ kind: "released", to: "a@example.org", loginUrl: "http://127.0.0.1:8080/login", deliveries: 1 });
+    });
+  });
+
+  describe("reads of many deliveries", () => {
+    it("approve reads every practice wrap in one call, and the patient's list every delivery's files in one, however many deliveries", async () => {
+      const ids: string[] = [];
+      for (let i = 0; i < 25; i++) {
+        clock = new Date(clock.getTime() + 1000);
+        ids.push((await send({ recipient: "a@example.org", level: 3, files: [file(`befund-${String(i)}.pdf`, Buffer.from(`befund ${String(i)}`))] })).id);
+      }
+      await patient("a@example.org");
+      const approve = await countingReads(async (c) => approvePatients(c, [await target("a@example.org")], practiceIdentity));
+      expect(approve.result).toEqual([{ email: "a@example.org", deliveries: 25 }]);
+      expect(approve.calls).toMatchObject({ wraps: 1 });
+      expect(approve.calls.wrap).toBeUndefined();
+      for (const id of ids) expect((await ctx.store.records.wrap(id, "patient"))?.recipient).toBe((await ctx.store.records.patient("a@example.org"))!.recipient);
+
+      const list = await countingReads((c) => deliveriesForPatient(c, "a@example.org"));
+      expect(list.result.map((d) => d.id)).toEqual([...ids].reverse());
+      expect(list.result.map((d) => d.files.map((f) => f.name))).toEqual(ids.map((_, i) => [`befund-${String(i)}.pdf`]).reverse());
+      expect(list.calls).toEqual({ patient: 1, deliveries: 1, filesOf: 1 });
+
+      const all = await countingReads((c) => listDeliveries(c));
+      expect(all.result.map((d) => d.id)).toEqual(ids);
+      expect(all.calls).toEqual({ deliveries: 1, filesOf: 1 });
     });
   });
 

@@ -2,16 +2,20 @@
 // read from the document, their example addresses replaced by loopback ports and a test
 // certificate, and the real haproxy and nginx run them unprivileged in front of two real
 // `praxmail serve` nodes on one PostgreSQL + S3 backend (node B = a home with copies of node
-// A's config.json, identity and portal-signing.key).
+// A's config.json, identity and portal-signing.key), started with the documented serve line's
+// --trust-proxy. Visitors connect from their own loopback addresses (127.0.0.2, …), so that
+// the per-address limits can tell them apart behind a balancer.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { copyFile, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { request as httpRequest } from "node:http";
 import { request } from "node:https";
 import { connect } from "node:net";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { simpleParser } from "mailparser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LIMITS } from "../src/portal/limits.js";
 import { cleanup, praxmail, tempDir } from "./helpers/cli.js";
 import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
 import { befundMail, patchConfig, submit } from "./helpers/relay.js";
@@ -56,13 +60,19 @@ function fill(block: string, pairs: readonly (readonly [string, string])[]): str
   return out;
 }
 
-/** A visitor over https with a cookie jar, trusting the test certificate only. */
+/**
+ * A visitor with a cookie jar: over https trusting the test certificate only, or over plain
+ * http to a node directly when `ca` is null; from its own loopback address.
+ */
 class Visitor {
   private readonly cookies = new Map<string, string>();
   csrf = "";
+  /** An X-Forwarded-For the visitor writes itself (a forgery), or none. */
+  forged: string | undefined;
   constructor(
     private readonly port: number,
-    private readonly ca: string,
+    private readonly ca: string | null,
+    private readonly from = "127.0.0.1",
   ) {}
 
   get session(): string | undefined {
@@ -72,17 +82,19 @@ class Visitor {
   send(method: string, path: string, form?: Record<string, string>): Promise<{ status: number; location: string; body: string }> {
     const body = form ? new URLSearchParams(form).toString() : undefined;
     return new Promise((resolvePromise, reject) => {
-      const req = request(
+      const req = (this.ca === null ? httpRequest : request)(
         {
           host: "127.0.0.1",
           port: this.port,
+          localAddress: this.from,
           method,
           path,
-          ca: this.ca,
+          ...(this.ca === null ? {} : { ca: this.ca }),
           agent: false,
           headers: {
             cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; "),
             "accept-language": "de-DE",
+            ...(this.forged === undefined ? {} : { "x-forwarded-for": this.forged }),
             ...(body === undefined ? {} : { "content-type": "application/x-www-form-urlencoded", "content-length": String(Buffer.byteLength(body)) }),
           },
         },
@@ -104,6 +116,38 @@ class Visitor {
       req.end(body);
     });
   }
+}
+
+/**
+ * Asks for password resets until one more than the per-address limit allows, each with a
+ * different forged X-Forwarded-For and address.
+ *
+ * @returns The answers' statuses.
+ */
+async function resetsOverTheLimit(visitor: Visitor): Promise<number[]> {
+  expect((await visitor.send("GET", "/reset")).status).toBe(200);
+  const statuses: number[] = [];
+  for (let i = 0; i <= LIMITS.resetIp.max; i++) {
+    visitor.forged = `198.51.100.${String(i + 1)}`;
+    statuses.push((await visitor.send("POST", "/reset", { _csrf: visitor.csrf, email: `niemand-${String(i)}@patient.example` })).status);
+  }
+  return statuses;
+}
+
+/** What the limit allows from one address, then its refusal. */
+const LIMITED = [...Array<number>(LIMITS.resetIp.max).fill(200), 429];
+
+/**
+ * Two patients behind a balancer, at different addresses: the first one uses up its
+ * password-reset limit while forging X-Forwarded-For, which moves it nowhere; the second is
+ * still served.
+ */
+async function limitedPerClient(port: number, ca: string, first: string, second: string): Promise<void> {
+  expect(await resetsOverTheLimit(new Visitor(port, ca, first))).toEqual(LIMITED);
+  const other = new Visitor(port, ca, second);
+  expect((await other.send("GET", "/reset")).status).toBe(200);
+  const page = await other.send("POST", "/reset", { _csrf: other.csrf, email: "carla@patient.example" });
+  expect(page.status, page.body.slice(0, 300)).toBe(200);
 }
 
 /** A balancer process we started, ended by its pid. */
@@ -194,6 +238,13 @@ describe.runIf(
     await run("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "portal.key"), "-out", join(dir, "portal.crt")]);
     ca = await readFile(join(dir, "portal.crt"), "utf8");
     await writeFile(join(dir, "portal.pem"), ca + (await readFile(join(dir, "portal.key"), "utf8")), { mode: 0o600 });
+
+    // Each node trusts the balancer, as the documented serve line says (10.0.0.10 is 127.0.0.1 here).
+    const serveLine = fill(await docBlock("# each node, behind the load balancer at 10.0.0.10"), [["10.0.0.10", "127.0.0.1"]]);
+    const trust = /--trust-proxy (\S+)/.exec(serveLine)?.[1];
+    expect(trust).toBe("127.0.0.1");
+    serveFlags.a = ["--trust-proxy", trust!];
+    serveFlags.b = ["--trust-proxy", trust!];
 
     homes.a = join(dir, "node-a");
     homes.b = join(dir, "node-b");
@@ -304,6 +355,10 @@ describe.runIf(
       expect(await logged(both, "/login", a + b + 10)).toEqual([a + 5, b + 5]);
     });
 
+    it("limits two patients at different addresses separately, and a forged X-Forwarded-For changes neither", async () => {
+      await limitedPerClient(lb.port, ca, "127.0.0.2", "127.0.0.3");
+    }, 60_000);
+
     it("relays a level-3 mail through the TCP section", async () => {
       const r = await submit(ports.haproxySmtp, "praxis@praxis-weber.example", [PATIENTS.haproxy], befundMail({ from: "praxis@praxis-weber.example", to: PATIENTS.haproxy, messageId: "lb-1@praxis-weber.example", attachment: randomBytes(2048) }));
       expect(r.code, r.text).toBe(250);
@@ -384,6 +439,10 @@ describe.runIf(
       expect(b2 - b).toBeGreaterThanOrEqual(4);
     });
 
+    it("limits two patients at different addresses separately, and a forged X-Forwarded-For changes neither", async () => {
+      await limitedPerClient(lb.port, ca, "127.0.0.4", "127.0.0.5");
+    }, 60_000);
+
     it("takes a stopped node out, and every request still succeeds", async () => {
       const visitor = new Visitor(lb.port, ca);
       await stopNode("a");
@@ -408,6 +467,10 @@ describe.runIf(
       await sessionOnEitherNode(lb, links.nginx, () => Promise.resolve(), back);
     }, 120_000);
   });
+
+  it("a node ignores X-Forwarded-For from a peer that is not the balancer: a client that comes around it is limited by its own address", async () => {
+    expect(await resetsOverTheLimit(new Visitor(ports.httpA, null, "127.0.0.6"))).toEqual(LIMITED);
+  }, 60_000);
 
   describe.runIf(needTool("postfix") && needRoot("a Postfix instance"))("Postfix with two relays", () => {
     let pf: TestPostfix | undefined;
@@ -493,8 +556,8 @@ describe.runIf(
       // Both nodes as milters, their upstream the Postfix host's reinjection smtpd.
       await Promise.all([stopNode("a"), stopNode("b")]);
       for (const name of ["a", "b"] as const) await patchConfig(homes[name], { upstream: `smtp://127.0.0.1:${reinject}` });
-      serveFlags.a = ["--milter", `127.0.0.1:${milterA}`];
-      serveFlags.b = ["--milter", `127.0.0.1:${milterB}`];
+      serveFlags.a = [...serveFlags.a, "--milter", `127.0.0.1:${milterA}`];
+      serveFlags.b = [...serveFlags.b, "--milter", `127.0.0.1:${milterB}`];
       await startNode("a");
       await startNode("b");
     }, 60_000);

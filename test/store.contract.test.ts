@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { readdir, readlink } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { copyRows, openStore, tablesWithRows, type DeliveryRow, type PatientRow, type Store } from "../src/store/index.js";
+import { copyRows, openStore, tablesWithRows, type DeliveryRow, type FileRow, type PatientRow, type Store, type WrapRow } from "../src/store/index.js";
 import { describeBackends } from "./helpers/backends.js";
 import { cleanup, tempDir } from "./helpers/cli.js";
 import { sleep } from "./helpers/crash.js";
@@ -291,6 +291,43 @@ describeBackends("store contract", ({ open }) => {
     // Not yet sent: invisible to the lists, due for gc's unsent check.
     expect(await store.records.deliveries()).toEqual([]);
     expect(await store.records.unsentBefore("2026-05-04T10:00:00.001Z")).toEqual(["d1"]);
+  });
+
+  it("reads the files and the wraps of many deliveries at once, each delivery's own, files in order, inside a snapshot too", async () => {
+    const ids = Array.from({ length: 120 }, (_, i) => `d${String(i).padStart(3, "0")}`);
+    const fileRow = (d: string, position: number): FileRow => ({ id: `${d}-f${position}`, deliveryId: d, position, kind: position === 0 ? "message" : "attachment", name: `${d}-${position}.pdf`, size: 100 + position, blob: `blobs/${d}/${position}` });
+    const wrapRow = (d: string, holder: "practice" | "patient"): WrapRow => ({ deliveryId: d, holder, recipient: `age1${holder}`, ciphertext: new Uint8Array(randomBytes(64)), createdAt: AT.toISOString() });
+    // Delivery i has i % 3 files (inserted last first) and a practice wrap; every other one also a patient wrap.
+    const rows = ids.map((id, i) => ({
+      d: { id, recipient: "a@example.org", level: 3, status: "ready", subject: null, sender: null, createdAt: AT.toISOString(), expiresAt: "2026-06-03T10:00:00.000Z", downloadedAt: null, endedAt: null, sourceKey: null, sentAt: AT.toISOString(), remindedAt: null } satisfies DeliveryRow,
+      files: Array.from({ length: i % 3 }, (_, p) => fileRow(id, p)).reverse(),
+      wraps: [wrapRow(id, "practice"), ...(i % 2 === 0 ? [wrapRow(id, "patient")] : [])],
+    }));
+    await store.transaction(async (tx) => {
+      for (const r of rows) await tx.records.insertDelivery(r.d, r.files, r.wraps, { hash: `t-${r.d.id}`, deliveryId: r.d.id, email: "a@example.org", createdAt: AT.toISOString() });
+    });
+    const asked = [...ids.slice(60), "d_none", ...ids.slice(0, 60)];
+    const files = await store.records.filesOf(asked);
+    expect([...files.keys()]).toEqual(expect.arrayContaining(asked));
+    expect(files.size).toBe(asked.length);
+    expect(files.get("d_none")).toEqual([]);
+    for (const r of rows) expect(files.get(r.d.id)).toEqual([...r.files].sort((a, b) => a.position - b.position));
+    const practice = await store.records.wraps(asked, "practice");
+    const patient = await store.records.wraps(asked, "patient");
+    expect([...practice.keys()].sort()).toEqual(ids);
+    expect([...patient.keys()].sort()).toEqual(ids.filter((_, i) => i % 2 === 0));
+    for (const r of rows) {
+      for (const w of r.wraps) {
+        const got = (w.holder === "practice" ? practice : patient).get(r.d.id);
+        expect({ ...got, ciphertext: Buffer.from(got!.ciphertext).toString("hex") }).toEqual({ ...w, ciphertext: Buffer.from(w.ciphertext).toString("hex") });
+      }
+    }
+    // The same inside a snapshot, and nothing asked, nothing found.
+    const inSnapshot = await store.snapshot(async (tx) => [await tx.records.filesOf(ids.slice(0, 5)), await tx.records.wraps(ids.slice(0, 5), "patient"), await tx.records.filesOf([]), await tx.records.wraps([], "practice")] as const);
+    expect([...inSnapshot[0].values()].map((f) => f.length)).toEqual([0, 1, 2, 0, 1]);
+    expect([...inSnapshot[1].keys()].sort()).toEqual(["d000", "d002", "d004"]);
+    expect(inSnapshot[2].size).toBe(0);
+    expect(inSnapshot[3].size).toBe(0);
   });
 
   it("gives a blob back byte for byte, with its size", async () => {

@@ -6,6 +6,7 @@ import type { AuditAnchor } from "../core/index.js";
 import { DEFAULTS } from "../core/defaults.js";
 import { RECIPIENT_TYPES } from "../crypto/identity.js";
 import { parseMilterListen, type MilterListen } from "../milter/listen.js";
+import { parseTrustedProxies } from "../portal/proxies.js";
 import type { Listen } from "../relay/server.js";
 import type { ApproveFlags } from "./approve.js";
 import type { AuditFlags } from "./audit.js";
@@ -84,6 +85,14 @@ function milterArg(v: string): MilterListen {
   }
 }
 
+function trustedProxies(v: string): string[] {
+  try {
+    return parseTrustedProxies(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
 function parseLevel(v: string): number {
   if (!/^[1-4]$/.test(v)) throw new InvalidArgumentError("use a level from 1 to 4");
   return Number(v);
@@ -146,6 +155,7 @@ function serveCommand(io: Io): Command {
     .addOption(new Option("--milter <address>", "also run the Postfix milter on host:port or unix:/path (e.g. 127.0.0.1:8891)").env("PRAXMAIL_MILTER").argParser(milterArg))
     .addOption(new Option("--metrics <host:port>", "serve Prometheus metrics at /metrics on a plain-HTTP listener of their own (e.g. 127.0.0.1:9464; loopback only unless --metrics-remote); default off").env("PRAXMAIL_METRICS").argParser(parseListen))
     .option("--metrics-remote", "allow a --metrics address that other machines can reach (the metrics hold counts, no patient data)")
+    .addOption(new Option("--trust-proxy <addresses>", "load balancers in front of the portal, comma-separated addresses or CIDR ranges (e.g. 10.0.0.10,10.1.0.0/24): the client's address for the per-address limits comes from their X-Forwarded-For; default nobody (the direct peer's address)").env("PRAXMAIL_TRUST_PROXY").argParser(trustedProxies))
     .action(async (flags: ServeFlags) => {
       const { serveAction } = await import("./serve.js");
       await serveAction(io, flags);

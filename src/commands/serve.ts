@@ -3,7 +3,7 @@ import { ensureWritableHome, initPractice, isInitialised, oneNodeAtATime, purgeS
 import { createTransport } from "../mail/index.js";
 import { startRelay, type Listen } from "../relay/server.js";
 import { startMilter, type MilterListen } from "../milter/server.js";
-import { startPortal } from "../portal/index.js";
+import { defaultAssets, startPortal } from "../portal/index.js";
 import type { HomeOptions, Io } from "./definitions.js";
 import type { Metrics } from "./metrics.js";
 import { note, openContext } from "./shared.js";
@@ -16,6 +16,8 @@ export interface ServeFlags extends HomeOptions {
   metrics?: Listen;
   /** Allow a --metrics address other than loopback. */
   metricsRemote?: boolean;
+  /** The load balancers whose X-Forwarded-For names the client; nobody when unset. */
+  trustProxy?: string[];
 }
 
 /** The metrics of --metrics, or null: prom-client loads only when they are asked for. */
@@ -52,10 +54,11 @@ export async function serveAction(io: Io, flags: ServeFlags): Promise<void> {
   const scrape = metrics ? await metrics.listen() : null;
   const transport = createTransport(home, ctx.config.upstream);
   const relay = await startRelay(ctx, transport, flags.smtp, log);
-  const portal = await startPortal({ ...ctx, actor: "portal" }, flags.http, log);
+  const portal = await startPortal({ ...ctx, actor: "portal" }, flags.http, log, defaultAssets(), flags.trustProxy ?? []);
   const milter = flags.milter ? await startMilter({ ctx: { ...ctx, actor: "milter" }, transport, log }, flags.milter) : null;
   note(io, `praxmail: relay listening on ${relay.address.host}:${relay.address.port}; mail goes to ${ctx.config.upstream ?? `${home}/outbox/`}`);
   note(io, `praxmail: portal listening on http://${portal.address.host}:${portal.address.port} (public URL ${ctx.config.portalUrl})`);
+  if (flags.trustProxy?.length) note(io, `praxmail: portal takes the client's address from X-Forwarded-For of ${flags.trustProxy.join(", ")}`);
   if (milter) note(io, `praxmail: milter listening on ${milter.address}`);
   if (scrape) note(io, `praxmail: metrics listening on http://${scrape.address.host}:${scrape.address.port}/metrics`);
   log.info({ smtp: relay.address, http: portal.address, upstream: ctx.config.upstream !== null, home }, "started");

@@ -43,7 +43,7 @@ export type LinkAccess =
 
 const ACTIVE = new Set(["pending-approval", "ready", "downloaded"]);
 
-async function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined): Promise<PatientDelivery> {
+function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefined, files: readonly FileRow[]): PatientDelivery {
   const rules = levelRules(d.level);
   return {
     id: d.id,
@@ -55,7 +55,7 @@ async function view(ctx: Context, d: DeliveryRow, patient: PatientRow | undefine
     createdAt: d.createdAt,
     expiresAt: d.expiresAt,
     downloadedAt: d.downloadedAt,
-    files: (await ctx.store.records.files(d.id)).map((f) => ({ id: f.id, name: f.name, size: f.size, kind: f.kind })),
+    files: files.map((f) => ({ id: f.id, name: f.name, size: f.size, kind: f.kind })),
     kdf: rules.patientKey && patient?.kdf ? parseKdfParams(JSON.parse(patient.kdf)) : null,
     keyInLink: rules.keyInLink,
     patientKey: rules.patientKey,
@@ -78,20 +78,21 @@ function ended(ctx: Context, d: DeliveryRow): "revoked" | "expired" | null {
  */
 export async function resolveLink(ctx: Context, token: string, sessionEmail: string | null): Promise<LinkAccess> {
   const row = /^[A-Za-z0-9_-]{43}$/.test(token) ? await ctx.store.records.token(hashToken(token)) : undefined;
-  const d = row && (await ctx.store.records.delivery(row.deliveryId));
-  if (!row || d?.sentAt == null) throw new PraxmailError("no-such-delivery", "no such link");
+  if (!row) throw new PraxmailError("no-such-delivery", "no such link");
+  // The token names both: read together, one round trip's wait on the shared backend.
+  const [d, patient] = await Promise.all([ctx.store.records.delivery(row.deliveryId), ctx.store.records.patient(row.email)]);
+  if (d?.sentAt == null) throw new PraxmailError("no-such-delivery", "no such link");
   const gone = ended(ctx, d);
   if (gone) return { kind: "gone", status: gone };
-  const patient = await ctx.store.records.patient(row.email);
   const rules = levelRules(d.level);
-  if (!rules.login) return { kind: "open", delivery: await view(ctx, d, patient) };
+  if (!rules.login) return { kind: "open", delivery: view(ctx, d, patient, await ctx.store.records.files(d.id)) };
   if (patient?.status === "revoked") return { kind: "gone", status: "revoked" };
   if (!patient) return sessionEmail === null ? { kind: "register", email: row.email } : { kind: "other-account" };
   if (sessionEmail === null) return { kind: "login", email: row.email };
   if (sessionEmail !== row.email) return { kind: "other-account" };
   if (rules.patientKey && patient.status === "pending-secupass") return { kind: "secupass", email: row.email };
   if (rules.patientKey && patient.status === "pending-approval") return { kind: "wait", email: row.email, safetyCode: patient.safetyCode ?? "" };
-  return { kind: "deliver", delivery: await view(ctx, d, patient) };
+  return { kind: "deliver", delivery: view(ctx, d, patient, await ctx.store.records.files(d.id)) };
 }
 
 /**
@@ -105,13 +106,14 @@ export async function resolveLink(ctx: Context, token: string, sessionEmail: str
  *   `wrong-state` (with the status as message) if it was revoked or expired.
  */
 export async function deliveryForPatient(ctx: Context, id: string, email: string): Promise<PatientDelivery> {
-  const d = await ctx.store.records.delivery(id);
+  // Read together (one round trip's wait on the shared backend); nothing of them leaves
+  // before the checks below.
+  const [d, patient, files] = await Promise.all([ctx.store.records.delivery(id), ctx.store.records.patient(email), ctx.store.records.files(id)]);
   if (d?.sentAt == null || d.recipient !== email) throw new PraxmailError("no-such-delivery", "no such delivery");
   const gone = ended(ctx, d);
   if (gone) throw new PraxmailError("wrong-state", gone);
-  const patient = await ctx.store.records.patient(email);
   if (patient?.status === "revoked") throw new PraxmailError("wrong-state", "revoked");
-  return view(ctx, d, patient);
+  return view(ctx, d, patient, files);
 }
 
 /**
@@ -122,11 +124,13 @@ export async function deliveryForPatient(ctx: Context, id: string, email: string
  * @returns Their deliveries.
  */
 export async function deliveriesForPatient(ctx: Context, email: string): Promise<PatientDelivery[]> {
-  const patient = await ctx.store.records.patient(email);
+  const [patient, rows] = await Promise.all([ctx.store.records.patient(email), ctx.store.records.deliveries({ recipient: email })]);
   if (patient?.status === "revoked") return [];
   const now = ctx.now().toISOString();
-  const active = (await ctx.store.records.deliveries({ recipient: email })).filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && levelRules(d.level).login);
-  return Promise.all(active.reverse().map((d) => view(ctx, d, patient)));
+  const active = rows.filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && levelRules(d.level).login).reverse();
+  // Every delivery's files in one read, not one per delivery.
+  const files = await ctx.store.records.filesOf(active.map((d) => d.id));
+  return active.map((d) => view(ctx, d, patient, files.get(d.id) ?? []));
 }
 
 /** A delivery that has ended, as its patient's list still shows it. */

@@ -103,9 +103,11 @@ async function rewrap(ctx: Context, p: PatientRow, practiceIdentity: string, onD
   const due = (await ctx.store.records.deliveries({ recipient: p.email, statuses: ["pending-approval", "ready", "downloaded"] })).filter(
     (d) => levelRules(d.level).patientKey && d.expiresAt > at,
   );
+  // Every wrap[P] in one read: one round trip on the shared backend, not one per delivery.
+  const practiceWraps = await ctx.store.records.wraps(due.map((d) => d.id), "practice");
   const wraps: WrapRow[] = [];
   for (const d of due) {
-    const wrapP = await ctx.store.records.wrap(d.id, "practice");
+    const wrapP = practiceWraps.get(d.id);
     if (!wrapP) throw new Error(`delivery ${d.id} has no practice wrap`);
     const identity = await unwrapIdentity(wrapP.ciphertext, practiceIdentity);
     wraps.push({ deliveryId: d.id, holder: "patient", recipient, ciphertext: await wrapIdentity(identity, recipient), createdAt: at });

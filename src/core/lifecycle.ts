@@ -41,9 +41,9 @@ function view(d: DeliveryRow, files: readonly FileRow[]): DeliveryView {
  * @returns Every delivery, oldest first.
  */
 export async function listDeliveries(ctx: Context): Promise<DeliveryView[]> {
-  const out: DeliveryView[] = [];
-  for (const d of await ctx.store.records.deliveries()) out.push(view(d, await ctx.store.records.files(d.id)));
-  return out;
+  const rows = await ctx.store.records.deliveries();
+  const files = await ctx.store.records.filesOf(rows.map((d) => d.id));
+  return rows.map((d) => view(d, files.get(d.id) ?? []));
 }
 
 /**

@@ -144,13 +144,18 @@ const ASSET = { asset: true } as const;
  * tokens: we log the route pattern instead (see {@link logRequests}).
  *
  * @param secure - Whether the portal is served over https.
+ * @param trustProxy - The load balancers whose X-Forwarded-For names the client (see
+ *   {@link buildPortal}).
  * @returns The instance, without plugins or routes.
  */
-function createApp(secure: boolean): FastifyInstance {
+function createApp(secure: boolean, trustProxy: readonly string[]): FastifyInstance {
   return Fastify({
     logger: false,
     bodyLimit: 64 * 1024,
-    trustProxy: false,
+    // req.ip: the direct peer, unless it is a trusted proxy; then X-Forwarded-For from the
+    // right, skipping only hops that are trusted proxies too (a client's own entries are never
+    // believed).
+    trustProxy: trustProxy.length > 0 ? [...trustProxy] : false,
     // A URL that does not decode (e.g. "/static/%zz") never reaches the hooks or handlers.
     frameworkErrors: (_err, req, reply) => {
       badUrl(req, reply, secure);
@@ -359,11 +364,14 @@ function handleErrors(app: FastifyInstance, portal: Portal, failures: Failures):
  * @param ctx - The core context.
  * @param log - Request logging goes here (method, route, status; never bodies).
  * @param assets - Views and static files.
+ * @param trustProxy - Addresses and CIDR ranges of the load balancers in front (from
+ *   `parseTrustedProxies`): only a request whose direct peer is one of them is taken to come
+ *   from the address its X-Forwarded-For names, for the per-address limits. Empty: nobody.
  * @returns The fastify instance, not yet listening.
  */
-export async function buildPortal(ctx: Context, log: Logger, assets: Assets = defaultAssets()): Promise<FastifyInstance> {
+export async function buildPortal(ctx: Context, log: Logger, assets: Assets = defaultAssets(), trustProxy: readonly string[] = []): Promise<FastifyInstance> {
   const secure = ctx.config.portalUrl.startsWith("https:");
-  const app = createApp(secure);
+  const app = createApp(secure, trustProxy);
   await registerPlugins(app, assets);
   const plog = log.child({ part: "portal" });
   const sessions = new Sessions(ctx, cookiePolicy(ctx.config.portalUrl));

@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { Context } from "../core/index.js";
 import { buildPortal, defaultAssets, type Assets } from "./app.js";
 
-export { buildPortal, type Assets } from "./app.js";
+export { buildPortal, defaultAssets, type Assets } from "./app.js";
 
 /** A running portal. */
 export interface RunningPortal {
@@ -19,10 +19,11 @@ export interface RunningPortal {
  * @param listen - Address and port; port 0 picks a free one.
  * @param log - Structured log (routes and status codes only, never URLs with tokens).
  * @param assets - Views and static files.
+ * @param trustProxy - The load balancers whose X-Forwarded-For is believed (see {@link buildPortal}).
  * @returns The running portal.
  */
-export async function startPortal(ctx: Context, listen: { host: string; port: number }, log: Logger, assets: Assets = defaultAssets()): Promise<RunningPortal> {
-  const app = await buildPortal(ctx, log, assets);
+export async function startPortal(ctx: Context, listen: { host: string; port: number }, log: Logger, assets: Assets = defaultAssets(), trustProxy: readonly string[] = []): Promise<RunningPortal> {
+  const app = await buildPortal(ctx, log, assets, trustProxy);
   await app.listen({ host: listen.host, port: listen.port });
   const addr = app.server.address() as AddressInfo;
   return { address: { host: addr.address, port: addr.port }, close: () => app.close() };

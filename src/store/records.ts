@@ -209,6 +209,14 @@ export class Records {
   }
 
   /**
+   * @param deliveryIds - The deliveries.
+   * @returns Each one's files in order ([] for none); one statement per id, as SQLite runs in this process.
+   */
+  filesOf(deliveryIds: readonly string[]): Map<string, FileRow[]> {
+    return new Map(deliveryIds.map((id) => [id, this.files(id)]));
+  }
+
+  /**
    * @returns Every blob path that a file row references.
    */
   referencedBlobs(): Set<string> {
@@ -277,6 +285,20 @@ export class Records {
       )
       .get(deliveryId, holder) as (Omit<WrapRow, "ciphertext"> & { ciphertext: Buffer }) | undefined;
     return row && { ...row, ciphertext: new Uint8Array(row.ciphertext) };
+  }
+
+  /**
+   * @param deliveryIds - The deliveries.
+   * @param holder - practice or patient.
+   * @returns The wraps found, by delivery id.
+   */
+  wraps(deliveryIds: readonly string[], holder: WrapHolder): Map<string, WrapRow> {
+    const out = new Map<string, WrapRow>();
+    for (const id of deliveryIds) {
+      const w = this.wrap(id, holder);
+      if (w) out.set(id, w);
+    }
+    return out;
   }
 
   /**

@@ -37,6 +37,13 @@ export interface RecordStore {
   setDeliveryStatus(id: string, status: DeliveryStatus, at: string): Promise<void>;
   /** @returns The delivery's files in order. */
   files(deliveryId: string): Promise<FileRow[]>;
+  /**
+   * The files of several deliveries at once (one query on the shared backend, not one per
+   * delivery).
+   *
+   * @returns Each given id's files in order; an id without files (or no such delivery) maps to [].
+   */
+  filesOf(deliveryIds: readonly string[]): Promise<Map<string, FileRow[]>>;
   /** @returns Every blob key that a file or reply part references. */
   referencedBlobs(): Promise<Set<string>>;
   /**
@@ -53,6 +60,12 @@ export interface RecordStore {
   deleteSessionsOf(email: string): Promise<number>;
   /** @returns The wrap, or undefined. */
   wrap(deliveryId: string, holder: WrapHolder): Promise<WrapRow | undefined>;
+  /**
+   * The wraps of one holder for several deliveries at once (one query on the shared backend).
+   *
+   * @returns The wraps found, by delivery id; a delivery without one is not in the map.
+   */
+  wraps(deliveryIds: readonly string[], holder: WrapHolder): Promise<Map<string, WrapRow>>;
   /** Inserts or replaces a wrap. */
   putWrap(w: WrapRow): Promise<void>;
   /**

@@ -104,6 +104,14 @@ export class PgRecords implements RecordStore {
     return this.q.unsafe<FileRow[]>(`SELECT ${FILE_COLS} FROM files WHERE delivery_id = $1 ORDER BY position`, [deliveryId]);
   }
 
+  async filesOf(deliveryIds: readonly string[]): Promise<Map<string, FileRow[]>> {
+    const out = new Map(deliveryIds.map((id) => [id, [] as FileRow[]]));
+    if (deliveryIds.length === 0) return out;
+    const rows = await this.q.unsafe<FileRow[]>(`SELECT ${FILE_COLS} FROM files WHERE delivery_id = ANY($1::text[]) ORDER BY delivery_id, position`, [[...deliveryIds]]);
+    for (const f of rows) out.get(f.deliveryId)?.push(f);
+    return out;
+  }
+
   async referencedBlobs(): Promise<Set<string>> {
     const rows = await this.q<{ blob: string }[]>`SELECT blob FROM files WHERE blob IS NOT NULL UNION SELECT blob FROM reply_parts`;
     return new Set(rows.map((r) => r.blob));
@@ -136,6 +144,13 @@ export class PgRecords implements RecordStore {
     const [row] = await this.q<(Omit<WrapRow, "ciphertext"> & { ciphertext: Buffer })[]>`SELECT delivery_id AS "deliveryId", holder, recipient, ciphertext,
       created_at AS "createdAt" FROM wraps WHERE delivery_id = ${deliveryId} AND holder = ${holder}`;
     return row && { ...row, ciphertext: new Uint8Array(row.ciphertext) };
+  }
+
+  async wraps(deliveryIds: readonly string[], holder: WrapHolder): Promise<Map<string, WrapRow>> {
+    if (deliveryIds.length === 0) return new Map();
+    const rows = await this.q<(Omit<WrapRow, "ciphertext"> & { ciphertext: Buffer })[]>`SELECT delivery_id AS "deliveryId", holder, recipient, ciphertext,
+      created_at AS "createdAt" FROM wraps WHERE delivery_id = ANY(${this.q.array([...deliveryIds])}) AND holder = ${holder}`;
+    return new Map(rows.map((r) => [r.deliveryId, { ...r, ciphertext: new Uint8Array(r.ciphertext) }]));
   }
 
   async putWrap(w: WrapRow): Promise<void> {
