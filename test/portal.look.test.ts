@@ -2,6 +2,7 @@
 // checks both before it writes anything (a PNG or SVG within 200 KiB, #rrggbb with a WCAG 2.1
 // contrast of at least 4.5:1), doctor checks them again, and the portal shows them with its
 // CSP as strict as before: the logo and the colour are files of its own origin, no inline style.
+import { execFileSync } from "node:child_process";
 import { readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Browser } from "playwright-core";
@@ -86,11 +87,14 @@ describe("init --logo --accent", () => {
     await writeFile(big, Buffer.concat([PNG, Buffer.alloc(200 * 1024)]));
     const text = join(dir, "logo.html");
     await writeFile(text, "<html><script>alert(1)</script></html>");
+    const fifo = join(dir, "logo.fifo");
+    execFileSync("mkfifo", [fifo]);
     for (const [file, why] of [
       [join(dir, "nowhere.png"), `the logo ${join(dir, "nowhere.png")} cannot be read (ENOENT)`],
       [big, `the logo ${big} has ${PNG.length + 200 * 1024} bytes, more than 204800`],
       [text, `the logo ${text} is neither a PNG nor an SVG`],
       [dir, `the logo ${dir} is not a file`],
+      [fifo, `the logo ${fifo} is not a file`],
     ] as const) {
       const r = await init(home, ["--logo", file, "--accent", "#123456"]);
       expect(r.code, file).toBe(1);

@@ -1,6 +1,6 @@
 // The practice's look on the portal: a logo and an accent colour (config `portal.logo` and
 // `portal.accent`), each checked before init writes anything, and again by doctor.
-import { open, rename, rm, writeFile } from "node:fs/promises";
+import { open, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PraxmailError } from "./errors.js";
 
@@ -140,6 +140,8 @@ export async function readLogo(path: string): Promise<{ bytes: Buffer; file: Log
   const refuse = (why: string): PraxmailError => new PraxmailError("invalid-input", `the logo ${path} ${why}`, `give a PNG or SVG file of at most ${LOGO_MAX_BYTES / 1024} KiB`);
   let bytes: Buffer;
   try {
+    // Before open: opening a FIFO would wait for a writer.
+    if (!(await stat(path)).isFile()) throw refuse("is not a file");
     const fh = await open(path, "r");
     try {
       const st = await fh.stat();
