@@ -88,6 +88,7 @@ describe("praxmail doctor", () => {
       ["portal-port", "ok"],
       ["disk", "ok"],
       ["portal-url", "ok"],
+      ["look", "ok"],
     ]);
     expect(d.by("permissions").reason).toMatch(new RegExp(`^${home} and the \\d+ files and folders in it grant nothing to group or others$`));
     expect(d.by("identity").reason).toBe(`${join(home, "practice-identity.txt")} (mode 0600) holds the practice identity`);
@@ -98,7 +99,7 @@ describe("praxmail doctor", () => {
 
     const human = await praxmail(args());
     expect(human.code).toBe(0);
-    expect(human.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 4))).toEqual(Array(9).fill("ok  "));
+    expect(human.stdout.split("\n").filter(Boolean).map((l) => l.slice(0, 4))).toEqual(Array(10).fill("ok  "));
   });
 
   it("fails on an identity file others may read (0644) and names the fix", async () => {
@@ -108,7 +109,7 @@ describe("praxmail doctor", () => {
       const r = await praxmail([...args(), "--json"]);
       expect(r.code).toBe(1);
       // The identity check and the permissions check under home both fail.
-      expect(r.stderr).toBe("praxmail: error: 2 of 9 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
+      expect(r.stderr).toBe("praxmail: error: 2 of 10 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
       const d = doctorJson(r);
       expect(d.ok).toBe(false);
       expect(d.by("permissions")).toEqual({ name: "permissions", status: "fail", reason: `${file} has mode 0644: others may read it`, hint: `chmod 600 ${file}` });
@@ -134,7 +135,7 @@ describe("praxmail doctor", () => {
     try {
       const r = await praxmail([...args(), "--json"]);
       expect(r.code).toBe(1);
-      expect(r.stderr).toBe("praxmail: error: 1 of 9 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
+      expect(r.stderr).toBe("praxmail: error: 1 of 10 checks failed\npraxmail: hint: fix what the lines marked fail say, then run praxmail doctor again\n");
       expect(doctorJson(r).by("permissions")).toEqual({ name: "permissions", status: "fail", reason: `${db} has mode 0644: others may read it`, hint: `chmod 600 ${db}` });
       const blobs = join(home, "blobs");
       await mkdir(join(blobs, "tmp"), { recursive: true, mode: 0o700 });
@@ -295,6 +296,7 @@ describe("praxmail doctor", () => {
       ["portal-port", "skip"],
       ["disk", "ok"],
       ["portal-url", "skip"],
+      ["look", "skip"],
     ]);
     expect(d.by("config").reason).toMatch(/^config\.json: /);
     const usage = await praxmail(["doctor", "--home", bad, "--timeout", "0"]);

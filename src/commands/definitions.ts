@@ -126,6 +126,8 @@ function initCommand(io: Io): Command {
     .option("--database <url>", "postgres:// URL of the shared backend's database (with --blobs; default: SQLite under home)")
     .option("--blobs <url>", "s3://bucket/prefix of the shared backend's blobs (with --database; default: files under home)")
     .addOption(new Option("--recipient-type <type>", "key type for new keys").choices(RECIPIENT_TYPES))
+    .option("--logo <file>", "the practice's logo in the portal's header: a PNG or SVG of at most 200 KiB, copied into home")
+    .option("--accent <colour>", "the portal's accent colour #rrggbb (buttons, links, header); needs a WCAG contrast of at least 4.5:1 on white and on the portal's cards")
     .option("--no-keyring", "store the practice identity in a file even if an OS keyring answers")
     .option("--protect", "protect the identity file with a passphrase (PRAXMAIL_IDENTITY_PASSPHRASE in scripts)")
     .option("-y, --yes", "no wizard: take flags and defaults")

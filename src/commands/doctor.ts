@@ -3,7 +3,19 @@ import { dirname, join, resolve } from "node:path";
 import chalk from "chalk";
 import nodemailer from "nodemailer";
 import { keyFingerprint } from "../crypto/index.js";
-import { PraxmailError, checkPracticeIdentity, isInitialised, loadConfig, readPracticeIdentity, resolveHome, type Config } from "../core/index.js";
+import {
+  MIN_CONTRAST,
+  PraxmailError,
+  accentContrast,
+  checkPracticeIdentity,
+  isInitialised,
+  loadConfig,
+  readLogo,
+  readPracticeIdentity,
+  resolveHome,
+  showRatio,
+  type Config,
+} from "../core/index.js";
 import type { Listen } from "../relay/server.js";
 import type { MilterListen } from "../milter/server.js";
 import { bytes } from "./backup.js";
@@ -242,6 +254,31 @@ async function checkApprovalKey(home: string, config: Config, io: Io, flag: stri
   return ok(name, `${fingerprint}, derived from the practice identity`);
 }
 
+/** The portal's logo is there, a PNG or SVG within the limit, and the accent colour has a contrast of at least 4.5:1. */
+async function checkLook(home: string, config: Config): Promise<Check> {
+  const name = "look";
+  const { logo, accent } = config.portal;
+  const found: string[] = [];
+  if (logo !== null) {
+    try {
+      const { bytes, file } = await readLogo(join(home, logo));
+      if (file !== logo) return fail(name, `${join(home, logo)} is not the kind its name says`, "run praxmail init --logo FILE again");
+      found.push(`logo ${logo} (${bytes.length} bytes)`);
+    } catch (e) {
+      if (!(e instanceof PraxmailError)) throw e;
+      return fail(name, `${e.message}: the portal shows the practice's name instead`, "run praxmail init --logo FILE again");
+    }
+  }
+  if (accent !== null) {
+    const c = accentContrast(accent);
+    if (c.ratio < MIN_CONTRAST) {
+      return fail(name, `the accent colour ${accent} has a contrast of ${showRatio(c.ratio)} against ${c.against}; WCAG 2.1 AA needs ${MIN_CONTRAST}:1`, `run praxmail init --accent '${c.suggestion}' (or a darker shade)`);
+    }
+    found.push(`accent ${accent} (contrast ${showRatio(c.ratio)})`);
+  }
+  return found.length === 0 ? ok(name, "the portal's own logo and colours (no portal.logo or portal.accent)") : ok(name, found.join(", "));
+}
+
 /**
  * Runs every check. Checks that need the configuration are skipped when it does not load; the
  * shared backend's (database, schema, latency, bucket) come last, and only on such a home.
@@ -274,6 +311,7 @@ function localChecks(io: Io, flags: DoctorFlags, home: string, check: Check, con
     ...(flags.milter ? [checkMilter(flags.milter)] : []),
     checkDisk(home, flags.minFree * 1024 * 1024),
     config ? checkPortalUrl(config, timeoutMs) : skip("portal-url"),
+    config ? checkLook(home, config) : skip("look"),
   ]);
 }
 

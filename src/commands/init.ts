@@ -27,6 +27,8 @@ export interface InitFlags extends HomeOptions, JsonOptions {
   protect?: boolean;
   yes?: boolean;
   join?: string;
+  logo?: string;
+  accent?: string;
 }
 
 const ctxOut = { output: process.stderr };
@@ -101,6 +103,8 @@ export async function runInit(io: Io, flags: InitFlags): Promise<InitResult & { 
       upstream: upstream === "" ? null : upstream,
       recipientType: type,
       keyring: flags.keyring && !flags.protect,
+      ...(flags.logo !== undefined ? { logo: resolve(flags.logo) } : {}),
+      ...(flags.accent !== undefined ? { accent: flags.accent } : {}),
       ...(passphrase !== undefined ? { passphrase } : {}),
       ...shared,
       ...(backend === null ? {} : { backend }),
@@ -113,7 +117,7 @@ export async function runInit(io: Io, flags: InitFlags): Promise<InitResult & { 
 
 /** init --join: this home becomes a further node of the practice of another node's home. */
 async function runJoin(home: string, from: string, flags: InitFlags): Promise<InitResult & { home: string; joined: boolean }> {
-  const settings = [flags.practiceName, flags.practiceEmail, flags.portalUrl, flags.upstream, flags.database, flags.blobs, flags.recipientType, flags.protect];
+  const settings = [flags.practiceName, flags.practiceEmail, flags.portalUrl, flags.upstream, flags.database, flags.blobs, flags.recipientType, flags.protect, flags.logo, flags.accent];
   if (settings.some((v) => v !== undefined) || !flags.keyring) {
     throw new PraxmailError("usage", "--join takes every setting from the other node's home", "give --join with --home only; change settings afterwards with praxmail init on one node, and copy its config.json to the others");
   }

@@ -6,6 +6,7 @@ import { isRecipientType, recipientType, type RecipientType } from "../crypto/in
 import { PraxmailError } from "./errors.js";
 import { DEFAULTS } from "./defaults.js";
 import { LEVELS } from "./levels.js";
+import { isAccent, isLogoFile, type LogoFile } from "./look.js";
 
 /** Where the practice identity's secret lives. */
 export type IdentityStore =
@@ -89,6 +90,10 @@ export interface PortalConfig {
   readonly sessionHours: number;
   /** The largest file a patient may upload with a reply. */
   readonly maxUploadBytes: number;
+  /** The practice's logo in the header: `logo.png` or `logo.svg` in the home (init --logo copies it there), or null. */
+  readonly logo: LogoFile | null;
+  /** The accent colour of buttons, links and the header (`#rrggbb`), or null for the portal's own. */
+  readonly accent: string | null;
 }
 
 /** The file name of the configuration under home. */
@@ -131,7 +136,11 @@ function portalConfig(raw: unknown): PortalConfig {
   if (!whole(sessionHours, 1, 7 * 24)) throw bad("portal.sessionHours", "must be from 1 to 168");
   const maxUploadBytes = p.maxUploadBytes ?? DEFAULTS.portal.maxUploadBytes;
   if (!whole(maxUploadBytes, 1024, 2 ** 34)) throw bad("portal.maxUploadBytes", "must be a number of bytes from 1024");
-  return { idleMinutes, sessionHours, maxUploadBytes };
+  const logo = p.logo ?? null;
+  if (logo !== null && !isLogoFile(logo)) throw bad("portal.logo", "must be logo.png or logo.svg (a file in the home, as init --logo puts it there), or null");
+  const accent = p.accent ?? null;
+  if (accent !== null && !isAccent(accent)) throw bad("portal.accent", "must be a colour #rrggbb, or null");
+  return { idleMinutes, sessionHours, maxUploadBytes, logo, accent };
 }
 
 function policyConfig(raw: unknown): PolicyConfig {

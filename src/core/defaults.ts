@@ -17,5 +17,5 @@ export const DEFAULTS = {
     tls: null,
   } satisfies RelayConfig,
   policy: { minLevel: 0, minLevelWithAttachments: 0 } satisfies PolicyConfig,
-  portal: { idleMinutes: 15, sessionHours: 12, maxUploadBytes: 100 * 1024 * 1024 } satisfies PortalConfig,
+  portal: { idleMinutes: 15, sessionHours: 12, maxUploadBytes: 100 * 1024 * 1024, logo: null, accent: null } satisfies PortalConfig,
 };

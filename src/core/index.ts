@@ -75,6 +75,7 @@ export {
 } from "./lifecycle.js";
 export { backupPractice, restorePractice, type BackupPracticeOptions, type RestorePracticeOptions, type RestoredPractice } from "./backup.js";
 export { MESSAGE_FILE, exportDelivery, type ExportResult, type ExportedFile } from "./export.js";
+export { LOGO_MAX_BYTES, MIN_CONTRAST, accentContrast, darker, isLogoFile, readLogo, showRatio } from "./look.js";
 export { initPractice, loadPracticeIdentity, readPracticeIdentity, type InitOptions, type InitResult, type PracticeIdentityRead } from "./practice.js";
 export { hashToken } from "./tokens.js";
 export { WorkQueue, type WorkQueueOptions } from "./queue.js";

@@ -15,6 +15,7 @@ import {
 import { checkShared, checkUrl, isInitialised, loadConfig, saveConfig, type Config, type IdentityStore } from "./config.js";
 import { DEFAULTS } from "./defaults.js";
 import { PraxmailError, cleanUpAfter } from "./errors.js";
+import { checkAccent, installLogo, readLogo } from "./look.js";
 import { pinNode, refuseTakenBackend, type Backend } from "./nodes.js";
 import { PORTAL_KEY_FILE, ensurePortalKey } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
@@ -34,6 +35,10 @@ export interface InitOptions {
   readonly shared?: { readonly database: string; readonly blobs: string } | null;
   /** The shared backend the home will use, open: init refuses one of another practice and pins this one. */
   readonly backend?: Backend;
+  /** A PNG or SVG file for the portal's header, copied into the home (see readLogo in look.ts). */
+  readonly logo?: string;
+  /** The portal's accent colour, `#rrggbb` with enough contrast (see checkAccent in look.ts). */
+  readonly accent?: string;
   readonly now?: Date;
 }
 
@@ -68,14 +73,18 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
   const upstream = opts.upstream ? checkUrl(opts.upstream, ["smtp:", "smtps:"]) : null;
   const shared = opts.shared ? checkShared(opts.shared.database, opts.shared.blobs) : opts.shared;
   const settings = { practiceName, practiceEmail, portalUrl, upstream, ...(shared === undefined ? {} : { shared }) };
+  const accent = opts.accent === undefined ? undefined : checkAccent(opts.accent);
+  const logo = opts.logo === undefined ? undefined : await readLogo(opts.logo);
+  const look = (portal: Config["portal"]): Config["portal"] => ({ ...portal, ...(accent === undefined ? {} : { accent }), ...(logo === undefined ? {} : { logo: logo.file }) });
 
   if (isInitialised(home)) {
     const old = loadConfig(home);
     // A new recipient type is safe: stored deliveries keep their own key types.
     // A home made before invite approvals were signed gets its portal key now.
     const portalKey = await ensurePortalKey(home, old.portalKey);
-    const config: Config = { ...old, ...settings, portalKey, crypto: { recipientType: opts.recipientType ?? old.crypto.recipientType } };
+    const config: Config = { ...old, ...settings, portalKey, crypto: { recipientType: opts.recipientType ?? old.crypto.recipientType }, portal: look(old.portal) };
     if (opts.backend) await pinNode(opts.backend, config, opts.now ?? new Date());
+    if (logo) await installLogo(home, logo);
     saveConfig(home, config);
     return { config, created: false, identityStore: config.identity };
   }
@@ -110,10 +119,11 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     relay: DEFAULTS.relay,
     policy: DEFAULTS.policy,
     notifyOnDownload: false,
-    portal: DEFAULTS.portal,
+    portal: look(DEFAULTS.portal),
     shared: shared ?? null,
   };
   if (opts.backend) await pinNewPractice(home, opts.backend, config, opts.now ?? new Date());
+  if (logo) await installLogo(home, logo);
   saveConfig(home, config);
   return { config, created: true, identityStore: store, ...(keyringFailure === undefined ? {} : { keyringFailure }) };
 }

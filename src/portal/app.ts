@@ -17,6 +17,7 @@ import { accountRoutes } from "./routes/account.js";
 import { deliveryRoutes } from "./routes/deliveries.js";
 import { languageRoutes } from "./routes/language.js";
 import { lifecycleRoutes } from "./routes/lifecycle.js";
+import { lookRoutes, type Look } from "./routes/look.js";
 import { probeRoutes } from "./routes/probes.js";
 import { replyRoutes } from "./routes/replies.js";
 import { Sessions, cookiePolicy, type Session } from "./session.js";
@@ -44,6 +45,8 @@ export interface Portal {
   knownLang(req: FastifyRequest): Lang | null;
   /** Sets the language cookie, which remembers the choice before login. */
   rememberLang(reply: FastifyReply, lang: Lang): void;
+  /** The practice's logo and accent colour, as the layout shows them (set once the routes are registered). */
+  look: Look;
 }
 
 declare module "fastify" {
@@ -58,6 +61,8 @@ declare module "fastify" {
     readonly asset?: boolean;
     /** A load balancer's probe: it reads no session and is never cached. */
     readonly probe?: boolean;
+    /** A file that must run nothing, even opened on its own (the logo, which may be an SVG): {@link SANDBOX_CSP}. */
+    readonly sandbox?: boolean;
   }
 }
 
@@ -93,6 +98,9 @@ const CSP = [
   "form-action 'self'",
   "frame-ancestors 'none'",
 ].join("; ");
+
+/** The CSP of a file that is shown, never run: no script, no fetch, and a sandboxed origin. */
+const SANDBOX_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
 
 /** Every field a form or JSON body may carry, and its longest allowed value. */
 export const FIELD_MAX = {
@@ -207,7 +215,7 @@ async function registerPlugins(app: FastifyInstance, assets: Assets): Promise<vo
  * @param secure - Whether the portal is served over https (then with HSTS).
  */
 function securityHeaders(req: FastifyRequest, reply: FastifyReply, secure: boolean): void {
-  reply.header("Content-Security-Policy", CSP);
+  reply.header("Content-Security-Policy", req.routeOptions.config.sandbox === true ? SANDBOX_CSP : CSP);
   reply.header("X-Content-Type-Options", "nosniff");
   reply.header("Referrer-Policy", "no-referrer");
   reply.header("X-Frame-Options", "DENY");
@@ -279,6 +287,7 @@ function makePortal(ctx: Context, plog: Logger, sessions: Sessions, formViews: S
     sessions,
     limits: new Limits(ctx.store, () => ctx.now().getTime()),
     texts: textsOf,
+    look: { logo: false, accent: false },
     knownLang: (req) => (isLang(req.cookies.lang) ? req.cookies.lang : fromAcceptLanguage(req.headers["accept-language"])),
     rememberLang(reply, lang) {
       reply.setCookie("lang", lang, { path: "/", sameSite: "strict", httpOnly: true, secure, maxAge: LANG_COOKIE_SECONDS });
@@ -288,6 +297,7 @@ function makePortal(ctx: Context, plog: Logger, sessions: Sessions, formViews: S
         t: textsOf(req),
         languages: LANGUAGES,
         practice: ctx.config.practiceName,
+        look: portal.look,
         // A visitor who is not logged in gets a CSRF cookie only with a page that has a form.
         csrf: req.session.email !== null || formViews.has(view) ? sessions.formToken(req, reply) : "",
         user: req.session.email,
@@ -312,7 +322,8 @@ function makePortal(ctx: Context, plog: Logger, sessions: Sessions, formViews: S
  * @param app - The fastify app.
  * @param portal - Shared portal state.
  */
-function registerRoutes(app: FastifyInstance, portal: Portal): void {
+async function registerRoutes(app: FastifyInstance, portal: Portal): Promise<void> {
+  portal.look = await lookRoutes(app, portal);
   languageRoutes(app, portal);
   accountRoutes(app, portal);
   deliveryRoutes(app, portal);
@@ -386,7 +397,7 @@ export async function buildPortal(ctx: Context, log: Logger, assets: Assets = de
   });
   const failures = logRequests(app, plog, ctx.meter);
   const portal = makePortal(ctx, plog, sessions, await formViewsIn(assets.views), secure);
-  registerRoutes(app, portal);
+  await registerRoutes(app, portal);
   handleErrors(app, portal, failures);
   return app;
 }
