@@ -214,6 +214,7 @@ describe.runIf(needChromium())("in Chromium on a phone", () => {
       expect(p.top, lang).toBeGreaterThanOrEqual(header.top);
       expect(p.bottom, lang).toBeLessThanOrEqual(header.bottom);
       expect(p.height, lang).toBeGreaterThanOrEqual(44);
+      expect(p.width, lang).toBeGreaterThanOrEqual(44);
       expect(p.left, lang).toBeGreaterThanOrEqual(0);
       expect(p.right, lang).toBeLessThanOrEqual(360);
     }
