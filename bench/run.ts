@@ -152,8 +152,10 @@ for. The CPU work per mail (key wrap, base64, MIME) is the same on both backends
   {
     prefix: "shared: portal delivery",
     title: "portal pages on the shared backend",
-    text: `A delivery page is four queries (the session, the delivery, the patient, its files) and
-the delivery list three (session, patient, deliveries), one after the other, each its own
+    text: `A delivery page is four queries (the session first, then the delivery, the patient and
+its files at once) and the delivery list more (the session; the patient and its
+deliveries at once, then their files in one query; the patient and its deliveries again
+for the ended ones), each its own
 implicit transaction on PostgreSQL (the row "transactions per delivery page view"); on
 SQLite each is a function call in the portal's process. CPU profiles of \`praxmail serve\`
 (\`node --cpu-prof\`) under the list load, one per backend, show the shared node with about
@@ -165,20 +167,19 @@ vCPUs, so with 10 connections the shared portal answers fewer requests per secon
 waits longer (the p50 rows). The p99 adds the tail of the round trips (the row "one
 PostgreSQL round trip": its p99 is many times its p50): each query wakes PostgreSQL's
 process and then the node, and on a busy machine a wake-up can wait for a time slice; a
-page that waits for three or four in a row meets that tail more often. The session's
+page that waits for two or three round trips in a row meets that tail more often. The session's
 last-seen time is written at most once a minute, so the write lock plays no part. Reading
 session and patient in one query would save a round trip on every page.`,
   },
   {
     prefix: "shared: approve, PostgreSQL / SQLite",
     title: "approve on PostgreSQL",
-    text: `\`approvePatients\` (src/core/approve.ts) reads each delivery's practice wrap with its own
-query before it unwraps and rewraps (one query per delivery: the figure "transactions
-per approved delivery" is 1.0), then writes the wraps and statuses in one transaction with
-two statements per delivery, each awaited in turn. On SQLite those are function calls; on
-PostgreSQL 3,000 round trips. The process's CPU time differs far less than its wall time
-(see the CPU rows), so the rest is waiting. Reading the wraps of all due deliveries in
-one query and writing them with multi-row statements would remove most of it.`,
+    text: `\`approvePatients\` (src/core/approve.ts) reads the practice wraps of all due deliveries
+in one query (the figure "transactions per approved delivery"), unwraps and rewraps each,
+then writes the wraps and statuses in one transaction with two statements per delivery,
+each awaited in turn. On SQLite those are function calls; on PostgreSQL 2,000 round trips.
+The process's CPU time differs far less than its wall time (see the CPU rows), so the rest
+is waiting; multi-row statements would remove most of it.`,
   },
   {
     prefix: "browser: decrypt-and-save",
