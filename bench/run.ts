@@ -153,9 +153,8 @@ for. The CPU work per mail (key wrap, base64, MIME) is the same on both backends
     prefix: "shared: portal delivery",
     title: "portal pages on the shared backend",
     text: `A delivery page is four queries (the session first, then the delivery, the patient and
-its files at once) and the delivery list more (the session; the patient and its
-deliveries at once, then their files in one query; the patient and its deliveries again
-for the ended ones), each its own
+its files at once) and the delivery list four (the session; the patient and its
+deliveries at once; then their files in one query), each its own
 implicit transaction on PostgreSQL (the row "transactions per delivery page view"); on
 SQLite each is a function call in the portal's process. CPU profiles of \`praxmail serve\`
 (\`node --cpu-prof\`) under the list load, one per backend, show the shared node with about

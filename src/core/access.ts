@@ -116,23 +116,6 @@ export async function deliveryForPatient(ctx: Context, id: string, email: string
   return view(ctx, d, patient, files);
 }
 
-/**
- * The active deliveries of a patient, newest first.
- *
- * @param ctx - The core context.
- * @param email - The logged-in patient.
- * @returns Their deliveries.
- */
-export async function deliveriesForPatient(ctx: Context, email: string): Promise<PatientDelivery[]> {
-  const [patient, rows] = await Promise.all([ctx.store.records.patient(email), ctx.store.records.deliveries({ recipient: email })]);
-  if (patient?.status === "revoked") return [];
-  const now = ctx.now().toISOString();
-  const active = rows.filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && levelRules(d.level).login).reverse();
-  // Every delivery's files in one read, not one per delivery.
-  const files = await ctx.store.records.filesOf(active.map((d) => d.id));
-  return active.map((d) => view(ctx, d, patient, files.get(d.id) ?? []));
-}
-
 /** A delivery that has ended, as its patient's list still shows it. */
 export interface EndedDelivery {
   readonly id: string;
@@ -146,22 +129,39 @@ export interface EndedDelivery {
 }
 
 /**
- * The ended (revoked or expired) deliveries of a patient, newest first: their files are gone,
- * but the list still names them, so that the patient knows what happened and whom to ask.
+ * A patient's messages for their list, from one read of the patient and their deliveries:
+ * the open ones (newest first, with their files) and the ended ones (revoked or expired,
+ * newest first), whose files are gone but which the list still names, so that the patient
+ * knows what happened and whom to ask.
  *
  * @param ctx - The core context.
  * @param email - The logged-in patient.
- * @returns Their ended deliveries; none for a revoked patient.
+ * @returns Both lists; empty for a revoked patient.
  */
-export async function endedDeliveriesForPatient(ctx: Context, email: string): Promise<EndedDelivery[]> {
-  const patient = await ctx.store.records.patient(email);
-  if (patient?.status === "revoked") return [];
-  const out: EndedDelivery[] = [];
-  for (const d of await ctx.store.records.deliveries({ recipient: email })) {
+export async function patientMessages(ctx: Context, email: string): Promise<{ list: PatientDelivery[]; ended: EndedDelivery[] }> {
+  const [patient, rows] = await Promise.all([ctx.store.records.patient(email), ctx.store.records.deliveries({ recipient: email })]);
+  if (patient?.status === "revoked") return { list: [], ended: [] };
+  const now = ctx.now().toISOString();
+  const active = rows.filter((d) => ACTIVE.has(d.status) && d.expiresAt > now && levelRules(d.level).login).reverse();
+  // Every delivery's files in one read, not one per delivery.
+  const files = await ctx.store.records.filesOf(active.map((d) => d.id));
+  const gone: EndedDelivery[] = [];
+  for (const d of rows) {
     const status = d.sentAt != null && levelRules(d.level).login ? ended(ctx, d) : null;
-    if (status) out.push({ id: d.id, level: d.level, status, subject: d.subject, createdAt: d.createdAt, endedAt: status === "revoked" ? (d.endedAt ?? d.expiresAt) : d.expiresAt });
+    if (status) gone.push({ id: d.id, level: d.level, status, subject: d.subject, createdAt: d.createdAt, endedAt: status === "revoked" ? (d.endedAt ?? d.expiresAt) : d.expiresAt });
   }
-  return out.reverse();
+  return { list: active.map((d) => view(ctx, d, patient, files.get(d.id) ?? [])), ended: gone.reverse() };
+}
+
+/**
+ * The active deliveries of a patient, newest first.
+ *
+ * @param ctx - The core context.
+ * @param email - The logged-in patient.
+ * @returns Their deliveries.
+ */
+export async function deliveriesForPatient(ctx: Context, email: string): Promise<PatientDelivery[]> {
+  return (await patientMessages(ctx, email)).list;
 }
 
 /**

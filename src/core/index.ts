@@ -82,8 +82,8 @@ export { WorkQueue, type WorkQueueOptions } from "./queue.js";
 export {
   deliveriesForPatient,
   deliveryForPatient,
-  endedDeliveriesForPatient,
   fileForDownload,
+  patientMessages,
   patientWrap,
   resolveLink,
   type EndedDelivery,

@@ -12,6 +12,12 @@ export const BLOB_KEY = /^blobs\/[0-9a-f]{2}\/[0-9a-f]{32}\.age$/;
 /** The form of a marker's name (see {@link BlobStore.mark}): a folder beside blobs/, and a name. */
 export const MARKER_NAME = /^(?!blobs\/)[a-z][a-z-]{0,31}\/[A-Za-z0-9_-]{1,64}$/;
 
+/** @returns A fresh, random blob key (matches {@link BLOB_KEY}); every backend names blobs so. */
+export function newBlobKey(): string {
+  const name = randomBytes(16).toString("hex");
+  return `blobs/${name.slice(0, 2)}/${name}.age`;
+}
+
 const TMP = "tmp";
 
 /**
@@ -174,8 +180,7 @@ export class FileBlobs implements BlobStore {
    * @throws If writing fails; no temp file is left.
    */
   async write(data: ReadableStream<Uint8Array>): Promise<string> {
-    const name = randomBytes(16).toString("hex");
-    const key = `blobs/${name.slice(0, 2)}/${name}.age`;
+    const key = newBlobKey();
     await this.put(key, data);
     return key;
   }

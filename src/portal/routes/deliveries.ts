@@ -2,10 +2,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
   PraxmailError,
-  deliveriesForPatient,
   deliveryForPatient,
-  endedDeliveriesForPatient,
   fileForDownload,
+  patientMessages,
   patientWrap,
   resolveLink,
   type PatientDelivery,
@@ -39,7 +38,7 @@ export function deliveryRoutes(app: FastifyInstance, portal: Portal): void {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
     const email = req.session.email ?? "";
-    return portal.page(req, reply, "deliveries.eta", { list: await deliveriesForPatient(portal.ctx, email), ended: await endedDeliveriesForPatient(portal.ctx, email) });
+    return portal.page(req, reply, "deliveries.eta", await patientMessages(portal.ctx, email));
   });
   app.get("/deliveries/:id", deliveryPage(portal));
   app.get("/deliveries/:id/files/:fileId", deliveryFile(portal));

@@ -2,7 +2,6 @@
 // Swift's s3api), under a prefix. A blob streams in as a multipart upload while it is being
 // encrypted and streams out with ranged reads, so memory stays flat in the file's size. Keys
 // are the embedded backend's (`blobs/3f/3f9a….age`), so a home moves over unchanged.
-import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
@@ -16,7 +15,7 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { MARKER_NAME } from "../blobs.js";
+import { MARKER_NAME, newBlobKey } from "../blobs.js";
 import { cleanUpAfter } from "../cleanup.js";
 import type { BlobStore, ScannedBlob } from "../types.js";
 
@@ -76,8 +75,7 @@ export class S3Blobs implements BlobStore {
    *   (an abort that fails travels with the failure: cleanUpAfter).
    */
   async write(data: ReadableStream<Uint8Array>): Promise<string> {
-    const name = randomBytes(16).toString("hex");
-    const key = `blobs/${name.slice(0, 2)}/${name}.age`;
+    const key = newBlobKey();
     await this.put(key, data);
     return key;
   }
