@@ -303,6 +303,44 @@ describe.runIf(needChromium())("one unlock per visit, in Chromium at 390×844", 
     await context.close();
   }, 120_000);
 
+  it("what is no portal page is left to the browser: a server fault and an ended session load in full, and the ended session's U goes", async () => {
+    const { context, page } = await open();
+    await login(page, LENA);
+    const mark = async (): Promise<void> => {
+      await page.evaluate(() => {
+        (globalThis as unknown as { visit: string }).visit = "one";
+      });
+    };
+    const sameDocument = (): Promise<boolean> => page.evaluate(() => (globalThis as unknown as { visit?: string }).visit === "one");
+    // A 5xx answer to the page change: the browser loads the page itself (here the real one).
+    await mark();
+    await page.route(`${base()}/help`, (route) => route.fulfill({ status: 502, contentType: "text/html", body: "<!doctype html><title>Bad Gateway</title>" }), { times: 1 });
+    await page.locator("footer").getByRole("link", { name: "Hilfe" }).click();
+    await page.getByRole("heading", { name: "Hilfe: Passwort und Secu-Pass-Key" }).waitFor();
+    expect(await sameDocument()).toBe(false);
+    // Unlocked, then the session ends: the next page change lands on the login by a full
+    // navigation, and after logging in again the key is asked again.
+    await page.locator("footer").getByRole("link", { name: "Meine Nachrichten" }).click();
+    await fromList(page, "Ihr Röntgenbild", b.id);
+    await typeKey(page, LENA_KEY);
+    await page.locator("#unlock-form button[type=submit]").click();
+    await page.locator("#unlock-form").waitFor({ state: "hidden", timeout: 60_000 });
+    await mark();
+    await context.clearCookies();
+    await page.locator("footer").getByRole("link", { name: "Meine Nachrichten" }).click();
+    await page.waitForURL((u) => u.pathname === "/login");
+    await page.locator("#login-form").waitFor();
+    expect(await sameDocument()).toBe(false);
+    await page.goto(`${base()}/login?next=${encodeURIComponent(`/deliveries/${b.id}`)}`);
+    await page.locator("#email").fill(LENA);
+    await page.locator("#password").fill(PASSWORD);
+    await page.locator("#login-form button[type=submit]").click();
+    await page.waitForURL(new RegExp(`/deliveries/${b.id}$`));
+    await file(page, 0).getByRole("button", { name: "Speichern" }).click();
+    await expect.poll(() => page.locator("#status").textContent()).toBe("Bitte geben Sie zuerst Ihren Secu-Pass-Key ein.");
+    await context.close();
+  }, 120_000);
+
   it("a remembered key that does not open a delivery shows the form with a plain text, and the other key opens it", async () => {
     const { context, page } = await open();
     await login(page, JONAS);
