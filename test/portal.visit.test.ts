@@ -194,6 +194,8 @@ describe.runIf(needChromium())("one unlock per visit, in Chromium at 390×844", 
     });
     await fromList(page, "Vertrauliche Nachricht", a.id);
     await page.getByRole("heading", { name: "Nachricht von Praxis" }).waitFor();
+    // The focus is on the new page's heading, which a screen reader reads out.
+    expect(await page.locator("main h1:focus").count()).toBe(1);
     await typeKey(page, LENA_KEY);
     await page.locator("#unlock-form button[type=submit]").click();
     await showsA(page);
@@ -372,6 +374,7 @@ describe.runIf(needChromium())("one unlock per visit, in Chromium at 390×844", 
     await page.locator("#lang-form button[type=submit]").click();
     await page.getByRole("heading", { name: "Message from Praxis" }).waitFor();
     expect(await page.locator("html").getAttribute("lang")).toBe("en");
+    expect(await page.title()).toBe("Secure messages · Praxis Dr. Weber");
     expect(new URL(page.url()).pathname).toBe(`/deliveries/${a.id}`);
     await showsA(page);
     expect(await page.locator("#unlock-form").isHidden()).toBe(true);

@@ -60,7 +60,8 @@ interface DeliveryState {
 
 async function fetchBytes(url: string): Promise<Uint8Array> {
   const res = await fetch(url, { credentials: "same-origin" });
-  if (!res.ok) throw new Error(`status ${res.status}`);
+  // A redirect is the login's (the session ended): no wrap to try a key on.
+  if (!res.ok || res.redirected) throw new Error(`status ${res.status}`);
   return new Uint8Array(await res.arrayBuffer());
 }
 
@@ -161,7 +162,8 @@ async function unlockTyped(s: DeliveryState, kdf: KdfParams): Promise<boolean> {
 }
 
 /**
- * Runs an unlock, one at a time; a failure shows the failed text.
+ * Runs an unlock, one at a time; a failure shows the failed text (and the form, while the key
+ * is unknown).
  *
  * @returns Whether the delivery key is known afterwards.
  */
@@ -169,10 +171,10 @@ function startUnlock(s: DeliveryState, run: () => Promise<boolean>): Promise<boo
   if (s.unlocking) return s.unlocking;
   const p = run()
     .catch(() => {
-      if (s.form) s.form.hidden = false;
+      if (s.form && !s.key) s.form.hidden = false;
       s.progress(null);
       s.say(s.t.failed, true);
-      return false;
+      return s.key !== null;
     })
     .finally(() => {
       s.unlocking = null;
