@@ -125,13 +125,17 @@ describe.runIf(needChromium())("one unlock per visit, in Chromium at 390×844", 
     return { context, page: await context.newPage() };
   }
 
-  /** The login as main has it today (address and password), ending on the list. The one place to change when the login changes. */
-  async function login(page: Page, email: string): Promise<void> {
-    await page.goto(`${base()}/login`);
+  /**
+   * The login as main has it today (address and password), ending on `next` (the list by
+   * default). The one place to change when the login changes.
+   */
+  async function login(page: Page, email: string, next?: string): Promise<void> {
+    await page.goto(`${base()}/login${next ? `?next=${encodeURIComponent(next)}` : ""}`);
     await page.locator("#email").fill(email);
     await page.locator("#password").fill(PASSWORD);
     await page.locator("#login-form button[type=submit]").click();
-    await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
+    await page.waitForURL((u) => u.pathname === (next ?? "/deliveries"));
+    await page.locator("main h1").waitFor();
   }
 
   /** Each time the patient types the Secu-Pass-Key, counted. */
@@ -294,10 +298,7 @@ describe.runIf(needChromium())("one unlock per visit, in Chromium at 390×844", 
     await page.goBack();
     await page.waitForURL((u) => u.pathname === "/login");
     expect(await page.locator("#message").count()).toBe(0);
-    await page.locator("#email").fill(LENA);
-    await page.locator("#password").fill(PASSWORD);
-    await page.locator("#login-form button[type=submit]").click();
-    await page.waitForURL(new RegExp(`/deliveries/${b.id}$`));
+    await login(page, LENA, `/deliveries/${b.id}`);
     await page.locator("#unlock-form").waitFor({ state: "visible" });
     await file(page, 0).getByRole("button", { name: "Speichern" }).click();
     await expect.poll(() => page.locator("#status").textContent()).toBe("Bitte geben Sie zuerst Ihren Secu-Pass-Key ein.");
@@ -333,11 +334,7 @@ describe.runIf(needChromium())("one unlock per visit, in Chromium at 390×844", 
     await page.waitForURL((u) => u.pathname === "/login");
     await page.locator("#login-form").waitFor();
     expect(await sameDocument()).toBe(false);
-    await page.goto(`${base()}/login?next=${encodeURIComponent(`/deliveries/${b.id}`)}`);
-    await page.locator("#email").fill(LENA);
-    await page.locator("#password").fill(PASSWORD);
-    await page.locator("#login-form button[type=submit]").click();
-    await page.waitForURL(new RegExp(`/deliveries/${b.id}$`));
+    await login(page, LENA, `/deliveries/${b.id}`);
     await file(page, 0).getByRole("button", { name: "Speichern" }).click();
     await expect.poll(() => page.locator("#status").textContent()).toBe("Bitte geben Sie zuerst Ihren Secu-Pass-Key ein.");
     await context.close();
