@@ -64,12 +64,10 @@ describe.runIf(needChromium()).each([
     expect(r.code).toBe(250);
   };
 
-  /** Opens a delivery page, unlocks it with the Secu-Pass-Key and saves the file. */
+  /** On a delivery page: types the Secu-Pass-Key and taps Speichern, which unlocks and saves the file in the same tap. */
   const download = async (): Promise<Buffer> => {
     await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);
-    await page.getByRole("button", { name: "Entsperren" }).click();
-    await page.getByText("Fertig.").waitFor();
-    const [dl] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Speichern" }).first().click()]);
+    const [dl] = await Promise.all([page.waitForEvent("download", { timeout: 60_000 }), page.getByRole("button", { name: "Speichern" }).first().click()]);
     expect(dl.suggestedFilename()).toBe("Laborbefund.pdf");
     return readFile(await dl.path());
   };

@@ -177,4 +177,7 @@ export const ar: Catalogue = {
   showSecret: "إظهار",
   inviteCodeHint: "حصلتم على الرمز من عيادتكم. يتكون من 12 حرفًا في ثلاث مجموعات، مثل ABCD-EFGH-JK23. لا يهم حجم الأحرف ولا الشرطات.",
   moreLabel: "صفحات أخرى",
+  // one unlock per visit
+  unlockFirst: "يُرجى إدخال مفتاح Secu-Pass-Key أولًا.",
+  keyNotThis: "مفتاح Secu-Pass-Key لهذه الزيارة لا يفتح هذه الرسالة. ربما تخص مفتاح Secu-Pass-Key آخر. يُرجى إدخاله هنا.",
 };

@@ -183,4 +183,7 @@ export const de = {
   showSecret: "Anzeigen",
   inviteCodeHint: "Den Code haben Sie von Ihrer Praxis. Er hat 12 Zeichen in drei Gruppen, zum Beispiel ABCD-EFGH-JK23. Groß- oder Kleinschreibung und Bindestriche sind egal.",
   moreLabel: "Weitere Seiten",
+  // one unlock per visit
+  unlockFirst: "Bitte geben Sie zuerst Ihren Secu-Pass-Key ein.",
+  keyNotThis: "Mit dem Secu-Pass-Key dieses Besuchs lässt sich diese Nachricht nicht öffnen. Vielleicht gehört sie zu einem anderen Secu-Pass-Key. Bitte geben Sie ihn hier ein.",
 } as const;

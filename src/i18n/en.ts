@@ -177,4 +177,7 @@ export const en: Catalogue = {
   showSecret: "Show",
   inviteCodeHint: "You got the code from your practice. It has 12 characters in three groups, for example ABCD-EFGH-JK23. Upper or lower case and hyphens do not matter.",
   moreLabel: "More pages",
+  // one unlock per visit
+  unlockFirst: "Please enter your Secu-Pass-Key first.",
+  keyNotThis: "The Secu-Pass-Key of this visit does not open this message. It may belong to another Secu-Pass-Key. Please enter that one here.",
 };

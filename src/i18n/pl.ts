@@ -177,4 +177,7 @@ export const pl: Catalogue = {
   showSecret: "Pokaż",
   inviteCodeHint: "Kod pochodzi z gabinetu. Ma 12 znaków w trzech grupach, na przykład ABCD-EFGH-JK23. Wielkość liter i myślniki nie mają znaczenia.",
   moreLabel: "Inne strony",
+  // one unlock per visit
+  unlockFirst: "Prosimy najpierw wpisać swój Secu-Pass-Key.",
+  keyNotThis: "Secu-Pass-Key z tej wizyty nie otwiera tej wiadomości. Może ona należeć do innego Secu-Pass-Key. Prosimy wpisać go tutaj.",
 };

@@ -177,4 +177,7 @@ export const ru: Catalogue = {
   showSecret: "Показать",
   inviteCodeHint: "Код Вы получили в практике. В нём 12 знаков в трёх группах, например ABCD-EFGH-JK23. Заглавные или строчные буквы и дефисы не важны.",
   moreLabel: "Другие страницы",
+  // one unlock per visit
+  unlockFirst: "Пожалуйста, сначала введите Ваш Secu-Pass-Key.",
+  keyNotThis: "Secu-Pass-Key этого посещения не открывает это сообщение. Возможно, оно относится к другому Secu-Pass-Key. Пожалуйста, введите его здесь.",
 };

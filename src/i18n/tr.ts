@@ -177,4 +177,7 @@ export const tr: Catalogue = {
   showSecret: "Göster",
   inviteCodeHint: "Kodu muayenehanenizden aldınız. Üç grupta 12 karakterden oluşur, örneğin ABCD-EFGH-JK23. Büyük veya küçük harf ve tireler önemli değildir.",
   moreLabel: "Diğer sayfalar",
+  // one unlock per visit
+  unlockFirst: "Lütfen önce Secu-Pass-Key'inizi girin.",
+  keyNotThis: "Bu ziyaretin Secu-Pass-Key'i bu mesajı açmıyor. Mesaj başka bir Secu-Pass-Key'e ait olabilir. Lütfen onu buraya girin.",
 };

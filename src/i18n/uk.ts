@@ -177,4 +177,7 @@ export const uk: Catalogue = {
   showSecret: "Показати",
   inviteCodeHint: "Код Ви отримали в практиці. У ньому 12 знаків у трьох групах, наприклад ABCD-EFGH-JK23. Великі чи малі літери та дефіси не важливі.",
   moreLabel: "Інші сторінки",
+  // one unlock per visit
+  unlockFirst: "Будь ласка, спочатку введіть Ваш Secu-Pass-Key.",
+  keyNotThis: "Secu-Pass-Key цього відвідування не відкриває це повідомлення. Можливо, воно належить до іншого Secu-Pass-Key. Будь ласка, введіть його тут.",
 };

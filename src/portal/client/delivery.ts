@@ -1,11 +1,13 @@
-// The delivery page: unwrap the delivery key with the patient identity (derived from the
-// Secu-Pass-Key in a worker) or take it from the link's #fragment (levels 1–2), show the
-// sealed message, then decrypt each file on request. Keys live in this page's memory only.
+// The delivery page: unwrap the delivery key with the patient identity U (the one this visit
+// already knows, keys.ts, or derived from the Secu-Pass-Key in a worker) or take it from the
+// link's #fragment (levels 1–2), show the sealed message, then decrypt each file on request.
+// Keys live in this page's memory only.
 import { Decrypter } from "age-encryption";
 import { KdfParamsError, parseKdfParams, type KdfParams } from "../../crypto/secupass.js";
 import type { Aead } from "../../crypto/stream-open.js";
 import { deriveInWorker } from "./derive.js";
 import { byId } from "./dom.js";
+import { rememberIdentity, rememberedIdentity } from "./keys.js";
 import { saveFile } from "./save.js";
 import { loadAead } from "./stream.js";
 
@@ -30,7 +32,7 @@ export interface DeliveryData {
 }
 
 /** The page's texts (German by default), from the server's JSON in #texts. */
-export type Texts = Record<"wrongKey" | "decrypting" | "downloading" | "done" | "failed" | "missingKey" | "deriving" | "kdfWeak", string>;
+export type Texts = Record<"wrongKey" | "decrypting" | "downloading" | "done" | "failed" | "missingKey" | "deriving" | "kdfWeak" | "unlockFirst" | "keyNotThis", string>;
 
 /** The sessionStorage entry that carries a level-2 link key over the login form (main.ts). */
 export const CARRY = "praxmail-link-key";
@@ -44,15 +46,22 @@ interface DeliveryState {
   readonly names: Map<string, string>;
   /** Started while the patient reads the page, so the first download does not wait for it. */
   readonly aead: Promise<Aead | null>;
+  /** The unlock form (patient-key deliveries), else null. */
+  readonly form: HTMLFormElement | null;
   /** The delivery key, once known. */
   key: string | null;
+  /** An unlock under way: true once `key` is set, false when it was not. */
+  unlocking: Promise<boolean> | null;
+  /** Whether this page is still the one shown (nav.ts swaps pages without reloading). */
+  live(): boolean;
   say(msg: string, error?: boolean): void;
   progress(fraction: number | null): void;
 }
 
 async function fetchBytes(url: string): Promise<Uint8Array> {
   const res = await fetch(url, { credentials: "same-origin" });
-  if (!res.ok) throw new Error(`status ${res.status}`);
+  // A redirect is the login's (the session ended): no wrap to try a key on.
+  if (!res.ok || res.redirected) throw new Error(`status ${res.status}`);
   return new Uint8Array(await res.arrayBuffer());
 }
 
@@ -71,6 +80,7 @@ async function showMessage(s: DeliveryState): Promise<void> {
   const d = new Decrypter();
   d.addIdentity(s.key);
   const sealed = JSON.parse(await d.decrypt(await fetchBytes(m.url), "text")) as { subject: string | null; text: string | null; files: string[] };
+  if (!s.live()) return;
   const box = byId("message");
   const subject = byId("message-subject");
   const text = byId("message-text");
@@ -86,53 +96,142 @@ async function showMessage(s: DeliveryState): Promise<void> {
   });
 }
 
-/** Derives the identity from the Secu-Pass-Key and unwraps the delivery key with it. */
-async function unlock(s: DeliveryState, form: HTMLFormElement, kdf: KdfParams): Promise<void> {
+/**
+ * @returns The delivery key from the wrap, or null when `identity` does not open it.
+ * @throws When the wrap cannot be fetched or holds no age key.
+ */
+async function openWrap(s: DeliveryState, identity: string): Promise<string | null> {
+  const wrap = await fetchBytes(s.data.wrapUrl ?? "");
+  const d = new Decrypter();
+  d.addIdentity(identity);
+  let opened: string;
+  try {
+    opened = (await d.decrypt(wrap, "text")).trim();
+  } catch {
+    return null;
+  }
+  if (!/^AGE-SECRET-KEY-/.test(opened)) throw new Error("bad wrap");
+  return opened;
+}
+
+/** The delivery key is known: the form goes, the sealed message shows. */
+async function unlocked(s: DeliveryState, key: string): Promise<void> {
+  s.key = key;
+  if (s.form) s.form.hidden = true;
+  await showMessage(s);
+}
+
+/**
+ * Unlocks with the U this visit already knows, without asking. If it does not open this
+ * delivery (a wrap for another key), the form comes back with a plain text, and U stays.
+ */
+async function unlockRemembered(s: DeliveryState, u: string): Promise<boolean> {
+  if (s.form) s.form.hidden = true;
+  const key = await openWrap(s, u);
+  if (!s.live()) return false;
+  if (key) {
+    await unlocked(s, key);
+    return true;
+  }
+  if (s.form) s.form.hidden = false;
+  s.say(s.t.keyNotThis, true);
+  return false;
+}
+
+/** Derives U from the typed Secu-Pass-Key, unwraps the delivery key with it and keeps U for the visit. */
+async function unlockTyped(s: DeliveryState, kdf: KdfParams): Promise<boolean> {
   const input = byId<HTMLInputElement>("unlock-key");
   s.say(s.t.deriving);
   s.progress(0);
   const identity = await deriveInWorker(input?.value ?? "", kdf, s.data.address ?? "", (f) => {
     s.progress(f);
   });
-  const d = new Decrypter();
-  d.addIdentity(identity);
-  let opened: string;
-  try {
-    opened = (await d.decrypt(await fetchBytes(s.data.wrapUrl ?? ""), "text")).trim();
-  } catch {
-    s.progress(null);
+  const key = await openWrap(s, identity);
+  if (!s.live()) return false;
+  s.progress(null);
+  if (!key) {
     s.say(s.t.wrongKey, true);
     input?.focus();
-    return;
+    return false;
   }
-  if (!/^AGE-SECRET-KEY-/.test(opened)) throw new Error("bad wrap");
-  s.key = opened;
+  rememberIdentity(identity);
   if (input) input.value = "";
-  form.hidden = true;
-  s.progress(null);
   s.say(s.t.done);
-  await showMessage(s);
+  await unlocked(s, key);
+  return true;
 }
 
-function unlockForm(s: DeliveryState, form: HTMLFormElement): void {
-  form.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    let kdf: KdfParams;
-    try {
-      kdf = parseKdfParams(s.data.kdf);
-    } catch (e) {
-      s.say(e instanceof KdfParamsError && e.reason === "weak" ? s.t.kdfWeak : s.t.failed, true);
-      return;
-    }
-    unlock(s, form, kdf).catch(() => {
+/**
+ * Runs an unlock, one at a time; a failure shows the failed text (and the form, while the key
+ * is unknown).
+ *
+ * @returns Whether the delivery key is known afterwards.
+ */
+function startUnlock(s: DeliveryState, run: () => Promise<boolean>): Promise<boolean> {
+  if (s.unlocking) return s.unlocking;
+  const p = run()
+    .catch(() => {
+      if (s.form && !s.key) s.form.hidden = false;
       s.progress(null);
       s.say(s.t.failed, true);
+      return s.key !== null;
+    })
+    .finally(() => {
+      s.unlocking = null;
     });
-  });
+  s.unlocking = p;
+  return p;
+}
+
+/** Unlocks with the typed key, once its derivation parameters pass; false (and a text) when they do not. */
+function startTyped(s: DeliveryState): Promise<boolean> {
+  let kdf: KdfParams;
+  try {
+    kdf = parseKdfParams(s.data.kdf);
+  } catch (e) {
+    s.say(e instanceof KdfParamsError && e.reason === "weak" ? s.t.kdfWeak : s.t.failed, true);
+    return Promise.resolve(false);
+  }
+  return startUnlock(s, () => unlockTyped(s, kdf));
+}
+
+/**
+ * What a tap on Öffnen or Speichern waits for: the key, known; an unlock under way; or the
+ * unlock with the key typed into the field, in the same tap.
+ *
+ * @returns Whether the key is (or will be) known, or null when the patient must type the key
+ *   first (then the field has the focus and a hint says so).
+ */
+function whenUnlocked(s: DeliveryState): Promise<boolean> | null {
+  if (s.key) return Promise.resolve(true);
+  if (s.unlocking) return s.unlocking;
+  const input = byId<HTMLInputElement>("unlock-key");
+  if (!s.form || !input) {
+    s.say(s.t.missingKey, true);
+    return null;
+  }
+  if (input.value !== "") return startTyped(s);
+  s.say(s.t.unlockFirst, true);
+  input.focus();
+  return null;
+}
+
+/**
+ * A tab for a file to open, opened while the tap still counts as the patient's (an unlock may
+ * take longer than the browser allows a script to open one); it says that the file is being
+ * decrypted until it shows the file. Without opener, like any link to another page.
+ */
+function tabFor(s: DeliveryState): Window | null {
+  const tab = open("", "_blank");
+  if (!tab) return null;
+  tab.opener = null;
+  tab.document.title = s.t.decrypting;
+  tab.document.body.textContent = s.t.decrypting;
+  return tab;
 }
 
 /** Decrypts one file and saves or opens it, with progress. */
-async function download(s: DeliveryState, file: FileInfo, key: string, action: "save" | "open"): Promise<void> {
+async function download(s: DeliveryState, file: FileInfo, key: string, action: "save" | "open", tab: Window | null): Promise<void> {
   s.say(s.t.downloading);
   s.progress(0);
   let started = false;
@@ -142,6 +241,7 @@ async function download(s: DeliveryState, file: FileInfo, key: string, action: "
     identity: key,
     aead: s.aead,
     action,
+    tab,
     onBytes: (done) => {
       if (!started) s.say(s.t.decrypting);
       started = true;
@@ -152,20 +252,28 @@ async function download(s: DeliveryState, file: FileInfo, key: string, action: "
   s.say(s.t.done);
 }
 
-function fileButtons(s: DeliveryState, unlockForm: HTMLFormElement | null): void {
+function fileButtons(s: DeliveryState): void {
   document.querySelectorAll<HTMLButtonElement>("button[data-action]").forEach((button) => {
     button.addEventListener("click", () => {
       const file = s.attachments.find((f) => f.id === button.dataset.file);
       if (!file) return;
-      if (!s.key) {
-        if (unlockForm) byId<HTMLInputElement>("unlock-key")?.focus();
-        else s.say(s.t.missingKey, true);
-        return;
-      }
-      download(s, file, s.key, button.dataset.action === "save" ? "save" : "open").catch(() => {
-        s.progress(null);
-        s.say(s.t.failed, true);
-      });
+      const ready = whenUnlocked(s);
+      if (!ready) return;
+      const action = button.dataset.action === "save" ? "save" : "open";
+      const tab = action === "open" ? tabFor(s) : null;
+      ready
+        .then(async (ok) => {
+          if (!ok || !s.key) {
+            tab?.close();
+            return;
+          }
+          await download(s, file, s.key, action, tab);
+        })
+        .catch(() => {
+          tab?.close();
+          s.progress(null);
+          s.say(s.t.failed, true);
+        });
     });
   });
 }
@@ -179,6 +287,7 @@ function fileButtons(s: DeliveryState, unlockForm: HTMLFormElement | null): void
 export function deliveryPage(data: DeliveryData, t: Texts): void {
   const status = byId("status");
   const bar = byId<HTMLProgressElement>("progress");
+  const main = byId("main");
   const attachments = data.files.filter((f) => f.kind === "attachment");
   const s: DeliveryState = {
     data,
@@ -186,7 +295,10 @@ export function deliveryPage(data: DeliveryData, t: Texts): void {
     attachments,
     names: new Map(attachments.map((f) => [f.id, f.name])),
     aead: attachments.length > 0 ? loadAead() : Promise.resolve(null),
+    form: byId<HTMLFormElement>("unlock-form"),
     key: data.keyInLink ? linkKey() : null,
+    unlocking: null,
+    live: () => main?.isConnected ?? false,
     say(msg, error = false) {
       if (!status) return;
       status.textContent = msg;
@@ -198,12 +310,17 @@ export function deliveryPage(data: DeliveryData, t: Texts): void {
       bar.value = Math.round((fraction ?? 0) * 100);
     },
   };
-  const form = byId<HTMLFormElement>("unlock-form");
-  if (form) unlockForm(s, form);
+  s.form?.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    void startTyped(s);
+  });
+  const u = rememberedIdentity();
   if (s.key) {
     showMessage(s).catch(() => {
       s.say(t.failed, true);
     });
+  } else if (s.form && data.wrapUrl && u) {
+    void startUnlock(s, () => unlockRemembered(s, u));
   }
-  fileButtons(s, form);
+  fileButtons(s);
 }

@@ -6,6 +6,7 @@ import { KdfParamsError, parseNewKeyKdfParams, type KdfParams } from "../../cryp
 import { CARRY, deliveryPage, type DeliveryData, type Texts } from "./delivery.js";
 import { deriveInWorker } from "./derive.js";
 import { byId } from "./dom.js";
+import { onPage } from "./nav.js";
 
 /** 0 (too short) to 4 (very good). */
 function strength(pw: string): number {
@@ -201,14 +202,20 @@ function secretToggles(): void {
   }
 }
 
-secretToggles();
-if (byId("register-form")) registerPage();
-const replyForm = byId<HTMLFormElement>("reply-form");
-if (replyForm) replyPage(replyForm);
-const loginForm = byId<HTMLFormElement>("login-form");
-if (loginForm) loginPage(loginForm);
-const sp = byId<HTMLFormElement>("secupass-form");
-if (sp) secupassPage(sp);
-const dataEl = byId("delivery-data");
-const textsEl = byId("texts");
-if (dataEl && textsEl) deliveryPage(JSON.parse(dataEl.textContent || "{}") as DeliveryData, JSON.parse(textsEl.textContent || "{}") as Texts);
+/** Wires up the page now in the document, chosen by its elements' ids: at load and after each page change (nav.ts). */
+function initPage(): void {
+  secretToggles();
+  if (byId("register-form")) registerPage();
+  const replyForm = byId<HTMLFormElement>("reply-form");
+  if (replyForm) replyPage(replyForm);
+  const loginForm = byId<HTMLFormElement>("login-form");
+  if (loginForm) loginPage(loginForm);
+  const sp = byId<HTMLFormElement>("secupass-form");
+  if (sp) secupassPage(sp);
+  const dataEl = byId("delivery-data");
+  const textsEl = byId("texts");
+  if (dataEl && textsEl) deliveryPage(JSON.parse(dataEl.textContent || "{}") as DeliveryData, JSON.parse(textsEl.textContent || "{}") as Texts);
+}
+
+onPage(initPage);
+initPage();

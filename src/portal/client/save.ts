@@ -46,6 +46,8 @@ export interface SaveRequest {
   readonly aead: Promise<Aead | null>;
   /** "save" downloads it; "open" opens it in a new tab. */
   readonly action: "save" | "open";
+  /** For "open": the tab opened at the tap, to show the file in (else a new one). */
+  readonly tab?: Window | null;
   /** Called with the bytes decrypted so far. */
   readonly onBytes: (done: number) => void;
 }
@@ -62,14 +64,18 @@ export async function saveFile(req: SaveRequest): Promise<void> {
   if (!res.ok || !res.body) throw new Error(`status ${res.status}`);
   const blob = await collect(await decryptFile(res.body, req.identity, req.aead), typeOf(req.name), req.onBytes);
   const url = URL.createObjectURL(blob);
-  const a = document.createElement("a");
-  a.href = url;
-  if (req.action === "save") a.download = req.name;
-  else a.target = "_blank";
-  a.rel = "noopener";
-  document.body.append(a);
-  a.click();
-  a.remove();
+  if (req.action === "open" && req.tab) {
+    req.tab.location.href = url;
+  } else {
+    const a = document.createElement("a");
+    a.href = url;
+    if (req.action === "save") a.download = req.name;
+    else a.target = "_blank";
+    a.rel = "noopener";
+    document.body.append(a);
+    a.click();
+    a.remove();
+  }
   setTimeout(() => {
     URL.revokeObjectURL(url);
   }, 60_000);
