@@ -303,11 +303,11 @@ describeBackends("store contract", ({ open }) => {
     const other = await open(where);
     others.push(other);
     const later = (ms: number): string => new Date(AT.getTime() + ms).toISOString();
-    const challenge = (c: string, expiresAt: string) => ({ challenge: c, kind: "login" as const, binding: "b", email: null, expiresAt });
+    const challenge = (c: string, expiresAt: string) => ({ challenge: c, kind: "login" as const, binding: "b", email: null, userHandle: null, expiresAt });
     await store.passkeys.insertChallenge(challenge("ch1", later(60_000)), AT.toISOString());
     const taken = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 ? store : other).passkeys.takeChallenge("ch1", AT.toISOString())));
     expect(taken.filter((t) => t !== undefined)).toEqual([challenge("ch1", later(60_000))]);
-    await store.passkeys.insertChallenge({ ...challenge("ch2", later(60_000)), kind: "register", email: "a@example.org" }, AT.toISOString());
+    await store.passkeys.insertChallenge({ ...challenge("ch2", later(60_000)), kind: "register", email: "a@example.org", userHandle: "uh-1" }, AT.toISOString());
     expect(await other.passkeys.takeChallenge("ch2", later(60_000))).toBeUndefined();
     expect(await other.passkeys.takeChallenge("ch2", AT.toISOString())).toBeUndefined();
     await store.passkeys.insertChallenge(challenge("ch3", later(1000)), AT.toISOString());

@@ -31,12 +31,14 @@ export interface ChallengeRow {
   binding: string;
   /** The patient registering; null for a login. */
   email: string | null;
+  /** The WebAuthn user handle offered to the authenticator (register); null for a login. */
+  userHandle: string | null;
   expiresAt: string;
 }
 
 const PASSKEY =
   "credential_id AS credentialId, email, user_handle AS userHandle, public_key AS publicKey, counter, transports, label, created_at AS createdAt, last_used AS lastUsed, sealed";
-const CHALLENGE = "challenge, kind, binding, email, expires_at AS expiresAt";
+const CHALLENGE = "challenge, kind, binding, email, user_handle AS userHandle, expires_at AS expiresAt";
 
 const fromDb = (r: (Omit<PasskeyRow, "publicKey"> & { publicKey: Buffer }) | undefined): PasskeyRow | undefined => r && { ...r, publicKey: new Uint8Array(r.publicKey) };
 
@@ -92,7 +94,7 @@ export class PasskeyRecords {
   /** Stores a new challenge, and forgets the ones that ended at or before `now`. */
   insertChallenge(c: ChallengeRow, now: string): void {
     this.sql.get("DELETE FROM passkey_challenges WHERE expires_at <= ?").run(now);
-    this.sql.get("INSERT INTO passkey_challenges (challenge, kind, binding, email, expires_at) VALUES (@challenge, @kind, @binding, @email, @expiresAt)").run(c);
+    this.sql.get("INSERT INTO passkey_challenges (challenge, kind, binding, email, user_handle, expires_at) VALUES (@challenge, @kind, @binding, @email, @userHandle, @expiresAt)").run(c);
   }
 
   /**

@@ -6,6 +6,8 @@ import { KdfParamsError, parseKdfParams, type KdfParams } from "../../crypto/sec
 import type { Aead } from "../../crypto/stream-open.js";
 import { deriveInWorker } from "./derive.js";
 import { byId } from "./dom.js";
+import { rememberIdentity } from "./keys.js";
+import { offerPasskey } from "./passkeys.js";
 import { saveFile } from "./save.js";
 import { loadAead } from "./stream.js";
 
@@ -107,6 +109,8 @@ async function unlock(s: DeliveryState, form: HTMLFormElement, kdf: KdfParams): 
   }
   if (!/^AGE-SECRET-KEY-/.test(opened)) throw new Error("bad wrap");
   s.key = opened;
+  rememberIdentity(identity);
+  offerPasskey();
   if (input) input.value = "";
   form.hidden = true;
   s.progress(null);

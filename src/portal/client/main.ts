@@ -6,6 +6,7 @@ import { KdfParamsError, parseNewKeyKdfParams, type KdfParams } from "../../cryp
 import { CARRY, deliveryPage, type DeliveryData, type Texts } from "./delivery.js";
 import { deriveInWorker } from "./derive.js";
 import { byId } from "./dom.js";
+import { offerPasskey, passkeyLoginPage } from "./passkeys.js";
 
 /** 0 (too short) to 4 (very good). */
 function strength(pw: string): number {
@@ -205,6 +206,9 @@ secretToggles();
 if (byId("register-form")) registerPage();
 const replyForm = byId<HTMLFormElement>("reply-form");
 if (replyForm) replyPage(replyForm);
+const passkeyBox = byId("passkey-login");
+if (passkeyBox) passkeyLoginPage(passkeyBox);
+offerPasskey();
 const loginForm = byId<HTMLFormElement>("login-form");
 if (loginForm) loginPage(loginForm);
 const sp = byId<HTMLFormElement>("secupass-form");

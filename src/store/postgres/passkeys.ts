@@ -5,7 +5,7 @@ import type { Query } from "./connect.js";
 
 const PASSKEY = `credential_id AS "credentialId", email, user_handle AS "userHandle", public_key AS "publicKey", counter, transports, label,
   created_at AS "createdAt", last_used AS "lastUsed", sealed`;
-const CHALLENGE = `challenge, kind, binding, email, expires_at AS "expiresAt"`;
+const CHALLENGE = `challenge, kind, binding, email, user_handle AS "userHandle", expires_at AS "expiresAt"`;
 
 type Stored = Omit<PasskeyRow, "publicKey"> & { publicKey: Buffer };
 const fromDb = (r: Stored): PasskeyRow => ({ ...r, publicKey: new Uint8Array(r.publicKey) });
@@ -42,7 +42,8 @@ export class PgPasskeys implements PasskeyStore {
 
   async insertChallenge(c: ChallengeRow, now: string): Promise<void> {
     await this.q`DELETE FROM passkey_challenges WHERE expires_at <= ${now}`;
-    await this.q`INSERT INTO passkey_challenges (challenge, kind, binding, email, expires_at) VALUES (${c.challenge}, ${c.kind}, ${c.binding}, ${c.email}, ${c.expiresAt})`;
+    await this.q`INSERT INTO passkey_challenges (challenge, kind, binding, email, user_handle, expires_at)
+      VALUES (${c.challenge}, ${c.kind}, ${c.binding}, ${c.email}, ${c.userHandle}, ${c.expiresAt})`;
   }
 
   async takeChallenge(challenge: string, now: string): Promise<ChallengeRow | undefined> {

@@ -212,6 +212,7 @@ CREATE TABLE passkey_challenges (
   kind        TEXT NOT NULL CHECK (kind IN ('register','login')),
   binding     TEXT NOT NULL,
   email       TEXT,
+  user_handle TEXT,
   expires_at  TEXT NOT NULL
 );
 CREATE INDEX passkey_challenges_expiry ON passkey_challenges (expires_at);
