@@ -85,6 +85,8 @@ async function passkeyLogin(box: HTMLElement): Promise<void> {
 
 /** Shows the passkey button on the login page where the browser has WebAuthn. */
 export function passkeyLoginPage(box: HTMLElement): void {
+  // The login page starts a new visit: whether the last one began with a passkey no longer matters.
+  sessionStorage.removeItem(FROM_PASSKEY);
   if (typeof PublicKeyCredential === "undefined") return;
   const button = byId<HTMLButtonElement>("passkey-login-button");
   const error = byId("passkey-error");
