@@ -625,6 +625,28 @@ describe("attempt limits", () => {
           return res.statusCode !== 429;
         },
       },
+      {
+        name: "passkey login challenges per IP (each is a row until used or ended)",
+        max: 60,
+        windowMs: 15 * 60_000,
+        attempt: async (on) => {
+          const c = new Client(on, IP);
+          await c.get("/login");
+          return (await c.json("/passkeys/login/options", {})).statusCode !== 429;
+        },
+      },
+      {
+        name: "failed passkey logins per IP (the password login's counter)",
+        max: 30,
+        windowMs: 15 * 60_000,
+        attempt: async (on) => {
+          const c = new Client(on, IP);
+          await c.get("/login");
+          const res = await c.json("/passkeys/login", { response: { id: "x", rawId: "x", type: "public-key", response: { clientDataJSON: "x", authenticatorData: "x", signature: "x" } } });
+          expect(res.statusCode).not.toBe(200);
+          return res.statusCode !== 429;
+        },
+      },
     ];
     let registerLink: CreatedDelivery;
     let limitInvite: string;
