@@ -4,7 +4,7 @@
 // the page's own WebAuthn calls only to learn the PRF output, so that it can check the sealed U
 // byte for byte and that no request ever carried it.
 import { createDecipheriv, hkdfSync } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import type { Browser, BrowserContext, Page, Request } from "playwright-core";
@@ -61,16 +61,23 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
   const identities = new Map<string, string>();
   const logLines: string[] = [];
 
+  const befund = "Ihr Befund ist unauffällig.\n";
+
+  /** Sends Befund.txt at a level. @returns The delivery's id and its link. */
+  async function send(email: string, level: number): Promise<{ id: string; link: string }> {
+    const file = join(dir, "Befund.txt");
+    await writeFile(file, befund);
+    const r = await praxmail(["send", "--home", home, "--to", email, "--level", String(level), file, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout) as { deliveries: { id: string; link: string }[] }).deliveries[0]!;
+  }
+
   /** A patient with a key, approved, and one level-3 delivery for them. @returns The delivery's page. */
   async function patientWithDelivery(email: string): Promise<string> {
     const u = await registerThroughCore(home, email, secuPass(email), PASSWORD);
     identities.set(email, u ?? "");
     await approvePatients(ctx, [{ email, safetyCode: (await getPatient(ctx, email)).safetyCode ?? "" }], await practiceIdentityOf(home));
-    const file = join(dir, "Befund.txt");
-    await writeFile(file, "Ihr Befund ist unauffällig.\n");
-    const r = await praxmail(["send", "--home", home, "--to", email, "--level", "3", file, "--json"]);
-    expect(r.code, r.stderr).toBe(0);
-    return `/deliveries/${(JSON.parse(r.stdout) as { deliveries: { id: string }[] }).deliveries[0]!.id}`;
+    return `/deliveries/${(await send(email, 3)).id}`;
   }
 
   /** A tab with its own virtual platform authenticator (user verified; PRF if asked). */
@@ -215,6 +222,24 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
     await t.page.getByText(failedText).waitFor();
     expect(new URL(t.page.url()).pathname).toBe("/login");
     await logIn(t.page, email);
+    await t.context.close();
+  }, 180_000);
+
+  it("a level-2 link's key survives the passkey login: one tap, then the file saves byte for byte", async () => {
+    const email = "ida.berg@patient.example";
+    const delivery = await patientWithDelivery(email);
+    const t = await tab(true);
+    await logIn(t.page, email);
+    await unlockAndRemember(t.page, email, delivery, /Gemerkt\./);
+    await logOut(t.page);
+    const { link } = await send(email, 2);
+    await t.page.goto(link);
+    await t.page.getByRole("button", { name: "Mit Passkey anmelden" }).click();
+    await t.page.getByRole("heading", { name: /Nachricht von/ }).waitFor();
+    const [dl] = await Promise.all([t.page.waitForEvent("download"), t.page.getByRole("button", { name: "Speichern" }).first().click()]);
+    expect(await readFile(await dl.path(), "utf8")).toBe(befund);
+    expect(await t.page.evaluate("sessionStorage.getItem(\"praxmail-link-key\")")).toBeNull();
+    expect(t.requests.some((r) => r.url().includes("AGE-SECRET-KEY") || (r.postData() ?? "").includes("AGE-SECRET-KEY"))).toBe(false);
     await t.context.close();
   }, 180_000);
 

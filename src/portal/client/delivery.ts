@@ -58,6 +58,12 @@ async function fetchBytes(url: string): Promise<Uint8Array> {
   return new Uint8Array(await res.arrayBuffer());
 }
 
+/** Before a login from a level-2 link: keeps the #fragment's key in this tab for the page after it; it is never sent. */
+export function carryLinkKey(): void {
+  const key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1];
+  if (key) sessionStorage.setItem(CARRY, key);
+}
+
 /** Levels 1–2: the key from the #fragment, or carried over the login form in this tab only (then dropped). */
 function linkKey(): string | null {
   const key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1] ?? null;

@@ -5,6 +5,7 @@
 // storage or a request.
 import { startAuthentication, startRegistration } from "@simplewebauthn/browser";
 import type { AuthenticationExtensionsClientOutputs, PublicKeyCredentialCreationOptionsJSON, PublicKeyCredentialRequestOptionsJSON } from "@simplewebauthn/browser";
+import { carryLinkKey } from "./delivery.js";
 import { byId } from "./dom.js";
 import { rememberIdentity, rememberedIdentity } from "./keys.js";
 import { go } from "./nav.js";
@@ -73,6 +74,7 @@ async function passkeyLogin(box: HTMLElement): Promise<void> {
   if (!done.ok) throw new Error(`status ${done.status}`);
   const { next, address, sealed } = (await done.json()) as { next: string; address: string; sealed: string | null };
   sessionStorage.setItem(FROM_PASSKEY, "1");
+  carryLinkKey();
   if (prf && sealed !== null) {
     try {
       rememberIdentity(await unseal(sealed, prf, answer.id, address));
