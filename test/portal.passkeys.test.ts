@@ -51,6 +51,29 @@ for (const name of ["get", "create"]) {
 }
 `;
 
+/** An authenticator that enables PRF at create but gives its output only on get() (as many do). */
+const NO_PRF_AT_CREATE = `
+const create = navigator.credentials.create.bind(navigator.credentials);
+navigator.credentials.create = async (o) => {
+  const c = await create(o);
+  const results = c.getClientExtensionResults();
+  c.getClientExtensionResults = () => ({ ...results, prf: { enabled: true } });
+  return c;
+};
+`;
+
+/** Opens a sealed U as the browser does: AES-256-GCM under HKDF-SHA256(PRF output, salt, "praxmail passkey v1"). */
+function unsealInNode(sealed: string, prfB64: string, credentialId: string, email: string): { u: string; aes: Buffer } {
+  const [v, salt, iv, ct] = sealed.split(".") as [string, string, string, string];
+  expect(v).toBe("v1");
+  const aes = Buffer.from(hkdfSync("sha256", Buffer.from(prfB64, "base64"), Buffer.from(salt, "base64url"), "praxmail passkey v1", 32));
+  const box = Buffer.from(ct, "base64url");
+  const d = createDecipheriv("aes-256-gcm", aes, Buffer.from(iv, "base64url"));
+  d.setAAD(Buffer.from(`${credentialId}\n${email}`));
+  d.setAuthTag(box.subarray(-16));
+  return { u: Buffer.concat([d.update(box.subarray(0, -16)), d.final()]).toString(), aes };
+}
+
 describe.runIf(needChromium())("passkeys for known devices", () => {
   let dir: string;
   let home: string;
@@ -81,13 +104,14 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
   }
 
   /** A tab with its own virtual platform authenticator (user verified; PRF if asked). */
-  async function tab(prf: boolean): Promise<Tab> {
+  async function tab(prf: boolean, prfAtCreate = true): Promise<Tab> {
     const context = await browser.newContext({ locale: "de-DE" });
     const page = await context.newPage();
     const requests: Request[] = [];
     const seen: string[] = [];
     page.on("request", (r) => requests.push(r));
     await page.exposeFunction("keepPrf", (b64: string) => seen.push(b64));
+    if (!prfAtCreate) await page.addInitScript(NO_PRF_AT_CREATE);
     await page.addInitScript(WATCH_PRF);
     const cdp = await context.newCDPSession(page);
     await cdp.send("WebAuthn.enable", { enableUI: false });
@@ -170,14 +194,8 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
     const u = identities.get(email)!;
     const [prf] = t.prf;
     expect(prf).toBeDefined();
-    const [v, salt, iv, ct] = key!.sealed!.split(".") as [string, string, string, string];
-    expect(v).toBe("v1");
-    const aes = Buffer.from(hkdfSync("sha256", Buffer.from(prf!, "base64"), Buffer.from(salt, "base64url"), "praxmail passkey v1", 32));
-    const box = Buffer.from(ct, "base64url");
-    const d = createDecipheriv("aes-256-gcm", aes, Buffer.from(iv, "base64url"));
-    d.setAAD(Buffer.from(`${key!.credentialId}\n${email}`));
-    d.setAuthTag(box.subarray(-16));
-    expect(Buffer.concat([d.update(box.subarray(0, -16)), d.final()]).toString()).toBe(u);
+    const { u: opened, aes } = unsealInNode(key!.sealed!, prf!, key!.credentialId, email);
+    expect(opened).toBe(u);
     expect((await ctx.store.passkeys.passkey(key!.credentialId))?.lastUsed).not.toBeNull();
     // No request and no log line carried U, any PRF output or the AES key.
     const secrets = [u, ...t.prf.flatMap((p) => [p, Buffer.from(p, "base64").toString("base64url"), Buffer.from(p, "base64").toString("hex")]), aes.toString("base64url"), aes.toString("hex")];
@@ -188,6 +206,24 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
       expect(sent).not.toContain(s);
       expect(logLines.join("")).not.toContain(s);
     }
+    await t.context.close();
+  }, 180_000);
+
+  it("with PRF only on get(): registering asks the authenticator once more for it, and the sealed U opens at the next login", async () => {
+    const email = "jana.roth@patient.example";
+    const delivery = await patientWithDelivery(email);
+    const t = await tab(true, false);
+    await logIn(t.page, email);
+    await unlockAndRemember(t.page, email, delivery, /Gemerkt\. Beim nächsten Besuch von diesem Gerät genügt ein Tippen\./);
+    // The only PRF output while registering came from the one get() after create().
+    expect(t.prf).toHaveLength(1);
+    const [key] = await ctx.store.passkeys.passkeysOf(email);
+    expect(key!.sealed).toMatch(/^v1\./);
+    await logOut(t.page);
+    t.prf.length = 0;
+    await tapPasskey(t.page, delivery);
+    await t.page.waitForURL(`${base}${delivery}`);
+    expect(unsealInNode(key!.sealed!, t.prf[0]!, key!.credentialId, email).u).toBe(identities.get(email));
     await t.context.close();
   }, 180_000);
 
