@@ -202,9 +202,17 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
     const sent = t.requests.map((r) => `${r.url()}\n${JSON.stringify(r.headers())}\n${r.postData() ?? ""}`).join("\n");
     expect(t.requests.some((r) => r.url().endsWith("/passkeys/register"))).toBe(true);
     expect(t.requests.some((r) => r.url().endsWith("/passkeys/login"))).toBe(true);
-    for (const s of secrets) {
-      expect(sent).not.toContain(s);
+    // The audit says what happened to which device, and holds nothing secret or sealed.
+    const audit: { action: string; details: string }[] = [];
+    for await (const r of ctx.store.auditRows()) if (r.subject === email && r.action.startsWith("patient.passkey")) audit.push(r);
+    expect(audit.map((r) => [r.action, JSON.parse(r.details) as unknown])).toEqual([
+      ["patient.passkey-add", { label: "Chrome, Linux", prf: true }],
+      ["patient.passkey-login", { label: "Chrome, Linux" }],
+    ]);
+    for (const s of secrets) expect(sent).not.toContain(s);
+    for (const s of [...secrets, key!.sealed!]) {
       expect(logLines.join("")).not.toContain(s);
+      expect(JSON.stringify(audit)).not.toContain(s);
     }
     await t.context.close();
   }, 180_000);
@@ -248,6 +256,11 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
     const item = t.page.locator("#devices li");
     await expect.poll(() => item.count()).toBe(1);
     expect(await item.innerText()).toMatch(/Chrome, Linux[\s\S]*Gemerkt am \d{2}\.\d{2}\.\d{4} · Zuletzt benutzt am \d{2}\.\d{2}\.\d{4} · Meldet Sie an; den Secu-Pass-Key geben Sie einmal ein/);
+    // Another patient's passkey cannot be removed from here.
+    const [foreign] = await ctx.store.passkeys.passkeysOf("lena.vogel@patient.example");
+    const csrf = await t.page.locator("#devices input[name=_csrf]").inputValue();
+    expect((await t.page.request.post(`${base}/devices/remove`, { form: { _csrf: csrf, credential: foreign!.credentialId }, maxRedirects: 0 })).status()).toBe(404);
+    expect(await ctx.store.passkeys.passkey(foreign!.credentialId)).toBeDefined();
     await t.page.getByRole("button", { name: "Entfernen: Chrome, Linux" }).click();
     await t.page.getByText("Das Gerät „Chrome, Linux“ ist entfernt. Mit ihm kann sich niemand mehr anmelden.").waitFor();
     expect(await t.page.locator("#devices-none").innerText()).toBe("Sie haben noch kein Gerät gemerkt.");
