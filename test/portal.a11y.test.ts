@@ -53,6 +53,8 @@ const portal = usePortal({
     level1 = link1.pathname + link1.hash;
     register = new URL((await deliver(ctx, NEW, 3, "Willkommen")).link).pathname;
     invite = `/invite/${(await createInvite(ctx, "eingeladen@patient.example", practice)).id}?email=eingeladen%40patient.example`;
+    // The devices page lists one passkey, with its button that removes it.
+    await ctx.store.passkeys.insertPasskey({ credentialId: "a11y-1", email: A, userHandle: "uh", publicKey: new Uint8Array(8), counter: 0, transports: "[]", label: "Chrome, Android", createdAt: new Date(now).toISOString(), lastUsed: null, sealed: null });
     await requestPasswordReset({ ...ctx, notifier: { send: (n) => Promise.resolve(void (reset = new URL((n as { link: string }).link).pathname)) } }, A);
   },
   listen: true,
@@ -89,6 +91,7 @@ const PAGES: [name: string, user: string | null, url: () => string, act?: (page:
   ["reply", A, () => `/reply?d=${ids.ready.id}`],
   ["Secu-Pass reset", A, () => "/secupass/reset"],
   ["help, logged in", A, () => "/help"],
+  ["devices", A, () => "/devices"],
 ];
 
 /** Types a Secu-Pass-Key into the unlock form and waits for `shown`. */

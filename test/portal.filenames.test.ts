@@ -56,7 +56,7 @@ describe.runIf(needChromium())("a hostile attachment name in the portal", () => 
     await page.goto(link);
     await page.getByLabel("E-Mail-Adresse").fill(PATIENT);
     await page.getByLabel("Passwort").fill(PASSWORD);
-    await page.getByRole("button", { name: "Anmelden" }).click();
+    await page.getByRole("button", { name: "Anmelden", exact: true }).click();
     await page.getByRole("heading", { name: "Nachricht von Praxis Dr. Weber" }).waitFor();
     expect(await page.locator(".files .name").first().textContent()).toBe("Befundfdp.exe");
     await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);

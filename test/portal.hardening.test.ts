@@ -195,6 +195,12 @@ describe("headers on every route", () => {
     { route: "POST /reply", send: (c) => c.json("/reply", { deliveryId: "" }) },
     { route: "POST /reply/:id/parts", send: (c, f) => c.upload(`/reply/${f.reply}/parts?kind=message`, AGE) },
     { route: "POST /reply/:id/finish", send: (c, f) => c.json(`/reply/${f.reply}/finish`, {}) },
+    { route: "GET /devices", send: (c) => c.get("/devices") },
+    { route: "POST /devices/remove", send: (c) => c.post("/devices/remove", { credential: "kein-passkey", _csrf: c.csrf }) },
+    { route: "POST /passkeys/login/options", send: (c) => c.json("/passkeys/login/options", {}) },
+    { route: "POST /passkeys/login", send: (c) => c.json("/passkeys/login", { response: { id: "x", rawId: "x", type: "public-key", response: { clientDataJSON: "x", authenticatorData: "x", signature: "x" } } }) },
+    { route: "POST /passkeys/register/options", send: (c) => c.json("/passkeys/register/options", {}) },
+    { route: "POST /passkeys/register", send: (c) => c.json("/passkeys/register", { response: { id: "x", rawId: "x", type: "public-key", response: { clientDataJSON: "x", attestationObject: "x" } }, sealed: null }) },
     { route: "POST /logout", send: (c) => c.post("/logout", { _csrf: c.csrf }) },
   ];
   // Error pages and answers no route gives: unknown page, missing asset, bad bodies.
@@ -619,6 +625,28 @@ describe("attempt limits", () => {
           return res.statusCode !== 429;
         },
       },
+      {
+        name: "passkey login challenges per IP (each is a row until used or ended)",
+        max: 60,
+        windowMs: 15 * 60_000,
+        attempt: async (on) => {
+          const c = new Client(on, IP);
+          await c.get("/login");
+          return (await c.json("/passkeys/login/options", {})).statusCode !== 429;
+        },
+      },
+      {
+        name: "failed passkey logins per IP (the password login's counter)",
+        max: 30,
+        windowMs: 15 * 60_000,
+        attempt: async (on) => {
+          const c = new Client(on, IP);
+          await c.get("/login");
+          const res = await c.json("/passkeys/login", { response: { id: "x", rawId: "x", type: "public-key", response: { clientDataJSON: "x", authenticatorData: "x", signature: "x" } } });
+          expect(res.statusCode).not.toBe(200);
+          return res.statusCode !== 429;
+        },
+      },
     ];
     let registerLink: CreatedDelivery;
     let limitInvite: string;
@@ -721,6 +749,12 @@ describe("every form field has a server-side limit", () => {
     { route: "POST /secupass/reset", kind: "json", url: () => Promise.resolve("/secupass/reset"), base: () => Promise.resolve({ recipient: "age1x" }), fields: { recipient: 2100 }, taken: { status: 400, error: "invalid-input" } },
     { route: "POST /reply", kind: "json", url: () => Promise.resolve("/reply"), base: () => Promise.resolve({ deliveryId: "" }), fields: { deliveryId: 32 }, taken: { status: 404, error: "no-such-delivery" } },
     { route: "POST /reply/:id/finish", kind: "json", url: async () => `/reply/${await startReply(portal.ctx, A, null)}/finish`, base: () => Promise.resolve({}), fields: {} },
+    { route: "POST /devices/remove", kind: "form", url: () => Promise.resolve("/devices/remove"), base: () => Promise.resolve({ credential: "kein-passkey" }), fields: { _csrf: 64, credential: 1400 } },
+    // Sent by client/passkeys.ts as JSON; their bodies are WebAuthn answers, bounded by their own schemas.
+    { route: "POST /passkeys/login/options", kind: "json", url: () => Promise.resolve("/passkeys/login/options"), base: () => Promise.resolve({}), fields: {} },
+    { route: "POST /passkeys/login", kind: "json", url: () => Promise.resolve("/passkeys/login"), base: () => Promise.resolve({}), fields: {} },
+    { route: "POST /passkeys/register/options", kind: "json", url: () => Promise.resolve("/passkeys/register/options"), base: () => Promise.resolve({}), fields: {} },
+    { route: "POST /passkeys/register", kind: "json", url: () => Promise.resolve("/passkeys/register"), base: () => Promise.resolve({}), fields: {} },
     // The body is the field: an age file up to portal.maxUploadBytes.
     { route: "POST /reply/:id/parts", kind: "upload", url: async () => `/reply/${await startReply(portal.ctx, A, null)}/parts?kind=message`, base: () => Promise.resolve({}), fields: { body: MAX_UPLOAD } },
   ];
@@ -774,7 +808,11 @@ describe("every form field has a server-side limit", () => {
       [user, `/deliveries/${(await deliver(A, 3)).id}`],
       [user, "/reply"],
       [user, "/secupass/reset"],
+      [user, "/devices"],
     ];
+    // The devices page has a form per passkey.
+    const passkey = { credentialId: "hardening-1", email: A, userHandle: "uh", publicKey: new Uint8Array(8), counter: 0, transports: "[]", label: "Chrome, Linux" };
+    await portal.ctx.store.passkeys.insertPasskey({ ...passkey, createdAt: new Date().toISOString(), lastUsed: null, sealed: null });
     const posted = new Set<string>();
     for (const [c, url] of pages) {
       const res = await c.get(url);

@@ -151,7 +151,7 @@ describe.runIf(needChromium()).each([
     await page.getByLabel("E-Mail-Adresse").fill(PATIENT);
     await page.getByLabel("Passwort").fill(PASSWORD);
     await screenshot("login");
-    await page.getByRole("button", { name: "Anmelden" }).click();
+    await page.getByRole("button", { name: "Anmelden", exact: true }).click();
     await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
     await screenshot("messages");
     await page.getByRole("link", { name: /Nachricht von Praxis Dr\. Weber/ }).first().click();

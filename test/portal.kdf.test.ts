@@ -80,7 +80,7 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
     await page.goto(`${base}/login`);
     await page.getByLabel("E-Mail-Adresse").fill(email);
     await page.getByLabel("Passwort").fill(PASSWORD);
-    await page.getByRole("button", { name: "Anmelden" }).click();
+    await page.getByRole("button", { name: "Anmelden", exact: true }).click();
     await page.waitForURL(/\/(deliveries|secupass)/);
     if (tamper) {
       await page.route(`${base}${path}`, async (route) => {

@@ -42,7 +42,7 @@ describe.runIf(needChromium())("levels and access in the browser", () => {
   const login = async (page: Page): Promise<void> => {
     await page.getByLabel("E-Mail-Adresse").fill(PATIENT);
     await page.getByLabel("Passwort").fill(PASSWORD);
-    await page.getByRole("button", { name: "Anmelden" }).click();
+    await page.getByRole("button", { name: "Anmelden", exact: true }).click();
   };
 
   beforeAll(async () => {

@@ -37,7 +37,7 @@ describe.runIf(needChromium())("the way back", () => {
     await p.goto(`${base}/login`);
     await p.getByLabel("E-Mail-Adresse").fill(email);
     await p.getByLabel("Passwort").fill(password);
-    await p.getByRole("button", { name: "Anmelden" }).click();
+    await p.getByRole("button", { name: "Anmelden", exact: true }).click();
   };
   const unlockAndSave = async (p: Page, key: string): Promise<Buffer> => {
     await p.getByLabel("Secu-Pass-Key").fill(key);

@@ -190,7 +190,7 @@ describe.runIf(needChromium())("unlocking and saving in the portal", () => {
     await page.goto(`${base}/login`);
     await page.getByLabel("E-Mail-Adresse").fill(PATIENT);
     await page.getByLabel("Passwort").fill(PASSWORD);
-    await page.getByRole("button", { name: "Anmelden" }).click();
+    await page.getByRole("button", { name: "Anmelden", exact: true }).click();
     await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
     await page.goto(link);
     await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);

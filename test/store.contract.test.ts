@@ -265,6 +265,56 @@ describeBackends("store contract", ({ open }) => {
     expect(await store.records.session("s1")).toBeUndefined();
   });
 
+  it("keeps a patient's passkeys byte for byte, moves a counter once, and removes one or all of them", async () => {
+    const key = new Uint8Array(randomBytes(77));
+    const pk = (credentialId: string, email: string, sealed: string | null) => ({
+      credentialId,
+      email,
+      userHandle: "uh-1",
+      publicKey: key,
+      counter: 3,
+      transports: '["internal"]',
+      label: "Chrome auf Linux",
+      createdAt: AT.toISOString(),
+      lastUsed: null,
+      sealed,
+    });
+    await store.transaction(async (tx) => {
+      await tx.passkeys.insertPasskey(pk("c1", "a@example.org", "v1.s.i.c"));
+      await tx.passkeys.insertPasskey(pk("c2", "a@example.org", null));
+      await tx.passkeys.insertPasskey(pk("c3", "b@example.org", null));
+    });
+    expect(await store.passkeys.passkey("c1")).toEqual(pk("c1", "a@example.org", "v1.s.i.c"));
+    expect((await store.passkeys.passkeysOf("a@example.org")).map((p) => [p.credentialId, p.sealed])).toEqual([["c1", "v1.s.i.c"], ["c2", null]]);
+    const other = await open(where);
+    others.push(other);
+    const moved = await Promise.all(Array.from({ length: 6 }, (_, i) => (i % 2 ? store : other).passkeys.usePasskey("c1", 3, 4, AT.toISOString())));
+    expect(moved.filter(Boolean)).toHaveLength(1);
+    expect(await store.passkeys.passkey("c1")).toMatchObject({ counter: 4, lastUsed: AT.toISOString() });
+    expect(await store.passkeys.deletePasskey("b@example.org", "c1")).toBe(false);
+    expect(await store.passkeys.deletePasskey("a@example.org", "c1")).toBe(true);
+    expect(await store.passkeys.passkey("c1")).toBeUndefined();
+    expect(await store.passkeys.deletePasskeysOf("a@example.org")).toBe(1);
+    expect((await store.passkeys.passkeysOf("a@example.org"))).toEqual([]);
+    expect((await store.passkeys.passkey("c3"))?.email).toBe("b@example.org");
+  });
+
+  it("gives a passkey challenge to one taker across handles, never after it ended, and forgets ended ones", async () => {
+    const other = await open(where);
+    others.push(other);
+    const later = (ms: number): string => new Date(AT.getTime() + ms).toISOString();
+    const challenge = (c: string, expiresAt: string) => ({ challenge: c, kind: "login" as const, binding: "b", email: null, userHandle: null, expiresAt });
+    await store.passkeys.insertChallenge(challenge("ch1", later(60_000)), AT.toISOString());
+    const taken = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 ? store : other).passkeys.takeChallenge("ch1", AT.toISOString())));
+    expect(taken.filter((t) => t !== undefined)).toEqual([challenge("ch1", later(60_000))]);
+    await store.passkeys.insertChallenge({ ...challenge("ch2", later(60_000)), kind: "register", email: "a@example.org", userHandle: "uh-1" }, AT.toISOString());
+    expect(await other.passkeys.takeChallenge("ch2", later(60_000))).toBeUndefined();
+    expect(await other.passkeys.takeChallenge("ch2", AT.toISOString())).toBeUndefined();
+    await store.passkeys.insertChallenge(challenge("ch3", later(1000)), AT.toISOString());
+    await store.passkeys.insertChallenge(challenge("ch4", later(90_000)), later(2000));
+    expect(await collect(store.tableRows("passkey_challenges"))).toEqual([expect.objectContaining({ challenge: "ch4" })]);
+  });
+
   it("gives a wrap's ciphertext back byte for byte", async () => {
     const ciphertext = new Uint8Array(randomBytes(4096));
     ciphertext.set([0, 0, 39, 92, 0], 0);

@@ -133,7 +133,7 @@ export async function beginSecuPassReset(ctx: Context, email: string): Promise<K
 
 /**
  * Finishes a Secu-Pass reset: the new recipient replaces the old one, every wrap for the
- * old key is deleted, and the patient waits for approval again. `praxmail approve` then
+ * old key and every passkey (it seals the old key) is deleted, and the patient waits for approval again. `praxmail approve` then
  * rewraps every delivery that has not expired, so nothing sent earlier is lost.
  *
  * @param ctx - The core context.
@@ -165,7 +165,9 @@ export async function finishSecuPassReset(ctx: Context, email: string, recipient
     };
     const n = await tx.records.unwrapPatient(p.email, PATIENT_KEY_FROM);
     await tx.records.updatePatient(next);
-    await tx.audit({ actor: ctx.actor, action: "patient.secupass-reset", subject: p.email, details: { safetyCode: next.safetyCode, deliveries: n } }, now);
+    // Their sealed U is the old key's: a passkey would log in and unlock nothing, or worse, the old key.
+    const passkeys = await tx.passkeys.deletePasskeysOf(p.email);
+    await tx.audit({ actor: ctx.actor, action: "patient.secupass-reset", subject: p.email, details: { safetyCode: next.safetyCode, deliveries: n, passkeys } }, now);
     return next;
   });
   const code = next.safetyCode ?? "";

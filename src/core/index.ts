@@ -108,6 +108,17 @@ export {
   type InviteView,
 } from "./accounts.js";
 export {
+  authenticatePasskey,
+  listPasskeys,
+  passkeyLoginOptions,
+  passkeyRegistrationOptions,
+  registerPasskey,
+  removePasskey,
+  type NewPasskey,
+  type PasskeyLogin,
+  type PasskeyView,
+} from "./passkeys.js";
+export {
   REPLY_LIMITS,
   ReplyRefusedError,
   addReplyPart,

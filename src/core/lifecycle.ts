@@ -97,7 +97,7 @@ export async function revokeDelivery(ctx: Context, id: string): Promise<Delivery
 
 /**
  * Revokes a patient, in one transaction: every active delivery to them (crypto-shred), every
- * session, and every flow still open for them (a begun Secu-Pass reset, reset links, invites
+ * session and passkey, and every flow still open for them (a begun Secu-Pass reset, reset links, invites
  * for the address, replies being uploaded). Each of those flows re-reads the patient in its
  * own transaction and refuses a revoked one, so nothing begun before can finish after.
  *
@@ -121,6 +121,7 @@ export async function revokePatient(ctx: Context, email: string): Promise<string
     const details = {
       deliveries: ids.length,
       sessions: await tx.records.deleteSessionsOf(p.email),
+      passkeys: await tx.passkeys.deletePasskeysOf(p.email),
       resetLinks: await tx.accounts.endResetsOf(p.email, at),
       invites: await tx.accounts.revokeInvitesFor(p.email, at),
       unfinishedReplies: replies.length,

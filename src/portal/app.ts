@@ -18,6 +18,7 @@ import { deliveryRoutes } from "./routes/deliveries.js";
 import { languageRoutes } from "./routes/language.js";
 import { lifecycleRoutes } from "./routes/lifecycle.js";
 import { lookRoutes, type Look } from "./routes/look.js";
+import { passkeyRoutes } from "./routes/passkeys.js";
 import { probeRoutes } from "./routes/probes.js";
 import { replyRoutes } from "./routes/replies.js";
 import { Sessions, cookiePolicy, type Session } from "./session.js";
@@ -114,6 +115,8 @@ export const FIELD_MAX = {
   code: 40,
   recipient: 2100,
   deliveryId: 32,
+  /** A WebAuthn credential id, base64url (at most 1023 bytes). */
+  credential: 1400,
 } as const;
 
 /**
@@ -329,6 +332,7 @@ async function registerRoutes(app: FastifyInstance, portal: Portal): Promise<voi
   deliveryRoutes(app, portal);
   lifecycleRoutes(app, portal);
   replyRoutes(app, portal);
+  passkeyRoutes(app, portal);
   probeRoutes(app, portal);
 }
 

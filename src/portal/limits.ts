@@ -24,6 +24,8 @@ export const LIMITS = {
   resetIp: { name: "reset-ip", max: 10, windowMs: 60 * 60_000 },
   /** Reset mails per address. */
   resetAddress: { name: "reset-address", max: 3, windowMs: 60 * 60_000 },
+  /** Passkey login challenges handed out per IP (each is a row until used or ended). */
+  passkeyIp: { name: "passkey-ip", max: 60, windowMs: 15 * 60_000 },
   /** Wrong invite codes or addresses per IP. */
   inviteIp: { name: "invite-ip", max: 10, windowMs: 15 * 60_000 },
 } as const satisfies Record<string, Limit>;

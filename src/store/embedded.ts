@@ -12,10 +12,11 @@ import { FileBlobs } from "./blobs.js";
 import { openDatabase } from "./db.js";
 import { TxGuard, type OpenTx } from "./guard.js";
 import { tryLock } from "./lock.js";
+import { PasskeyRecords } from "./passkeys.js";
 import { pinPractice, practiceOf, type PracticeRow } from "./practice.js";
 import { Records } from "./records.js";
 import { insertTableRows, tableColumns, tablePage } from "./tables.js";
-import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx, TableRow } from "./types.js";
+import type { AccountStore, AttemptStore, BlobStore, PasskeyStore, RecordStore, Store, StoreTx, TableRow } from "./types.js";
 
 /** The methods of a synchronous row class, each returning a Promise instead. */
 type Promised<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<R> : never };
@@ -23,7 +24,7 @@ type Promised<T> = { [K in keyof T]: T[K] extends (...args: infer A) => infer R 
 /**
  * Wraps every method of a synchronous row class so that it runs through a gate.
  *
- * @param rows - An instance of Records, AccountRecords or AttemptRecords.
+ * @param rows - An instance of Records, AccountRecords, AttemptRecords or PasskeyRecords.
  * @param gate - Runs synchronous work on the connection when it may.
  * @returns The same methods, asynchronous.
  */
@@ -56,12 +57,14 @@ abstract class Rows implements StoreTx {
   readonly records: RecordStore;
   readonly accounts: AccountStore;
   readonly attempts: AttemptStore;
+  readonly passkeys: PasskeyStore;
 
   constructor(protected readonly db: Database) {
     const gate = <R>(work: () => R): Promise<R> => this.gate(work);
     this.records = promised(new Records(db), gate);
     this.accounts = promised(new AccountRecords(db), gate);
     this.attempts = promised(new AttemptRecords(db), gate);
+    this.passkeys = promised(new PasskeyRecords(db), gate);
   }
 
   /** Runs synchronous work on the connection when it may, as a Promise. */

@@ -9,7 +9,7 @@ import type { Store } from "./types.js";
 export type { DatabaseFacts } from "./postgres/inspect.js";
 export type { BucketProbe, ProbeStep } from "./s3/probe.js";
 
-export type { AccountStore, AttemptStore, BlobStore, RecordStore, ScannedBlob, Store, StoreTx, TableRow } from "./types.js";
+export type { AccountStore, AttemptStore, BlobStore, PasskeyStore, RecordStore, ScannedBlob, Store, StoreTx, TableRow } from "./types.js";
 export { fileStream, renameDurably, writeStream } from "./blobs.js";
 export { cleanUpAfter, suppressedBy } from "./cleanup.js";
 export { readBackupHeader, readManifest, restoreHome } from "./restore.js";
@@ -29,6 +29,7 @@ export {
 } from "./backup.js";
 export type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
 export type { AttemptClaim, HeldAttempt } from "./attempts.js";
+export type { ChallengeRow, PasskeyRow } from "./passkeys.js";
 export type { PracticeRow } from "./practice.js";
 export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 export type {

@@ -218,4 +218,36 @@ CREATE TABLE practice (
 ALTER TABLE patients ADD COLUMN lang TEXT;
 `,
   },
+  {
+    // Passkeys of known devices (src/core/passkeys.ts): the public key and counter of each
+    // credential, the patient's random WebAuthn user handle, and U sealed under the
+    // authenticator's PRF output (null without PRF). The challenges handed out wait here, not in
+    // a process's memory, so that any node can check them, each once.
+    version: 11,
+    sql: `
+CREATE TABLE passkeys (
+  credential_id  TEXT PRIMARY KEY,
+  email          TEXT NOT NULL,
+  user_handle    TEXT NOT NULL,
+  public_key     BLOB NOT NULL,
+  counter        INTEGER NOT NULL,
+  transports     TEXT NOT NULL,
+  label          TEXT NOT NULL,
+  created_at     TEXT NOT NULL,
+  last_used      TEXT,
+  sealed         TEXT
+) STRICT;
+CREATE INDEX passkeys_email ON passkeys (email);
+
+CREATE TABLE passkey_challenges (
+  challenge   TEXT PRIMARY KEY,
+  kind        TEXT NOT NULL CHECK (kind IN ('register','login')),
+  binding     TEXT NOT NULL,
+  email       TEXT,
+  user_handle TEXT,
+  expires_at  TEXT NOT NULL
+) STRICT;
+CREATE INDEX passkey_challenges_expiry ON passkey_challenges (expires_at);
+`,
+  },
 ];

@@ -5,6 +5,7 @@ import type { AttemptClaim, HeldAttempt } from "./attempts.js";
 import type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
 import type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 import type { BackupManifest, BackupOptions } from "./backup.js";
+import type { ChallengeRow, PasskeyRow } from "./passkeys.js";
 import type { PracticeRow } from "./practice.js";
 import type { DeliveryRow, DeliveryStatus, FileRow, PatientRow, PatientStatus, SessionRow, TokenRow, WrapHolder, WrapRow } from "./rows.js";
 
@@ -128,6 +129,29 @@ export interface AccountStore {
   deleteReply(id: string): Promise<string[]>;
 }
 
+/** Passkeys of known devices, and the WebAuthn challenges handed out for them. */
+export interface PasskeyStore {
+  insertPasskey(p: PasskeyRow): Promise<void>;
+  /** @returns The passkey with this credential id (base64url), or undefined. */
+  passkey(credentialId: string): Promise<PasskeyRow | undefined>;
+  /** @returns The patient's passkeys, oldest first. */
+  passkeysOf(email: string): Promise<PasskeyRow[]>;
+  /** Records a use: the counter moves from `from` to `to` and last_used is set, once. @returns True if the counter was still `from`. */
+  usePasskey(credentialId: string, from: number, to: number, at: string): Promise<boolean>;
+  /** @returns True if the patient had this passkey. */
+  deletePasskey(email: string, credentialId: string): Promise<boolean>;
+  /** @returns How many passkeys the patient had. */
+  deletePasskeysOf(email: string): Promise<number>;
+  /** Stores a challenge handed out, and forgets those that ended at or before the ISO time `now`. */
+  insertChallenge(c: ChallengeRow, now: string): Promise<void>;
+  /**
+   * Takes a challenge, once, across every handle on the store: it is gone afterwards.
+   *
+   * @returns The challenge if it was there and had not ended at the ISO time `now`, else undefined.
+   */
+  takeChallenge(challenge: string, now: string): Promise<ChallengeRow | undefined>;
+}
+
 /** Attempt counters of the portal's limits, shared by every process on the store. */
 export interface AttemptStore {
   /**
@@ -209,6 +233,7 @@ export interface StoreTx {
   readonly records: RecordStore;
   readonly accounts: AccountStore;
   readonly attempts: AttemptStore;
+  readonly passkeys: PasskeyStore;
   /** Appends to the audit chain; inside the transaction of the change it records. @returns The new row. */
   audit(entry: AuditEntry, at: Date): Promise<AuditRow>;
   /** @returns Every audit row after seq `after` (0: all), in order. */

@@ -8,6 +8,7 @@ import type { Aead } from "../../crypto/stream-open.js";
 import { deriveInWorker } from "./derive.js";
 import { byId } from "./dom.js";
 import { rememberIdentity, rememberedIdentity } from "./keys.js";
+import { offerPasskey } from "./passkeys.js";
 import { saveFile } from "./save.js";
 import { loadAead } from "./stream.js";
 
@@ -63,6 +64,12 @@ async function fetchBytes(url: string): Promise<Uint8Array> {
   // A redirect is the login's (the session ended): no wrap to try a key on.
   if (!res.ok || res.redirected) throw new Error(`status ${res.status}`);
   return new Uint8Array(await res.arrayBuffer());
+}
+
+/** Before a login from a level-2 link: keeps the #fragment's key in this tab for the page after it; it is never sent. */
+export function carryLinkKey(): void {
+  const key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1];
+  if (key) sessionStorage.setItem(CARRY, key);
 }
 
 /** Levels 1–2: the key from the #fragment, or carried over the login form in this tab only (then dropped). */
@@ -155,6 +162,7 @@ async function unlockTyped(s: DeliveryState, kdf: KdfParams): Promise<boolean> {
     return false;
   }
   rememberIdentity(identity);
+  offerPasskey();
   if (input) input.value = "";
   s.say(s.t.done);
   await unlocked(s, key);

@@ -7,6 +7,7 @@ import { CARRY, deliveryPage, type DeliveryData, type Texts } from "./delivery.j
 import { deriveInWorker } from "./derive.js";
 import { byId } from "./dom.js";
 import { onPage } from "./nav.js";
+import { offerPasskey, passkeyLoginPage } from "./passkeys.js";
 
 /** 0 (too short) to 4 (very good). */
 function strength(pw: string): number {
@@ -208,6 +209,9 @@ function initPage(): void {
   if (byId("register-form")) registerPage();
   const replyForm = byId<HTMLFormElement>("reply-form");
   if (replyForm) replyPage(replyForm);
+  const passkeyBox = byId("passkey-login");
+  if (passkeyBox) passkeyLoginPage(passkeyBox);
+  offerPasskey();
   const loginForm = byId<HTMLFormElement>("login-form");
   if (loginForm) loginPage(loginForm);
   const sp = byId<HTMLFormElement>("secupass-form");

@@ -130,7 +130,7 @@ function loginPage(portal: Portal): Handler {
  * @param reply - Its reply.
  * @param email - The patient who logged in.
  */
-async function agreeOnLanguage(portal: Portal, req: FastifyRequest, reply: FastifyReply, email: string): Promise<void> {
+export async function agreeOnLanguage(portal: Portal, req: FastifyRequest, reply: FastifyReply, email: string): Promise<void> {
   const chosen = req.cookies.lang;
   if (isLang(chosen)) return setPatientLanguage(portal.ctx, email, chosen);
   const stored = await patientLanguage(portal.ctx.store, email);

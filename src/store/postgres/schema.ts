@@ -189,4 +189,33 @@ CREATE TABLE practice (
 ALTER TABLE patients ADD COLUMN lang TEXT;
 `,
   },
+  {
+    // Passkeys and their challenges (SQLite's migration 11).
+    version: 5,
+    sql: `
+CREATE TABLE passkeys (
+  credential_id  TEXT PRIMARY KEY,
+  email          TEXT NOT NULL,
+  user_handle    TEXT NOT NULL,
+  public_key     BYTEA NOT NULL,
+  counter        BIGINT NOT NULL,
+  transports     TEXT NOT NULL,
+  label          TEXT NOT NULL,
+  created_at     TEXT NOT NULL,
+  last_used      TEXT,
+  sealed         TEXT
+);
+CREATE INDEX passkeys_email ON passkeys (email);
+
+CREATE TABLE passkey_challenges (
+  challenge   TEXT PRIMARY KEY,
+  kind        TEXT NOT NULL CHECK (kind IN ('register','login')),
+  binding     TEXT NOT NULL,
+  email       TEXT,
+  user_handle TEXT,
+  expires_at  TEXT NOT NULL
+);
+CREATE INDEX passkey_challenges_expiry ON passkey_challenges (expires_at);
+`,
+  },
 ];

@@ -15,11 +15,12 @@ import { TxGuard, type OpenTx } from "../guard.js";
 import { copyRows } from "../transfer.js";
 import type postgres from "postgres";
 import { IDENTIFIER } from "../tables.js";
-import type { AccountStore, AttemptStore, BlobStore, RecordStore, Store, StoreTx, TableRow } from "../types.js";
+import type { AccountStore, AttemptStore, BlobStore, PasskeyStore, RecordStore, Store, StoreTx, TableRow } from "../types.js";
 import { PgAccounts } from "./accounts.js";
 import { PgAttempts } from "./attempts.js";
 import { connectPostgres, type Pool, type Query } from "./connect.js";
 import { migratePostgres } from "./migrate.js";
+import { PgPasskeys } from "./passkeys.js";
 import { PgRecords } from "./records.js";
 import { PIN_PRACTICE, PRACTICE_COLS, type PracticeRow } from "../practice.js";
 
@@ -59,6 +60,7 @@ class PgRows implements StoreTx {
   readonly records: RecordStore;
   readonly accounts: AccountStore;
   readonly attempts: AttemptStore;
+  readonly passkeys: PasskeyStore;
 
   constructor(
     protected readonly q: Query,
@@ -67,6 +69,7 @@ class PgRows implements StoreTx {
     this.records = new PgRecords(q);
     this.accounts = new PgAccounts(q);
     this.attempts = new PgAttempts(q, atomically);
+    this.passkeys = new PgPasskeys(q);
   }
 
   async audit(entry: AuditEntry, at: Date): Promise<AuditRow> {
