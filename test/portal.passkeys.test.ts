@@ -190,6 +190,11 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
     await t.page.waitForURL(`${base}${delivery}`);
     await t.page.getByRole("heading", { name: /Nachricht von/ }).waitFor();
     expect(await t.page.locator("#passkey-offer").isHidden()).toBe(true);
+    // Unlocked by the tap alone: Speichern saves the file, and nothing was typed.
+    const [dl] = await Promise.all([t.page.waitForEvent("download"), t.page.getByRole("button", { name: "Speichern" }).first().click()]);
+    expect(await readFile(await dl.path(), "utf8")).toBe(befund);
+    expect(await t.page.locator("#unlock-form").isHidden()).toBe(true);
+    expect(await t.page.locator("#unlock-key").inputValue()).toBe("");
     // The bytes: the sealed U opens with this login's PRF output to exactly U.
     const u = identities.get(email)!;
     const [prf] = t.prf;
