@@ -265,7 +265,8 @@ describeBackends("core", (backend) => {
       expect(await ctx.store.records.wrap(old.id, "patient")).toBeUndefined();
       expect(await ctx.store.records.wrap(fresh.id, "patient")).toBeDefined();
       expect((await blobBytes(blob)).equals(before)).toBe(true);
-      expect(sent.at(-1)).toEqual({ kind: "released", to: "a@example.org", loginUrl: "http://127.0.0.1:8080/login", deliveries: 1 });
+      // The one released delivery opens from the mail's link, with the address filled in.
+      expect(sent.at(-1)).toEqual({ kind: "released", to: "a@example.org", loginUrl: `http://127.0.0.1:8080/login?email=a%40example.org&next=%2Fdeliveries%2F${fresh.id}`, deliveries: 1 });
     });
   });
 
@@ -617,7 +618,7 @@ describeBackends("core", (backend) => {
       await patient("p@example.org");
       await approvePatients(ctx, [await target("p@example.org")], practiceIdentity);
       expect((await collectGarbage(ctx, 0)).reminded).toBe(1);
-      expect(sent.at(-1)).toEqual({ kind: "reminder", to: "p@example.org", loginUrl: "http://127.0.0.1:8080/login", expiresAt: new Date((await ctx.store.records.delivery(d.id))!.expiresAt) });
+      expect(sent.at(-1)).toEqual({ kind: "reminder", to: "p@example.org", loginUrl: `http://127.0.0.1:8080/login?email=p%40example.org&next=%2Fdeliveries%2F${d.id}`, expiresAt: new Date((await ctx.store.records.delivery(d.id))!.expiresAt) });
       expect((await collectGarbage(ctx, 0)).reminded).toBe(0);
     });
   });

@@ -9,6 +9,7 @@ import { PraxmailError } from "./errors.js";
 import { levelRules } from "./levels.js";
 import { mustGetPatient, patientView, type PatientView } from "./patients.js";
 import { practiceKey, signPracticeApproval, trustedRecipient } from "./trust.js";
+import { loginLink } from "./tokens.js";
 import { signCheckpoint } from "./checkpoints.js";
 
 /** One approved patient and how many deliveries were released to them. */
@@ -182,7 +183,10 @@ export async function approvePatients(
     await commitApproval(ctx, key, checked, rewrapped);
     out.push({ email, deliveries: rewrapped.wraps.length });
     try {
-      await ctx.notifier.send({ kind: "released", to: email, loginUrl: `${ctx.config.portalUrl}/login`, deliveries: rewrapped.wraps.length });
+      // One released delivery: the link opens it; several: the list.
+      const [only] = rewrapped.wraps.length === 1 ? rewrapped.wraps : [];
+      const loginUrl = loginLink(ctx.config.portalUrl, email, only ? `/deliveries/${only.deliveryId}` : undefined);
+      await ctx.notifier.send({ kind: "released", to: email, loginUrl, deliveries: rewrapped.wraps.length });
     } catch (e) {
       failures.push(`${email}: ${(e as Error).message}`);
     }

@@ -8,6 +8,7 @@ import { LOGIN_FROM } from "./levels.js";
 import { discardDelivery } from "./deliveries.js";
 import { dropUnfinishedReplies } from "./replies.js";
 import { mustGetPatient } from "./patients.js";
+import { loginLink } from "./tokens.js";
 
 const ACTIVE = ["pending-approval", "ready", "downloaded"] as const;
 
@@ -146,7 +147,7 @@ export async function sendReminders(ctx: Context): Promise<number> {
   const now = ctx.now();
   const due = await ctx.store.records.dueForReminder(new Date(now.getTime() + days * 86_400_000).toISOString(), now.toISOString(), LOGIN_FROM);
   for (const d of due) {
-    await ctx.notifier.send({ kind: "reminder", to: d.recipient, loginUrl: `${ctx.config.portalUrl}/login`, expiresAt: new Date(d.expiresAt) });
+    await ctx.notifier.send({ kind: "reminder", to: d.recipient, loginUrl: loginLink(ctx.config.portalUrl, d.recipient, `/deliveries/${d.id}`), expiresAt: new Date(d.expiresAt) });
     await ctx.store.transaction(async (tx) => {
       await tx.records.markReminded(d.id, now.toISOString());
       await tx.audit({ actor: ctx.actor, action: "delivery.remind", subject: d.id }, now);

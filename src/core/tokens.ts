@@ -24,3 +24,16 @@ export function newToken(): string {
 export function hashToken(token: string): string {
   return createHash("sha256").update(token).digest("hex");
 }
+
+/**
+ * The login link of a mail to a patient: the address filled in, so the patient types only
+ * the Secu-Pass-Key, and the page to go to afterwards.
+ *
+ * @param portalUrl - The portal's public base URL.
+ * @param email - The patient's address.
+ * @param next - A local path, e.g. `/deliveries/d_…`; the message list if absent.
+ * @returns `<portal>/login?email=…&next=…`.
+ */
+export function loginLink(portalUrl: string, email: string, next = "/deliveries"): string {
+  return `${portalUrl}/login?${new URLSearchParams({ email, next }).toString()}`;
+}
