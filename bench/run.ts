@@ -9,6 +9,7 @@ import { AGE_FIGURES, ageBench } from "./age.js";
 import { approveBench } from "./approve.js";
 import { browserBench } from "./browser.js";
 import { cliBench } from "./cli.js";
+import { journeyBench } from "./journey.js";
 import { milterBench } from "./milter.js";
 import { portalBench } from "./portal.js";
 import { relayBench } from "./relay.js";
@@ -32,6 +33,11 @@ const SECTIONS: { key: string; title: string; run: (runs: number, log: Log) => P
   { key: "approve", title: "Approve (rewrap only)", run: approveBench },
   { key: "portal", title: "Portal under load", run: portalBench },
   { key: "shared", title: "Shared backend (PostgreSQL + S3)", run: sharedBench },
+  {
+    key: "journey",
+    title: "Patient journeys (actions at 390×844)",
+    run: (n, l) => (existsSync(CHROMIUM) ? journeyBench(n, l) : Promise.resolve(`skipped: no Chromium at ${CHROMIUM}`)),
+  },
   {
     key: "browser",
     title: "In Chromium",
@@ -295,6 +301,12 @@ ${skipped.length ? `\n## Skipped\n\n${skipped.join("\n")}\n` : ""}${missProfiles
   the key wrap nor the setup hides the store's share. Transactions are PostgreSQL's own
   count of commits in the database (pg_stat_database) over a serve or approve process
   from start to exit, less those of a run that does nothing.
+- **Patient journeys** come from \`test/portal.journey.actions.test.ts\`, which the section runs:
+  real Chromium at 390×844 (a phone with a virtual platform authenticator with PRF), the
+  real \`praxmail serve\`, \`approve\` and \`invite\`, and the mails in the outbox. Each typed
+  field, each tap and each opened mail counts 1, as issue 16 counts them; tapping a mail's
+  link opens a new page, so nothing an earlier page held in memory helps. The practice's
+  approval is a wait, not an action. The test itself fails when a count is over its target.
 - **Chromium.** Headless Chromium runs the portal's own code. Unlocking is timed in the
   portal's worker and, as the portal did before, on the page's thread, counting the frames
   painted meanwhile. Decrypt-and-save runs until the download is on disk, once from a file
