@@ -12,7 +12,7 @@ import autocannon from "autocannon";
 import { simpleParser } from "mailparser";
 import nodemailer from "nodemailer";
 import { openContext } from "../src/commands/shared.js";
-import { deriveSecuPassIdentity, parseKdfParams, recipientOf } from "../src/crypto/index.js";
+import { deriveSecuPass, parseKdfParams, recipientOf } from "../src/crypto/index.js";
 import { BIN, benchMail } from "./parts.js";
 import { peakRss, percentile, round, type Figure } from "./stats.js";
 
@@ -206,7 +206,7 @@ export async function prepare(home: string, served: Served, log: (s: string) => 
   const secupass = await first.redirect(link);
   const form = await first.page(secupass);
   const kdf = parseKdfParams(JSON.parse(grab(form, /data-kdf="([^"]*)"/, "kdf")));
-  const recipient = await recipientOf(await deriveSecuPassIdentity(SECU_PASS, kdf, grab(form, /data-address="([^"]*)"/, "address")));
+  const recipient = await recipientOf((await deriveSecuPass(SECU_PASS, kdf, grab(form, /data-address="([^"]*)"/, "address"))).identity);
   const set = await first.request("/secupass", {
     method: "POST",
     body: JSON.stringify({ recipient }),

@@ -23,7 +23,7 @@ import {
   setSecuPassRecipient,
   type Context,
 } from "../src/core/index.js";
-import { decryptStream, deriveSecuPassIdentity, recipientOf, readIdentityFile } from "../src/crypto/index.js";
+import { decryptStream, deriveSecuPass, recipientOf, readIdentityFile } from "../src/crypto/index.js";
 import { fileStream, openSharedStore, readManifest, type Store, type TableRow } from "../src/store/index.js";
 import { cleanup, initHome, praxmail, practiceIdentityOf, tempDir, walk, type Run } from "./helpers/cli.js";
 import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
@@ -106,7 +106,7 @@ describe.runIf(
       inviteId = invite.id;
       await redeemInvite(ctx, invite.id, INVITED, invite.code, PASSWORD);
       await bindInviteSession(ctx, INVITED, "sitzung-1");
-      const u = await deriveSecuPassIdentity("Sonnenblume-Leuchtturm-42", await patientKdf(ctx, INVITED), INVITED);
+      const u = (await deriveSecuPass("Sonnenblume-Leuchtturm-42", await patientKdf(ctx, INVITED), INVITED)).identity;
       await setSecuPassRecipient(ctx, INVITED, await recipientOf(u), "sitzung-1");
       for (let i = 0; i < 12; i++) {
         const data = randomBytes(3000 + i * 500);

@@ -150,9 +150,9 @@ describeBackends("core", (backend) => {
   afterEach(tearDown);
 
   describe("Secu-Pass parameters", () => {
-    it("are version 2 for every new patient and Secu-Pass reset; a waiting patient's legacy ones are replaced, and a key is never set on legacy ones", async () => {
+    it("are version 3 for every new patient and Secu-Pass reset; a waiting patient's legacy ones are replaced, and a key is never set on legacy ones", async () => {
       const { kdf } = await registerPatient(ctx, "neu@example.org", "passwort-passwort");
-      expect(kdf).toMatchObject({ v: 2, logN: 17, r: 8, p: 1 });
+      expect(kdf).toMatchObject({ v: 3, logN: 17, r: 8, p: 1 });
       const row = (await ctx.store.records.patient("neu@example.org"))!;
       const legacy: Record<string, unknown> = { ...kdf };
       delete legacy.v;
@@ -162,15 +162,15 @@ describeBackends("core", (backend) => {
       const recipient = await recipientOf(generateIdentity(kdf.type));
       const refused = await setSecuPassRecipient(ctx, "neu@example.org", recipient).catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(PraxmailError);
-      expect(refused).toMatchObject({ code: "wrong-state", message: "the key parameters predate address binding (v2)" });
+      expect(refused).toMatchObject({ code: "wrong-state", message: "the key parameters are not the current version (v3)" });
       expect(await ctx.store.records.patient("neu@example.org")).toMatchObject({ status: "pending-secupass", recipient: null });
       const fresh = await patientKdf(ctx, "neu@example.org");
-      expect(fresh).toMatchObject({ v: 2, logN: 17 });
+      expect(fresh).toMatchObject({ v: 3, logN: 17 });
       expect(fresh.salt).not.toBe(kdf.salt);
       expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "patient.kdf-upgrade").map((r) => r.subject)).toEqual(["neu@example.org"]);
       await setSecuPassRecipient(ctx, "neu@example.org", recipient);
       expect((await ctx.store.records.patient("neu@example.org"))?.status).toBe("pending-approval");
-      expect(await beginSecuPassReset(ctx, "neu@example.org")).toMatchObject({ v: 2, logN: 17 });
+      expect(await beginSecuPassReset(ctx, "neu@example.org")).toMatchObject({ v: 3, logN: 17 });
     });
   });
 

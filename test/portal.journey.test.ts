@@ -8,7 +8,7 @@ import Database from "better-sqlite3";
 import { simpleParser } from "mailparser";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { deriveSecuPassIdentity, parseKdfParams } from "../src/crypto/index.js";
+import { deriveSecuPass, parseKdfParams } from "../src/crypto/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
 import { submit } from "./helpers/relay.js";
@@ -188,7 +188,7 @@ describe.runIf(needChromium()).each([
     const db = new Database(join(home, "praxmail.db"), { readonly: true });
     const kdf = (db.prepare("SELECT kdf FROM patients WHERE email = ?").get(PATIENT) as { kdf: string }).kdf;
     db.close();
-    const identity = await deriveSecuPassIdentity(SECU_PASS, parseKdfParams(JSON.parse(kdf)), PATIENT);
+    const identity = (await deriveSecuPass(SECU_PASS, parseKdfParams(JSON.parse(kdf)), PATIENT)).identity;
     const needles = [SECU_PASS, encodeURIComponent(SECU_PASS), JSON.stringify(SECU_PASS).slice(1, -1), identity, "AGE-SECRET-KEY"];
     expect(requests.length).toBeGreaterThan(10);
     for (const r of requests) {

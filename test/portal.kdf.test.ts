@@ -1,7 +1,7 @@
 // The browser refuses weak or legacy Secu-Pass derivation parameters, in real Chromium: a
 // server (or anything between) that serves N=2^15, or parameters that do not bind the salt
 // to the address for a new key, gets a clear German message and no post (nor a wrap fetch).
-// Untampered, a waiting patient with legacy parameters gets fresh version 2 ones, Chromium
+// Untampered, a waiting patient with legacy parameters gets fresh version 3 ones, Chromium
 // derives exactly what Node derives for the logged-in address, and keys set before
 // version 2 still unlock.
 import { join } from "node:path";
@@ -11,7 +11,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import { approvePatients, createDelivery, markSent, type Context } from "../src/core/index.js";
-import { deriveSecuPassIdentity, parseKdfParams, recipientOf, safetyCode, type KdfParams } from "../src/crypto/index.js";
+import { deriveSecuPass, parseKdfParams, recipientOf, safetyCode, type KdfParams } from "../src/crypto/index.js";
 import { buildPortal } from "../src/portal/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { cleanup, initHome, practiceIdentityOf, praxmail, tempDir } from "./helpers/cli.js";
@@ -126,7 +126,7 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
     }
   });
 
-  it("gives a waiting patient with legacy parameters fresh version 2 ones, and Chromium derives what Node derives for the address", async () => {
+  it("gives a waiting patient with legacy parameters fresh version 3 ones, and Chromium derives what Node derives for the address", async () => {
     const row = (await ctx.store.records.patient(OLD))!;
     const legacy = legacyOf(JSON.parse(row.kdf!) as KdfParams);
     await ctx.store.transaction(async (tx) => {
@@ -138,11 +138,11 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
     expect(posts).toEqual([`${base}/secupass`]);
     const after = (await ctx.store.records.patient(OLD))!;
     const kdf = parseKdfParams(JSON.parse(after.kdf!));
-    expect(kdf.v).toBe(2);
+    expect(kdf.v).toBe(3);
     expect(kdf.salt).not.toBe(legacy.salt);
     expect(after.status).toBe("pending-approval");
-    expect(after.recipient).toBe(await recipientOf(await deriveSecuPassIdentity(KEY, kdf, OLD)));
-    expect(after.recipient).not.toBe(await recipientOf(await deriveSecuPassIdentity(KEY, kdf, NEW)));
+    expect(after.recipient).toBe(await recipientOf((await deriveSecuPass(KEY, kdf, OLD)).identity));
+    expect(after.recipient).not.toBe(await recipientOf((await deriveSecuPass(KEY, kdf, NEW)).identity));
   }, 60_000);
 
   it("unlocks a delivery with the key Node derived for the address, and refuses N=2^15 there before fetching the wrap", async () => {
@@ -180,7 +180,7 @@ describe.runIf(needChromium())("Secu-Pass parameters in the browser", () => {
     // The row as a key set before this change left it: legacy parameters, U derived with them.
     const row = (await ctx.store.records.patient(BEFORE_V2))!;
     const legacy = legacyOf(JSON.parse(row.kdf!) as KdfParams);
-    const recipient = await recipientOf(await deriveSecuPassIdentity(OLD_KEY, parseKdfParams(legacy), BEFORE_V2));
+    const recipient = await recipientOf((await deriveSecuPass(OLD_KEY, parseKdfParams(legacy), BEFORE_V2)).identity);
     const now = new Date().toISOString();
     await ctx.store.transaction(async (tx) => {
       await tx.records.updatePatient({ ...row, kdf: JSON.stringify(legacy), recipient, safetyCode: safetyCode(recipient), status: "pending-approval", secupassAt: now, approvedAt: null });

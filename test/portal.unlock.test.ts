@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import { build } from "esbuild";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { deriveSecuPassIdentity, newKdfParams, type KdfParams } from "../src/crypto/index.js";
+import { deriveSecuPass, newKdfParams, type KdfParams } from "../src/crypto/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
@@ -65,10 +65,10 @@ globalThis.unlockTest = async (secret, kdf, address) => {
   requestAnimationFrame(tick);
   await new Promise((ok) => setTimeout(ok, 500));
   const t0 = performance.now();
-  const identity = await deriveInWorker(secret, kdf, address, () => undefined);
+  const keys = await deriveInWorker(secret, kdf, address, () => undefined);
   const t1 = performance.now();
   on = false;
-  return { identity, from: t0, to: t1, frames: stamps.filter((t) => t >= t0 && t <= t1), idle: stamps.filter((t) => t < t0) };
+  return { ...keys, from: t0, to: t1, frames: stamps.filter((t) => t >= t0 && t <= t1), idle: stamps.filter((t) => t < t0) };
 };
 `;
 
@@ -111,17 +111,17 @@ describe.runIf(needChromium())("the Secu-Pass derivation in a worker", () => {
     await cleanup(dir);
   });
 
-  it("gives the identity Node derives, byte for byte, while the page keeps painting", async () => {
+  it("gives the identity and the login credential Node derives, byte for byte, while the page keeps painting", async () => {
     const page = await browser.newPage();
     await page.goto(`${origin}/`);
     await page.waitForFunction(() => "unlockTest" in globalThis);
     for (const type of ["x25519", "mlkem768x25519"] as const) {
       const kdf = newKdfParams(type);
       const r = await page.evaluate(
-        ([s, k, a]) => (globalThis as unknown as { unlockTest(s: string, k: KdfParams, a: string): Promise<Painted & { identity: string }> }).unlockTest(s, k, a),
+        ([s, k, a]) => (globalThis as unknown as { unlockTest(s: string, k: KdfParams, a: string): Promise<Painted & { identity: string; credential: string }> }).unlockTest(s, k, a),
         [SECU_PASS, kdf, PATIENT] as const,
       );
-      expect(r.identity).toBe(await deriveSecuPassIdentity(SECU_PASS, kdf, PATIENT));
+      expect({ identity: r.identity, credential: r.credential }).toEqual(await deriveSecuPass(SECU_PASS, kdf, PATIENT));
       keptPainting(r);
     }
   }, 60_000);

@@ -3,7 +3,7 @@
 // runs on node B's portal; sessions and the login limiter are the same on both nodes.
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decryptStream, deriveSecuPassIdentity, parseKdfParams, recipientOf, unwrapIdentity } from "../src/crypto/index.js";
+import { decryptStream, deriveSecuPass, parseKdfParams, recipientOf, unwrapIdentity } from "../src/crypto/index.js";
 import { cleanup, tempDir } from "./helpers/cli.js";
 import { startCluster, WebClient, type Cluster } from "./helpers/cluster.js";
 import { tokens } from "./helpers/deliveries.js";
@@ -63,7 +63,7 @@ describe.runIf(ENGINES)("two nodes on one shared backend", () => {
     expect([registered.status, registered.location]).toEqual([303, `/d/${token!}`]);
     const page = await web.get(`${b}/secupass`);
     expect(page.status).toBe(200);
-    const identity = await deriveSecuPassIdentity(SECU_PASS, parseKdfParams(JSON.parse(attribute(page.body, "data-kdf"))), PATIENT);
+    const identity = (await deriveSecuPass(SECU_PASS, parseKdfParams(JSON.parse(attribute(page.body, "data-kdf"))), PATIENT)).identity;
     const set = await web.json(`${b}/secupass`, { recipient: await recipientOf(identity) });
     expect([set.status, JSON.parse(set.body)]).toEqual([200, { next: "/waiting" }]);
     const waiting = await web.get(`${b}/waiting`);

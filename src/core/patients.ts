@@ -81,6 +81,7 @@ export async function registerPatient(
     email: addr,
     status: "pending-secupass",
     passwordHash,
+    credentialHash: null,
     kdf: JSON.stringify(kdf),
     recipient: null,
     safetyCode: null,
@@ -165,8 +166,8 @@ export async function authenticatePatient(ctx: Context, email: string, password:
 
 /**
  * The KDF parameters the browser derives U with. A patient still without a key whose
- * parameters predate version 2 (address in the salt) gets fresh ones first: every new key
- * is bound to its address, and the browser refuses older parameters for a new key.
+ * parameters predate version 3 gets fresh ones first: every new key is of the current
+ * version, and the browser refuses older parameters for a new key.
  *
  * @param ctx - The core context.
  * @param email - The patient.
@@ -176,29 +177,29 @@ export async function authenticatePatient(ctx: Context, email: string, password:
 export async function patientKdf(ctx: Context, email: string): Promise<KdfParams> {
   const p = await mustGet(ctx.store, email);
   const kdf = parseKdfParams(JSON.parse(p.kdf ?? "null"));
-  if (p.status !== "pending-secupass" || kdf.v === 2) return kdf;
+  if (p.status !== "pending-secupass" || kdf.v === 3) return kdf;
   const fresh = newKdfParams(kdf.type);
   const now = ctx.now();
   await ctx.store.transaction(async (tx) => {
     await tx.records.updatePatient({ ...p, kdf: JSON.stringify(fresh) });
-    await tx.audit({ actor: ctx.actor, action: "patient.kdf-upgrade", subject: p.email, details: { v: 2 } }, now);
+    await tx.audit({ actor: ctx.actor, action: "patient.kdf-upgrade", subject: p.email, details: { v: 3 } }, now);
   });
   return fresh;
 }
 
 /**
- * Checks stored parameters for a new key: full cost, address-bound (version 2).
+ * Checks stored parameters for a new key: full cost, the current version 3.
  *
  * @param stored - The JSON from the patient row.
  * @returns The parameters.
- * @throws {@link PraxmailError} `wrong-state` for parameters from before version 2.
+ * @throws {@link PraxmailError} `wrong-state` for parameters from before version 3.
  */
 export function newKeyKdf(stored: string | null): KdfParams {
   try {
     return parseNewKeyKdfParams(JSON.parse(stored ?? "null"));
   } catch (e) {
     if ((e as { reason?: unknown }).reason === "legacy") {
-      throw new PraxmailError("wrong-state", "the key parameters predate address binding (v2)", "reload the page to get new ones");
+      throw new PraxmailError("wrong-state", "the key parameters are not the current version (v3)", "reload the page to get new ones");
     }
     throw e;
   }

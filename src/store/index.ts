@@ -30,7 +30,7 @@ export {
 export type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
 export type { AttemptClaim, HeldAttempt } from "./attempts.js";
 export type { PracticeRow } from "./practice.js";
-export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
+export type { ChallengeRow, InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 export type {
   DeliveryRow,
   DeliveryStatus,

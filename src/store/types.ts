@@ -3,7 +3,7 @@
 // (PostgreSQL + S3) implements it as well as the embedded one (SQLite + files under home).
 import type { AttemptClaim, HeldAttempt } from "./attempts.js";
 import type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
-import type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
+import type { ChallengeRow, InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 import type { BackupManifest, BackupOptions } from "./backup.js";
 import type { PracticeRow } from "./practice.js";
 import type { DeliveryRow, DeliveryStatus, FileRow, PatientRow, PatientStatus, SessionRow, TokenRow, WrapHolder, WrapRow } from "./rows.js";
@@ -98,6 +98,10 @@ export interface AccountStore {
   reset(hash: string): Promise<ResetRow | undefined>;
   /** Uses a reset link, once. @returns True if it was unused until now. */
   useReset(hash: string, at: string): Promise<boolean>;
+  /** Stores a login challenge and drops the expired ones. */
+  insertChallenge(c: ChallengeRow, now: string): Promise<void>;
+  /** Uses a login challenge of this address, once, before it expires. @returns True if it was open until now. */
+  useChallenge(hash: string, email: string, at: string): Promise<boolean>;
   insertInvite(i: InviteRow): Promise<void>;
   /** @returns The invite, or undefined. */
   invite(id: string): Promise<InviteRow | undefined>;

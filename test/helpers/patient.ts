@@ -1,7 +1,7 @@
 // Registers a patient and sets the Secu-Pass recipient through src/core, as the portal does.
 import { openContext } from "../../src/commands/shared.js";
 import { registerPatient, setSecuPassRecipient } from "../../src/core/index.js";
-import { deriveSecuPassIdentity, recipientOf } from "../../src/crypto/index.js";
+import { deriveSecuPass, recipientOf } from "../../src/crypto/index.js";
 
 /**
  * @param home - An initialised home.
@@ -20,7 +20,7 @@ export async function registerThroughCore(
   try {
     const { kdf } = await registerPatient(ctx, email, password);
     if (secuPass === undefined) return null;
-    const identity = await deriveSecuPassIdentity(secuPass, kdf, email);
+    const identity = (await deriveSecuPass(secuPass, kdf, email)).identity;
     await setSecuPassRecipient(ctx, email, await recipientOf(identity));
     return identity;
   } finally {

@@ -91,7 +91,7 @@ async function unlock(s: DeliveryState, form: HTMLFormElement, kdf: KdfParams): 
   const input = byId<HTMLInputElement>("unlock-key");
   s.say(s.t.deriving);
   s.progress(0);
-  const identity = await deriveInWorker(input?.value ?? "", kdf, s.data.address ?? "", (f) => {
+  const { identity } = await deriveInWorker(input?.value ?? "", kdf, s.data.address ?? "", (f) => {
     s.progress(f);
   });
   const d = new Decrypter();

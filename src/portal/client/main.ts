@@ -41,7 +41,7 @@ function registerPage(): void {
 /** Derives U from the new key in the worker, posts only its recipient, and goes where the server says. */
 async function setKey(form: HTMLFormElement, key: string, kdf: KdfParams): Promise<void> {
   const bar = byId<HTMLProgressElement>("derive-progress");
-  const identity = await deriveInWorker(key, kdf, form.dataset.address ?? "", (f) => {
+  const { identity } = await deriveInWorker(key, kdf, form.dataset.address ?? "", (f) => {
     if (bar) bar.value = Math.round(f * 100);
   });
   const recipient = await identityToRecipient(identity);
