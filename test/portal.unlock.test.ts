@@ -164,7 +164,7 @@ describe.runIf(needChromium())("unlocking and saving in the portal", () => {
     file = randomBytes(9 * MiB + 17);
     filePath = join(dir, "Aufnahmen.bin");
     await writeFile(filePath, file);
-    await registerThroughCore(home, PATIENT, SECU_PASS, PASSWORD);
+    await registerThroughCore(home, PATIENT, SECU_PASS);
     expect((await praxmail(["approve", PATIENT, "--yes", "--home", home])).code).toBe(0);
     served = await startServe(home, port);
     browser = await launch();

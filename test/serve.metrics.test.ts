@@ -55,7 +55,7 @@ describe("praxmail serve --metrics", () => {
     dir = await tempDir("praxmail-metrics-");
     home = join(dir, "home");
     await initHome(home, ["--recipient-type", "x25519"]);
-    await registerThroughCore(home, PATIENT, "Leuchtturm-Kaffee-7-Sonnenblume", PASSWORD);
+    await registerThroughCore(home, PATIENT, "Leuchtturm-Kaffee-7-Sonnenblume");
     const approved = await praxmail(["approve", PATIENT, "--yes", "--home", home]);
     expect(approved.code, approved.stderr).toBe(0);
     served = await startServe(home, 0, ["--metrics", "127.0.0.1:0"]);

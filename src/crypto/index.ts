@@ -31,7 +31,7 @@ export {
   unwrapIdentity,
   wrapIdentity,
 } from "./stream.js";
-export { decoyPasswordHash, hashPassword, verifyPassword } from "./password.js";
+export { hashPassword, verifyPassword } from "./password.js";
 export {
   PassphraseRequiredError,
   loadFromKeyring,

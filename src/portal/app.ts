@@ -106,9 +106,9 @@ const SANDBOX_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
 export const FIELD_MAX = {
   _csrf: 64,
   email: 254,
-  password: 1024,
-  password2: 1024,
   token: 43,
+  credential: 43,
+  nonce: 43,
   next: 200,
   back: 200,
   code: 40,
