@@ -226,7 +226,7 @@ describe.runIf(
     try {
       const patient = await patientAtPortal(`http://127.0.0.1:${String(served.httpPort)}`, PATIENT);
       expect(patient.login.status).toBe(200);
-      expect(patient.login.headers.get("location")).toBe("/deliveries");
+      expect(await patient.login.json()).toEqual({ next: "/deliveries" });
       for (const [id, original] of [...originals].slice(0, 12)) expect((await patient.open(id, patientIdentity)).equals(original), id).toBe(true);
     } finally {
       expect(await served.stop()).toBe(0);

@@ -555,7 +555,7 @@ describe("praxmail backup and restore", () => {
     try {
       const patient = await patientAtPortal(`http://127.0.0.1:${served.httpPort}`, PATIENT);
       expect(patient.login.status).toBe(200);
-      expect(patient.login.headers.get("location")).toBe("/deliveries");
+      expect(await patient.login.json()).toEqual({ next: "/deliveries" });
       expect(originals.size).toBe(2);
       for (const [id, original] of originals) expect((await patient.open(id, patientIdentity)).equals(original), id).toBe(true);
     } finally {

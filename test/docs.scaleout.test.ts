@@ -142,7 +142,7 @@ const LIMITED = [...Array<number>(LIMITS.resetIp.max).fill(200), 429];
 
 /**
  * Two patients behind a balancer, at different addresses: the first one uses up its
- * password-reset limit while forging X-Forwarded-For, which moves it nowhere; the second is
+ * Secu-Pass reset limit while forging X-Forwarded-For, which moves it nowhere; the second is
  * still served.
  */
 async function limitedPerClient(port: number, ca: string, first: string, second: string): Promise<void> {

@@ -20,7 +20,6 @@ import { freePort, startServe, type Served } from "./helpers/serve.js";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const PATIENT = "lena.vogel@patient.example";
-const PASSWORD = "ein gutes Passwort 2026";
 const SECU_PASS = "Lenas Secu-Pass-Key – Grüße 2026";
 const MiB = 1024 * 1024;
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
@@ -189,7 +188,7 @@ describe.runIf(needChromium())("unlocking and saving in the portal", () => {
     const page = await stampingPage();
     await page.goto(`${base}/login`);
     await page.getByLabel("E-Mail-Adresse").fill(PATIENT);
-    await page.getByLabel("Passwort").fill(PASSWORD);
+    await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);
     await page.getByRole("button", { name: "Anmelden" }).click();
     await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
     await page.goto(link);

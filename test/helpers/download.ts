@@ -9,6 +9,8 @@ import { readAll } from "./streams.js";
 export interface PatientAtPortal {
   /** The login's answer: 200 with `{"next":"/deliveries"}` when it worked. */
   readonly login: Response;
+  /** The browser's cookies by name (the session's among them). */
+  readonly cookies: ReadonlyMap<string, string>;
   /** GET (or another method, with init) with the session's cookies. */
   get(path: string, init?: RequestInit): Promise<Response>;
   /**
@@ -62,5 +64,5 @@ export async function patientAtPortal(base: string, email: string, secret = keyO
     const d = await unwrapIdentity(new Uint8Array(await wrap.arrayBuffer()), patientIdentity);
     return readAll(await decryptStream(new Blob([ciphertext]).stream(), [d]));
   };
-  return { login, get, open };
+  return { login, cookies, get, open };
 }
