@@ -99,6 +99,21 @@ describe("the login with the Secu-Pass-Key", () => {
     expect(JSON.parse(unknown.body)).toEqual({ error: FAILED });
   });
 
+  it("a link on a new device leads to the login with the recipient's address filled in and the focus on the key, and the login goes on to the link", async () => {
+    const { token } = await deliver(portal.ctx, KNOWN, "%PDF-1.4 für ein neues Gerät");
+    const c = new Client(portal.app);
+    const link = await c.get(`/d/${token}`);
+    expect(link.statusCode).toBe(303);
+    expect(link.headers.location).toBe(`/login?next=${encodeURIComponent(`/d/${token}`)}&email=${encodeURIComponent(KNOWN)}`);
+    const page = await c.get(String(link.headers.location));
+    expect(page.body).toContain(`value="${KNOWN}" aria-describedby="login-error">`);
+    expect(page.body).toMatch(/<input id="login-key" [^>]* autofocus>/);
+    expect(page.body).toContain(`data-next="/d/${token}"`);
+    expect(page.body).toContain("<noscript>");
+    const res = await c.login(KNOWN, ANNA_KEY, `/d/${token}`);
+    expect(JSON.parse(res.body)).toEqual({ next: `/d/${token}` });
+  });
+
   it("stores only a hash of the credential: neither the key, nor U, nor the credential is in the row", async () => {
     const row = (await portal.ctx.store.records.patient(KNOWN))!;
     const keys = await deriveSecuPass(ANNA_KEY, parseKdfParams(JSON.parse(row.kdf!)), KNOWN);
