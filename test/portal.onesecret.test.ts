@@ -219,6 +219,14 @@ describe("registration in one step", () => {
     expect(await ctx.store.records.patient(email)).toMatchObject({ status: "pending-approval", recipient: key.recipient, passwordHash: null });
     expect((await c.get("/waiting")).statusCode).toBe(200);
     expect((await new Client(portal.app).login(email)).statusCode).toBe(200);
+    // The link registers once: a second key for it is refused, and the first one stays.
+    const other = new Client(portal.app);
+    await other.get("/login");
+    const second = await newKey("dora.zwei@patient.example", "ein anderer Secu-Pass-Key");
+    const again = await other.json("/register", { token, kdf: second.kdf, recipient: second.recipient, credential: second.credential });
+    expect(again.statusCode).toBe(409);
+    expect(JSON.parse(again.body)).toEqual({ error: "Für diese Adresse gibt es schon ein Konto. Bitte melden Sie sich an." });
+    expect((await ctx.store.records.patient(email))?.recipient).toBe(key.recipient);
   });
 
   it("refuses parameters below the minimum or of an old version, and writes nothing", async () => {

@@ -201,8 +201,8 @@ function register(portal: Portal): Handler {
       return answer(reply, 404, t("notFound"));
     }
     const here = `/d/${f.token}`;
-    // The address comes from the link, never from the form.
-    if (access.kind !== "register") return answer(reply, 200, here);
+    // The address comes from the link, never from the form; a link registers one account once.
+    if (access.kind !== "register") return answer(reply, 409, t("accountExists"));
     if (!(await limits.reserve([LIMITS.registerIp, req.ip]))) return answer(reply, 429, t("tooMany"));
     try {
       await registerPatient(ctx, access.email, key, { lang: portal.knownLang(req) });
