@@ -8,17 +8,8 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openContext } from "../src/commands/shared.js";
-import {
-  beginSecuPassReset,
-  createDelivery,
-  finishSecuPassReset,
-  getPatient,
-  markSent,
-  registerPatient,
-  setSecuPassRecipient,
-  type Context,
-} from "../src/core/index.js";
-import { generateIdentity, recipientOf, unwrapIdentity } from "../src/crypto/index.js";
+import { createDelivery, getPatient, markSent, registerPatient, resetSecuPass, setSecuPassRecipient, type Context, type NewKey } from "../src/core/index.js";
+import { generateIdentity, newKdfParams, recipientOf, unwrapIdentity, type RecipientType } from "../src/crypto/index.js";
 import { BIN } from "./parts.js";
 import type { Figure } from "./stats.js";
 
@@ -123,8 +114,8 @@ export async function buildHome(dir: string, label: string, bytes: number, log: 
       }),
     );
     // The patient registers through the link and sets a Secu-Pass-Key; reception has not approved.
-    await registerPatient(ctx, PATIENT, "bench-password");
     const u = generateIdentity(ctx.config.crypto.recipientType);
+    await registerPatient(ctx, PATIENT, await benchKey(ctx.config.crypto.recipientType, u));
     await setSecuPassRecipient(ctx, PATIENT, await recipientOf(u));
     const pending = (await ctx.store.records.deliveries({ recipient: PATIENT, statuses: ["pending-approval"] })).length;
     if (pending !== DELIVERIES) throw new Error(`${label}: ${String(pending)} deliveries pending approval, expected ${String(DELIVERIES)}`);
@@ -133,12 +124,16 @@ export async function buildHome(dir: string, label: string, bytes: number, log: 
   return { label, dir, bytes, identity };
 }
 
+/** A new key as the browser sends it, for a random U (the bench measures no derivation). */
+async function benchKey(type: RecipientType, u: string): Promise<NewKey> {
+  return { kdf: newKdfParams(type), recipient: await recipientOf(u), credential: randomBytes(32).toString("base64url") };
+}
+
 /** Back to pending approval under a fresh key, as after the patient reset their Secu-Pass-Key. */
 export async function resetPatient(home: Home): Promise<void> {
   home.identity = await withBenchContext(home.dir, async (ctx) => {
-    await beginSecuPassReset(ctx, PATIENT);
     const u = generateIdentity(ctx.config.crypto.recipientType);
-    await finishSecuPassReset(ctx, PATIENT, await recipientOf(u));
+    await resetSecuPass(ctx, PATIENT, await benchKey(ctx.config.crypto.recipientType, u));
     return u;
   });
 }

@@ -12,13 +12,12 @@ import autocannon from "autocannon";
 import { simpleParser } from "mailparser";
 import nodemailer from "nodemailer";
 import { openContext } from "../src/commands/shared.js";
-import { deriveSecuPassIdentity, parseKdfParams, recipientOf } from "../src/crypto/index.js";
+import { deriveSecuPass, newKdfParams, parseKdfParams, recipientOf } from "../src/crypto/index.js";
 import { BIN, benchMail } from "./parts.js";
 import { peakRss, percentile, round, type Figure } from "./stats.js";
 
 const MiB = 1024 * 1024;
 const PATIENT = "patient@patient.example";
-const PASSWORD = "ein gutes Passwort 2026";
 const SECU_PASS = "Benchmark Secu-Pass-Key 2026";
 const CONNECTIONS = 10;
 const SECONDS = 5;
@@ -139,12 +138,12 @@ class Visitor {
     return html;
   }
 
-  /** POSTs a form and expects a 303; returns where it leads. */
-  async form(path: string, fields: Record<string, string>): Promise<string> {
-    const res = await this.request(path, { method: "POST", body: new URLSearchParams(fields).toString(), headers: { "content-type": "application/x-www-form-urlencoded" } });
-    await res.arrayBuffer();
-    if (res.status !== 303) throw new Error(`POST ${path}: ${res.status}, expected 303`);
-    return res.headers.get("location") ?? "";
+  /** POSTs JSON as the portal's scripts do and expects 200 `{next}`; returns where it leads. */
+  async json(path: string, csrf: string, body: unknown): Promise<string> {
+    const res = await this.request(path, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json", "x-csrf-token": csrf } });
+    const text = await res.text();
+    if (res.status !== 200) throw new Error(`POST ${path}: ${res.status} ${text}, expected 200`);
+    return (JSON.parse(text) as { next: string }).next;
   }
 
   /** GETs a path that must redirect; returns where to. */
@@ -199,28 +198,23 @@ export async function prepare(home: string, served: Served, log: (s: string) => 
   const link = `/d/${token}`;
   const base = `http://127.0.0.1:${served.httpPort}`;
 
+  // Registration through the link in one step, as the page's script does it.
   const first = new Visitor(base);
   const register = await first.page(link);
-  const csrf = grab(register, /name="_csrf" value="([^"]*)"/, "csrf token");
-  if ((await first.form("/register", { _csrf: csrf, token, password: PASSWORD, password2: PASSWORD })) !== link) throw new Error("registration did not lead back to the link");
-  const secupass = await first.redirect(link);
-  const form = await first.page(secupass);
-  const kdf = parseKdfParams(JSON.parse(grab(form, /data-kdf="([^"]*)"/, "kdf")));
-  const recipient = await recipientOf(await deriveSecuPassIdentity(SECU_PASS, kdf, grab(form, /data-address="([^"]*)"/, "address")));
-  const set = await first.request("/secupass", {
-    method: "POST",
-    body: JSON.stringify({ recipient }),
-    headers: { "content-type": "application/json", "x-csrf-token": grab(form, /data-csrf="([^"]*)"/, "csrf token") },
-  });
-  if (set.status !== 200) throw new Error(`POST /secupass: ${set.status} ${await set.text()}`);
-  await set.arrayBuffer();
+  const kdf = newKdfParams("x25519");
+  const keys = await deriveSecuPass(SECU_PASS, kdf, grab(register, /data-address="([^"]*)"/, "address"));
+  const recipient = await recipientOf(keys.identity);
+  const next = await first.json("/register", grab(register, /data-csrf="([^"]*)"/, "csrf token"), { token, kdf, recipient, credential: keys.credential });
+  if (next !== link) throw new Error(`registration led to ${next}`);
   await praxmail(["approve", PATIENT, "--yes", "--home", home], env);
 
-  // A fresh login, as the patient coming back from the release mail.
+  // A fresh login, as the patient coming back from the release mail: parameters, then the credential.
   const patient = new Visitor(base);
-  const login = await patient.page(`/login?next=${encodeURIComponent(link)}`);
-  const next = await patient.form("/login", { _csrf: grab(login, /name="_csrf" value="([^"]*)"/, "csrf token"), email: PATIENT, password: PASSWORD, next: link });
-  if (next !== link) throw new Error(`login led to ${next}`);
+  const csrf = grab(await patient.page(`/login?next=${encodeURIComponent(link)}`), /data-csrf="([^"]*)"/, "csrf token");
+  const asked = await patient.request("/login/params", { method: "POST", body: JSON.stringify({ email: PATIENT }), headers: { "content-type": "application/json", "x-csrf-token": csrf } });
+  const { kdf: stored } = (await asked.json()) as { kdf: unknown };
+  const { credential } = await deriveSecuPass(SECU_PASS, parseKdfParams(stored), PATIENT);
+  if ((await patient.json("/login", csrf, { email: PATIENT, credential, next: link })) !== link) throw new Error("login did not lead to the link");
   const page = await patient.redirect(link);
   const html = await patient.page(page);
   const data = JSON.parse(grab(html, /<script type="application\/json" id="delivery-data">(.*?)<\/script>/s, "delivery data")) as {

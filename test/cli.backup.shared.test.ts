@@ -17,24 +17,23 @@ import {
   loadConfig,
   markSent,
   markUsedInvites,
-  patientKdf,
   redeemInvite,
   revokeDelivery,
   setSecuPassRecipient,
   type Context,
 } from "../src/core/index.js";
-import { decryptStream, deriveSecuPassIdentity, recipientOf, readIdentityFile } from "../src/crypto/index.js";
+import { decryptStream, readIdentityFile } from "../src/crypto/index.js";
 import { fileStream, openSharedStore, readManifest, type Store, type TableRow } from "../src/store/index.js";
 import { cleanup, initHome, praxmail, practiceIdentityOf, tempDir, walk, type Run } from "./helpers/cli.js";
 import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
 import { startS3, type TestS3 } from "./helpers/s3.js";
+import { newKey } from "./helpers/patient.js";
 import { collect } from "./helpers/store.js";
 import { readAll } from "./helpers/streams.js";
 
 import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const INVITED = "berta@patient.example";
-const PASSWORD = "ein gutes Passwort 2026";
 
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
@@ -104,10 +103,10 @@ describe.runIf(
     try {
       const invite = await createInvite(ctx, INVITED, await practiceIdentityOf(home));
       inviteId = invite.id;
-      await redeemInvite(ctx, invite.id, INVITED, invite.code, PASSWORD);
+      const key = await newKey(INVITED, "Sonnenblume-Leuchtturm-42");
+      await redeemInvite(ctx, invite.id, INVITED, invite.code, key);
       await bindInviteSession(ctx, INVITED, "sitzung-1");
-      const u = await deriveSecuPassIdentity("Sonnenblume-Leuchtturm-42", await patientKdf(ctx, INVITED), INVITED);
-      await setSecuPassRecipient(ctx, INVITED, await recipientOf(u), "sitzung-1");
+      await setSecuPassRecipient(ctx, INVITED, key.recipient, "sitzung-1");
       for (let i = 0; i < 12; i++) {
         const data = randomBytes(3000 + i * 500);
         const d = await createDelivery(ctx, {

@@ -4,7 +4,8 @@ import { once } from "node:events";
 import { chmod, mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { registerThroughCore } from "./helpers/patient.js";
+import { openContext } from "../src/commands/shared.js";
+import { legacyPatient, registerThroughCore } from "./helpers/patient.js";
 import { BIN, cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
 
 let dir: string;
@@ -123,7 +124,12 @@ describe("approve and revoke of what does not exist", () => {
   });
 
   it("approve of a patient without a Secu-Pass-Key: exit 1 with the reason", async () => {
-    await registerThroughCore(home, "neu@example.org");
+    const ctx = await openContext({ home });
+    try {
+      await legacyPatient(ctx, "neu@example.org", "ein altes Passwort");
+    } finally {
+      await ctx.store.close();
+    }
     const r = await praxmail(["approve", "neu@example.org", "--yes", "--home", home]);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(

@@ -5,15 +5,15 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decryptStream, keyFingerprint, practiceSigningKey, unwrapIdentity } from "../src/crypto/index.js";
+import { decryptStream, keyFingerprint, practiceSigningKey, unwrapIdentity, type KdfParams } from "../src/crypto/index.js";
 import { cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
+import { deriveCached, registerThroughCore } from "./helpers/patient.js";
+import { readDb } from "./helpers/store.js";
 import { readAll } from "./helpers/streams.js";
 import { needTool } from "./helpers/tools.js";
 
 const PATIENT = "p@example.org";
 const SECU_PASS = "Sonnenblume-Kaffee-7-Leuchtturm";
-const PASSWORD = "ein gutes Passwort 2026";
 
 interface SendJson {
   deliveries: { id: string; recipient: string; level: number; status: string; link: string; expiresAt: string; files: { name: string; size: number }[] }[];
@@ -110,7 +110,7 @@ describe.each([
   });
 
   it("approve --yes releases the delivery after the patient set a Secu-Pass-Key", async () => {
-    patientIdentity = (await registerThroughCore(home, PATIENT, SECU_PASS, PASSWORD))!;
+    patientIdentity = (await registerThroughCore(home, PATIENT, SECU_PASS))!;
     const pending = await praxmail(["list", "pending", "--json", "--home", home]);
     const [p] = JSON.parse(pending.stdout) as { email: string; status: string; safetyCode: string }[];
     expect(p).toMatchObject({ email: PATIENT, status: "pending-approval" });
@@ -152,8 +152,10 @@ describe.each([
     expect(plain.equals(original)).toBe(true);
   });
 
-  it("leaves no plaintext at rest: no attachment bytes, Secu-Pass-Key or private key under home", async () => {
+  it("leaves no plaintext at rest: no attachment bytes, Secu-Pass-Key, login credential or private key under home", async () => {
     const deliveryIdentity = await unwrapIdentity(patientWrap(home, deliveryId), patientIdentity);
+    const kdf = JSON.parse(readDb(home, (db) => db.prepare("SELECT kdf FROM patients WHERE email = ?").pluck().get(PATIENT) as string)) as KdfParams;
+    const { credential } = await deriveCached(SECU_PASS, kdf, PATIENT);
     const needles = [
       original.subarray(0, 48),
       original.subarray(100_000, 100_064),
@@ -162,7 +164,8 @@ describe.each([
       Buffer.from(SECU_PASS, "utf16le"),
       Buffer.from(patientIdentity),
       Buffer.from(deliveryIdentity),
-      Buffer.from(PASSWORD),
+      Buffer.from(credential),
+      Buffer.from(credential, "base64url"),
     ];
     const files = await walk(home);
     expect(files.some((f) => f.endsWith("praxmail.db"))).toBe(true);

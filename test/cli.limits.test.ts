@@ -3,8 +3,8 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { cleanup, initHome, tempDir } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
-import { PASSWORD } from "./helpers/portal.js";
+import { patientAtPortal } from "./helpers/download.js";
+import { keyOf, registerThroughCore } from "./helpers/patient.js";
 import { startServe, type Served } from "./helpers/serve.js";
 
 const A = "anna@patient.example";
@@ -14,18 +14,9 @@ let dir: string;
 let home: string;
 const running: Served[] = [];
 
-/** Opens the login page and posts the form, as a browser does; returns the status and page. */
-async function login(on: Served, password: string): Promise<{ status: number; body: string }> {
-  const base = `http://127.0.0.1:${String(on.httpPort)}`;
-  const page = await fetch(`${base}/login`);
-  const cookie = (page.headers.get("set-cookie") ?? "").split(";")[0] ?? "";
-  const csrf = /name="_csrf" value="([^"]+)"/.exec(await page.text())?.[1] ?? "";
-  const res = await fetch(`${base}/login`, {
-    method: "POST",
-    redirect: "manual",
-    headers: { cookie, "content-type": "application/x-www-form-urlencoded", "accept-language": "de" },
-    body: new URLSearchParams({ email: A, password, _csrf: csrf, next: "/deliveries" }).toString(),
-  });
+/** Logs in as the login page does (parameters, derivation, credential); returns the status and answer. */
+async function login(on: Served, secret: string): Promise<{ status: number; body: string }> {
+  const { login: res } = await patientAtPortal(`http://127.0.0.1:${String(on.httpPort)}`, A, secret);
   return { status: res.status, body: await res.text() };
 }
 
@@ -39,7 +30,7 @@ beforeAll(async () => {
   dir = await tempDir();
   home = join(dir, "home");
   await initHome(home, ["--recipient-type", "x25519"]);
-  await registerThroughCore(home, A, undefined, PASSWORD);
+  await registerThroughCore(home, A, "Annas Secu-Pass-Key");
 });
 afterAll(async () => {
   for (const s of running) await s.stop();
@@ -48,16 +39,16 @@ afterAll(async () => {
 
 it("5 failed logins spread over two `praxmail serve` on one home lock the account on both, and after a restart", async () => {
   const [one, two] = [await serve(), await serve()];
-  for (let i = 0; i < 5; i++) expect((await login(i % 2 ? one : two, "falsches Passwort")).status, `attempt ${String(i + 1)}`).toBe(401);
+  for (let i = 0; i < 5; i++) expect((await login(i % 2 ? one : two, "ein falscher Secu-Pass-Key")).status, `attempt ${String(i + 1)}`).toBe(401);
   for (const s of [one, two]) {
-    const blocked = await login(s, PASSWORD);
+    const blocked = await login(s, keyOf(A));
     expect(blocked.status).toBe(429);
     expect(blocked.body).toContain(TOO_MANY);
   }
   await one.stop();
   await two.stop();
   const restarted = await serve();
-  const blocked = await login(restarted, PASSWORD);
+  const blocked = await login(restarted, keyOf(A));
   expect(blocked.status).toBe(429);
   expect(blocked.body).toContain(TOO_MANY);
 });

@@ -395,8 +395,7 @@ describe("permissions under home", () => {
 describe("praxmail backup and restore", () => {
   const PATIENT = "anna@patient.example";
   const SECU_PASS = "Leuchtturm-Kaffee-7-Sonnenblume";
-  const PASSWORD = "ein gutes Passwort 2026";
-  let dir: string;
+    let dir: string;
   let home: string;
   let patientIdentity: string;
   const originals = new Map<string, Buffer>(); // delivery id -> plaintext
@@ -432,7 +431,7 @@ describe("praxmail backup and restore", () => {
     home = join(dir, "home");
     await initHome(home, ["--recipient-type", "x25519"]);
     await send(PATIENT, "befund-1.pdf", 300_000);
-    patientIdentity = (await registerThroughCore(home, PATIENT, SECU_PASS, PASSWORD))!;
+    patientIdentity = (await registerThroughCore(home, PATIENT, SECU_PASS))!;
     const approved = await praxmail(["approve", PATIENT, "--yes", "--home", home]);
     expect(approved.code, approved.stderr).toBe(0);
     await send(PATIENT, "befund-2.pdf", 70_000); // ready at once: the patient is approved
@@ -554,9 +553,9 @@ describe("praxmail backup and restore", () => {
 
     const served = await startServe(restored);
     try {
-      const patient = await patientAtPortal(`http://127.0.0.1:${served.httpPort}`, PATIENT, PASSWORD);
-      expect(patient.login.status).toBe(303);
-      expect(patient.login.headers.get("location")).toBe("/deliveries");
+      const patient = await patientAtPortal(`http://127.0.0.1:${served.httpPort}`, PATIENT);
+      expect(patient.login.status).toBe(200);
+      expect(await patient.login.json()).toEqual({ next: "/deliveries" });
       expect(originals.size).toBe(2);
       for (const [id, original] of originals) expect((await patient.open(id, patientIdentity)).equals(original), id).toBe(true);
     } finally {

@@ -9,12 +9,10 @@ import {
   PraxmailError,
   addReplyPart,
   approvePatients,
-  beginSecuPassReset,
-  checkPasswordReset,
-  completePasswordReset,
+  checkKeyReset,
+  completeKeyReset,
   DEFAULTS,
   checkPracticeIdentity,
-  finishSecuPassReset,
   Intake,
   collectGarbage,
   createDelivery,
@@ -26,14 +24,14 @@ import {
   markSent,
   listDeliveries,
   listReplies,
-  patientKdf,
   patientWrap,
   loadConfig,
   loadPracticeIdentity,
   readPracticeIdentity,
   receiveReply,
   registerPatient,
-  requestPasswordReset,
+  requestKeyReset,
+  resetSecuPass,
   resolveLink,
   revokeDelivery,
   revokePatient,
@@ -49,6 +47,7 @@ import {
   decryptStream,
   encryptBytes,
   generateIdentity,
+  newKdfParams,
   practiceSigningKey,
   recipientOf,
   safetyCode,
@@ -82,10 +81,16 @@ async function send(input: DeliveryInput) {
 // identity stands for U here (no scrypt at all); the derivation itself, at the production
 // cost, is tested in crypto.secupass.test.ts and in the browser tests.
 async function patient(email: string): Promise<string> {
-  const { kdf } = await registerPatient(ctx, email, "passwort-passwort");
-  const u = generateIdentity(kdf.type);
-  await setSecuPassRecipient(ctx, email, await recipientOf(u));
+  const u = generateIdentity(ctx.config.crypto.recipientType);
+  const key = await keyOf(u);
+  await registerPatient(ctx, email, key);
+  await setSecuPassRecipient(ctx, email, key.recipient);
   return u;
+}
+
+/** A new key as the browser posts it, for U (the credential is random: core only hashes it). */
+async function keyOf(u: string): Promise<{ kdf: ReturnType<typeof newKdfParams>; recipient: string; credential: string }> {
+  return { kdf: newKdfParams(ctx.config.crypto.recipientType), recipient: await recipientOf(u), credential: randomBytes(32).toString("base64url") };
 }
 
 /** A patient to approve, with the safety code the admin compared: the current one. */
@@ -150,27 +155,28 @@ describeBackends("core", (backend) => {
   afterEach(tearDown);
 
   describe("Secu-Pass parameters", () => {
-    it("are version 2 for every new patient and Secu-Pass reset; a waiting patient's legacy ones are replaced, and a key is never set on legacy ones", async () => {
-      const { kdf } = await registerPatient(ctx, "neu@example.org", "passwort-passwort");
-      expect(kdf).toMatchObject({ v: 2, logN: 17, r: 8, p: 1 });
-      const row = (await ctx.store.records.patient("neu@example.org"))!;
-      const legacy: Record<string, unknown> = { ...kdf };
-      delete legacy.v;
-      await ctx.store.transaction(async (tx) => {
-        await tx.records.updatePatient({ ...row, kdf: JSON.stringify(legacy) });
-      });
-      const recipient = await recipientOf(generateIdentity(kdf.type));
-      const refused = await setSecuPassRecipient(ctx, "neu@example.org", recipient).catch((e: unknown) => e);
-      expect(refused).toBeInstanceOf(PraxmailError);
-      expect(refused).toMatchObject({ code: "wrong-state", message: "the key parameters predate address binding (v2)" });
-      expect(await ctx.store.records.patient("neu@example.org")).toMatchObject({ status: "pending-secupass", recipient: null });
-      const fresh = await patientKdf(ctx, "neu@example.org");
-      expect(fresh).toMatchObject({ v: 2, logN: 17 });
-      expect(fresh.salt).not.toBe(kdf.salt);
-      expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "patient.kdf-upgrade").map((r) => r.subject)).toEqual(["neu@example.org"]);
-      await setSecuPassRecipient(ctx, "neu@example.org", recipient);
-      expect((await ctx.store.records.patient("neu@example.org"))?.status).toBe("pending-approval");
-      expect(await beginSecuPassReset(ctx, "neu@example.org")).toMatchObject({ v: 2, logN: 17 });
+    it("are version 3 for every new key, at registration and at a reset; older or cheaper ones are refused and nothing is written", async () => {
+      const u = generateIdentity("x25519");
+      const key = await keyOf(u);
+      const unversioned: Record<string, unknown> = { ...key.kdf };
+      delete unversioned.v;
+      for (const kdf of [{ ...key.kdf, v: 2 }, unversioned, { ...key.kdf, logN: 16 }]) {
+        const refused = await registerPatient(ctx, "neu@example.org", { ...key, kdf }).catch((e: unknown) => e);
+        expect(refused).toBeInstanceOf(PraxmailError);
+        expect(refused).toMatchObject({ code: "invalid-input" });
+      }
+      expect(await ctx.store.records.patient("neu@example.org")).toBeUndefined();
+      const wrongType = await registerPatient(ctx, "neu@example.org", { ...key, kdf: { ...key.kdf, type: "mlkem768x25519" } }).catch((e: unknown) => e);
+      expect(wrongType).toMatchObject({ code: "invalid-input", message: "recipient is not an mlkem768x25519 age recipient" });
+      const badCredential = await registerPatient(ctx, "neu@example.org", { ...key, credential: "zu kurz" }).catch((e: unknown) => e);
+      expect(badCredential).toMatchObject({ code: "invalid-input", message: "the login credential must be 32 bytes, base64url" });
+      expect(await ctx.store.records.patient("neu@example.org")).toBeUndefined();
+      await registerPatient(ctx, "neu@example.org", key);
+      await setSecuPassRecipient(ctx, "neu@example.org", key.recipient);
+      expect(JSON.parse((await ctx.store.records.patient("neu@example.org"))!.kdf!)).toMatchObject({ v: 3, logN: 17, r: 8, p: 1 });
+      const next = await keyOf(generateIdentity("x25519"));
+      await expect(resetSecuPass(ctx, "neu@example.org", { ...next, kdf: { ...next.kdf, v: 2 } })).rejects.toMatchObject({ code: "invalid-input" });
+      expect((await ctx.store.records.patient("neu@example.org"))?.recipient).toBe(key.recipient);
     });
   });
 
@@ -311,8 +317,7 @@ describeBackends("core", (backend) => {
       const d = await send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
       await patient("a@example.org");
       const shown = await target("a@example.org");
-      await beginSecuPassReset(ctx, "a@example.org");
-      const now = await finishSecuPassReset(ctx, "a@example.org", await recipientOf(generateIdentity("x25519")));
+      const now = await resetSecuPass(ctx, "a@example.org", await keyOf(generateIdentity("x25519")));
       const err = await approvePatients(ctx, [shown], practiceIdentity).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(PraxmailError);
       expect(err).toMatchObject({ code: "wrong-state", message: `the safety code of a@example.org is now ${now.safetyCode}, not the ${shown.safetyCode} that was compared; nothing was approved` });
@@ -326,10 +331,10 @@ describeBackends("core", (backend) => {
     it("refuses a key posted while it rewraps, inside the commit", async () => {
       const d = await send({ recipient: "a@example.org", level: 3, files: [file("a.pdf", Buffer.from("a"))] });
       await patient("a@example.org");
-      const next = await recipientOf(generateIdentity("x25519"));
+      const nextKey = await keyOf(generateIdentity("x25519"));
+      const next = nextKey.recipient;
       const err = await approvePatients(ctx, [await target("a@example.org")], practiceIdentity, async () => {
-        await beginSecuPassReset(ctx, "a@example.org");
-        await finishSecuPassReset(ctx, "a@example.org", next);
+        await resetSecuPass(ctx, "a@example.org", nextKey);
       }).catch((e: unknown) => e);
       expect(err).toMatchObject({ code: "wrong-state", message: "the Secu-Pass-Key of a@example.org changed while approving; nothing was approved" });
       expect(await ctx.store.records.wrap(d.id, "patient")).toBeUndefined();
@@ -521,25 +526,30 @@ describeBackends("core", (backend) => {
       expect(await deliveriesForPatient(ctx, "p@example.org")).toEqual([]);
     });
 
-    it("a password reset link works once and ends every session; a second use is refused", async () => {
+    it("a Secu-Pass reset link works once, replaces the key and ends every session; a second use is refused", async () => {
       await patient("p@example.org");
       const session = (idHash: string) => ({ idHash, email: "p@example.org", csrf: "c", createdAt: clock.toISOString(), lastSeen: clock.toISOString() });
       expect(await ctx.store.records.insertSession(session("s1"))).toBe(true);
       expect(await ctx.store.records.insertSession(session("s2"))).toBe(true);
-      await requestPasswordReset(ctx, "P@Example.org");
-      const mail = sent.find((n): n is Extract<Notification, { kind: "password-reset" }> => n.kind === "password-reset");
+      await requestKeyReset(ctx, "P@Example.org");
+      const mail = sent.find((n): n is Extract<Notification, { kind: "key-reset" }> => n.kind === "key-reset");
       expect(mail).toMatchObject({ to: "p@example.org" });
       const t = token(mail!.link);
-      expect(await checkPasswordReset(ctx, t)).toBe("p@example.org");
-      const before = (await ctx.store.records.patient("p@example.org"))!.passwordHash;
-      const results = await Promise.allSettled([completePasswordReset(ctx, t, "ein neues Passwort 1"), completePasswordReset(ctx, t, "ein neues Passwort 2")]);
+      expect(await checkKeyReset(ctx, t)).toBe("p@example.org");
+      const before = (await ctx.store.records.patient("p@example.org"))!;
+      const [k1, k2] = [await keyOf(generateIdentity("x25519")), await keyOf(generateIdentity("x25519"))];
+      const results = await Promise.allSettled([completeKeyReset(ctx, t, k1), completeKeyReset(ctx, t, k2)]);
       expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
       expect(results.find((r) => r.status === "rejected")).toMatchObject({ reason: { code: "wrong-state", message: "the reset link is unknown, used or expired" } });
-      expect((await ctx.store.records.patient("p@example.org"))!.passwordHash).not.toBe(before);
+      const after = (await ctx.store.records.patient("p@example.org"))!;
+      expect([k1.recipient, k2.recipient]).toContain(after.recipient);
+      expect(after.credentialHash).not.toBe(before.credentialHash);
+      expect(after.status).toBe("pending-approval");
       expect(await ctx.store.records.session("s1")).toBeUndefined();
       expect(await ctx.store.records.session("s2")).toBeUndefined();
-      expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "patient.password-reset")).toHaveLength(1);
-      await expect(checkPasswordReset(ctx, t)).rejects.toMatchObject({ code: "wrong-state" });
+      expect((await collect(ctx.store.auditRows())).filter((r) => r.action === "patient.secupass-reset")).toHaveLength(1);
+      expect(sent.filter((n) => n.kind === "key-changed")).toEqual([{ kind: "key-changed", to: "p@example.org", safetyCode: after.safetyCode }]);
+      await expect(checkKeyReset(ctx, t)).rejects.toMatchObject({ code: "wrong-state" });
     });
   });
 

@@ -17,6 +17,7 @@ import { simpleParser } from "mailparser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LIMITS } from "../src/portal/limits.js";
 import { cleanup, praxmail, tempDir } from "./helpers/cli.js";
+import { newKey } from "./helpers/patient.js";
 import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
 import { befundMail, patchConfig, submit } from "./helpers/relay.js";
 import { startPostfix, type TestPostfix } from "./helpers/postfix.js";
@@ -30,7 +31,6 @@ const run = promisify(execFile);
 const DOC = resolve(import.meta.dirname, "../docs/scale-out.md");
 /** One patient per balancer: each registers through its own. */
 const PATIENTS = { haproxy: "anna@patient.example", nginx: "ben@patient.example" } as const;
-const PASSWORD = "ein gutes Passwort 2026";
 const NODE_FILES = ["config.json", "practice-identity.txt", "portal-signing.key"];
 
 /**
@@ -79,8 +79,10 @@ class Visitor {
     return this.cookies.get("__Host-praxmail") ?? this.cookies.get("praxmail");
   }
 
-  send(method: string, path: string, form?: Record<string, string>): Promise<{ status: number; location: string; body: string }> {
-    const body = form ? new URLSearchParams(form).toString() : undefined;
+  /** A request; with `json`, posted as the portal's scripts post, with the form's CSRF token in a header. */
+  send(method: string, path: string, form?: Record<string, string>, json?: unknown): Promise<{ status: number; location: string; body: string }> {
+    const body = json !== undefined ? JSON.stringify(json) : form ? new URLSearchParams(form).toString() : undefined;
+    const type = json !== undefined ? { "content-type": "application/json", "x-csrf-token": this.csrf } : { "content-type": "application/x-www-form-urlencoded" };
     return new Promise((resolvePromise, reject) => {
       const req = (this.ca === null ? httpRequest : request)(
         {
@@ -95,7 +97,7 @@ class Visitor {
             cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; "),
             "accept-language": "de-DE",
             ...(this.forged === undefined ? {} : { "x-forwarded-for": this.forged }),
-            ...(body === undefined ? {} : { "content-type": "application/x-www-form-urlencoded", "content-length": String(Buffer.byteLength(body)) }),
+            ...(body === undefined ? {} : { ...type, "content-length": String(Buffer.byteLength(body)) }),
           },
         },
         (res) => {
@@ -107,7 +109,8 @@ class Visitor {
               if (value) this.cookies.set(name, value);
               else this.cookies.delete(name);
             }
-            this.csrf = /name="_csrf" value="([^"]+)"/.exec(text)?.[1] ?? this.csrf;
+            const m = /name="_csrf" value="([^"]+)"|data-csrf="([^"]+)"/.exec(text);
+            this.csrf = m?.[1] ?? m?.[2] ?? this.csrf;
             resolvePromise({ status: res.statusCode ?? 0, location: res.headers.location ?? "", body: text });
           });
         },
@@ -139,7 +142,7 @@ const LIMITED = [...Array<number>(LIMITS.resetIp.max).fill(200), 429];
 
 /**
  * Two patients behind a balancer, at different addresses: the first one uses up its
- * password-reset limit while forging X-Forwarded-For, which moves it nowhere; the second is
+ * Secu-Pass reset limit while forging X-Forwarded-For, which moves it nowhere; the second is
  * still served.
  */
 async function limitedPerClient(port: number, ca: string, first: string, second: string): Promise<void> {
@@ -277,11 +280,12 @@ describe.runIf(
    * The patient registers through the balancer; the session must then work on whichever
    * node answers: first with only node B up, then with only node A up.
    */
-  async function sessionOnEitherNode(lb: Balancer, link: string, nodeDown: (name: "a" | "b") => Promise<void>, nodeUp: (name: "a" | "b") => Promise<void>): Promise<void> {
+  async function sessionOnEitherNode(lb: Balancer, link: string, email: string, nodeDown: (name: "a" | "b") => Promise<void>, nodeUp: (name: "a" | "b") => Promise<void>): Promise<void> {
     const patient = new Visitor(lb.port, ca);
     expect((await patient.send("GET", link)).status).toBe(200);
-    const registered = await patient.send("POST", "/register", { _csrf: patient.csrf, token: link.replace("/d/", ""), password: PASSWORD, password2: PASSWORD });
-    expect(registered.status).toBe(303);
+    const { kdf, recipient, credential } = await newKey(email, "ein Secu-Pass-Key zum Anlegen");
+    const registered = await patient.send("POST", "/register", undefined, { token: link.replace("/d/", ""), kdf, recipient, credential });
+    expect(registered.status, registered.body).toBe(200);
     expect(patient.session).toBeDefined();
     for (const [off, on] of [["a", "b"], ["b", "a"]] as const) {
       await stopNode(off);
@@ -349,7 +353,7 @@ describe.runIf(
       for (let i = 0; i < 10; i++) {
         const page = await visitor.send("GET", "/login");
         expect(page.status).toBe(200);
-        expect(page.body).toContain('name="password"');
+        expect(page.body).toContain('id="login-key"');
       }
       // Round robin: five each.
       expect(await logged(both, "/login", a + b + 10)).toEqual([a + 5, b + 5]);
@@ -384,6 +388,7 @@ describe.runIf(
       await sessionOnEitherNode(
         lb,
         links.haproxy,
+        PATIENTS.haproxy,
         (name) => until(`HAProxy marks node ${name} down`, 15_000, async () => (await state(`node-${name}`)).startsWith("DOWN")),
         (name) => until(`HAProxy takes node ${name} back`, 15_000, async () => (await state(`node-${name}`)) === "UP"),
       );
@@ -432,7 +437,7 @@ describe.runIf(
       for (let i = 0; i < 10; i++) {
         const page = await visitor.send("GET", "/login");
         expect(page.status).toBe(200);
-        expect(page.body).toContain('name="password"');
+        expect(page.body).toContain('id="login-key"');
       }
       const [a2 = 0, b2 = 0] = await logged(both, "/login", a + b + 10);
       expect(a2 - a).toBeGreaterThanOrEqual(4);
@@ -464,7 +469,7 @@ describe.runIf(
           await new Promise((r) => setTimeout(r, 100));
           return requestsTo(nodes[name]!, "/login") > before;
         });
-      await sessionOnEitherNode(lb, links.nginx, () => Promise.resolve(), back);
+      await sessionOnEitherNode(lb, links.nginx, PATIENTS.nginx, () => Promise.resolve(), back);
     }, 120_000);
   });
 

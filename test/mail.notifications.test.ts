@@ -93,7 +93,7 @@ describe("a notification mail", () => {
       [
         "Guten Tag,",
         "Praxis Dr. Weber hat Ihren Zugang freigegeben. 3 Nachrichten liegen für Sie bereit.",
-        "Melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Passwort an. Zum Öffnen der Dateien brauchen Sie Ihren Secu-Pass-Key.",
+        "Melden Sie sich mit Ihrer E-Mail-Adresse und Ihrem Secu-Pass-Key an; damit öffnen Sie auch die Dateien.",
         "Anmelden: https://portal.example/login",
         "Diese E-Mail wurde automatisch erzeugt. Bitte antworten Sie nicht darauf.",
         "In English: Access approved – Praxis Dr. Weber. The portal is also available in English, Türkçe, Русский, Українська, Polski and العربية.",
@@ -101,6 +101,22 @@ describe("a notification mail", () => {
     );
     expect(String(mail.html)).toContain('<html lang="de" dir="ltr">');
     expect(String(mail.html)).toContain('<div lang="en" dir="ltr">');
+  });
+
+  it("a forgotten Secu-Pass-Key: the link mail and the mail after the change say plainly what happens, in German", async () => {
+    const reset = await send({ kind: "key-reset", to: "p@patient.example", link: "https://portal.example/reset/abc", expiresAt: new Date("2026-05-04T10:30:00Z") }, "de");
+    expect(reset.mail.subject).toBe("Neuen Secu-Pass-Key festlegen – Praxis Dr. Weber");
+    expect(reset.mail.text).toContain("Sie haben einen Link angefordert, um einen neuen Secu-Pass-Key festzulegen. Der Link gilt 30 Minuten und nur einmal.");
+    expect(reset.mail.text).toContain("Neuen Secu-Pass-Key festlegen: https://portal.example/reset/abc");
+    expect(reset.mail.text).toContain("Es geht keine Nachricht verloren.");
+    await cleanup(home);
+    home = await tempDir("praxmail-mail-");
+    const changed = await send({ kind: "key-changed", to: "p@patient.example", safetyCode: "0421 7735 9902" }, "de");
+    expect(changed.mail.subject).toBe("Secu-Pass-Key geändert – Praxis Dr. Weber");
+    expect(changed.mail.text).toContain("Ihre Praxis gibt Ihren Zugang erneut frei und vergleicht dazu Ihren Sicherheitscode");
+    expect(changed.mail.text).toContain("0421 7735 9902");
+    expect(changed.mail.text).toContain("Falls Sie das nicht waren, sagen Sie bitte sofort Ihrer Praxis Bescheid.");
+    for (const m of [reset.mail, changed.mail]) expect(`${m.subject ?? ""}${m.text ?? ""}`).not.toMatch(/Passwort/);
   });
 
   it.each([...LANGS, null])("at level 4 names no subject, text or file, in its subject or anywhere (%s)", async (lang) => {

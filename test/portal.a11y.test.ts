@@ -7,16 +7,15 @@ import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { approvePatients, collectGarbage, createDelivery, createInvite, markSent, requestPasswordReset, revokeDelivery, type CreatedDelivery } from "../src/core/index.js";
+import { approvePatients, collectGarbage, createDelivery, createInvite, markSent, requestKeyReset, revokeDelivery, type CreatedDelivery } from "../src/core/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { practiceIdentityOf } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
-import { PASSWORD, usePortal } from "./helpers/portal.js";
+import { keyOf, registerThroughCore } from "./helpers/patient.js";
+import { usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
 const A = "anna@patient.example"; // approved: ready, level 1, level 4, revoked and expired deliveries
 const W = "walter@patient.example"; // waits for the practice's approval
-const S = "sara@patient.example"; // registered, no Secu-Pass-Key yet
 const NEW = "neu@patient.example"; // no account: the link leads to the registration
 
 const ids = {} as Record<"ready" | "sealed" | "revoked" | "expired", CreatedDelivery>;
@@ -27,9 +26,8 @@ let reset = "";
 
 const portal = usePortal({
   beforeOpen: async (home) => {
-    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-    await registerThroughCore(home, W, "Walters Secu-Pass-Key", PASSWORD);
-    await registerThroughCore(home, S, undefined, PASSWORD);
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key");
+    await registerThroughCore(home, W, "Walters Secu-Pass-Key");
   },
   afterOpen: async (ctx) => {
     const practice = await practiceIdentityOf(ctx.home);
@@ -55,7 +53,7 @@ const portal = usePortal({
     invite = `/invite/${(await createInvite(ctx, "eingeladen@patient.example", practice)).id}?email=eingeladen%40patient.example`;
     // The devices page lists one passkey, with its button that removes it.
     await ctx.store.passkeys.insertPasskey({ credentialId: "a11y-1", email: A, userHandle: "uh", publicKey: new Uint8Array(8), counter: 0, transports: "[]", label: "Chrome, Android", createdAt: new Date(now).toISOString(), lastUsed: null, sealed: null });
-    await requestPasswordReset({ ...ctx, notifier: { send: (n) => Promise.resolve(void (reset = new URL((n as { link: string }).link).pathname)) } }, A);
+    await requestKeyReset({ ...ctx, notifier: { send: (n) => Promise.resolve(void (reset = new URL((n as { link: string }).link).pathname)) } }, A);
   },
   listen: true,
 });
@@ -64,21 +62,20 @@ const portal = usePortal({
 const PAGES: [name: string, user: string | null, url: () => string, act?: (page: Page) => Promise<void>][] = [
   ["landing", null, () => "/"],
   ["login", null, () => "/login"],
-  ["login after a wrong password", null, () => "/login", async (page) => {
+  ["login after a wrong Secu-Pass-Key", null, () => "/login", async (page) => {
     await page.locator("#email").fill(A);
-    await page.locator("#password").fill("ein falsches Passwort");
+    await page.locator("#login-key").fill("ein falscher Secu-Pass-Key");
     await page.locator("#login-form button[type=submit]").click();
-    await page.locator("#login-error").waitFor();
+    await page.locator("#login-error:not([hidden])").waitFor({ timeout: 60_000 });
   }],
   ["register (link for an address without account)", null, () => register],
   ["invite", null, () => invite],
   ["reset (request)", null, () => "/reset"],
-  ["reset (new password)", null, () => reset],
+  ["reset (new Secu-Pass-Key)", null, () => reset],
   ["reset (old link, 410)", null, () => "/reset/abgelaufen"],
   ["help", null, () => "/help"],
   ["unknown link (404)", null, () => "/d/abgeschnitten"],
   ["delivery, level 1 via link", null, () => level1],
-  ["Secu-Pass-Key", S, () => "/secupass"],
   ["waiting", W, () => "/waiting"],
   ["message list with a waiting entry", W, () => "/deliveries"],
   ["message list (ready, level 4, revoked, expired)", A, () => "/deliveries"],
@@ -133,7 +130,7 @@ describe.runIf(needChromium())("accessibility in Chromium at 390×844", () => {
       const page = await c.newPage();
       await page.goto(`${base()}/login`);
       await page.locator("#email").fill(user);
-      await page.locator("#password").fill(PASSWORD);
+      await page.locator("#login-key").fill(keyOf(user));
       await page.locator("#login-form button[type=submit]").click();
       await page.waitForURL((u) => u.pathname !== "/login");
       await page.close();

@@ -13,7 +13,6 @@ import { befundMail, submit } from "./helpers/relay.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
 
 const PATIENT = "erika.wolf@patient.example";
-const PASSWORD = "ein gutes Passwort 2026";
 const SECU_PASS = "Erikas Secu-Pass-Key 2026";
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
@@ -28,7 +27,7 @@ describe.runIf(needChromium())("a hostile attachment name in the portal", () => 
     home = join(dir, "home");
     const port = await freePort();
     await initHome(home, ["--portal-url", `http://127.0.0.1:${port}`]);
-    await registerThroughCore(home, PATIENT, SECU_PASS, PASSWORD);
+    await registerThroughCore(home, PATIENT, SECU_PASS);
     expect((await praxmail(["approve", PATIENT, "--yes", "--home", home])).code).toBe(0);
     served = await startServe(home, port);
     browser = await launch();
@@ -55,7 +54,7 @@ describe.runIf(needChromium())("a hostile attachment name in the portal", () => 
     });
     await page.goto(link);
     await page.getByLabel("E-Mail-Adresse").fill(PATIENT);
-    await page.getByLabel("Passwort").fill(PASSWORD);
+    await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);
     await page.getByRole("button", { name: "Anmelden", exact: true }).click();
     await page.getByRole("heading", { name: "Nachricht von Praxis Dr. Weber" }).waitFor();
     expect(await page.locator(".files .name").first().textContent()).toBe("Befundfdp.exe");

@@ -16,17 +16,16 @@ import {
   createDelivery,
   createInvite,
   markSent,
-  requestPasswordReset,
+  requestKeyReset,
   revokePatient,
   startReply,
   type CreatedDelivery,
 } from "../src/core/index.js";
 
 import { buildPortal, type Assets } from "../src/portal/index.js";
-import { FIELD_MAX } from "../src/portal/app.js";
 import { outbox, practiceIdentityOf } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
-import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
+import { keyOf, newKey, registerThroughCore } from "./helpers/patient.js";
+import { Client, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 import { collect } from "./helpers/store.js";
 import { readDb } from "./helpers/store.js";
@@ -47,15 +46,19 @@ const A = "anna@patient.example"; // approved, with deliveries: the logged-in vi
 const L = "lena@patient.example"; // the account lockout
 const T = "tim@patient.example"; // the timing measurement
 const R = "rolf@patient.example"; // revoked
-const P = "paula@patient.example"; // password reset
+const P = "paula@patient.example"; // Secu-Pass reset
 const NOBODY = "niemand@patient.example";
 const MAX_UPLOAD = 4096;
 const GERMAN = {
   badInput: "Bitte prüfen Sie Ihre Eingaben.",
-  loginFailed: "E-Mail-Adresse oder Passwort ist falsch.",
+  loginFailed: "E-Mail-Adresse oder Secu-Pass-Key ist falsch.",
   tooMany: "Zu viele Versuche. Bitte warten Sie 15 Minuten und versuchen Sie es dann erneut.",
 };
 const silent = pino({ level: "silent" });
+/** A well-formed credential that no key gives. */
+const WRONG_CREDENTIAL = "W".repeat(43);
+/** A new key the server refuses (its parameters are too cheap): the body's shape, no work done. */
+const NO_KEY = { kdf: { alg: "scrypt", v: 3, logN: 10, r: 8, p: 1, salt: "AAAAAAAAAAAAAAAAAAAAAA==", type: "x25519" }, recipient: "age1kein-empfaenger", credential: "A".repeat(43) };
 const assets: Assets = { views: join(import.meta.dirname, "../src/portal/views"), static: join(import.meta.dirname, "../src/portal/static") };
 
 let fixtures = 0;
@@ -64,8 +67,8 @@ let practice: string;
 let grenzen: { id: string; email: string; code: string };
 const portal = usePortal({
   beforeOpen: async (home) => {
-    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-    for (const e of [L, T, R, P]) await registerThroughCore(home, e, undefined, PASSWORD);
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key");
+    for (const e of [L, T, R, P]) await registerThroughCore(home, e, `Secu-Pass-Key für ${e}`);
   },
   config: (config) => ({ ...config, portal: { ...config.portal, maxUploadBytes: MAX_UPLOAD } }),
   afterOpen: async (ctx) => {
@@ -88,7 +91,7 @@ afterAll(async () => {
 async function loggedIn(on: FastifyInstance, email = A): Promise<Client> {
   const c = new Client(on);
   const res = await c.login(email);
-  expect(res.statusCode).toBe(303);
+  expect(res.statusCode).toBe(200);
   // The new session has a new CSRF token: read it from a page.
   expect((await c.get("/deliveries")).statusCode).toBe(200);
   return c;
@@ -110,7 +113,7 @@ const median = (xs: number[]): number => {
 
 async function resetToken(email: string): Promise<string> {
   const before = (await outbox(portal.home)).length;
-  await requestPasswordReset(portal.ctx, email);
+  await requestKeyReset(portal.ctx, email);
   const mails = await outbox(portal.home);
   expect(mails.length).toBe(before + 1);
   return /\/reset\/([\w-]{43})/.exec(mails.at(-1)?.text ?? "")![1]!;
@@ -167,23 +170,22 @@ describe("headers on every route", () => {
     {
       route: "POST /login",
       send: async (c, _f, user) => {
-        const res = await c.post("/login", { email: user ? A : NOBODY, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" });
+        const res = await c.login(user ? A : NOBODY, keyOf(A));
         if (user) await c.get("/deliveries"); // the new session's CSRF token
         return res;
       },
     },
-    { route: "POST /register", send: (c, f) => c.post("/register", { token: tokenOf(f.register), password: PASSWORD, password2: "ein anderes Passwort", _csrf: c.csrf }) },
-    { route: "GET /secupass", send: (c) => c.get("/secupass") },
-    { route: "POST /secupass", send: (c) => c.json("/secupass", { recipient: "age1kein-empfaenger" }) },
+    { route: "POST /login/params", send: (c) => c.json("/login/params", { email: NOBODY }) },
+    { route: "POST /register", send: (c, f) => c.json("/register", { token: tokenOf(f.register), ...NO_KEY }) },
     { route: "GET /secupass/reset", send: (c) => c.get("/secupass/reset") },
-    { route: "POST /secupass/reset", send: (c) => c.json("/secupass/reset", { recipient: "age1kein-empfaenger" }) },
+    { route: "POST /secupass/reset", send: (c) => c.json("/secupass/reset", NO_KEY) },
     { route: "GET /waiting", send: (c) => c.get("/waiting") },
     { route: "GET /reset", send: (c) => c.get("/reset") },
     { route: "POST /reset", send: (c) => c.post("/reset", { email: NOBODY, _csrf: c.csrf }) },
     { route: "GET /reset/:token", send: (c, f) => c.get(`/reset/${f.reset}`) },
-    { route: "POST /reset/:token", send: (c, f) => c.post(`/reset/${f.reset}`, { password: PASSWORD, password2: "ein anderes Passwort", _csrf: c.csrf }) },
+    { route: "POST /reset/:token", send: (c, f) => c.json(`/reset/${f.reset}`, NO_KEY) },
     { route: "GET /invite/:id", send: (c, f) => c.get(`/invite/${f.invite}`) },
-    { route: "POST /invite/:id", send: (c, f) => c.post(`/invite/${f.invite}`, { email: "neu@patient.example", code: "AAAA", password: PASSWORD, password2: "anders", _csrf: c.csrf }) },
+    { route: "POST /invite/:id", send: (c, f) => c.json(`/invite/${f.invite}`, { email: "neu@patient.example", code: "AAAA", ...NO_KEY }) },
     { route: "GET /d/:token", send: (c, f) => c.get(`/d/${tokenOf(f.level1)}`) },
     { route: "GET /d/:token", send: (c, f) => c.get(`/d/${tokenOf(f.level3)}`) },
     { route: "GET /d/:token/files/:fileId", send: async (c, f) => c.get(`/d/${tokenOf(f.level1)}/files/${await fileOf(f.level1)}`) },
@@ -196,7 +198,7 @@ describe("headers on every route", () => {
     { route: "POST /reply/:id/parts", send: (c, f) => c.upload(`/reply/${f.reply}/parts?kind=message`, AGE) },
     { route: "POST /reply/:id/finish", send: (c, f) => c.json(`/reply/${f.reply}/finish`, {}) },
     { route: "GET /devices", send: (c) => c.get("/devices") },
-    { route: "POST /devices/remove", send: (c) => c.post("/devices/remove", { credential: "kein-passkey", _csrf: c.csrf }) },
+    { route: "POST /devices/remove", send: (c) => c.post("/devices/remove", { credentialId: "kein-passkey", _csrf: c.csrf }) },
     { route: "POST /passkeys/login/options", send: (c) => c.json("/passkeys/login/options", {}) },
     { route: "POST /passkeys/login", send: (c) => c.json("/passkeys/login", { response: { id: "x", rawId: "x", type: "public-key", response: { clientDataJSON: "x", authenticatorData: "x", signature: "x" } } }) },
     { route: "POST /passkeys/register/options", send: (c) => c.json("/passkeys/register/options", {}) },
@@ -207,8 +209,8 @@ describe("headers on every route", () => {
   const EXTRA: Row[] = [
     { route: "(404)", send: (c) => c.get("/gibt-es-nicht") },
     { route: "(404 static)", send: (c) => c.get("/static/gibt-es-nicht.js") },
-    { route: "(bad JSON)", send: (c) => c.request("POST", "/secupass", { payload: "{kaputt", headers: { "content-type": "application/json", "x-csrf-token": c.csrf } }) },
-    { route: "(CSRF)", send: (c) => c.post("/login", { email: NOBODY, password: PASSWORD }) },
+    { route: "(bad JSON)", send: (c) => c.request("POST", "/login", { payload: "{kaputt", headers: { "content-type": "application/json", "x-csrf-token": c.csrf } }) },
+    { route: "(CSRF)", send: (c) => c.request("POST", "/login", { payload: JSON.stringify({ email: NOBODY, credential: NO_KEY.credential }), headers: { "content-type": "application/json" } }) },
     { route: "(gone)", send: (c) => c.get("/invite/i_000000000000") },
     { route: "(415)", send: (c) => c.request("POST", "/login", { payload: "<x/>", headers: { "content-type": "application/xml" } }) },
     { route: "(too large)", send: (c) => c.post("/login", { email: "x".repeat(70 * 1024), _csrf: c.csrf }) },
@@ -291,13 +293,16 @@ describe("session ids", () => {
     {
       name: "login",
       open: () => Promise.resolve({ url: "/login" }),
-      submit: (c) => c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" }),
+      submit: (c) => c.login(A),
       then: /^\/deliveries$/,
     },
     {
       name: "registration through a link",
       open: async () => ({ url: `/d/${tokenOf(await deliver(`neu-fixierung-${String(++fixtures)}@patient.example`, 3))}` }),
-      submit: (c, url) => c.post("/register", { token: url.slice(3), password: PASSWORD, password2: PASSWORD, _csrf: c.csrf }),
+      submit: async (c, url) => {
+        const { kdf, recipient, credential } = await newKey(`neu-fixierung-${String(fixtures)}@patient.example`, "ein Secu-Pass-Key zum Anlegen");
+        return c.json("/register", { token: url.slice(3), kdf, recipient, credential });
+      },
       then: /^\/d\/[\w-]{43}$/,
     },
     {
@@ -306,8 +311,11 @@ describe("session ids", () => {
         const inv = await createInvite(portal.ctx, `eingeladen-fixierung-${String(++fixtures)}@patient.example`, practice);
         return { url: `/invite/${inv.id}`, code: inv.code, email: inv.email };
       },
-      submit: (c, url, code, email) => c.post(url, { email, code, password: PASSWORD, password2: PASSWORD, _csrf: c.csrf }),
-      then: /^\/secupass$/,
+      submit: async (c, url, code, email) => {
+        const { kdf, recipient, credential } = await newKey(email, "ein Secu-Pass-Key zum Anlegen");
+        return c.json(url, { email, code, kdf, recipient, credential });
+      },
+      then: /^\/waiting$/,
     },
   ];
   const sessionCount = (): number => readDb(portal.home, (db) => db.prepare("SELECT count(*) FROM sessions").pluck().get() as number);
@@ -322,8 +330,8 @@ describe("session ids", () => {
       expect(visitor.sid).toBeUndefined();
       expect(sessionCount()).toBe(rows);
       const res = await way.submit(visitor, first.url, first.code ?? "", first.email ?? "");
-      expect(res.statusCode, errorText(res.body)).toBe(303);
-      expect(res.headers.location).toMatch(way.then);
+      expect(res.statusCode, res.body).toBe(200);
+      expect((JSON.parse(res.body) as { next: string }).next).toMatch(way.then);
       expect(visitor.sid).toMatch(/^[\w-]{43}$/);
       expect((await visitor.get("/deliveries")).statusCode).toBe(200);
       // A browser that carries a session from before (another patient's, on a shared computer).
@@ -333,8 +341,8 @@ describe("session ids", () => {
       // (A link for another address answers 403 to T; its page still carries T's form token.)
       expect([200, 403]).toContain((await c.get(url)).statusCode);
       const again = await way.submit(c, url, code, email);
-      expect(again.statusCode, errorText(again.body)).toBe(303);
-      expect(again.headers.location).toMatch(way.then);
+      expect(again.statusCode, again.body).toBe(200);
+      expect((JSON.parse(again.body) as { next: string }).next).toMatch(way.then);
       const after = c.sid!;
       expect(after).toMatch(/^[\w-]{43}$/);
       expect(after).not.toBe(before);
@@ -357,7 +365,7 @@ describe("session ids", () => {
     expect(sessionCount()).toBe(rows);
     expect(await portal.ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
     c.cookies.set("praxmail", chosen);
-    expect((await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" })).statusCode).toBe(303);
+    expect((await c.login(A)).statusCode).toBe(200);
     expect(c.sid).toMatch(/^[\w-]{43}$/);
     expect(c.sid).not.toBe(chosen);
     expect(await portal.ctx.store.records.session(sessionHash(chosen))).toBeUndefined();
@@ -365,99 +373,95 @@ describe("session ids", () => {
     expect(planted.statusCode).toBe(303);
   });
 
-  it("a password reset logs nobody in: it ends the browser's session and clears the cookie", async () => {
+  it("a Secu-Pass reset by mail ends every session of the patient, this browser's too, and issues this browser a new id", async () => {
     const c = await loggedIn(portal.app, P);
+    const elsewhere = await loggedIn(portal.app, P);
     const token = await resetToken(P);
     expect((await c.get(`/reset/${token}`)).statusCode).toBe(200);
     const before = c.sid!;
-    const res = await c.post(`/reset/${token}`, { password: PASSWORD, password2: PASSWORD, _csrf: c.csrf });
-    expect(res.statusCode).toBe(303);
-    expect(res.headers.location).toBe("/login?m=reset");
-    expect(String(res.headers["set-cookie"])).toMatch(/^praxmail=; Max-Age=0; Path=\/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Strict$/);
+    const { kdf, recipient, credential } = await newKey(P, "Paulas neuer Secu-Pass-Key");
+    const res = await c.json(`/reset/${token}`, { kdf, recipient, credential });
+    expect(res.statusCode).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({ next: "/waiting" });
+    expect(c.sid).toMatch(/^[\w-]{43}$/);
+    expect(c.sid).not.toBe(before);
     expect(await portal.ctx.store.records.session(sessionHash(before))).toBeUndefined();
+    expect(await portal.ctx.store.records.session(sessionHash(elsewhere.sid!))).toBeUndefined();
     const replay = await portal.app.inject({ method: "GET", url: "/deliveries", headers: { cookie: `praxmail=${before}` } });
     expect(replay.statusCode).toBe(303);
+    expect((await elsewhere.get("/deliveries")).statusCode).toBe(303);
   });
 });
 
 describe("login does not tell whether an address has an account", () => {
-  it("authenticatePatient runs scrypt exactly once, at one cost, on every path, the first unknown address too", async () => {
-    // A fresh copy of the module: nothing cached from earlier logins in this file.
-    vi.resetModules();
-    const { authenticatePatient } = await import("../src/core/patients.js");
-    const runs: (typeof scrypts)[] = [];
-    for (const [email, password, ok] of [
-      [NOBODY, PASSWORD, false],
-      [T, "falsches Passwort", false],
-      [T, PASSWORD, true],
-      ["kein Adressformat", PASSWORD, false],
-      [R, PASSWORD, false],
-      ["NIEMAND@Patient.Example", PASSWORD, false],
+  it("authenticatePatient runs no scrypt on any path (the browser derived the credential) and refuses every failure alike", async () => {
+    const { authenticatePatient } = await import("../src/core/index.js");
+    const { credentialHash } = await import("../src/core/keys.js");
+    const row = (await portal.ctx.store.records.patient(T))!;
+    const right = (await import("./helpers/patient.js")).deriveCached(keyOf(T), JSON.parse(row.kdf!) as never, T);
+    const { credential } = await right;
+    expect(credentialHash(credential)).toBe(row.credentialHash);
+    const wrong = "B".repeat(43);
+    const from = scrypts.length;
+    for (const [email, given, ok] of [
+      [NOBODY, credential, false],
+      [T, wrong, false],
+      [T, "kein Credential", false],
+      [T, credential, true],
+      ["kein Adressformat", credential, false],
+      [R, credential, false],
+      ["NIEMAND@Patient.Example", credential, false],
     ] as const) {
-      const from = scrypts.length;
-      expect((await authenticatePatient(portal.ctx, email, password)) !== null, email).toBe(ok);
-      runs.push(scrypts.slice(from));
+      expect((await authenticatePatient(portal.ctx, email, given, null)) !== null, email).toBe(ok);
     }
-    for (const r of runs) expect(r).toEqual([{ N: 2 ** 15, r: 8, p: 1, keylen: 32, salt: 16 }]);
+    expect(scrypts.slice(from)).toEqual([]);
   });
 
-  it("the portal answers the same, with one scrypt, for a wrong password, an unknown, a malformed and a revoked address", async () => {
+  it("the portal answers the same for a wrong key, an unknown, a malformed and a revoked address", async () => {
     const answers = [];
-    for (const [email, password] of [
-      [T, "falsches Passwort"],
-      [NOBODY, PASSWORD],
-      ["kein Adressformat", PASSWORD],
-      [R, PASSWORD],
+    for (const [email, key] of [
+      [T, "ein falscher Secu-Pass-Key"],
+      [NOBODY, keyOf(T)],
+      ["kein Adressformat", keyOf(T)],
+      [R, keyOf(R)],
     ] as const) {
-      const c = new Client(portal.app);
-      await c.get("/login");
-      const from = scrypts.length;
-      const res = await c.post("/login", { email, password, _csrf: c.csrf, next: "/deliveries" });
-      expect(scrypts.length - from, email).toBe(1);
-      answers.push({ status: res.statusCode, error: errorText(res.body), cookie: res.headers["set-cookie"], location: res.headers.location });
+      const res = await new Client(portal.app).login(email, key);
+      answers.push({ status: res.statusCode, body: JSON.parse(res.body) as unknown, cookie: res.headers["set-cookie"] });
     }
-    expect(answers[0]).toEqual({ status: 401, error: GERMAN.loginFailed, cookie: undefined, location: undefined });
+    expect(answers[0]).toEqual({ status: 401, body: { error: GERMAN.loginFailed }, cookie: undefined });
     for (const a of answers) expect(a).toEqual(answers[0]);
   });
 
-  it("takes as long for an unknown address as for a wrong password (medians of 15 each, interleaved, within a factor of 2)", async () => {
-    // Its own app. The clock moves 16 minutes before each attempt so that neither limit ever
-    // answers instead of scrypt.
+  it("takes as long for an unknown address as for a known one, to ask for the parameters and to fail the login (medians of 25 each, interleaved, within a factor of 2)", async () => {
+    // Its own app. The clock moves 16 minutes before each attempt so that no limit ever answers.
     const own = await buildPortal(portal.ctx, silent, assets);
     try {
-      const times = { known: [] as number[], unknown: [] as number[], refused: [] as number[] };
-      const attempt = async (kind: keyof typeof times): Promise<void> => {
+      const { credential } = await (await import("./helpers/patient.js")).deriveCached(keyOf(T), JSON.parse((await portal.ctx.store.records.patient(T))!.kdf!) as never, T);
+      const wrong = `${credential.slice(0, 42)}${credential.endsWith("A") ? "B" : "A"}`;
+      const times = { paramsKnown: [] as number[], paramsUnknown: [] as number[], loginKnown: [] as number[], loginUnknown: [] as number[] };
+      const attempt = async (known: boolean): Promise<void> => {
         portal.clock = new Date(portal.clock.getTime() + 16 * 60_000);
         const c = new Client(own);
         await c.get("/login");
-        const form =
-          kind === "known"
-            ? { email: T, password: "falsches Passwort" }
-            : kind === "unknown"
-              ? { email: NOBODY, password: "falsches Passwort" }
-              : { email: T, password: "x".repeat(FIELD_MAX.password + 1) };
-        const start = process.hrtime.bigint();
-        const res = await c.post("/login", { ...form, _csrf: c.csrf, next: "/deliveries" });
-        const ms = Number(process.hrtime.bigint() - start) / 1e6;
-        expect(res.statusCode).toBe(kind === "refused" ? 400 : 401);
-        times[kind].push(ms);
+        const email = known ? T : NOBODY;
+        let start = process.hrtime.bigint();
+        expect((await c.json("/login/params", { email })).statusCode).toBe(200);
+        (known ? times.paramsKnown : times.paramsUnknown).push(Number(process.hrtime.bigint() - start) / 1e6);
+        start = process.hrtime.bigint();
+        expect((await c.json("/login", { email, credential: wrong, next: "/deliveries" })).statusCode).toBe(401);
+        (known ? times.loginKnown : times.loginUnknown).push(Number(process.hrtime.bigint() - start) / 1e6);
       };
-      for (let i = 0; i < 2; i++) for (const k of ["known", "unknown"] as const) await attempt(k); // warm-up
-      times.known.length = 0;
-      times.unknown.length = 0;
-      for (let i = 0; i < 15; i++) {
-        // Alternate the order, so that neither kind always runs first.
-        for (const k of i % 2 ? (["known", "unknown", "refused"] as const) : (["unknown", "known", "refused"] as const)) await attempt(k);
+      for (let i = 0; i < 3; i++) for (const k of [true, false]) await attempt(k); // warm-up
+      for (const t of Object.values(times)) t.length = 0;
+      // Alternate the order, so that neither kind always runs first.
+      for (let i = 0; i < 25; i++) for (const k of i % 2 ? [true, false] : [false, true]) await attempt(k);
+      for (const [what, known, unknown] of [
+        ["parameters", median(times.paramsKnown), median(times.paramsUnknown)],
+        ["login", median(times.loginKnown), median(times.loginUnknown)],
+      ] as const) {
+        expect(unknown / known, `${what}: unknown ${unknown.toFixed(2)} ms vs known ${known.toFixed(2)} ms`).toBeGreaterThan(0.5);
+        expect(unknown / known, `${what}: unknown ${unknown.toFixed(2)} ms vs known ${known.toFixed(2)} ms`).toBeLessThan(2);
       }
-      const known = median(times.known);
-      const unknown = median(times.unknown);
-      const refused = median(times.refused);
-      // The measurement can tell a path without scrypt from one with it...
-      expect(refused, `refused ${refused.toFixed(1)} ms vs known ${known.toFixed(1)} ms`).toBeLessThan(known * 0.5);
-      // ...and sees none between the two failures. The margin is generous because the machine
-      // is shared; a missing scrypt shows as a factor of 10 or more, as the line above proves.
-      expect(unknown / known, `unknown ${unknown.toFixed(1)} ms vs known ${known.toFixed(1)} ms`).toBeGreaterThan(0.5);
-      expect(unknown / known, `unknown ${unknown.toFixed(1)} ms vs known ${known.toFixed(1)} ms`).toBeLessThan(2);
     } finally {
       await own.close();
     }
@@ -473,23 +477,22 @@ describe("attempt limits", () => {
   it("lock an account after 5 failed logins for 15 minutes, in German, the same for an unknown address, and open again after the window", async () => {
     const own = await buildPortal(portal.ctx, silent, assets);
     try {
-      const fail = async (email: string): Promise<LightMyRequestResponse> => new Client(own).login(email, "falsches Passwort");
+      const fail = async (email: string): Promise<LightMyRequestResponse> => new Client(own).login(email, "ein falscher Secu-Pass-Key");
       // Address variants count for one account.
       for (const email of [L, L.toUpperCase(), ` ${L} `, L, L]) expect((await fail(email)).statusCode).toBe(401);
       for (let i = 0; i < 5; i++) expect((await fail(NOBODY)).statusCode).toBe(401);
       for (const email of [L, NOBODY]) {
-        const from = scrypts.length;
-        // The right password changes nothing while locked; no scrypt runs either way.
-        const blocked = await new Client(own).login(email, PASSWORD);
+        // The right key changes nothing while locked, and no session is made.
+        const blocked = await new Client(own).login(email, keyOf(L));
         expect(blocked.statusCode, email).toBe(429);
-        expect(errorText(blocked.body)).toBe(GERMAN.tooMany);
-        expect(scrypts.length).toBe(from);
+        expect(JSON.parse(blocked.body)).toEqual({ error: GERMAN.tooMany });
+        expect(blocked.headers["set-cookie"]).toBeUndefined();
       }
       portal.clock = new Date(portal.clock.getTime() + 15 * 60_000 - 1);
       expect((await new Client(own).login(L)).statusCode).toBe(429);
       portal.clock = new Date(portal.clock.getTime() + 1);
-      expect((await new Client(own).login(L)).statusCode).toBe(303);
-      expect((await new Client(own).login(NOBODY)).statusCode).toBe(401);
+      expect((await new Client(own).login(L)).statusCode).toBe(200);
+      expect((await new Client(own).login(NOBODY, keyOf(L))).statusCode).toBe(401);
     } finally {
       await own.close();
     }
@@ -504,15 +507,15 @@ describe("attempt limits", () => {
       expect(codes).toEqual(Array<number>(30).fill(401));
       const blocked = await new Client(own, ip).login(L);
       expect(blocked.statusCode).toBe(429);
-      expect(errorText(blocked.body)).toBe(GERMAN.tooMany);
-      expect((await new Client(own, "10.9.9.10").login(L)).statusCode).toBe(303);
+      expect(JSON.parse(blocked.body)).toEqual({ error: GERMAN.tooMany });
+      expect((await new Client(own, "10.9.9.10").login(L)).statusCode).toBe(200);
       portal.clock = new Date(portal.clock.getTime() + 15 * 60_000);
-      expect((await new Client(own, ip).login(L)).statusCode).toBe(303);
+      expect((await new Client(own, ip).login(L)).statusCode).toBe(200);
     } finally {
       await own.close();
     }
   });
-  it("150 parallel wrong passwords for one address: exactly 5 run scrypt, the other 145 get 429 in German", async () => {
+  it("150 parallel wrong credentials for one address: exactly 5 are checked, the other 145 get 429 in German", async () => {
     const clients = await Promise.all(
       Array.from({ length: 150 }, async () => {
         const c = new Client(portal.app);
@@ -520,16 +523,14 @@ describe("attempt limits", () => {
         return c;
       }),
     );
-    const from = scrypts.length;
-    const answers = await Promise.all(clients.map((c) => c.post("/login", { email: L, password: "falsches Passwort", _csrf: c.csrf, next: "/deliveries" })));
-    expect(scrypts.length - from).toBe(5);
+    const answers = await Promise.all(clients.map((c) => c.json("/login", { email: L, credential: WRONG_CREDENTIAL, next: "/deliveries" })));
     expect(answers.filter((r) => r.statusCode === 401).length).toBe(5);
     const refused = answers.filter((r) => r.statusCode === 429);
     expect(refused.length).toBe(145);
-    for (const r of refused) expect(errorText(r.body)).toBe(GERMAN.tooMany);
+    for (const r of refused) expect(JSON.parse(r.body)).toEqual({ error: GERMAN.tooMany });
   });
 
-  it("150 parallel wrong logins from one IP to 150 addresses: exactly 30 run scrypt, the other 120 get 429", async () => {
+  it("150 parallel wrong logins from one IP to 150 addresses: exactly 30 are checked, the other 120 get 429", async () => {
     const clients = await Promise.all(
       Array.from({ length: 150 }, async () => {
         const c = new Client(portal.app, "10.8.8.8");
@@ -537,16 +538,14 @@ describe("attempt limits", () => {
         return c;
       }),
     );
-    const from = scrypts.length;
-    const answers = await Promise.all(
-      clients.map((c, i) => c.post("/login", { email: `parallel${String(i)}@patient.example`, password: "falsches Passwort", _csrf: c.csrf, next: "/deliveries" })),
-    );
-    expect(scrypts.length - from).toBe(30);
+    const answers = await Promise.all(clients.map((c, i) => c.json("/login", { email: `parallel${String(i)}@patient.example`, credential: WRONG_CREDENTIAL, next: "/deliveries" })));
     expect(answers.map((r) => r.statusCode).sort()).toEqual([...Array<number>(30).fill(401), ...Array<number>(120).fill(429)]);
   });
 
   it("150 parallel wrong invite codes from one IP: exactly 10 are checked, the other 140 get 429", async () => {
     const invite = await createInvite(portal.ctx, "eingeladen-parallel@patient.example", practice);
+    const { kdf, recipient, credential } = await newKey(invite.email, "ein Secu-Pass-Key zum Anlegen");
+    const key = { kdf, recipient, credential };
     const clients = await Promise.all(
       Array.from({ length: 150 }, async () => {
         const c = new Client(portal.app, "10.8.8.9");
@@ -555,10 +554,10 @@ describe("attempt limits", () => {
       }),
     );
     const answers = await Promise.all(
-      clients.map((c) => c.post(`/invite/${invite.id}`, { email: invite.email, code: "AAAA-BBBB-CCCC", password: PASSWORD, password2: PASSWORD, _csrf: c.csrf })),
+      clients.map((c) => c.json(`/invite/${invite.id}`, { email: invite.email, code: "AAAA-BBBB-CCCC", ...key })),
     );
     expect(answers.map((r) => r.statusCode).sort()).toEqual([...Array<number>(10).fill(400), ...Array<number>(140).fill(429)]);
-    expect(answers.filter((r) => r.statusCode === 429).every((r) => errorText(r.body) === GERMAN.tooMany)).toBe(true);
+    expect(answers.filter((r) => r.statusCode === 429).every((r) => r.body === JSON.stringify({ error: GERMAN.tooMany }))).toBe(true);
   });
 
   describe("every limit counts across two portals on one home and survives a restart", () => {
@@ -569,13 +568,27 @@ describe("attempt limits", () => {
         name: "failed logins per address",
         max: 5,
         windowMs: 15 * 60_000,
-        attempt: async (on) => (await new Client(on).login(L, "falsches Passwort")).statusCode !== 429,
+        attempt: async (on) => (await new Client(on).login(L, "ein falscher Secu-Pass-Key")).statusCode !== 429,
       },
       {
         name: "failed logins per IP",
         max: 30,
         windowMs: 15 * 60_000,
-        attempt: async (on, i) => (await new Client(on, IP).login(`ip-limit${String(i)}@patient.example`, "falsches Passwort")).statusCode !== 429,
+        attempt: async (on, i) => {
+          const c = new Client(on, IP);
+          await c.get("/login");
+          return (await c.json("/login", { email: `ip-limit${String(i)}@patient.example`, credential: WRONG_CREDENTIAL, next: "/deliveries" })).statusCode !== 429;
+        },
+      },
+      {
+        name: "asks for login parameters per IP",
+        max: 100,
+        windowMs: 15 * 60_000,
+        attempt: async (on, i) => {
+          const c = new Client(on, "10.6.6.6");
+          await c.get("/login");
+          return (await c.json("/login/params", { email: `params-limit${String(i)}@patient.example` })).statusCode !== 429;
+        },
       },
       {
         name: "registrations per IP",
@@ -585,11 +598,11 @@ describe("attempt limits", () => {
           const token = tokenOf(registerLink);
           const c = new Client(on, IP);
           await c.get(`/d/${token}`);
-          return (await c.post("/register", { token, password: PASSWORD, password2: "ein anderes Passwort", _csrf: c.csrf })).statusCode !== 429;
+          return (await c.json("/register", { token, ...NO_KEY })).statusCode !== 429;
         },
       },
       {
-        name: "password reset requests per IP",
+        name: "Secu-Pass reset requests per IP",
         max: 10,
         windowMs: 60 * 60_000,
         attempt: async (on) => {
@@ -621,7 +634,7 @@ describe("attempt limits", () => {
         attempt: async (on) => {
           const c = new Client(on, IP);
           await c.get(`/invite/${limitInvite}`);
-          const res = await c.post(`/invite/${limitInvite}`, { email: "eingeladen-limit@patient.example", code: "AAAA-BBBB-CCCC", password: PASSWORD, password2: PASSWORD, _csrf: c.csrf });
+          const res = await c.json(`/invite/${limitInvite}`, { email: "eingeladen-limit@patient.example", code: "AAAA-BBBB-CCCC", ...NO_KEY });
           return res.statusCode !== 429;
         },
       },
@@ -698,58 +711,61 @@ describe("every form field has a server-side limit", () => {
     readonly route: string;
     readonly kind: "form" | "json" | "upload";
     readonly url: () => Promise<string>;
-    /** A complete body that does no harm (a wrong password, a mismatch, an unknown address). */
-    readonly base: () => Promise<Record<string, string>>;
+    /** A complete body that does no harm (a wrong credential, a mismatch, an unknown address, a refused key). */
+    readonly base: () => Promise<Record<string, unknown>>;
     /** Every field the route reads, with its limit in characters. */
     readonly fields: Readonly<Record<string, number>>;
-    /** JSON routes: the answer to a value at the limit (the route's own check, past the length check). */
-    readonly taken?: { status: number; error: string };
+    /** JSON routes: the answer to a value at the limit (the route's own check, past the length check), per field where they differ. */
+    readonly taken?: Taken | Readonly<Record<string, Taken>>;
   }
+  type Taken = { readonly status: number; readonly error: string | undefined };
+  const FAILED = "Das hat nicht geklappt. Bitte laden Sie die Seite neu und versuchen Sie es erneut.";
   const invite = (): { id: string; email: string; code: string } => grenzen;
   let resetFor: string | undefined;
   const reset = async (): Promise<string> => (resetFor ??= await resetToken(P));
   let registerFor: string | undefined;
   const register = async (): Promise<string> => (registerFor ??= tokenOf(await deliver("grenzen-link@patient.example", 3)));
-  const OTHER = "ein ganz anderes Passwort";
   const TARGETS: Target[] = [
-    {
-      route: "POST /login",
-      kind: "form",
-      url: () => Promise.resolve("/login"),
-      base: () => Promise.resolve({ email: NOBODY, password: OTHER, next: "/deliveries" }),
-      fields: { _csrf: 64, email: 254, password: 1024, next: 200 },
-    },
     { route: "POST /logout", kind: "form", url: () => Promise.resolve("/logout"), base: () => Promise.resolve({}), fields: { _csrf: 64 } },
     // The language menu of a logged-in patient (before login, the same menu is a GET form).
     { route: "POST /lang", kind: "form", url: () => Promise.resolve("/lang"), base: () => Promise.resolve({ code: "de", back: "/login" }), fields: { _csrf: 64, code: 40, back: 200 } },
+    { route: "POST /reset", kind: "form", url: () => Promise.resolve("/reset"), base: () => Promise.resolve({ email: NOBODY }), fields: { _csrf: 64, email: 254 } },
+    // Sent by client/main.ts as JSON, with the form's CSRF token in a header.
+    { route: "POST /login/params", kind: "json", url: () => Promise.resolve("/login/params"), base: () => Promise.resolve({ email: NOBODY }), fields: { email: 254 }, taken: { status: 200, error: undefined } },
+    {
+      route: "POST /login",
+      kind: "json",
+      url: () => Promise.resolve("/login"),
+      base: () => Promise.resolve({ email: NOBODY, credential: WRONG_CREDENTIAL, next: "/deliveries" }),
+      fields: { email: 254, credential: 43, nonce: 43, next: 200 },
+      taken: { status: 401, error: GERMAN.loginFailed },
+    },
     {
       route: "POST /register",
-      kind: "form",
+      kind: "json",
       url: () => Promise.resolve("/register"),
-      base: async () => ({ token: await register(), email: "grenzen-link@patient.example", password: PASSWORD, password2: OTHER }),
-      fields: { _csrf: 64, token: 43, email: 254, password: 1024, password2: 1024 },
+      base: async () => ({ token: await register(), ...NO_KEY }),
+      fields: { token: 43, recipient: 2100, credential: 43 },
+      taken: { token: { status: 404, error: "Diesen Link gibt es nicht. Bitte prüfen Sie, ob Sie ihn vollständig aus der E-Mail übernommen haben." }, recipient: { status: 400, error: FAILED }, credential: { status: 400, error: FAILED } },
     },
-    { route: "POST /reset", kind: "form", url: () => Promise.resolve("/reset"), base: () => Promise.resolve({ email: NOBODY }), fields: { _csrf: 64, email: 254 } },
-    {
-      route: "POST /reset/:token",
-      kind: "form",
-      url: async () => `/reset/${await reset()}`,
-      base: () => Promise.resolve({ password: PASSWORD, password2: OTHER }),
-      fields: { _csrf: 64, password: 1024, password2: 1024 },
-    },
+    { route: "POST /reset/:token", kind: "json", url: async () => `/reset/${await reset()}`, base: () => Promise.resolve(NO_KEY), fields: { recipient: 2100, credential: 43 }, taken: { status: 400, error: FAILED } },
     {
       route: "POST /invite/:id",
-      kind: "form",
+      kind: "json",
       url: () => Promise.resolve(`/invite/${invite().id}`),
-      base: () => Promise.resolve({ email: invite().email, code: invite().code, password: PASSWORD, password2: OTHER }),
-      fields: { _csrf: 64, email: 254, code: 40, password: 1024, password2: 1024 },
+      base: () => Promise.resolve({ email: invite().email, code: invite().code, ...NO_KEY }),
+      fields: { email: 254, code: 40, recipient: 2100, credential: 43 },
+      taken: {
+        email: { status: 400, error: "E-Mail-Adresse oder Einladungscode stimmt nicht." },
+        code: { status: 400, error: "E-Mail-Adresse oder Einladungscode stimmt nicht." },
+        recipient: { status: 400, error: FAILED },
+        credential: { status: 400, error: FAILED },
+      },
     },
-    // Sent by client/main.ts as JSON, by a logged-in patient.
-    { route: "POST /secupass", kind: "json", url: () => Promise.resolve("/secupass"), base: () => Promise.resolve({ recipient: "age1x" }), fields: { recipient: 2100 }, taken: { status: 400, error: "invalid-input" } },
-    { route: "POST /secupass/reset", kind: "json", url: () => Promise.resolve("/secupass/reset"), base: () => Promise.resolve({ recipient: "age1x" }), fields: { recipient: 2100 }, taken: { status: 400, error: "invalid-input" } },
+    { route: "POST /secupass/reset", kind: "json", url: () => Promise.resolve("/secupass/reset"), base: () => Promise.resolve(NO_KEY), fields: { recipient: 2100, credential: 43 }, taken: { status: 400, error: FAILED } },
     { route: "POST /reply", kind: "json", url: () => Promise.resolve("/reply"), base: () => Promise.resolve({ deliveryId: "" }), fields: { deliveryId: 32 }, taken: { status: 404, error: "no-such-delivery" } },
     { route: "POST /reply/:id/finish", kind: "json", url: async () => `/reply/${await startReply(portal.ctx, A, null)}/finish`, base: () => Promise.resolve({}), fields: {} },
-    { route: "POST /devices/remove", kind: "form", url: () => Promise.resolve("/devices/remove"), base: () => Promise.resolve({ credential: "kein-passkey" }), fields: { _csrf: 64, credential: 1400 } },
+    { route: "POST /devices/remove", kind: "form", url: () => Promise.resolve("/devices/remove"), base: () => Promise.resolve({ credentialId: "kein-passkey" }), fields: { _csrf: 64, credentialId: 1400 } },
     // Sent by client/passkeys.ts as JSON; their bodies are WebAuthn answers, bounded by their own schemas.
     { route: "POST /passkeys/login/options", kind: "json", url: () => Promise.resolve("/passkeys/login/options"), base: () => Promise.resolve({}), fields: {} },
     { route: "POST /passkeys/login", kind: "json", url: () => Promise.resolve("/passkeys/login"), base: () => Promise.resolve({}), fields: {} },
@@ -768,13 +784,13 @@ describe("every form field has a server-side limit", () => {
     user ??= await loggedIn(portal.app);
     return user;
   };
-  const send = async (t: Target, c: Client, url: string, body: Record<string, string>, pad?: string): Promise<LightMyRequestResponse> => {
+  const send = async (t: Target, c: Client, url: string, body: Record<string, unknown>, pad?: string): Promise<LightMyRequestResponse> => {
     if (t.kind === "upload") {
       const data = Buffer.concat([Buffer.from("age-encryption.org/v1\n"), Buffer.alloc(Number(pad) - 22, 0x61)]);
       return c.upload(url, data);
     }
     if (t.kind === "json") return c.json(url, body);
-    return c.post(url, { _csrf: c.csrf, ...body });
+    return c.post(url, { _csrf: c.csrf, ...(body as Record<string, string>) });
   };
   const refusedAsBadInput = (t: Target, res: LightMyRequestResponse, field: string, max: number): void => {
     if (t.kind === "form") {
@@ -854,7 +870,10 @@ describe("every form field has a server-side limit", () => {
 
         const at = await send(t, c, url, { ...base, [field]: "x".repeat(max) }, String(max));
         if (t.kind === "form") expect(at.statusCode === 400 && at.body.includes(GERMAN.badInput), `${String(at.statusCode)} ${errorText(at.body) ?? ""}`).toBe(false);
-        else if (t.kind === "json") expect({ status: at.statusCode, error: at.json<{ error?: string }>().error }).toEqual(t.taken);
+        else if (t.kind === "json") {
+          const taken = t.taken !== undefined && "status" in t.taken ? t.taken : t.taken?.[field];
+          expect({ status: at.statusCode, error: at.json<{ error?: string }>().error }).toEqual(taken);
+        }
         else expect(at.json()).toEqual({ size: max });
       });
     }
@@ -875,7 +894,7 @@ describe("every form field has a server-side limit", () => {
       if (first === undefined) continue;
       if (t.kind === "form") {
         const twice = await c.request("POST", url, {
-          payload: `${new URLSearchParams({ _csrf: c.csrf, ...base }).toString()}&${first}=zweimal`,
+          payload: `${new URLSearchParams({ _csrf: c.csrf, ...(base as Record<string, string>) }).toString()}&${first}=zweimal`,
           headers: { "content-type": "application/x-www-form-urlencoded" },
         });
         refusedAsBadInput(t, twice, first, 0);

@@ -8,14 +8,13 @@ import Database from "better-sqlite3";
 import { simpleParser } from "mailparser";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { deriveSecuPassIdentity, parseKdfParams } from "../src/crypto/index.js";
+import { deriveSecuPass, parseKdfParams } from "../src/crypto/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { cleanup, initHome, outbox, praxmail, tempDir, walk } from "./helpers/cli.js";
 import { submit } from "./helpers/relay.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
 
 const PATIENT = "anna.schaefer@patient.example";
-const PASSWORD = "Kaffee und Kuchen 2026";
 const SECU_PASS = "Mein geheimer Secu-Pass-Key – Grüße";
 const SHOTS = resolve(import.meta.dirname, "../test-results");
 const FIXTURE = resolve(import.meta.dirname, "fixtures/mail/01-level3-subject-tag.eml");
@@ -94,43 +93,37 @@ describe.runIf(needChromium()).each([
     await cleanup(dir);
   });
 
-  it("registers through the link, sets the Secu-Pass-Key and sees the safety code", async () => {
+  it("registers through the link with the Secu-Pass-Key in one step and sees the safety code", async () => {
     await relayLevel3("first");
     await page.goto(await linkFrom(/Laborbefund/));
     await page.getByRole("heading", { name: "Konto anlegen" }).waitFor();
     expect(await page.getByLabel("E-Mail-Adresse").inputValue()).toBe(PATIENT);
+    expect(await page.locator('input[type="password"]').count()).toBe(2);
     await screenshot("register");
-    await page.getByLabel("Passwort", { exact: true }).fill(PASSWORD);
-    expect(await page.locator("#password-strength").textContent()).toMatch(/^Stärke: (gut|sehr gut)$/);
-    await page.getByLabel("Passwort wiederholen").fill(PASSWORD);
-    await page.getByRole("button", { name: "Konto anlegen" }).click();
-
-    await page.getByRole("heading", { name: "Secu-Pass-Key festlegen" }).waitFor();
-    await expect.poll(async () => (await outbox(home)).some((m) => m.subject === "Konto angelegt – Praxis Dr. Weber")).toBe(true);
-    await screenshot("secupass");
     // A key under 10 characters is refused in the browser, before any scrypt or request:
     // by the form's own validation, and by the page's script where that is switched off.
     const sentBefore = requests.length;
     await page.getByLabel("Secu-Pass-Key", { exact: true }).fill("kurz12345");
     await page.getByLabel("Secu-Pass-Key wiederholen").fill("kurz12345");
-    await page.getByRole("button", { name: "Secu-Pass-Key festlegen" }).click();
+    await page.getByRole("button", { name: "Konto anlegen" }).click();
     expect(await page.locator("#secupass").evaluate((el) => (el as unknown as { validity: { tooShort: boolean } }).validity.tooShort)).toBe(true);
-    await page.locator("#secupass-form").evaluate((el) => {
+    await page.locator("#newkey-form").evaluate((el) => {
       (el as unknown as { noValidate: boolean }).noValidate = true;
     });
-    await page.getByRole("button", { name: "Secu-Pass-Key festlegen" }).click();
+    await page.getByRole("button", { name: "Konto anlegen" }).click();
     await expect.poll(async () => page.locator("#secupass-error").textContent()).toBe("Der Secu-Pass-Key muss mindestens 10 Zeichen haben.");
     expect(await page.locator("#secupass-progress").isHidden()).toBe(true);
     expect(requests.slice(sentBefore)).toEqual([]);
     await page.getByLabel("Secu-Pass-Key", { exact: true }).fill(SECU_PASS);
     await page.getByLabel("Secu-Pass-Key wiederholen").fill(SECU_PASS);
-    await page.getByRole("button", { name: "Secu-Pass-Key festlegen" }).click();
+    await page.getByRole("button", { name: "Konto anlegen" }).click();
 
     await page.getByRole("heading", { name: "Fast geschafft: Ihre Praxis schaltet Sie frei" }).waitFor({ timeout: 60_000 });
     const code = (await page.locator("#safety-code").textContent())?.trim() ?? "";
     expect(code).toMatch(/^\d{4} \d{4} \d{4}$/);
     await screenshot("waiting");
 
+    await expect.poll(async () => (await outbox(home)).some((m) => m.subject === "Konto angelegt – Praxis Dr. Weber")).toBe(true);
     const mails = await outbox(home);
     const activated = mails.find((m) => m.subject === "Secu-Pass aktiviert – Praxis Dr. Weber");
     expect(activated?.text).toContain(code);
@@ -149,7 +142,7 @@ describe.runIf(needChromium()).each([
 
     await page.goto(await linkFrom(/^Zustellung freigegeben/));
     await page.getByLabel("E-Mail-Adresse").fill(PATIENT);
-    await page.getByLabel("Passwort").fill(PASSWORD);
+    await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);
     await screenshot("login");
     await page.getByRole("button", { name: "Anmelden", exact: true }).click();
     await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
@@ -182,11 +175,11 @@ describe.runIf(needChromium()).each([
     expect(sha(await download())).toBe(sha(attachment));
   });
 
-  it("never sent the Secu-Pass-Key or a secret key in any request, stored neither under home (nor the password, a token or a session id), and logged no secret, token or session", async () => {
+  it("never sent the Secu-Pass-Key or a secret key in any request, stored neither under home (nor the login credential, a token or a session id), and logged no secret, token or session", async () => {
     const db = new Database(join(home, "praxmail.db"), { readonly: true });
     const kdf = (db.prepare("SELECT kdf FROM patients WHERE email = ?").get(PATIENT) as { kdf: string }).kdf;
     db.close();
-    const identity = await deriveSecuPassIdentity(SECU_PASS, parseKdfParams(JSON.parse(kdf)), PATIENT);
+    const { identity, credential } = await deriveSecuPass(SECU_PASS, parseKdfParams(JSON.parse(kdf)), PATIENT);
     const needles = [SECU_PASS, encodeURIComponent(SECU_PASS), JSON.stringify(SECU_PASS).slice(1, -1), identity, "AGE-SECRET-KEY"];
     expect(requests.length).toBeGreaterThan(10);
     for (const r of requests) {
@@ -205,12 +198,14 @@ describe.runIf(needChromium()).each([
     expect(tokens.length).toBeGreaterThan(0);
     const cookies = (await context.cookies()).map((c) => c.value).filter((v) => v.length >= 16);
     expect(cookies.length).toBeGreaterThan(0);
-    for (const n of [SECU_PASS, PASSWORD, identity, "AGE-SECRET-KEY", ...tokens, ...cookies]) {
+    for (const n of [SECU_PASS, identity, "AGE-SECRET-KEY", ...tokens, ...cookies]) {
       expect(logs.includes(n), `${n.slice(0, 12)}… in the server's logs`).toBe(false);
     }
     for (const f of await walk(home)) {
       const bytes = await readFile(f);
-      for (const n of [SECU_PASS, identity, PASSWORD]) expect(bytes.includes(Buffer.from(n)), `${n.slice(0, 12)}… in ${f}`).toBe(false);
+      for (const n of [Buffer.from(SECU_PASS), Buffer.from(identity), Buffer.from(credential), Buffer.from(credential, "base64url")]) {
+        expect(bytes.includes(n), `${n.toString("hex").slice(0, 12)}… in ${f}`).toBe(false);
+      }
       // Link tokens and session ids are stored only as hashes; the outbox holds the mails
       // that carry the links (outbox mode, see SECURITY.md).
       if (!f.startsWith(join(home, "outbox"))) for (const n of [...tokens, ...cookies]) expect(bytes.includes(Buffer.from(n)), `${n.slice(0, 12)}… in ${f}`).toBe(false);

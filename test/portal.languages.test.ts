@@ -5,18 +5,17 @@
 import type { FastifyInstance, LightMyRequestResponse } from "fastify";
 import type { Browser as Chromium, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { approvePatients, createDelivery, createInvite, markSent, requestPasswordReset, type CreatedDelivery } from "../src/core/index.js";
+import { approvePatients, createDelivery, createInvite, markSent, requestKeyReset, type CreatedDelivery } from "../src/core/index.js";
 import { format, type Lang, type MessageKey, type Values } from "../src/i18n/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { outbox, practiceIdentityOf } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
-import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
+import { newKey, registerThroughCore } from "./helpers/patient.js";
+import { Client, usePortal } from "./helpers/portal.js";
 import { readDb } from "./helpers/store.js";
 import { streamOf } from "./helpers/streams.js";
 
 const A = "anna@patient.example"; // approved, with a delivery of two files
 const W = "walter@patient.example"; // waits for approval
-const S = "selma@patient.example"; // has no Secu-Pass-Key yet
 
 let practice: string;
 let delivery: CreatedDelivery;
@@ -25,16 +24,15 @@ let reset: string;
 
 const portal = usePortal({
   beforeOpen: async (home) => {
-    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-    await registerThroughCore(home, W, "Walters Secu-Pass-Key", PASSWORD);
-    await registerThroughCore(home, S, undefined, PASSWORD);
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key");
+    await registerThroughCore(home, W, "Walters Secu-Pass-Key");
   },
   afterOpen: async (ctx) => {
     practice = await practiceIdentityOf(ctx.home);
     await approvePatients(ctx, [{ email: A, safetyCode: (await ctx.store.records.patient(A))?.safetyCode ?? "" }], practice);
     delivery = await deliver(ctx, A);
     invite = (await createInvite(ctx, "eingeladen@patient.example", practice)).id;
-    await requestPasswordReset(ctx, W);
+    await requestKeyReset(ctx, W);
     reset = /\/reset\/([\w-]{43})/.exec((await outbox(ctx.home)).at(-1)?.text ?? "")![1]!;
   },
   listen: true,
@@ -75,7 +73,7 @@ function pages(): [who: string | null, url: string, status: number, h1: MessageK
     [null, "/help", 200, "helpTitle"],
     [null, "/login", 200, "loginTitle"],
     [null, "/reset", 200, "resetTitle"],
-    [null, `/reset/${reset}`, 200, "resetNewTitle"],
+    [null, `/reset/${reset}`, 200, "secupassResetTitle"],
     [null, `/invite/${invite}`, 200, "inviteTitle"],
     [null, "/gibt-es-nicht", 404, "notFoundTitle"],
     [A, "/deliveries", 200, "myMessages"],
@@ -83,7 +81,6 @@ function pages(): [who: string | null, url: string, status: number, h1: MessageK
     [A, "/reply", 200, "replyTitle"],
     [A, "/secupass/reset", 200, "secupassResetTitle"],
     [W, "/waiting", 200, "waitTitle"],
-    [S, "/secupass", 200, "secupassTitle"],
   ];
 }
 
@@ -95,7 +92,7 @@ async function visit(accept: string, lang: Lang): Promise<Map<string, string>> {
     let b = browsers.get(who);
     if (!b) {
       b = new Browser(portal.app, accept);
-      if (who !== null) expect((await b.login(who)).statusCode).toBe(303);
+      if (who !== null) expect((await b.login(who)).statusCode).toBe(200);
       browsers.set(who, b);
     }
     const res = await b.get(url);
@@ -167,7 +164,7 @@ describe("the account remembers the language", () => {
   it("a choice made before login goes into the account at login; a later choice too, with the CSRF token; a new device gets it back", async () => {
     const b = new Browser(portal.app, "de-DE");
     await b.get("/lang?code=pl&back=/login");
-    expect((await b.login(A)).statusCode).toBe(303);
+    expect((await b.login(A)).statusCode).toBe(200);
     expect(patientLang(A)).toBe("pl");
 
     const page = await b.get("/deliveries");
@@ -191,9 +188,9 @@ describe("the account remembers the language", () => {
     expect((await other.get("/deliveries")).body).toContain("<h1>Мої повідомлення</h1>");
 
     // The patient's mails follow: Ukrainian only.
-    await requestPasswordReset(portal.ctx, A);
+    await requestKeyReset(portal.ctx, A);
     const mail = (await outbox(portal.home)).at(-1)!;
-    expect(mail.subject).toBe("Скидання пароля: Praxis Dr. Weber");
+    expect(mail.subject).toBe("Задати новий Secu-Pass-Key – Praxis Dr. Weber");
     expect(mail.text).toContain("Добрий день!");
     for (const other of ["Guten Tag", "Hello", "In English"]) expect(mail.text).not.toContain(other);
   });
@@ -202,10 +199,11 @@ describe("the account remembers the language", () => {
     const d = await deliver(portal.ctx, "tuerkan@patient.example");
     const b = new Browser(portal.app, "tr-TR,tr;q=0.9");
     await b.get(`/d/${tokenOf(d)}`);
-    const res = await b.post("/register", { token: tokenOf(d), password: PASSWORD, password2: PASSWORD, _csrf: b.csrf });
-    expect(res.statusCode).toBe(303);
+    const { kdf, recipient, credential } = await newKey("tuerkan@patient.example", "Türkans Secu-Pass-Key");
+    const res = await b.json("/register", { token: tokenOf(d), kdf, recipient, credential });
+    expect(res.statusCode).toBe(200);
     expect(patientLang("tuerkan@patient.example")).toBe("tr");
-    const mail = (await outbox(portal.home)).at(-1)!;
+    const mail = (await outbox(portal.home)).filter((m) => m.subject?.startsWith("Hesap oluşturuldu")).at(-1)!;
     expect(mail.subject).toBe("Hesap oluşturuldu – Praxis Dr. Weber");
     expect(mail.text).toContain("Merhaba,");
     expect(mail.text).not.toContain("Guten Tag");
@@ -215,9 +213,10 @@ describe("the account remembers the language", () => {
     const d = await deliver(portal.ctx, "francoise@patient.example");
     const b = new Browser(portal.app, "fr-FR");
     await b.get(`/d/${tokenOf(d)}`);
-    expect((await b.post("/register", { token: tokenOf(d), password: PASSWORD, password2: PASSWORD, _csrf: b.csrf })).statusCode).toBe(303);
+    const { kdf, recipient, credential } = await newKey("francoise@patient.example", "Françoises Secu-Pass-Key");
+    expect((await b.json("/register", { token: tokenOf(d), kdf, recipient, credential })).statusCode).toBe(200);
     expect(patientLang("francoise@patient.example")).toBeNull();
-    const mail = (await outbox(portal.home)).at(-1)!;
+    const mail = (await outbox(portal.home)).filter((m) => m.subject?.startsWith("Konto angelegt")).at(-1)!;
     expect(mail.subject).toBe("Konto angelegt – Praxis Dr. Weber");
     const english = mail.text!.split("\n").filter((l) => /\b(the|is|and)\b/.test(l));
     expect(english).toEqual([
@@ -245,7 +244,8 @@ describe.runIf(needChromium())("in Chromium on a 360 px phone", () => {
 
   it("Arabic mirrors the layout: the brand and the focused skip link sit on the right, German's on the left", async () => {
     for (const [locale, side] of [["ar", "right"], ["de-DE", "left"]] as const) {
-      const page = await open(locale, "/login");
+      // The landing page: the login page puts the focus into its first empty field.
+      const page = await open(locale, "/");
       expect(await htmlLangDir(page)).toEqual([locale.slice(0, 2), side === "right" ? "rtl" : "ltr"]);
       const brand = await box(page, ".brand");
       await page.keyboard.press("Tab");
@@ -276,7 +276,7 @@ describe.runIf(needChromium())("in Chromium on a 360 px phone", () => {
     await page.waitForSelector('html[lang="tr"]');
     expect(page.url()).toMatch(/\/help$/);
     expect(await htmlLangDir(page)).toEqual(["tr", "ltr"]);
-    expect(await page.locator("h1").textContent()).toBe("Yardım: Şifre ve Secu-Pass-Key");
+    expect(await page.locator("h1").textContent()).toBe("Yardım: Secu-Pass-Key'iniz");
     await page.context().close();
   });
 });

@@ -11,7 +11,6 @@ import { registerThroughCore } from "./helpers/patient.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
 
 const PATIENT = "erika.wolf@patient.example";
-const PASSWORD = "ein gutes Passwort 2026";
 const SECU_PASS = "Erikas Secu-Pass-Key 2026";
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
@@ -41,7 +40,7 @@ describe.runIf(needChromium())("levels and access in the browser", () => {
 
   const login = async (page: Page): Promise<void> => {
     await page.getByLabel("E-Mail-Adresse").fill(PATIENT);
-    await page.getByLabel("Passwort").fill(PASSWORD);
+    await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);
     await page.getByRole("button", { name: "Anmelden", exact: true }).click();
   };
 
@@ -53,7 +52,7 @@ describe.runIf(needChromium())("levels and access in the browser", () => {
     pdf = Buffer.concat([Buffer.from("%PDF-1.4\n"), Buffer.alloc(150_000, 0x41), Buffer.from("\n%%EOF\n")]);
     pdfPath = join(dir, "Befund.pdf");
     await writeFile(pdfPath, pdf);
-    await registerThroughCore(home, PATIENT, SECU_PASS, PASSWORD);
+    await registerThroughCore(home, PATIENT, SECU_PASS);
     expect((await praxmail(["approve", PATIENT, "--yes", "--home", home])).code).toBe(0);
     served = await startServe(home, port);
     browser = await launch();
@@ -129,14 +128,14 @@ describe.runIf(needChromium())("levels and access in the browser", () => {
     const page = await newPage(360, 740);
     await page.goto(`http://127.0.0.1:${served.httpPort}/login`);
     expect(await page.evaluate("document.documentElement.scrollWidth")).toBeLessThanOrEqual(360);
-    // Tab order: skip link, language, e-mail, password, button.
+    // The focus starts in the e-mail field (autofocus); Tab order: skip link, language, e-mail, Secu-Pass-Key, button.
     for (let i = 0; i < 10 && (await page.evaluate("document.activeElement?.id")) !== "email"; i++) await page.keyboard.press("Tab");
     expect(await page.evaluate("document.activeElement?.id")).toBe("email");
     const outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle");
     expect(outline).not.toBe("none");
     await page.keyboard.type(PATIENT);
     await page.keyboard.press("Tab");
-    await page.keyboard.type(PASSWORD);
+    await page.keyboard.type(SECU_PASS);
     await page.keyboard.press("Enter");
     await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
     expect(await page.evaluate("document.documentElement.scrollWidth")).toBeLessThanOrEqual(360);

@@ -1,6 +1,7 @@
-// The way back, in real Chromium against the real `praxmail serve` and CLI: password reset,
-// a new Secu-Pass-Key without losing older deliveries, an invite from reception, and a
-// secure reply with a 5 MiB file read back with `praxmail receive`.
+// The way back, in real Chromium against the real `praxmail serve` and CLI: a forgotten
+// Secu-Pass-Key replaced through a mailed link, a new Secu-Pass-Key while logged in, neither
+// losing older deliveries, an invite from reception in one step, and a secure reply with a
+// 5 MiB file read back with `praxmail receive`.
 import { createHash, randomBytes } from "node:crypto";
 import { readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -12,9 +13,8 @@ import { registerThroughCore } from "./helpers/patient.js";
 import { freePort, startServe, type Served } from "./helpers/serve.js";
 
 const PATIENT = "jan.mueller@patient.example";
-const OLD_PASSWORD = "altes Passwort 2026";
-const NEW_PASSWORD = "neues Passwort 2027";
 const OLD_KEY = "Jans alter Secu-Pass-Key";
+const MAIL_KEY = "Jans Secu-Pass-Key aus dem Link";
 const NEW_KEY = "Jans neuer Secu-Pass-Key";
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
@@ -33,10 +33,10 @@ describe.runIf(needChromium())("the way back", () => {
     expect(r.code).toBe(0);
     return (JSON.parse(r.stdout) as { deliveries: { link: string; id: string; status: string }[] }).deliveries[0]!;
   };
-  const login = async (p: Page, email: string, password: string): Promise<void> => {
+  const login = async (p: Page, email: string, key: string): Promise<void> => {
     await p.goto(`${base}/login`);
     await p.getByLabel("E-Mail-Adresse").fill(email);
-    await p.getByLabel("Passwort").fill(password);
+    await p.getByLabel("Secu-Pass-Key").fill(key);
     await p.getByRole("button", { name: "Anmelden", exact: true }).click();
   };
   const unlockAndSave = async (p: Page, key: string): Promise<Buffer> => {
@@ -61,7 +61,7 @@ describe.runIf(needChromium())("the way back", () => {
     pdf = Buffer.concat([Buffer.from("%PDF-1.4\n"), randomBytes(120_000)]);
     pdfPath = join(dir, "Befund.pdf");
     await writeFile(pdfPath, pdf);
-    await registerThroughCore(home, PATIENT, OLD_KEY, OLD_PASSWORD);
+    await registerThroughCore(home, PATIENT, OLD_KEY);
     expect((await praxmail(["approve", PATIENT, "--yes", "--home", home])).code).toBe(0);
     served = await startServe(home, port);
     browser = await launch();
@@ -72,39 +72,51 @@ describe.runIf(needChromium())("the way back", () => {
     await cleanup(dir);
   });
 
-  it("password reset: a one-time link, the old password refused afterwards", async () => {
+  it("Secu-Pass-Key forgotten: a one-time link from the login page sets a new key; after approval a delivery sent before opens with it, byte for byte", async () => {
+    const older = await send(PATIENT);
+    expect(older.status).toBe("ready");
     const p = await page();
     await p.goto(`${base}/login`);
-    await p.getByRole("link", { name: "Passwort vergessen?" }).click();
+    await p.getByRole("link", { name: "Secu-Pass-Key vergessen?" }).click();
     await p.getByLabel("E-Mail-Adresse").fill(PATIENT);
     await p.getByRole("button", { name: "Link senden" }).click();
     await p.getByText("Wenn es für diese Adresse ein Konto gibt, haben wir eine E-Mail mit einem Link geschickt.").waitFor();
     // The mail goes out from a queue after the answer.
-    await expect.poll(async () => (await outbox(home)).filter((m) => m.subject?.startsWith("Passwort zurücksetzen")).length, { timeout: 10_000 }).toBe(1);
-    const mail = (await outbox(home)).find((m) => m.subject?.startsWith("Passwort zurücksetzen"));
+    await expect.poll(async () => (await outbox(home)).filter((m) => m.subject?.startsWith("Neuen Secu-Pass-Key festlegen")).length, { timeout: 10_000 }).toBe(1);
+    const mail = (await outbox(home)).find((m) => m.subject?.startsWith("Neuen Secu-Pass-Key festlegen"));
+    expect(mail?.text).toContain("Es geht keine Nachricht verloren.");
     const link = /(http:\/\/127\.0\.0\.1:\d+\/reset\/[\w-]{43})/.exec(mail?.text ?? "")?.[1];
     expect(link).toBeDefined();
     await p.goto(link!);
-    await p.getByLabel("Passwort", { exact: true }).fill(NEW_PASSWORD);
-    await p.getByLabel("Passwort wiederholen").fill(NEW_PASSWORD);
-    await p.getByRole("button", { name: "Passwort speichern" }).click();
-    await p.getByText("Ihr Passwort wurde geändert. Bitte melden Sie sich an.").waitFor();
-
-    await login(p, PATIENT, OLD_PASSWORD);
-    await p.getByText("E-Mail-Adresse oder Passwort ist falsch.").waitFor();
-    await login(p, PATIENT, NEW_PASSWORD);
-    await p.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
-    // The link works once.
+    await p.getByText("Es geht nichts verloren.").waitFor();
+    expect(await p.getByLabel("E-Mail-Adresse").inputValue()).toBe(PATIENT);
+    await setKey(p, MAIL_KEY, "Neuen Secu-Pass-Key festlegen");
+    await p.getByRole("heading", { name: "Fast geschafft: Ihre Praxis schaltet Sie frei" }).waitFor({ timeout: 60_000 });
+    const code = (await p.locator("#safety-code").textContent())?.trim() ?? "";
+    expect((await outbox(home)).filter((m) => m.subject === `Freigabe erforderlich: ${PATIENT}`).at(-1)?.text).toContain(`Sicherheitscode: ${code}`);
+    expect((await outbox(home)).some((m) => m.subject?.startsWith("Secu-Pass-Key geändert") && m.text?.includes(code))).toBe(true);
+    // The link works once, and the old key no longer logs in.
     const again = await fetch(link!);
     expect(again.status).toBe(410);
     expect(await again.text()).toContain("Dieser Link ist abgelaufen oder wurde schon benutzt.");
+    const q = await page();
+    await login(q, PATIENT, OLD_KEY);
+    await q.getByText("E-Mail-Adresse oder Secu-Pass-Key ist falsch.").waitFor({ timeout: 60_000 });
+
+    const approve = await praxmail(["approve", PATIENT, "--yes", "--json", "--home", home]);
+    expect(approve.code).toBe(0);
+    await login(q, PATIENT, MAIL_KEY);
+    await q.getByRole("heading", { name: "Meine Nachrichten" }).waitFor({ timeout: 60_000 });
+    await q.goto(`${base}/deliveries/${older.id}`);
+    expect(sha(await unlockAndSave(q, MAIL_KEY))).toBe(sha(pdf));
   });
 
   it("Secu-Pass reset → approve → an older delivery opens with the new key, byte for byte", async () => {
     const older = await send(PATIENT);
     expect(older.status).toBe("ready");
     const p = await page();
-    await login(p, PATIENT, NEW_PASSWORD);
+    await login(p, PATIENT, MAIL_KEY);
+    await p.getByRole("heading", { name: "Meine Nachrichten" }).waitFor({ timeout: 60_000 });
     await p.goto(`${base}/secupass/reset`);
     await p.getByText("Es geht nichts verloren.").waitFor();
     await setKey(p, NEW_KEY, "Neuen Secu-Pass-Key festlegen");
@@ -119,13 +131,13 @@ describe.runIf(needChromium())("the way back", () => {
     expect(approve.code).toBe(0);
     expect((JSON.parse(approve.stdout) as { approved: { deliveries: number }[] }).approved[0]!.deliveries).toBeGreaterThanOrEqual(1);
     await p.goto(`${base}/deliveries/${older.id}`);
-    await p.getByLabel("Secu-Pass-Key").fill(OLD_KEY);
+    await p.getByLabel("Secu-Pass-Key").fill(MAIL_KEY);
     await p.getByRole("button", { name: "Entsperren" }).click();
     await p.getByText(/Der Secu-Pass-Key ist falsch/).waitFor({ timeout: 60_000 });
     expect(sha(await unlockAndSave(p, NEW_KEY))).toBe(sha(pdf));
   });
 
-  it("invite code → register → a delivery sent afterwards is ready at once and opens", async () => {
+  it("invite code → register with the key in one step (address from the link) → a delivery sent afterwards is ready at once and opens", async () => {
     const invited = "erika.wolf@patient.example";
     const r = await praxmail(["invite", invited, "--json", "--home", home]);
     expect(r.code).toBe(0);
@@ -134,13 +146,10 @@ describe.runIf(needChromium())("the way back", () => {
     const p = await page();
     await p.goto(inv.link);
     await p.getByRole("heading", { name: "Konto mit Einladung anlegen" }).waitFor();
-    await p.getByLabel("E-Mail-Adresse").fill(invited);
+    expect(await p.getByLabel("E-Mail-Adresse").inputValue()).toBe(invited);
+    expect(await p.evaluate("document.activeElement?.id")).toBe("code");
     await p.getByLabel("Einladungscode").fill(inv.code.toLowerCase());
-    await p.getByLabel("Passwort", { exact: true }).fill("Erikas Passwort 2026");
-    await p.getByLabel("Passwort wiederholen").fill("Erikas Passwort 2026");
-    await p.getByRole("button", { name: "Konto anlegen" }).click();
-    await p.getByRole("heading", { name: "Secu-Pass-Key festlegen" }).waitFor();
-    await setKey(p, "Erikas Secu-Pass-Key", "Secu-Pass-Key festlegen");
+    await setKey(p, "Erikas Secu-Pass-Key", "Konto anlegen");
     await p.getByRole("heading", { name: "Meine Nachrichten" }).waitFor({ timeout: 60_000 });
     expect((await outbox(home)).some((m) => m.subject === `Freigabe erforderlich: ${invited}`)).toBe(false);
 
@@ -154,7 +163,7 @@ describe.runIf(needChromium())("the way back", () => {
   it("a reply with a 5 MiB file reaches the practice encrypted, and `praxmail receive` restores it", async () => {
     const file = randomBytes(5 * 1024 * 1024);
     const p = await page();
-    await login(p, PATIENT, NEW_PASSWORD);
+    await login(p, PATIENT, NEW_KEY);
     await p.getByRole("link", { name: "Sicher antworten" }).click();
     await p.getByLabel("Ihre Nachricht").fill("Guten Tag,\nanbei mein Befund vom Kardiologen.");
     await p.getByLabel("Dateien (optional)").setInputFiles({ name: "Kardiologie.bin", mimeType: "application/octet-stream", buffer: file });

@@ -10,8 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LANGS, type Lang } from "../src/i18n/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { cleanup, praxmail, tempDir, type Run } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
-import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
+import { keyOf, registerThroughCore } from "./helpers/patient.js";
+import { Client, usePortal } from "./helpers/portal.js";
 
 const PRACTICE = "Praxis Dr. Weber";
 /** A real 1×1 PNG. */
@@ -175,7 +175,7 @@ describe("the portal with a logo and an accent", () => {
       await writeFile(join(home, "..", "logo.svg"), SVG);
       const r = await praxmail(["init", "--home", home, "--yes", "--no-keyring", "--logo", join(home, "..", "logo.svg"), "--accent", ACCENT]);
       if (r.code !== 0) throw new Error(r.stderr);
-      await registerThroughCore(home, "anna@patient.example", "Annas Secu-Pass-Key", PASSWORD);
+      await registerThroughCore(home, "anna@patient.example", "Annas Secu-Pass-Key");
     },
     listen: true,
   });
@@ -225,7 +225,7 @@ describe("the portal with a logo and an accent", () => {
       const page = await (await chromium.newContext({ viewport: { width: 360, height: 740 }, locale: lang })).newPage();
       await page.goto(`http://127.0.0.1:${String(portal.port)}/login`);
       await page.locator("#email").fill("anna@patient.example");
-      await page.locator("#password").fill(PASSWORD);
+      await page.locator("#login-key").fill(keyOf("anna@patient.example"));
       await page.locator("#login-form button[type=submit]").click();
       await page.waitForURL(/\/deliveries$/);
       const box = async (selector: string): Promise<{ top: number; bottom: number; left: number; right: number }> => {

@@ -10,8 +10,8 @@ import { approvePatients, collectGarbage, createDelivery, createInvite, markSent
 import { LANGS, format, type Lang } from "../src/i18n/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { practiceIdentityOf } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
-import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
+import { keyOf, newKey, registerThroughCore } from "./helpers/patient.js";
+import { Client, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
 const A = "anna@patient.example"; // approved: ready, level-4, revoked and expired deliveries
@@ -28,8 +28,8 @@ let invite: string;
 
 const portal = usePortal({
   beforeOpen: async (home) => {
-    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-    await registerThroughCore(home, W, "Walters Secu-Pass-Key", PASSWORD);
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key");
+    await registerThroughCore(home, W, "Walters Secu-Pass-Key");
   },
   afterOpen: async (ctx) => {
     const practice = await practiceIdentityOf(ctx.home);
@@ -65,7 +65,7 @@ const numeric = (iso: string | Date): string => new Intl.DateTimeFormat("de-DE",
 
 async function loggedIn(email: string): Promise<Client> {
   const c = new Client(portal.app);
-  expect((await c.login(email)).statusCode).toBe(303);
+  expect((await c.login(email)).statusCode).toBe(200);
   return c;
 }
 
@@ -137,17 +137,16 @@ describe("no dead end", () => {
 });
 
 describe("forms on a phone", () => {
-  it("the invite form takes the address from the link, explains the code, and after an error keeps the address but no secret", async () => {
+  it("the invite form takes the address from the link, explains the code, puts the focus on it, and an error answer carries no secret", async () => {
     const c = new Client(portal.app);
     const page = await c.get(`/invite/${invite}?email=eingeladen%40patient.example`);
     expect(page.body).toContain('autocomplete="username" required maxlength="254" value="eingeladen@patient.example">');
-    expect(page.body).toContain(`aria-describedby="code-hint">\n  <p class="hint" id="code-hint">${de("inviteCodeHint")}</p>`);
-    const res = await c.post(`/invite/${invite}`, { email: "eingeladen@patient.example", code: "FALS-CHER-CODE", password: PASSWORD, password2: PASSWORD, _csrf: c.csrf });
+    expect(page.body).toContain(`aria-describedby="code-hint" autofocus>\n  <p class="hint" id="code-hint">${de("inviteCodeHint")}</p>`);
+    const key = await newKey("eingeladen@patient.example", "ein Secu-Pass-Key zum Anlegen");
+    const res = await c.json(`/invite/${invite}`, { email: "eingeladen@patient.example", code: "FALS-CHER-CODE", kdf: key.kdf, recipient: key.recipient, credential: key.credential });
     expect(res.statusCode).toBe(400);
-    expect(res.body).toContain(de("inviteMismatch"));
-    expect(res.body).toContain('value="eingeladen@patient.example"');
-    expect(res.body).not.toContain("FALS-CHER-CODE");
-    expect(res.body).not.toContain(PASSWORD);
+    expect(JSON.parse(res.body)).toEqual({ error: format("de", "inviteMismatch") });
+    for (const secret of ["FALS-CHER-CODE", key.credential, key.recipient]) expect(res.body).not.toContain(secret);
   });
 
   it("the reset form keeps the address when it refuses (too many requests)", async () => {
@@ -159,7 +158,7 @@ describe("forms on a phone", () => {
     expect(res?.body).toContain('autocomplete="username" required maxlength="254" value="vergesslich@patient.example">');
   });
 
-  it("the Secu-Pass-Key fields never claim to be the login password; the password fields keep their hints", async () => {
+  it("the Secu-Pass-Key fields, the login's too, tell password managers to keep out; there is no password field", async () => {
     const anna = await loggedIn(A);
     const delivery = (await anna.get(`/deliveries/${ready.id}`)).body;
     expect(delivery).toContain('<input id="unlock-key" type="password" autocomplete="off" data-1p-ignore data-bwignore required maxlength="1024">');
@@ -168,7 +167,8 @@ describe("forms on a phone", () => {
     expect(reset).toContain('<input id="secupass2" type="password" autocomplete="off" data-1p-ignore data-bwignore required');
     const login = (await new Client(portal.app).get("/login")).body;
     expect(login).toContain('type="email" autocomplete="username"');
-    expect(login).toContain('type="password" autocomplete="current-password"');
+    expect(login).toContain('<input id="login-key" type="password" autocomplete="off" data-1p-ignore data-bwignore required maxlength="1024"');
+    for (const body of [delivery, reset, login]) expect(body).not.toMatch(/current-password|new-password/);
   });
 });
 
@@ -188,7 +188,7 @@ describe.runIf(needChromium())("in Chromium on a phone", () => {
   async function login(page: Page, email: string): Promise<void> {
     await page.goto(`${base()}/login`);
     await page.locator("#email").fill(email);
-    await page.locator("#password").fill(PASSWORD);
+    await page.locator("#login-key").fill(keyOf(email));
     await page.locator("#login-form button[type=submit]").click();
     await page.waitForURL(/\/deliveries$/);
   }
@@ -263,40 +263,41 @@ describe.runIf(needChromium())("in Chromium on a phone", () => {
     await page.goto(`${base()}/invite/${invite}`);
     const toggles = page.getByRole("button", { name: "Anzeigen" });
     expect(await toggles.count()).toBe(2);
-    const field = page.locator("#password");
-    await field.fill("mein geheimes Passwort");
+    const field = page.locator("#secupass");
+    await field.fill("mein geheimer Secu-Pass-Key");
     const toggle = toggles.first();
-    expect([await toggle.getAttribute("aria-pressed"), await toggle.getAttribute("aria-controls"), await field.getAttribute("type")]).toEqual(["false", "password", "password"]);
+    expect([await toggle.getAttribute("aria-pressed"), await toggle.getAttribute("aria-controls"), await field.getAttribute("type")]).toEqual(["false", "secupass", "password"]);
     await field.focus();
     await page.keyboard.press("Tab");
-    expect(await page.locator(":focus").getAttribute("aria-controls")).toBe("password");
+    expect(await page.locator(":focus").getAttribute("aria-controls")).toBe("secupass");
     await page.keyboard.press("Space");
     expect([await toggle.getAttribute("aria-pressed"), await field.getAttribute("type")]).toEqual(["true", "text"]);
-    expect(await field.inputValue()).toBe("mein geheimes Passwort");
+    expect(await field.inputValue()).toBe("mein geheimer Secu-Pass-Key");
     await page.keyboard.press("Enter");
     expect([await toggle.getAttribute("aria-pressed"), await field.getAttribute("type")]).toEqual(["false", "password"]);
     // Field and toggle share one row inside the screen.
-    const [f] = await rect(page, "#password");
-    const [t] = await rect(page, '#password + button');
+    const [f] = await rect(page, "#secupass");
+    const [t] = await rect(page, '#secupass + button');
     expect(Math.abs(f!.top - t!.top)).toBeLessThan(2);
     expect(t!.right).toBeLessThanOrEqual(360);
     expect(t!.height).toBeGreaterThanOrEqual(44);
     await page.context().close();
   });
 
-  it("360 px: after a wrong invite code the address is still there, the code and the passwords are not", async () => {
+  it("360 px: after a wrong invite code the page says so in place, and the address, the code and the key are still there to correct", async () => {
     const page = await open(360, 740);
     await page.goto(`${base()}/invite/${invite}?email=eingeladen%40patient.example`);
     expect(await page.locator("#email").inputValue()).toBe("eingeladen@patient.example");
     await page.locator("#code").fill("AAAA-BBBB-CCCC");
-    await page.locator("#password").fill(PASSWORD);
-    await page.locator("#password2").fill(PASSWORD);
-    await page.locator("#register-form button[type=submit]").click();
-    await page.locator("#invite-error").waitFor();
-    expect([await page.locator("#email").inputValue(), await page.locator("#code").inputValue(), await page.locator("#password").inputValue()]).toEqual([
+    await page.locator("#secupass").fill("ein Secu-Pass-Key zum Anlegen");
+    await page.locator("#secupass2").fill("ein Secu-Pass-Key zum Anlegen");
+    await page.locator("#newkey-form button[type=submit]").click();
+    await page.locator("#secupass-error:not([hidden])").waitFor({ timeout: 60_000 });
+    expect(await page.locator("#secupass-error").textContent()).toBe(format("de", "inviteMismatch"));
+    expect([await page.locator("#email").inputValue(), await page.locator("#code").inputValue(), await page.locator("#secupass").inputValue()]).toEqual([
       "eingeladen@patient.example",
-      "",
-      "",
+      "AAAA-BBBB-CCCC",
+      "ein Secu-Pass-Key zum Anlegen",
     ]);
     await page.context().close();
   });

@@ -8,26 +8,25 @@ import {
   PraxmailError,
   addReplyPart,
   approvePatients,
-  beginSecuPassReset,
-  completePasswordReset,
+  completeKeyReset,
   createDelivery,
   createInvite,
   deliveriesForPatient,
   deliveryForPatient,
   finishReply,
-  finishSecuPassReset,
   getPatient,
   listInvites,
   markSent,
-  requestPasswordReset,
+  requestKeyReset,
+  resetSecuPass,
   revokePatient,
   setSecuPassRecipient,
   startReply,
 } from "../src/core/index.js";
 import { encryptBytes, generateIdentity, recipientOf } from "../src/crypto/index.js";
 import { outbox, practiceIdentityOf } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
-import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
+import { legacyPatient, newKey, registerThroughCore } from "./helpers/patient.js";
+import { Client, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 import { collect } from "./helpers/store.js";
 import { readDb } from "./helpers/store.js";
@@ -35,12 +34,12 @@ import { readDb } from "./helpers/store.js";
 const portal = usePortal();
 let n = 0;
 
-/** A new approved-or-waiting patient with a Secu-Pass-Key, and a browser logged in as them. */
-async function patient(opts: { secuPass?: boolean } = {}): Promise<{ email: string; c: Client }> {
+/** A new patient waiting for approval with a Secu-Pass-Key, and a browser logged in as them. */
+async function patient(): Promise<{ email: string; c: Client }> {
   const email = `patient${String(++n)}@patient.example`;
-  await registerThroughCore(portal.home, email, opts.secuPass === false ? undefined : "ein Secu-Pass-Key", PASSWORD);
+  await registerThroughCore(portal.home, email, "ein Secu-Pass-Key");
   const c = new Client(portal.app);
-  expect((await c.login(email, PASSWORD)).statusCode).toBe(303);
+  expect((await c.login(email)).statusCode).toBe(200);
   return { email, c };
 }
 
@@ -65,16 +64,15 @@ describe("revoking a patient", () => {
     await c.get("/deliveries");
     const page = await c.get("/secupass/reset");
     expect(page.statusCode).toBe(200);
-    expect(row(email).pending_kdf).not.toBeNull();
     const before = row(email).recipient;
     await revokePatient(portal.ctx, email);
     expect(row(email)).toEqual({ status: "revoked", pending_kdf: null, recipient: before });
-    // The browser posts the new recipient: its session is gone.
-    const posted = await c.json("/secupass/reset", { recipient: await newRecipient() });
+    // The browser posts the new key: its session is gone.
+    const { kdf, recipient, credential } = await newKey(email, "ein neuer Secu-Pass-Key");
+    const posted = await c.json("/secupass/reset", { kdf, recipient, credential });
     expect(posted.statusCode).toBe(401);
     // Core refuses it too, whoever calls.
-    expect(await refusal(async () => finishSecuPassReset(portal.ctx, email, await newRecipient()))).toBe("wrong-state");
-    expect(await refusal(() => beginSecuPassReset(portal.ctx, email))).toBe("wrong-state");
+    expect(await refusal(async () => resetSecuPass(portal.ctx, email, { kdf, recipient, credential }))).toBe("wrong-state");
     expect(row(email)).toEqual({ status: "revoked", pending_kdf: null, recipient: before });
     expect((await collect(portal.ctx.store.auditRows())).filter((a) => a.subject === email).map((a) => a.action)).not.toContain("patient.secupass-reset");
   });
@@ -83,7 +81,7 @@ describe("revoking a patient", () => {
     const { email, c } = await patient();
     const other = await patient();
     const second = new Client(portal.app);
-    expect((await second.login(email, PASSWORD)).statusCode).toBe(303);
+    expect((await second.login(email)).statusCode).toBe(200);
     expect((await c.get("/deliveries")).statusCode).toBe(200);
     expect(sessionsOf(email)).toBe(2);
     await revokePatient(portal.ctx, email);
@@ -95,26 +93,30 @@ describe("revoking a patient", () => {
       expect((await browser.json("/reply", { deliveryId: "" })).statusCode).toBe(401);
     }
     // Logging in again is refused with the usual answer; another patient is untouched.
-    expect((await new Client(portal.app).login(email, PASSWORD)).statusCode).toBe(401);
+    expect((await new Client(portal.app).login(email)).statusCode).toBe(401);
     expect((await other.c.get("/deliveries")).statusCode).toBe(200);
   });
 
-  it("uses up reset links sent before: the page and the form answer 410, core refuses, the password stays", async () => {
+  it("uses up reset links sent before: the page and the form answer 410, core refuses, the key stays", async () => {
     const { email } = await patient();
-    await requestPasswordReset(portal.ctx, email);
+    await requestKeyReset(portal.ctx, email);
     const token = /\/reset\/([\w-]{43})/.exec((await outbox(portal.home)).at(-1)?.text ?? "")![1]!;
-    const hash = async (): Promise<unknown> => (await portal.ctx.store.records.patient(email))?.passwordHash;
-    const password = await hash();
+    const keyed = async (): Promise<unknown> => {
+      const p = await portal.ctx.store.records.patient(email);
+      return [p?.credentialHash, p?.recipient];
+    };
+    const before = await keyed();
     await revokePatient(portal.ctx, email);
     const c = new Client(portal.app);
     expect((await c.get(`/reset/${token}`)).statusCode).toBe(410);
     await c.get("/reset");
-    expect((await c.post(`/reset/${token}`, { password: "ein neues Passwort", password2: "ein neues Passwort", _csrf: c.csrf })).statusCode).toBe(410);
-    expect(await refusal(() => completePasswordReset(portal.ctx, token, "ein neues Passwort"))).toBe("wrong-state");
-    expect(await hash()).toBe(password);
+    const { kdf, recipient, credential } = await newKey(email, "ein neuer Secu-Pass-Key");
+    expect((await c.json(`/reset/${token}`, { kdf, recipient, credential })).statusCode).toBe(410);
+    expect(await refusal(() => completeKeyReset(portal.ctx, token, { kdf, recipient, credential }))).toBe("wrong-state");
+    expect(await keyed()).toEqual(before);
     // No new link is sent either.
     const mails = (await outbox(portal.home)).length;
-    await requestPasswordReset(portal.ctx, email);
+    await requestKeyReset(portal.ctx, email);
     expect((await outbox(portal.home)).length).toBe(mails);
   });
 
@@ -122,7 +124,7 @@ describe("revoking a patient", () => {
     const email = `eingeladen${String(++n)}@patient.example`;
     const invite = await createInvite(portal.ctx, email, await practiceIdentityOf(portal.home));
     // The patient registered through a delivery link meanwhile, and is then revoked.
-    await registerThroughCore(portal.home, email, undefined, PASSWORD);
+    await registerThroughCore(portal.home, email, "ein Secu-Pass-Key");
     await revokePatient(portal.ctx, email);
     expect((await listInvites(portal.ctx)).find((i) => i.id === invite.id)?.status).toBe("revoked");
     const c = new Client(portal.app);
@@ -146,8 +148,9 @@ describe("revoking a patient", () => {
     expect(await refusal(() => startReply(portal.ctx, email, null))).toBe("wrong-state");
   });
 
-  it("refuses a Secu-Pass-Key set after the revoke, for a patient who had none", async () => {
-    const { email } = await patient({ secuPass: false });
+  it("refuses a Secu-Pass-Key set after the revoke, for a patient from before who had none", async () => {
+    const email = `patient${String(++n)}@patient.example`;
+    await legacyPatient(portal.ctx, email, "ein altes Passwort");
     expect((await getPatient(portal.ctx, email)).status).toBe("pending-secupass");
     await revokePatient(portal.ctx, email);
     expect(await refusal(async () => setSecuPassRecipient(portal.ctx, email, await newRecipient()))).toBe("wrong-state");

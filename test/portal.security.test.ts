@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, LightMyRequestResponse } from "fastify";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
@@ -12,66 +12,31 @@ import { createDelivery, markSent, revokeDelivery, type Context, type CreatedDel
 import { buildPortal } from "../src/portal/index.js";
 import { initHome, outbox } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
-import { usePortal } from "./helpers/portal.js";
+import { Client as BaseClient, usePortal } from "./helpers/portal.js";
 import { patchConfig } from "./helpers/relay.js";
 import { streamOf } from "./helpers/streams.js";
 
 const A = "anna@patient.example";
 const B = "ben@patient.example";
-const PASSWORD = "ein langes Passwort";
 
 const portal = usePortal({
   beforeOpen: async (home) => {
-    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-    await registerThroughCore(home, B, "Bens Secu-Pass-Key", PASSWORD);
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key");
+    await registerThroughCore(home, B, "Bens Secu-Pass-Key");
   },
 });
 
-/** A browser-like client: keeps cookies, reads the CSRF token from the last page. */
-class Client {
-  cookies = new Map<string, string>();
-  csrf = "";
+/** The shared test client, asking for a language. */
+class Client extends BaseClient {
   constructor(
-    private readonly app: FastifyInstance,
+    app: FastifyInstance,
     private readonly lang = "de-DE,de;q=0.9",
-  ) {}
-
-  private cookieHeader(): string {
-    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
+  ) {
+    super(app);
   }
 
-  private keep(res: { headers: Record<string, unknown>; body: string }): void {
-    const set = res.headers["set-cookie"];
-    for (const c of (Array.isArray(set) ? set : set ? [set] : []) as string[]) {
-      const [pair = ""] = c.split(";");
-      const [k = "", v = ""] = pair.split("=");
-      if (/Max-Age=0|Expires=Thu, 01 Jan 1970/i.test(c)) this.cookies.delete(k);
-      else this.cookies.set(k, v);
-    }
-    const m = /name="_csrf" value="([^"]+)"/.exec(res.body);
-    if (m) this.csrf = m[1]!;
-  }
-
-  async get(url: string) {
-    const res = await this.app.inject({ method: "GET", url, headers: { cookie: this.cookieHeader(), "accept-language": this.lang } });
-    this.keep(res);
-    return res;
-  }
-
-  async post(url: string, form: Record<string, string>, headers: Record<string, string> = {}) {
-    const res = await this.app.inject({
-      method: "POST",
-      url,
-      headers: { cookie: this.cookieHeader(), "content-type": "application/x-www-form-urlencoded", "accept-language": this.lang, ...headers },
-      payload: new URLSearchParams(form).toString(),
-    });
-    this.keep(res);
-    return res;
-  }
-
-  async login(email: string, password = PASSWORD) {
-    await this.get("/login");
-    return this.post("/login", { email, password, _csrf: this.csrf, next: "/deliveries" });
+  override request(method: string, url: string, opts: { payload?: string | Buffer; headers?: Record<string, string> } = {}): Promise<LightMyRequestResponse> {
+    return super.request(method, url, { ...opts, headers: { "accept-language": this.lang, ...opts.headers } });
   }
 }
 
@@ -104,19 +69,19 @@ describe("headers", () => {
     const c = new Client(portal.app);
     const page = await c.get("/login");
     expect(String(page.headers["set-cookie"])).toMatch(/^praxmail-csrf=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
-    const login = await c.post("/login", { email: A, password: PASSWORD, _csrf: c.csrf, next: "/deliveries" });
+    const login = await c.login(A);
     expect(String(login.headers["set-cookie"])).toMatch(/^praxmail=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
 
     const httpsHome = join(portal.dir, "https");
     await initHome(httpsHome, ["--recipient-type", "x25519", "--portal-url", "https://portal.praxis.example"]);
-    await registerThroughCore(httpsHome, A, undefined, PASSWORD);
+    await registerThroughCore(httpsHome, A, "Annas Secu-Pass-Key");
     const c2 = await openContext({ home: httpsHome }, "portal");
     const app2 = await buildPortal(c2, pino({ level: "silent" }));
     try {
       const secure = new Client(app2);
       const r2 = await secure.get("/login");
       expect(String(r2.headers["set-cookie"])).toMatch(/^__Host-praxmail-csrf=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/);
-      const l2 = await secure.post("/login", { email: A, password: PASSWORD, _csrf: secure.csrf, next: "/deliveries" });
+      const l2 = await secure.login(A);
       expect(String(l2.headers["set-cookie"])).toMatch(/^__Host-praxmail=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/);
     } finally {
       await app2.close();
@@ -130,18 +95,31 @@ describe("CSRF", () => {
     const c = new Client(portal.app);
     await c.get("/login");
     for (const [url, form] of [
-      ["/login", { email: A, password: PASSWORD }],
-      ["/login", { email: A, password: PASSWORD, _csrf: "x".repeat(32) }],
-      ["/register", { token: tokenOf(await deliver("neu@patient.example", 3)), password: PASSWORD, password2: PASSWORD }],
       ["/logout", {}],
+      ["/logout", { _csrf: "x".repeat(32) }],
+      ["/reset", { email: A }],
     ] as const) {
       const res = await c.post(url, form);
       expect(res.statusCode, url).toBe(403);
       expect(res.body).toContain("<h1>Formular abgelaufen</h1>");
     }
+    // The script forms (login, registration, new keys) carry the token in a header.
+    const token = tokenOf(await deliver("neu@patient.example", 3));
+    for (const [url, body] of [
+      ["/login/params", { email: A }],
+      ["/login", { email: A, credential: "W".repeat(43) }],
+      ["/register", { token, kdf: {}, recipient: "age1x", credential: "W".repeat(43) }],
+    ] as const) {
+      for (const header of [{}, { "x-csrf-token": "x".repeat(43) }] as Record<string, string>[]) {
+        const res = await c.request("POST", url, { payload: JSON.stringify(body), headers: { "content-type": "application/json", ...header } });
+        expect(res.statusCode, url).toBe(403);
+        expect(JSON.parse(res.body), url).toEqual({ error: "csrf" });
+      }
+    }
     await c.login(A);
-    const secupass = await c.post("/secupass", { recipient: "age1x" });
-    expect(secupass.statusCode).toBe(403);
+    await c.get("/deliveries");
+    const reset = await c.request("POST", "/secupass/reset", { payload: JSON.stringify({ kdf: {}, recipient: "age1x", credential: "W".repeat(43) }), headers: { "content-type": "application/json" } });
+    expect(reset.statusCode).toBe(403);
   });
 });
 
@@ -151,7 +129,7 @@ describe("CSRF", () => {
 describe("sessions", () => {
   it("end after 15 idle minutes with a German explanation, and on logout on the server", async () => {
     const c = new Client(portal.app, "de");
-    expect((await c.login(A)).statusCode).toBe(303);
+    expect((await c.login(A)).statusCode).toBe(200);
     expect((await c.get("/deliveries")).statusCode).toBe(200);
     portal.clock = new Date(portal.clock.getTime() + 16 * 60_000);
     const idle = await c.get("/deliveries");

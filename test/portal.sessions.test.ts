@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { collectGarbage, createDelivery, createInvite, markSent } from "../src/core/index.js";
 import { practiceIdentityOf } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
-import { Client, PASSWORD, usePortal } from "./helpers/portal.js";
+import { Client, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 import { readDb } from "./helpers/store.js";
 
@@ -19,8 +19,8 @@ const B = "ben@patient.example";
 
 const portal = usePortal({
   beforeOpen: async (home) => {
-    await registerThroughCore(home, A, "Annas Secu-Pass-Key", PASSWORD);
-    await registerThroughCore(home, B, "Bens Secu-Pass-Key", PASSWORD);
+    await registerThroughCore(home, A, "Annas Secu-Pass-Key");
+    await registerThroughCore(home, B, "Bens Secu-Pass-Key");
   },
   listen: true,
 });
@@ -30,7 +30,7 @@ const sessionRows = (): unknown[] => readDb(portal.home, (db) => db.prepare("SEL
 
 async function loggedIn(email: string): Promise<Client> {
   const c = new Client(portal.app);
-  expect((await c.login(email, PASSWORD)).statusCode).toBe(303);
+  expect((await c.login(email)).statusCode).toBe(200);
   expect((await c.get("/deliveries")).statusCode).toBe(200);
   return c;
 }
@@ -80,12 +80,13 @@ describe("a visitor who is not logged in has no session row", () => {
   });
 
   it("forms before login keep CSRF: no token, a token without its cookie or another visitor's token is refused; the matching pair is taken", async () => {
-    const post = (form: Record<string, string>, cookie?: string): Promise<LightMyRequestResponse> =>
+    // The login page's script posts JSON with the form's token in a header.
+    const post = (form: { _csrf?: string }, cookie?: string): Promise<LightMyRequestResponse> =>
       portal.app.inject({
         method: "POST",
         url: "/login",
-        headers: { "content-type": "application/x-www-form-urlencoded", ...(cookie === undefined ? {} : { cookie }) },
-        payload: new URLSearchParams({ email: A, password: "falsches Passwort", next: "/deliveries", ...form }).toString(),
+        headers: { "content-type": "application/json", ...(form._csrf === undefined ? {} : { "x-csrf-token": form._csrf }), ...(cookie === undefined ? {} : { cookie }) },
+        payload: JSON.stringify({ email: A, credential: "W".repeat(43), next: "/deliveries" }),
       });
     const mine = new Client(portal.app);
     await mine.get("/login");
@@ -94,7 +95,7 @@ describe("a visitor who is not logged in has no session row", () => {
     expect(mine.csrf).toMatch(/^[\w-]{43}$/);
     expect(mine.cookies.get("praxmail-csrf")).toBe(mine.csrf);
     expect(other.csrf).not.toBe(mine.csrf);
-    const csrfRefused = "Das Formular war nicht mehr gültig.";
+    const csrfRefused = JSON.stringify({ error: "csrf" });
     for (const [what, res] of [
       ["no token, no cookie", await post({})],
       ["no token", await post({}, mine.cookieHeader())],
@@ -106,9 +107,9 @@ describe("a visitor who is not logged in has no session row", () => {
       expect(res.body, what).toContain(csrfRefused);
     }
     expect((await post({ _csrf: mine.csrf }, mine.cookieHeader())).statusCode).toBe(401);
-    // The right password logs in; the session's forms then carry the session's own token.
-    const res = await mine.post("/login", { email: A, password: PASSWORD, _csrf: mine.csrf, next: "/deliveries" });
-    expect(res.statusCode).toBe(303);
+    // The right key logs in; the session's forms then carry the session's own token.
+    const res = await mine.login(A);
+    expect(res.statusCode).toBe(200);
     await mine.get("/deliveries");
     expect(mine.csrf).not.toBe(mine.cookies.get("praxmail-csrf"));
     expect((await mine.post("/logout", { _csrf: mine.cookies.get("praxmail-csrf")! })).statusCode).toBe(403);

@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import { build } from "esbuild";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { deriveSecuPassIdentity, newKdfParams, type KdfParams } from "../src/crypto/index.js";
+import { deriveSecuPass, newKdfParams, type KdfParams } from "../src/crypto/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
 import { registerThroughCore } from "./helpers/patient.js";
@@ -20,7 +20,6 @@ import { freePort, startServe, type Served } from "./helpers/serve.js";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const PATIENT = "lena.vogel@patient.example";
-const PASSWORD = "ein gutes Passwort 2026";
 const SECU_PASS = "Lenas Secu-Pass-Key – Grüße 2026";
 const MiB = 1024 * 1024;
 const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
@@ -65,10 +64,10 @@ globalThis.unlockTest = async (secret, kdf, address) => {
   requestAnimationFrame(tick);
   await new Promise((ok) => setTimeout(ok, 500));
   const t0 = performance.now();
-  const identity = await deriveInWorker(secret, kdf, address, () => undefined);
+  const keys = await deriveInWorker(secret, kdf, address, () => undefined);
   const t1 = performance.now();
   on = false;
-  return { identity, from: t0, to: t1, frames: stamps.filter((t) => t >= t0 && t <= t1), idle: stamps.filter((t) => t < t0) };
+  return { ...keys, from: t0, to: t1, frames: stamps.filter((t) => t >= t0 && t <= t1), idle: stamps.filter((t) => t < t0) };
 };
 `;
 
@@ -111,17 +110,17 @@ describe.runIf(needChromium())("the Secu-Pass derivation in a worker", () => {
     await cleanup(dir);
   });
 
-  it("gives the identity Node derives, byte for byte, while the page keeps painting", async () => {
+  it("gives the identity and the login credential Node derives, byte for byte, while the page keeps painting", async () => {
     const page = await browser.newPage();
     await page.goto(`${origin}/`);
     await page.waitForFunction(() => "unlockTest" in globalThis);
     for (const type of ["x25519", "mlkem768x25519"] as const) {
       const kdf = newKdfParams(type);
       const r = await page.evaluate(
-        ([s, k, a]) => (globalThis as unknown as { unlockTest(s: string, k: KdfParams, a: string): Promise<Painted & { identity: string }> }).unlockTest(s, k, a),
+        ([s, k, a]) => (globalThis as unknown as { unlockTest(s: string, k: KdfParams, a: string): Promise<Painted & { identity: string; credential: string }> }).unlockTest(s, k, a),
         [SECU_PASS, kdf, PATIENT] as const,
       );
-      expect(r.identity).toBe(await deriveSecuPassIdentity(SECU_PASS, kdf, PATIENT));
+      expect({ identity: r.identity, credential: r.credential }).toEqual(await deriveSecuPass(SECU_PASS, kdf, PATIENT));
       keptPainting(r);
     }
   }, 60_000);
@@ -164,7 +163,7 @@ describe.runIf(needChromium())("unlocking and saving in the portal", () => {
     file = randomBytes(9 * MiB + 17);
     filePath = join(dir, "Aufnahmen.bin");
     await writeFile(filePath, file);
-    await registerThroughCore(home, PATIENT, SECU_PASS, PASSWORD);
+    await registerThroughCore(home, PATIENT, SECU_PASS);
     expect((await praxmail(["approve", PATIENT, "--yes", "--home", home])).code).toBe(0);
     served = await startServe(home, port);
     browser = await launch();
@@ -189,7 +188,7 @@ describe.runIf(needChromium())("unlocking and saving in the portal", () => {
     const page = await stampingPage();
     await page.goto(`${base}/login`);
     await page.getByLabel("E-Mail-Adresse").fill(PATIENT);
-    await page.getByLabel("Passwort").fill(PASSWORD);
+    await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);
     await page.getByRole("button", { name: "Anmelden", exact: true }).click();
     await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
     await page.goto(link);

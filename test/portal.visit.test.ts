@@ -8,11 +8,11 @@ import { base64, base64urlnopad, bech32, hex } from "@scure/base";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { approvePatients, createDelivery, markSent, type CreatedDelivery } from "../src/core/index.js";
-import { deriveSecuPassIdentity, parseKdfParams, recipientOf, unwrapIdentity, wrapIdentity } from "../src/crypto/index.js";
+import { deriveSecuPass, parseKdfParams, recipientOf, unwrapIdentity, wrapIdentity } from "../src/crypto/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { practiceIdentityOf } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
-import { PASSWORD, usePortal } from "./helpers/portal.js";
+import { keyOf, registerThroughCore } from "./helpers/patient.js";
+import { usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
 const LENA = "lena.vogel@patient.example";
@@ -79,8 +79,8 @@ let lenaU: string;
 
 const portal = usePortal({
   beforeOpen: async (home) => {
-    lenaU = (await registerThroughCore(home, LENA, LENA_KEY, PASSWORD))!;
-    await registerThroughCore(home, JONAS, JONAS_KEY, PASSWORD);
+    lenaU = await registerThroughCore(home, LENA, LENA_KEY);
+    await registerThroughCore(home, JONAS, JONAS_KEY);
   },
   afterOpen: async (ctx) => {
     const practice = await practiceIdentityOf(ctx.home);
@@ -97,7 +97,7 @@ const portal = usePortal({
     // Jonas' newer delivery is wrapped to another key (one he set later), so that the U of
     // this visit does not open it.
     const row = (await ctx.store.records.patient(JONAS))!;
-    const newU = await deriveSecuPassIdentity(JONAS_NEW_KEY, parseKdfParams(JSON.parse(row.kdf!)), JONAS);
+    const newU = (await deriveSecuPass(JONAS_NEW_KEY, parseKdfParams(JSON.parse(row.kdf!)), JONAS)).identity;
     const deliveryKey = await unwrapIdentity((await ctx.store.records.wrap(jonasNew.id, "practice"))!.ciphertext, practice);
     const wrap = (await ctx.store.records.wrap(jonasNew.id, "patient"))!;
     await ctx.store.transaction(async (tx) => {
@@ -126,13 +126,13 @@ describe.runIf(needChromium())("one unlock per visit, in Chromium at 390×844", 
   }
 
   /**
-   * The login as main has it today (address and password), ending on `next` (the list by
-   * default). The one place to change when the login changes.
+   * The login with the address and the Secu-Pass-Key (which also unlocks: U stays for the
+   * visit), ending on `next` (the list by default).
    */
   async function login(page: Page, email: string, next?: string): Promise<void> {
     await page.goto(`${base()}/login${next ? `?next=${encodeURIComponent(next)}` : ""}`);
     await page.locator("#email").fill(email);
-    await page.locator("#password").fill(PASSWORD);
+    await page.locator("#login-key").fill(keyOf(email));
     await page.locator("#login-form button[type=submit]").click();
     await page.waitForURL((u) => u.pathname === (next ?? "/deliveries"));
     await page.locator("main h1").waitFor();

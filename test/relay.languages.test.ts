@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { registerPatient } from "../src/core/index.js";
+import { newKey } from "./helpers/patient.js";
 import { befundMail, submit, useRelayWithSink } from "./helpers/relay.js";
 
 const FROM = "praxis@praxis-weber.example";
@@ -15,8 +16,8 @@ let seq = 0;
 
 const env = useRelayWithSink();
 beforeAll(async () => {
-  await registerPatient(env.relay.ctx, RU, "ein langes Passwort", { lang: "ru" });
-  await registerPatient(env.relay.ctx, AR, "ein langes Passwort", { lang: "ar" });
+  await registerPatient(env.relay.ctx, RU, await newKey(RU, "Olgas Secu-Pass-Key"), { lang: "ru" });
+  await registerPatient(env.relay.ctx, AR, await newKey(AR, "Samirs Secu-Pass-Key"), { lang: "ar" });
 });
 
 async function relay(to: string, subject: string): Promise<{ text: string; html: string; subject: string }> {

@@ -72,7 +72,7 @@ describe.runIf(ENGINES)(`kill -9 of one of two nodes (${String(SENDERS)} senders
     cluster = await startCluster(dir, { nodes: 2, upstream: sink.url });
     // The patients are approved before the mail comes: each delivery gets its wrap[U] at once.
     for (const [k, v] of Object.entries(cluster.env)) vi.stubEnv(k, v);
-    for (let s = 0; s < SENDERS; s++) identities.set(patient(s), (await registerThroughCore(cluster.nodes[0]!.home, patient(s), `${SECU_PASS} ${String(s)}`)) ?? "");
+    for (let s = 0; s < SENDERS; s++) identities.set(patient(s), await registerThroughCore(cluster.nodes[0]!.home, patient(s), `${SECU_PASS} ${String(s)}`));
     const approved = await cluster.praxmail(0, ["approve", ...identities.keys(), "--yes", "--json"]);
     if (approved.code !== 0) throw new Error(`approve failed: ${approved.stderr}`);
   }, 240_000);

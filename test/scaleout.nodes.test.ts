@@ -3,7 +3,7 @@
 // runs on node B's portal; sessions and the login limiter are the same on both nodes.
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decryptStream, deriveSecuPassIdentity, parseKdfParams, recipientOf, unwrapIdentity } from "../src/crypto/index.js";
+import { decryptStream, deriveSecuPass, newKdfParams, parseKdfParams, recipientOf, unwrapIdentity, type RecipientType } from "../src/crypto/index.js";
 import { cleanup, tempDir } from "./helpers/cli.js";
 import { startCluster, WebClient, type Cluster } from "./helpers/cluster.js";
 import { tokens } from "./helpers/deliveries.js";
@@ -16,7 +16,6 @@ import { readAll } from "./helpers/streams.js";
 import { sharedEnginesInstalled } from "./helpers/backends.js";
 
 const PATIENT = "anna.schaefer@patient.example";
-const PASSWORD = "Kaffee und Kuchen 2026";
 const SECU_PASS = "Mein geheimer Secu-Pass-Key – Grüße";
 const ENGINES =
   sharedEnginesInstalled();
@@ -24,6 +23,15 @@ const ENGINES =
 /** The text an Eta `<%= %>` attribute holds, unescaped. */
 const attribute = (html: string, name: string): string =>
   (new RegExp(`${name}="([^"]*)"`).exec(html)?.[1] ?? "").replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+
+/** Logs in on a node as the login page does: parameters, derivation, credential. */
+async function login(web: WebClient, node: string, secret: string): Promise<{ status: number; body: string }> {
+  await web.get(`${node}/login`);
+  const asked = await web.json(`${node}/login/params`, { email: PATIENT });
+  const { kdf } = JSON.parse(asked.body) as { kdf: unknown };
+  const { credential } = await deriveSecuPass(secret, parseKdfParams(kdf), PATIENT);
+  return web.json(`${node}/login`, { email: PATIENT, credential, next: "/deliveries" });
+}
 
 describe.runIf(ENGINES)("two nodes on one shared backend", () => {
   let dir: string;
@@ -59,13 +67,11 @@ describe.runIf(ENGINES)("two nodes on one shared backend", () => {
     const link = await web.get(`${b}/d/${token!}`);
     expect(link.status).toBe(200);
     expect(link.body).toContain("<h1>Konto anlegen</h1>");
-    const registered = await web.post(`${b}/register`, { _csrf: web.csrf, token: token!, email: PATIENT, password: PASSWORD, password2: PASSWORD });
-    expect([registered.status, registered.location]).toEqual([303, `/d/${token!}`]);
-    const page = await web.get(`${b}/secupass`);
-    expect(page.status).toBe(200);
-    const identity = await deriveSecuPassIdentity(SECU_PASS, parseKdfParams(JSON.parse(attribute(page.body, "data-kdf"))), PATIENT);
-    const set = await web.json(`${b}/secupass`, { recipient: await recipientOf(identity) });
-    expect([set.status, JSON.parse(set.body)]).toEqual([200, { next: "/waiting" }]);
+    // The page's script: fresh parameters, the derivation, one post with the key's public parts.
+    const kdf = newKdfParams(attribute(link.body, "data-type") as RecipientType);
+    const { identity, credential } = await deriveSecuPass(SECU_PASS, kdf, attribute(link.body, "data-address"));
+    const registered = await web.json(`${b}/register`, { token: token!, kdf, recipient: await recipientOf(identity), credential });
+    expect([registered.status, JSON.parse(registered.body)]).toEqual([200, { next: `/d/${token!}` }]);
     const waiting = await web.get(`${b}/waiting`);
     expect(waiting.status).toBe(200);
     const code = /\d{4} \d{4} \d{4}/.exec(waiting.body)?.[0];
@@ -77,9 +83,8 @@ describe.runIf(ENGINES)("two nodes on one shared backend", () => {
     expect(JSON.parse(approve.stdout)).toEqual({ approved: [{ email: PATIENT, deliveries: 1 }] });
 
     expect((await web.post(`${b}/logout`, { _csrf: web.csrf })).location).toBe("/login?m=out");
-    await web.get(`${b}/login`);
-    const login = await web.post(`${b}/login`, { _csrf: web.csrf, email: PATIENT, password: PASSWORD, next: "/deliveries" });
-    expect([login.status, login.location]).toEqual([303, "/deliveries"]);
+    const again = await login(web, b, SECU_PASS);
+    expect([again.status, JSON.parse(again.body)]).toEqual([200, { next: "/deliveries" }]);
     const list = await web.get(`${b}/deliveries`);
     expect(list.status).toBe(200);
     expect(list.body).toContain("Meine Nachrichten");
@@ -105,9 +110,8 @@ describe.runIf(ENGINES)("two nodes on one shared backend", () => {
 
   it("a session made on node A is valid on node B, and logging out on B ends it on A", { timeout: 60_000 }, async () => {
     const web = new WebClient();
-    await web.get(`${a}/login`);
-    const login = await web.post(`${a}/login`, { _csrf: web.csrf, email: PATIENT, password: PASSWORD, next: "/deliveries" });
-    expect([login.status, login.location]).toEqual([303, "/deliveries"]);
+    const onA0 = await login(web, a, SECU_PASS);
+    expect([onA0.status, JSON.parse(onA0.body)]).toEqual([200, { next: "/deliveries" }]);
     const onB = await web.get(`${b}/deliveries`);
     expect(onB.status).toBe(200);
     expect(onB.body).toContain("Meine Nachrichten");
@@ -119,16 +123,14 @@ describe.runIf(ENGINES)("two nodes on one shared backend", () => {
 
   it("the login limiter counts failed attempts on both nodes together", { timeout: 60_000 }, async () => {
     const web = new WebClient();
-    // Five wrong passwords, alternating between the nodes: each is refused as wrong.
+    // Five wrong keys, alternating between the nodes: each is refused as wrong.
     for (const [i, node] of [a, b, a, b, a].entries()) {
-      await web.get(`${node}/login`);
-      const r = await web.post(`${node}/login`, { _csrf: web.csrf, email: PATIENT, password: `falsches Passwort ${String(i)}`, next: "/deliveries" });
+      const r = await login(web, node, `ein falscher Secu-Pass-Key ${String(i)}`);
       expect(r.status, `attempt ${String(i + 1)} on ${node}`).toBe(401);
-      expect(r.body).toContain("E-Mail-Adresse oder Passwort ist falsch.");
+      expect(r.body).toContain("E-Mail-Adresse oder Secu-Pass-Key ist falsch.");
     }
-    // The sixth, on node B, is refused before the password is even checked, the right one too.
-    await web.get(`${b}/login`);
-    const limited = await web.post(`${b}/login`, { _csrf: web.csrf, email: PATIENT, password: PASSWORD, next: "/deliveries" });
+    // The sixth, on node B, is refused before the credential is even checked, the right one too.
+    const limited = await login(web, b, SECU_PASS);
     expect(limited.status).toBe(429);
     expect(limited.body).toContain("Zu viele Versuche. Bitte warten Sie 15 Minuten und versuchen Sie es dann erneut.");
   });

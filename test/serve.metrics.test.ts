@@ -6,13 +6,13 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cleanup, initHome, praxmail, tempDir } from "./helpers/cli.js";
+import { patientAtPortal } from "./helpers/download.js";
 import { registerThroughCore } from "./helpers/patient.js";
 import { befundMail, submit } from "./helpers/relay.js";
 import { startServe, type Served } from "./helpers/serve.js";
 
 const PATIENT = "anna.weber@patient.example";
 const SENDER = "dr.weber@praxis-weber.example";
-const PASSWORD = "ein gutes Passwort 2026";
 const FILE = "Befund-Schilddruese-Weber.pdf";
 const SUBJECT = "Ihr Befund vom Labor Sonnenberg";
 
@@ -55,7 +55,7 @@ describe("praxmail serve --metrics", () => {
     dir = await tempDir("praxmail-metrics-");
     home = join(dir, "home");
     await initHome(home, ["--recipient-type", "x25519"]);
-    await registerThroughCore(home, PATIENT, "Leuchtturm-Kaffee-7-Sonnenblume", PASSWORD);
+    await registerThroughCore(home, PATIENT, "Leuchtturm-Kaffee-7-Sonnenblume");
     const approved = await praxmail(["approve", PATIENT, "--yes", "--home", home]);
     expect(approved.code, approved.stderr).toBe(0);
     served = await startServe(home, 0, ["--metrics", "127.0.0.1:0"]);
@@ -82,34 +82,25 @@ describe("praxmail serve --metrics", () => {
     const bad = await submit(served.smtpPort, SENDER, [PATIENT], befundMail({ from: SENDER, to: PATIENT, messageId: "l9@praxis-weber.example", attachment, subject: `[S9] ${SUBJECT}`, filename: FILE }));
     expect(bad.code, bad.text).toBe(554);
 
-    // Through the portal: login, the delivery's page and its file (200, 303, 200, 200), a
-    // page that does not exist (404), a form without its CSRF token (403), and /metrics (404).
-    const cookies = new Map<string, string>();
-    const get = async (path: string, init: RequestInit = {}): Promise<Response> => {
-      const res = await fetch(base + path, { ...init, redirect: "manual", headers: { ...(init.headers as Record<string, string>), cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join("; ") } });
-      for (const c of res.headers.getSetCookie()) {
-        const [pair = ""] = c.split(";");
-        cookies.set(pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1));
-      }
-      return res;
-    };
-    const csrf = /name="_csrf" value="([^"]+)"/.exec(await (await get("/login")).text())![1]!;
+    // Through the portal: the login page, its parameters and the login (200, 200, 200), the
+    // delivery's page and its file (200, 200), a page that does not exist (404), a post
+    // without its CSRF token (403), and /metrics (404).
+    const patient = await patientAtPortal(base, PATIENT);
+    expect(patient.login.status).toBe(200);
     const form = { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" } };
-    const login = await get("/login", { ...form, body: new URLSearchParams({ email: PATIENT, password: PASSWORD, _csrf: csrf, next: "/deliveries" }).toString() });
-    expect(login.status).toBe(303);
     const [d] = JSON.parse((await praxmail(["list", "deliveries", "--json", "--home", home])).stdout) as { id: string }[];
-    const page = await get(`/deliveries/${d!.id}`);
+    const page = await patient.get(`/deliveries/${d!.id}`);
     expect(page.status).toBe(200);
     const data = JSON.parse(/<script type="application\/json" id="delivery-data">([^<]*)<\/script>/.exec(await page.text())![1]!) as { files: { url: string }[] };
-    const file = await get(data.files[0]!.url.replace(base, ""));
+    const file = await patient.get(data.files[0]!.url.replace(base, ""));
     expect(file.status).toBe(200);
     expect((await file.arrayBuffer()).byteLength).toBeGreaterThan(attachment.length);
-    const missing = await get("/no-such-page");
+    const missing = await patient.get("/no-such-page");
     expect(missing.status).toBe(404);
     expect(await missing.text()).toContain("Seite nicht gefunden");
-    const badForm = await get("/login", { ...form, body: "email=x" });
+    const badForm = await patient.get("/login", { ...form, body: "email=x" });
     expect(badForm.status).toBe(403);
-    const onPortal = await get("/metrics");
+    const onPortal = await patient.get("/metrics");
     expect(onPortal.status).toBe(404);
     expect(await onPortal.text()).not.toContain("praxmail_");
 
@@ -122,15 +113,14 @@ describe("praxmail serve --metrics", () => {
       'praxmail_deliveries_created_total{level="3"}': 1,
       praxmail_downloads_total: 1,
       praxmail_blob_write_seconds_count: 1,
-      'praxmail_http_responses_total{class="2xx"}': 3,
-      'praxmail_http_responses_total{class="3xx"}': 1,
+      'praxmail_http_responses_total{class="2xx"}': 5,
       'praxmail_http_responses_total{class="4xx"}': 3,
     });
-    expect(after.series.get('praxmail_queue_waiting{queue="password-reset"}')).toBe(0);
+    expect(after.series.get('praxmail_queue_waiting{queue="key-reset"}')).toBe(0);
     expect([...after.series.keys()].filter((k) => k.startsWith("praxmail_errors_total"))).toEqual([]);
 
     // Nothing that names a patient, a mail or a delivery, in any label or value.
-    const secrets = [PATIENT, "anna", SENDER, SUBJECT, FILE, "Schilddruese", d!.id, "praxis-weber", ...cookies.values()];
+    const secrets = [PATIENT, "anna", SENDER, SUBJECT, FILE, "Schilddruese", d!.id, "praxis-weber", ...patient.cookies.values()];
     for (const s of secrets) expect(after.text, s).not.toContain(s);
     const config = JSON.parse(await readFile(join(home, "config.json"), "utf8")) as { practiceRecipient: string };
     expect(after.text).not.toContain(config.practiceRecipient);

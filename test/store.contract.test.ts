@@ -17,6 +17,7 @@ const patientRow = (email: string, safetyCode: string | null = null): PatientRow
   email,
   status: "pending-secupass",
   passwordHash: null,
+  credentialHash: null,
   kdf: null,
   recipient: null,
   safetyCode,
@@ -73,8 +74,8 @@ describeBackends("store contract", ({ open }) => {
     expect(await store.verifyAudit()).toMatchObject({ ok: true, rows: 1 });
   });
 
-  it("writes every field of a patient and reads it back, the language included", async () => {
-    const row = { ...patientRow("lang@example.org", "1234"), lang: "tr" };
+  it("writes every field of a patient and reads it back, the language and the credential hash included", async () => {
+    const row = { ...patientRow("lang@example.org", "1234"), lang: "tr", credentialHash: "c".repeat(64), passwordHash: "scrypt$15$8$1$s$h" };
     await store.transaction((tx) => tx.records.insertPatient(row));
     expect(await store.records.patient("lang@example.org")).toEqual(row);
     await store.transaction((tx) => tx.records.updatePatient({ ...row, lang: "ar" }));
@@ -217,6 +218,23 @@ describeBackends("store contract", ({ open }) => {
     expect(refused).toBeNull();
     expect((await store.records.patient("a@example.org"))?.email).toBe("a@example.org");
     expect(await attempts.reserve([fresh], t + W + 5)).toEqual([{ key: "fresh", until: t + 2 * W + 5 }]);
+  });
+
+  it("gives a login challenge to one caller of its own address, only before it expires, and drops expired ones when a new one comes", async () => {
+    const other = await open(where);
+    others.push(other);
+    const at = AT.toISOString();
+    const later = "2026-05-04T10:05:00.000Z";
+    await store.accounts.insertChallenge({ hash: "c1", email: "a@example.org", expiresAt: later, usedAt: null }, at);
+    await store.accounts.insertChallenge({ hash: "c2", email: "a@example.org", expiresAt: later, usedAt: null }, at);
+    expect(await store.accounts.useChallenge("c1", "b@example.org", at)).toBe(false);
+    const used = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? store : other).accounts.useChallenge("c1", "a@example.org", at)));
+    expect(used.filter(Boolean)).toHaveLength(1);
+    expect(await store.accounts.useChallenge("c2", "a@example.org", later)).toBe(false);
+    // A challenge inserted after c2 expired removes it: c2 can no longer be used, even with an earlier clock.
+    await store.accounts.insertChallenge({ hash: "c3", email: "a@example.org", expiresAt: "2026-05-04T10:10:00.000Z", usedAt: null }, later);
+    expect(await store.accounts.useChallenge("c2", "a@example.org", at)).toBe(false);
+    expect(await store.accounts.useChallenge("c3", "a@example.org", later)).toBe(true);
   });
 
   it("gives each attempt, reset link and first download to one caller, however many handles race for it", async () => {

@@ -8,10 +8,10 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
-import { beginSecuPassReset, finishSecuPassReset } from "../src/core/index.js";
+import { resetSecuPass } from "../src/core/index.js";
 import { generateIdentity, keyFingerprint, practiceSigningKey, recipientOf, safetyCode, signingKeyFromSeed } from "../src/crypto/index.js";
 import { cleanup, initHome, outbox, practiceIdentityOf, praxmail, tempDir } from "./helpers/cli.js";
-import { registerThroughCore } from "./helpers/patient.js";
+import { newKey as keyFor, registerThroughCore } from "./helpers/patient.js";
 import { befundMail, submit } from "./helpers/relay.js";
 import { startServe } from "./helpers/serve.js";
 import { needTool } from "./helpers/tools.js";
@@ -291,8 +291,8 @@ describe("item 2: doctor", () => {
 async function newKey(home: string, email: string): Promise<string> {
   const ctx = await openContext({ home }, "portal");
   try {
-    await beginSecuPassReset(ctx, email);
-    const p = await finishSecuPassReset(ctx, email, await recipientOf(generateIdentity("x25519")));
+    const { kdf, recipient, credential } = await keyFor(email, `ein neuer Secu-Pass-Key ${generateIdentity("x25519").slice(-8)}`);
+    const p = await resetSecuPass(ctx, email, { kdf, recipient, credential });
     return p.safetyCode ?? "";
   } finally {
     await ctx.store.close();

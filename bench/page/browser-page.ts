@@ -6,7 +6,7 @@ import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { Decrypter } from "age-encryption";
-import { deriveSecuPassIdentity, newKdfParams } from "../../src/crypto/secupass.js";
+import { deriveSecuPass, newKdfParams } from "../../src/crypto/secupass.js";
 import type { Aead } from "../../src/crypto/stream-open.js";
 import { deriveInWorker } from "../../src/portal/client/derive.js";
 import { saveFile } from "../../src/portal/client/save.js";
@@ -77,7 +77,7 @@ const api: PageApi = {
     const address = "bench@patient.example";
     const counter = frameCounter();
     const t0 = performance.now();
-    const identity = where === "worker" ? await deriveInWorker(key, params, address, () => undefined) : await deriveSecuPassIdentity(key, params, address);
+    const { identity } = where === "worker" ? await deriveInWorker(key, params, address, () => undefined) : await deriveSecuPass(key, params, address);
     const seconds = (performance.now() - t0) / 1000;
     const frames = counter.stop();
     if (!identity.startsWith("AGE-SECRET-KEY-1")) throw new Error("no identity");

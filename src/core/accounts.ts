@@ -1,14 +1,16 @@
-// The way back: password reset links, a new Secu-Pass-Key without losing deliveries, and
-// invite codes that reception hands out so a patient need not wait for approval.
+// The way back: a new Secu-Pass-Key by a mailed link or while logged in, without losing
+// deliveries, and invite codes that reception hands out so a patient need not wait for
+// approval.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { hashPassword, newKdfParams, recipientType, safetyCode, signStatement, type KdfParams } from "../crypto/index.js";
+import { safetyCode, signStatement } from "../crypto/index.js";
 import type { Lang } from "../i18n/index.js";
 import type { InviteRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { PATIENT_KEY_FROM } from "./levels.js";
 import { WorkQueue } from "./queue.js";
-import { checkPassword, mustGetActivePatient, mustGetPatient, newKeyKdf, registerPatient, type PatientView } from "./patients.js";
+import { checkNewKey, type NewKey } from "./keys.js";
+import { mustGetActivePatient, mustGetPatient, patientView, registerPatient, type PatientView } from "./patients.js";
 import { hashToken, newId, newToken } from "./tokens.js";
 import { inviteStatement, loadPortalKey, practiceKey, signInviteSession } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
@@ -21,15 +23,15 @@ const INVITE_DAYS = 14;
 const CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
 /**
- * Sends a one-time link to set a new password, if the address has an account. This is the
- * worker's step of {@link passwordResetQueue}: a form must never wait for it, since a known
+ * Sends a one-time link to set a new Secu-Pass-Key, if the address has an account. This is
+ * the worker's step of {@link keyResetQueue}: a form must never wait for it, since a known
  * address costs a transaction and a mail and an unknown one costs nothing.
  *
  * @param ctx - The core context.
  * @param email - The address as typed.
  * @throws If the mail was not accepted (the link stays unusable: nobody has its token).
  */
-export async function requestPasswordReset(ctx: Context, email: string): Promise<void> {
+export async function requestKeyReset(ctx: Context, email: string): Promise<void> {
   let addr: string;
   try {
     addr = normaliseEmail(email);
@@ -44,26 +46,26 @@ export async function requestPasswordReset(ctx: Context, email: string): Promise
   const issued = await ctx.store.transaction(async (tx) => {
     if ((await tx.records.patient(addr))?.status === "revoked") return false;
     await tx.accounts.insertReset({ hash: hashToken(token), email: addr, createdAt: now.toISOString(), expiresAt: expiresAt.toISOString(), usedAt: null });
-    await tx.audit({ actor: ctx.actor, action: "patient.password-reset-requested", subject: addr }, now);
+    await tx.audit({ actor: ctx.actor, action: "patient.key-reset-requested", subject: addr }, now);
     return true;
   });
   if (!issued) return;
-  await ctx.notifier.send({ kind: "password-reset", to: addr, link: `${ctx.config.portalUrl}/reset/${token}`, expiresAt });
+  await ctx.notifier.send({ kind: "key-reset", to: addr, link: `${ctx.config.portalUrl}/reset/${token}`, expiresAt });
 }
 
 /**
- * The queue behind the password reset form: the form only pushes the address as typed (the
- * same work for every address) and answers; the worker then looks it up, creates the link
- * and mails it (see {@link requestPasswordReset}). Known and unknown addresses thus get the
- * same answer in the same time, however slow the mail server is.
+ * The queue behind the "Secu-Pass-Key forgotten" form: the form only pushes the address as
+ * typed (the same work for every address) and answers; the worker then looks it up, creates
+ * the link and mails it (see {@link requestKeyReset}). Known and unknown addresses thus get
+ * the same answer in the same time, however slow the mail server is.
  *
  * @param ctx - The core context.
  * @param onError - Told when a reset mail failed; it gets no token (the token is only in the mail).
  * @param limit - Most addresses waiting; more are dropped.
  * @returns The queue; close it when the portal stops.
  */
-export function passwordResetQueue(ctx: Context, onError: (e: unknown) => void, limit = RESET_QUEUE_LIMIT): WorkQueue<string> {
-  return new WorkQueue((email) => requestPasswordReset(ctx, email), { limit, onError });
+export function keyResetQueue(ctx: Context, onError: (e: unknown) => void, limit = RESET_QUEUE_LIMIT): WorkQueue<string> {
+  return new WorkQueue((email) => requestKeyReset(ctx, email), { limit, onError });
 }
 
 /**
@@ -72,7 +74,7 @@ export function passwordResetQueue(ctx: Context, onError: (e: unknown) => void, 
  * @returns The address it resets.
  * @throws {@link PraxmailError} `wrong-state` for an unknown, used or expired link.
  */
-export async function checkPasswordReset(ctx: Context, token: string): Promise<string> {
+export async function checkKeyReset(ctx: Context, token: string): Promise<string> {
   const r = /^[A-Za-z0-9_-]{43}$/.test(token) ? await ctx.store.accounts.reset(hashToken(token)) : undefined;
   if (!r || r.usedAt !== null || r.expiresAt <= ctx.now().toISOString()) {
     throw new PraxmailError("wrong-state", "the reset link is unknown, used or expired");
@@ -81,99 +83,82 @@ export async function checkPasswordReset(ctx: Context, token: string): Promise<s
 }
 
 /**
- * Sets a new password through a reset link: once, ending every session of the patient.
- * No key is touched.
+ * Replaces a patient's Secu-Pass-Key, in one transaction: the new parameters, recipient and
+ * credential hash (a password's hash goes), every wrap for the old key and every passkey (it
+ * seals the old key) is deleted, every session ends, and the patient waits for approval again. `praxmail approve` then rewraps
+ * every delivery that has not expired, so nothing sent earlier is lost.
  *
  * @param ctx - The core context.
- * @param token - The reset token.
- * @param password - The new password.
- * @returns The patient's address.
- * @throws {@link PraxmailError} `wrong-state` for an unusable link, `invalid-input` for a bad password.
- */
-export async function completePasswordReset(ctx: Context, token: string, password: string): Promise<string> {
-  const email = await checkPasswordReset(ctx, token);
-  checkPassword(password);
-  const hash = await hashPassword(password);
-  const now = ctx.now();
-  await ctx.store.transaction(async (tx) => {
-    if (!(await tx.accounts.useReset(hashToken(token), now.toISOString()))) {
-      throw new PraxmailError("wrong-state", "the reset link is unknown, used or expired");
-    }
-    const p = await mustGetActivePatient(tx, email);
-    // Whoever reset the password did not necessarily type the invite code.
-    await tx.records.updatePatient({ ...p, passwordHash: hash, inviteSession: null });
-    await tx.records.deleteSessionsOf(email);
-    await tx.audit({ actor: ctx.actor, action: "patient.password-reset", subject: email, details: { inviteDropped: p.inviteSession !== null } }, now);
-  });
-  await ctx.notifier.send({ kind: "password-changed", to: email });
-  return email;
-}
-
-/**
- * Starts a Secu-Pass reset: fresh KDF parameters (version 2, a new salt), kept until the
- * browser sends the new recipient.
- *
- * @param ctx - The core context.
- * @param email - The logged-in patient.
- * @returns The parameters to derive the new key with.
- * @throws {@link PraxmailError} `wrong-state` for a patient without a key yet, or revoked.
- */
-export async function beginSecuPassReset(ctx: Context, email: string): Promise<KdfParams> {
-  const p = await mustGetPatient(ctx.store, email);
-  if (p.status !== "approved" && p.status !== "pending-approval") {
-    throw new PraxmailError("wrong-state", `patient ${p.email} is ${p.status}`);
-  }
-  const kdf = newKdfParams(ctx.config.crypto.recipientType);
-  await ctx.store.transaction(async (tx) => {
-    const current = await mustGetActivePatient(tx, p.email);
-    await tx.records.updatePatient({ ...current, pendingKdf: JSON.stringify(kdf) });
-  });
-  return kdf;
-}
-
-/**
- * Finishes a Secu-Pass reset: the new recipient replaces the old one, every wrap for the
- * old key and every passkey (it seals the old key) is deleted, and the patient waits for approval again. `praxmail approve` then
- * rewraps every delivery that has not expired, so nothing sent earlier is lost.
- *
- * @param ctx - The core context.
- * @param email - The logged-in patient.
- * @param recipient - The new key's recipient, derived with the pending parameters.
+ * @param email - The patient.
+ * @param key - The new key, checked.
+ * @param how - For the audit log: `mail` (a reset link) or `session` (logged in).
+ * @param token - The reset link's token, used up in the same transaction.
  * @returns The patient with the new safety code.
- * @throws {@link PraxmailError} `wrong-state` without a begun reset, `invalid-input` for a bad recipient.
+ * @throws {@link PraxmailError} `wrong-state` for a revoked account or an unusable link.
  */
-export async function finishSecuPassReset(ctx: Context, email: string, recipient: string): Promise<PatientView> {
-  const p = await mustGetPatient(ctx.store, email);
-  if (p.pendingKdf === null) throw new PraxmailError("wrong-state", "no secu-pass reset was started");
-  const kdf = newKeyKdf(p.pendingKdf);
-  if (recipientType(recipient) !== kdf.type) throw new PraxmailError("invalid-input", `recipient is not an ${kdf.type} age recipient`);
+async function replaceKey(ctx: Context, email: string, key: NewKey, how: "mail" | "session", token?: string): Promise<PatientView> {
+  const checked = checkNewKey(key);
   const now = ctx.now();
   const next = await ctx.store.transaction(async (tx) => {
-    // A reset begun before a revocation (which clears it) must not finish after it.
-    const current = await mustGetActivePatient(tx, p.email);
-    if (current.pendingKdf !== p.pendingKdf) throw new PraxmailError("wrong-state", "the secu-pass reset was cancelled or started again");
+    if (token !== undefined && !(await tx.accounts.useReset(hashToken(token), now.toISOString()))) {
+      throw new PraxmailError("wrong-state", "the reset link is unknown, used or expired");
+    }
+    const current = await mustGetActivePatient(tx, email);
     const next: PatientRow = {
       ...current,
       status: "pending-approval",
-      kdf: p.pendingKdf,
+      kdf: JSON.stringify(checked.kdf),
       pendingKdf: null,
-      recipient,
-      safetyCode: safetyCode(recipient),
+      recipient: checked.recipient,
+      safetyCode: safetyCode(checked.recipient),
+      credentialHash: checked.credentialHash,
+      passwordHash: null,
       secupassAt: now.toISOString(),
       approvedAt: null,
       approval: null,
+      // Whoever set the new key did not necessarily type the invite code.
+      inviteSession: null,
     };
-    const n = await tx.records.unwrapPatient(p.email, PATIENT_KEY_FROM);
+    const n = await tx.records.unwrapPatient(current.email, PATIENT_KEY_FROM);
     await tx.records.updatePatient(next);
+    await tx.records.deleteSessionsOf(current.email);
     // Their sealed U is the old key's: a passkey would log in and unlock nothing, or worse, the old key.
-    const passkeys = await tx.passkeys.deletePasskeysOf(p.email);
-    await tx.audit({ actor: ctx.actor, action: "patient.secupass-reset", subject: p.email, details: { safetyCode: next.safetyCode, deliveries: n, passkeys } }, now);
+    const passkeys = await tx.passkeys.deletePasskeysOf(current.email);
+    await tx.audit({ actor: ctx.actor, action: "patient.secupass-reset", subject: current.email, details: { safetyCode: next.safetyCode, deliveries: n, how, passkeys } }, now);
     return next;
   });
   const code = next.safetyCode ?? "";
-  await ctx.notifier.send({ kind: "secupass-activated", to: p.email, safetyCode: code, approved: false });
-  await ctx.notifier.send({ kind: "approval-needed", to: ctx.config.practiceEmail, patient: p.email, safetyCode: code });
-  return { email: next.email, status: next.status, registeredAt: next.registeredAt, approvedAt: null, safetyCode: next.safetyCode };
+  await ctx.notifier.send({ kind: "key-changed", to: next.email, safetyCode: code });
+  await ctx.notifier.send({ kind: "approval-needed", to: ctx.config.practiceEmail, patient: next.email, safetyCode: code });
+  return patientView(next);
+}
+
+/**
+ * Sets a new Secu-Pass-Key through a mailed reset link, once (see {@link replaceKey}). An
+ * account that never had a key gets its first one this way.
+ *
+ * @param ctx - The core context.
+ * @param token - The reset token.
+ * @param key - The new key from the browser.
+ * @returns The patient, waiting for approval.
+ * @throws {@link PraxmailError} `wrong-state` for an unusable link or a revoked account, `invalid-input` for a bad key.
+ */
+export async function completeKeyReset(ctx: Context, token: string, key: NewKey): Promise<PatientView> {
+  const email = await checkKeyReset(ctx, token);
+  return replaceKey(ctx, email, key, "mail", token);
+}
+
+/**
+ * Sets a new Secu-Pass-Key for a logged-in patient (see {@link replaceKey}).
+ *
+ * @param ctx - The core context.
+ * @param email - The logged-in patient.
+ * @param key - The new key from the browser.
+ * @returns The patient with the new safety code.
+ * @throws {@link PraxmailError} `wrong-state` for a revoked account, `invalid-input` for a bad key.
+ */
+export async function resetSecuPass(ctx: Context, email: string, key: NewKey): Promise<PatientView> {
+  return replaceKey(ctx, email, key, "session");
 }
 
 function codeHash(code: string): string {
@@ -230,7 +215,7 @@ export async function createInvite(ctx: Context, email: string, practiceIdentity
     await tx.accounts.insertInvite({ ...row, sig: signStatement(key, inviteStatement(row)) });
     await tx.audit({ actor: ctx.actor, action: "invite.create", subject: id, details: { email: addr } }, now);
   });
-  return { id, email: addr, link: `${ctx.config.portalUrl}/invite/${id}`, code, expiresAt };
+  return { id, email: addr, link: `${ctx.config.portalUrl}/invite/${id}?email=${encodeURIComponent(addr)}`, code, expiresAt };
 }
 
 function inviteView(ctx: Context, i: InviteRow): InviteView {
@@ -285,13 +270,13 @@ export async function inviteOpen(ctx: Context, id: string): Promise<boolean> {
  * @param id - The invite.
  * @param email - The address the patient typed.
  * @param code - The code from reception.
- * @param password - The new portal password.
+ * @param key - The new Secu-Pass-Key from the browser.
  * @param lang - The language the patient used, if known.
  * @returns The new patient.
  * @throws {@link PraxmailError} `wrong-state` for an unusable invite, `invalid-input` when
- *   address or code do not match (one answer for both).
+ *   address or code do not match (one answer for both), or for a bad key.
  */
-export async function redeemInvite(ctx: Context, id: string, email: string, code: string, password: string, lang: Lang | null = null): Promise<PatientView> {
+export async function redeemInvite(ctx: Context, id: string, email: string, code: string, key: NewKey, lang: Lang | null = null): Promise<PatientView> {
   const i = /^i_[a-z0-9]{12}$/.test(id) ? await ctx.store.accounts.invite(id) : undefined;
   if (!i || inviteView(ctx, i).status !== "open") throw new PraxmailError("wrong-state", "the invite is unknown, used, revoked or expired");
   let addr = "";
@@ -303,13 +288,14 @@ export async function redeemInvite(ctx: Context, id: string, email: string, code
   const given = Buffer.from(codeHash(code));
   const codeOk = given.length === i.codeHash.length && timingSafeEqual(given, Buffer.from(i.codeHash));
   if (!codeOk || addr !== i.email) throw new PraxmailError("invalid-input", "address or code do not match the invite");
-  checkPassword(password);
+  // A bad key uses up nothing.
+  checkNewKey(key);
   const now = ctx.now();
   await ctx.store.transaction(async (tx) => {
     if (!(await tx.accounts.useInvite(id, now.toISOString()))) throw new PraxmailError("wrong-state", "the invite is unknown, used, revoked or expired");
     await tx.audit({ actor: ctx.actor, action: "invite.use", subject: id, details: { email: addr } }, now);
   });
-  return registerPatient(ctx, addr, password, { inviteId: id, lang });
+  return registerPatient(ctx, addr, key, { inviteId: id, lang });
 }
 
 /**
@@ -328,23 +314,5 @@ export async function bindInviteSession(ctx: Context, email: string, session: st
     const p = await mustGetPatient(tx, email);
     if (p.inviteId === null || p.status !== "pending-secupass") return;
     await tx.records.updatePatient({ ...p, inviteSession: signInviteSession(key, p.inviteId, p.email, session) });
-  });
-}
-
-/**
- * Drops an invite's privilege before the key is set, e.g. at a later login: the account then
- * needs the ordinary approval with the safety code.
- *
- * @param ctx - The core context.
- * @param email - The patient.
- * @param why - For the audit log, e.g. `login`.
- */
-export async function dropInviteSession(ctx: Context, email: string, why: string): Promise<void> {
-  const now = ctx.now();
-  await ctx.store.transaction(async (tx) => {
-    const p = await tx.records.patient(email);
-    if (p?.inviteSession == null) return;
-    await tx.records.updatePatient({ ...p, inviteSession: null });
-    await tx.audit({ actor: ctx.actor, action: "invite.privilege-dropped", subject: email, details: { why } }, now);
   });
 }

@@ -28,10 +28,10 @@ export type Notification =
   | { readonly kind: "account-created"; readonly to: string; readonly loginUrl: string }
   /** To the patient, after setting the Secu-Pass-Key. */
   | { readonly kind: "secupass-activated"; readonly to: string; readonly safetyCode: string; readonly approved: boolean }
-  /** To the patient: a one-time link to set a new password. */
-  | { readonly kind: "password-reset"; readonly to: string; readonly link: string; readonly expiresAt: Date }
-  /** To the patient, after the password was changed. */
-  | { readonly kind: "password-changed"; readonly to: string }
+  /** To the patient: a one-time link to set a new Secu-Pass-Key. */
+  | { readonly kind: "key-reset"; readonly to: string; readonly link: string; readonly expiresAt: Date }
+  /** To the patient, after a new Secu-Pass-Key replaced the old one; the practice approves again. */
+  | { readonly kind: "key-changed"; readonly to: string; readonly safetyCode: string }
   /** To the practice: a patient sent a secure reply. */
   | { readonly kind: "reply"; readonly to: string; readonly replyId: string }
   /** To the patient: a delivery expires soon and was never collected. */

@@ -47,10 +47,8 @@ export {
   type SealedMessage,
 } from "./deliveries.js";
 export {
-  authenticatePatient,
   getPatient,
   listPatients,
-  patientKdf,
   patientLanguage,
   registerPatient,
   setPatientLanguage,
@@ -90,19 +88,19 @@ export {
   type LinkAccess,
   type PatientDelivery,
 } from "./access.js";
+export { authenticatePatient, loginParams, type LoginParams } from "./login.js";
+export { checkNewKey, credentialHash, type NewKey } from "./keys.js";
 export {
-  beginSecuPassReset,
   bindInviteSession,
-  checkPasswordReset,
-  completePasswordReset,
+  checkKeyReset,
+  completeKeyReset,
   createInvite,
-  dropInviteSession,
-  finishSecuPassReset,
   inviteOpen,
+  keyResetQueue,
   listInvites,
-  passwordResetQueue,
   redeemInvite,
-  requestPasswordReset,
+  requestKeyReset,
+  resetSecuPass,
   revokeInvite,
   type CreatedInvite,
   type InviteView,

@@ -24,7 +24,7 @@ export interface LevelRules {
   readonly keyInLink: boolean;
   /** The patient's own key (Secu-Pass-Key) is needed, and the practice approves it first. */
   readonly patientKey: boolean;
-  /** The patient logs in to the portal with a password. */
+  /** The patient logs in to the portal (with the Secu-Pass-Key). */
   readonly login: boolean;
 }
 

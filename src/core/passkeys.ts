@@ -14,7 +14,7 @@ import {
   type PublicKeyCredentialRequestOptionsJSON,
   type RegistrationResponseJSON,
 } from "@simplewebauthn/server";
-import type { ChallengeRow, PatientRow } from "../store/index.js";
+import type { PasskeyChallengeRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { mustGetActivePatient } from "./patients.js";
@@ -104,13 +104,13 @@ function challengeOf(clientDataJSON: unknown): string {
  * @returns The challenge's row.
  * @throws {@link PraxmailError} `wrong-state` for an unknown, used, expired or foreign challenge.
  */
-async function takeChallenge(ctx: Context, clientDataJSON: unknown, kind: ChallengeRow["kind"], binding: string): Promise<ChallengeRow> {
+async function takeChallenge(ctx: Context, clientDataJSON: unknown, kind: PasskeyChallengeRow["kind"], binding: string): Promise<PasskeyChallengeRow> {
   const row = await ctx.store.passkeys.takeChallenge(challengeOf(clientDataJSON), ctx.now().toISOString());
   if (row?.kind !== kind || !same(row.binding, digest(binding))) throw refused("the passkey challenge is unknown, used, expired or not this visitor's");
   return row;
 }
 
-async function newChallenge(ctx: Context, row: Omit<ChallengeRow, "binding" | "expiresAt">, binding: string): Promise<void> {
+async function newChallenge(ctx: Context, row: Omit<PasskeyChallengeRow, "binding" | "expiresAt">, binding: string): Promise<void> {
   const now = ctx.now();
   await ctx.store.passkeys.insertChallenge({ ...row, binding: digest(binding), expiresAt: new Date(now.getTime() + CHALLENGE_MS).toISOString() }, now.toISOString());
 }

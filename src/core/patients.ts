@@ -1,9 +1,10 @@
 // Patient accounts: registration, the Secu-Pass recipient, listing. The portal calls these.
-import { decoyPasswordHash, hashPassword, newKdfParams, parseKdfParams, parseNewKeyKdfParams, recipientType, safetyCode, verifyPassword, type KdfParams } from "../crypto/index.js";
+import { parseNewKeyKdfParams, recipientType, safetyCode, type KdfParams } from "../crypto/index.js";
 import { isLang, type Lang } from "../i18n/index.js";
 import type { PatientRow, PatientStatus, StoreTx } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
+import { checkNewKey, type NewKey } from "./keys.js";
 import { levelRules } from "./levels.js";
 import { consumeInvite, inviteSessionKey, signInviteApproval, trustedRecipient } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
@@ -23,16 +24,6 @@ export interface PatientView {
  */
 export function patientView(p: PatientRow): PatientView {
   return { email: p.email, status: p.status, registeredAt: p.registeredAt, approvedAt: p.approvedAt, safetyCode: p.safetyCode };
-}
-
-/**
- * @param password - A new portal password.
- * @throws {@link PraxmailError} `invalid-input` unless it has 8 to 1024 characters.
- */
-export function checkPassword(password: string): void {
-  if (password.length < 8 || password.length > 1024) {
-    throw new PraxmailError("invalid-input", "password must have 8 to 1024 characters");
-  }
 }
 
 async function mustGet(rows: StoreTx, email: string): Promise<PatientRow> {
@@ -57,31 +48,28 @@ export async function mustGetActivePatient(tx: StoreTx, email: string): Promise<
 }
 
 /**
- * Creates a patient account with a password; the Secu-Pass-Key comes next.
+ * Creates a patient account with the Secu-Pass-Key the browser made: its parameters and the
+ * hash of its login credential are stored now; its recipient follows with
+ * {@link setSecuPassRecipient} once the portal session exists (an invite's privilege is bound
+ * to that session), in the same request.
  *
  * @param ctx - The core context.
- * @param email - The address the link was sent to.
- * @param password - The portal password (hashed with scrypt; never derives a key).
+ * @param email - The address the link or the invite was sent to.
+ * @param key - The new key (checked here: nothing is written for a bad one).
  * @param opts - The invite it was registered with, and the language the patient used.
- * @returns The new patient, status `pending-secupass`, with fresh KDF parameters.
- * @throws {@link PraxmailError} `wrong-state` if the address already has an account.
+ * @returns The new patient, status `pending-secupass` until the recipient is set.
+ * @throws {@link PraxmailError} `wrong-state` if the address already has an account, `invalid-input` for a bad key.
  */
-export async function registerPatient(
-  ctx: Context,
-  email: string,
-  password: string,
-  opts: { inviteId?: string; lang?: Lang | null } = {},
-): Promise<PatientView & { kdf: KdfParams }> {
+export async function registerPatient(ctx: Context, email: string, key: NewKey, opts: { inviteId?: string; lang?: Lang | null } = {}): Promise<PatientView> {
   const addr = normaliseEmail(email);
-  checkPassword(password);
-  const passwordHash = await hashPassword(password);
-  const kdf = newKdfParams(ctx.config.crypto.recipientType);
+  const checked = checkNewKey(key);
   const now = ctx.now();
   const row: PatientRow = {
     email: addr,
     status: "pending-secupass",
-    passwordHash,
-    kdf: JSON.stringify(kdf),
+    passwordHash: null,
+    credentialHash: checked.credentialHash,
+    kdf: JSON.stringify(checked.kdf),
     recipient: null,
     safetyCode: null,
     registeredAt: now.toISOString(),
@@ -103,8 +91,8 @@ export async function registerPatient(
     await tx.records.insertPatient(row);
     await tx.audit({ actor: ctx.actor, action: "patient.register", subject: addr }, now);
   });
-  await ctx.notifier.send({ kind: "account-created", to: addr, loginUrl: `${ctx.config.portalUrl}/login` });
-  return { ...patientView(row), kdf };
+  await ctx.notifier.send({ kind: "account-created", to: addr, loginUrl: `${ctx.config.portalUrl}/login?email=${encodeURIComponent(addr)}` });
+  return patientView(row);
 }
 
 /**
@@ -136,69 +124,19 @@ export async function patientLanguage(rows: Pick<StoreTx, "records">, email: str
   return isLang(lang) ? lang : null;
 }
 
-// Checked against when the address is unknown, so both paths cost one scrypt, the first
-// time too (a lazily computed real hash cost the first unknown address a second scrypt).
-const DECOY_HASH = decoyPasswordHash();
-
 /**
- * Checks a patient's address and password. Unknown addresses cost the same scrypt as
- * known ones, and both failures look the same to the caller.
- *
- * @param ctx - The core context.
- * @param email - The address as typed.
- * @param password - The password as typed.
- * @returns The patient, or null for a wrong address or password (or a revoked account).
- */
-export async function authenticatePatient(ctx: Context, email: string, password: string): Promise<PatientView | null> {
-  let addr: string | null;
-  try {
-    addr = normaliseEmail(email);
-  } catch {
-    addr = null;
-  }
-  const p = addr === null ? undefined : await ctx.store.records.patient(addr);
-  const hash = p?.passwordHash ?? DECOY_HASH;
-  const ok = await verifyPassword(password, hash);
-  if (!ok || !p || p.status === "revoked") return null;
-  return patientView(p);
-}
-
-/**
- * The KDF parameters the browser derives U with. A patient still without a key whose
- * parameters predate version 2 (address in the salt) gets fresh ones first: every new key
- * is bound to its address, and the browser refuses older parameters for a new key.
- *
- * @param ctx - The core context.
- * @param email - The patient.
- * @returns The parameters.
- * @throws {@link PraxmailError} `no-such-patient`.
- */
-export async function patientKdf(ctx: Context, email: string): Promise<KdfParams> {
-  const p = await mustGet(ctx.store, email);
-  const kdf = parseKdfParams(JSON.parse(p.kdf ?? "null"));
-  if (p.status !== "pending-secupass" || kdf.v === 2) return kdf;
-  const fresh = newKdfParams(kdf.type);
-  const now = ctx.now();
-  await ctx.store.transaction(async (tx) => {
-    await tx.records.updatePatient({ ...p, kdf: JSON.stringify(fresh) });
-    await tx.audit({ actor: ctx.actor, action: "patient.kdf-upgrade", subject: p.email, details: { v: 2 } }, now);
-  });
-  return fresh;
-}
-
-/**
- * Checks stored parameters for a new key: full cost, address-bound (version 2).
+ * Checks stored parameters for a new key: full cost, the current version 3.
  *
  * @param stored - The JSON from the patient row.
  * @returns The parameters.
- * @throws {@link PraxmailError} `wrong-state` for parameters from before version 2.
+ * @throws {@link PraxmailError} `wrong-state` for parameters from before version 3.
  */
 export function newKeyKdf(stored: string | null): KdfParams {
   try {
     return parseNewKeyKdfParams(JSON.parse(stored ?? "null"));
   } catch (e) {
     if ((e as { reason?: unknown }).reason === "legacy") {
-      throw new PraxmailError("wrong-state", "the key parameters predate address binding (v2)", "reload the page to get new ones");
+      throw new PraxmailError("wrong-state", "the key parameters are not the current version (v3)", "reload the page to get new ones");
     }
     throw e;
   }

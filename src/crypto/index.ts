@@ -11,7 +11,7 @@ export {
 export {
   KdfParamsError,
   SECUPASS_COST,
-  deriveSecuPassIdentity,
+  deriveSecuPass,
   newKdfParams,
   parseKdfParams,
   parseNewKeyKdfParams,
@@ -19,6 +19,7 @@ export {
   secupassSalt,
   type KdfParams,
   type KdfRefusal,
+  type SecuPassKeys,
 } from "./secupass.js";
 export { recipientOf } from "./header.js";
 export {
@@ -30,7 +31,7 @@ export {
   unwrapIdentity,
   wrapIdentity,
 } from "./stream.js";
-export { decoyPasswordHash, hashPassword, verifyPassword } from "./password.js";
+export { hashPassword, verifyPassword } from "./password.js";
 export {
   PassphraseRequiredError,
   loadFromKeyring,

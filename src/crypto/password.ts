@@ -25,17 +25,6 @@ export async function hashPassword(password: string): Promise<string> {
 }
 
 /**
- * A well-formed hash at the current cost that no password matches (random salt and key).
- * Checking a password against it costs exactly what checking against a real hash costs,
- * without a scrypt run to make it.
- *
- * @returns `scrypt$logN$r$p$salt$hash`, like {@link hashPassword}.
- */
-export function decoyPasswordHash(): string {
-  return ["scrypt", Math.log2(COST.N), COST.r, COST.p, randomBytes(16).toString("base64"), randomBytes(32).toString("base64")].join("$");
-}
-
-/**
  * Checks a password against a stored hash in constant time.
  *
  * @param password - The password as typed.

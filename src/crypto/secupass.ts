@@ -1,19 +1,22 @@
 // Secu-Pass-Key → patient identity (DESIGN.md §3). This module runs unchanged in Node and in
 // the browser bundle, so it may import only isomorphic code: no node:* modules.
+import { hkdf } from "@noble/hashes/hkdf.js";
 import { scryptAsync } from "@noble/hashes/scrypt.js";
 import { sha256 } from "@noble/hashes/sha2.js";
-import { base64 } from "@scure/base";
+import { base64, base64urlnopad } from "@scure/base";
 import { identityFromSeed, isRecipientType, type RecipientType } from "./identity.js";
 
 /**
  * The KDF parameters stored per patient, so that the cost can be raised for new keys later.
- * Version 2 binds the salt to the patient's address (see {@link secupassSalt}); parameters
- * without `v` are the first version, where scrypt took the stored salt as it is.
+ * Version 3 (every new key) and version 2 bind the salt to the patient's address (see
+ * {@link secupassSalt}); parameters without `v` are the first version, where scrypt took the
+ * stored salt as it is. Version 3 also derives U through HKDF, next to the login credential
+ * (see {@link deriveSecuPass}).
  */
 export interface KdfParams {
   readonly alg: "scrypt";
-  /** 2 for every new key; absent on keys set before the address was mixed into the salt. */
-  readonly v?: 2;
+  /** 3 for every new key; 2 or absent on keys set before (they keep their derivation). */
+  readonly v?: 2 | 3;
   /** log2 of scrypt's N. */
   readonly logN: number;
   readonly r: number;
@@ -46,14 +49,14 @@ export class KdfParamsError extends Error {
 }
 
 /**
- * Creates fresh KDF parameters: version 2, the cost of {@link SECUPASS_COST}, a random salt.
+ * Creates fresh KDF parameters: version 3, the cost of {@link SECUPASS_COST}, a random salt.
  *
  * @param type - The identity type for the patient.
  * @returns Parameters to store with the patient.
  */
 export function newKdfParams(type: RecipientType): KdfParams {
   const salt = base64.encode(crypto.getRandomValues(new Uint8Array(16)));
-  return { alg: "scrypt", v: 2, ...SECUPASS_COST, salt, type };
+  return { alg: "scrypt", v: 3, ...SECUPASS_COST, salt, type };
 }
 
 /**
@@ -71,7 +74,7 @@ export function parseKdfParams(v: unknown): KdfParams {
   const o = v as Record<string, unknown>;
   const int = (x: unknown): x is number => typeof x === "number" && Number.isInteger(x);
   if (o.alg !== "scrypt") throw invalid("unsupported kdf");
-  if (o.v !== undefined && o.v !== 2) throw invalid("unsupported kdf version");
+  if (o.v !== undefined && o.v !== 2 && o.v !== 3) throw invalid("unsupported kdf version");
   if (!int(o.logN) || !int(o.r) || !int(o.p)) throw invalid("kdf cost out of range");
   if (o.logN < SECUPASS_COST.logN || o.r < SECUPASS_COST.r || o.p < SECUPASS_COST.p) {
     throw new KdfParamsError("weak", "kdf cost below the minimum N=2^17, r=8, p=1");
@@ -86,31 +89,34 @@ export function parseKdfParams(v: unknown): KdfParams {
   }
   if (salt.length < 16) throw invalid("kdf salt too short");
   if (!isRecipientType(o.type)) throw invalid("unsupported identity type");
-  return { alg: "scrypt", ...(o.v === 2 ? { v: 2 as const } : {}), logN: o.logN, r: o.r, p: o.p, salt: o.salt, type: o.type };
+  return { alg: "scrypt", ...(o.v === 2 || o.v === 3 ? { v: o.v } : {}), logN: o.logN, r: o.r, p: o.p, salt: o.salt, type: o.type };
 }
 
 /**
  * Checks KDF parameters for setting a new key (registration, Secu-Pass reset): as
- * {@link parseKdfParams}, and they must bind the salt to the address (version 2), so that
- * every new key is address-bound.
+ * {@link parseKdfParams}, and they must be the current version 3 (address-bound salt, U and
+ * the login credential both through HKDF).
  *
  * @param v - The parsed JSON value.
  * @returns The parameters.
- * @throws {@link KdfParamsError} as parseKdfParams, and `legacy` for parameters without `v: 2`.
+ * @throws {@link KdfParamsError} as parseKdfParams, and `legacy` for parameters without `v: 3`.
  */
 export function parseNewKeyKdfParams(v: unknown): KdfParams {
   const p = parseKdfParams(v);
-  if (p.v !== 2) throw new KdfParamsError("legacy", "kdf params do not bind the salt to the address; new keys need v2");
+  if (p.v !== 3) throw new KdfParamsError("legacy", "kdf params are not the current version; new keys need v3");
   return p;
 }
 
-const V2_LABEL = "praxmail secupass v2";
+const SALT_LABELS = { 2: "praxmail secupass v2", 3: "praxmail secupass v3" } as const;
+const IDENTITY_INFO = "praxmail identity v3";
+const LOGIN_INFO = "praxmail login v3";
 
 /**
- * The salt scrypt gets. Version 2:
- * `SHA-256("praxmail secupass v2" ‖ 0x00 ‖ NFC(lowercase(address)) ‖ 0x00 ‖ salt)`, so that no
- * single precomputation fits every patient, even if two salts were the same. Without a
- * version, the stored salt itself (keys set before version 2 keep their derivation).
+ * The salt scrypt gets. Versions 2 and 3:
+ * `SHA-256(label ‖ 0x00 ‖ NFC(lowercase(address)) ‖ 0x00 ‖ salt)` with the label
+ * `praxmail secupass v2` or `praxmail secupass v3`, so that no single precomputation fits
+ * every patient, even if two salts were the same. Without a version, the stored salt itself
+ * (keys set before version 2 keep their derivation).
  *
  * @param params - Checked KDF parameters.
  * @param address - The patient's e-mail address.
@@ -119,11 +125,11 @@ const V2_LABEL = "praxmail secupass v2";
  */
 export function secupassSalt(params: KdfParams, address: string): Uint8Array {
   const salt = base64.decode(params.salt);
-  if (params.v !== 2) return salt;
+  if (params.v === undefined) return salt;
   const addr = address.toLowerCase().normalize("NFC");
   if (addr === "" || addr.includes("\0")) throw new Error("secu-pass address is empty or malformed");
   const enc = new TextEncoder();
-  const label = enc.encode(V2_LABEL);
+  const label = enc.encode(SALT_LABELS[params.v]);
   const a = enc.encode(addr);
   const input = new Uint8Array(label.length + 1 + a.length + 1 + salt.length);
   input.set(label, 0);
@@ -132,24 +138,35 @@ export function secupassSalt(params: KdfParams, address: string): Uint8Array {
   return sha256(input);
 }
 
+/** What a Secu-Pass-Key gives: the patient identity U and the login credential. */
+export interface SecuPassKeys {
+  /** U, `AGE-SECRET-KEY-…` (or the post-quantum form): never leaves the browser. */
+  readonly identity: string;
+  /** 32 bytes, base64url: what the browser sends to log in; the server keeps only a hash of it. */
+  readonly credential: string;
+}
+
 /**
- * Derives the patient identity U from a Secu-Pass-Key:
- * `seed = scrypt(NFC(key), secupassSalt(params, address), N, r, p, 32)`, encoded as an age
- * identity.
+ * Derives U and the login credential from a Secu-Pass-Key:
+ * `seed = scrypt(NFC(key), secupassSalt(params, address), N, r, p, 32)`, then
+ * `credential = HKDF-SHA256(seed, info "praxmail login v3", 32)` for every version, and U
+ * encoded from `HKDF-SHA256(seed, info "praxmail identity v3", 32)` for version 3, or from the
+ * seed itself for keys set before (so their deliveries need no new wrap). Neither output
+ * tells anything about the other.
  *
  * @param secuPassKey - The key the patient typed.
  * @param params - The patient's stored KDF parameters.
- * @param address - The patient's address (the logged-in account); version 2 mixes it in.
+ * @param address - The patient's address; versions 2 and 3 mix it in.
  * @param onProgress - Called with 0…1 while scrypt runs.
- * @returns The age identity string.
+ * @returns U and the credential.
  * @throws If the key is empty; {@link KdfParamsError} if the parameters are weak or invalid.
  */
-export async function deriveSecuPassIdentity(
+export async function deriveSecuPass(
   secuPassKey: string,
   params: KdfParams,
   address: string,
   onProgress?: (fraction: number) => void,
-): Promise<string> {
+): Promise<SecuPassKeys> {
   const p = parseKdfParams(params);
   const key = secuPassKey.normalize("NFC");
   if (key.length === 0) throw new Error("secu-pass-key is empty");
@@ -161,10 +178,15 @@ export async function deriveSecuPassIdentity(
     maxmem: 2 ** p.logN * p.r * 128 * 2,
     ...(onProgress ? { onProgress } : {}),
   });
+  const enc = new TextEncoder();
+  const login = hkdf(sha256, seed, undefined, enc.encode(LOGIN_INFO), 32);
+  const idSeed = p.v === 3 ? hkdf(sha256, seed, undefined, enc.encode(IDENTITY_INFO), 32) : seed;
   try {
-    return identityFromSeed(seed, p.type);
+    return { identity: identityFromSeed(idSeed, p.type), credential: base64urlnopad.encode(login) };
   } finally {
     seed.fill(0);
+    idSeed.fill(0);
+    login.fill(0);
   }
 }
 

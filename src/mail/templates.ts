@@ -170,13 +170,16 @@ export function renderNotification(n: Notification, practice: string, lang: Lang
         subject: t("activatedSubject", { practice }),
         blocks: [t(n.approved ? "activatedApproved" : "activatedPending"), t("activatedCode", { code: n.safetyCode }), t("activatedKeep")],
       }));
-    case "password-reset":
+    case "key-reset":
       return patientMail(lang, (t) => ({
-        subject: t("passwordResetSubject", { practice }),
-        blocks: [t("passwordResetLead"), { button: t("resetNewTitle"), href: n.link }, t("passwordResetKeep")],
+        subject: t("keyResetSubject", { practice }),
+        blocks: [t("keyResetLead"), { button: t("secupassResetTitle"), href: n.link }, t("keyResetKeep")],
       }));
-    case "password-changed":
-      return patientMail(lang, (t) => ({ subject: t("passwordChangedSubject", { practice }), blocks: [t("passwordChangedText")] }));
+    case "key-changed":
+      return patientMail(lang, (t) => ({
+        subject: t("keyChangedSubject", { practice }),
+        blocks: [t("keyChangedText"), t("activatedCode", { code: n.safetyCode }), t("keyChangedNotYou")],
+      }));
     case "reminder":
       return patientMail(lang, (t) => ({
         subject: t("reminderSubject", { practice }),

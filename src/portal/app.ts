@@ -107,16 +107,16 @@ const SANDBOX_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
 export const FIELD_MAX = {
   _csrf: 64,
   email: 254,
-  password: 1024,
-  password2: 1024,
   token: 43,
+  credential: 43,
+  nonce: 43,
   next: 200,
   back: 200,
   code: 40,
   recipient: 2100,
   deliveryId: 32,
   /** A WebAuthn credential id, base64url (at most 1023 bytes). */
-  credential: 1400,
+  credentialId: 1400,
 } as const;
 
 /**

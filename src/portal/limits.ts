@@ -1,4 +1,4 @@
-// Attempt limits (login, registration, password reset, invites), counted in the store: they
+// Attempt limits (login, registration, Secu-Pass reset, invites), counted in the store: they
 // hold across a restart and across processes that share one database. An attempt is
 // reserved before the work it guards (scrypt, a mail), atomically, so parallel requests can
 // never all pass the check before any of them is counted; what must not count is given back.
@@ -16,6 +16,8 @@ export interface Limit {
 export const LIMITS = {
   /** Failed logins per IP, across accounts. */
   loginIp: { name: "login-ip", max: 30, windowMs: 15 * 60_000 },
+  /** Asks for login parameters per IP (each is one step of a login, successful or not). */
+  loginParamsIp: { name: "login-params-ip", max: 100, windowMs: 15 * 60_000 },
   /** Failed logins per address, whether or not it has an account. */
   loginAccount: { name: "login-account", max: 5, windowMs: 15 * 60_000 },
   /** Registrations through a link per IP. */

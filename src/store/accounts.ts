@@ -11,6 +11,18 @@ export interface ResetRow {
   usedAt: string | null;
 }
 
+/**
+ * A login challenge: a nonce the portal encrypted to an account's Secu-Pass recipient, so
+ * that an account from before the login with the Secu-Pass-Key can prove the key once and
+ * move over. Only the SHA-256 of the nonce is stored.
+ */
+export interface ChallengeRow {
+  hash: string;
+  email: string;
+  expiresAt: string;
+  usedAt: string | null;
+}
+
 /** An invite from reception; only the SHA-256 of its code is stored. */
 export interface InviteRow {
   id: string;
@@ -72,6 +84,26 @@ export class AccountRecords {
    */
   useReset(hash: string, at: string): boolean {
     return this.sql.get("UPDATE reset_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL").run(at, hash).changes === 1;
+  }
+
+  /**
+   * Stores a login challenge and drops the expired ones, so the table holds only minutes' worth.
+   *
+   * @param c - The new challenge.
+   * @param now - The time now (ISO).
+   */
+  insertChallenge(c: ChallengeRow, now: string): void {
+    this.sql.get("DELETE FROM login_challenges WHERE expires_at <= ?").run(now);
+    this.sql.get("INSERT INTO login_challenges (hash, email, expires_at, used_at) VALUES (@hash, @email, @expiresAt, @usedAt)").run(c);
+  }
+
+  /**
+   * Uses a login challenge of this address, once, before it expires.
+   *
+   * @returns True if it was open until now.
+   */
+  useChallenge(hash: string, email: string, at: string): boolean {
+    return this.sql.get("UPDATE login_challenges SET used_at = ? WHERE hash = ? AND email = ? AND used_at IS NULL AND expires_at > ?").run(at, hash, email, at).changes === 1;
   }
 
   /** @param i - A new invite. */

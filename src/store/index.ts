@@ -29,9 +29,9 @@ export {
 } from "./backup.js";
 export type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
 export type { AttemptClaim, HeldAttempt } from "./attempts.js";
-export type { ChallengeRow, PasskeyRow } from "./passkeys.js";
+export type { PasskeyChallengeRow, PasskeyRow } from "./passkeys.js";
 export type { PracticeRow } from "./practice.js";
-export type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
+export type { ChallengeRow, InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 export type {
   DeliveryRow,
   DeliveryStatus,

@@ -219,6 +219,20 @@ ALTER TABLE patients ADD COLUMN lang TEXT;
 `,
   },
   {
+    // One secret: the hash of the login credential derived from the Secu-Pass-Key, and the
+    // one-time challenges that move an account with a password over at its next login.
+    version: 10,
+    sql: `
+ALTER TABLE patients ADD COLUMN credential_hash TEXT;
+CREATE TABLE login_challenges (
+  hash        TEXT PRIMARY KEY,
+  email       TEXT NOT NULL,
+  expires_at  TEXT NOT NULL,
+  used_at     TEXT
+) STRICT;
+`,
+  },
+  {
     // Passkeys of known devices (src/core/passkeys.ts): the public key and counter of each
     // credential, the patient's random WebAuthn user handle, and U sealed under the
     // authenticator's PRF output (null without PRF). The challenges handed out wait here, not in

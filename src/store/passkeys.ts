@@ -23,7 +23,7 @@ export interface PasskeyRow {
 }
 
 /** A WebAuthn challenge handed out and not yet used: single use, short-lived. */
-export interface ChallengeRow {
+export interface PasskeyChallengeRow {
   /** The challenge, base64url. */
   challenge: string;
   kind: "register" | "login";
@@ -92,7 +92,7 @@ export class PasskeyRecords {
   }
 
   /** Stores a new challenge, and forgets the ones that ended at or before `now`. */
-  insertChallenge(c: ChallengeRow, now: string): void {
+  insertChallenge(c: PasskeyChallengeRow, now: string): void {
     this.sql.get("DELETE FROM passkey_challenges WHERE expires_at <= ?").run(now);
     this.sql.get("INSERT INTO passkey_challenges (challenge, kind, binding, email, user_handle, expires_at) VALUES (@challenge, @kind, @binding, @email, @userHandle, @expiresAt)").run(c);
   }
@@ -102,8 +102,8 @@ export class PasskeyRecords {
    *
    * @returns The challenge if it was there and had not ended at `now`, else undefined.
    */
-  takeChallenge(challenge: string, now: string): ChallengeRow | undefined {
-    const row = this.sql.get(`DELETE FROM passkey_challenges WHERE challenge = ? RETURNING ${CHALLENGE}`).get(challenge) as ChallengeRow | undefined;
+  takeChallenge(challenge: string, now: string): PasskeyChallengeRow | undefined {
+    const row = this.sql.get(`DELETE FROM passkey_challenges WHERE challenge = ? RETURNING ${CHALLENGE}`).get(challenge) as PasskeyChallengeRow | undefined;
     return row && row.expiresAt > now ? row : undefined;
   }
 }

@@ -10,7 +10,10 @@ export type WrapHolder = "practice" | "patient";
 export interface PatientRow {
   email: string;
   status: PatientStatus;
+  /** scrypt hash of the portal password of accounts from before the login with the Secu-Pass-Key; cleared when the account moves over. */
   passwordHash: string | null;
+  /** Hash of the login credential derived from the Secu-Pass-Key (src/core/credential.ts); null until set. */
+  credentialHash: string | null;
   /** JSON of the KDF parameters. */
   kdf: string | null;
   recipient: string | null;

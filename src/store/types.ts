@@ -3,9 +3,9 @@
 // (PostgreSQL + S3) implements it as well as the embedded one (SQLite + files under home).
 import type { AttemptClaim, HeldAttempt } from "./attempts.js";
 import type { AuditEntry, AuditRow, AuditVerdict, CheckpointRow } from "./audit.js";
-import type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
+import type { ChallengeRow, InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "./accounts.js";
 import type { BackupManifest, BackupOptions } from "./backup.js";
-import type { ChallengeRow, PasskeyRow } from "./passkeys.js";
+import type { PasskeyChallengeRow, PasskeyRow } from "./passkeys.js";
 import type { PracticeRow } from "./practice.js";
 import type { DeliveryRow, DeliveryStatus, FileRow, PatientRow, PatientStatus, SessionRow, TokenRow, WrapHolder, WrapRow } from "./rows.js";
 
@@ -99,6 +99,10 @@ export interface AccountStore {
   reset(hash: string): Promise<ResetRow | undefined>;
   /** Uses a reset link, once. @returns True if it was unused until now. */
   useReset(hash: string, at: string): Promise<boolean>;
+  /** Stores a login challenge and drops the expired ones. */
+  insertChallenge(c: ChallengeRow, now: string): Promise<void>;
+  /** Uses a login challenge of this address, once, before it expires. @returns True if it was open until now. */
+  useChallenge(hash: string, email: string, at: string): Promise<boolean>;
   insertInvite(i: InviteRow): Promise<void>;
   /** @returns The invite, or undefined. */
   invite(id: string): Promise<InviteRow | undefined>;
@@ -143,13 +147,13 @@ export interface PasskeyStore {
   /** @returns How many passkeys the patient had. */
   deletePasskeysOf(email: string): Promise<number>;
   /** Stores a challenge handed out, and forgets those that ended at or before the ISO time `now`. */
-  insertChallenge(c: ChallengeRow, now: string): Promise<void>;
+  insertChallenge(c: PasskeyChallengeRow, now: string): Promise<void>;
   /**
    * Takes a challenge, once, across every handle on the store: it is gone afterwards.
    *
    * @returns The challenge if it was there and had not ended at the ISO time `now`, else undefined.
    */
-  takeChallenge(challenge: string, now: string): Promise<ChallengeRow | undefined>;
+  takeChallenge(challenge: string, now: string): Promise<PasskeyChallengeRow | undefined>;
 }
 
 /** Attempt counters of the portal's limits, shared by every process on the store. */

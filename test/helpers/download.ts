@@ -1,12 +1,16 @@
-// A patient at a running `praxmail serve`, over real HTTP: logs in with the password, fetches a
-// level 3/4 delivery's file and wrap[U], and opens them with U as the browser does.
-import { decryptStream, unwrapIdentity } from "../../src/crypto/index.js";
+// A patient at a running `praxmail serve`, over real HTTP: logs in with the Secu-Pass-Key as
+// the login page does, fetches a level 3/4 delivery's file and wrap[U], and opens them with U
+// as the browser does.
+import { decryptBytes, decryptStream, parseKdfParams, unwrapIdentity } from "../../src/crypto/index.js";
+import { deriveCached, keyOf } from "./patient.js";
 import { readAll } from "./streams.js";
 
 /** A logged-in patient's way to the portal. */
 export interface PatientAtPortal {
-  /** The login's answer: 303 to /deliveries when it worked. */
+  /** The login's answer: 200 with `{"next":"/deliveries"}` when it worked. */
   readonly login: Response;
+  /** The browser's cookies by name (the session's among them). */
+  readonly cookies: ReadonlyMap<string, string>;
   /** GET (or another method, with init) with the session's cookies. */
   get(path: string, init?: RequestInit): Promise<Response>;
   /**
@@ -23,10 +27,10 @@ export interface PatientAtPortal {
  *
  * @param base - `http://127.0.0.1:PORT`.
  * @param email - The patient's address.
- * @param password - The portal password.
+ * @param secret - The Secu-Pass-Key; by default the one the patient was registered with.
  * @returns The session.
  */
-export async function patientAtPortal(base: string, email: string, password: string): Promise<PatientAtPortal> {
+export async function patientAtPortal(base: string, email: string, secret = keyOf(email)): Promise<PatientAtPortal> {
   const cookies = new Map<string, string>();
   const get = async (path: string, init: RequestInit = {}): Promise<Response> => {
     const res = await fetch(base + path, { ...init, redirect: "manual", headers: { ...(init.headers as Record<string, string>), cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join("; ") } });
@@ -38,12 +42,16 @@ export async function patientAtPortal(base: string, email: string, password: str
     return res;
   };
   const loginPage = await (await get("/login")).text();
-  const csrf = /name="_csrf" value="([^"]+)"/.exec(loginPage)?.[1] ?? "";
-  const login = await get("/login", {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ email, password, _csrf: csrf, next: "/deliveries" }).toString(),
-  });
+  const csrf = /data-csrf="([^"]+)"/.exec(loginPage)?.[1] ?? "";
+  const post = (path: string, body: unknown): Promise<Response> =>
+    get(path, { method: "POST", headers: { "content-type": "application/json", "x-csrf-token": csrf }, body: JSON.stringify(body) });
+  const { kdf, challenge } = (await (await post("/login/params", { email })).json()) as { kdf: unknown; challenge: string };
+  const { identity, credential } = await deriveCached(secret, parseKdfParams(kdf), email);
+  const nonce = await decryptBytes(Buffer.from(challenge, "base64"), [identity]).then(
+    (b) => Buffer.from(b).toString(),
+    () => null,
+  );
+  const login = await post("/login", { email, credential, next: "/deliveries", ...(nonce === null ? {} : { nonce }) });
   const open = async (id: string, patientIdentity: string): Promise<Buffer> => {
     const page = await get(`/deliveries/${id}`);
     if (page.status !== 200) throw new Error(`GET /deliveries/${id}: ${String(page.status)}`);
@@ -56,5 +64,5 @@ export async function patientAtPortal(base: string, email: string, password: str
     const d = await unwrapIdentity(new Uint8Array(await wrap.arrayBuffer()), patientIdentity);
     return readAll(await decryptStream(new Blob([ciphertext]).stream(), [d]));
   };
-  return { login, get, open };
+  return { login, cookies, get, open };
 }

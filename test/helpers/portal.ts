@@ -7,11 +7,10 @@ import { pino, type Logger } from "pino";
 import { afterAll, beforeAll, beforeEach } from "vitest";
 import { openContext } from "../../src/commands/shared.js";
 import type { Config, Context } from "../../src/core/index.js";
+import { decryptBytes, parseKdfParams } from "../../src/crypto/index.js";
 import { buildPortal, type Assets } from "../../src/portal/index.js";
 import { cleanup, initHome, tempDir } from "./cli.js";
-
-/** The password the portal tests register their patients with. */
-export const PASSWORD = "ein langes Passwort";
+import { deriveCached, keyOf } from "./patient.js";
 
 let nextIp = 1;
 
@@ -73,9 +72,26 @@ export class Client {
     return this.request("POST", url, { payload: data, headers: { "content-type": "application/octet-stream", "content-length": String(length), "x-csrf-token": this.csrf } });
   }
 
-  async login(email: string, password = PASSWORD): Promise<LightMyRequestResponse> {
+  /**
+   * Logs in as the login page does: asks for the parameters, derives in Node (cached), opens
+   * the challenge if U can, posts the credential.
+   *
+   * @param email - The address as typed.
+   * @param secret - The Secu-Pass-Key; by default the one the patient was registered with.
+   * @param next - Where to go after.
+   * @returns The answer to the login post (200 `{next}`, 401, 429), or to the parameters' ask if that failed.
+   */
+  async login(email: string, secret = keyOf(email), next = "/deliveries"): Promise<LightMyRequestResponse> {
     await this.get("/login");
-    return this.post("/login", { email, password, _csrf: this.csrf, next: "/deliveries" });
+    const asked = await this.json("/login/params", { email });
+    if (asked.statusCode !== 200) return asked;
+    const { kdf, challenge } = JSON.parse(asked.body) as { kdf: unknown; challenge: string };
+    const { identity, credential } = await deriveCached(secret, parseKdfParams(kdf), email);
+    const nonce = await decryptBytes(Buffer.from(challenge, "base64"), [identity]).then(
+      (b) => Buffer.from(b).toString(),
+      () => null,
+    );
+    return this.json("/login", { email, credential, next, ...(nonce === null ? {} : { nonce }) });
   }
 }
 

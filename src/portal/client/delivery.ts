@@ -150,7 +150,7 @@ async function unlockTyped(s: DeliveryState, kdf: KdfParams): Promise<boolean> {
   const input = byId<HTMLInputElement>("unlock-key");
   s.say(s.t.deriving);
   s.progress(0);
-  const identity = await deriveInWorker(input?.value ?? "", kdf, s.data.address ?? "", (f) => {
+  const { identity } = await deriveInWorker(input?.value ?? "", kdf, s.data.address ?? "", (f) => {
     s.progress(f);
   });
   const key = await openWrap(s, identity);

@@ -1,7 +1,7 @@
 // Starts the Secu-Pass derivation in a Web Worker (derive-worker.ts, bundled as derive.js
 // next to this bundle): on the page's own thread, scrypt would hold back painting for its
 // whole run, so neither the progress bar nor anything else on the page would move.
-import type { KdfParams } from "../../crypto/secupass.js";
+import type { KdfParams, SecuPassKeys } from "../../crypto/secupass.js";
 
 /** What the page sends the worker. */
 export interface DeriveRequest {
@@ -11,21 +11,21 @@ export interface DeriveRequest {
   readonly address: string;
 }
 
-/** What the worker answers: progress (0…1), then the identity or a failure. */
-export type DeriveReply = { readonly progress: number } | { readonly identity: string } | { readonly error: true };
+/** What the worker answers: progress (0…1), then U and the credential, or a failure. */
+export type DeriveReply = { readonly progress: number } | { readonly keys: SecuPassKeys } | { readonly error: true };
 
 /**
- * Derives the patient identity from a Secu-Pass-Key in a Web Worker (deriveSecuPassIdentity
+ * Derives U and the login credential from a Secu-Pass-Key in a Web Worker (deriveSecuPass
  * of src/crypto/secupass.ts, the same code as on Node).
  *
  * @param secret - The Secu-Pass-Key the patient typed.
  * @param kdf - The patient's checked KDF parameters.
  * @param address - The patient's address (mixed into the salt by version 2).
  * @param onProgress - Called with 0…1 while scrypt runs.
- * @returns `AGE-SECRET-KEY-…`.
+ * @returns U (`AGE-SECRET-KEY-…`) and the credential.
  * @throws If the worker cannot start or the derivation fails (an empty key, bad parameters).
  */
-export function deriveInWorker(secret: string, kdf: KdfParams, address: string, onProgress: (fraction: number) => void): Promise<string> {
+export function deriveInWorker(secret: string, kdf: KdfParams, address: string, onProgress: (fraction: number) => void): Promise<SecuPassKeys> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(new URL("./derive.js", import.meta.url), { type: "module", name: "secupass" });
     const end = (): void => {
@@ -38,7 +38,7 @@ export function deriveInWorker(secret: string, kdf: KdfParams, address: string, 
         return;
       }
       end();
-      if ("identity" in reply) resolve(reply.identity);
+      if ("keys" in reply) resolve(reply.keys);
       else reject(new Error("secu-pass derivation failed"));
     };
     worker.onerror = () => {

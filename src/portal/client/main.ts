@@ -1,102 +1,146 @@
-// The portal's browser code: password strength, deriving the patient identity from the
-// Secu-Pass-Key in a worker (only its public recipient leaves the browser), replies, and the
-// delivery page (delivery.ts). Keys live in this page's memory only.
-import { Encrypter, identityToRecipient } from "age-encryption";
-import { KdfParamsError, parseNewKeyKdfParams, type KdfParams } from "../../crypto/secupass.js";
+// The portal's browser code: the login and every new key with the Secu-Pass-Key, derived in
+// a worker (the key, U and the scrypt seed never leave the browser; the server gets the
+// login credential and U's public recipient), replies, and the delivery page (delivery.ts).
+// Keys live in this page's memory only (keys.ts).
+import { Decrypter, Encrypter, identityToRecipient } from "age-encryption";
+import { KdfParamsError, newKdfParams, parseKdfParams, parseNewKeyKdfParams, type KdfParams } from "../../crypto/secupass.js";
 import { CARRY, deliveryPage, type DeliveryData, type Texts } from "./delivery.js";
 import { deriveInWorker } from "./derive.js";
 import { byId } from "./dom.js";
-import { onPage } from "./nav.js";
+import { rememberIdentity } from "./keys.js";
+import { go, onPage } from "./nav.js";
 import { offerPasskey, passkeyLoginPage } from "./passkeys.js";
 
-/** 0 (too short) to 4 (very good). */
-function strength(pw: string): number {
-  const length = Array.from(pw).length;
-  if (length < 10) return 0;
-  const classes = [/[a-zäöüß]/, /[A-ZÄÖÜ]/, /\d/, /[^\w\s]/, /\s/].filter((r) => r.test(pw)).length;
-  const words = pw.trim().split(/\s+/).length;
-  return Math.min(4, 1 + (classes >= 3 ? 1 : 0) + (length >= 14 ? 1 : 0) + (words >= 3 || length >= 20 ? 1 : 0));
+/** A post the server refused, with the text to show. */
+class Refused extends Error {}
+
+/** A JSON post with the form's CSRF token; the answer as JSON, or an empty object. */
+async function postJson(url: string, csrf: string, body: unknown): Promise<{ res: Response; data: { next?: unknown; error?: unknown; kdf?: unknown; challenge?: unknown } }> {
+  const res = await fetch(url, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json", "x-csrf-token": csrf },
+    body: JSON.stringify(body),
+  });
+  return { res, data: (await res.json().catch(() => ({}))) as Record<string, unknown> };
+}
+
+/** The parts of a form that say what is going on: the error line, the progress bar, the button. */
+function formState(form: HTMLFormElement, errorId: string, boxId: string): { show: (msg: string) => void; busy: (on: boolean) => void; progress: (f: number) => void } {
+  const err = byId(errorId);
+  const box = byId(boxId);
+  const bar = byId<HTMLProgressElement>("derive-progress");
+  const button = form.querySelector<HTMLButtonElement>("button[type=submit]");
+  return {
+    show: (msg) => {
+      if (!err) return;
+      err.textContent = msg;
+      err.hidden = false;
+    },
+    busy: (on) => {
+      if (err && on) err.hidden = true;
+      if (box) box.hidden = !on;
+      if (bar) bar.value = 0;
+      if (button) button.disabled = on;
+    },
+    progress: (f) => {
+      if (bar) bar.value = Math.round(f * 100);
+    },
+  };
+}
+
+/** The nonce in a login challenge, if U opens it (an account that still has to move over). */
+async function openChallenge(challenge: unknown, identity: string): Promise<string | null> {
+  if (typeof challenge !== "string") return null;
+  try {
+    const d = new Decrypter();
+    d.addIdentity(identity);
+    return await d.decrypt(Uint8Array.from(atob(challenge), (c) => c.charCodeAt(0)), "text");
+  } catch {
+    return null;
+  }
 }
 
 /**
- * A level-2 link's key is in its #fragment, which a form post loses. The login page keeps
- * it in this tab's sessionStorage for the page after the login; it is never sent.
+ * The login: asks the server for the account's parameters (refused below full cost before
+ * anything else), derives U and the credential in the worker, posts the credential (and the
+ * opened challenge of an account that moves over), then keeps U for this visit. A level-2
+ * link's key, in the #fragment, is kept in this tab's sessionStorage for the page after.
  */
 function loginPage(form: HTMLFormElement): void {
-  const key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1];
-  if (!key) return;
-  form.addEventListener("submit", () => {
-    sessionStorage.setItem(CARRY, key);
+  const d = form.dataset;
+  const ui = formState(form, "login-error", "login-progress");
+  const carried = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1];
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const email = (byId<HTMLInputElement>("email")?.value ?? "").trim();
+    const secret = byId<HTMLInputElement>("login-key")?.value ?? "";
+    ui.busy(true);
+    void (async () => {
+      try {
+        const asked = await postJson("/login/params", d.csrf ?? "", { email });
+        if (!asked.res.ok) throw new Refused(typeof asked.data.error === "string" ? asked.data.error : (d.failed ?? ""));
+        let kdf: KdfParams;
+        try {
+          kdf = parseKdfParams(asked.data.kdf);
+        } catch (e) {
+          throw new Refused((e instanceof KdfParamsError && e.reason === "weak" ? d.kdfWeak : d.failed) ?? "");
+        }
+        const { identity, credential } = await deriveInWorker(secret, kdf, email, ui.progress);
+        const nonce = await openChallenge(asked.data.challenge, identity);
+        const { res, data } = await postJson("/login", d.csrf ?? "", { email, credential, next: d.next ?? "", ...(nonce === null ? {} : { nonce }) });
+        if (!res.ok || typeof data.next !== "string") throw new Refused(typeof data.error === "string" ? data.error : (d.failed ?? ""));
+        if (carried) sessionStorage.setItem(CARRY, carried);
+        rememberIdentity(identity);
+        go(data.next);
+      } catch (e) {
+        ui.busy(false);
+        ui.show(e instanceof Refused ? e.message : (d.failed ?? ""));
+      }
+    })();
   });
 }
 
-function registerPage(): void {
-  const pw = byId<HTMLInputElement>("password");
-  const out = byId("password-strength");
-  if (!pw || !out) return;
-  const levels = (out.dataset.levels ?? "").split("|");
-  pw.addEventListener("input", () => {
-    out.textContent = pw.value ? `${out.dataset.label ?? ""}: ${levels[strength(pw.value)] ?? ""}` : "";
-  });
-}
-
-/** Derives U from the new key in the worker, posts only its recipient, and goes where the server says. */
-async function setKey(form: HTMLFormElement, key: string, kdf: KdfParams): Promise<void> {
-  const bar = byId<HTMLProgressElement>("derive-progress");
-  const identity = await deriveInWorker(key, kdf, form.dataset.address ?? "", (f) => {
-    if (bar) bar.value = Math.round(f * 100);
-  });
-  const recipient = await identityToRecipient(identity);
-  const res = await fetch(form.dataset.url ?? "/secupass", {
-    method: "POST",
-    credentials: "same-origin",
-    headers: { "content-type": "application/json", "x-csrf-token": form.dataset.csrf ?? "" },
-    body: JSON.stringify({ recipient }),
-  });
-  if (!res.ok) throw new Error(`status ${res.status}`);
-  const { next } = (await res.json()) as { next: string };
-  location.assign(next);
-}
-
-function secupassPage(form: HTMLFormElement): void {
-  const err = byId("secupass-error");
-  const box = byId("secupass-progress");
-  const show = (msg: string): void => {
-    if (!err) return;
-    err.textContent = msg;
-    err.hidden = false;
-  };
+/**
+ * A new Secu-Pass-Key (registration by link or invite, a reset by mail or while logged in):
+ * typed twice, fresh version 3 parameters made here, U and the credential derived in the
+ * worker; the server gets the parameters, U's recipient and the credential with the form's
+ * other fields, and says where to go.
+ */
+function newKeyPage(form: HTMLFormElement): void {
+  const d = form.dataset;
+  const ui = formState(form, "secupass-error", "secupass-progress");
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const key = byId<HTMLInputElement>("secupass")?.value ?? "";
     const again = byId<HTMLInputElement>("secupass2")?.value ?? "";
     if (key !== again) {
-      show(form.dataset.differ ?? "");
+      ui.show(d.differ ?? "");
       return;
     }
     if (Array.from(key).length < 10) {
-      show(form.dataset.short ?? "");
+      ui.show(d.short ?? "");
       return;
     }
-    // A new key is only derived with parameters of full cost that bind the salt to the
-    // address; anything else is refused before any work, and nothing is posted.
-    let kdf: KdfParams;
-    try {
-      kdf = parseNewKeyKdfParams(JSON.parse(form.dataset.kdf ?? "null"));
-    } catch (e) {
-      const reason = e instanceof KdfParamsError ? e.reason : "invalid";
-      show((reason === "weak" ? form.dataset.kdfWeak : reason === "legacy" ? form.dataset.kdfLegacy : form.dataset.failed) ?? "");
-      return;
-    }
-    if (err) err.hidden = true;
-    if (box) box.hidden = false;
-    const button = form.querySelector<HTMLButtonElement>("button[type=submit]");
-    if (button) button.disabled = true;
-    setKey(form, key, kdf).catch(() => {
-      if (button) button.disabled = false;
-      if (box) box.hidden = true;
-      show(form.dataset.failed ?? "");
-    });
+    const email = (byId<HTMLInputElement>("email")?.value ?? "").trim();
+    const code = byId<HTMLInputElement>("code")?.value;
+    ui.busy(true);
+    void (async () => {
+      try {
+        // Checked as the server will check it (an unknown identity type is refused here).
+        const kdf = parseNewKeyKdfParams(newKdfParams((d.type ?? "") as Parameters<typeof newKdfParams>[0]));
+        const { identity, credential } = await deriveInWorker(key, kdf, d.address ?? email, ui.progress);
+        const recipient = await identityToRecipient(identity);
+        const fields = { ...(d.token === undefined ? {} : { token: d.token }), ...(code === undefined ? {} : { email, code }) };
+        const { res, data } = await postJson(d.url ?? "", d.csrf ?? "", { ...fields, kdf, recipient, credential });
+        if (!res.ok || typeof data.next !== "string") throw new Refused(typeof data.error === "string" ? data.error : (d.failed ?? ""));
+        rememberIdentity(identity);
+        go(data.next);
+      } catch (e) {
+        ui.busy(false);
+        ui.show(e instanceof Refused ? e.message : (d.failed ?? ""));
+      }
+    })();
   });
 }
 
@@ -108,8 +152,6 @@ async function encryptTo(recipient: string, data: Uint8Array | ReadableStream<Ui
   return new Response(await e.encrypt(data)).blob();
 }
 
-/** A post the server refused (403), with the text to show. */
-class Refused extends Error {}
 
 /**
  * A reply: the message (with the file names) and every file are encrypted here to the
@@ -206,7 +248,6 @@ function secretToggles(): void {
 /** Wires up the page now in the document, chosen by its elements' ids: at load and after each page change (nav.ts). */
 function initPage(): void {
   secretToggles();
-  if (byId("register-form")) registerPage();
   const replyForm = byId<HTMLFormElement>("reply-form");
   if (replyForm) replyPage(replyForm);
   const passkeyBox = byId("passkey-login");
@@ -214,8 +255,8 @@ function initPage(): void {
   offerPasskey();
   const loginForm = byId<HTMLFormElement>("login-form");
   if (loginForm) loginPage(loginForm);
-  const sp = byId<HTMLFormElement>("secupass-form");
-  if (sp) secupassPage(sp);
+  const newKeyForm = byId<HTMLFormElement>("newkey-form");
+  if (newKeyForm) newKeyPage(newKeyForm);
   const dataEl = byId("delivery-data");
   const textsEl = byId("texts");
   if (dataEl && textsEl) deliveryPage(JSON.parse(dataEl.textContent || "{}") as DeliveryData, JSON.parse(textsEl.textContent || "{}") as Texts);

@@ -1,19 +1,19 @@
-// The account pages: start, login, logout, registration through a link, the Secu-Pass-Key
-// and the wait for approval.
+// The account pages: start, login with the Secu-Pass-Key, logout, registration through a
+// link, and the wait for approval. The browser derives U and the login credential (client/
+// main.ts); the server gets the credential, never the key or U.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import {
   PraxmailError,
   authenticatePatient,
-  dropInviteSession,
   getPatient,
   listPending,
-  patientKdf,
+  loginParams,
   patientLanguage,
   registerPatient,
   resolveLink,
   setPatientLanguage,
   setSecuPassRecipient,
-  type Context,
+  type NewKey,
 } from "../../core/index.js";
 import { isLang } from "../../i18n/index.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
@@ -62,27 +62,35 @@ export function needLogin(req: FastifyRequest, reply: FastifyReply): FastifyRepl
 }
 
 /**
- * The handler of a JSON post that hands the patient's new Secu-Pass recipient to core (the
- * first one, or the one after a reset), then sends the browser to the waiting page.
+ * Reads a new Secu-Pass-Key from a JSON body: parameters (an object), recipient and
+ * credential, each within its limit.
  *
- * @param ctx - The core context.
- * @param set - What core does with it.
- * @returns The route handler.
+ * @param body - The parsed JSON.
+ * @returns The key, or null when a part is missing or too long.
  */
-export function postRecipient(ctx: Context, set: (ctx: Context, email: string, recipient: string, session: string) => Promise<unknown>): Handler {
-  return async (req, reply) => {
-    if (req.session.email === null) return reply.code(401).send({ error: "login required" });
-    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
-    const f = fields(req.body, "recipient");
-    if (!f) return reply.code(400).send({ error: "recipient missing" });
-    try {
-      await set(ctx, req.session.email, f.recipient, req.session.idHash ?? "");
-    } catch (e) {
-      if (e instanceof PraxmailError) return reply.code(400).send({ error: e.code });
-      throw e;
-    }
-    return reply.send({ next: "/waiting" });
-  };
+export function newKeyOf(body: unknown): NewKey | null {
+  const f = fields(body, "recipient", "credential");
+  const kdf = (body as Form | null)?.kdf;
+  if (!f || typeof kdf !== "object" || kdf === null) return null;
+  return { kdf, recipient: f.recipient, credential: f.credential };
+}
+
+/** The JSON schema of a body with a new key, besides the named fields. */
+export function newKeySchema(...names: (keyof typeof FIELD_MAX)[]): { body: Record<string, unknown> } {
+  const { body } = bodySchema("recipient", "credential", ...names);
+  return { body: { ...body, properties: { ...(body.properties as object), kdf: { type: "object", maxProperties: 8 } } } };
+}
+
+/**
+ * The answer of a JSON form the browser sent: 200 with where to go, or the text to show.
+ *
+ * @param reply - The reply.
+ * @param status - 200, or the error status.
+ * @param what - `next` on success, else the message in the patient's language.
+ * @returns The reply.
+ */
+export function answer(reply: FastifyReply, status: number, what: string): FastifyReply {
+  return reply.code(status).send(status === 200 ? { next: what } : { error: what });
 }
 
 /**
@@ -97,16 +105,14 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
     return portal.page(req, reply, "landing.eta", {});
   });
   app.get("/login", loginPage(portal));
-  app.post("/login", { schema: bodySchema("_csrf", "email", "password", "next") }, login(portal));
+  app.post("/login/params", { schema: bodySchema("email"), config: API }, askParams(portal));
+  app.post("/login", { schema: bodySchema("email", "credential", "nonce", "next"), config: API }, login(portal));
   app.post("/logout", { schema: bodySchema("_csrf") }, async (req, reply) => {
     if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
     await portal.sessions.end(req, reply);
     return reply.redirect("/login?m=out", 303);
   });
-  // The address shown on the form is read-only and ignored; it is still bounded.
-  app.post("/register", { schema: bodySchema("_csrf", "token", "email", "password", "password2") }, register(portal));
-  app.get("/secupass", secuPassPage(portal));
-  app.post("/secupass", { schema: bodySchema("recipient"), config: API }, postRecipient(portal.ctx, setSecuPassRecipient));
+  app.post("/register", { schema: newKeySchema("token"), config: API }, register(portal));
   app.get("/waiting", waitingPage(portal));
 }
 
@@ -116,8 +122,8 @@ function loginPage(portal: Portal): Handler {
     const q = req.query as { next?: string; m?: string; email?: string };
     const t = portal.texts(req);
     const ended = req.session.expired ?? (q.m === "expired" ? "idle" : q.m === "ended" ? "lifetime" : null);
-    const info = ended === "idle" ? t("sessionExpired") : ended === "lifetime" ? t("sessionEnded") : q.m === "out" ? t("loggedOut") : q.m === "reset" ? t("resetDone") : null;
-    return portal.page(req, reply, "login.eta", { next: safeNext(q.next), info, error: null, email: typeof q.email === "string" ? q.email.slice(0, FIELD_MAX.email) : "" });
+    const info = ended === "idle" ? t("sessionExpired") : ended === "lifetime" ? t("sessionEnded") : q.m === "out" ? t("loggedOut") : null;
+    return portal.page(req, reply, "login.eta", { next: safeNext(q.next), info, email: typeof q.email === "string" ? q.email.slice(0, FIELD_MAX.email) : "" });
   };
 }
 
@@ -137,81 +143,77 @@ export async function agreeOnLanguage(portal: Portal, req: FastifyRequest, reply
   if (stored !== null) portal.rememberLang(reply, stored);
 }
 
-/** POST /login: within the attempt limits, a new session for the right password. */
+/** POST /login/params: the KDF parameters and a challenge, the same shape for every address. */
+function askParams(portal: Portal): Handler {
+  return async (req, reply) => {
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    const f = fields(req.body, "email");
+    if (!f) return reply.code(400).send({ error: "email missing" });
+    if (!(await portal.limits.reserve([LIMITS.loginParamsIp, req.ip]))) return answer(reply, 429, portal.texts(req)("tooMany"));
+    return reply.send(await loginParams(portal.ctx, f.email));
+  };
+}
+
+/** POST /login: within the attempt limits, a new session for the right credential. */
 function login(portal: Portal): Handler {
   const { ctx, sessions, limits } = portal;
   return async (req, reply) => {
-    if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
-    const f = fields(req.body, "email", "password");
-    const next = safeNext((req.body as Form | undefined)?.next);
-    if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    const f = fields(req.body, "email", "credential");
+    const nonce = (req.body as Form | null)?.nonce;
+    if (!f || (nonce !== undefined && typeof nonce !== "string")) return reply.code(400).send({ error: "email or credential missing" });
+    const next = safeNext((req.body as Form).next);
     const t = portal.texts(req);
     const account = f.email.trim().toLowerCase();
-    // Counted before scrypt runs; only failures count, so a success gives its attempt back.
+    // Counted before the check; only failures count, so a success gives its attempt back.
     const held = await limits.reserve([LIMITS.loginIp, req.ip], [LIMITS.loginAccount, account]);
-    if (!held) return portal.page(req, reply, "login.eta", { next, info: null, error: t("tooMany"), email: f.email }, 429);
-    const patient = await authenticatePatient(ctx, f.email, f.password);
-    const failed = (): Promise<FastifyReply> => portal.page(req, reply, "login.eta", { next, info: null, error: t("loginFailed"), email: f.email }, 401);
-    if (!patient) return failed();
+    if (!held) return answer(reply, 429, t("tooMany"));
+    const patient = await authenticatePatient(ctx, f.email, f.credential, nonce ?? null);
+    if (!patient) return answer(reply, 401, t("loginFailed"));
     try {
-      // Refused when the account was revoked while scrypt ran.
+      // Refused when the account was revoked meanwhile.
       await sessions.login(req, reply, patient.email);
     } catch (e) {
-      if (e instanceof PraxmailError && e.code === "wrong-state") return failed();
+      if (e instanceof PraxmailError && e.code === "wrong-state") return answer(reply, 401, t("loginFailed"));
       throw e;
     }
     await held.release();
     await limits.clear(LIMITS.loginAccount, account);
     await agreeOnLanguage(portal, req, reply, patient.email);
-    // A later login is not necessarily the person who typed an invite code.
-    await dropInviteSession(ctx, patient.email, "login");
-    return reply.redirect(next, 303);
+    return answer(reply, 200, next);
   };
 }
 
-/** POST /register: the password for the address a registration link was sent to. */
+/** POST /register: the Secu-Pass-Key for the address a registration link was sent to, in one step. */
 function register(portal: Portal): Handler {
   const { ctx, sessions, limits } = portal;
   return async (req, reply) => {
-    if (!csrfOk(req.session, (req.body as Form | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
-    const f = fields(req.body, "token", "password");
-    const again = (req.body as Form | undefined)?.password2;
-    if (!f || typeof again !== "string" || again.length > FIELD_MAX.password2) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    const f = fields(req.body, "token");
+    const key = newKeyOf(req.body);
+    if (!f || !key) return reply.code(400).send({ error: "token or key missing" });
     const t = portal.texts(req);
     let access;
     try {
       access = await resolveLink(ctx, f.token, null);
     } catch (e) {
       if (!(e instanceof PraxmailError)) throw e;
-      return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
+      return answer(reply, 404, t("notFound"));
     }
-    // The address comes from the link, never from the form.
-    if (access.kind !== "register") return reply.redirect(`/d/${f.token}`, 303);
-    const again_ = { email: access.email, token: f.token };
-    if (!(await limits.reserve([LIMITS.registerIp, req.ip]))) return portal.page(req, reply, "register.eta", { ...again_, error: t("tooMany") }, 429);
-    if (f.password !== again) return portal.page(req, reply, "register.eta", { ...again_, error: t("passwordsDiffer") }, 400);
-    if (Array.from(f.password).length < 10) return portal.page(req, reply, "register.eta", { ...again_, error: t("passwordTooShort") }, 400);
+    const here = `/d/${f.token}`;
+    // The address comes from the link, never from the form; a link registers one account once.
+    if (access.kind !== "register") return answer(reply, 409, t("accountExists"));
+    if (!(await limits.reserve([LIMITS.registerIp, req.ip]))) return answer(reply, 429, t("tooMany"));
     try {
-      await registerPatient(ctx, access.email, f.password, { lang: portal.knownLang(req) });
+      await registerPatient(ctx, access.email, key, { lang: portal.knownLang(req) });
     } catch (e) {
-      if (e instanceof PraxmailError && e.code === "wrong-state") return portal.page(req, reply, "register.eta", { ...again_, error: t("accountExists") }, 409);
+      if (e instanceof PraxmailError && e.code === "wrong-state") return answer(reply, 409, t("accountExists"));
+      if (e instanceof PraxmailError && e.code === "invalid-input") return answer(reply, 400, t("failed"));
       throw e;
     }
     await sessions.login(req, reply, access.email);
-    return reply.redirect(`/d/${f.token}`, 303);
-  };
-}
-
-/** GET /secupass: the page that makes the first Secu-Pass-Key, while the account waits for one. */
-function secuPassPage(portal: Portal): Handler {
-  return async (req, reply) => {
-    const redirect = needLogin(req, reply);
-    if (redirect) return redirect;
-    const email = req.session.email ?? "";
-    const p = await getPatient(portal.ctx, email);
-    if (p.status !== "pending-secupass") return reply.redirect("/waiting", 303);
-    const next = safeNext((req.query as { next?: string }).next);
-    return portal.page(req, reply, "secupass.eta", { kdf: JSON.stringify(await patientKdf(portal.ctx, email)), next });
+    await setSecuPassRecipient(ctx, access.email, key.recipient);
+    return answer(reply, 200, here);
   };
 }
 
@@ -222,7 +224,8 @@ function waitingPage(portal: Portal): Handler {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
     const p = await getPatient(ctx, req.session.email ?? "");
-    if (p.status === "pending-secupass") return reply.redirect("/secupass", 303);
+    // An account from before that never set its key sets one now.
+    if (p.status === "pending-secupass") return reply.redirect("/secupass/reset", 303);
     // An invited patient whose older deliveries still wait for the practice is told so.
     const waiting = p.status === "approved" ? ((await listPending(ctx)).find((q) => q.email === p.email)?.waiting ?? 0) : 0;
     if (p.status !== "pending-approval" && waiting === 0) return reply.redirect("/deliveries", 303);

@@ -100,12 +100,13 @@ function linkPage(portal: Portal): Handler {
       case "open":
         return showDelivery(portal, req, reply, access.delivery, here);
       case "register":
-        return portal.page(req, reply, "register.eta", { email: access.email, token, error: null });
+        return portal.page(req, reply, "register.eta", { email: access.email, token, type: portal.ctx.config.crypto.recipientType });
       case "login":
         // The #fragment (levels 1–2: the key) survives the redirect in the browser.
         return reply.redirect(`/login?next=${encodeURIComponent(here)}&email=${encodeURIComponent(access.email)}`, 303);
       case "secupass":
-        return reply.redirect(`/secupass?next=${encodeURIComponent(here)}`, 303);
+        // An account from before that never set its key sets one now.
+        return reply.redirect("/secupass/reset", 303);
       case "wait":
         return portal.page(req, reply, "waiting.eta", { safetyCode: access.safetyCode });
       case "other-account":

@@ -1,22 +1,24 @@
-// The way back: password reset, a new Secu-Pass-Key, registration with an invite, help.
+// The way back: a new Secu-Pass-Key by a mailed link ("forgotten") or while logged in,
+// registration with an invite, help. Every new key is made in the browser (client/main.ts):
+// fresh parameters, U's recipient and the login credential come as JSON.
 import type { FastifyInstance } from "fastify";
 import {
   PraxmailError,
-  beginSecuPassReset,
   bindInviteSession,
-  checkPasswordReset,
-  completePasswordReset,
+  checkKeyReset,
+  completeKeyReset,
   errorFields,
-  finishSecuPassReset,
   inviteOpen,
-  passwordResetQueue,
+  keyResetQueue,
   type WorkQueue,
   redeemInvite,
+  resetSecuPass,
+  setSecuPassRecipient,
 } from "../../core/index.js";
 import { API, FIELD_MAX, bodySchema, type Portal } from "../app.js";
 import { LIMITS } from "../limits.js";
 import { csrfOk } from "../session.js";
-import { fields, needLogin, postRecipient, type Handler } from "./account.js";
+import { answer, fields, needLogin, newKeyOf, newKeySchema, type Handler } from "./account.js";
 
 type Form = Record<string, unknown>;
 
@@ -30,36 +32,44 @@ const csrf = (body: unknown): unknown => (body as Form | undefined)?._csrf;
  */
 export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
   // Only the error's code is logged: the token lives in the mail and nowhere else.
-  const resets = passwordResetQueue(portal.ctx, (e) => {
-    portal.log.error({ err: { code: (e as { code?: unknown }).code ?? null, responseCode: (e as { responseCode?: unknown }).responseCode ?? null } }, "password reset mail failed");
+  const resets = keyResetQueue(portal.ctx, (e) => {
+    portal.log.error({ err: { code: (e as { code?: unknown }).code ?? null, responseCode: (e as { responseCode?: unknown }).responseCode ?? null } }, "key reset mail failed");
     portal.ctx.meter?.failed("reset-mail", errorFields(e).code);
   });
-  portal.ctx.meter?.queue("password-reset", () => resets.waiting);
+  portal.ctx.meter?.queue("key-reset", () => resets.waiting);
   app.addHook("onClose", () => resets.close());
 
   app.get("/help", async (req, reply) => portal.page(req, reply, "help.eta", {}));
-  app.get("/reset", async (req, reply) => portal.page(req, reply, "reset.eta", { sent: false, error: null, email: "" }));
+  app.get("/reset", async (req, reply) => {
+    const { email } = req.query as { email?: unknown };
+    return portal.page(req, reply, "reset.eta", { sent: false, error: null, email: typeof email === "string" && email.length <= FIELD_MAX.email ? email : "" });
+  });
   app.post("/reset", { schema: bodySchema("_csrf", "email") }, askReset(portal, resets));
   app.get("/reset/:token", async (req, reply) => {
+    let email: string;
     try {
-      await checkPasswordReset(portal.ctx, (req.params as { token: string }).token);
+      email = await checkKeyReset(portal.ctx, (req.params as { token: string }).token);
     } catch (e) {
       if (!(e instanceof PraxmailError)) throw e;
       return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
     }
-    return portal.page(req, reply, "reset-password.eta", { error: null });
+    return portal.page(req, reply, "secupass-reset.eta", newKeyPage(portal, email, req.url));
   });
-  app.post("/reset/:token", { schema: bodySchema("_csrf", "password", "password2") }, resetPassword(portal));
-  app.get("/secupass/reset", secuPassResetPage(portal));
-  app.post("/secupass/reset", { schema: bodySchema("recipient"), config: API }, postRecipient(portal.ctx, finishSecuPassReset));
+  app.post("/reset/:token", { schema: newKeySchema(), config: API }, resetByMail(portal));
+  app.get("/secupass/reset", async (req, reply) => {
+    const redirect = needLogin(req, reply);
+    if (redirect) return redirect;
+    return portal.page(req, reply, "secupass-reset.eta", newKeyPage(portal, req.session.email ?? "", "/secupass/reset"));
+  });
+  app.post("/secupass/reset", { schema: newKeySchema(), config: API }, resetLoggedIn(portal));
   app.get("/invite/:id", async (req, reply) => {
     if (!(await inviteOpen(portal.ctx, (req.params as { id: string }).id))) return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
     // The address may come with the link (`?email=`, as reception hands it out); it is only
     // a default for the field, checked against the invite when the form is sent.
     const { email } = req.query as { email?: unknown };
-    return portal.page(req, reply, "invite.eta", { error: null, email: typeof email === "string" && email.length <= FIELD_MAX.email ? email : "" });
+    return portal.page(req, reply, "invite.eta", { email: typeof email === "string" && email.length <= FIELD_MAX.email ? email : "", type: portal.ctx.config.crypto.recipientType });
   });
-  app.post("/invite/:id", { schema: bodySchema("_csrf", "email", "code", "password", "password2") }, redeem(portal));
+  app.post("/invite/:id", { schema: newKeySchema("email", "code"), config: API }, redeem(portal));
 }
 
 /** POST /reset: asks for a password reset mail (the same answer for every address). */
@@ -81,75 +91,81 @@ function askReset(portal: Portal, resets: WorkQueue<string>): Handler {
   };
 }
 
-/** POST /reset/:token: the new password; every session of the account ends. */
-function resetPassword(portal: Portal): Handler {
+/** What the page that makes a new key shows: the address it is for, where it posts, the identity type. */
+function newKeyPage(portal: Portal, email: string, url: string): Record<string, unknown> {
+  return { address: email, url, type: portal.ctx.config.crypto.recipientType };
+}
+
+/** POST /reset/:token: the new key; every session of the account ends, and this browser gets a new one. */
+function resetByMail(portal: Portal): Handler {
   return async (req, reply) => {
     const { token } = req.params as { token: string };
-    if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
-    const f = fields(req.body, "password");
-    const again = (req.body as Form | undefined)?.password2;
-    if (!f || typeof again !== "string" || again.length > FIELD_MAX.password2) return portal.notice(req, reply, 400, "errorTitle", "badInput");
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    const key = newKeyOf(req.body);
+    if (!key) return reply.code(400).send({ error: "key missing" });
     const t = portal.texts(req);
-    if (f.password !== again) return portal.page(req, reply, "reset-password.eta", { error: t("passwordsDiffer") }, 400);
-    if (Array.from(f.password).length < 10) return portal.page(req, reply, "reset-password.eta", { error: t("passwordTooShort") }, 400);
+    let patient;
     try {
-      await completePasswordReset(portal.ctx, token, f.password);
+      patient = await completeKeyReset(portal.ctx, token, key);
     } catch (e) {
-      if (e instanceof PraxmailError && e.code === "wrong-state") return portal.notice(req, reply, 410, "resetGoneTitle", "resetGone");
+      if (e instanceof PraxmailError && e.code === "wrong-state") return answer(reply, 410, t("resetGone"));
+      if (e instanceof PraxmailError && e.code === "invalid-input") return answer(reply, 400, t("failed"));
       throw e;
     }
-    await portal.sessions.end(req, reply);
-    return reply.redirect("/login?m=reset", 303);
+    // Whoever holds the link and set the key sees the new safety code right away.
+    await portal.sessions.login(req, reply, patient.email);
+    return answer(reply, 200, "/waiting");
   };
 }
 
-/** GET /secupass/reset: the page that makes a new Secu-Pass-Key. */
-function secuPassResetPage(portal: Portal): Handler {
+/** POST /secupass/reset: a new key for the logged-in patient; every other session ends. */
+function resetLoggedIn(portal: Portal): Handler {
   return async (req, reply) => {
-    const redirect = needLogin(req, reply);
-    if (redirect) return redirect;
-    let kdf;
+    if (req.session.email === null) return reply.code(401).send({ error: "login required" });
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    const key = newKeyOf(req.body);
+    if (!key) return reply.code(400).send({ error: "key missing" });
+    let patient;
     try {
-      kdf = await beginSecuPassReset(portal.ctx, req.session.email ?? "");
+      patient = await resetSecuPass(portal.ctx, req.session.email, key);
     } catch (e) {
-      if (e instanceof PraxmailError) return reply.redirect("/secupass", 303);
+      if (e instanceof PraxmailError) return answer(reply, 400, portal.texts(req)("failed"));
       throw e;
     }
-    return portal.page(req, reply, "secupass-reset.eta", { kdf: JSON.stringify(kdf) });
+    await portal.sessions.login(req, reply, patient.email);
+    return answer(reply, 200, "/waiting");
   };
 }
 
-/** POST /invite/:id: registration with an invite's address and code, within the attempt limit. */
+/** POST /invite/:id: registration with an invite's address and code and the new key, in one step, within the attempt limit. */
 function redeem(portal: Portal): Handler {
   const { ctx, sessions, limits } = portal;
   return async (req, reply) => {
     const { id } = req.params as { id: string };
-    if (!csrfOk(req.session, csrf(req.body))) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
-    const f = fields(req.body, "email", "password");
-    const b = (req.body ?? {}) as Form;
-    if (!f || typeof b.code !== "string" || b.code.length > FIELD_MAX.code || typeof b.password2 !== "string" || b.password2.length > FIELD_MAX.password2) {
-      return portal.notice(req, reply, 400, "errorTitle", "badInput");
-    }
+    if (!csrfOk(req.session, req.headers["x-csrf-token"])) return reply.code(403).send({ error: "csrf" });
+    const f = fields(req.body, "email", "code");
+    const key = newKeyOf(req.body);
+    if (!f || !key) return reply.code(400).send({ error: "address, code or key missing" });
     const t = portal.texts(req);
-    const again = { email: f.email };
-    if (f.password !== b.password2) return portal.page(req, reply, "invite.eta", { ...again, error: t("passwordsDiffer") }, 400);
-    if (Array.from(f.password).length < 10) return portal.page(req, reply, "invite.eta", { ...again, error: t("passwordTooShort") }, 400);
     const held = await limits.reserve([LIMITS.inviteIp, req.ip]);
-    if (!held) return portal.page(req, reply, "invite.eta", { ...again, error: t("tooMany") }, 429);
+    if (!held) return answer(reply, 429, t("tooMany"));
     let patient;
     try {
-      patient = await redeemInvite(ctx, id, f.email, b.code, f.password, portal.knownLang(req));
+      patient = await redeemInvite(ctx, id, f.email, f.code, key, portal.knownLang(req));
     } catch (e) {
       // Only a wrong address or code counts.
-      const mismatch = e instanceof PraxmailError && e.code === "invalid-input";
+      const mismatch = e instanceof PraxmailError && e.code === "invalid-input" && e.message === "address or code do not match the invite";
       if (!mismatch) await held.release();
-      if (mismatch) return portal.page(req, reply, "invite.eta", { ...again, error: t("inviteMismatch") }, 400);
-      if (e instanceof PraxmailError && e.code === "wrong-state") return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
+      if (mismatch) return answer(reply, 400, t("inviteMismatch"));
+      if (e instanceof PraxmailError && e.code === "wrong-state") return answer(reply, 410, t("inviteGone"));
+      if (e instanceof PraxmailError && e.code === "invalid-input") return answer(reply, 400, t("failed"));
       throw e;
     }
     await held.release();
     // The invite's privilege stays with this session: a reset, another login or expiry drops it.
-    await bindInviteSession(ctx, patient.email, (await sessions.login(req, reply, patient.email)).idHash);
-    return reply.redirect("/secupass", 303);
+    const session = await sessions.login(req, reply, patient.email);
+    await bindInviteSession(ctx, patient.email, session.idHash);
+    await setSecuPassRecipient(ctx, patient.email, key.recipient, session.idHash);
+    return answer(reply, 200, "/waiting");
   };
 }

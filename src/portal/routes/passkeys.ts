@@ -6,7 +6,6 @@ import type { FastifyInstance } from "fastify";
 import {
   PraxmailError,
   authenticatePasskey,
-  dropInviteSession,
   listPasskeys,
   passkeyLoginOptions,
   passkeyRegistrationOptions,
@@ -93,7 +92,7 @@ export function passkeyRoutes(app: FastifyInstance, portal: Portal): void {
   app.post("/passkeys/register/options", { config: API }, registerOptions(portal));
   app.post("/passkeys/register", { schema: registerBody(), config: API }, register(portal));
   app.get("/devices", devicesPage(portal));
-  app.post("/devices/remove", { schema: bodySchema("_csrf", "credential") }, remove(portal));
+  app.post("/devices/remove", { schema: bodySchema("_csrf", "credentialId") }, remove(portal));
 }
 
 /** POST /passkeys/login/options: a challenge for this visitor (double-submit CSRF), within a limit per address. */
@@ -127,7 +126,6 @@ function login(portal: Portal): Handler {
     }
     await held.release();
     await agreeOnLanguage(portal, req, reply, who.email);
-    await dropInviteSession(ctx, who.email, "passkey");
     return reply.send({ next: safeNext(body.next), address: who.email, sealed: who.sealed });
   };
 }
@@ -185,11 +183,11 @@ function remove(portal: Portal): Handler {
     const redirect = needLogin(req, reply);
     if (redirect) return redirect;
     if (!csrfOk(req.session, (req.body as Record<string, unknown> | undefined)?._csrf)) return portal.notice(req, reply, 403, "csrfTitle", "csrf");
-    const f = fields(req.body, "credential");
+    const f = fields(req.body, "credentialId");
     if (!f) return portal.notice(req, reply, 400, "errorTitle", "badInput");
     let label;
     try {
-      label = await removePasskey(portal.ctx, req.session.email ?? "", f.credential);
+      label = await removePasskey(portal.ctx, req.session.email ?? "", f.credentialId);
     } catch (e) {
       if (e instanceof PraxmailError) return portal.lost(req, reply, 404, "notFoundTitle", "notFound");
       throw e;

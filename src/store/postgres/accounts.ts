@@ -1,5 +1,5 @@
 // The account lifecycle's rows in the shared backend: the embedded accounts.ts in PostgreSQL.
-import type { InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "../accounts.js";
+import type { ChallengeRow, InviteRow, ReplyPartRow, ReplyRow, ResetRow } from "../accounts.js";
 import type { AccountStore } from "../types.js";
 import type { Query } from "./connect.js";
 
@@ -22,6 +22,15 @@ export class PgAccounts implements AccountStore {
 
   async useReset(hash: string, at: string): Promise<boolean> {
     return (await this.q`UPDATE reset_tokens SET used_at = ${at} WHERE hash = ${hash} AND used_at IS NULL`).count === 1;
+  }
+
+  async insertChallenge(c: ChallengeRow, now: string): Promise<void> {
+    await this.q`DELETE FROM login_challenges WHERE expires_at <= ${now}`;
+    await this.q`INSERT INTO login_challenges (hash, email, expires_at, used_at) VALUES (${c.hash}, ${c.email}, ${c.expiresAt}, ${c.usedAt})`;
+  }
+
+  async useChallenge(hash: string, email: string, at: string): Promise<boolean> {
+    return (await this.q`UPDATE login_challenges SET used_at = ${at} WHERE hash = ${hash} AND email = ${email} AND used_at IS NULL AND expires_at > ${at}`).count === 1;
   }
 
   async insertInvite(i: InviteRow): Promise<void> {

@@ -1,5 +1,5 @@
 // Passkeys and their challenges in the shared backend: the embedded passkeys.ts in PostgreSQL.
-import type { ChallengeRow, PasskeyRow } from "../passkeys.js";
+import type { PasskeyChallengeRow, PasskeyRow } from "../passkeys.js";
 import type { PasskeyStore } from "../types.js";
 import type { Query } from "./connect.js";
 
@@ -40,14 +40,14 @@ export class PgPasskeys implements PasskeyStore {
     return (await this.q`DELETE FROM passkeys WHERE email = ${email}`).count;
   }
 
-  async insertChallenge(c: ChallengeRow, now: string): Promise<void> {
+  async insertChallenge(c: PasskeyChallengeRow, now: string): Promise<void> {
     await this.q`DELETE FROM passkey_challenges WHERE expires_at <= ${now}`;
     await this.q`INSERT INTO passkey_challenges (challenge, kind, binding, email, user_handle, expires_at)
       VALUES (${c.challenge}, ${c.kind}, ${c.binding}, ${c.email}, ${c.userHandle}, ${c.expiresAt})`;
   }
 
-  async takeChallenge(challenge: string, now: string): Promise<ChallengeRow | undefined> {
-    const [row] = await this.q.unsafe<ChallengeRow[]>(`DELETE FROM passkey_challenges WHERE challenge = $1 RETURNING ${CHALLENGE}`, [challenge]);
+  async takeChallenge(challenge: string, now: string): Promise<PasskeyChallengeRow | undefined> {
+    const [row] = await this.q.unsafe<PasskeyChallengeRow[]>(`DELETE FROM passkey_challenges WHERE challenge = $1 RETURNING ${CHALLENGE}`, [challenge]);
     return row && row.expiresAt > now ? row : undefined;
   }
 }

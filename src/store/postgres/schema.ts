@@ -190,6 +190,19 @@ ALTER TABLE patients ADD COLUMN lang TEXT;
 `,
   },
   {
+    // One secret (SQLite's migration 10).
+    version: 4,
+    sql: `
+ALTER TABLE patients ADD COLUMN credential_hash TEXT;
+CREATE TABLE login_challenges (
+  hash        TEXT PRIMARY KEY,
+  email       TEXT NOT NULL,
+  expires_at  TEXT NOT NULL,
+  used_at     TEXT
+);
+`,
+  },
+  {
     // Passkeys and their challenges (SQLite's migration 11).
     version: 5,
     sql: `
