@@ -50,7 +50,7 @@ describe.runIf(needChromium()).each([
   const links = new Set<string>();
   const linkFrom = async (subject: RegExp): Promise<string> => {
     const mail = (await outbox(home)).filter((m) => subject.test(m.subject ?? "")).at(-1);
-    const link = /(http:\/\/127\.0\.0\.1:\d+\/(?:d\/[\w-]{43}|login))/.exec(mail?.text ?? "")?.[1];
+    const link = /(http:\/\/127\.0\.0\.1:\d+\/(?:d\/[\w-]{43}|login\S*))/.exec(mail?.text ?? "")?.[1];
     if (!link) throw new Error(`no link in a mail matching ${String(subject)}`);
     links.add(link);
     return link;
@@ -145,14 +145,16 @@ describe.runIf(needChromium()).each([
     await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);
     await screenshot("login");
     await page.getByRole("button", { name: "Anmelden", exact: true }).click();
-    await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
-    await screenshot("messages");
-    await page.getByRole("link", { name: /Nachricht von Praxis Dr\. Weber/ }).first().click();
-    await page.getByRole("heading", { name: "Nachricht von Praxis Dr. Weber" }).waitFor();
+    // The release mail names its one delivery: the login leads there, and its key unlocks it.
+    await page.getByRole("heading", { name: "Nachricht von Praxis Dr. Weber" }).waitFor({ timeout: 60_000 });
     await expect.poll(() => page.getByText("Laborbefund.pdf").isVisible()).toBe(true);
     await screenshot("delivery");
+    expect(await page.locator("#unlock-form").isHidden()).toBe(true);
+    const [first] = await Promise.all([page.waitForEvent("download", { timeout: 60_000 }), page.getByRole("button", { name: "Speichern" }).first().click()]);
+    expect(sha(await readFile(await first.path()))).toBe(sha(attachment));
 
-    // A wrong key first: a clear message, and no lock-out.
+    // A reload forgets U. A wrong key first: a clear message, and no lock-out.
+    await page.reload();
     await page.getByLabel("Secu-Pass-Key").fill("falscher Schlüssel 123");
     await page.getByRole("button", { name: "Entsperren" }).click();
     await page.getByText(/Der Secu-Pass-Key ist falsch/).waitFor({ timeout: 60_000 });

@@ -101,6 +101,8 @@ describe.runIf(needChromium())("levels and access in the browser", () => {
     await page.goto(link);
     await login(page);
     await page.getByRole("heading", { name: "Nachricht von Praxis Dr. Weber" }).waitFor();
+    // A reload forgets the login's U: the page shows neutral names until the key is typed.
+    await page.reload();
     await expect.poll(() => page.locator(".files .name").first().textContent()).toBe("Anhang-1.pdf");
     await page.getByLabel("Secu-Pass-Key").fill(SECU_PASS);
     await page.getByRole("button", { name: "Entsperren" }).click();
