@@ -48,7 +48,6 @@ describe.runIf(needChromium())("the way back", () => {
   };
   const setKey = async (p: Page, key: string, submit: string): Promise<void> => {
     await p.getByLabel("Secu-Pass-Key", { exact: true }).fill(key);
-    await p.getByLabel("Secu-Pass-Key wiederholen").fill(key);
     await p.getByRole("button", { name: submit }).click();
   };
 

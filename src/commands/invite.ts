@@ -34,12 +34,15 @@ export async function inviteAction(io: Io, email: string | undefined, flags: Inv
       return;
     }
     const inv = await createInvite(ctx, email ?? "", await loadIdentityForCli(ctx, io, flags.identity));
+    // The QR code is for the patient at the counter: it carries the code too (in the
+    // #fragment, which the browser never sends), so scanning it fills the whole form.
+    const scan = `${inv.link}#code=${inv.code}`;
     if (flags.json) {
-      printJson(io, { id: inv.id, email: inv.email, link: inv.link, code: inv.code, expiresAt: inv.expiresAt.toISOString() });
+      printJson(io, { id: inv.id, email: inv.email, link: inv.link, code: inv.code, scanLink: scan, expiresAt: inv.expiresAt.toISOString() });
       return;
     }
     io.out(`link:    ${inv.link}\ncode:    ${inv.code}\nvalid:   until ${shortTime(inv.expiresAt.toISOString())} (once)\n`);
-    if (io.interactive || io.env.PRAXMAIL_QR === "1") io.out(await QRCode.toString(inv.link, { type: "terminal", small: true }));
-    note(io, "praxmail: hand the code to the patient in person; only its hash is stored");
+    if (io.interactive || io.env.PRAXMAIL_QR === "1") io.out(await QRCode.toString(scan, { type: "terminal", small: true }));
+    note(io, "praxmail: hand the code (or show the QR code, which holds it) to the patient in person; only its hash is stored");
   });
 }

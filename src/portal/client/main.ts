@@ -103,21 +103,25 @@ function loginPage(form: HTMLFormElement): void {
 
 /**
  * A new Secu-Pass-Key (registration by link or invite, a reset by mail or while logged in):
- * typed twice, fresh version 3 parameters made here, U and the credential derived in the
+ * typed once (the show toggle lets the patient check it), fresh version 3 parameters made here, U and the credential derived in the
  * worker; the server gets the parameters, U's recipient and the credential with the form's
  * other fields, and says where to go.
  */
 function newKeyPage(form: HTMLFormElement): void {
   const d = form.dataset;
   const ui = formState(form, "secupass-error", "secupass-progress");
+  // The QR code that reception shows or prints carries the invite code in the #fragment,
+  // which never reaches the server: it fills the field, and leaves the address bar.
+  const codeField = byId<HTMLInputElement>("code");
+  const carried = /[#&]code=([A-Za-z0-9-]{1,40})/.exec(location.hash)?.[1];
+  if (codeField && carried) {
+    codeField.value = carried;
+    history.replaceState(history.state, "", location.pathname + location.search);
+    byId<HTMLInputElement>("secupass")?.focus();
+  }
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const key = byId<HTMLInputElement>("secupass")?.value ?? "";
-    const again = byId<HTMLInputElement>("secupass2")?.value ?? "";
-    if (key !== again) {
-      ui.show(d.differ ?? "");
-      return;
-    }
     if (Array.from(key).length < 10) {
       ui.show(d.short ?? "");
       return;
