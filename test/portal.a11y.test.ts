@@ -3,8 +3,9 @@
 // with ar (right to left), and every visible control is a tap target of at least 44×44 px.
 // axe-core's source is injected with `page.addScriptTag` into a context opened with
 // `bypassCSP: true`: the portal's CSP allows no inline script, and the app itself is unchanged.
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
+import { join, resolve } from "node:path";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { approvePatients, collectGarbage, createDelivery, createInvite, markSent, requestKeyReset, revokeDelivery, type CreatedDelivery } from "../src/core/index.js";
@@ -100,6 +101,17 @@ function unlock(key: string, shown: string): (page: Page) => Promise<void> {
   };
 }
 
+/**
+ * The screenshots of every page in docs/screenshots (README shows the journey from them):
+ * `npm run screenshots` runs this file with PRAXMAIL_SCREENSHOTS set, and each page's capture,
+ * taken before the checks touch the page, is written there as `<lang>-<page>.png`.
+ */
+const DOCS_SHOTS = resolve(import.meta.dirname, "../docs/screenshots");
+const SHOTS_TO = process.env.PRAXMAIL_SCREENSHOTS ? resolve(process.env.PRAXMAIL_SCREENSHOTS) : null;
+const LANGS = ["de", "ar"];
+const shotName = (lang: string, page: string): string =>
+  `${lang}-${page.toLowerCase().replace(/ä/g, "ae").replace(/ö/g, "oe").replace(/ü/g, "ue").replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "")}.png`;
+
 interface Violation {
   id: string;
   help: string;
@@ -178,7 +190,7 @@ describe.runIf(needChromium())("accessibility in Chromium at 390×844", () => {
     await page.close();
   });
 
-  for (const lang of ["de", "ar"]) {
+  for (const lang of LANGS) {
     it.each(PAGES)(`${lang}: %s has 0 WCAG 2.1 AA violations and no tap target under 44×44 px`, async (_name, user, url, act) => {
       const page = await (await contextFor(lang, user)).newPage();
       const res = await page.goto(`${base()}${url()}`);
@@ -186,6 +198,10 @@ describe.runIf(needChromium())("accessibility in Chromium at 390×844", () => {
       await act?.(page);
       await page.waitForLoadState("networkidle");
       expect([await page.locator("html").getAttribute("lang"), await page.locator("html").getAttribute("dir")]).toEqual([lang, lang === "ar" ? "rtl" : "ltr"]);
+      if (SHOTS_TO) {
+        await mkdir(SHOTS_TO, { recursive: true });
+        await writeFile(join(SHOTS_TO, shotName(lang, _name)), await page.screenshot({ type: "png" }));
+      }
       const found = await violations(page);
       expect(found, found.join("\n")).toEqual([]);
       const small = await smallTargets(page);
@@ -193,4 +209,16 @@ describe.runIf(needChromium())("accessibility in Chromium at 390×844", () => {
       await page.close();
     });
   }
+
+  it("docs/screenshots holds a 390×844 capture of every page above in German and Arabic, and no other", async () => {
+    const want = LANGS.flatMap((lang) => PAGES.map(([name]) => shotName(lang, name))).sort();
+    expect(new Set(want).size).toBe(want.length);
+    const have = (await readdir(DOCS_SHOTS)).filter((f) => f.endsWith(".png")).sort();
+    expect(have, "run npm run screenshots").toEqual(want);
+    for (const f of have) {
+      // A PNG's IHDR: width and height, big-endian, at bytes 16 and 20.
+      const png = await readFile(join(DOCS_SHOTS, f));
+      expect([png.readUInt32BE(16), png.readUInt32BE(20)], f).toEqual([390, 844]);
+    }
+  });
 });
