@@ -7,19 +7,10 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
+import type { Counted } from "../test/portal.journey.actions.test.js";
 import type { Figure } from "./stats.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
-
-/** What the test writes per journey. */
-interface Counted {
-  readonly journey: string;
-  readonly actions: number;
-  readonly typed: number;
-  readonly waits: number;
-  readonly target: number;
-  readonly steps: readonly string[];
-}
 
 /**
  * @param _runs - Ignored: the counts are the same every run.

@@ -26,8 +26,8 @@ afterEach(async () => {
 });
 
 /** Sends one notification through the real notifier into the outbox; returns the raw mail and its parse. */
-async function send(n: Notification, lang: Lang | null, practiceName = "Praxis Dr. Weber"): Promise<{ raw: string; mail: ParsedMail }> {
-  const config = { practiceName, practiceEmail: "praxis@praxis-weber.example" } as Config;
+async function send(n: Notification, lang: Lang | null, practiceName = "Praxis Dr. Weber", accent: string | null = null): Promise<{ raw: string; mail: ParsedMail }> {
+  const config = { practiceName, practiceEmail: "praxis@praxis-weber.example", portal: { accent } } as Config;
   await createNotifier(config, createTransport(home, null), () => Promise.resolve(lang)).send(n);
   const [name] = (await readdir(join(home, "outbox"))).filter((f) => f.endsWith(".eml"));
   const raw = await readFile(join(home, "outbox", name!), "utf8");
@@ -71,6 +71,15 @@ describe("a notification mail", () => {
     expect(anchors[0]![1]).toMatch(/ style="[^"]*background:#0b5cad/);
     // No external resource: no tag with src, no CSS url(), no address but the link's.
     expect(html).not.toMatch(/<[^>]*\bsrc=|url\(|https?:\/\/(?!portal\.example\/d\/abc)/);
+  });
+
+  it("gives its button the practice's accent colour when one is set (init --accent), and only the button", async () => {
+    const { mail } = await send(newDelivery(3, null), "de", "Praxis Dr. Weber", "#0a6e5a");
+    const html = String(mail.html);
+    const anchors = [...html.matchAll(/<a\b([^>]*)>/g)];
+    expect(anchors).toHaveLength(1);
+    expect(anchors[0]![1]).toMatch(/ style="[^"]*background:#0a6e5a;/);
+    expect(html).not.toContain("#0b5cad");
   });
 
   it("in a known language speaks that language only, with the page's direction", async () => {

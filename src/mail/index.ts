@@ -1,7 +1,7 @@
 // The public door of src/mail.
 import type { Config, Notifier } from "../core/index.js";
 import type { Lang } from "../i18n/index.js";
-import { renderNotification } from "./templates.js";
+import { renderNotification, withAccent } from "./templates.js";
 import { createTransport, type Transport } from "./transport.js";
 
 export { escapeHtml, formatSize, renderNotification, type RenderedMail } from "./templates.js";
@@ -10,7 +10,7 @@ export { createTransport, type Envelope, type OutgoingMail, type RawSink, type S
 /**
  * Creates the notifier the core sends its mails through.
  *
- * @param config - The practice configuration (name, address).
+ * @param config - The practice configuration (name, address, the accent of its buttons).
  * @param transport - Where mail goes.
  * @param langOf - The language of a recipient, null while unknown (see {@link renderNotification}).
  * @returns The notifier.
@@ -18,7 +18,7 @@ export { createTransport, type Envelope, type OutgoingMail, type RawSink, type S
 export function createNotifier(config: Config, transport: Transport, langOf: (email: string) => Promise<Lang | null>): Notifier {
   return {
     async send(n) {
-      const r = renderNotification(n, config.practiceName, await langOf(n.to));
+      const r = withAccent(renderNotification(n, config.practiceName, await langOf(n.to)), config.portal.accent);
       await transport.send({ from: { name: config.practiceName, address: config.practiceEmail }, to: n.to, ...r });
     },
   };

@@ -36,7 +36,22 @@ interface Letter {
   readonly neutral?: string;
 }
 
-const BUTTON_STYLE = "display:inline-block;padding:12px 20px;background:#0b5cad;color:#ffffff;text-decoration:none;border-radius:6px;font-weight:bold";
+/** The button colour when the practice chose no accent (the portal's own). */
+const DEFAULT_ACCENT = "#0b5cad";
+const BUTTON_STYLE = `display:inline-block;padding:12px 20px;background:${DEFAULT_ACCENT};color:#ffffff;text-decoration:none;border-radius:6px;font-weight:bold`;
+
+/**
+ * Gives a rendered mail's buttons the practice's accent colour (config `portal.accent`, a
+ * checked `#rrggbb` with enough contrast to white text).
+ *
+ * @param mail - A rendered mail.
+ * @param accent - The accent, or null to keep the default.
+ * @returns The mail with its buttons in that colour.
+ */
+export function withAccent(mail: RenderedMail, accent: string | null): RenderedMail {
+  if (accent === null) return mail;
+  return { ...mail, html: mail.html.replaceAll(`background:${DEFAULT_ACCENT};`, `background:${accent};`) };
+}
 
 function renderText(blocks: readonly Block[]): string {
   return blocks
