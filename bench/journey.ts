@@ -32,7 +32,8 @@ export async function journeyBench(_runs: number, log: (s: string) => void): Pro
       name: `${c.journey}: actions, ${c.typed} typed, ${c.waits === 0 ? "no wait" : `${c.waits} wait`} (target ≤ ${c.target})`,
       unit: "actions",
       runs: [c.actions],
-      text: `${c.actions} (${c.steps.join(" → ")})`,
+      // A step's text goes into a Markdown table: no cell may end early.
+      text: `${c.actions} (${c.steps.join(" → ").replaceAll("|", "/")})`,
     }));
   } finally {
     await rm(dir, { recursive: true, force: true });

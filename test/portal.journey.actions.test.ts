@@ -46,9 +46,9 @@ class Journey {
     this.steps.push(step);
   }
 
-  /** Opens the newest mail to the patient whose subject matches; @returns its first portal link. */
-  async openMail(subject: RegExp): Promise<string> {
-    this.count(`open mail ${String(subject)}`);
+  /** Opens the newest mail to the patient whose subject matches (`what` names it in the steps); @returns its first portal link. */
+  async openMail(subject: RegExp, what: string): Promise<string> {
+    this.count(`open ${what}`);
     const mine = (await outbox(this.home)).filter((m) => m.to && !Array.isArray(m.to) && m.to.value[0]?.address === this.to);
     const mail = mine.filter((m) => subject.test(m.subject ?? "")).at(-1);
     const link = /(http:\/\/localhost:\d+\/\S+)/.exec(mail?.text ?? "")?.[1];
@@ -155,7 +155,7 @@ describe.runIf(needChromium())("the patient's journeys, counted (Chromium, 390×
     const j = new Journey(annaPhone.page, home, ANNA);
     const page = annaPhone.page;
     await relayLevel3(ANNA);
-    await j.tapLink(await j.openMail(/Laborbefund|Nachricht/));
+    await j.tapLink(await j.openMail(/Laborbefund|Nachricht/, "the delivery mail"));
     await page.getByRole("heading", { name: "Konto anlegen" }).waitFor();
     await j.type(page.getByLabel("Secu-Pass-Key", { exact: true }), ANNA_KEY, "Secu-Pass-Key");
     await j.tap(page.getByRole("button", { name: "Konto anlegen" }), "Konto anlegen");
@@ -166,7 +166,7 @@ describe.runIf(needChromium())("the patient's journeys, counted (Chromium, 390×
     });
     // Hours later: the release mail, in a new page.
     await page.goto("about:blank");
-    await j.tapLink(await j.openMail(/freigegeben/));
+    await j.tapLink(await j.openMail(/freigegeben/, "the release mail"));
     await j.type(page.getByLabel("Secu-Pass-Key"), ANNA_KEY, "Secu-Pass-Key");
     await j.tap(page.getByRole("button", { name: "Anmelden", exact: true }), "Anmelden");
     await page.getByRole("heading", { name: /Nachricht von/ }).waitFor({ timeout: 60_000 });
@@ -192,7 +192,7 @@ describe.runIf(needChromium())("the patient's journeys, counted (Chromium, 390×
     const j = new Journey(page, home, ANNA);
     await relayLevel3(ANNA);
     await page.goto("about:blank");
-    await j.tapLink(await j.openMail(/Laborbefund|Nachricht/));
+    await j.tapLink(await j.openMail(/Laborbefund|Nachricht/, "the delivery mail"));
     await j.tap(page.getByRole("button", { name: "Mit Passkey anmelden" }), "Mit Passkey anmelden");
     await page.getByRole("heading", { name: /Nachricht von/ }).waitFor({ timeout: 60_000 });
     expect(sha(await j.save())).toBe(sha(attachment));
@@ -206,7 +206,7 @@ describe.runIf(needChromium())("the patient's journeys, counted (Chromium, 390×
     const { context, page } = await phone();
     const j = new Journey(page, home, ANNA);
     await relayLevel3(ANNA);
-    await j.tapLink(await j.openMail(/Laborbefund|Nachricht/));
+    await j.tapLink(await j.openMail(/Laborbefund|Nachricht/, "the delivery mail"));
     // The link names its recipient: the address is filled in, only the key is typed.
     expect(await page.getByLabel("E-Mail-Adresse").inputValue()).toBe(ANNA);
     await j.type(page.getByLabel("Secu-Pass-Key"), ANNA_KEY, "Secu-Pass-Key");
@@ -242,7 +242,7 @@ describe.runIf(needChromium())("the patient's journeys, counted (Chromium, 390×
     await page.goto("about:blank");
     j.steps.push("(days later)");
     await relayLevel3(BEN);
-    await j.tapLink(await j.openMail(/Laborbefund|Nachricht/));
+    await j.tapLink(await j.openMail(/Laborbefund|Nachricht/, "the delivery mail"));
     expect(await page.getByLabel("E-Mail-Adresse").inputValue()).toBe(BEN);
     await j.type(page.getByLabel("Secu-Pass-Key"), BEN_KEY, "Secu-Pass-Key");
     await j.tap(page.getByRole("button", { name: "Anmelden", exact: true }), "Anmelden");
