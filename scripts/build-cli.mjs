@@ -3,7 +3,8 @@
 // file per chunk instead of hundreds of modules is most of why `praxmail` starts quickly.
 // Native modules and the server stack stay in node_modules, loaded only by the commands that
 // use them (fastify and smtp-server by serve; PostgreSQL's client and the AWS SDK by a home
-// on the shared backend; prom-client by serve --metrics): test/cli.start.test.ts checks what each
+// on the shared backend; prom-client by serve --metrics; @simplewebauthn/server by the first
+// passkey): test/cli.start.test.ts checks what each
 // command loads. src/commands/definitions.ts must import no door: whatever it imports,
 // with all that shares its chunk, loads on every start.
 import { readFile, rm } from "node:fs/promises";
@@ -39,7 +40,7 @@ await build({
   sourcemap: true,
   logLevel: "warning",
   define: { PRAXMAIL_VERSION: JSON.stringify(pkg.version) },
-  external: ["better-sqlite3", "@napi-rs/keyring", "fastify", "@fastify/*", "smtp-server", "mailparser", "nodemailer", "pino", "postgres", "@aws-sdk/*", "prom-client"],
+  external: ["better-sqlite3", "@napi-rs/keyring", "fastify", "@fastify/*", "smtp-server", "mailparser", "nodemailer", "pino", "postgres", "@aws-sdk/*", "prom-client", "@simplewebauthn/*"],
   // Bundled CommonJS packages call require() for Node's own modules.
   banner: { js: 'import { createRequire as __praxmailRequire } from "node:module";\nconst require = __praxmailRequire(import.meta.url);' },
   plugins: [pureSources],

@@ -258,7 +258,7 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
     await t.page.getByRole("heading", { name: "Ihre Geräte" }).waitFor();
     const item = t.page.locator("#devices li");
     await expect.poll(() => item.count()).toBe(1);
-    expect(await item.innerText()).toMatch(/Chrome, Linux[\s\S]*Gemerkt am \d{2}\.\d{2}\.\d{4} · Zuletzt benutzt am \d{2}\.\d{2}\.\d{4} · Meldet Sie an; den Secu-Pass-Key geben Sie einmal ein/);
+    expect(await item.innerText()).toMatch(/Chrome, Linux[\s\S]*Gemerkt am \d{1,2}\.\d{1,2}\.\d{4} · Zuletzt benutzt am \d{1,2}\.\d{1,2}\.\d{4} · Meldet Sie an; den Secu-Pass-Key geben Sie einmal ein/);
     // Another patient's passkey cannot be removed from here.
     const [foreign] = await ctx.store.passkeys.passkeysOf("lena.vogel@patient.example");
     const csrf = await t.page.locator("#devices input[name=_csrf]").inputValue();

@@ -4,20 +4,22 @@
 // output: the server cannot open it, and without the authenticator nobody can. A challenge is
 // a row, single use and short-lived, so that any node can check it and none can twice.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import {
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  verifyAuthenticationResponse,
-  verifyRegistrationResponse,
-  type AuthenticationResponseJSON,
-  type PublicKeyCredentialCreationOptionsJSON,
-  type PublicKeyCredentialRequestOptionsJSON,
-  type RegistrationResponseJSON,
+import type {
+  AuthenticationResponseJSON,
+  PublicKeyCredentialCreationOptionsJSON,
+  PublicKeyCredentialRequestOptionsJSON,
+  RegistrationResponseJSON,
 } from "@simplewebauthn/server";
 import type { PasskeyChallengeRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { mustGetActivePatient } from "./patients.js";
+
+/**
+ * @simplewebauthn/server (and the ASN.1 and X.509 code under it, about 1.8 MB) is loaded
+ * the first time a passkey is used, not by every command that opens the core.
+ */
+const webauthn = (): Promise<typeof import("@simplewebauthn/server")> => import("@simplewebauthn/server");
 
 /** How long a challenge may be answered. */
 const CHALLENGE_MS = 2 * 60_000;
@@ -131,7 +133,7 @@ export async function passkeyRegistrationOptions(ctx: Context, email: string, se
   const existing = await ctx.store.passkeys.passkeysOf(p.email);
   // One random handle per patient: what the authenticator keeps about them is not the address.
   const userHandle = existing[0]?.userHandle ?? randomBytes(32).toString("base64url");
-  const options = await generateRegistrationOptions({
+  const options = await (await webauthn()).generateRegistrationOptions({
     rpName: ctx.config.practiceName,
     rpID: relyingParty(ctx).id,
     userName: p.email,
@@ -163,7 +165,7 @@ export async function registerPasskey(ctx: Context, email: string, session: stri
   const rp = relyingParty(ctx);
   let verified;
   try {
-    verified = await verifyRegistrationResponse({ response: input.response, expectedChallenge: challenge.challenge, expectedOrigin: rp.origin, expectedRPID: rp.id, requireUserVerification: true });
+    verified = await (await webauthn()).verifyRegistrationResponse({ response: input.response, expectedChallenge: challenge.challenge, expectedOrigin: rp.origin, expectedRPID: rp.id, requireUserVerification: true });
   } catch {
     throw new PraxmailError("invalid-input", "the passkey answer does not verify");
   }
@@ -201,7 +203,7 @@ export async function registerPasskey(ctx: Context, email: string, session: stri
  * @returns The options for the browser.
  */
 export async function passkeyLoginOptions(ctx: Context, visitor: string): Promise<PublicKeyCredentialRequestOptionsJSON> {
-  const options = await generateAuthenticationOptions({ rpID: relyingParty(ctx).id, userVerification: "required", timeout: CHALLENGE_MS });
+  const options = await (await webauthn()).generateAuthenticationOptions({ rpID: relyingParty(ctx).id, userVerification: "required", timeout: CHALLENGE_MS });
   await newChallenge(ctx, { challenge: options.challenge, kind: "login", email: null, userHandle: null }, visitor);
   return options;
 }
@@ -227,7 +229,7 @@ export async function authenticatePasskey(ctx: Context, visitor: string, respons
   const rp = relyingParty(ctx);
   let verified;
   try {
-    verified = await verifyAuthenticationResponse({
+    verified = await (await webauthn()).verifyAuthenticationResponse({
       response,
       expectedChallenge: challenge.challenge,
       expectedOrigin: rp.origin,
