@@ -131,7 +131,7 @@ export async function patientLanguage(rows: Pick<StoreTx, "records">, email: str
  * @returns The parameters.
  * @throws {@link PraxmailError} `wrong-state` for parameters from before version 3.
  */
-export function newKeyKdf(stored: string | null): KdfParams {
+function newKeyKdf(stored: string | null): KdfParams {
   try {
     return parseNewKeyKdfParams(JSON.parse(stored ?? "null"));
   } catch (e) {

@@ -36,7 +36,7 @@ export interface DeliveryData {
 export type Texts = Record<"wrongKey" | "decrypting" | "downloading" | "done" | "failed" | "missingKey" | "deriving" | "kdfWeak" | "unlockFirst" | "keyNotThis", string>;
 
 /** The sessionStorage entry that carries a level-2 link key over the login form (main.ts). */
-export const CARRY = "praxmail-link-key";
+const CARRY = "praxmail-link-key";
 
 /** What the steps of the page share. */
 interface DeliveryState {
@@ -66,15 +66,20 @@ async function fetchBytes(url: string): Promise<Uint8Array> {
   return new Uint8Array(await res.arrayBuffer());
 }
 
-/** Before a login from a level-2 link: keeps the #fragment's key in this tab for the page after it; it is never sent. */
+/** @returns The delivery key a level 1–2 link carries in its #fragment, if any. */
+function fragmentKey(): string | null {
+  return /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1] ?? null;
+}
+
+/** Before a login from a level-2 link (the form's or a passkey's): keeps the #fragment's key in this tab for the page after it; it is never sent. */
 export function carryLinkKey(): void {
-  const key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1];
+  const key = fragmentKey();
   if (key) sessionStorage.setItem(CARRY, key);
 }
 
-/** Levels 1–2: the key from the #fragment, or carried over the login form in this tab only (then dropped). */
+/** Levels 1–2: the key from the #fragment, or carried over the login in this tab only (then dropped). */
 function linkKey(): string | null {
-  const key = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1] ?? null;
+  const key = fragmentKey();
   const carried = sessionStorage.getItem(CARRY);
   sessionStorage.removeItem(CARRY);
   return key ?? (carried && /^AGE-SECRET-KEY-[0-9A-Z-]+$/.test(carried) ? carried : null);

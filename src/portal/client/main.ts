@@ -4,7 +4,7 @@
 // Keys live in this page's memory only (keys.ts).
 import { Decrypter, Encrypter, identityToRecipient } from "age-encryption";
 import { KdfParamsError, newKdfParams, parseKdfParams, parseNewKeyKdfParams, type KdfParams } from "../../crypto/secupass.js";
-import { CARRY, deliveryPage, type DeliveryData, type Texts } from "./delivery.js";
+import { carryLinkKey, deliveryPage, type DeliveryData, type Texts } from "./delivery.js";
 import { deriveInWorker } from "./derive.js";
 import { byId } from "./dom.js";
 import { rememberIdentity } from "./keys.js";
@@ -70,7 +70,6 @@ async function openChallenge(challenge: unknown, identity: string): Promise<stri
 function loginPage(form: HTMLFormElement): void {
   const d = form.dataset;
   const ui = formState(form, "login-error", "login-progress");
-  const carried = /[#&]k=(AGE-SECRET-KEY-[0-9A-Z-]+)/.exec(location.hash)?.[1];
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const email = (byId<HTMLInputElement>("email")?.value ?? "").trim();
@@ -90,7 +89,7 @@ function loginPage(form: HTMLFormElement): void {
         const nonce = await openChallenge(asked.data.challenge, identity);
         const { res, data } = await postJson("/login", d.csrf ?? "", { email, credential, next: d.next ?? "", ...(nonce === null ? {} : { nonce }) });
         if (!res.ok || typeof data.next !== "string") throw new Refused(typeof data.error === "string" ? data.error : (d.failed ?? ""));
-        if (carried) sessionStorage.setItem(CARRY, carried);
+        carryLinkKey();
         rememberIdentity(identity);
         go(data.next);
       } catch (e) {
