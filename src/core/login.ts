@@ -4,16 +4,14 @@
 // recipient, no credential) prove their key once by opening a challenge encrypted to U, and
 // move over.
 import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { SECUPASS_COST, encryptBytes, generateIdentity, parseKdfParams, recipientOf, signingKeyFromSeed, type KdfParams } from "../crypto/index.js";
+import { SECUPASS_COST, encryptBytes, generateIdentity, parseKdfParams, recipientOf, type KdfParams } from "../crypto/index.js";
 import type { PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { CREDENTIAL, credentialHash } from "./keys.js";
 import { patientView, type PatientView } from "./patients.js";
 import { hashToken } from "./tokens.js";
-import { PORTAL_KEY_FILE } from "./trust.js";
+import { loadPortalKey } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
 /** How long a login challenge can be answered. */
@@ -25,6 +23,9 @@ export interface LoginParams {
   readonly challenge: string;
 }
 
+/** Decoy keys by home and pinned portal key: the key file is read once per process, not per ask. */
+const decoyKeys = new Map<string, Buffer>();
+
 /**
  * The key for decoy parameters, derived from the portal signing key (every node of a shared
  * backend has the same one): HKDF, so the signing key itself is never used for this.
@@ -34,14 +35,14 @@ export interface LoginParams {
  * @throws {@link PraxmailError} `identity` when the home has no portal key matching the pinned one.
  */
 function decoyKey(ctx: Context): Buffer {
-  let seed: Buffer;
-  try {
-    seed = readFileSync(join(ctx.home, PORTAL_KEY_FILE));
-    if (signingKeyFromSeed(seed).publicKey !== ctx.config.portalKey) throw new Error("not the pinned portal key");
-  } catch {
-    throw new PraxmailError("identity", "the portal key is missing or not the pinned one", "run praxmail init again on this home to create it, or copy it from another node");
-  }
-  return Buffer.from(hkdfSync("sha256", seed, Buffer.alloc(0), "praxmail login decoy v1", 32));
+  const id = `${ctx.home}\0${ctx.config.portalKey ?? ""}`;
+  const known = decoyKeys.get(id);
+  if (known) return known;
+  const key = loadPortalKey(ctx.home, ctx.config.portalKey);
+  if (!key) throw new PraxmailError("identity", "the portal key is missing or not the pinned one", "run praxmail init again on this home to create it, or copy it from another node");
+  const derived = Buffer.from(hkdfSync("sha256", key.privateKey.export({ format: "der", type: "pkcs8" }), Buffer.alloc(0), "praxmail login decoy v1", 32));
+  decoyKeys.set(id, derived);
+  return derived;
 }
 
 /**
