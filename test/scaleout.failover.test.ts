@@ -8,7 +8,8 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand } from "@aws-sdk/client-s3";
+import { Readable } from "node:stream";
+import { ListMultipartUploadsCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { decryptStream, unwrapIdentity } from "../src/crypto/index.js";
 import { cleanup, tempDir, walk } from "./helpers/cli.js";
@@ -28,10 +29,13 @@ const TOTAL = SENDERS * PER_SENDER;
 /** Node A dies once this many messages got 250 (from it). */
 const KILL_AFTER = 30;
 /**
- * (sender, message) of the 9 MiB attachments, more than one 8 MiB part of the shared
- * backend's multipart upload; sent about when the kill is due, so that it hits one.
+ * (sender, message) of the 12 MiB attachments, more than one 8 MiB part of the shared
+ * backend's multipart upload. Their first attempt on node A sends 85% of the mail (about
+ * 10 MiB of attachment, past the first part) and then holds until node A is dead: node A
+ * dies in the middle of each such upload, whatever the machine's speed.
  */
 const LARGE: readonly (readonly [number, number])[] = [[0, 4], [1, 5], [2, 6], [3, 7], [4, 8], [5, 9]];
+const HOLD_AT = 0.85;
 /** The SMTP client's waits: generous, so that only a dead node ends an attempt early. */
 const CLIENT = { ignoreTLS: true, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 60_000 };
 const SECU_PASS = "Secu-Pass-Key der Patientin 2026";
@@ -44,6 +48,8 @@ interface Sent {
   readonly to: string;
   readonly attachment: Buffer;
   readonly raw: Buffer;
+  /** Whether its first attempt on node A holds part way (see LARGE). */
+  readonly large: boolean;
   readonly attempts: Attempt[];
   /** The index of its first attempt on node B, or null if node A took it. */
   firstOnB: number | null;
@@ -55,9 +61,23 @@ function message(s: number, m: number, run: string): Sent {
   const messageId = `<failover-${run}-s${String(s)}-m${String(m)}@praxis-weber.example>`;
   const from = `mfa${String(s)}@praxis-weber.example`;
   const to = patient(s);
-  const attachment = randomBytes(LARGE.some(([ls, lm]) => ls === s && lm === m) ? 9 << 20 : 4096 + ((s * PER_SENDER + m) % 7) * 16 * 1024);
+  const large = LARGE.some(([ls, lm]) => ls === s && lm === m);
+  const attachment = randomBytes(large ? 12 << 20 : 4096 + ((s * PER_SENDER + m) % 7) * 16 * 1024);
   const raw = befundMail({ from, to: `<${to}>`, messageId: messageId.slice(1, -1), attachment, subject: `[S3] Befund ${String(s)}-${String(m)}`, filename: `befund-${String(s)}-${String(m)}.pdf` });
-  return { messageId, from, to, attachment, raw, attempts: [], firstOnB: null };
+  return { messageId, from, to, attachment, raw, large, attempts: [], firstOnB: null };
+}
+
+/** The mail as a stream that stops after HOLD_AT of its bytes until `gate` settles. */
+function held(raw: Buffer, gate: Promise<void>, onHold: () => void): Readable {
+  const at = Math.floor(raw.length * HOLD_AT);
+  return Readable.from(
+    (async function* () {
+      yield raw.subarray(0, at);
+      onHold();
+      await gate;
+      yield raw.subarray(at);
+    })(),
+  );
 }
 
 describe.runIf(ENGINES)(`kill -9 of one of two nodes (${String(SENDERS)} senders × ${String(PER_SENDER)} level-3 mails)`, () => {
@@ -101,21 +121,17 @@ describe.runIf(ENGINES)(`kill -9 of one of two nodes (${String(SENDERS)} senders
     const kill: { sent: number; at: number | null; open: string[] } = { sent: Infinity, at: null, open: [] };
     const s3 = c.s3.client();
     const openUploads = async (): Promise<string[]> => ((await s3.send(new ListMultipartUploadsCommand({ Bucket: c.bucket }))).Uploads ?? []).map((u) => u.Key ?? "");
-    /** Whether an upload is open that has no part yet: it is far from complete. */
-    const uploadStarting = async (): Promise<boolean> => {
-      for (const u of (await s3.send(new ListMultipartUploadsCommand({ Bucket: c.bucket }))).Uploads ?? []) {
-        const parts = await s3.send(new ListPartsCommand({ Bucket: c.bucket, Key: u.Key, UploadId: u.UploadId }));
-        if ((parts.Parts ?? []).length === 0) return true;
-      }
-      return false;
-    };
-    // Part way (KILL_AFTER messages accepted), at a moment node A streams a large blob into a
-    // multipart upload whose first part is still on its way: it dies in the middle of traffic
-    // and of an upload.
+    // Node A dies once KILL_AFTER messages got 250 from it and one large mail holds part way
+    // (see LARGE), with its multipart upload open: in the middle of traffic and of an upload.
+    // The held mails go on (to a dead node) once it is gone.
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    let holding = 0;
     let killed: Promise<void> = Promise.resolve();
     const killDuringUpload = async (): Promise<void> => {
-      while (!(await uploadStarting())) {
-        if (all.every((m) => m.firstOnB !== null || m.attempts.at(-1)?.code === 250)) throw new Error("node A never had a multipart upload open after the kill threshold");
+      const waitUntil = performance.now() + 120_000;
+      while (holding === 0 || (await openUploads()).length === 0) {
+        if (performance.now() > waitUntil) throw new Error(`node A opened no multipart upload within 120 s of the kill threshold (${String(holding)} large mails holding)`);
         await sleep(10);
       }
       kill.sent = performance.now();
@@ -132,13 +148,16 @@ describe.runIf(ENGINES)(`kill -9 of one of two nodes (${String(SENDERS)} senders
           for (const msg of msgs) {
             if (onA) {
               const start = performance.now();
-              const r = await submit(nodeA.smtpPort, msg.from, [msg.to], msg.raw, CLIENT);
+              const raw = msg.large ? held(msg.raw, gate, () => holding++) : msg.raw;
+              const r = await submit(nodeA.smtpPort, msg.from, [msg.to], raw, CLIENT);
               msg.attempts.push({ start, end: performance.now(), code: r.code, text: r.text });
               if (r.code === 250) {
                 if (++acceptedOnA === KILL_AFTER) {
-                  killed = killDuringUpload().catch((e: unknown) => {
-                    broken.error = e as Error;
-                  });
+                  killed = killDuringUpload()
+                    .catch((e: unknown) => {
+                      broken.error = e as Error;
+                    })
+                    .finally(release);
                 }
                 continue;
               }

@@ -1,6 +1,7 @@
 // A real relay (smtp-server) in this process, on a free port, over a temp home.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import nodemailer from "nodemailer";
 import { pino, type Logger } from "pino";
 import { openContext } from "../../src/commands/shared.js";
@@ -82,7 +83,7 @@ export async function submit(
   port: number,
   from: string,
   to: string[],
-  raw: Buffer | string,
+  raw: Buffer | string | Readable,
   options: Record<string, unknown> = { ignoreTLS: true },
 ): Promise<Reply> {
   const t = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ...options });
