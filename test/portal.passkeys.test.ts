@@ -277,6 +277,52 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
     await t.context.close();
   }, 180_000);
 
+  it("within a live session, a page that asks for the key offers the passkey instead: one tap opens U, without a new login; another patient's passkey is refused", async () => {
+    const email = "eva.stein@patient.example";
+    const delivery = await patientWithDelivery(email);
+    const t = await tab(true);
+    // Before a device is remembered, the delivery page offers no passkey.
+    await logIn(t.page, email);
+    await t.page.goto(`${base}${delivery}`);
+    await t.page.getByLabel("Secu-Pass-Key").waitFor();
+    expect(await t.page.locator("#passkey-unlock").count()).toBe(0);
+    await unlockAndRemember(t.page, email, delivery, /Gemerkt\./);
+    // A mail's link opens a new page in the same session: U is gone, the passkey brings it back.
+    const session = (await t.context.cookies()).find((c) => c.name === "praxmail")?.value;
+    await t.page.goto(`${base}${delivery}`);
+    await t.page.getByRole("button", { name: "Mit Passkey entsperren" }).click();
+    const [dl] = await Promise.all([t.page.waitForEvent("download"), t.page.getByRole("button", { name: "Speichern" }).first().click()]);
+    expect(await readFile(await dl.path(), "utf8")).toBe(befund);
+    expect(await t.page.locator("#unlock-form").isHidden()).toBe(true);
+    expect(await t.page.locator("#unlock-key").inputValue()).toBe("");
+    // No new session, no offer to remember the device again, and the audit says "unlock".
+    expect((await t.context.cookies()).find((c) => c.name === "praxmail")?.value).toBe(session);
+    expect(await t.page.locator("#passkey-offer").isHidden()).toBe(true);
+    expect(t.requests.filter((r) => r.url().endsWith("/passkeys/login"))).toEqual([]);
+    const actions: string[] = [];
+    for await (const r of ctx.store.auditRows()) if (r.subject === email && r.action.startsWith("patient.passkey")) actions.push(r.action);
+    expect(actions).toEqual(["patient.passkey-add", "patient.passkey-unlock"]);
+    // The same answer for another patient's session is refused before the counter moves.
+    let captured: { body: string; token: string } | null = null;
+    await t.page.route("**/passkeys/unlock", async (route) => {
+      captured = { body: route.request().postData() ?? "", token: route.request().headers()["x-csrf-token"] ?? "" };
+      await route.abort();
+    });
+    await t.page.goto(`${base}${delivery}`);
+    await t.page.getByRole("button", { name: "Mit Passkey entsperren" }).click();
+    await t.page.getByText("Das Entsperren mit dem Passkey hat nicht geklappt. Bitte geben Sie Ihren Secu-Pass-Key ein.").waitFor();
+    expect(await t.page.locator("#unlock-form").isVisible()).toBe(true);
+    const got = captured as { body: string; token: string } | null;
+    expect(got).not.toBeNull();
+    const response = (JSON.parse(got!.body) as { response: Parameters<typeof authenticatePasskey>[2] }).response;
+    const [before] = await ctx.store.passkeys.passkeysOf(email);
+    await expect(authenticatePasskey(ctx, got!.token, response, "lena.vogel@patient.example")).rejects.toMatchObject({ code: "wrong-state" });
+    expect(await ctx.store.passkeys.passkeysOf(email)).toEqual([before]);
+    // Without a session there is nothing to unlock.
+    expect((await fetch(`${base}/passkeys/unlock`, { method: "POST", headers: { "content-type": "application/json", "x-csrf-token": got!.token, cookie: `praxmail-csrf=${got!.token}` }, body: got!.body })).status).toBe(401);
+    await t.context.close();
+  }, 180_000);
+
   it("a level-2 link's key survives the passkey login: one tap, then the file saves byte for byte", async () => {
     const email = "ida.berg@patient.example";
     const delivery = await patientWithDelivery(email);

@@ -213,16 +213,21 @@ export async function passkeyLoginOptions(ctx: Context, visitor: string): Promis
  * patient who is not revoked; the signature over this origin with the user verified; and a
  * counter that moved on (a cloned authenticator's does not).
  *
+ * With `sessionOf`, it is no login but an unlock within that patient's live session: a
+ * passkey of anyone else is refused before its counter moves.
+ *
  * @param ctx - The core context.
  * @param visitor - The visitor's CSRF token.
  * @param response - The authenticator's answer.
- * @returns Whom it logs in, and their sealed U.
+ * @param sessionOf - The logged-in patient, for an unlock; absent for a login.
+ * @returns Whom it logs in (or unlocks for), and their sealed U.
  * @throws {@link PraxmailError} `wrong-state` or `invalid-input`: one answer for the visitor.
  */
-export async function authenticatePasskey(ctx: Context, visitor: string, response: AuthenticationResponseJSON): Promise<PasskeyLogin> {
+export async function authenticatePasskey(ctx: Context, visitor: string, response: AuthenticationResponseJSON, sessionOf?: string): Promise<PasskeyLogin> {
   const challenge = await takeChallenge(ctx, response.response.clientDataJSON, "login", visitor);
   const key = await ctx.store.passkeys.passkey(response.id);
   if (!key) throw refused("no such passkey");
+  if (sessionOf !== undefined && key.email !== sessionOf) throw refused("the passkey is another patient's");
   if (response.response.userHandle !== undefined && !same(response.response.userHandle, key.userHandle)) throw refused("the passkey names another user");
   const patient = await ctx.store.records.patient(key.email);
   if (!patient || patient.status === "revoked") throw refused("the passkey's patient may not log in");
@@ -246,7 +251,7 @@ export async function authenticatePasskey(ctx: Context, visitor: string, respons
     await mustGetActivePatient(tx, key.email);
     // Moved from the value read above, or another login with this counter came first.
     if (!(await tx.passkeys.usePasskey(key.credentialId, key.counter, verified.authenticationInfo.newCounter, now.toISOString()))) throw refused("the passkey was used or removed meanwhile");
-    await tx.audit({ actor: ctx.actor, action: "patient.passkey-login", subject: key.email, details: { label: key.label } }, now);
+    await tx.audit({ actor: ctx.actor, action: sessionOf === undefined ? "patient.passkey-login" : "patient.passkey-unlock", subject: key.email, details: { label: key.label } }, now);
   });
   return { email: key.email, credentialId: key.credentialId, sealed: key.sealed };
 }

@@ -182,4 +182,7 @@ export const ar: Catalogue = {
   keyChangedSubject: "تم تغيير مفتاح Secu-Pass-Key – {practice}",
   keyChangedText: "أصبح لحسابكم مفتاح Secu-Pass-Key جديد، وأُنهيت كل الجلسات. تعتمد عيادتكم وصولكم من جديد بعد مقارنة رمز الأمان، وبعدها يمكنكم فتح الرسائل الأقدم مجددًا.",
   keyChangedNotYou: "إذا لم تكونوا أنتم، يُرجى إبلاغ عيادتكم فورًا.",
+  // passkey unlock with a live session
+  passkeyUnlock: "الفتح بمفتاح المرور",
+  passkeyUnlockFailed: "لم ينجح الفتح بمفتاح المرور. يرجى إدخال مفتاح Secu-Pass-Key الخاص بكم.",
 };

@@ -188,4 +188,7 @@ export const de = {
   keyChangedSubject: "Secu-Pass-Key geändert – {practice}",
   keyChangedText: "Für Ihr Konto gilt ein neuer Secu-Pass-Key, und alle Anmeldungen wurden beendet. Ihre Praxis gibt Ihren Zugang erneut frei und vergleicht dazu Ihren Sicherheitscode; danach können Sie auch ältere Nachrichten wieder öffnen.",
   keyChangedNotYou: "Falls Sie das nicht waren, sagen Sie bitte sofort Ihrer Praxis Bescheid.",
+  // passkey unlock with a live session
+  passkeyUnlock: "Mit Passkey entsperren",
+  passkeyUnlockFailed: "Das Entsperren mit dem Passkey hat nicht geklappt. Bitte geben Sie Ihren Secu-Pass-Key ein.",
 } as const;

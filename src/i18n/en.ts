@@ -182,4 +182,7 @@ export const en: Catalogue = {
   keyChangedSubject: "Secu-Pass-Key changed – {practice}",
   keyChangedText: "Your account has a new Secu-Pass-Key, and every session was ended. Your practice approves your access again, comparing your safety code; after that you can open older messages again too.",
   keyChangedNotYou: "If this was not you, please tell your practice at once.",
+  // passkey unlock with a live session
+  passkeyUnlock: "Unlock with a passkey",
+  passkeyUnlockFailed: "Unlocking with the passkey did not work. Please enter your Secu-Pass-Key.",
 };

@@ -182,4 +182,7 @@ export const pl: Catalogue = {
   keyChangedSubject: "Secu-Pass-Key zmieniony – {practice}",
   keyChangedText: "Dla konta obowiązuje nowy Secu-Pass-Key, a wszystkie sesje zostały zakończone. Gabinet ponownie zatwierdzi dostęp, porównując kod bezpieczeństwa; potem starsze wiadomości znów będzie można otworzyć.",
   keyChangedNotYou: "Jeśli to nie Państwo, prosimy natychmiast powiadomić gabinet.",
+  // passkey unlock with a live session
+  passkeyUnlock: "Odblokuj kluczem dostępu",
+  passkeyUnlockFailed: "Odblokowanie kluczem dostępu się nie udało. Wpisz swój Secu-Pass-Key.",
 };

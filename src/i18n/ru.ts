@@ -182,4 +182,7 @@ export const ru: Catalogue = {
   keyChangedSubject: "Secu-Pass-Key изменён – {practice}",
   keyChangedText: "Для Вашей учётной записи действует новый Secu-Pass-Key, и все сеансы завершены. Ваша практика снова подтвердит Ваш доступ, сравнив код безопасности; после этого Вы снова сможете открыть и старые сообщения.",
   keyChangedNotYou: "Если это были не Вы, пожалуйста, немедленно сообщите Вашей практике.",
+  // passkey unlock with a live session
+  passkeyUnlock: "Открыть с ключом доступа",
+  passkeyUnlockFailed: "Открыть с ключом доступа не удалось. Пожалуйста, введите ваш Secu-Pass-Key.",
 };

@@ -182,4 +182,7 @@ export const tr: Catalogue = {
   keyChangedSubject: "Secu-Pass-Key değiştirildi – {practice}",
   keyChangedText: "Hesabınız için yeni bir Secu-Pass-Key geçerli ve tüm oturumlar sonlandırıldı. Muayenehaneniz güvenlik kodunuzu karşılaştırarak erişiminizi yeniden onaylar; ardından eski mesajları da yeniden açabilirsiniz.",
   keyChangedNotYou: "Bunu siz yapmadıysanız lütfen hemen muayenehanenize haber verin.",
+  // passkey unlock with a live session
+  passkeyUnlock: "Geçiş anahtarıyla aç",
+  passkeyUnlockFailed: "Geçiş anahtarıyla açma olmadı. Lütfen Secu-Pass-Key'inizi girin.",
 };

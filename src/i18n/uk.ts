@@ -182,4 +182,7 @@ export const uk: Catalogue = {
   keyChangedSubject: "Secu-Pass-Key змінено – {practice}",
   keyChangedText: "Для Вашого облікового запису діє новий Secu-Pass-Key, і всі сеанси завершено. Ваша практика знову підтвердить Ваш доступ, порівнявши код безпеки; після цього Ви знову зможете відкрити й старі повідомлення.",
   keyChangedNotYou: "Якщо це були не Ви, будь ласка, негайно повідомте Вашу практику.",
+  // passkey unlock with a live session
+  passkeyUnlock: "Відкрити з ключем доступу",
+  passkeyUnlockFailed: "Відкрити з ключем доступу не вдалося. Будь ласка, введіть ваш Secu-Pass-Key.",
 };

@@ -8,7 +8,7 @@ import type { Aead } from "../../crypto/stream-open.js";
 import { deriveInWorker } from "./derive.js";
 import { byId } from "./dom.js";
 import { rememberIdentity, rememberedIdentity } from "./keys.js";
-import { offerPasskey } from "./passkeys.js";
+import { hasPasskeys, offerPasskey, passkeyIdentity } from "./passkeys.js";
 import { saveFile } from "./save.js";
 import { loadAead } from "./stream.js";
 
@@ -174,6 +174,29 @@ async function unlockTyped(s: DeliveryState, kdf: KdfParams): Promise<boolean> {
   return true;
 }
 
+/** Unlocks with U that this device's passkey opens (one tap, nothing typed); the form stays for the key when it cannot. */
+async function unlockByPasskey(s: DeliveryState, box: HTMLElement): Promise<boolean> {
+  const error = byId("passkey-unlock-error");
+  if (error) error.hidden = true;
+  let u: string | null = null;
+  try {
+    u = await passkeyIdentity(box);
+  } catch {
+    // Cancelled, another patient's passkey, or removed: the key is typed instead.
+  }
+  if (!s.live()) return false;
+  if (u === null) {
+    if (error) {
+      error.textContent = box.dataset.failed ?? "";
+      error.hidden = false;
+    }
+    byId<HTMLInputElement>("unlock-key")?.focus();
+    return false;
+  }
+  box.hidden = true;
+  return unlockRemembered(s, u);
+}
+
 /**
  * Runs an unlock, one at a time; a failure shows the failed text (and the form, while the key
  * is unknown).
@@ -334,6 +357,15 @@ export function deliveryPage(data: DeliveryData, t: Texts): void {
     });
   } else if (s.form && data.wrapUrl && u) {
     void startUnlock(s, () => unlockRemembered(s, u));
+  } else {
+    // Within a live session, where the patient has remembered a device: one tap instead of the key.
+    const box = byId("passkey-unlock");
+    if (box && s.form && data.wrapUrl && hasPasskeys()) {
+      box.hidden = false;
+      byId("passkey-unlock-button")?.addEventListener("click", () => {
+        void startUnlock(s, () => unlockByPasskey(s, box));
+      });
+    }
   }
   fileButtons(s);
 }

@@ -60,36 +60,68 @@ async function postJson(url: string, csrf: string, body: unknown): Promise<Respo
 
 const prfExtension = { prf: { eval: { first: PRF_INPUT } } };
 
-/** One tap: the authenticator picks the patient's credential; with PRF, U is opened for this visit. */
-async function passkeyLogin(box: HTMLElement): Promise<void> {
-  const csrf = box.dataset.csrf ?? "";
+/** What /passkeys/login and /passkeys/unlock answer: U sealed for the patient (`next` only at a login). */
+interface PasskeyReply {
+  next?: string;
+  address: string;
+  sealed: string | null;
+}
+
+/**
+ * One assertion: the authenticator picks the patient's credential and evaluates the PRF; the
+ * answer goes to `url` without the PRF output, which stays here. With PRF and a sealed U in
+ * the server's reply, U is opened and kept for this visit.
+ *
+ * @returns The server's reply, and whether U is now known.
+ */
+async function assertPasskey(csrf: string, url: string, body: Record<string, unknown>): Promise<{ reply: PasskeyReply; unlocked: boolean }> {
   const res = await postJson("/passkeys/login/options", csrf, {});
   if (!res.ok) throw new Error(`status ${res.status}`);
   const { options } = (await res.json()) as { options: PublicKeyCredentialRequestOptionsJSON };
   // The salt is bytes, which the JSON options cannot carry; @simplewebauthn/browser passes extensions on as they are.
   const answer = await startAuthentication({ optionsJSON: { ...options, extensions: prfExtension } });
   const prf = prfOutput(answer.clientExtensionResults);
-  // The PRF output stays here: the server gets the answer without its extension results.
-  const done = await postJson("/passkeys/login", csrf, { response: { ...answer, clientExtensionResults: {} }, next: box.dataset.next ?? "/deliveries" });
+  const done = await postJson(url, csrf, { ...body, response: { ...answer, clientExtensionResults: {} } });
   if (!done.ok) throw new Error(`status ${done.status}`);
-  const { next, address, sealed } = (await done.json()) as { next: string; address: string; sealed: string | null };
+  const reply = (await done.json()) as PasskeyReply;
+  // This visit began with a passkey: no offer to remember the device again.
   sessionStorage.setItem(FROM_PASSKEY, "1");
-  carryLinkKey();
-  if (prf && sealed !== null) {
-    try {
-      rememberIdentity(await unseal(sealed, prf, answer.id, address));
-    } catch {
-      // Sealed for another key or credential: the key is asked for once instead.
-    }
+  if (!prf || reply.sealed === null) return { reply, unlocked: false };
+  try {
+    rememberIdentity(await unseal(reply.sealed, prf, answer.id, reply.address));
+    return { reply, unlocked: true };
+  } catch {
+    // Sealed for another key or credential: the key is asked for once instead.
+    return { reply, unlocked: false };
   }
-  go(next);
 }
+
+/** One tap on the login page: logs in, and with PRF opens U for this visit. */
+async function passkeyLogin(box: HTMLElement): Promise<void> {
+  const { reply } = await assertPasskey(box.dataset.csrf ?? "", "/passkeys/login", { next: box.dataset.next ?? "/deliveries" });
+  carryLinkKey();
+  go(reply.next ?? "/deliveries");
+}
+
+/**
+ * One tap on a page that asks for the key within a live session: the session's own passkey
+ * opens U for this visit.
+ *
+ * @returns U, or null when this passkey cannot open it (no PRF, or sealed for an older key).
+ */
+export async function passkeyIdentity(box: HTMLElement): Promise<string | null> {
+  const { unlocked } = await assertPasskey(box.dataset.csrf ?? "", "/passkeys/unlock", {});
+  return unlocked ? rememberedIdentity() : null;
+}
+
+/** Whether this browser can use passkeys at all. */
+export const hasPasskeys = (): boolean => typeof PublicKeyCredential !== "undefined";
 
 /** Shows the passkey button on the login page where the browser has WebAuthn. */
 export function passkeyLoginPage(box: HTMLElement): void {
   // The login page starts a new visit: whether the last one began with a passkey no longer matters.
   sessionStorage.removeItem(FROM_PASSKEY);
-  if (typeof PublicKeyCredential === "undefined") return;
+  if (!hasPasskeys()) return;
   const button = byId<HTMLButtonElement>("passkey-login-button");
   const error = byId("passkey-error");
   box.hidden = false;
@@ -145,7 +177,7 @@ async function rememberDevice(box: HTMLElement, u: string): Promise<boolean> {
 export function offerPasskey(): void {
   const box = byId("passkey-offer");
   const u = rememberedIdentity();
-  if (!box || u === null || typeof PublicKeyCredential === "undefined" || sessionStorage.getItem(FROM_PASSKEY) !== null) return;
+  if (!box || u === null || !hasPasskeys() || sessionStorage.getItem(FROM_PASSKEY) !== null) return;
   if (box.dataset.ready === "1") return;
   box.dataset.ready = "1";
   const button = byId<HTMLButtonElement>("passkey-offer-button");

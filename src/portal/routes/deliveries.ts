@@ -4,6 +4,7 @@ import {
   PraxmailError,
   deliveryForPatient,
   fileForDownload,
+  listPasskeys,
   patientMessages,
   patientWrap,
   resolveLink,
@@ -51,8 +52,11 @@ function gone(portal: Portal, req: FastifyRequest, reply: FastifyReply, status: 
 }
 
 /** The page of one delivery, whose files and wrap are under `base`. */
-function showDelivery(portal: Portal, req: FastifyRequest, reply: FastifyReply, d: PatientDelivery, base: string): Promise<FastifyReply> {
-  return portal.page(req, reply, "delivery.eta", { d, data: clientData(d, base, req.session.email) });
+async function showDelivery(portal: Portal, req: FastifyRequest, reply: FastifyReply, d: PatientDelivery, base: string): Promise<FastifyReply> {
+  const email = req.session.email;
+  // A passkey that holds U sealed can unlock instead of the typed key (client/delivery.ts).
+  const passkeyUnlock = d.patientKey && email !== null && (await listPasskeys(portal.ctx, email)).some((k) => k.prf);
+  return portal.page(req, reply, "delivery.eta", { d, data: clientData(d, base, email), passkeyUnlock });
 }
 
 /** A stored blob (ciphertext only) as a download. */

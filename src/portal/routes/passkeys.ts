@@ -89,6 +89,7 @@ export function deviceLabel(ua: string | undefined): string {
 export function passkeyRoutes(app: FastifyInstance, portal: Portal): void {
   app.post("/passkeys/login/options", { config: API }, loginOptions(portal));
   app.post("/passkeys/login", { schema: loginBody(), config: API }, login(portal));
+  app.post("/passkeys/unlock", { schema: loginBody(), config: API }, unlock(portal));
   app.post("/passkeys/register/options", { config: API }, registerOptions(portal));
   app.post("/passkeys/register", { schema: registerBody(), config: API }, register(portal));
   app.get("/devices", devicesPage(portal));
@@ -127,6 +128,34 @@ function login(portal: Portal): Handler {
     await held.release();
     await agreeOnLanguage(portal, req, reply, who.email);
     return reply.send({ next: safeNext(body.next), address: who.email, sealed: who.sealed });
+  };
+}
+
+/**
+ * POST /passkeys/unlock: within a live session, U sealed for the session's own passkey (only
+ * the browser can open it), so that a page asking for the key takes one tap instead. It
+ * starts no session; another patient's passkey is refused.
+ */
+function unlock(portal: Portal): Handler {
+  const { ctx, limits } = portal;
+  return async (req, reply) => {
+    const email = req.session.email;
+    if (email === null) return reply.code(401).send({ error: "login required" });
+    const visitor = req.headers["x-csrf-token"];
+    if (!csrfOk(req.session, visitor) || typeof visitor !== "string") return reply.code(403).send({ error: "csrf" });
+    const body = req.body as { response: AuthenticationResponseJSON };
+    // Counted as the login's: an unlock that fails is a guess as much as a login that fails.
+    const held = await limits.reserve([LIMITS.loginIp, req.ip]);
+    if (!held) return reply.code(429).send({ error: "too-many" });
+    let who;
+    try {
+      who = await authenticatePasskey(ctx, visitor, body.response, email);
+    } catch (e) {
+      if (e instanceof PraxmailError) return reply.code(401).send({ error: "passkey" });
+      throw e;
+    }
+    await held.release();
+    return reply.send({ address: who.email, sealed: who.sealed });
   };
 }
 
