@@ -201,6 +201,7 @@ describe("headers on every route", () => {
     { route: "POST /devices/remove", send: (c) => c.post("/devices/remove", { credentialId: "kein-passkey", _csrf: c.csrf }) },
     { route: "POST /passkeys/login/options", send: (c) => c.json("/passkeys/login/options", {}) },
     { route: "POST /passkeys/login", send: (c) => c.json("/passkeys/login", { response: { id: "x", rawId: "x", type: "public-key", response: { clientDataJSON: "x", authenticatorData: "x", signature: "x" } } }) },
+    { route: "POST /passkeys/unlock", send: (c) => c.json("/passkeys/unlock", { response: { id: "x", rawId: "x", type: "public-key", response: { clientDataJSON: "x", authenticatorData: "x", signature: "x" } } }) },
     { route: "POST /passkeys/register/options", send: (c) => c.json("/passkeys/register/options", {}) },
     { route: "POST /passkeys/register", send: (c) => c.json("/passkeys/register", { response: { id: "x", rawId: "x", type: "public-key", response: { clientDataJSON: "x", attestationObject: "x" } }, sealed: null }) },
     { route: "POST /logout", send: (c) => c.post("/logout", { _csrf: c.csrf }) },
@@ -660,6 +661,22 @@ describe("attempt limits", () => {
           return res.statusCode !== 429;
         },
       },
+      {
+        name: "failed passkey unlocks within a session per IP (the same counter)",
+        max: 30,
+        windowMs: 15 * 60_000,
+        attempt: async (on) => {
+          const c = new Client(on, IP);
+          // The login shares the counter: once the unlocks used it up, the login is refused first.
+          const login = await c.login(A);
+          if (login.statusCode === 429) return false;
+          expect(login.statusCode).toBe(200);
+          await c.get("/deliveries");
+          const res = await c.json("/passkeys/unlock", { response: { id: "x", rawId: "x", type: "public-key", response: { clientDataJSON: "x", authenticatorData: "x", signature: "x" } } });
+          expect(res.statusCode).not.toBe(200);
+          return res.statusCode !== 429;
+        },
+      },
     ];
     let registerLink: CreatedDelivery;
     let limitInvite: string;
@@ -769,6 +786,7 @@ describe("every form field has a server-side limit", () => {
     // Sent by client/passkeys.ts as JSON; their bodies are WebAuthn answers, bounded by their own schemas.
     { route: "POST /passkeys/login/options", kind: "json", url: () => Promise.resolve("/passkeys/login/options"), base: () => Promise.resolve({}), fields: {} },
     { route: "POST /passkeys/login", kind: "json", url: () => Promise.resolve("/passkeys/login"), base: () => Promise.resolve({}), fields: {} },
+    { route: "POST /passkeys/unlock", kind: "json", url: () => Promise.resolve("/passkeys/unlock"), base: () => Promise.resolve({}), fields: {} },
     { route: "POST /passkeys/register/options", kind: "json", url: () => Promise.resolve("/passkeys/register/options"), base: () => Promise.resolve({}), fields: {} },
     { route: "POST /passkeys/register", kind: "json", url: () => Promise.resolve("/passkeys/register"), base: () => Promise.resolve({}), fields: {} },
     // The body is the field: an age file up to portal.maxUploadBytes.
