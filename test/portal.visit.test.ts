@@ -225,6 +225,7 @@ describe.runIf(needChromium())("one unlock per visit, in Chromium at 390×844", 
     await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
     await page.goForward();
     await page.waitForURL(new RegExp(`/deliveries/${b.id}$`));
+    await page.locator("#delivery-data").waitFor({ state: "attached" });
     await page.locator("#unlock-form").waitFor({ state: "hidden" });
     await page.goBack();
     await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
@@ -252,6 +253,44 @@ describe.runIf(needChromium())("one unlock per visit, in Chromium at 390×844", 
     expect(await page.locator("#unlock-form").isVisible()).toBe(true);
     await context.close();
   }, 180_000);
+
+  it("back while the next page is still loading stays on the page it went back to, in history too", async () => {
+    const { context, page } = await open();
+    await login(page, LENA);
+    await page.evaluate(() => {
+      (globalThis as unknown as { visit: string }).visit = "one";
+    });
+    await fromList(page, "Ihr Röntgenbild", b.id);
+    await page.goBack();
+    await page.getByRole("heading", { name: "Meine Nachrichten" }).waitFor();
+    // Forward to B, whose page the server holds back until the patient has gone back again.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    let asked = false;
+    await page.route(`**/deliveries/${b.id}`, async (route) => {
+      asked = true;
+      await held;
+      await route.continue();
+    });
+    await page.goForward();
+    await expect.poll(() => asked).toBe(true);
+    await page.goBack();
+    const late = page.waitForResponse(`**/deliveries/${b.id}`);
+    release();
+    await (await late).finished();
+    // B's late answer is dropped: the list stays, at the list's address, in the same document.
+    await page.waitForTimeout(200);
+    expect(await page.getByRole("heading", { name: "Meine Nachrichten" }).isVisible()).toBe(true);
+    expect(await page.locator("#delivery-data").count()).toBe(0);
+    expect(new URL(page.url()).pathname).toBe("/deliveries");
+    expect(await page.evaluate(() => (globalThis as unknown as { visit?: string }).visit)).toBe("one");
+    // History is intact: forward is still B.
+    await page.unroute(`**/deliveries/${b.id}`);
+    await page.goForward();
+    await page.waitForURL(new RegExp(`/deliveries/${b.id}$`));
+    await page.locator("#delivery-data").waitFor({ state: "attached" });
+    await context.close();
+  }, 120_000);
 
   it("Öffnen with the key typed but not yet unlocked opens the file in one tap", async () => {
     typed = 0;

@@ -32,6 +32,8 @@ export function onPage(init: () => void): void {
   document.addEventListener("submit", onSubmit);
   addEventListener("popstate", () => {
     if (withoutHash(location.href) !== shown) void change(location.href, "pop");
+    // Back to the page still shown, while another was loading: that one is no longer wanted.
+    else latest++;
   });
   // A page the browser restores from its back/forward cache is asked from the server again,
   // so that it shows nothing a session that ended would not (and holds no U).
