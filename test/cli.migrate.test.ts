@@ -13,11 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import {
   addReplyPart,
-  approvePatients,
   collectGarbage,
   createDelivery,
   finishReply,
-  getPatient,
   markSent,
   revokeDelivery,
   startReply,
@@ -27,7 +25,7 @@ import { encryptBytes } from "../src/crypto/index.js";
 import { openSharedStore, type Store, type TableRow } from "../src/store/index.js";
 import { BIN, cleanup, initHome, praxmail, practiceIdentityOf, tempDir, walk, type Run } from "./helpers/cli.js";
 import { patientAtPortal } from "./helpers/download.js";
-import { registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, registerThroughCore } from "./helpers/patient.js";
 import { startPostgres, type TestPostgres } from "./helpers/postgres.js";
 import { startS3, type TestS3 } from "./helpers/s3.js";
 import { startServe } from "./helpers/serve.js";
@@ -134,7 +132,7 @@ describe.runIf(
     const ctx: Context = await openContext({ home });
     try {
       const practice = await practiceIdentityOf(home);
-      await approvePatients(ctx, [{ email: PATIENT, safetyCode: (await getPatient(ctx, PATIENT)).safetyCode! }], practice);
+      await approveWithTheirCodes(ctx, [PATIENT], practice);
       const send = async (c: Context, i: number, level: number, recipient: string): Promise<{ id: string; data: Buffer }> => {
         const data = randomBytes(2048 + (i % 7) * 1024);
         const d = await createDelivery(c, {

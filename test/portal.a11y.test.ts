@@ -8,10 +8,10 @@ import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { approvePatients, collectGarbage, createDelivery, createInvite, markSent, requestKeyReset, revokeDelivery, type CreatedDelivery } from "../src/core/index.js";
+import { collectGarbage, createDelivery, createInvite, markSent, requestKeyReset, revokeDelivery, type CreatedDelivery } from "../src/core/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { practiceIdentityOf } from "./helpers/cli.js";
-import { keyOf, registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, keyOf, registerThroughCore } from "./helpers/patient.js";
 import { usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
@@ -32,7 +32,7 @@ const portal = usePortal({
   },
   afterOpen: async (ctx) => {
     const practice = await practiceIdentityOf(ctx.home);
-    await approvePatients(ctx, [{ email: A, safetyCode: (await ctx.store.records.patient(A))?.safetyCode ?? "" }], practice);
+    await approveWithTheirCodes(ctx, [A], practice);
     const deliver = async (c: typeof ctx, to: string, level: number, subject: string): Promise<CreatedDelivery> => {
       const files = [{ name: "befund.pdf", open: () => streamOf(Buffer.from("%PDF-1.4 befund")) }];
       const d = await createDelivery(c, { recipient: to, level, subject, message: level === 4 ? "Der Text." : null, files });

@@ -12,7 +12,6 @@ import { pino } from "pino";
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import {
-  approvePatients,
   createDelivery,
   createInvite,
   markSent,
@@ -24,7 +23,7 @@ import {
 
 import { buildPortal, type Assets } from "../src/portal/index.js";
 import { outbox, practiceIdentityOf } from "./helpers/cli.js";
-import { keyOf, newKey, registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, keyOf, newKey, registerThroughCore } from "./helpers/patient.js";
 import { Client, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 import { collect } from "./helpers/store.js";
@@ -73,7 +72,7 @@ const portal = usePortal({
   config: (config) => ({ ...config, portal: { ...config.portal, maxUploadBytes: MAX_UPLOAD } }),
   afterOpen: async (ctx) => {
     practice = await practiceIdentityOf(ctx.home);
-    await approvePatients(ctx, [{ email: A, safetyCode: (await ctx.store.records.patient(A))?.safetyCode ?? "" }], practice);
+    await approveWithTheirCodes(ctx, [A], practice);
     grenzen = await createInvite(ctx, "grenzen@patient.example", practice);
     await revokePatient(ctx, R);
   },

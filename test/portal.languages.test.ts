@@ -5,11 +5,11 @@
 import type { FastifyInstance, LightMyRequestResponse } from "fastify";
 import type { Browser as Chromium, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { approvePatients, createDelivery, createInvite, markSent, requestKeyReset, type CreatedDelivery } from "../src/core/index.js";
+import { createDelivery, createInvite, markSent, requestKeyReset, type CreatedDelivery } from "../src/core/index.js";
 import { format, type Lang, type MessageKey, type Values } from "../src/i18n/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { outbox, practiceIdentityOf } from "./helpers/cli.js";
-import { newKey, registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, newKey, registerThroughCore } from "./helpers/patient.js";
 import { Client, usePortal } from "./helpers/portal.js";
 import { readDb } from "./helpers/store.js";
 import { streamOf } from "./helpers/streams.js";
@@ -29,7 +29,7 @@ const portal = usePortal({
   },
   afterOpen: async (ctx) => {
     practice = await practiceIdentityOf(ctx.home);
-    await approvePatients(ctx, [{ email: A, safetyCode: (await ctx.store.records.patient(A))?.safetyCode ?? "" }], practice);
+    await approveWithTheirCodes(ctx, [A], practice);
     delivery = await deliver(ctx, A);
     invite = (await createInvite(ctx, "eingeladen@patient.example", practice)).id;
     await requestKeyReset(ctx, W);

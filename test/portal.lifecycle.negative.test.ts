@@ -9,7 +9,6 @@ import { describe, expect, it } from "vitest";
 import {
   ReplyRefusedError,
   addReplyPart,
-  approvePatients,
   createInvite,
   finishReply,
   revokePatient,
@@ -17,7 +16,7 @@ import {
 } from "../src/core/index.js";
 import { encryptBytes } from "../src/crypto/index.js";
 import { outbox, practiceIdentityOf, praxmail, walk } from "./helpers/cli.js";
-import { legacyPatient, newKey, registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, legacyPatient, newKey, registerThroughCore } from "./helpers/patient.js";
 import { Client, usePortal } from "./helpers/portal.js";
 import { patchConfig } from "./helpers/relay.js";
 import { Readable } from "node:stream";
@@ -128,7 +127,7 @@ describe("Secu-Pass reset links", () => {
     expect(JSON.parse(again.body)).toEqual({ error: "Dieser Link ist abgelaufen oder wurde schon benutzt. Fordern Sie bitte einen neuen an." });
     expect((await portal.app.inject({ method: "GET", url: link })).body).toContain("<h1>Link abgelaufen</h1>");
     // The practice approves the new key, for the tests below.
-    await approvePatients(portal.ctx, [{ email: A, safetyCode: (await portal.ctx.store.records.patient(A))!.safetyCode! }], practice);
+    await approveWithTheirCodes(portal.ctx, [A], practice);
   });
 });
 

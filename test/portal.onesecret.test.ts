@@ -17,7 +17,7 @@ import {
 } from "../src/core/index.js";
 import { deriveSecuPass, parseKdfParams, recipientOf, unwrapIdentity } from "../src/crypto/index.js";
 import { practiceIdentityOf } from "./helpers/cli.js";
-import { legacyPatient, newKey, registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, legacyPatient, newKey, registerThroughCore } from "./helpers/patient.js";
 import { Client, usePortal } from "./helpers/portal.js";
 import { collect } from "./helpers/store.js";
 import { streamOf } from "./helpers/streams.js";
@@ -137,7 +137,7 @@ describe("an account from before (a password, no credential)", () => {
   it("moves over at its next login: credential hash set, password hash gone, audited; old deliveries still open with U; the old password no longer logs in", async () => {
     const { ctx } = portal;
     const u = (await legacyPatient(ctx, LEGACY, BERTA_PASSWORD, BERTA_KEY))!;
-    await approvePatients(ctx, [{ email: LEGACY, safetyCode: (await ctx.store.records.patient(LEGACY))!.safetyCode! }], await practiceIdentityOf(portal.home));
+    await approveWithTheirCodes(ctx, [LEGACY], await practiceIdentityOf(portal.home));
     const { id } = await deliver(ctx, LEGACY, "%PDF-1.4 vor dem Umzug");
     const before = (await ctx.store.records.patient(LEGACY))!;
     expect(before).toMatchObject({ credentialHash: null, status: "approved" });
@@ -268,7 +268,7 @@ describe("a forgotten Secu-Pass-Key", () => {
     const { ctx } = portal;
     const email = "gustav@patient.example";
     const oldU = await registerThroughCore(portal.home, email, "Gustavs alter Key");
-    await approvePatients(ctx, [{ email, safetyCode: (await ctx.store.records.patient(email))!.safetyCode! }], await practiceIdentityOf(portal.home));
+    await approveWithTheirCodes(ctx, [email], await practiceIdentityOf(portal.home));
     const { id } = await deliver(ctx, email, "%PDF-1.4 vor dem Vergessen");
     const d = await openWrap(ctx, id, email, oldU);
     const before = new Client(portal.app);

@@ -12,9 +12,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openContext } from "../src/commands/shared.js";
 import {
-  approvePatients,
   authenticatePasskey,
-  getPatient,
   resetSecuPass,
   revokePatient,
   type Context,
@@ -22,7 +20,7 @@ import {
 import { buildPortal } from "../src/portal/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { cleanup, initHome, practiceIdentityOf, praxmail, tempDir } from "./helpers/cli.js";
-import { newKey, registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, newKey, registerThroughCore } from "./helpers/patient.js";
 import { freePort } from "./helpers/serve.js";
 
 const secuPass = (email: string): string => `Secu-Pass-Key von ${email} – 2026`;
@@ -96,7 +94,7 @@ describe.runIf(needChromium())("passkeys for known devices", () => {
   async function patientWithDelivery(email: string): Promise<string> {
     const u = await registerThroughCore(home, email, secuPass(email));
     identities.set(email, u);
-    await approvePatients(ctx, [{ email, safetyCode: (await getPatient(ctx, email)).safetyCode ?? "" }], await practiceIdentityOf(home));
+    await approveWithTheirCodes(ctx, [email], await practiceIdentityOf(home));
     return `/deliveries/${(await send(email, 3)).id}`;
   }
 

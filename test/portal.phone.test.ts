@@ -6,11 +6,11 @@
 import { randomBytes } from "node:crypto";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { approvePatients, collectGarbage, createDelivery, createInvite, markSent, revokeDelivery, type CreatedDelivery } from "../src/core/index.js";
+import { collectGarbage, createDelivery, createInvite, markSent, revokeDelivery, type CreatedDelivery } from "../src/core/index.js";
 import { LANGS, format, type Lang } from "../src/i18n/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { practiceIdentityOf } from "./helpers/cli.js";
-import { keyOf, newKey, registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, keyOf, newKey, registerThroughCore } from "./helpers/patient.js";
 import { Client, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
@@ -33,7 +33,7 @@ const portal = usePortal({
   },
   afterOpen: async (ctx) => {
     const practice = await practiceIdentityOf(ctx.home);
-    await approvePatients(ctx, [{ email: A, safetyCode: (await ctx.store.records.patient(A))?.safetyCode ?? "" }], practice);
+    await approveWithTheirCodes(ctx, [A], practice);
     const day = 86_400_000;
     // Sent long ago, expired since, and collected by gc as `praxmail gc` does.
     const now = Date.now();

@@ -7,7 +7,6 @@ import { describe, expect, it } from "vitest";
 import {
   PraxmailError,
   addReplyPart,
-  approvePatients,
   completeKeyReset,
   createDelivery,
   createInvite,
@@ -25,7 +24,7 @@ import {
 } from "../src/core/index.js";
 import { encryptBytes, generateIdentity, recipientOf } from "../src/crypto/index.js";
 import { outbox, practiceIdentityOf } from "./helpers/cli.js";
-import { legacyPatient, newKey, registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, legacyPatient, newKey, registerThroughCore } from "./helpers/patient.js";
 import { Client, usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 import { collect } from "./helpers/store.js";
@@ -134,7 +133,7 @@ describe("revoking a patient", () => {
   it("deletes a reply still being uploaded; its next part and its finish are refused", async () => {
     const { email } = await patient();
     // Only approved patients may reply.
-    await approvePatients(portal.ctx, [{ email, safetyCode: (await getPatient(portal.ctx, email)).safetyCode ?? "" }], await practiceIdentityOf(portal.home));
+    await approveWithTheirCodes(portal.ctx, [email], await practiceIdentityOf(portal.home));
     const reply = await startReply(portal.ctx, email, null);
     const age = await encryptBytes(new TextEncoder().encode(JSON.stringify({ v: 1, text: "Hallo", files: [] })), [portal.ctx.config.practiceRecipient]);
     await addReplyPart(portal.ctx, email, reply, "message", Readable.from([Buffer.from(age)]));

@@ -7,11 +7,11 @@ import { readFile } from "node:fs/promises";
 import { base64, base64urlnopad, bech32, hex } from "@scure/base";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { approvePatients, createDelivery, markSent, type CreatedDelivery } from "../src/core/index.js";
+import { createDelivery, markSent, type CreatedDelivery } from "../src/core/index.js";
 import { deriveSecuPass, parseKdfParams, recipientOf, unwrapIdentity, wrapIdentity } from "../src/crypto/index.js";
 import { launch, needChromium } from "./helpers/browser.js";
 import { practiceIdentityOf } from "./helpers/cli.js";
-import { keyOf, registerThroughCore } from "./helpers/patient.js";
+import { approveWithTheirCodes, keyOf, registerThroughCore } from "./helpers/patient.js";
 import { usePortal } from "./helpers/portal.js";
 import { streamOf } from "./helpers/streams.js";
 
@@ -84,7 +84,7 @@ const portal = usePortal({
   },
   afterOpen: async (ctx) => {
     const practice = await practiceIdentityOf(ctx.home);
-    for (const email of [LENA, JONAS]) await approvePatients(ctx, [{ email, safetyCode: (await ctx.store.records.patient(email))?.safetyCode ?? "" }], practice);
+    await approveWithTheirCodes(ctx, [LENA, JONAS], practice);
     const deliver = async (to: string, level: number, subject: string, files: { name: string; bytes: Buffer }[], message: string | null = null): Promise<CreatedDelivery> => {
       const d = await createDelivery(ctx, { recipient: to, level, subject, message, files: files.map((f) => ({ name: f.name, open: () => streamOf(f.bytes) })) });
       await markSent(ctx, [d.id]);

@@ -1,7 +1,7 @@
 // The way back: a new Secu-Pass-Key by a mailed link or while logged in, without losing
 // deliveries, and invite codes that reception hands out so a patient need not wait for
 // approval.
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { safetyCode, signStatement } from "../crypto/index.js";
 import type { Lang } from "../i18n/index.js";
 import type { InviteRow, PatientRow } from "../store/index.js";
@@ -11,7 +11,7 @@ import { PATIENT_KEY_FROM } from "./levels.js";
 import { WorkQueue } from "./queue.js";
 import { checkNewKey, type NewKey } from "./keys.js";
 import { mustGetActivePatient, mustGetPatient, patientView, registerPatient, type PatientView } from "./patients.js";
-import { hashToken, newId, newToken } from "./tokens.js";
+import { hashToken, newId, newToken, sameSecret } from "./tokens.js";
 import { inviteStatement, loadPortalKey, practiceKey, signInviteSession } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
@@ -161,6 +161,9 @@ export async function resetSecuPass(ctx: Context, email: string, key: NewKey): P
   return replaceKey(ctx, email, key, "session");
 }
 
+/** The message of {@link redeemInvite}'s refusal of a wrong address or code (the only one that counts against the limit). */
+export const INVITE_MISMATCH = "address or code do not match the invite";
+
 function codeHash(code: string): string {
   return createHash("sha256").update(`praxmail invite\n${code.toUpperCase().replace(/[^A-Z0-9]/g, "")}`).digest("hex");
 }
@@ -285,9 +288,7 @@ export async function redeemInvite(ctx: Context, id: string, email: string, code
   } catch {
     // Compared below, and refused with the same answer.
   }
-  const given = Buffer.from(codeHash(code));
-  const codeOk = given.length === i.codeHash.length && timingSafeEqual(given, Buffer.from(i.codeHash));
-  if (!codeOk || addr !== i.email) throw new PraxmailError("invalid-input", "address or code do not match the invite");
+  if (!sameSecret(codeHash(code), i.codeHash) || addr !== i.email) throw new PraxmailError("invalid-input", INVITE_MISMATCH);
   // A bad key uses up nothing.
   checkNewKey(key);
   const now = ctx.now();

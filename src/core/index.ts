@@ -75,7 +75,7 @@ export { backupPractice, restorePractice, type BackupPracticeOptions, type Resto
 export { MESSAGE_FILE, exportDelivery, type ExportResult, type ExportedFile } from "./export.js";
 export { LOGO_MAX_BYTES, MIN_CONTRAST, accentContrast, darker, isLogoFile, readLogo, showRatio } from "./look.js";
 export { initPractice, loadPracticeIdentity, readPracticeIdentity, type InitOptions, type InitResult, type PracticeIdentityRead } from "./practice.js";
-export { hashToken } from "./tokens.js";
+export { hashToken, sameSecret } from "./tokens.js";
 export { WorkQueue, type WorkQueueOptions } from "./queue.js";
 export {
   deliveriesForPatient,
@@ -91,6 +91,7 @@ export {
 export { authenticatePatient, loginParams, type LoginParams } from "./login.js";
 export { checkNewKey, credentialHash, type NewKey } from "./keys.js";
 export {
+  INVITE_MISMATCH,
   bindInviteSession,
   checkKeyReset,
   completeKeyReset,

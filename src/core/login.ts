@@ -3,14 +3,14 @@
 // credential. The server keeps a hash of it. Accounts from before (a password, a Secu-Pass
 // recipient, no credential) prove their key once by opening a challenge encrypted to U, and
 // move over.
-import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, hkdfSync, randomBytes } from "node:crypto";
 import { SECUPASS_COST, encryptBytes, generateIdentity, parseKdfParams, recipientOf, type KdfParams } from "../crypto/index.js";
 import type { PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { CREDENTIAL, credentialHash } from "./keys.js";
 import { patientView, type PatientView } from "./patients.js";
-import { hashToken } from "./tokens.js";
+import { hashToken, sameSecret } from "./tokens.js";
 import { loadPortalKey } from "./trust.js";
 import { normaliseEmail } from "./validate.js";
 
@@ -92,12 +92,6 @@ export async function loginParams(ctx: Context, email: string): Promise<LoginPar
 // Compared against when there is nothing to compare, so every path does the same work.
 const DECOY = createHash("sha256").update("praxmail login decoy").digest("hex");
 
-function sameHash(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
-
 /**
  * Checks a login: the address and the credential derived from the Secu-Pass-Key. An account
  * without a credential yet (from before) that answers its challenge moves over: its
@@ -124,7 +118,7 @@ export async function authenticatePatient(ctx: Context, email: string, credentia
   } catch {
     given = null;
   }
-  const matches = sameHash(given ?? DECOY, p?.credentialHash ?? DECOY);
+  const matches = sameSecret(given ?? DECOY, p?.credentialHash ?? DECOY);
   if (!canLogIn(p) || given === null) return null;
   if (p.credentialHash !== null) return matches ? patientView(p) : null;
   if (nonce === null || !CREDENTIAL.test(nonce)) return null;

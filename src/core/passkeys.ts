@@ -3,7 +3,7 @@
 // public key and counter, and U sealed in the browser under a key from the authenticator's PRF
 // output: the server cannot open it, and without the authenticator nobody can. A challenge is
 // a row, single use and short-lived, so that any node can check it and none can twice.
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type {
   AuthenticationResponseJSON,
   PublicKeyCredentialCreationOptionsJSON,
@@ -14,6 +14,7 @@ import type { PasskeyChallengeRow, PatientRow } from "../store/index.js";
 import type { Context } from "./context.js";
 import { PraxmailError } from "./errors.js";
 import { mustGetActivePatient } from "./patients.js";
+import { hashToken, sameSecret } from "./tokens.js";
 
 /**
  * @simplewebauthn/server (and the ASN.1 and X.509 code under it, about 1.8 MB) is loaded
@@ -53,13 +54,6 @@ export interface PasskeyLogin {
   readonly sealed: string | null;
 }
 
-const digest = (v: string): string => createHash("sha256").update(v).digest("hex");
-
-const same = (a: string, b: string): boolean => {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-};
 
 /**
  * The relying party is the portal: its host name is the RP id, its origin the only one accepted.
@@ -108,13 +102,13 @@ function challengeOf(clientDataJSON: unknown): string {
  */
 async function takeChallenge(ctx: Context, clientDataJSON: unknown, kind: PasskeyChallengeRow["kind"], binding: string): Promise<PasskeyChallengeRow> {
   const row = await ctx.store.passkeys.takeChallenge(challengeOf(clientDataJSON), ctx.now().toISOString());
-  if (row?.kind !== kind || !same(row.binding, digest(binding))) throw refused("the passkey challenge is unknown, used, expired or not this visitor's");
+  if (row?.kind !== kind || !sameSecret(row.binding, hashToken(binding))) throw refused("the passkey challenge is unknown, used, expired or not this visitor's");
   return row;
 }
 
 async function newChallenge(ctx: Context, row: Omit<PasskeyChallengeRow, "binding" | "expiresAt">, binding: string): Promise<void> {
   const now = ctx.now();
-  await ctx.store.passkeys.insertChallenge({ ...row, binding: digest(binding), expiresAt: new Date(now.getTime() + CHALLENGE_MS).toISOString() }, now.toISOString());
+  await ctx.store.passkeys.insertChallenge({ ...row, binding: hashToken(binding), expiresAt: new Date(now.getTime() + CHALLENGE_MS).toISOString() }, now.toISOString());
 }
 
 /**
@@ -228,7 +222,7 @@ export async function authenticatePasskey(ctx: Context, visitor: string, respons
   const key = await ctx.store.passkeys.passkey(response.id);
   if (!key) throw refused("no such passkey");
   if (sessionOf !== undefined && key.email !== sessionOf) throw refused("the passkey is another patient's");
-  if (response.response.userHandle !== undefined && !same(response.response.userHandle, key.userHandle)) throw refused("the passkey names another user");
+  if (response.response.userHandle !== undefined && !sameSecret(response.response.userHandle, key.userHandle)) throw refused("the passkey names another user");
   const patient = await ctx.store.records.patient(key.email);
   if (!patient || patient.status === "revoked") throw refused("the passkey's patient may not log in");
   const rp = relyingParty(ctx);

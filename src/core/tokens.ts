@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 
 /**
  * @param prefix - e.g. `d` for deliveries.
@@ -23,6 +23,19 @@ export function newToken(): string {
  */
 export function hashToken(token: string): string {
   return createHash("sha256").update(token).digest("hex");
+}
+
+/**
+ * Compares two strings in constant time (for their length): secrets, hashes of secrets.
+ *
+ * @param a - One string.
+ * @param b - The other.
+ * @returns Whether they are equal.
+ */
+export function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 /**

@@ -12,9 +12,9 @@
 // request (HttpOnly, SameSite=Strict), and on https the `__Host-` prefix keeps a subdomain
 // or a plain-http answer from planting one. We chose it over a row per visitor because a row
 // per page view let anyone fill the table.
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { PraxmailError, type Context } from "../core/index.js";
+import { PraxmailError, hashToken, sameSecret, type Context } from "../core/index.js";
 
 /** The session of the current request. */
 export interface Session {
@@ -45,7 +45,6 @@ export function cookiePolicy(portalUrl: string): CookiePolicy {
   return { name, csrfName: `${name}-csrf`, secure };
 }
 
-const hash = (v: string): string => createHash("sha256").update(v).digest("hex");
 const TOKEN = /^[\w-]{43}$/;
 /** How often a session's last_seen is written. */
 const TOUCH_EVERY_MS = 60_000;
@@ -82,7 +81,7 @@ export class Sessions {
   async get(req: FastifyRequest, reply: FastifyReply): Promise<Session> {
     const cookie = req.cookies[this.policy.name];
     if (cookie === undefined) return { idHash: null, email: null, csrf: this.visitorToken(req), expired: null };
-    const row = TOKEN.test(cookie) ? await this.ctx.store.records.session(hash(cookie)) : undefined;
+    const row = TOKEN.test(cookie) ? await this.ctx.store.records.session(hashToken(cookie)) : undefined;
     let expired: Session["expired"] = null;
     if (row) {
       const now = this.ctx.now().getTime();
@@ -136,7 +135,7 @@ export class Sessions {
     const id = randomBytes(32).toString("base64url");
     const now = this.ctx.now().toISOString();
     const csrf = randomBytes(24).toString("base64url");
-    const idHash = hash(id);
+    const idHash = hashToken(id);
     if (!(await this.ctx.store.records.insertSession({ idHash, email, csrf, createdAt: now, lastSeen: now }))) {
       throw new PraxmailError("wrong-state", "this account may not log in");
     }
@@ -152,7 +151,7 @@ export class Sessions {
    */
   async end(req: FastifyRequest, reply?: FastifyReply): Promise<void> {
     const cookie = req.cookies[this.policy.name];
-    if (cookie) await this.ctx.store.records.deleteSession(hash(cookie));
+    if (cookie) await this.ctx.store.records.deleteSession(hashToken(cookie));
     if (reply) this.clearCookie(reply);
   }
 }
@@ -166,7 +165,5 @@ export class Sessions {
  */
 export function csrfOk(session: Session, given: unknown): boolean {
   if (typeof given !== "string" || session.csrf === null) return false;
-  const a = Buffer.from(given);
-  const b = Buffer.from(session.csrf);
-  return a.length === b.length && timingSafeEqual(a, b);
+  return sameSecret(given, session.csrf);
 }

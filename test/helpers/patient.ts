@@ -2,7 +2,7 @@
 // part, deriving U and the login credential, done here in Node), and remembers each key so
 // that a test client can log in with it (helpers/portal.ts).
 import { openContext } from "../../src/commands/shared.js";
-import { registerPatient, setSecuPassRecipient, type Context } from "../../src/core/index.js";
+import { approvePatients, registerPatient, setSecuPassRecipient, type Context } from "../../src/core/index.js";
 import { deriveSecuPass, hashPassword, newKdfParams, recipientOf, safetyCode, type KdfParams, type SecuPassKeys } from "../../src/crypto/index.js";
 import type { PatientRow } from "../../src/store/index.js";
 
@@ -122,4 +122,17 @@ export async function legacyPatient(ctx: Context, email: string, password: strin
   };
   await ctx.store.transaction((tx) => tx.records.insertPatient(row));
   return identity;
+}
+
+/**
+ * Approves patients as reception does once the safety codes match: each with the code its
+ * account shows.
+ *
+ * @param ctx - The core context.
+ * @param emails - The patients.
+ * @param practice - The practice identity.
+ */
+export async function approveWithTheirCodes(ctx: Context, emails: readonly string[], practice: string): Promise<void> {
+  const targets = await Promise.all(emails.map(async (email) => ({ email, safetyCode: (await ctx.store.records.patient(email))?.safetyCode ?? "" })));
+  await approvePatients(ctx, targets, practice);
 }

@@ -6,7 +6,7 @@ import { Decrypter, Encrypter, identityToRecipient } from "age-encryption";
 import { KdfParamsError, newKdfParams, parseKdfParams, parseNewKeyKdfParams, type KdfParams } from "../../crypto/secupass.js";
 import { carryLinkKey, deliveryPage, type DeliveryData, type Texts } from "./delivery.js";
 import { deriveInWorker } from "./derive.js";
-import { byId } from "./dom.js";
+import { byId, postJson } from "./dom.js";
 import { rememberIdentity } from "./keys.js";
 import { go, onPage } from "./nav.js";
 import { offerPasskey, passkeyLoginPage } from "./passkeys.js";
@@ -14,15 +14,23 @@ import { offerPasskey, passkeyLoginPage } from "./passkeys.js";
 /** A post the server refused, with the text to show. */
 class Refused extends Error {}
 
-/** A JSON post with the form's CSRF token; the answer as JSON, or an empty object. */
-async function postJson(url: string, csrf: string, body: unknown): Promise<{ res: Response; data: { next?: unknown; error?: unknown; kdf?: unknown; challenge?: unknown } }> {
-  const res = await fetch(url, {
-    method: "POST",
-    credentials: "same-origin",
-    headers: { "content-type": "application/json", "x-csrf-token": csrf },
-    body: JSON.stringify(body),
-  });
-  return { res, data: (await res.json().catch(() => ({}))) as Record<string, unknown> };
+/**
+ * A form's JSON post.
+ *
+ * @returns The answer's JSON.
+ * @throws {@link Refused} with the server's text when it refused with one, else an Error (the form then says that it failed).
+ */
+async function send(url: string, csrf: string, body: unknown): Promise<{ next?: unknown; kdf?: unknown; challenge?: unknown }> {
+  const res = await postJson(url, csrf, body);
+  const data = (await res.json().catch(() => ({}))) as { next?: unknown; error?: unknown; kdf?: unknown; challenge?: unknown };
+  if (res.ok) return data;
+  throw typeof data.error === "string" ? new Refused(data.error) : new Error(`status ${res.status}`);
+}
+
+/** Where a form's answer sends the browser. */
+function nextOf(answer: { next?: unknown }): string {
+  if (typeof answer.next !== "string") throw new Error("the answer names no page");
+  return answer.next;
 }
 
 /** The parts of a form that say what is going on: the error line, the progress bar, the button. */
@@ -77,21 +85,19 @@ function loginPage(form: HTMLFormElement): void {
     ui.busy(true);
     void (async () => {
       try {
-        const asked = await postJson("/login/params", d.csrf ?? "", { email });
-        if (!asked.res.ok) throw new Refused(typeof asked.data.error === "string" ? asked.data.error : (d.failed ?? ""));
+        const asked = await send("/login/params", d.csrf ?? "", { email });
         let kdf: KdfParams;
         try {
-          kdf = parseKdfParams(asked.data.kdf);
+          kdf = parseKdfParams(asked.kdf);
         } catch (e) {
           throw new Refused((e instanceof KdfParamsError && e.reason === "weak" ? d.kdfWeak : d.failed) ?? "");
         }
         const { identity, credential } = await deriveInWorker(secret, kdf, email, ui.progress);
-        const nonce = await openChallenge(asked.data.challenge, identity);
-        const { res, data } = await postJson("/login", d.csrf ?? "", { email, credential, next: d.next ?? "", ...(nonce === null ? {} : { nonce }) });
-        if (!res.ok || typeof data.next !== "string") throw new Refused(typeof data.error === "string" ? data.error : (d.failed ?? ""));
+        const nonce = await openChallenge(asked.challenge, identity);
+        const next = nextOf(await send("/login", d.csrf ?? "", { email, credential, next: d.next ?? "", ...(nonce === null ? {} : { nonce }) }));
         carryLinkKey();
         rememberIdentity(identity);
-        go(data.next);
+        go(next);
       } catch (e) {
         ui.busy(false);
         ui.show(e instanceof Refused ? e.message : (d.failed ?? ""));
@@ -135,10 +141,9 @@ function newKeyPage(form: HTMLFormElement): void {
         const { identity, credential } = await deriveInWorker(key, kdf, d.address ?? email, ui.progress);
         const recipient = await identityToRecipient(identity);
         const fields = { ...(d.token === undefined ? {} : { token: d.token }), ...(code === undefined ? {} : { email, code }) };
-        const { res, data } = await postJson(d.url ?? "", d.csrf ?? "", { ...fields, kdf, recipient, credential });
-        if (!res.ok || typeof data.next !== "string") throw new Refused(typeof data.error === "string" ? data.error : (d.failed ?? ""));
+        const next = nextOf(await send(d.url ?? "", d.csrf ?? "", { ...fields, kdf, recipient, credential }));
         rememberIdentity(identity);
-        go(data.next);
+        go(next);
       } catch (e) {
         ui.busy(false);
         ui.show(e instanceof Refused ? e.message : (d.failed ?? ""));
@@ -154,7 +159,6 @@ async function encryptTo(recipient: string, data: Uint8Array | ReadableStream<Ui
   if (data instanceof Uint8Array) return new Blob([(await e.encrypt(data)) as BlobPart]);
   return new Response(await e.encrypt(data)).blob();
 }
-
 
 /**
  * A reply: the message (with the file names) and every file are encrypted here to the

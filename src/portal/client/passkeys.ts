@@ -6,7 +6,7 @@
 import { startAuthentication, startRegistration } from "@simplewebauthn/browser";
 import type { AuthenticationExtensionsClientOutputs, PublicKeyCredentialCreationOptionsJSON, PublicKeyCredentialRequestOptionsJSON } from "@simplewebauthn/browser";
 import { carryLinkKey } from "./delivery.js";
-import { byId } from "./dom.js";
+import { byId, postJson } from "./dom.js";
 import { rememberIdentity, rememberedIdentity } from "./keys.js";
 import { go } from "./nav.js";
 
@@ -52,10 +52,6 @@ async function unseal(sealed: string, prf: ArrayBuffer, credentialId: string, ad
   if (v !== "v1") throw new Error("unknown sealed format");
   const pt = await crypto.subtle.decrypt({ name: "AES-GCM", iv: fromB64u(iv), additionalData: boundTo(credentialId, address) }, await sealKey(prf, fromB64u(salt), "decrypt"), fromB64u(ct));
   return new TextDecoder().decode(pt);
-}
-
-async function postJson(url: string, csrf: string, body: unknown): Promise<Response> {
-  return fetch(url, { method: "POST", credentials: "same-origin", headers: { "content-type": "application/json", "x-csrf-token": csrf }, body: JSON.stringify(body) });
 }
 
 const prfExtension = { prf: { eval: { first: PRF_INPUT } } };

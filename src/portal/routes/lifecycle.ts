@@ -1,8 +1,9 @@
 // The way back: a new Secu-Pass-Key by a mailed link ("forgotten") or while logged in,
 // registration with an invite, help. Every new key is made in the browser (client/main.ts):
 // fresh parameters, U's recipient and the login credential come as JSON.
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyRequest } from "fastify";
 import {
+  INVITE_MISMATCH,
   PraxmailError,
   bindInviteSession,
   checkKeyReset,
@@ -41,8 +42,7 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
 
   app.get("/help", async (req, reply) => portal.page(req, reply, "help.eta", {}));
   app.get("/reset", async (req, reply) => {
-    const { email } = req.query as { email?: unknown };
-    return portal.page(req, reply, "reset.eta", { sent: false, error: null, email: typeof email === "string" && email.length <= FIELD_MAX.email ? email : "" });
+    return portal.page(req, reply, "reset.eta", { sent: false, error: null, email: emailFromQuery(req) });
   });
   app.post("/reset", { schema: bodySchema("_csrf", "email") }, askReset(portal, resets));
   app.get("/reset/:token", async (req, reply) => {
@@ -64,12 +64,17 @@ export function lifecycleRoutes(app: FastifyInstance, portal: Portal): void {
   app.post("/secupass/reset", { schema: newKeySchema(), config: API }, resetLoggedIn(portal));
   app.get("/invite/:id", async (req, reply) => {
     if (!(await inviteOpen(portal.ctx, (req.params as { id: string }).id))) return portal.notice(req, reply, 410, "inviteGoneTitle", "inviteGone");
-    // The address may come with the link (`?email=`, as reception hands it out); it is only
-    // a default for the field, checked against the invite when the form is sent.
-    const { email } = req.query as { email?: unknown };
-    return portal.page(req, reply, "invite.eta", { email: typeof email === "string" && email.length <= FIELD_MAX.email ? email : "", type: portal.ctx.config.crypto.recipientType });
+    // The address may come with the link, as reception hands it out; it is checked against
+    // the invite when the form is sent.
+    return portal.page(req, reply, "invite.eta", { email: emailFromQuery(req), type: portal.ctx.config.crypto.recipientType });
   });
   app.post("/invite/:id", { schema: newKeySchema("email", "code"), config: API }, redeem(portal));
+}
+
+/** The address a link brings along (`?email=`): only a default for the form's field, so anything too long is dropped. */
+function emailFromQuery(req: FastifyRequest): string {
+  const { email } = req.query as { email?: unknown };
+  return typeof email === "string" && email.length <= FIELD_MAX.email ? email : "";
 }
 
 /** POST /reset: asks for a password reset mail (the same answer for every address). */
@@ -154,7 +159,7 @@ function redeem(portal: Portal): Handler {
       patient = await redeemInvite(ctx, id, f.email, f.code, key, portal.knownLang(req));
     } catch (e) {
       // Only a wrong address or code counts.
-      const mismatch = e instanceof PraxmailError && e.code === "invalid-input" && e.message === "address or code do not match the invite";
+      const mismatch = e instanceof PraxmailError && e.code === "invalid-input" && e.message === INVITE_MISMATCH;
       if (!mismatch) await held.release();
       if (mismatch) return answer(reply, 400, t("inviteMismatch"));
       if (e instanceof PraxmailError && e.code === "wrong-state") return answer(reply, 410, t("inviteGone"));
