@@ -77,6 +77,8 @@ describe.runIf(needChromium())("the way back", () => {
     const p = await page();
     await p.goto(`${base}/login`);
     await p.getByRole("link", { name: "Secu-Pass-Key vergessen?" }).click();
+    // The login page has an address field too: fill the one on the page the link leads to.
+    await p.getByRole("heading", { name: "Secu-Pass-Key vergessen" }).waitFor();
     await p.getByLabel("E-Mail-Adresse").fill(PATIENT);
     await p.getByRole("button", { name: "Link senden" }).click();
     await p.getByText("Wenn es für diese Adresse ein Konto gibt, haben wir eine E-Mail mit einem Link geschickt.").waitFor();
