@@ -78,23 +78,29 @@ async function openChallenge(challenge: unknown, identity: string): Promise<stri
 function loginPage(form: HTMLFormElement): void {
   const d = form.dataset;
   const ui = formState(form, "login-error", "login-progress");
+  // "Forgot" takes the address typed so far along: it is not typed twice.
+  const email = byId<HTMLInputElement>("email");
+  const forgot = byId<HTMLAnchorElement>("forgot-link");
+  email?.addEventListener("input", () => {
+    if (forgot) forgot.search = email.value.trim() ? `?email=${encodeURIComponent(email.value.trim())}` : "";
+  });
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const email = (byId<HTMLInputElement>("email")?.value ?? "").trim();
+    const address = (email?.value ?? "").trim();
     const secret = byId<HTMLInputElement>("login-key")?.value ?? "";
     ui.busy(true);
     void (async () => {
       try {
-        const asked = await send("/login/params", d.csrf ?? "", { email });
+        const asked = await send("/login/params", d.csrf ?? "", { email: address });
         let kdf: KdfParams;
         try {
           kdf = parseKdfParams(asked.kdf);
         } catch (e) {
           throw new Refused((e instanceof KdfParamsError && e.reason === "weak" ? d.kdfWeak : d.failed) ?? "");
         }
-        const { identity, credential } = await deriveInWorker(secret, kdf, email, ui.progress);
+        const { identity, credential } = await deriveInWorker(secret, kdf, address, ui.progress);
         const nonce = await openChallenge(asked.challenge, identity);
-        const next = nextOf(await send("/login", d.csrf ?? "", { email, credential, next: d.next ?? "", ...(nonce === null ? {} : { nonce }) }));
+        const next = nextOf(await send("/login", d.csrf ?? "", { email: address, credential, next: d.next ?? "", ...(nonce === null ? {} : { nonce }) }));
         carryLinkKey();
         rememberIdentity(identity);
         go(next);
