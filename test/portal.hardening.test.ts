@@ -292,7 +292,8 @@ describe("session ids", () => {
   }[] = [
     {
       name: "login",
-      open: () => Promise.resolve({ url: "/login" }),
+      // The link of A's mail (it names A), opened where T is logged in.
+      open: () => Promise.resolve({ url: `/login?email=${encodeURIComponent(A)}` }),
       submit: (c) => c.login(A),
       then: /^\/deliveries$/,
     },

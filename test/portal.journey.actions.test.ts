@@ -164,7 +164,8 @@ describe.runIf(needChromium())("the patient's journeys, counted (Chromium, 390×
       const r = await praxmail(["approve", ANNA, "--yes", "--home", home]);
       expect(r.code, r.stderr).toBe(0);
     });
-    // Hours later: the release mail, in a new page.
+    // Hours later (the session has ended): the release mail, in a new page.
+    await annaPhone.context.clearCookies();
     await page.goto("about:blank");
     await j.tapLink(await j.openMail(/freigegeben/, "the release mail"));
     await j.type(page.getByLabel("Secu-Pass-Key"), ANNA_KEY, "Secu-Pass-Key");

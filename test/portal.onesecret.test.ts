@@ -114,6 +114,22 @@ describe("the login with the Secu-Pass-Key", () => {
     expect(JSON.parse(res.body)).toEqual({ next: `/d/${token}` });
   });
 
+  it("a mail's link to a message, opened while logged in, goes straight to the message; a link for another address shows the login", async () => {
+    const { id } = await deliver(portal.ctx, KNOWN, "%PDF-1.4 mit offener Sitzung");
+    const c = new Client(portal.app);
+    expect((await c.login(KNOWN)).statusCode).toBe(200);
+    const next = `/deliveries/${id}`;
+    for (const email of [KNOWN, KNOWN.toUpperCase(), undefined]) {
+      const res = await c.get(`/login?${email === undefined ? "" : `email=${encodeURIComponent(email)}&`}next=${encodeURIComponent(next)}`);
+      expect([res.statusCode, res.headers.location]).toEqual([303, next]);
+    }
+    // Where the link points elsewhere than the portal's own pages: the message list.
+    expect((await c.get(`/login?email=${encodeURIComponent(KNOWN)}&next=${encodeURIComponent("//elsewhere.example/")}`)).headers.location).toBe("/deliveries");
+    const other = await c.get(`/login?email=${encodeURIComponent(NOBODY)}&next=${encodeURIComponent(next)}`);
+    expect(other.statusCode).toBe(200);
+    expect(other.body).toContain(`value="${NOBODY}" aria-describedby="login-error">`);
+  });
+
   it("stores only a hash of the credential: neither the key, nor U, nor the credential is in the row", async () => {
     const row = (await portal.ctx.store.records.patient(KNOWN))!;
     const keys = await deriveSecuPass(ANNA_KEY, parseKdfParams(JSON.parse(row.kdf!)), KNOWN);

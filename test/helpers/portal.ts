@@ -82,7 +82,8 @@ export class Client {
    * @returns The answer to the login post (200 `{next}`, 401, 429), or to the parameters' ask if that failed.
    */
   async login(email: string, secret = keyOf(email), next = "/deliveries"): Promise<LightMyRequestResponse> {
-    await this.get("/login");
+    // The form for this address: it names the address, so another patient's session still gets it.
+    await this.get(`/login?email=${encodeURIComponent(email)}`);
     const asked = await this.json("/login/params", { email });
     if (asked.statusCode !== 200) return asked;
     const { kdf, challenge } = JSON.parse(asked.body) as { kdf: unknown; challenge: string };

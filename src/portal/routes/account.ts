@@ -116,10 +116,16 @@ export function accountRoutes(app: FastifyInstance, portal: Portal): void {
   app.get("/waiting", waitingPage(portal));
 }
 
-/** GET /login: the form, with why the last session ended or what just happened. */
+/**
+ * GET /login: the form, with why the last session ended or what just happened. A patient
+ * who is logged in goes on to where the link points (a mail's link to a message opens it)
+ * unless the link names another address: then the form, to log in as that one.
+ */
 function loginPage(portal: Portal): Handler {
   return async (req, reply) => {
     const q = req.query as { next?: string; m?: string; email?: string };
+    const named = typeof q.email === "string" ? q.email.trim().toLowerCase() : "";
+    if (req.session.email !== null && (named === "" || named === req.session.email)) return reply.redirect(safeNext(q.next), 303);
     const t = portal.texts(req);
     const ended = req.session.expired ?? (q.m === "expired" ? "idle" : q.m === "ended" ? "lifetime" : null);
     const info = ended === "idle" ? t("sessionExpired") : ended === "lifetime" ? t("sessionEnded") : q.m === "out" ? t("loggedOut") : null;
