@@ -54,7 +54,7 @@ async function refusal(f: () => unknown): Promise<string> {
 }
 
 const newRecipient = (): Promise<string> => recipientOf(generateIdentity("x25519"));
-const row = (email: string): Record<string, unknown> => readDb(portal.home, (db) => db.prepare("SELECT status, pending_kdf, recipient FROM patients WHERE email = ?").get(email) as Record<string, unknown>);
+const row = (email: string): Record<string, unknown> => readDb(portal.home, (db) => db.prepare("SELECT status, recipient FROM patients WHERE email = ?").get(email) as Record<string, unknown>);
 const sessionsOf = (email: string): number => readDb(portal.home, (db) => db.prepare("SELECT count(*) FROM sessions WHERE email = ?").pluck().get(email) as number);
 
 describe("revoking a patient", () => {
@@ -65,14 +65,14 @@ describe("revoking a patient", () => {
     expect(page.statusCode).toBe(200);
     const before = row(email).recipient;
     await revokePatient(portal.ctx, email);
-    expect(row(email)).toEqual({ status: "revoked", pending_kdf: null, recipient: before });
+    expect(row(email)).toEqual({ status: "revoked", recipient: before });
     // The browser posts the new key: its session is gone.
     const { kdf, recipient, credential } = await newKey(email, "ein neuer Secu-Pass-Key");
     const posted = await c.json("/secupass/reset", { kdf, recipient, credential });
     expect(posted.statusCode).toBe(401);
     // Core refuses it too, whoever calls.
     expect(await refusal(async () => resetSecuPass(portal.ctx, email, { kdf, recipient, credential }))).toBe("wrong-state");
-    expect(row(email)).toEqual({ status: "revoked", pending_kdf: null, recipient: before });
+    expect(row(email)).toEqual({ status: "revoked", recipient: before });
     expect((await collect(portal.ctx.store.auditRows())).filter((a) => a.subject === email).map((a) => a.action)).not.toContain("patient.secupass-reset");
   });
 
@@ -153,7 +153,7 @@ describe("revoking a patient", () => {
     expect((await getPatient(portal.ctx, email)).status).toBe("pending-secupass");
     await revokePatient(portal.ctx, email);
     expect(await refusal(async () => setSecuPassRecipient(portal.ctx, email, await newRecipient()))).toBe("wrong-state");
-    expect(row(email)).toEqual({ status: "revoked", pending_kdf: null, recipient: null });
+    expect(row(email)).toEqual({ status: "revoked", recipient: null });
   });
 
   it("hides the patient's deliveries from core, and a session is never written for a revoked account", async () => {

@@ -25,7 +25,6 @@ const patientRow = (email: string, safetyCode: string | null = null): PatientRow
   secupassAt: null,
   approvedAt: null,
   revokedAt: null,
-  pendingKdf: null,
   invitedAt: null,
   approval: null,
   inviteId: null,

@@ -108,7 +108,6 @@ async function replaceKey(ctx: Context, email: string, key: NewKey, how: "mail" 
       ...current,
       status: "pending-approval",
       kdf: JSON.stringify(checked.kdf),
-      pendingKdf: null,
       recipient: checked.recipient,
       safetyCode: safetyCode(checked.recipient),
       credentialHash: checked.credentialHash,

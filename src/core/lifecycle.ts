@@ -118,7 +118,7 @@ export async function revokePatient(ctx: Context, email: string): Promise<string
     const blobs = await shred(ctx, tx, ids, "revoked", "delivery.revoke", now);
     const replies = await tx.accounts.uploadingRepliesOf(p.email);
     for (const r of replies) blobs.push(...(await tx.accounts.deleteReply(r.id)));
-    await tx.records.updatePatient({ ...p, status: "revoked", revokedAt: at, pendingKdf: null });
+    await tx.records.updatePatient({ ...p, status: "revoked", revokedAt: at });
     const details = {
       deliveries: ids.length,
       sessions: await tx.records.deleteSessionsOf(p.email),

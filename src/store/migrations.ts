@@ -264,4 +264,12 @@ CREATE TABLE passkey_challenges (
 CREATE INDEX passkey_challenges_expiry ON passkey_challenges (expires_at);
 `,
   },
+  {
+    // The pending KDF parameters of the two-step Secu-Pass reset from before one secret
+    // (migration 10): that reset is gone, and nothing reads or writes the column.
+    version: 12,
+    sql: `
+ALTER TABLE patients DROP COLUMN pending_kdf;
+`,
+  },
 ];

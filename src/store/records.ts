@@ -24,7 +24,7 @@ export class StatementCache {
 
 /** Patient account status (DESIGN.md §5). */
 const PATIENT_COLS =
-  "email, status, password_hash AS passwordHash, credential_hash AS credentialHash, kdf, recipient, safety_code AS safetyCode, registered_at AS registeredAt, secupass_at AS secupassAt, approved_at AS approvedAt, revoked_at AS revokedAt, pending_kdf AS pendingKdf, invited_at AS invitedAt, approval, invite_id AS inviteId, invite_session AS inviteSession, alarmed_at AS alarmedAt, lang";
+  "email, status, password_hash AS passwordHash, credential_hash AS credentialHash, kdf, recipient, safety_code AS safetyCode, registered_at AS registeredAt, secupass_at AS secupassAt, approved_at AS approvedAt, revoked_at AS revokedAt, invited_at AS invitedAt, approval, invite_id AS inviteId, invite_session AS inviteSession, alarmed_at AS alarmedAt, lang";
 const DELIVERY_COLS =
   "id, recipient, level, status, subject, sender, created_at AS createdAt, expires_at AS expiresAt, downloaded_at AS downloadedAt, ended_at AS endedAt, source_key AS sourceKey, sent_at AS sentAt, reminded_at AS remindedAt";
 const FILE_COLS = "id, delivery_id AS deliveryId, position, kind, name, size, blob";
@@ -65,7 +65,7 @@ export class Records {
   insertPatient(p: PatientRow): void {
     this.sql
       .get(
-        "INSERT INTO patients (email, status, password_hash, credential_hash, kdf, recipient, safety_code, registered_at, secupass_at, approved_at, revoked_at, pending_kdf, invited_at, approval, invite_id, invite_session, alarmed_at, lang) VALUES (@email, @status, @passwordHash, @credentialHash, @kdf, @recipient, @safetyCode, @registeredAt, @secupassAt, @approvedAt, @revokedAt, @pendingKdf, @invitedAt, @approval, @inviteId, @inviteSession, @alarmedAt, @lang)",
+        "INSERT INTO patients (email, status, password_hash, credential_hash, kdf, recipient, safety_code, registered_at, secupass_at, approved_at, revoked_at, invited_at, approval, invite_id, invite_session, alarmed_at, lang) VALUES (@email, @status, @passwordHash, @credentialHash, @kdf, @recipient, @safetyCode, @registeredAt, @secupassAt, @approvedAt, @revokedAt, @invitedAt, @approval, @inviteId, @inviteSession, @alarmedAt, @lang)",
       )
       .run(p);
   }
@@ -78,7 +78,7 @@ export class Records {
   updatePatient(p: PatientRow): void {
     this.sql
       .get(
-        "UPDATE patients SET status = @status, password_hash = @passwordHash, credential_hash = @credentialHash, kdf = @kdf, recipient = @recipient, safety_code = @safetyCode, secupass_at = @secupassAt, approved_at = @approvedAt, revoked_at = @revokedAt, pending_kdf = @pendingKdf, invited_at = @invitedAt, approval = @approval, invite_id = @inviteId, invite_session = @inviteSession, alarmed_at = @alarmedAt, lang = @lang WHERE email = @email",
+        "UPDATE patients SET status = @status, password_hash = @passwordHash, credential_hash = @credentialHash, kdf = @kdf, recipient = @recipient, safety_code = @safetyCode, secupass_at = @secupassAt, approved_at = @approvedAt, revoked_at = @revokedAt, invited_at = @invitedAt, approval = @approval, invite_id = @inviteId, invite_session = @inviteSession, alarmed_at = @alarmedAt, lang = @lang WHERE email = @email",
       )
       .run(p);
   }

@@ -22,8 +22,6 @@ export interface PatientRow {
   secupassAt: string | null;
   approvedAt: string | null;
   revokedAt: string | null;
-  /** KDF parameters issued for a Secu-Pass reset that is not finished yet. */
-  pendingKdf: string | null;
   /** Registered with an invite code from reception. */
   invitedAt: string | null;
   /** JSON of the signed approval (see src/core/trust.ts); null until approved. */

@@ -112,7 +112,6 @@ export async function legacyPatient(ctx: Context, email: string, password: strin
     secupassAt: recipient === null ? null : at,
     approvedAt: null,
     revokedAt: null,
-    pendingKdf: null,
     invitedAt: null,
     approval: null,
     inviteId: null,

@@ -6,7 +6,7 @@ import type { RecordStore } from "../types.js";
 import type { Query } from "./connect.js";
 
 const PATIENT_COLS = `email, status, password_hash AS "passwordHash", credential_hash AS "credentialHash", kdf, recipient, safety_code AS "safetyCode", registered_at AS "registeredAt",
-  secupass_at AS "secupassAt", approved_at AS "approvedAt", revoked_at AS "revokedAt", pending_kdf AS "pendingKdf", invited_at AS "invitedAt",
+  secupass_at AS "secupassAt", approved_at AS "approvedAt", revoked_at AS "revokedAt", invited_at AS "invitedAt",
   approval, invite_id AS "inviteId", invite_session AS "inviteSession", alarmed_at AS "alarmedAt", lang`;
 const DELIVERY_COLS = `id, recipient, level, status, subject, sender, created_at AS "createdAt", expires_at AS "expiresAt", downloaded_at AS "downloadedAt",
   ended_at AS "endedAt", source_key AS "sourceKey", sent_at AS "sentAt", reminded_at AS "remindedAt"`;
@@ -30,15 +30,15 @@ export class PgRecords implements RecordStore {
 
   async insertPatient(p: PatientRow): Promise<void> {
     await this.q`INSERT INTO patients (email, status, password_hash, credential_hash, kdf, recipient, safety_code, registered_at, secupass_at, approved_at, revoked_at,
-      pending_kdf, invited_at, approval, invite_id, invite_session, alarmed_at, lang)
+      invited_at, approval, invite_id, invite_session, alarmed_at, lang)
       VALUES (${p.email}, ${p.status}, ${p.passwordHash}, ${p.credentialHash}, ${p.kdf}, ${p.recipient}, ${p.safetyCode}, ${p.registeredAt}, ${p.secupassAt}, ${p.approvedAt},
-      ${p.revokedAt}, ${p.pendingKdf}, ${p.invitedAt}, ${p.approval}, ${p.inviteId}, ${p.inviteSession}, ${p.alarmedAt}, ${p.lang})`;
+      ${p.revokedAt}, ${p.invitedAt}, ${p.approval}, ${p.inviteId}, ${p.inviteSession}, ${p.alarmedAt}, ${p.lang})`;
   }
 
   async updatePatient(p: PatientRow): Promise<void> {
     await this.q`UPDATE patients SET status = ${p.status}, password_hash = ${p.passwordHash}, credential_hash = ${p.credentialHash}, kdf = ${p.kdf}, recipient = ${p.recipient},
       safety_code = ${p.safetyCode}, secupass_at = ${p.secupassAt}, approved_at = ${p.approvedAt}, revoked_at = ${p.revokedAt},
-      pending_kdf = ${p.pendingKdf}, invited_at = ${p.invitedAt}, approval = ${p.approval}, invite_id = ${p.inviteId},
+      invited_at = ${p.invitedAt}, approval = ${p.approval}, invite_id = ${p.inviteId},
       invite_session = ${p.inviteSession}, alarmed_at = ${p.alarmedAt}, lang = ${p.lang} WHERE email = ${p.email}`;
   }
 

@@ -1,5 +1,5 @@
 // The shared backend's schema in PostgreSQL 15+: the same tables, columns and rules as the
-// embedded SQLite schema after its migration 8 (src/store/migrations.ts), so that rows read
+// embedded SQLite schema (src/store/migrations.ts; each step names its SQLite twin), so that rows read
 // the same from either backend and `praxmail migrate` copies them column for column.
 // Append only: never edit a migration that has shipped; schema_migrations records each one.
 //
@@ -229,6 +229,13 @@ CREATE TABLE passkey_challenges (
   expires_at  TEXT NOT NULL
 );
 CREATE INDEX passkey_challenges_expiry ON passkey_challenges (expires_at);
+`,
+  },
+  {
+    // The pending KDF parameters of the reset from before one secret (SQLite's migration 12).
+    version: 6,
+    sql: `
+ALTER TABLE patients DROP COLUMN pending_kdf;
 `,
   },
 ];
