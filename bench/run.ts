@@ -129,8 +129,9 @@ node:crypto encrypts is a new buffer, and V8 frees them only at its next scaveng
     text: `A CPU profile of a 1 KiB \`send\` shows, besides Node's start: the pure-JavaScript
 ML-KEM-768 + X25519 key wrap of the default recipients (age-encryption), Node's \`fetch\`
 stack that age-encryption loads to read its input, the date and number formats of the
-notification, and compiling the chunk that every command shares, which is large because
-the notifier lives in the same module as the relay's MIME pipeline.`,
+notification, and compiling the chunks it loads (the core's chunk holds conf, which loads
+ajv whether or not a schema is given). The relay's MIME pipeline is no longer among them:
+the commands reach the notifier through \`mail/notify.ts\`.`,
   },
   {
     prefix: "relay: level-3 throughput / passthrough",

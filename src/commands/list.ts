@@ -1,5 +1,5 @@
 import { listDeliveries, listPatients, listPending } from "../core/index.js";
-import { formatSize } from "../mail/index.js";
+import { formatSize } from "../i18n/index.js";
 import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
 import { printJson, printTable, shortTime, withContext } from "./shared.js";
 

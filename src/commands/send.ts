@@ -11,7 +11,7 @@ import {
   type Context,
   type CreatedDelivery,
 } from "../core/index.js";
-import { formatSize } from "../mail/index.js";
+import { formatSize } from "../i18n/index.js";
 import { fileStream } from "../store/index.js";
 import type { HomeOptions, Io, JsonOptions } from "./definitions.js";
 import { note, printJson, printTable, progress, withContext } from "./shared.js";

@@ -2,7 +2,6 @@
 // the one place where errors become messages and exit codes.
 import { userInfo } from "node:os";
 import chalk from "chalk";
-import { confirm } from "@inquirer/prompts";
 import { openSharedStore, openStore, type Store } from "../store/index.js";
 import {
   PraxmailError,
@@ -21,7 +20,7 @@ import {
   type Context,
   type SharedBackend,
 } from "../core/index.js";
-import { notifierFor } from "../mail/index.js";
+import { notifierFor } from "../mail/notify.js";
 import type { HomeOptions, Io } from "./definitions.js";
 
 if ((process.env.NO_COLOR ?? "") !== "" || !process.stderr.isTTY) chalk.level = 0;
@@ -137,6 +136,8 @@ export async function confirmOrYes(io: Io, question: string, yes: boolean | unde
   if (!io.interactive) {
     throw new PraxmailError("usage", "confirmation needed, but stdin is not a terminal", "pass --yes to confirm in a script");
   }
+  // Loaded only when a terminal is asked: most runs never prompt.
+  const { confirm } = await import("@inquirer/prompts");
   return confirm({ message: question, default: false }, { output: process.stderr });
 }
 
