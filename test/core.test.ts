@@ -718,6 +718,15 @@ describe("core apart from the store", () => {
       expect(load).toThrow(expect.objectContaining({ code: "invalid-config", message }) as Error);
     });
 
+    it.each([
+      ["{\"practiceName\": ", "config.json:  cannot be read: "],
+      ["[]", "config.json:  must hold a JSON object"],
+      ["null", "config.json:  must hold a JSON object"],
+    ])("a file of %j is refused: %s…", async (text, message) => {
+      await writeFile(join(home, "config.json"), text);
+      expect(() => loadConfig(home)).toThrow(expect.objectContaining({ code: "invalid-config", message: expect.stringContaining(message) as string }) as Error);
+    });
+
     it("fills what is left out with the defaults, and keeps what is set", async () => {
       const config = await patched({ crypto: undefined, deliveries: { expiryDays: 30, remindBeforeDays: 3 }, portalKey: otherKey, internalDomains: ["Praxis.Example"], upstream: "" });
       expect(config()).toMatchObject({

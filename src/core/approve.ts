@@ -243,6 +243,6 @@ export async function pinApprovalKey(ctx: Context, practiceIdentity: string): Pr
   });
   // After the rows: a crash in between leaves the key unpinned, and every wrap fails closed.
   const config: Config = { ...ctx.config, approvalKey: key.publicKey };
-  saveConfig(ctx.home, config);
+  await saveConfig(ctx.home, config);
   return { config, fingerprint, signed };
 }

@@ -1,7 +1,6 @@
-// The practice configuration, <home>/config.json, read and written through conf.
-import { existsSync } from "node:fs";
+// The practice configuration, <home>/config.json: read as JSON, written through conf.
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import Conf from "conf";
 import { isRecipientType, recipientType, type RecipientType } from "../crypto/index.js";
 import { PraxmailError } from "./errors.js";
 import { DEFAULTS } from "./defaults.js";
@@ -152,15 +151,6 @@ function policyConfig(raw: unknown): PolicyConfig {
   return { minLevel, minLevelWithAttachments };
 }
 
-function conf(home: string): Conf {
-  return new Conf<Record<string, unknown>>({
-    cwd: home,
-    configName: "config",
-    projectName: "praxmail",
-    configFileMode: 0o600,
-  });
-}
-
 /**
  * @param home - The praxmail home.
  * @returns Whether `init` has written a configuration there.
@@ -195,11 +185,14 @@ export function checkUrl(value: string, protocols: readonly string[]): string {
 }
 
 function readRaw(home: string): Record<string, unknown> {
+  let raw: unknown;
   try {
-    return conf(home).store;
+    raw = JSON.parse(readFileSync(join(home, CONFIG_FILE), "utf8"));
   } catch (e) {
     throw bad("", `cannot be read: ${(e as Error).message}`);
   }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw bad("", "must hold a JSON object");
+  return raw as Record<string, unknown>;
 }
 
 function cryptoConfig(raw: unknown): Config["crypto"] {
@@ -357,6 +350,9 @@ export function loadConfig(home: string): Config {
  * @param home - The praxmail home.
  * @param config - The whole configuration.
  */
-export function saveConfig(home: string, config: Config): void {
-  conf(home).store = JSON.parse(JSON.stringify(config)) as Record<string, unknown>;
+export async function saveConfig(home: string, config: Config): Promise<void> {
+  // conf loads ajv whether or not it validates: only the commands that write load it.
+  const { default: Conf } = await import("conf");
+  const conf = new Conf<Record<string, unknown>>({ cwd: home, configName: "config", projectName: "praxmail", configFileMode: 0o600 });
+  conf.store = JSON.parse(JSON.stringify(config)) as Record<string, unknown>;
 }

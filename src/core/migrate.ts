@@ -133,7 +133,7 @@ export async function migratePractice(ctx: Context, target: Store, opts: Migrate
     }
     const verified = await verifyAuditLog({ ...ctx, store: target });
     await markUsedInvites({ ...ctx, store: target });
-    saveConfig(ctx.home, { ...ctx.config, shared: opts.shared });
+    await saveConfig(ctx.home, { ...ctx.config, shared: opts.shared });
     return { ...report, auditRows: verified.rows };
   } catch (e) {
     throw transferFailure(e, opts.shared);

@@ -122,7 +122,7 @@ export async function joinPractice(home: string, from: string, open: (config: Co
   }
   if (config.identity.kind === "file") await copySecret(join(from, config.identity.file), join(home, config.identity.file));
   await copySecret(join(from, PORTAL_KEY_FILE), join(home, PORTAL_KEY_FILE));
-  saveConfig(home, config);
+  await saveConfig(home, config);
   return config;
 }
 

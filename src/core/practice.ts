@@ -85,7 +85,7 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
     const config: Config = { ...old, ...settings, portalKey, crypto: { recipientType: opts.recipientType ?? old.crypto.recipientType }, portal: look(old.portal) };
     if (opts.backend) await pinNode(opts.backend, config, opts.now ?? new Date());
     if (logo) await installLogo(home, logo);
-    saveConfig(home, config);
+    await saveConfig(home, config);
     return { config, created: false, identityStore: config.identity };
   }
 
@@ -124,7 +124,7 @@ export async function initPractice(home: string, opts: InitOptions): Promise<Ini
   };
   if (opts.backend) await pinNewPractice(home, opts.backend, config, opts.now ?? new Date());
   if (logo) await installLogo(home, logo);
-  saveConfig(home, config);
+  await saveConfig(home, config);
   return { config, created: true, identityStore: store, ...(keyringFailure === undefined ? {} : { keyringFailure }) };
 }
 
