@@ -7,6 +7,7 @@ import { DB_FILE } from "../src/store/db.js";
 import { MIGRATIONS } from "../src/store/migrations.js";
 import { openStore } from "../src/store/index.js";
 import { cleanup, tempDir } from "./helpers/cli.js";
+import { readDb } from "./helpers/store.js";
 
 let home: string;
 beforeEach(async () => {
@@ -28,14 +29,7 @@ function databaseAt(version: number, fill: (db: Database.Database) => void): voi
   }
 }
 
-const columns = (table: string): string[] => {
-  const db = new Database(join(home, DB_FILE), { readonly: true });
-  try {
-    return (db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name);
-  } finally {
-    db.close();
-  }
-};
+const columns = (table: string): string[] => readDb(home, (db) => (db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name));
 
 describe("an embedded database from before", () => {
   it("schema 11, in the middle of a reset from before one secret: pending_kdf goes, the patient stays as it was", async () => {
@@ -62,11 +56,6 @@ describe("an embedded database from before", () => {
       await store.close();
     }
     expect(columns("patients")).not.toContain("pending_kdf");
-    const db = new Database(join(home, DB_FILE), { readonly: true });
-    try {
-      expect(db.pragma("user_version", { simple: true })).toBe(MIGRATIONS.at(-1)?.version);
-    } finally {
-      db.close();
-    }
+    expect(readDb(home, (db) => db.pragma("user_version", { simple: true }))).toBe(MIGRATIONS.at(-1)?.version);
   });
 });
